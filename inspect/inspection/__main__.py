@@ -1,0 +1,5 @@
+import sys
+
+from inspection.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""Acquisition: every source of frames behind one :class:`Camera` interface, opened from a URI.
+
+- ``folder:PATH[?watch=1&settle_s=S&bit_depth=B]``
+- ``genicam:[PRODUCER.cti][?serial=S&pixel_format=F]``
+- ``pylon:[SERIAL|emu][?pixel_format=F]``
+- ``opencv:INDEX|URL[?latest=1&buffer=N]``
+- ``sim:wafer|pcb[?fps=F&seed=S&defect_rate=R&size=N&bit_depth=B]``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from inspection.acquire.base import (
+    Backoff,
+    Camera,
+    CameraDisconnected,
+    CameraError,
+    FrameTimeout,
+    SkippedInput,
+    SourceExhausted,
+    stream_frames,
+)
+from inspection.acquire.folder import ImageReadError, read_image
+from inspection.synthetic import SIM_KINDS
+
+__all__ = [
+    "SCHEMES",
+    "Backoff",
+    "Camera",
+    "CameraDisconnected",
+    "CameraError",
+    "FrameTimeout",
+    "ImageReadError",
+    "SkippedInput",
+    "SourceExhausted",
+    "open_camera",
+    "read_image",
+    "stream_frames",
+]
+
+
+def _options(uri: str, query: str, allowed: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, raw in parse_qsl(query, keep_blank_values=True):
+        if key not in allowed:
+            raise CameraError(f"{uri}: unknown option {key!r}; expected one of: {', '.join(allowed) or 'none'}")
+        try:
+            options[key] = allowed[key](raw)
+        except ValueError:
+            raise CameraError(f"{uri}: option {key}={raw!r} is not a valid {allowed[key].__name__}") from None
+    return options
+
+
+def _flag(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_flag.__name__ = "flag (1/0)"
+
+
+def _folder(uri: str, target: str, query: str) -> Camera:
+    from inspection.acquire.folder import FolderCamera
+
+    opts = _options(uri, query, {"watch": _flag, "settle_s": float, "bit_depth": int})
+    if not target:
+        raise CameraError(f"{uri}: expected folder:PATH")
+    return FolderCamera(uri, Path(target), watch=opts.get("watch", False), settle_s=opts.get("settle_s", 0.5),
+                        bit_depth=opts.get("bit_depth"))
+
+
+def _genicam(uri: str, target: str, query: str) -> Camera:
+    from inspection.acquire.genicam import GenICamCamera
+
+    opts = _options(uri, query, {"serial": str, "pixel_format": str})
+    return GenICamCamera(uri, target, serial=opts.get("serial"), pixel_format_name=opts.get("pixel_format"))
+
+
+def _pylon(uri: str, target: str, query: str) -> Camera:
+    from inspection.acquire.pylon import PylonCamera
+
+    opts = _options(uri, query, {"pixel_format": str})
+    return PylonCamera(uri, target, pixel_format_name=opts.get("pixel_format"))
+
+
+def _opencv(uri: str, target: str, query: str) -> Camera:
+    from inspection.acquire.opencv import OpenCVCamera
+
+    opts = _options(uri, query, {"latest": _flag, "buffer": int})
+    if not target:
+        raise CameraError(f"{uri}: expected opencv:INDEX (a device number) or opencv:URL (a stream or video file)")
+    return OpenCVCamera(uri, target, latest=opts.get("latest", False), buffer=max(1, opts.get("buffer", 8)))
+
+
+def _sim(uri: str, target: str, query: str) -> Camera:
+    from inspection.acquire.sim import SimCamera
+
+    if target not in SIM_KINDS:
+        raise CameraError(f"{uri}: unknown synthetic source {target!r}; expected one of: {', '.join(SIM_KINDS)}")
+    opts = _options(uri, query, {"fps": float, "seed": int, "defect_rate": float, "size": int, "bit_depth": int})
+    if not 0 <= opts.get("defect_rate", 0.3) <= 1:
+        raise CameraError(f"{uri}: defect_rate must be within 0..1, got {opts['defect_rate']}")
+    if opts.get("bit_depth", 8) not in (8, 10, 12, 14, 16):
+        raise CameraError(f"{uri}: bit_depth must be 8, 10, 12, 14 or 16, got {opts['bit_depth']}")
+    if not 64 <= opts.get("size", 512) <= 8192:
+        raise CameraError(f"{uri}: size must be within 64..8192 pixels, got {opts['size']}")
+    return SimCamera(uri, target, fps=opts.get("fps", 0.0), seed=opts.get("seed", 0),  # type: ignore[arg-type]
+                     defect_rate=opts.get("defect_rate", 0.3), size_px=opts.get("size", 512),
+                     bit_depth=opts.get("bit_depth", 8))
+
+
+SCHEMES: dict[str, Callable[[str, str, str], Camera]] = {
+    "folder": _folder,
+    "genicam": _genicam,
+    "pylon": _pylon,
+    "opencv": _opencv,
+    "sim": _sim,
+}
+
+
+def open_camera(uri: str) -> Camera:
+    """The camera named by ``uri`` (not yet opened: use it as a context manager).
+
+    Raises CameraError naming the URI and what was expected or found.
+    """
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme not in SCHEMES:
+        raise CameraError(
+            f"camera URI {uri!r}: unknown scheme {scheme if sep else '(none)'!r}; expected one of: "
+            + ", ".join(f"{s}:..." for s in SCHEMES)
+        )
+    target, _, query = rest.partition("?")
+    return SCHEMES[scheme](uri, target, query)

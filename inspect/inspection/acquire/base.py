@@ -1,0 +1,137 @@
+"""The one camera interface every source implements, and the acquisition loop around it.
+
+A camera is opened from a URI (see :func:`inspection.acquire.open_camera`). ``grab`` waits at most its
+timeout; the loop in :func:`stream_frames` turns timeouts into log lines (a missing trigger never hangs the
+line), reconnects a camera that dropped out with exponential back-off, and ends when the source is exhausted
+or the caller asks it to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from inspection.types import Frame
+
+log = logging.getLogger("inspection.acquire")
+
+
+class CameraError(RuntimeError):
+    """A camera that cannot be opened or used; the message says what was found instead."""
+
+
+class FrameTimeout(CameraError):
+    """No frame arrived within the fetch timeout (no trigger, or a slow exposure)."""
+
+
+class CameraDisconnected(CameraError):
+    """The device went away mid-stream; the acquisition loop reconnects."""
+
+
+class SourceExhausted(CameraError):
+    """A finite source (a folder without watch, a video file) has delivered all it has."""
+
+
+@dataclass(frozen=True)
+class SkippedInput:
+    """An input the source could not use (an unreadable file): reported, never fatal."""
+
+    source_id: str
+    path: str
+    reason: str
+
+
+class Camera(ABC):
+    """A source of frames. Use as a context manager, or call ``open``/``close``."""
+
+    uri: str
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect to the device and start acquisition; raises CameraError with what was found."""
+
+    @abstractmethod
+    def grab(self, *, timeout_s: float) -> Frame:
+        """The next frame; raises FrameTimeout, CameraDisconnected or SourceExhausted."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop acquisition and release the device; safe to call twice."""
+
+    def take_skipped(self) -> list[SkippedInput]:
+        """Inputs skipped since the last call (sources that can skip override this)."""
+        return []
+
+    def __enter__(self) -> Camera:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@dataclass
+class Backoff:
+    """Reconnect delays: ``initial_s``, doubled each failure up to ``max_s``; ``max_attempts`` 0 = forever."""
+
+    initial_s: float = 0.5
+    max_s: float = 10.0
+    max_attempts: int = 0
+
+    def delays(self) -> Iterator[float]:
+        delay, attempt = self.initial_s, 0
+        while self.max_attempts == 0 or attempt < self.max_attempts:
+            yield delay
+            delay = min(delay * 2, self.max_s)
+            attempt += 1
+
+
+def _reconnect(camera: Camera, backoff: Backoff, stop: threading.Event) -> bool:
+    camera.close()
+    for attempt, delay in enumerate(backoff.delays(), start=1):
+        log.warning("camera %s disconnected; reconnect attempt %d in %.1f s", camera.uri, attempt, delay)
+        if stop.wait(delay):
+            return False
+        try:
+            camera.open()
+        except CameraError as exc:
+            log.warning("camera %s: reconnect attempt %d failed: %s", camera.uri, attempt, exc)
+            continue
+        log.warning("camera %s reconnected after %d attempt(s)", camera.uri, attempt)
+        return True
+    log.error("camera %s: giving up after %d reconnect attempts", camera.uri, backoff.max_attempts)
+    return False
+
+
+def stream_frames(camera: Camera, *, timeout_s: float, stop: threading.Event, max_frames: int | None = None,
+                  backoff: Backoff | None = None,
+                  on_skipped: Callable[[SkippedInput], None] | None = None) -> Iterator[Frame]:
+    """Frames from an opened camera until ``max_frames``, exhaustion, ``stop``, or a failed reconnect."""
+    backoff = backoff or Backoff()
+    delivered = 0
+    waited_s = 0.0
+    while not stop.is_set() and (max_frames is None or delivered < max_frames):
+        try:
+            frame = camera.grab(timeout_s=timeout_s)
+        except FrameTimeout:
+            waited_s += timeout_s
+            log.info("camera %s: no frame for %.1f s (waiting for a trigger?)", camera.uri, waited_s)
+            continue
+        except SourceExhausted:
+            break
+        except CameraDisconnected as exc:
+            log.warning("camera %s: %s", camera.uri, exc)
+            if not _reconnect(camera, backoff, stop):
+                break
+            continue
+        finally:
+            for skipped in camera.take_skipped():
+                log.warning("skipped %s: %s", skipped.path, skipped.reason)
+                if on_skipped is not None:
+                    on_skipped(skipped)
+        waited_s = 0.0
+        delivered += 1
+        yield frame

@@ -1,0 +1,130 @@
+"""``folder:PATH[?watch=1&settle_s=0.5&bit_depth=N]``: image files in name order, optionally watched for new ones.
+
+In watch mode a file is taken only once its size and modification time have stayed the same for
+``settle_s`` seconds, so a file still being written (by a camera PC copying over the network, say) is never
+read half-finished. A file that cannot be decoded is reported and skipped; it never stops the line.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspection.acquire.base import Camera, CameraError, FrameTimeout, SkippedInput, SourceExhausted
+from inspection.types import Frame, Layout
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+_POLL_S = 0.05
+
+
+class ImageReadError(ValueError):
+    """A file that is not a readable 8/16-bit image."""
+
+
+def read_image(path: str | Path, *, bit_depth: int | None = None) -> tuple[np.ndarray, Layout, int]:
+    """Decode an image file as (pixels, layout, bit depth), keeping its dtype (8 or 16 bit).
+
+    Colour files come back as BGR (OpenCV's order) and say so; a fourth (alpha) channel is dropped.
+    ``bit_depth`` states the significant bits of 16-bit files (e.g. 12 for a 12-bit camera's PNGs).
+    """
+    path = Path(path)
+    try:
+        encoded = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+    if image is None:
+        raise ImageReadError(f"{path}: not a decodable PNG/TIFF/BMP/JPEG image ({encoded.size} bytes)")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(f"{path}: pixel type {image.dtype} is not supported; expected 8 or 16-bit integers")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    layout: Layout = "mono"
+    if image.ndim == 3:
+        if image.shape[2] not in (3, 4):
+            raise ImageReadError(f"{path}: {image.shape[2]} channels; expected 1, 3 or 4")
+        image, layout = np.ascontiguousarray(image[:, :, :3]), "bgr"
+    native_bits = 8 * image.dtype.itemsize
+    if bit_depth is not None and not 1 <= bit_depth <= native_bits:
+        raise ImageReadError(f"{path}: bit_depth {bit_depth} does not fit its {native_bits}-bit pixels")
+    return image, layout, bit_depth or native_bits
+
+
+class FolderCamera(Camera):
+    def __init__(self, uri: str, folder: Path, *, watch: bool, settle_s: float, bit_depth: int | None) -> None:
+        self.uri = uri
+        self.folder = folder
+        self.watch = watch
+        self.settle_s = settle_s
+        self.bit_depth = bit_depth
+        self._seen: set[Path] = set()
+        self._pending: list[Path] = []
+        self._signatures: dict[Path, tuple[int, int]] = {}
+        self._skipped: list[SkippedInput] = []
+        self._counter = 0
+
+    def open(self) -> None:
+        if not self.folder.is_dir():
+            raise CameraError(f"{self.uri}: folder {self.folder} does not exist")
+        if not self.watch:
+            self._pending = sorted(self._candidates())
+            if not self._pending:
+                raise CameraError(
+                    f"{self.uri}: no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}; "
+                    "add ?watch=1 to wait for new ones"
+                )
+
+    def _candidates(self) -> list[Path]:
+        return [
+            p for p in self.folder.iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p not in self._seen
+        ]
+
+    def _settled(self) -> list[Path]:
+        """New files that are complete: not empty, unchanged since the previous poll and untouched for settle_s."""
+        ready = []
+        for path in self._candidates():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            signature = (stat.st_size, stat.st_mtime_ns)
+            unchanged = self._signatures.get(path) == signature
+            self._signatures[path] = signature
+            if unchanged and stat.st_size > 0 and time.time() - stat.st_mtime >= self.settle_s:
+                ready.append(path)
+        return sorted(ready)
+
+    def grab(self, *, timeout_s: float) -> Frame:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self._pending and self.watch:
+                self._pending = self._settled()
+            if not self._pending:
+                if not self.watch:
+                    raise SourceExhausted(f"{self.uri}: all {self._counter} image(s) delivered")
+                if time.monotonic() >= deadline:
+                    raise FrameTimeout(f"{self.uri}: no new complete file within {timeout_s} s")
+                time.sleep(_POLL_S)
+                continue
+            path = self._pending.pop(0)
+            self._seen.add(path)
+            self._signatures.pop(path, None)
+            try:
+                image, layout, bits = read_image(path, bit_depth=self.bit_depth)
+            except ImageReadError as exc:
+                self._skipped.append(SkippedInput(self.uri, str(path), str(exc)))
+                continue
+            frame = Frame(image, layout, bits, self.uri, self._counter, time.time(), path=str(path))
+            self._counter += 1
+            return frame
+
+    def take_skipped(self) -> list[SkippedInput]:
+        skipped, self._skipped = self._skipped, []
+        return skipped
+
+    def close(self) -> None:
+        self._pending = []

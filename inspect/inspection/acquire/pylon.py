@@ -1,0 +1,98 @@
+"""``pylon:[SERIAL|emu][?pixel_format=F]``: Basler cameras through pypylon.
+
+``pylon:emu`` opens pylon's camera emulator (setting ``PYLON_CAMEMU=1`` when it is unset), which needs no
+hardware. ``pylon:`` alone opens the first camera found. Needs the ``[camera]`` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from inspection.acquire.base import Camera, CameraDisconnected, CameraError, FrameTimeout
+from inspection.acquire.pixels import device_spelling, pixel_format, to_image
+from inspection.types import Frame
+
+log = logging.getLogger("inspection.acquire")
+EMULATOR_DEVICE_CLASS = "BaslerCamEmu"
+
+
+class PylonCamera(Camera):
+    def __init__(self, uri: str, serial: str, *, pixel_format_name: str | None) -> None:
+        self.uri = uri
+        self.serial = serial
+        self.pixel_format_name = pixel_format_name
+        self._camera: Any = None
+        self._format = pixel_format("Mono8")
+        self._source_id = uri
+
+    def open(self) -> None:
+        if self.serial == "emu":
+            os.environ.setdefault("PYLON_CAMEMU", "1")
+        try:
+            from pypylon import genicam, pylon
+        except ImportError as exc:
+            raise CameraError(f"{self.uri}: pypylon is not installed; pip install 'wafer-inspect[camera]'") from exc
+        factory = pylon.TlFactory.GetInstance()
+        devices = list(factory.EnumerateDevices())
+        found = [(d.GetSerialNumber(), d.GetModelName(), d.GetDeviceClass()) for d in devices]
+        if self.serial == "emu":
+            matches = [i for i, (_, _, cls) in enumerate(found) if cls == EMULATOR_DEVICE_CLASS]
+        elif self.serial:
+            matches = [i for i, (serial, _, _) in enumerate(found) if serial == self.serial]
+        else:
+            matches = list(range(len(found)))
+        if not matches:
+            listing = "; ".join(f"serial {s} ({m}, {c})" for s, m, c in found) or "no camera at all"
+            wanted = {"emu": "emulated camera", "": "camera"}.get(self.serial, f"camera with serial {self.serial!r}")
+            raise CameraError(f"{self.uri}: no {wanted}; found: {listing}")
+        device = devices[matches[0]]
+        self._source_id = f"pylon:{device.GetSerialNumber()}"
+        try:
+            self._camera = pylon.InstantCamera(factory.CreateDevice(device))
+            self._camera.Open()
+            node = self._camera.PixelFormat
+            if self.pixel_format_name:
+                node.Value = device_spelling(self.pixel_format_name, tuple(node.Symbolics))
+            self._format = pixel_format(node.Value)
+            self._camera.StartGrabbing(pylon.GrabStrategy_OneByOne)
+        except ValueError as exc:
+            self.close()
+            raise CameraError(f"{self.uri}: {exc}") from None
+        except genicam.GenericException as exc:
+            self.close()
+            raise CameraError(f"{self.uri}: cannot open {self._source_id}: {exc}") from None
+
+    def grab(self, *, timeout_s: float) -> Frame:
+        from pypylon import genicam, pylon
+
+        if self._camera is None:
+            raise CameraDisconnected(f"{self.uri}: not open")
+        try:
+            result = self._camera.RetrieveResult(max(1, round(timeout_s * 1000)), pylon.TimeoutHandling_Return)
+        except genicam.GenericException as exc:
+            raise CameraDisconnected(f"{self.uri}: grab failed: {exc}") from None
+        if result is None or not result.IsValid():
+            if self._camera.IsCameraDeviceRemoved():
+                raise CameraDisconnected(f"{self.uri}: {self._source_id} was removed")
+            raise FrameTimeout(f"{self.uri}: no frame within {timeout_s} s")
+        try:
+            if not result.GrabSucceeded():
+                log.warning("%s: grab %d failed: %s", self.uri, result.ImageNumber, result.ErrorDescription)
+                raise FrameTimeout(f"{self.uri}: grab failed")
+            image = to_image(result.Array, width=result.Width, height=result.Height, fmt=self._format)
+            return Frame(
+                image, self._format.layout, self._format.bit_depth, self._source_id, int(result.ImageNumber),
+                time.time(), device_timestamp=int(result.TimeStamp),
+            )
+        finally:
+            result.Release()
+
+    def close(self) -> None:
+        if self._camera is not None:
+            if self._camera.IsGrabbing():
+                self._camera.StopGrabbing()
+            self._camera.Close()
+            self._camera = None

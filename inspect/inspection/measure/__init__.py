@@ -1,0 +1,75 @@
+"""Measurement: golden-template comparison and connected regions with calibrated features.
+
+The comparison is a variation model: each pixel of the aligned frame must stay within the reference's
+local min/max over a small window (the band absorbs residual misalignment and edge jitter) plus a grey-level
+tolerance. Pixels outside form candidate regions, measured in micrometres through the pixel size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from inspection.recipe import InspectSettings
+from inspection.types import AlignedFrame, Measurements, Region
+
+
+@dataclass(frozen=True)
+class ToleranceBand:
+    """Per-pixel lower and upper grey limits derived from a golden reference."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def tolerance_band(reference: np.ndarray, *, band_px: int, tolerance_grey: float) -> ToleranceBand:
+    """The reference's local min/max over a (2*band_px+1)^2 window, widened by ``tolerance_grey``."""
+    kernel = np.ones((2 * band_px + 1, 2 * band_px + 1), np.uint8)
+    local_min = cv2.erode(reference, kernel).astype(np.float32)
+    local_max = cv2.dilate(reference, kernel).astype(np.float32)
+    return ToleranceBand(local_min - tolerance_grey, local_max + tolerance_grey)
+
+
+def deviation(image: np.ndarray, band: ToleranceBand) -> np.ndarray:
+    """Signed grey levels by which each pixel leaves the band (0 inside it)."""
+    pixels = image.astype(np.float32)
+    return np.where(pixels > band.upper, pixels - band.upper, np.minimum(pixels - band.lower, 0.0))
+
+
+def regions(deviation_map: np.ndarray, *, valid: np.ndarray | None = None, min_area_px: int,
+            pixel_size_um: float) -> tuple[Region, ...]:
+    """Connected regions (8-connectivity) of non-zero deviation, largest first, with calibrated features."""
+    mask = deviation_map != 0
+    if valid is not None:
+        mask &= valid
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    found = []
+    for label in range(1, count):
+        area = int(stats[label, cv2.CC_STAT_AREA])
+        if area < min_area_px:
+            continue
+        x, y = int(stats[label, cv2.CC_STAT_LEFT]), int(stats[label, cv2.CC_STAT_TOP])
+        width, height = int(stats[label, cv2.CC_STAT_WIDTH]), int(stats[label, cv2.CC_STAT_HEIGHT])
+        values = deviation_map[y : y + height, x : x + width][labels[y : y + height, x : x + width] == label]
+        found.append(Region(
+            label=label, area_px=area, area_um2=area * pixel_size_um**2, box_xyxy_px=(x, y, x + width, y + height),
+            centroid_xy_px=(float(centroids[label, 0]), float(centroids[label, 1])),
+            mean_diff=float(values.mean()), max_abs_diff=float(np.abs(values).max()),
+        ))
+    return tuple(sorted(found, key=lambda r: r.area_px, reverse=True))
+
+
+def compare_to_golden(aligned: AlignedFrame, band: ToleranceBand, *, settings: InspectSettings,
+                      pixel_size_um: float) -> Measurements:
+    """Defect regions of an aligned frame against the golden reference's tolerance band."""
+    dx, dy = aligned.shift_px
+    height, width = aligned.image.shape
+    # Pixels the alignment shifted in from outside the frame carry no information.
+    margin_x, margin_y = int(np.ceil(abs(dx))) + 1, int(np.ceil(abs(dy))) + 1
+    valid = np.zeros((height, width), bool)
+    valid[margin_y : height - margin_y, margin_x : width - margin_x] = True
+    found = regions(deviation(aligned.image, band), valid=valid, min_area_px=settings.min_area_px,
+                    pixel_size_um=pixel_size_um)
+    return Measurements(aligned, found, pixel_size_um)

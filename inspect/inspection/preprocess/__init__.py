@@ -1,0 +1,73 @@
+"""Preprocessing: colour to grey, bit-depth normalisation, denoise, contrast and region of interest.
+
+Plain functions on numpy arrays; the data argument is positional, options are keyword-only. Layout and bit
+depth are always stated by the caller (from the Frame), never guessed from the pixel values.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from inspection.recipe import PreprocessSettings
+from inspection.types import Frame, Layout
+
+
+def to_gray(image: np.ndarray, *, layout: Layout) -> np.ndarray:
+    """A single-channel view of ``image``, keeping its dtype."""
+    if layout == "mono":
+        return image
+    code = cv2.COLOR_RGB2GRAY if layout == "rgb" else cv2.COLOR_BGR2GRAY
+    return cv2.cvtColor(image, code)
+
+
+def to_uint8(image: np.ndarray, *, bit_depth: int) -> np.ndarray:
+    """Scale ``bit_depth``-bit pixels to 8 bits by dropping the low bits (values above the range saturate)."""
+    if image.dtype == np.uint8 and bit_depth == 8:
+        return image
+    max_value = (1 << bit_depth) - 1
+    if bit_depth >= 8:
+        scaled = np.minimum(image, max_value) >> (bit_depth - 8)
+    else:
+        scaled = (np.minimum(image, max_value).astype(np.uint16) * 255) // max_value
+    return scaled.astype(np.uint8)
+
+
+def denoise(image: np.ndarray, *, method: str, kernel_px: int) -> np.ndarray:
+    if method == "median":
+        return cv2.medianBlur(image, kernel_px)
+    if method == "gaussian":
+        return cv2.GaussianBlur(image, (kernel_px, kernel_px), 0)
+    if method == "none":
+        return image
+    raise ValueError(f"denoise method {method!r}; expected none, median or gaussian")
+
+
+def equalize(image: np.ndarray, *, clip_limit: float, tile_grid: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (CLAHE)."""
+    return cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile_grid, tile_grid)).apply(image)
+
+
+def crop(image: np.ndarray, *, roi_xywh_px: tuple[int, int, int, int]) -> np.ndarray:
+    x, y, width, height = roi_xywh_px
+    if x < 0 or y < 0 or x + width > image.shape[1] or y + height > image.shape[0]:
+        raise ValueError(
+            f"roi_xywh_px {roi_xywh_px} lies outside the {image.shape[1]}x{image.shape[0]} frame"
+        )
+    return image[y : y + height, x : x + width]
+
+
+def preprocess(image: np.ndarray, *, layout: Layout, bit_depth: int, settings: PreprocessSettings) -> np.ndarray:
+    """The recipe's preprocessing chain: an 8-bit grey image ready for alignment and measurement."""
+    grey = to_gray(image, layout=layout)
+    if settings.roi_xywh_px is not None:
+        grey = crop(grey, roi_xywh_px=settings.roi_xywh_px)
+    grey = to_uint8(grey, bit_depth=settings.bit_depth or bit_depth)
+    grey = denoise(grey, method=settings.denoise, kernel_px=settings.denoise_kernel_px)
+    if settings.clahe:
+        grey = equalize(grey, clip_limit=settings.clahe_clip_limit)
+    return np.ascontiguousarray(grey)
+
+
+def preprocess_frame(frame: Frame, settings: PreprocessSettings) -> np.ndarray:
+    return preprocess(frame.image, layout=frame.layout, bit_depth=frame.bit_depth, settings=settings)

@@ -1,0 +1,172 @@
+"""The station recipe: validated once at start-up, then passed down to the stages as arguments.
+
+A recipe is a YAML file. Unknown keys are rejected and every error names the file, the path of the field,
+the value found and what was expected, so a typo on the line never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BUNDLED_RECIPES = ("wafer", "pcb")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used, with every problem found in it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PreprocessSettings(_Section):
+    bit_depth: int | None = Field(None, ge=1, le=16)
+    """Significant bits of the camera's pixels; None takes what the camera reports."""
+    denoise: Literal["none", "median", "gaussian"] = "none"
+    denoise_kernel_px: int = Field(3, ge=3, le=31)
+    clahe: bool = False
+    clahe_clip_limit: float = Field(2.0, gt=0)
+    roi_xywh_px: tuple[int, int, int, int] | None = None
+    """Region of interest (x, y, width, height) in pixels; None keeps the whole frame."""
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> PreprocessSettings:
+        if self.denoise_kernel_px % 2 == 0:
+            raise ValueError(f"denoise_kernel_px must be odd, got {self.denoise_kernel_px}")
+        if self.roi_xywh_px is not None and min(self.roi_xywh_px[2:]) <= 0:
+            raise ValueError(f"roi_xywh_px needs a positive width and height, got {self.roi_xywh_px}")
+        return self
+
+
+class ReferenceSettings(_Section):
+    golden: str
+    """The defect-free reference: an image file (relative to the recipe) or a synthetic one, ``sim:wafer``."""
+
+
+class AlignSettings(_Section):
+    method: Literal["phase", "none"] = "phase"
+    """``phase``: subpixel translation by phase correlation; ``none``: the fixture holds the part in place."""
+    max_shift_px: float = Field(20.0, gt=0)
+    min_score: float = Field(0.2, ge=0, le=1)
+    """Below this phase-correlation response the frame is not trusted and gets an error verdict."""
+
+
+class InspectSettings(_Section):
+    tolerance_grey: float = Field(30.0, gt=0)
+    """Grey levels (8-bit scale) a pixel may leave the reference's local min/max band before it is a defect."""
+    band_px: int = Field(1, ge=0, le=10)
+    """Half-width of the local min/max band, absorbing residual misalignment and edge jitter."""
+    min_area_px: int = Field(4, ge=1)
+    """Connected regions smaller than this are sensor noise, not defects."""
+
+
+class GradeSettings(_Section):
+    review_area_um2: float = Field(..., ge=0)
+    """Regions at least this large are reported as detections; a part with any goes to review at least."""
+    fail_area_um2: float = Field(..., ge=0)
+    """A detection at least this large fails the part."""
+    max_detections: int = Field(0, ge=0)
+    """More detections than this fail the part whatever their size (0: only size decides)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GradeSettings:
+        if self.fail_area_um2 < self.review_area_um2:
+            raise ValueError(
+                f"fail_area_um2 ({self.fail_area_um2}) must be >= review_area_um2 ({self.review_area_um2})"
+            )
+        return self
+
+
+class PipelineSettings(_Section):
+    queue_depth: int = Field(8, ge=1, le=1024)
+    """Frames waiting between stages; when full, acquisition waits (backpressure) instead of memory growing."""
+    workers: int = Field(2, ge=1, le=64)
+    fetch_timeout_s: float = Field(2.0, gt=0)
+    latency_budget_ms: float = Field(250.0, gt=0)
+    """Frames whose acquire-to-commit latency exceeds this are counted as late."""
+
+
+class Recipe(_Section):
+    name: str = Field(..., min_length=1)
+    kind: Literal["wafer", "pcb"]
+    camera: str | None = None
+    """The camera URI used when ``inspect run`` is given no ``--camera``."""
+    pixel_size_um: float = Field(..., gt=0)
+    preprocess: PreprocessSettings = PreprocessSettings()
+    reference: ReferenceSettings
+    align: AlignSettings = AlignSettings()
+    inspect: InspectSettings = InspectSettings()
+    grade: GradeSettings
+    pipeline: PipelineSettings = PipelineSettings()
+    source_path: str | None = Field(None, exclude=True)
+    """The file the recipe was read from (set by :func:`load_recipe`)."""
+
+    def sha256(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent: Any = model
+        for part in error["loc"][:-1]:
+            parent = parent.model_fields[str(part)].annotation
+        allowed = ", ".join(name for name in parent.model_fields if name != "source_path")
+        return f"{where}: unknown key; expected one of: {allowed}"
+    if error["type"] == "missing":
+        return f"{where}: required field is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: got {error['input']!r}; {message[0].lower()}{message[1:]}"
+
+
+def parse_recipe(data: Any, *, source: str) -> Recipe:
+    """Validate already-parsed recipe data; ``source`` names it in errors."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: expected a mapping of recipe fields, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e, Recipe) for e in exc.errors())
+        raise RecipeError(f"{source}: invalid recipe ({exc.error_count()} problem(s)):\n  {problems}") from None
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load a recipe file, or one of the bundled recipes by name (``wafer``, ``pcb``).
+
+    A relative ``reference.golden`` path is resolved against the recipe's folder.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+    elif str(name_or_path) in BUNDLED_RECIPES:
+        resource = resources.files("inspection") / "recipes" / f"{name_or_path}.yaml"
+        text = resource.read_text(encoding="utf-8")
+        path = Path(str(resource))
+    else:
+        raise RecipeError(
+            f"recipe {str(name_or_path)!r}: no such file, and not a bundled recipe "
+            f"(bundled: {', '.join(BUNDLED_RECIPES)})"
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    recipe = parse_recipe(data, source=str(path))
+    golden = recipe.reference.golden
+    if not golden.startswith("sim:"):
+        golden_path = (path.parent / golden).resolve()
+        if not golden_path.is_file():
+            raise RecipeError(
+                f"{path}: reference.golden: got {golden!r}; expected an image file (looked for {golden_path})"
+                " or a synthetic reference 'sim:wafer' / 'sim:pcb'"
+            )
+        recipe = recipe.model_copy(update={"reference": ReferenceSettings(golden=str(golden_path))})
+    return recipe.model_copy(update={"source_path": str(path)})

@@ -1,0 +1,205 @@
+"""The results store: one embedded SQLite database per line or job.
+
+WAL mode with synchronous=FULL and one transaction per part: a result counts only once it is committed,
+so a crash, a kill or a power cut loses nothing that was reported, and readers (``inspect results``, a
+dashboard) never block the line.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from inspection.types import FrameResult
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    recipe_name TEXT NOT NULL,
+    recipe_sha256 TEXT NOT NULL,
+    host TEXT NOT NULL,
+    software_version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    source TEXT NOT NULL,
+    frame_counter INTEGER NOT NULL,
+    path TEXT,
+    acquired_at TEXT NOT NULL,
+    committed_at TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    verdict TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    n_detections INTEGER NOT NULL,
+    detections TEXT NOT NULL,
+    stage_latency_ms TEXT NOT NULL,
+    shift_px TEXT,
+    truth TEXT,
+    image_path TEXT
+);
+CREATE INDEX IF NOT EXISTS results_by_time ON results(acquired_at);
+CREATE INDEX IF NOT EXISTS results_by_verdict ON results(verdict);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+RESULT_COLUMNS = (
+    "id", "run_id", "source", "frame_counter", "path", "acquired_at", "committed_at", "latency_ms", "verdict",
+    "reason", "n_detections", "detections", "stage_latency_ms", "shift_px", "truth", "image_path",
+)
+_JSON_COLUMNS = ("detections", "stage_latency_ms", "shift_px", "truth")
+
+
+class StoreError(RuntimeError):
+    """A database that cannot be used; the file is left as it was."""
+
+
+def iso_utc(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="microseconds")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    if read_only and not path.is_file():
+        raise StoreError(f"{path}: no results database there")
+    if not read_only and path.exists() and not path.is_file():
+        raise StoreError(f"{path}: exists and is not a file")
+    try:
+        if read_only:
+            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, timeout=10, check_same_thread=False)
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a wafer-inspect results database ({exc})") from None
+    if version > SCHEMA_VERSION:
+        connection.close()
+        raise StoreError(f"{path}: schema version {version} is newer than this software's {SCHEMA_VERSION}")
+    if tables and "results" not in tables:
+        connection.close()
+        raise StoreError(f"{path}: an SQLite database of another application (tables: {', '.join(sorted(tables))})")
+    return connection
+
+
+class ResultStore:
+    """Writes runs, results and events. Use from one thread (the line loop's writer)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._connection = _connect(self.path, read_only=False)
+        with self._connection:
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=FULL")
+            self._connection.executescript(_SCHEMA)
+            self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str) -> int:
+        with self._connection:
+            cursor = self._connection.execute(
+                "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version)"
+                " VALUES (?, 'running', ?, ?, ?, ?, ?)",
+                (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, *, status: str) -> None:
+        with self._connection:
+            self._connection.execute(
+                "UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", (_now(), status, run_id)
+            )
+
+    def add_result(self, run_id: int, result: FrameResult, *, image_path: str | None = None) -> int:
+        """Commit one part's result (its own transaction) and return its row id."""
+        committed_s = datetime.now(UTC).timestamp()
+        row = (
+            run_id, result.source_id, result.frame_counter, result.path, iso_utc(result.acquired_at_s),
+            iso_utc(committed_s), round((committed_s - result.acquired_at_s) * 1000.0, 3), str(result.verdict),
+            result.reason, len(result.detections), json.dumps([d.to_dict() for d in result.detections]),
+            json.dumps({k: round(v, 3) for k, v in result.stage_latency_ms.items()}),
+            json.dumps([round(v, 3) for v in result.shift_px]) if result.shift_px is not None else None,
+            json.dumps([t.to_dict() for t in result.truth]) if result.truth is not None else None,
+            image_path,
+        )
+        with self._connection:
+            cursor = self._connection.execute(
+                f"INSERT INTO results ({', '.join(RESULT_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})", row
+            )
+        return int(cursor.lastrowid or 0)
+
+    def add_event(self, run_id: int, *, kind: str, source: str, detail: str) -> None:
+        with self._connection:
+            self._connection.execute(
+                "INSERT INTO events (run_id, at, kind, source, detail) VALUES (?, ?, ?, ?, ?)",
+                (run_id, _now(), kind, source, detail),
+            )
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def read_results(path: str | Path, *, verdict: str | None = None, since: str | None = None,
+                 run_id: int | None = None) -> Iterator[dict[str, Any]]:
+    """Stored results in commit order, JSON columns decoded; ``since`` is an ISO-8601 time (UTC if naive)."""
+    connection = _connect(Path(path), read_only=True)
+    clauses, params = [], []
+    if verdict is not None:
+        clauses.append("verdict = ?")
+        params.append(verdict)
+    if since is not None:
+        clauses.append("acquired_at >= ?")
+        params.append(_normalise_time(since))
+    if run_id is not None:
+        clauses.append("run_id = ?")
+        params.append(str(run_id))
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    try:
+        cursor = connection.execute(f"SELECT {', '.join(RESULT_COLUMNS)} FROM results{where} ORDER BY id", params)
+        for values in cursor:
+            row = dict(zip(RESULT_COLUMNS, values, strict=True))
+            for column in _JSON_COLUMNS:
+                if row[column] is not None:
+                    row[column] = json.loads(row[column])
+            yield row
+    finally:
+        connection.close()
+
+
+def read_events(path: str | Path, *, run_id: int | None = None) -> list[dict[str, Any]]:
+    connection = _connect(Path(path), read_only=True)
+    try:
+        query = "SELECT run_id, at, kind, source, detail FROM events"
+        rows = connection.execute(query + " WHERE run_id = ?" if run_id else query, (run_id,) if run_id else ())
+        return [dict(zip(("run_id", "at", "kind", "source", "detail"), r, strict=True)) for r in rows]
+    finally:
+        connection.close()
+
+
+def _normalise_time(text: str) -> str:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise StoreError(f"--since {text!r}: expected an ISO-8601 date or time, e.g. 2026-11-21T08:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")

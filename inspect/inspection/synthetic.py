@@ -1,0 +1,210 @@
+"""Synthetic wafer and PCB frames with injected defects and known ground truth.
+
+One generator serves the ``sim:`` camera, the tests, the demos and (later) training data. Everything is
+deterministic: frame ``index`` of ``seed`` is always the same image with the same defects.
+
+A frame is its kind's defect-free design (the golden image), shifted by a random subpixel offset as a real
+stage would place it, with defects drawn in and sensor noise added.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from inspection.types import Defect
+
+SimKind = Literal["wafer", "pcb"]
+SIM_KINDS: tuple[SimKind, ...] = ("wafer", "pcb")
+WAFER_DEFECTS = ("particle", "scratch", "stain")
+PCB_DEFECTS = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
+
+_WAFER_BACKGROUND, _WAFER_DIE, _WAFER_STREET, _WAFER_PAD = 20, 120, 80, 170
+_PCB_SUBSTRATE, _PCB_COPPER = 40, 200
+_OPTICS_SIGMA_PX = 0.8
+
+
+@dataclass(frozen=True)
+class _Trace:
+    y_px: int
+    x0_px: int
+    x1_px: int
+    half_width_px: int
+
+
+def _wafer_design(size_px: int) -> np.ndarray:
+    image = np.full((size_px, size_px), _WAFER_BACKGROUND, np.uint8)
+    centre = size_px / 2
+    radius = 0.46 * size_px
+    yy, xx = np.mgrid[0:size_px, 0:size_px]
+    on_wafer = (xx - centre + 0.5) ** 2 + (yy - centre + 0.5) ** 2 <= radius**2
+    pitch = max(16, size_px // 16)
+    street = max(2, pitch // 8)
+    in_street = ((xx % pitch) < street) | ((yy % pitch) < street)
+    pad_lo, pad_hi = pitch // 4, pitch // 4 + max(3, pitch // 5)
+    in_pad = ((xx % pitch >= pad_lo) & (xx % pitch < pad_hi)) & ((yy % pitch >= pad_lo) & (yy % pitch < pad_hi))
+    wafer = np.where(in_street, _WAFER_STREET, np.where(in_pad, _WAFER_PAD, _WAFER_DIE))
+    image[on_wafer] = wafer[on_wafer]
+    # The notch at 6 o'clock, as on a 200/300 mm wafer.
+    notch = np.array(
+        [[centre - 0.02 * size_px, centre + radius + 1], [centre, centre + radius - 0.03 * size_px],
+         [centre + 0.02 * size_px, centre + radius + 1]], np.int32,
+    )
+    cv2.fillPoly(image, [notch], _WAFER_BACKGROUND)
+    return image
+
+
+def _pcb_traces(size_px: int) -> list[_Trace]:
+    rng = np.random.default_rng(20190101)  # the board design is fixed; frames vary, the design does not
+    traces = []
+    y = size_px // 16
+    while y < size_px - size_px // 16:
+        x0 = int(rng.integers(size_px // 32, size_px // 4))
+        x1 = int(rng.integers(3 * size_px // 4, size_px - size_px // 32))
+        traces.append(_Trace(y, x0, x1, int(rng.integers(3, 6))))
+        y += int(rng.integers(size_px // 20, size_px // 12))
+    return traces
+
+
+def _pcb_design(size_px: int) -> np.ndarray:
+    image = np.full((size_px, size_px), _PCB_SUBSTRATE, np.uint8)
+    for trace in _pcb_traces(size_px):
+        cv2.rectangle(
+            image, (trace.x0_px, trace.y_px - trace.half_width_px),
+            (trace.x1_px, trace.y_px + trace.half_width_px), _PCB_COPPER, -1,
+        )
+        for x in (trace.x0_px, trace.x1_px):  # pads with drill holes at both ends
+            cv2.circle(image, (x, trace.y_px), trace.half_width_px + 5, _PCB_COPPER, -1)
+            cv2.circle(image, (x, trace.y_px), 2, _PCB_SUBSTRATE, -1)
+    return image
+
+
+@functools.lru_cache(maxsize=8)
+def golden_image(kind: SimKind, *, size_px: int = 512) -> np.ndarray:
+    """The defect-free image of ``kind`` at zero shift, 8-bit, read-only."""
+    if kind not in SIM_KINDS:
+        raise ValueError(f"unknown synthetic kind {kind!r}; expected one of {', '.join(SIM_KINDS)}")
+    if not 64 <= size_px <= 8192:
+        raise ValueError(f"size_px must be within 64..8192, got {size_px}")
+    design = _wafer_design(size_px) if kind == "wafer" else _pcb_design(size_px)
+    image = cv2.GaussianBlur(design, (0, 0), _OPTICS_SIGMA_PX)
+    image.setflags(write=False)
+    return image
+
+
+def _box(x0: float, y0: float, x1: float, y1: float, size_px: int) -> tuple[int, int, int, int]:
+    def clip(v: float) -> int:
+        return int(min(max(v, 0), size_px))
+
+    return clip(np.floor(x0)), clip(np.floor(y0)), clip(np.ceil(x1)), clip(np.ceil(y1))
+
+
+def _random_point(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    ys, xs = np.nonzero(mask)
+    i = int(rng.integers(len(xs)))
+    return int(xs[i]), int(ys[i])
+
+
+def _draw_wafer_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> Defect:
+    size = image.shape[0]
+    centre, radius = size / 2, 0.40 * size
+    angle, dist = rng.uniform(0, 2 * np.pi), radius * np.sqrt(rng.uniform(0, 1))
+    x, y = centre + dist * np.cos(angle), centre + dist * np.sin(angle)
+    sign = 1 if rng.uniform() < 0.5 else -1
+    if kind == "particle":
+        r = rng.uniform(2.5, 6.0)
+        grey = int(np.clip(int(image[round(y), round(x)]) + sign * 90, 0, 255))
+        cv2.circle(image, (round(x), round(y)), round(r), grey, -1)
+        return Defect(kind, _box(x - r - 1, y - r - 1, x + r + 2, y + r + 2, size))
+    if kind == "scratch":
+        length, theta = rng.uniform(0.08, 0.25) * size, rng.uniform(0, np.pi)
+        x1, y1 = x + length * np.cos(theta), y + length * np.sin(theta)
+        mask = np.zeros_like(image)
+        cv2.line(mask, (round(x), round(y)), (round(x1), round(y1)), 255, 2)
+        image[mask > 0] = np.clip(image[mask > 0].astype(np.int16) + sign * 80, 0, 255).astype(np.uint8)
+        ys, xs = np.nonzero(mask)
+        return Defect(kind, _box(xs.min() - 1, ys.min() - 1, xs.max() + 2, ys.max() + 2, size))
+    # stain: a soft-edged ellipse of changed reflectivity
+    axes = (rng.uniform(6, 16), rng.uniform(4, 10))
+    mask = np.zeros(image.shape, np.float32)
+    cv2.ellipse(mask, (round(x), round(y)), (round(axes[0]), round(axes[1])), rng.uniform(0, 180), 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 1.5)
+    image[:] = np.clip(image + sign * 70 * mask, 0, 255).astype(np.uint8)
+    ys, xs = np.nonzero(mask > 0.5)
+    return Defect(kind, _box(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, size))
+
+
+def _draw_pcb_defect(image: np.ndarray, kind: str, rng: np.random.Generator, traces: list[_Trace],
+                     shift: tuple[float, float]) -> Defect:
+    size = image.shape[0]
+    dx, dy = shift
+    trace = traces[int(rng.integers(len(traces)))]
+    x_on = rng.uniform(trace.x0_px + 20, trace.x1_px - 20) + dx
+    y_mid, hw = trace.y_px + dy, trace.half_width_px
+    if kind == "open":
+        gap = rng.uniform(4, 8)
+        x0, y0, x1, y1 = x_on - gap / 2, y_mid - hw - 2, x_on + gap / 2, y_mid + hw + 2
+        cv2.rectangle(image, (round(x0), round(y0)), (round(x1), round(y1)), _PCB_SUBSTRATE, -1)
+    elif kind == "short":
+        i = traces.index(trace)
+        neighbour = traces[i + 1] if i + 1 < len(traces) else traces[i - 1]
+        width = rng.uniform(4, 8)
+        top, bottom = sorted((y_mid, neighbour.y_px + dy))
+        x_on = rng.uniform(max(trace.x0_px, neighbour.x0_px) + 20, min(trace.x1_px, neighbour.x1_px) - 20) + dx
+        x0, y0, x1, y1 = x_on - width / 2, top, x_on + width / 2, bottom
+        cv2.rectangle(image, (round(x0), round(y0)), (round(x1), round(y1)), _PCB_COPPER, -1)
+    elif kind in ("spur", "mousebite"):
+        side = 1 if rng.uniform() < 0.5 else -1
+        edge = y_mid + side * hw
+        if kind == "spur":
+            length, width = rng.uniform(5, 10), rng.uniform(3, 6)
+            y0, y1 = sorted((edge, edge + side * length))
+            x0, x1 = x_on - width / 2, x_on + width / 2
+            cv2.rectangle(image, (round(x0), round(y0)), (round(x1), round(y1)), _PCB_COPPER, -1)
+        else:
+            r = rng.uniform(2.5, 4.0)
+            cv2.circle(image, (round(x_on), round(edge)), round(r), _PCB_SUBSTRATE, -1)
+            x0, y0, x1, y1 = x_on - r, edge - r, x_on + r, edge + r
+    elif kind == "pin-hole":
+        r = rng.uniform(1.5, 2.5)
+        cv2.circle(image, (round(x_on), round(y_mid)), round(r), _PCB_SUBSTRATE, -1)
+        x0, y0, x1, y1 = x_on - r, y_mid - r, x_on + r, y_mid + r
+    else:  # copper: a spurious copper splash on bare substrate
+        clear = cv2.distanceTransform((image < (_PCB_SUBSTRATE + _PCB_COPPER) // 2).astype(np.uint8), cv2.DIST_L2, 5)
+        x, y = _random_point(clear > 12, rng)
+        r = rng.uniform(3, 6)
+        cv2.circle(image, (x, y), round(r), _PCB_COPPER, -1)
+        x0, y0, x1, y1 = x - r, y - r, x + r, y + r
+    return Defect(kind, _box(x0 - 1, y0 - 1, x1 + 2, y1 + 2, size))
+
+
+def render_frame(kind: SimKind, index: int, *, seed: int = 0, size_px: int = 512, defect_rate: float = 0.3,
+                 max_shift_px: float = 3.0, noise_sigma: float = 2.0) -> tuple[np.ndarray, tuple[Defect, ...]]:
+    """Frame ``index`` of the stream ``seed``: an 8-bit image and its ground-truth defects.
+
+    With probability ``defect_rate`` the frame carries one to three defects of the kind's classes.
+    """
+    if not 0.0 <= defect_rate <= 1.0:
+        raise ValueError(f"defect_rate must be within 0..1, got {defect_rate}")
+    rng = np.random.default_rng([seed, index])
+    golden = golden_image(kind, size_px=size_px)
+    shift = (float(rng.uniform(-max_shift_px, max_shift_px)), float(rng.uniform(-max_shift_px, max_shift_px)))
+    moved = cv2.warpAffine(
+        golden, np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float64), (size_px, size_px),
+        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
+    )
+    truth: list[Defect] = []
+    if rng.uniform() < defect_rate:
+        classes = WAFER_DEFECTS if kind == "wafer" else PCB_DEFECTS
+        for _ in range(int(rng.integers(1, 4))):
+            defect_kind = classes[int(rng.integers(len(classes)))]
+            if kind == "wafer":
+                truth.append(_draw_wafer_defect(moved, defect_kind, rng))
+            else:
+                truth.append(_draw_pcb_defect(moved, defect_kind, rng, _pcb_traces(size_px), shift))
+    noisy = moved.astype(np.float32) + rng.normal(0, noise_sigma, moved.shape).astype(np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), tuple(truth)

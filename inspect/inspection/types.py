@@ -1,0 +1,187 @@
+"""The records that flow between stages.
+
+Data flows one way: acquire -> preprocess -> align -> measure -> classify -> wafermap -> grade -> report.
+Every stage takes and returns these frozen records; arrays keep their dtype and layout, and units are in
+the field names.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Layout = Literal["mono", "rgb", "bgr"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image as a source delivered it.
+
+    ``image`` is HxW for ``layout="mono"`` and HxWx3 for ``"rgb"``/``"bgr"``; its dtype is kept as delivered
+    (uint8 for 8-bit data, uint16 for 10/12/16-bit data) and ``bit_depth`` says how many bits are significant.
+    """
+
+    image: np.ndarray
+    layout: Layout
+    bit_depth: int
+    source_id: str
+    frame_counter: int
+    timestamp_s: float
+    """Host wall-clock time (seconds since the epoch) at which the frame was received."""
+    device_timestamp: int | None = None
+    """The device's own timestamp (ticks), when the source has one."""
+    path: str | None = None
+    """The file the frame was read from, for file sources."""
+    truth: tuple[Defect, ...] | None = None
+    """Ground truth for synthetic frames; None when unknown."""
+
+    def __post_init__(self) -> None:
+        expected_ndim = 2 if self.layout == "mono" else 3
+        if self.image.ndim != expected_ndim or (expected_ndim == 3 and self.image.shape[2] != 3):
+            raise ValueError(
+                f"Frame from {self.source_id!r}: layout {self.layout!r} needs an image of "
+                f"{'HxW' if expected_ndim == 2 else 'HxWx3'}, got shape {self.image.shape}"
+            )
+        max_bits = 8 * self.image.dtype.itemsize
+        if self.image.dtype.kind != "u" or not 1 <= self.bit_depth <= max_bits:
+            raise ValueError(
+                f"Frame from {self.source_id!r}: bit_depth {self.bit_depth} does not fit dtype {self.image.dtype}"
+                " (expected unsigned integer pixels)"
+            )
+
+    @property
+    def height_px(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width_px(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass(frozen=True)
+class Defect:
+    """A known (ground-truth) or detected defect's class and bounding box in pixels."""
+
+    kind: str
+    box_xyxy_px: tuple[int, int, int, int]
+    """Left, top, right (exclusive), bottom (exclusive)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "box_xyxy_px": list(self.box_xyxy_px)}
+
+
+@dataclass(frozen=True)
+class AlignedFrame:
+    """A preprocessed frame brought into the reference's coordinates."""
+
+    frame: Frame
+    image: np.ndarray
+    """The preprocessed image, warped onto the reference (HxW)."""
+    shift_px: tuple[float, float]
+    """(dx, dy) of the frame relative to the reference, in pixels."""
+    rotation_deg: float
+    alignment_score: float
+    """Alignment confidence in [0, 1] (1 = perfect match)."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """A connected region with its calibrated features."""
+
+    label: int
+    area_px: int
+    area_um2: float
+    box_xyxy_px: tuple[int, int, int, int]
+    centroid_xy_px: tuple[float, float]
+    mean_diff: float
+    """Mean signed grey-level deviation from the reference band (positive: brighter than the reference)."""
+    max_abs_diff: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "area_px": self.area_px,
+            "area_um2": round(self.area_um2, 3),
+            "box_xyxy_px": list(self.box_xyxy_px),
+            "centroid_xy_px": [round(c, 3) for c in self.centroid_xy_px],
+            "mean_diff": round(self.mean_diff, 3),
+            "max_abs_diff": round(self.max_abs_diff, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """What the measurement stages found on an aligned frame."""
+
+    aligned: AlignedFrame
+    regions: tuple[Region, ...]
+    pixel_size_um: float
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A region that the inspection reports, with its class and score."""
+
+    kind: str
+    score: float
+    region: Region
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "score": round(self.score, 4), **self.region.to_dict()}
+
+
+class Verdict(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    REVIEW = "review"
+    ERROR = "error"
+    """The part could not be inspected (a stage failed); it is stored with the reason, never dropped."""
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The outcome for one frame: what the line acts on and what the store keeps."""
+
+    source_id: str
+    frame_counter: int
+    acquired_at_s: float
+    verdict: Verdict
+    detections: tuple[Detection, ...]
+    stage_latency_ms: Mapping[str, float]
+    reason: str = ""
+    """Why the verdict was reached (the rule that fired, or the error)."""
+    path: str | None = None
+    shift_px: tuple[float, float] | None = None
+    truth: tuple[Defect, ...] | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DieResult:
+    """One die of a wafer: its grid index, position from the wafer centre and its state."""
+
+    row: int
+    col: int
+    x_mm: float
+    y_mm: float
+    state: int
+    """WM-811K convention: 0 no die, 1 good, 2 failed; bins may extend it."""
+    detections: tuple[Detection, ...] = ()
+
+
+@dataclass(frozen=True)
+class WaferReport:
+    """A whole wafer: its die map, pattern, yield and verdict."""
+
+    wafer_id: str
+    die_map: np.ndarray
+    pattern: str
+    pattern_confidence: float
+    yield_fraction: float
+    verdict: Verdict
+    dies: tuple[DieResult, ...] = ()
+    reason: str = ""
