@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
     print(stats.status_line(), file=sys.stderr)
     for skipped in stats.skipped:
-        print(f"inspect: skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+        print(f"inspect: skipped {skipped.reason}", file=sys.stderr)
     print(f"inspect: run {run_id} {status}: {stats.committed} result(s) committed to {args.db}"
           + (f", pictures of non-passing parts in {args.save_ng}" if args.save_ng else ""), file=sys.stderr)
     return 0

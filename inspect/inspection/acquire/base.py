@@ -129,7 +129,7 @@ def stream_frames(camera: Camera, *, timeout_s: float, stop: threading.Event, ma
             continue
         finally:
             for skipped in camera.take_skipped():
-                log.warning("skipped %s: %s", skipped.path, skipped.reason)
+                log.warning("skipped input: %s", skipped.reason)
                 if on_skipped is not None:
                     on_skipped(skipped)
         waited_s = 0.0

@@ -28,7 +28,8 @@ def read_image(path: str | Path, *, bit_depth: int | None = None) -> tuple[np.nd
     """Decode an image file as (pixels, layout, bit depth), keeping its dtype (8 or 16 bit).
 
     Colour files come back as BGR (OpenCV's order) and say so; a fourth (alpha) channel is dropped.
-    ``bit_depth`` states the significant bits of 16-bit files (e.g. 12 for a 12-bit camera's PNGs).
+    ``bit_depth`` states the significant bits of 16-bit files (e.g. 12 for a 12-bit camera's PNGs); 8-bit
+    files are always 8-bit.
     """
     path = Path(path)
     try:
@@ -47,10 +48,11 @@ def read_image(path: str | Path, *, bit_depth: int | None = None) -> tuple[np.nd
         if image.shape[2] not in (3, 4):
             raise ImageReadError(f"{path}: {image.shape[2]} channels; expected 1, 3 or 4")
         image, layout = np.ascontiguousarray(image[:, :, :3]), "bgr"
-    native_bits = 8 * image.dtype.itemsize
-    if bit_depth is not None and not 1 <= bit_depth <= native_bits:
-        raise ImageReadError(f"{path}: bit_depth {bit_depth} does not fit its {native_bits}-bit pixels")
-    return image, layout, bit_depth or native_bits
+    if image.dtype == np.uint8:
+        return image, layout, 8
+    if bit_depth is not None and not 9 <= bit_depth <= 16:
+        raise ImageReadError(f"{path}: bit_depth {bit_depth} does not fit 16-bit pixels (expected 9..16)")
+    return image, layout, bit_depth or 16
 
 
 class FolderCamera(Camera):

@@ -1,0 +1,55 @@
+"""The genicam adapter against the virtual cameras of the GenTL producer shipped in the genicam package."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.acquire import CameraError, open_camera, stream_frames
+
+pytestmark = pytest.mark.camera
+
+
+def test_streams_rgb_frames_with_counters(viky_cti: Path) -> None:
+    with open_camera(f"genicam:{viky_cti}") as camera:
+        frames = list(stream_frames(camera, timeout_s=3, stop=threading.Event(), max_frames=5))
+    assert len(frames) == 5
+    first = frames[0]
+    assert first.source_id == "genicam:VikyTL_DEV_red"
+    assert first.layout == "rgb" and first.image.shape == (400, 400, 3) and first.image.dtype == np.uint8
+    assert first.bit_depth == 8
+    counters = [f.frame_counter for f in frames]
+    assert counters == sorted(counters) and len(set(counters)) == 5
+    assert all(not np.shares_memory(a.image, b.image) for a, b in itertools.pairwise(frames))
+
+
+def test_serial_and_pixel_format_are_applied(viky_cti: Path) -> None:
+    with open_camera(f"genicam:{viky_cti}?serial=2&pixel_format=Mono8") as camera:
+        frame = camera.grab(timeout_s=3)
+    assert frame.source_id == "genicam:VikyTL_DEV_blue"
+    assert frame.layout == "mono" and frame.image.shape == (400, 400)
+    assert frame.image.min() == 0 and frame.image.max() == 255  # the virtual camera's moving black square
+
+
+def test_producer_found_through_the_standard_search_path(viky_cti: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENICAM_GENTL64_PATH", str(viky_cti.parent))
+    with open_camera("genicam:") as camera:
+        assert camera.grab(timeout_s=3).image.shape[:2] == (400, 400)
+
+
+def test_unknown_serial_lists_the_cameras_found(viky_cti: Path) -> None:
+    with pytest.raises(CameraError) as error:
+        open_camera(f"genicam:{viky_cti}?serial=XYZ").open()
+    message = str(error.value)
+    assert "no camera with serial 'XYZ'" in message
+    assert "serial 0 (id VikyTL_DEV_red" in message and "serial 2 (id VikyTL_DEV_blue" in message
+
+
+def test_unsupported_pixel_format_lists_what_the_device_offers(viky_cti: Path) -> None:
+    offered = r"pixel format 'Mono12' is not offered by the device; it offers RGBa8, Mono8"
+    with pytest.raises(CameraError, match=offered):
+        open_camera(f"genicam:{viky_cti}?pixel_format=Mono12").open()

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspection.align import AlignmentError, align, estimate_shift, translate
+from inspection.recipe import AlignSettings
+from inspection.synthetic import golden_image, render_frame
+from inspection.types import Frame
+
+
+@pytest.mark.parametrize("kind", ["wafer", "pcb"])
+def test_subpixel_shift_of_synthetic_frames(kind: str) -> None:
+    reference = np.asarray(golden_image(kind))
+    errors = []
+    for index in range(10):
+        image, _ = render_frame(kind, index, seed=11, defect_rate=0.0)
+        rng = np.random.default_rng([11, index])  # the generator's own draw of the true shift
+        true_dx, true_dy = rng.uniform(-3, 3), rng.uniform(-3, 3)
+        dx, dy, response = estimate_shift(image, reference)
+        errors.append(max(abs(dx - true_dx), abs(dy - true_dy)))
+        assert response > 0.2
+    assert max(errors) < 0.15, errors
+
+
+def test_aligned_frame_matches_reference() -> None:
+    reference = np.asarray(golden_image("wafer"))
+    image, _ = render_frame("wafer", 0, seed=2, defect_rate=0.0, noise_sigma=0.0)
+    frame = Frame(image, "mono", 8, "test", 0, 0.0)
+    aligned = align(frame, image, reference, settings=AlignSettings())
+    inner = (slice(10, -10), slice(10, -10))
+    before = np.abs(image.astype(float) - reference)[inner].mean()
+    after = np.abs(aligned.image.astype(float) - reference)[inner].mean()
+    assert after < before / 4
+
+
+def test_unrelated_or_mismatched_images_are_refused() -> None:
+    reference = np.asarray(golden_image("wafer", size_px=128))
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)
+    frame = Frame(noise, "mono", 8, "test", 0, 0.0)
+    with pytest.raises(AlignmentError, match="no reliable match"):
+        align(frame, noise, reference, settings=AlignSettings(min_score=0.3))
+    with pytest.raises(AlignmentError, match="frame is 64x64 px but the reference is 128x128 px"):
+        estimate_shift(noise[:64, :64], reference)
+    shifted = translate(reference, dx_px=15.0, dy_px=0.0)
+    with pytest.raises(AlignmentError, match="exceeds max_shift_px 5"):
+        align(frame, shifted, reference, settings=AlignSettings(max_shift_px=5, min_score=0.0))

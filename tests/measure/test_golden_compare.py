@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import numpy as np
+
+from inspection.align import align
+from inspection.measure import compare_to_golden, deviation, regions, tolerance_band
+from inspection.recipe import AlignSettings, InspectSettings
+from inspection.synthetic import golden_image, render_frame
+from inspection.types import Frame
+
+
+def test_regions_have_calibrated_features() -> None:
+    deviation_map = np.zeros((50, 50), np.float32)
+    deviation_map[10:20, 5:9] = 40.0  # 40 px, bright
+    deviation_map[30, 30] = -50.0  # 1 px: below min_area
+    found = regions(deviation_map, min_area_px=2, pixel_size_um=2.5)
+    assert len(found) == 1
+    region = found[0]
+    assert region.area_px == 40 and region.area_um2 == 250.0
+    assert region.box_xyxy_px == (5, 10, 9, 20)
+    assert region.centroid_xy_px == (6.5, 14.5)
+    assert region.mean_diff == 40.0 and region.max_abs_diff == 40.0
+
+
+def test_band_tolerates_the_reference_and_flags_departures() -> None:
+    reference = np.asarray(golden_image("pcb", size_px=128))
+    band = tolerance_band(reference, band_px=1, tolerance_grey=20)
+    assert not deviation(reference, band).any()
+    darker = np.clip(reference.astype(np.int16) - 30, 0, 255).astype(np.uint8)
+    flat = (band.upper - band.lower == 40) & (reference > 60)  # away from edges the band is just the tolerance
+    assert flat.sum() > 1000
+    np.testing.assert_allclose(deviation(darker, band)[flat], -10.0)
+
+
+def _inspect(kind: str, index: int, *, seed: int) -> tuple[set, list]:
+    reference = np.asarray(golden_image(kind))
+    settings = InspectSettings()
+    band = tolerance_band(reference, band_px=settings.band_px, tolerance_grey=settings.tolerance_grey)
+    image, truth = render_frame(kind, index, seed=seed, defect_rate=0.5)
+    aligned = align(Frame(image, "mono", 8, "t", index, 0.0), image, reference, settings=AlignSettings())
+    found = compare_to_golden(aligned, band, settings=settings, pixel_size_um=5.0).regions
+    return truth, list(found)
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_every_injected_defect_is_found_and_clean_frames_are_clean() -> None:
+    missed, false_alarms, defects = [], [], 0
+    for kind in ("wafer", "pcb"):
+        for index in range(30):
+            truth, found = _inspect(kind, index, seed=5)
+            defects += len(truth)
+            for defect in truth:
+                if not any(_overlaps(defect.box_xyxy_px, r.box_xyxy_px) for r in found):
+                    missed.append((kind, index, defect))
+            false_alarms += [r for r in found if not any(_overlaps(d.box_xyxy_px, r.box_xyxy_px) for d in truth)]
+    assert defects > 20
+    assert not missed, missed
+    assert not false_alarms, false_alarms
