@@ -15,10 +15,10 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
-from inspection.acquire import SCHEMES, CameraError, open_camera
-from inspection.pipeline import Inspector, LineStats, run_line
+from inspection.acquire import SCHEMES, CameraError, ImageReadError, open_camera
+from inspection.pipeline import Inspector, LineStats, run_line, teach_reference
 from inspection.recipe import BUNDLED_RECIPES, RecipeError, load_recipe
-from inspection.report import ResultStore, StoreError, read_results
+from inspection.report import ResultStore, StoreError, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
 from inspection.types import Verdict
 
@@ -98,6 +98,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teach(args: argparse.Namespace) -> int:
+    with open_camera(args.camera) as camera:
+        golden = teach_reference(camera, frames=args.frames, timeout_s=args.timeout)
+    image = golden.image if golden.layout != "rgb" else golden.image[:, :, ::-1]  # PNG files are BGR in OpenCV
+    path = save_png(args.out, image)
+    print(f"inspect: golden reference {path}: {golden.width_px}x{golden.height_px} {golden.layout} "
+          f"{golden.bit_depth}-bit, the median of {args.frames} frames from {golden.source_id}", file=sys.stderr)
+    hint = f"reference: {{golden: {path.name}}}"
+    if golden.bit_depth not in (8, 16):
+        hint += f" and preprocess: {{bit_depth: {golden.bit_depth}}}"
+    print(f"inspect: use it in a recipe beside it: {hint}", file=sys.stderr)
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     rows = read_results(args.db, verdict=args.verdict, since=args.since, run_id=args.run)
     out = sys.stdout
@@ -137,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     run.set_defaults(handler=cmd_run)
 
+    teach = commands.add_parser(
+        "teach", help="teach a golden reference image from a camera (median of good parts)",
+        description="Grab N frames of defect-free parts and write their per-pixel median as the golden "
+                    "reference a recipe compares against (pixels, layout and bit depth kept).",
+    )
+    teach.add_argument("--camera", required=True, metavar="URI", help="the station's camera URI")
+    teach.add_argument("--out", required=True, type=Path, metavar="PNG", help="where to write the golden image")
+    teach.add_argument("--frames", type=int, default=9, metavar="N", help="frames to take the median of (default 9)")
+    teach.add_argument("--timeout", type=float, default=5.0, metavar="S", help="fetch timeout per frame (default 5 s)")
+    teach.set_defaults(handler=cmd_teach)
+
     results = commands.add_parser("results", help="print stored results as CSV or JSON lines")
     results.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")
     results.add_argument("--format", choices=("csv", "json"), default="csv",
@@ -152,12 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "run" and args.frames is not None and args.frames < 1:
+    if args.command in ("run", "teach") and args.frames is not None and args.frames < 1:
         print(f"inspect: error: --frames must be at least 1, got {args.frames}", file=sys.stderr)
         return 2
     try:
         return args.handler(args)
-    except (RecipeError, CameraError, StoreError) as exc:
+    except (RecipeError, CameraError, StoreError, ImageReadError) as exc:
         print(f"inspect: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `inspect results | head` closed the pipe: not an error

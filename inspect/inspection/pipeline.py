@@ -18,18 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import numpy as np
 
-from inspection.acquire import Camera, SkippedInput, read_image, stream_frames
+from inspection.acquire import Camera, CameraError, SkippedInput, read_image, stream_frames
 from inspection.align import align
 from inspection.grade import detections_of, verdict_of
 from inspection.measure import ToleranceBand, compare_to_golden, tolerance_band
 from inspection.preprocess import preprocess, preprocess_frame
-from inspection.recipe import Recipe
+from inspection.recipe import Recipe, synthetic_reference
 from inspection.report import ResultStore, draw_detections, save_png
-from inspection.synthetic import SIM_KINDS, golden_image
+from inspection.synthetic import golden_image
 from inspection.types import Frame, FrameResult, Verdict
 
 log = logging.getLogger("inspection.pipeline")
@@ -39,14 +38,30 @@ def load_reference(recipe: Recipe) -> np.ndarray:
     """The recipe's golden reference, preprocessed exactly as the frames will be."""
     golden = recipe.reference.golden
     if golden.startswith("sim:"):
-        kind, _, query = golden.removeprefix("sim:").partition("?")
-        if kind not in SIM_KINDS:
-            raise ValueError(f"reference.golden {golden!r}: expected sim:wafer or sim:pcb")
-        size_px = int(dict(parse_qsl(query)).get("size", 512))
-        image, layout, bit_depth = golden_image(kind, size_px=size_px), "mono", 8  # type: ignore[arg-type]
+        kind, size_px = synthetic_reference(golden)
+        image, layout, bit_depth = golden_image(kind, size_px=size_px), "mono", 8
     else:
         image, layout, bit_depth = read_image(golden)
     return preprocess(image, layout=layout, bit_depth=bit_depth, settings=recipe.preprocess)  # type: ignore[arg-type]
+
+
+def teach_reference(camera: Camera, *, frames: int, timeout_s: float) -> Frame:
+    """A golden reference taught from an opened camera: the per-pixel median of ``frames`` good parts.
+
+    The median removes sensor noise and anything that is not in most of the frames (a passing particle).
+    """
+    taught = list(stream_frames(camera, timeout_s=timeout_s, stop=threading.Event(), max_frames=frames))
+    if len(taught) < frames:
+        raise CameraError(f"{camera.uri}: delivered {len(taught)} of the {frames} frames needed to teach a reference")
+    first = taught[0]
+    for frame in taught[1:]:
+        if (frame.image.shape, frame.layout, frame.bit_depth) != (first.image.shape, first.layout, first.bit_depth):
+            raise CameraError(f"{camera.uri}: frames changed format while teaching: {first.image.shape} "
+                             f"{first.layout} {first.bit_depth}-bit, then {frame.image.shape} {frame.layout} "
+                             f"{frame.bit_depth}-bit")
+    median = np.median(np.stack([f.image for f in taught]), axis=0)
+    image = np.rint(median).astype(first.image.dtype)
+    return Frame(image, first.layout, first.bit_depth, first.source_id, first.frame_counter, first.timestamp_s)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,12 @@ import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from inspection.synthetic import SIM_KINDS, SimKind
 
 BUNDLED_RECIPES = ("wafer", "pcb")
 
@@ -48,6 +51,21 @@ class PreprocessSettings(_Section):
 class ReferenceSettings(_Section):
     golden: str
     """The defect-free reference: an image file (relative to the recipe) or a synthetic one, ``sim:wafer``."""
+
+    @model_validator(mode="after")
+    def _known_synthetic(self) -> ReferenceSettings:
+        if self.golden.startswith("sim:"):
+            synthetic_reference(self.golden)
+        return self
+
+
+def synthetic_reference(golden: str) -> tuple[SimKind, int]:
+    """(kind, size in pixels) of a synthetic reference ``sim:wafer|pcb[?size=N]``."""
+    kind, _, query = golden.removeprefix("sim:").partition("?")
+    options = dict(parse_qsl(query))
+    if kind not in SIM_KINDS or set(options) - {"size"} or not options.get("size", "512").isdigit():
+        raise ValueError(f"a synthetic reference is sim:wafer or sim:pcb with an optional ?size=N, got {golden!r}")
+    return kind, int(options.get("size", 512))  # type: ignore[return-value]
 
 
 class AlignSettings(_Section):

@@ -1,0 +1,229 @@
+"""The line loop end to end, through the ``inspect`` command as an integrator runs it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspection.acquire import Camera, open_camera
+from inspection.pipeline import Inspector, run_line
+from inspection.recipe import load_recipe
+from inspection.report import ResultStore, read_events
+from inspection.types import Frame
+from tests.conftest import results_json, run_cli
+
+
+def test_sim_wafer_run_stores_every_frame_with_correct_verdicts(tmp_path: Path) -> None:
+    db, ng = tmp_path / "line.db", tmp_path / "ng"
+    run_cli("run", "--camera", "sim:wafer?seed=4&defect_rate=0.4", "--frames", "30", "--db", str(db),
+            "--save-ng", str(ng))
+    rows = results_json(db)
+    assert len(rows) == 30
+    assert sorted(r["frame_counter"] for r in rows) == list(range(30))
+    for row in rows:
+        assert row["verdict"] == ("fail" if row["truth"] else "pass"), row
+        assert set(row["stage_latency_ms"]) == {"preprocess", "align", "measure", "grade"}
+        assert row["latency_ms"] > 0 and row["committed_at"] >= row["acquired_at"]
+    failed = [r for r in rows if r["verdict"] == "fail"]
+    assert 5 <= len(failed) <= 25
+    for row in failed:
+        picture = cv2.imread(row["image_path"])
+        assert picture is not None and picture.shape == (512, 512, 3)
+    assert all(r["image_path"] is None for r in rows if r["verdict"] == "pass")
+    assert len(results_json(db, "--verdict", "fail")) == len(failed)
+
+    table = list(csv.DictReader(io.StringIO(run_cli("results", "--db", str(db)).stdout)))
+    assert len(table) == 30 and table[0]["verdict"] in ("pass", "fail")
+
+
+@pytest.mark.camera
+def test_genicam_run_with_a_taught_reference_finds_the_moving_square(tmp_path: Path, viky_cti: Path) -> None:
+    uri = f"genicam:{viky_cti}?pixel_format=Mono8"
+    golden = tmp_path / "golden.png"
+    # The square moves 1 px a frame: over 45 frames no pixel is covered in most of them.
+    taught = run_cli("teach", "--camera", uri, "--out", str(golden), "--frames", "45")
+    assert "400x400 mono 8-bit, the median of 45 frames" in taught.stderr
+    (tmp_path / "viky.yaml").write_text(
+        "name: viky\nkind: wafer\npixel_size_um: 10\nreference: {golden: golden.png}\nalign: {method: none}\n"
+        "grade: {review_area_um2: 500, fail_area_um2: 5000}\n"
+    )
+    db = tmp_path / "viky.db"
+    run_cli("run", "--camera", uri, "--recipe", str(tmp_path / "viky.yaml"), "--frames", "30", "--db", str(db))
+    rows = results_json(db)
+    assert len(rows) == 30 and {r["source"] for r in rows} == {"genicam:VikyTL_DEV_red"}
+    # Each frame of the virtual camera shows a black square that the taught (median) reference does not.
+    for row in rows:
+        assert row["verdict"] == "fail"
+        assert any(d["kind"] == "dark" and d["max_abs_diff"] > 100 for d in row["detections"])
+
+
+@pytest.mark.camera
+def test_pylon_emulator_run_stores_30_results(tmp_path: Path, pylon_emulator: None) -> None:
+    db = tmp_path / "pylon.db"
+    run_cli("run", "--camera", "pylon:emu", "--frames", "30", "--db", str(db))
+    rows = results_json(db)
+    assert len(rows) == 30 and {r["source"] for r in rows} == {"pylon:0815-0000"}
+    assert sorted(r["frame_counter"] for r in rows) == list(range(1, 31))
+    # The wafer recipe's reference does not fit this camera: every part is stored with the reason, none dropped.
+    assert {r["verdict"] for r in rows} == {"error"}
+    assert "frame is 1024x1040 px but the reference is 512x512 px" in rows[0]["reason"]
+
+
+def test_folder_with_a_corrupt_image_stores_the_others_and_names_it(tmp_path: Path) -> None:
+    from inspection.synthetic import render_frame
+
+    folder = tmp_path / "lot"
+    folder.mkdir()
+    for index in range(6):
+        cv2.imwrite(str(folder / f"wafer_{index:02d}.png"), render_frame("wafer", index, seed=9)[0])
+    (folder / "wafer_03.png").write_bytes(b"\x89PNG truncated by a network copy")
+    db = tmp_path / "lot.db"
+    process = run_cli("run", "--camera", f"folder:{folder}", "--db", str(db))
+    rows = results_json(db)
+    assert len(rows) == 5
+    assert "wafer_03.png" not in {Path(r["path"]).name for r in rows}
+    assert "skipped" in process.stderr and "wafer_03.png" in process.stderr
+    events = read_events(db)
+    assert [(e["kind"], Path(e["source"]).name) for e in events] == [("skipped", "wafer_03.png")]
+
+
+def _start_endless_run(db: Path) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "inspection", "run", "--camera", "sim:wafer?fps=40", "--db", str(db)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rows(db: Path, count: int, *, timeout_s: float = 60) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+                    rows = connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                if rows >= count:
+                    return rows
+            except sqlite3.OperationalError:
+                pass  # the schema is not created yet
+        time.sleep(0.1)
+    raise AssertionError(f"{db} did not reach {count} rows in {timeout_s} s")
+
+
+def test_sigterm_drains_frames_in_flight_and_exits_cleanly(tmp_path: Path) -> None:
+    db = tmp_path / "term.db"
+    process = _start_endless_run(db)
+    _wait_for_rows(db, 10)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "SIGTERM: finishing the frames in flight" in stderr
+    rows = results_json(db)
+    assert f"run 1 stopped: {len(rows)} result(s) committed" in stderr
+    assert sorted(r["frame_counter"] for r in rows) == list(range(len(rows))), "a frame in flight was lost"
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT status, finished_at IS NOT NULL FROM runs").fetchone() == ("stopped", 1)
+
+
+def test_killed_process_loses_no_committed_row(tmp_path: Path) -> None:
+    db = tmp_path / "kill.db"
+    process = _start_endless_run(db)
+    seen = _wait_for_rows(db, 15)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert connection.execute("SELECT status FROM runs").fetchone()[0] == "running"  # it never finished
+    rows = results_json(db)
+    assert len(rows) >= seen
+    assert all(r["verdict"] in ("pass", "fail") and r["stage_latency_ms"] for r in rows)
+    # The same database takes the next run.
+    run_cli("run", "--camera", "sim:wafer", "--frames", "3", "--db", str(db))
+    assert len(results_json(db, "--run", "2")) == 3
+
+
+class CountingCamera(Camera):
+    """A real sim camera that counts the frames it has handed out."""
+
+    def __init__(self, uri: str) -> None:
+        self.inner = open_camera(uri)
+        self.uri = uri
+        self.grabbed = 0
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def grab(self, *, timeout_s: float) -> Frame:
+        frame = self.inner.grab(timeout_s=timeout_s)
+        self.grabbed += 1
+        return frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_slow_stage_makes_acquisition_wait_instead_of_queueing(tmp_path: Path) -> None:
+    recipe = load_recipe("wafer")
+    inspector = Inspector.from_recipe(recipe)
+    camera = CountingCamera("sim:wafer?size=256&defect_rate=0")
+    inspected = 0
+    most_in_flight = 0
+    lock = threading.Lock()
+
+    def slow(frame: Frame):
+        nonlocal inspected, most_in_flight
+        with lock:
+            most_in_flight = max(most_in_flight, camera.grabbed - inspected)
+        time.sleep(0.02)
+        result = inspector(frame)
+        with lock:
+            inspected += 1
+        return result
+
+    store = ResultStore(tmp_path / "slow.db")
+    run_id = store.start_run(camera=camera.uri, recipe_name=recipe.name, recipe_sha256="", software_version="t")
+    stats = run_line(camera, slow, store, run_id=run_id, recipe=recipe, stop=threading.Event(), max_frames=80)
+    store.close()
+    assert stats.committed == 80 and camera.grabbed == 80
+    assert stats.max_queue_depth <= recipe.pipeline.queue_depth
+    # The free-running camera could deliver hundreds of frames meanwhile; the pipeline holds at most the
+    # queue, the workers' frames and the one being handed over.
+    assert most_in_flight <= recipe.pipeline.queue_depth + recipe.pipeline.workers + 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--camera", "gige:10.0.0.5"], "unknown scheme 'gige'"),
+        (["run", "--recipe", "nope.yaml"], "recipe 'nope.yaml': no such file, and not a bundled recipe"),
+        (["run", "--frames", "0"], "--frames must be at least 1, got 0"),
+        (["run", "--camera", "folder:/nonexistent"], "folder /nonexistent does not exist"),
+        (["results", "--db", "/nonexistent/x.db"], "no results database there"),
+    ],
+)
+def test_cli_errors_are_clear(args: list[str], message: str, tmp_path: Path) -> None:
+    if args[0] == "run":
+        args = [*args, "--db", str(tmp_path / "x.db")]
+    process = run_cli(*args, check=False)
+    assert process.returncode == 2, process.stderr
+    assert message in process.stderr
+    assert "Traceback" not in process.stderr
+
+
+def test_run_refuses_a_database_that_is_not_ours_and_leaves_it_alone(tmp_path: Path) -> None:
+    precious = tmp_path / "mes.db"
+    precious.write_bytes(b"MES export, do not touch\n" * 50)
+    before = precious.read_bytes()
+    process = run_cli("run", "--camera", "sim:wafer", "--frames", "2", "--db", str(precious), check=False)
+    assert process.returncode == 2 and "not a wafer-inspect results database" in process.stderr
+    assert precious.read_bytes() == before
+    assert np.array_equal(np.frombuffer(precious.read_bytes(), np.uint8), np.frombuffer(before, np.uint8))

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from inspection.report import ResultStore, StoreError, read_events, read_results
+from inspection.types import Defect, Detection, FrameResult, Region, Verdict
+
+
+def result(counter: int, verdict: Verdict = Verdict.FAIL) -> FrameResult:
+    region = Region(1, 20, 500.0, (1, 2, 6, 7), (3.5, 4.5), -35.0, 80.0)
+    return FrameResult("sim:wafer", counter, 1_700_000_000.0 + counter, verdict, (Detection("dark", 0.3, region),),
+                       {"preprocess": 0.5, "align": 3.25}, reason="rule", shift_px=(0.5, -1.25),
+                       truth=(Defect("particle", (0, 1, 7, 8)),))
+
+
+def test_round_trip_in_wal_mode(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    run = store.start_run(camera="sim:wafer", recipe_name="r", recipe_sha256="0" * 64, software_version="t")
+    store.add_result(run, result(0))
+    store.add_result(run, result(1, Verdict.PASS), image_path="x.png")
+    store.add_event(run, kind="skipped", source="bad.png", detail="unreadable")
+    store.finish_run(run, status="completed")
+    store.close()
+    with sqlite3.connect(tmp_path / "r.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    rows = list(read_results(tmp_path / "r.db"))
+    assert [r["frame_counter"] for r in rows] == [0, 1]
+    first = rows[0]
+    assert first["verdict"] == "fail" and first["acquired_at"] == "2023-11-14T22:13:20.000000+00:00"
+    assert first["detections"][0]["area_um2"] == 500.0 and first["detections"][0]["kind"] == "dark"
+    assert first["stage_latency_ms"] == {"preprocess": 0.5, "align": 3.25}
+    assert first["shift_px"] == [0.5, -1.25] and first["truth"][0]["kind"] == "particle"
+    assert [r["frame_counter"] for r in read_results(tmp_path / "r.db", verdict="pass")] == [1]
+    assert [r["frame_counter"] for r in read_results(tmp_path / "r.db", since="2023-11-14T22:13:21")] == [1]
+    assert read_events(tmp_path / "r.db")[0]["source"] == "bad.png"
+
+
+def test_a_file_that_is_not_our_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    text_file = tmp_path / "notes.db"
+    text_file.write_bytes(b"lot 17 notes: do not delete" * 100)
+    before = text_file.read_bytes()
+    with pytest.raises(StoreError, match=r"notes\.db: not a wafer-inspect results database"):
+        ResultStore(text_file)
+    assert text_file.read_bytes() == before
+
+    other_app = tmp_path / "mes.db"
+    with sqlite3.connect(other_app) as connection:
+        connection.execute("CREATE TABLE lots (id INTEGER)")
+    before = other_app.read_bytes()
+    with pytest.raises(StoreError, match=r"an SQLite database of another application \(tables: lots\)"):
+        ResultStore(other_app)
+    assert other_app.read_bytes() == before
+
+
+def test_reading_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no results database there"):
+        list(read_results(tmp_path / "missing.db"))
+    ResultStore(tmp_path / "r.db").close()
+    with pytest.raises(StoreError, match=r"--since 'yesterday': expected an ISO-8601 date or time"):
+        list(read_results(tmp_path / "r.db", since="yesterday"))
+
+
+def test_existing_results_survive_reopening(tmp_path: Path) -> None:
+    for _ in range(2):
+        store = ResultStore(tmp_path / "r.db")
+        run = store.start_run(camera="c", recipe_name="r", recipe_sha256="s", software_version="t")
+        store.add_result(run, result(run))
+        store.close()
+    assert [r["run_id"] for r in read_results(tmp_path / "r.db")] == [1, 2]
