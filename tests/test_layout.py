@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT, run_cli
 
 PACKAGE = REPO_ROOT / "inspect" / "inspection"
@@ -71,6 +73,14 @@ def test_data_flows_one_way_and_torch_stays_in_train() -> None:
 
 
 def test_inference_path_does_not_import_torch() -> None:
-    code = "import sys, inspection.cli, inspection.pipeline; print('torch' in sys.modules)"
+    code = "import sys, inspection.cli, inspection.pipeline, inspection.classify; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_cli_lists_the_architectures_training_builds() -> None:
+    pytest.importorskip("torch", reason="training needs the [train] extra")
+    from inspection.cli import TRAIN_ARCHITECTURES
+    from inspection.train import ARCHITECTURES
+
+    assert TRAIN_ARCHITECTURES == ARCHITECTURES

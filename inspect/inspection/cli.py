@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -16,13 +17,23 @@ from pathlib import Path
 from types import FrameType
 
 from inspection.acquire import SCHEMES, CameraError, ImageReadError, open_camera
+from inspection.acquire.labelled import LabelledFolderError
+from inspection.classify import CardError, Classifier, ModelCard, evaluate_folder
 from inspection.pipeline import Inspector, LineStats, run_line, teach_reference
+from inspection.progress import progress
 from inspection.recipe import BUNDLED_RECIPES, RecipeError, load_recipe
 from inspection.report import ResultStore, StoreError, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
+from inspection.synthetic import DIE_CLASSES, render_die
 from inspection.types import Verdict
 
 DEFAULT_DB = Path("results/inspect.db")
+# The names only: importing inspection.train here would load torch for every command.
+TRAIN_ARCHITECTURES = ("patchnet", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
+
+
+class UsageError(ValueError):
+    """A command-line request that cannot be carried out as given."""
 log = logging.getLogger("inspection")
 
 
@@ -112,6 +123,99 @@ def cmd_teach(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_package():  # type: ignore[no-untyped-def]
+    try:
+        import inspection.train as train_package
+    except ImportError as exc:
+        raise UsageError(f"training needs the [train] extra (torch, torchvision, albumentations, onnx): "
+                         f"pip install 'wafer-inspect[train]' ({exc})") from None
+    return train_package
+
+
+def _print_card_summary(card: ModelCard, model_dir: Path) -> None:
+    val = card.metrics["val"]
+    print(f"inspect: {model_dir}/model.onnx + model.json: {card.arch}, classes {', '.join(card.class_names)}",
+          file=sys.stderr)
+    print(f"  validation (ONNX Runtime, {val['samples']} images): accuracy {val['accuracy']:.4f}, "
+          f"macro-F1 {val['macro_f1']:.4f}", file=sys.stderr)
+    t = card.thresholds
+    if t.defect_score is not None:
+        print(f"  operating point: defect score >= {t.defect_score:.6f} catches {t.val_defect_recall:.4%} of "
+              f"defects (target {t.target_defect_recall:.3%}) at {t.val_overkill:.4%} overkill", file=sys.stderr)
+    print(f"  parity with torch on {card.parity.samples} images: max |dp| {card.parity.max_abs_diff:.2e}, "
+          f"argmax agreement {card.parity.argmax_agreement:.2%}", file=sys.stderr)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    classes = args.classes.split(",") if args.classes else list(DIE_CLASSES)
+    unknown = sorted(set(classes) - set(DIE_CLASSES))
+    if unknown:
+        raise UsageError(f"--classes: unknown die class(es) {', '.join(unknown)}; expected {', '.join(DIE_CLASSES)}")
+    jobs = [(kind, index) for kind in classes for index in range(args.per_class)]
+    for kind, index in progress(jobs, total=len(jobs), label="rendering dies"):
+        image = render_die(kind, index, seed=args.seed, size_px=args.size)
+        save_png(args.out / kind / f"{kind}_{index:05d}.png", image)
+    print(f"inspect: {len(jobs)} die images ({args.per_class} per class, seed {args.seed}) in {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    train_package = _train_package()
+    config = train_package.TrainConfig(
+        folder=args.folder, out=args.out, arch=args.arch, img_size=args.img_size, colour=args.colour,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, device=args.device, seed=args.seed,
+        weights=args.weights, resume=args.resume, patience=args.patience, good_class=args.good_class,
+        target_recall=args.target_recall, flips=not args.no_flips, rot90=not args.no_rot90,
+        command="inspect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    card = train_package.train(config)
+    _print_card_summary(card, args.out)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    train_package = _train_package()
+    if args.int8:
+        if args.calib is None:
+            raise UsageError("--int8 needs --calib FOLDER (real images to calibrate the quantiser on)")
+        if not (args.model / "model.json").is_file():
+            train_package.export_model(args.model, opset=args.opset)
+        variant = train_package.quantize_int8(args.model, calibration_folder=args.calib, eval_folder=args.eval)
+        print(f"inspect: {args.model / variant.file}: INT8 from {variant.calibration_images} calibration images; "
+              f"on {variant.evaluated_on}:", file=sys.stderr)
+        for precision in ("fp32", "int8"):
+            numbers = getattr(variant, precision)
+            print(f"  {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()), file=sys.stderr)
+        return 0
+    card = train_package.export_model(args.model, opset=args.opset)
+    _print_card_summary(card, args.model)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    classifier = Classifier(args.model, precision="int8" if args.int8 else "fp32")
+    report = evaluate_folder(classifier, args.folder)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['model']} on {args.folder}: {report['samples']} images")
+    print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}")
+    print(f"{'class':<18}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for name, row in report["per_class"].items():
+        print(f"{name:<18}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>9}")
+    print("confusion (rows true, columns predicted):")
+    for name, row in zip(report["class_names"], report["confusion"], strict=True):
+        print(f"  {name:<18}" + " ".join(f"{v:>6}" for v in row))
+    if "operating_point" in report:
+        point = report["operating_point"]
+        print(f"defect score >= {point['defect_score_threshold']:.6f}: defect recall {point['defect_recall']:.4%} "
+              f"({point['defects']} defects), overkill {point['overkill']:.4%} ({point['good']} good)")
+    for skipped in report["skipped"]:
+        print(f"skipped {skipped}")
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     rows = read_results(args.db, verdict=args.verdict, since=args.since, run_id=args.run)
     out = sys.stdout
@@ -162,6 +266,58 @@ def build_parser() -> argparse.ArgumentParser:
     teach.add_argument("--timeout", type=float, default=5.0, metavar="S", help="fetch timeout per frame (default 5 s)")
     teach.set_defaults(handler=cmd_teach)
 
+    synth = commands.add_parser("synth", help="render a labelled folder of synthetic die images")
+    synth.add_argument("what", choices=("dies",), help="what to render: dies (one folder per class)")
+    synth.add_argument("out", type=Path, help="output folder (OUT/<class>/*.png)")
+    synth.add_argument("--per-class", type=int, default=500, metavar="N", help="images per class (default 500)")
+    synth.add_argument("--seed", type=int, default=0, help="the stream; another seed gives other images")
+    synth.add_argument("--size", type=int, default=64, metavar="PX", help="die image size in pixels (default 64)")
+    synth.add_argument("--classes", metavar="A,B", help=f"a subset of {','.join(DIE_CLASSES)}")
+    synth.set_defaults(handler=cmd_synth)
+
+    train = commands.add_parser(
+        "train", help="train a defect classifier from a labelled folder and export it to ONNX with its card",
+        description="Reads FOLDER/<class>/* (or FOLDER/train|val|test/<class>/*; otherwise a stratified split "
+                    "by seed), trains from scratch (or from --weights), keeps the epoch with the best validation "
+                    "macro-F1 and writes OUT/model.onnx, OUT/model.json, confusion.png and training.png.",
+    )
+    train.add_argument("folder", type=Path, help="labelled image folder")
+    train.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/die-patchnet-v1")
+    train.add_argument("--arch", default="patchnet", choices=TRAIN_ARCHITECTURES,
+                       help="network (default patchnet: a compact CNN for small patches)")
+    train.add_argument("--img-size", type=int, default=64, metavar="N", help="input size N x N (default 64)")
+    train.add_argument("--colour", choices=("gray", "rgb"), default="gray", help="input colour (default gray)")
+    train.add_argument("--epochs", type=int, default=30, metavar="E")
+    train.add_argument("--batch-size", type=int, default=64, metavar="B")
+    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine decay)")
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--weights", type=Path, metavar="PT", help="initialise from a local state dict")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument("--patience", type=int, default=6, help="stop after this many epochs without improvement")
+    train.add_argument("--good-class", default="good", help="the defect-free class (default good)")
+    train.add_argument("--target-recall", type=float, default=0.999,
+                       help="defect recall the operating point must reach on validation (default 0.999)")
+    train.add_argument("--no-flips", action="store_true", help="no flip augmentation (orientation matters)")
+    train.add_argument("--no-rot90", action="store_true", help="no 90-degree rotation augmentation")
+    train.set_defaults(handler=cmd_train)
+
+    export = commands.add_parser("export", help="re-export a trained model to ONNX, or add an INT8 variant")
+    export.add_argument("model", type=Path, help="model folder written by inspect train")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--int8", action="store_true", help="static INT8 quantisation with ONNX Runtime")
+    export.add_argument("--calib", type=Path, metavar="FOLDER", help="labelled images to calibrate INT8 on")
+    export.add_argument("--eval", type=Path, metavar="FOLDER", help="labelled images to compare FP32 and INT8 on "
+                        "(default: the calibration folder)")
+    export.set_defaults(handler=cmd_export)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model on a labelled folder with the line's ONNX code")
+    evaluate.add_argument("model", type=Path, help="model folder (model.onnx + model.json)")
+    evaluate.add_argument("folder", type=Path, help="labelled image folder (classes among the model's)")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    evaluate.add_argument("--int8", action="store_true", help="evaluate the INT8 variant")
+    evaluate.set_defaults(handler=cmd_eval)
+
     results = commands.add_parser("results", help="print stored results as CSV or JSON lines")
     results.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")
     results.add_argument("--format", choices=("csv", "json"), default="csv",
@@ -180,9 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "teach") and args.frames is not None and args.frames < 1:
         print(f"inspect: error: --frames must be at least 1, got {args.frames}", file=sys.stderr)
         return 2
+    train_errors: tuple[type[Exception], ...] = ()
+    if args.command in ("train", "export"):
+        train_package = _train_package()
+        train_errors = (train_package.TrainingError, train_package.ExportError)
     try:
         return args.handler(args)
-    except (RecipeError, CameraError, StoreError, ImageReadError) as exc:
+    except (RecipeError, CameraError, StoreError, ImageReadError, CardError, LabelledFolderError, UsageError) as exc:
+        print(f"inspect: error: {exc}", file=sys.stderr)
+        return 2
+    except train_errors as exc:
         print(f"inspect: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `inspect results | head` closed the pipe: not an error

@@ -208,3 +208,65 @@ def render_frame(kind: SimKind, index: int, *, seed: int = 0, size_px: int = 512
                 truth.append(_draw_pcb_defect(moved, defect_kind, rng, _pcb_traces(size_px), shift))
     noisy = moved.astype(np.float32) + rng.normal(0, noise_sigma, moved.shape).astype(np.float32)
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), tuple(truth)
+
+
+DIE_CLASSES = ("good", "particle", "scratch", "stain", "missing-pattern", "bridge")
+
+
+def render_die(kind: str, index: int, *, seed: int = 0, size_px: int = 64) -> np.ndarray:
+    """Die image ``index`` of class ``kind`` (one of DIE_CLASSES): 8-bit, ``size_px`` square.
+
+    A die shows horizontal metal lines and a bond pad, with varying illumination, contrast, pattern
+    placement and sensor noise, so a classifier must learn the defect and not the die. Each class has its
+    own deterministic stream: (seed, kind, index) always gives the same image.
+    """
+    if kind not in DIE_CLASSES:
+        raise ValueError(f"unknown die class {kind!r}; expected one of {', '.join(DIE_CLASSES)}")
+    rng = np.random.default_rng([seed, DIE_CLASSES.index(kind), index])
+    s = size_px
+    base = rng.uniform(80, 130)
+    metal = base + rng.uniform(45, 75)
+    image = np.full((s, s), base, np.float32)
+    lines = int(rng.integers(3, 5))
+    pitch = s / (lines + 0.5)
+    offset = rng.uniform(0.2, 0.5) * pitch
+    half_widths = [rng.uniform(1.5, 2.8) * s / 64 for _ in range(lines)]
+    centres = [offset + i * pitch + rng.uniform(-1, 1) for i in range(lines)]
+    for y, hw in zip(centres, half_widths, strict=True):
+        image[max(0, round(y - hw)) : round(y + hw) + 1, :] = metal
+    pad_x, pad_y, pad = rng.uniform(0.1, 0.7) * s, rng.uniform(0.1, 0.7) * s, rng.uniform(0.15, 0.22) * s
+    image[round(pad_y) : round(pad_y + pad), round(pad_x) : round(pad_x + pad)] = metal + 20
+    sign = 1 if rng.uniform() < 0.5 else -1
+    x, y = rng.uniform(0.15, 0.85) * s, rng.uniform(0.15, 0.85) * s
+    if kind == "particle":
+        local = float(image[round(y), round(x)])  # relative to what lies beneath: a line, the pad or bulk
+        cv2.circle(image, (round(x), round(y)), max(1, round(rng.uniform(1.5, 3.5) * s / 64)),
+                   local + sign * rng.uniform(60, 90), -1)
+    elif kind == "scratch":
+        length, theta = rng.uniform(0.25, 0.6) * s, rng.uniform(0, np.pi)
+        end = (round(x + length * np.cos(theta)), round(y + length * np.sin(theta)))
+        mask = np.zeros_like(image)
+        cv2.line(mask, (round(x), round(y)), end, 1.0, max(1, round(s / 64)))
+        image += sign * rng.uniform(40, 60) * mask
+    elif kind == "stain":
+        mask = np.zeros_like(image)
+        axes = (round(rng.uniform(0.08, 0.18) * s), round(rng.uniform(0.06, 0.12) * s))
+        cv2.ellipse(mask, (round(x), round(y)), axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
+        image += sign * rng.uniform(35, 50) * cv2.GaussianBlur(mask, (0, 0), 1.5)
+    elif kind == "missing-pattern":
+        line = int(rng.integers(lines))
+        y0, y1 = round(centres[line] - half_widths[line]) - 1, round(centres[line] + half_widths[line]) + 2
+        x0 = round(rng.uniform(0.05, 0.7) * s)
+        image[max(0, y0) : y1, x0 : x0 + round(rng.uniform(0.15, 0.3) * s)] = base
+    elif kind == "bridge":
+        line = int(rng.integers(lines - 1))
+        width = max(2, round(rng.uniform(2, 4) * s / 64))
+        free = [x for x in range(round(0.05 * s), round(0.9 * s)) if x + width < pad_x or x > pad_x + pad]
+        x0 = free[int(rng.integers(len(free)))]  # beside the pad, where the bridge cannot hide
+        image[round(centres[line]) : round(centres[line + 1]) + 1, x0 : x0 + width] = metal
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+    theta = rng.uniform(0, 2 * np.pi)
+    image *= 1.0 + rng.uniform(0, 0.12) * ((xx * np.cos(theta) + yy * np.sin(theta)) / s - 0.5)
+    image = cv2.GaussianBlur(image, (0, 0), _OPTICS_SIGMA_PX)
+    image += rng.normal(0, rng.uniform(1.5, 3.5), image.shape).astype(np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)

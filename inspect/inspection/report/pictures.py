@@ -41,3 +41,54 @@ def save_png(path: str | Path, picture: np.ndarray) -> Path:
     partial.write_bytes(encoded.tobytes())
     os.replace(partial, path)
     return path
+
+
+def draw_confusion(confusion: np.ndarray, *, class_names: list[str] | tuple[str, ...], title: str) -> np.ndarray:
+    """A confusion matrix as a picture: rows true, columns predicted, cells shaded by row share, with counts."""
+    n = len(class_names)
+    cell, left, top = 56, 130, 60
+    picture = np.full((top + n * cell + 40, left + n * cell + 20, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(picture, title, (8, 22), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(picture, "predicted ->", (left, 48), font, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
+    rows = confusion.sum(axis=1, keepdims=True).clip(min=1)
+    for i in range(n):
+        cv2.putText(picture, class_names[i][:16], (6, top + i * cell + cell // 2 + 4), font, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        for j in range(n):
+            share = confusion[i, j] / rows[i, 0]
+            x, y = left + j * cell, top + i * cell
+            shade = int(255 - 200 * share)
+            colour = (255, shade, shade) if i == j else (shade, shade, 255)
+            cv2.rectangle(picture, (x, y), (x + cell - 2, y + cell - 2), colour, -1)
+            cv2.putText(picture, str(int(confusion[i, j])), (x + 6, y + cell // 2 + 4), font, 0.42, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+    for j in range(n):
+        cv2.putText(picture, class_names[j][:7], (left + j * cell + 2, top + n * cell + 16), font, 0.36, (0, 0, 0),
+                    1, cv2.LINE_AA)
+    return picture
+
+
+def draw_curves(series: dict[str, list[float]], *, title: str, size: tuple[int, int] = (640, 360)) -> np.ndarray:
+    """Line plot of named per-epoch series (each scaled to its own range), with a legend."""
+    width, height = size
+    picture = np.full((height, width, 3), 255, np.uint8)
+    left, right, top, bottom = 50, 20, 40, 40
+    cv2.putText(picture, title, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.rectangle(picture, (left, top), (width - right, height - bottom), (180, 180, 180), 1)
+    palette = [(200, 80, 30), (30, 140, 230), (40, 160, 40), (160, 40, 160)]
+    for k, (name, values) in enumerate(series.items()):
+        if not values:
+            continue
+        lo, hi = min(values), max(values)
+        span = hi - lo or 1.0
+        xs = [left + (width - left - right) * i / max(1, len(values) - 1) for i in range(len(values))]
+        ys = [height - bottom - (height - top - bottom) * (v - lo) / span for v in values]
+        points = np.array([[round(x), round(y)] for x, y in zip(xs, ys, strict=True)], np.int32)
+        colour = palette[k % len(palette)]
+        cv2.polylines(picture, [points], False, colour, 2, cv2.LINE_AA)
+        cv2.putText(picture, f"{name} ({lo:.3g}..{hi:.3g})", (left + 8 + 190 * k, height - 14),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.38, colour, 1, cv2.LINE_AA)
+    cv2.putText(picture, "epoch", (width // 2, height - 28), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (90, 90, 90), 1,
+                cv2.LINE_AA)
+    return picture

@@ -1,0 +1,135 @@
+"""The model card (``model.json``): the one contract from training to the line.
+
+Everything inference needs (classes, input size and layout, normalisation, thresholds) is read from the
+card, and the card names the sha256 of its ONNX file, so a model cannot drift from how it was trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CARD_FORMAT = "wafer-inspect-model/1"
+PREPROCESSING_VERSION = 1
+"""Bumped whenever prepare.py changes what reaches the network; a card of another version is refused."""
+
+
+class CardError(ValueError):
+    """A model folder whose card is missing, invalid, or does not match its ONNX file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Strict):
+    name: str = "images"
+    layout: Literal["NCHW"] = "NCHW"
+    channels: Literal[1, 3]
+    height: int = Field(..., ge=8)
+    width: int = Field(..., ge=8)
+    dtype: Literal["float32"] = "float32"
+    resize: Literal["area"] = "area"
+    """cv2.INTER_AREA from the image's size to height x width."""
+
+
+class Normalisation(_Strict):
+    scale: Literal["bit_depth"] = "bit_depth"
+    """Pixels are divided by 2**bit_depth - 1 (the frame's stated bit depth) to lie in [0, 1]."""
+    mean: list[float]
+    std: list[float]
+
+
+class Thresholds(_Strict):
+    good_class: str | None
+    """The class that means 'no defect'; defect score = 1 - p(good_class)."""
+    defect_score: float | None = None
+    """Parts with a defect score at or above this are defective (chosen on validation for the target recall)."""
+    target_defect_recall: float | None = None
+    val_defect_recall: float | None = None
+    val_overkill: float | None = None
+    """The false-reject rate (good parts called defective) on validation at ``defect_score``."""
+
+
+class Parity(_Strict):
+    samples: int
+    max_abs_diff: float
+    argmax_agreement: float
+    tolerance: float
+
+
+class Int8Variant(_Strict):
+    file: str
+    sha256: str
+    calibration_images: int
+    evaluated_on: str
+    fp32: dict[str, float]
+    int8: dict[str, float]
+
+
+class ModelCard(_Strict):
+    format: Literal["wafer-inspect-model/1"] = CARD_FORMAT
+    task: str
+    arch: str
+    class_names: list[str]
+    input: InputSpec
+    normalisation: Normalisation
+    preprocessing_version: int = PREPROCESSING_VERSION
+    output_name: str = "probabilities"
+    thresholds: Thresholds
+    opset: int
+    onnx_file: str = "model.onnx"
+    onnx_sha256: str
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+    parity: Parity
+    int8: Int8Variant | None = None
+
+    @property
+    def good_index(self) -> int | None:
+        good = self.thresholds.good_class
+        return self.class_names.index(good) if good is not None else None
+
+    def write(self, folder: Path) -> Path:
+        path = folder / "model.json"
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        return path
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_card(folder: str | Path, *, precision: Literal["fp32", "int8"] = "fp32") -> tuple[ModelCard, Path]:
+    """The validated card of a model folder and the ONNX file to run, checked against the card's sha256."""
+    folder = Path(folder)
+    card_path = folder / "model.json"
+    if not card_path.is_file():
+        raise CardError(f"{folder}: no model card (model.json); expected a folder written by `inspect train`")
+    try:
+        card = ModelCard.model_validate(json.loads(card_path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise CardError(f"{card_path}: not valid JSON ({exc})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise CardError(f"{card_path}: invalid model card: {problems}") from None
+    if card.preprocessing_version != PREPROCESSING_VERSION:
+        raise CardError(f"{card_path}: preprocessing_version {card.preprocessing_version}; this software "
+                        f"prepares inputs as version {PREPROCESSING_VERSION}: re-export the model")
+    if precision == "int8":
+        if card.int8 is None:
+            raise CardError(f"{card_path}: no INT8 variant; make one with `inspect export {folder} --int8 --calib DIR`")
+        onnx_path, expected = folder / card.int8.file, card.int8.sha256
+    else:
+        onnx_path, expected = folder / card.onnx_file, card.onnx_sha256
+    if not onnx_path.is_file():
+        raise CardError(f"{onnx_path}: the ONNX file named by the card is missing")
+    actual = sha256_of(onnx_path)
+    if actual != expected:
+        raise CardError(f"{onnx_path}: sha256 {actual[:12]}... does not match the card's {expected[:12]}...: "
+                        "the model file was replaced or corrupted after export")
+    return card, onnx_path

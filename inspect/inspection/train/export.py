@@ -1,0 +1,168 @@
+"""Export a trained checkpoint to ONNX with its card, checking parity with torch on real validation images."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from inspection.acquire.labelled import LabelledImages, list_labelled_folder
+from inspection.classify import Classifier, evaluate_folder
+from inspection.classify.card import InputSpec, Int8Variant, ModelCard, Normalisation, Parity, Thresholds, sha256_of
+from inspection.classify.metrics import classification_report, confusion_matrix, operating_point
+from inspection.classify.prepare import normalise
+from inspection.report import draw_confusion, draw_curves, save_png
+from inspection.train.data import load_units
+from inspection.train.models import build_model
+
+log = logging.getLogger("inspection.train")
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+INT8_FILE = "model-int8.onnx"
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce the trained network (parity), or cannot be written."""
+
+
+def _validation_set(checkpoint: dict[str, Any]) -> LabelledImages:
+    data = checkpoint["data"]
+    paths = tuple(Path(p) for p in data["val_paths"])
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise ExportError(f"{len(missing)} validation image(s) used for the parity check are gone, e.g. {missing[0]}")
+    labels = np.asarray(data["val_labels"], np.int64)
+    return LabelledImages(Path(data["root"]), tuple(checkpoint["card"]["class_names"]), paths, labels,
+                          np.full(len(paths), "val"), ())
+
+
+def _batched_probabilities(model: nn.Module, session: ort.InferenceSession, batch: np.ndarray,
+                           *, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    torch_out, onnx_out = [], []
+    with torch.no_grad():
+        for start in range(0, len(batch), batch_size):
+            chunk = batch[start : start + batch_size]
+            torch_out.append(model(torch.from_numpy(chunk)).numpy())
+            onnx_out.append(session.run(["probabilities"], {"images": chunk})[0])
+    return np.concatenate(torch_out), np.concatenate(onnx_out)
+
+
+def export_model(model_dir: Path, *, opset: int = OPSET) -> ModelCard:
+    """Write ``model.onnx`` and ``model.json`` (+ confusion and curve pictures) from ``model_dir/best.pt``.
+
+    Validation metrics and the operating point are computed from the ONNX Runtime outputs, the numbers
+    the line will see. Raises ExportError if ONNX Runtime and torch disagree beyond the tolerance.
+    """
+    checkpoint = torch.load(model_dir / "best.pt", map_location="cpu", weights_only=False)
+    base = checkpoint["card"]
+    spec, normalisation = InputSpec(**base["input"]), Normalisation(**base["normalisation"])
+    network = build_model(base["arch"], n_classes=len(base["class_names"]), in_channels=spec.channels)
+    network.load_state_dict(checkpoint["model"])
+    model = nn.Sequential(network, nn.Softmax(dim=1)).eval()
+
+    onnx_path = model_dir / "model.onnx"
+    partial = model_dir / ".model.onnx.partial"
+    example = torch.zeros(2, spec.channels, spec.height, spec.width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; its output is what we check
+        torch.onnx.export(model, (example,), str(partial), input_names=["images"], output_names=["probabilities"],
+                          dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+    os.replace(partial, onnx_path)
+
+    validation = _validation_set(checkpoint)
+    prepared = load_units(validation, spec=spec, label="parity check")
+    batch = normalise(prepared.units, normalisation=normalisation)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    torch_probabilities, onnx_probabilities = _batched_probabilities(model, session, batch)
+    max_abs_diff = float(np.abs(torch_probabilities - onnx_probabilities).max())
+    agreement = float((torch_probabilities.argmax(1) == onnx_probabilities.argmax(1)).mean())
+    if max_abs_diff > PARITY_TOLERANCE or agreement < 1.0:
+        raise ExportError(f"{onnx_path}: ONNX Runtime differs from torch on {len(batch)} validation images: "
+                          f"max |dp| {max_abs_diff:.2e} (tolerance {PARITY_TOLERANCE:.0e}), argmax agreement "
+                          f"{agreement:.4%} (required 100%)")
+
+    class_names = base["class_names"]
+    confusion = confusion_matrix(prepared.labels, onnx_probabilities.argmax(1), n_classes=len(class_names))
+    metrics = {"val": classification_report(confusion, class_names=class_names)}
+    thresholds = Thresholds(good_class=base["good_class"])
+    if base["good_class"] is not None:
+        good = class_names.index(base["good_class"])
+        point = operating_point(1.0 - onnx_probabilities[:, good], prepared.labels != good,
+                                target_recall=base["target_recall"])
+        thresholds = Thresholds(good_class=base["good_class"], defect_score=point["threshold"],
+                                target_defect_recall=base["target_recall"], val_defect_recall=point["defect_recall"],
+                                val_overkill=point["overkill"])
+    card = ModelCard(
+        task=base["task"], arch=base["arch"], class_names=class_names, input=spec, normalisation=normalisation,
+        thresholds=thresholds, opset=opset, onnx_sha256=sha256_of(onnx_path), training=checkpoint["training"],
+        metrics=metrics,
+        parity=Parity(samples=len(batch), max_abs_diff=max_abs_diff, argmax_agreement=agreement,
+                      tolerance=PARITY_TOLERANCE),
+    )
+    card.write(model_dir)
+    Classifier(model_dir)  # the line's loader accepts it: sha256, input name and shape, dynamic batch
+    save_png(model_dir / "confusion.png", draw_confusion(confusion, class_names=class_names,
+                                                         title=f"{base['arch']} validation (ONNX Runtime)"))
+    history = checkpoint["training"]["history"]
+    save_png(model_dir / "training.png", draw_curves(
+        {key: [epoch[key] for epoch in history] for key in ("train_loss", "val_loss", "val_macro_f1")},
+        title=f"{base['arch']}: best epoch {checkpoint['training']['best_epoch']}"))
+    return card
+
+
+class _CalibrationReader:
+    """Feeds ONNX Runtime's static quantiser prepared batches of calibration images."""
+
+    def __init__(self, batch: np.ndarray, *, batch_size: int = 32) -> None:
+        self.chunks = iter([batch[i : i + batch_size] for i in range(0, len(batch), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        chunk = next(self.chunks, None)
+        return None if chunk is None else {"images": chunk}
+
+
+def quantize_int8(model_dir: Path, *, calibration_folder: Path, eval_folder: Path | None = None,
+                  max_calibration_images: int = 512) -> Int8Variant:
+    """Static INT8 quantisation (QDQ, per-channel weights) calibrated on real images, recorded in the card.
+
+    Both precisions are evaluated on ``eval_folder`` (default: the calibration folder) so the accuracy
+    change is stated beside the FP32 model.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    fp32 = Classifier(model_dir)
+    card = fp32.card
+    calibration = list_labelled_folder(calibration_folder, class_names=tuple(card.class_names), min_classes=1)
+    chosen = np.random.default_rng(0).permutation(len(calibration.paths))[:max_calibration_images]
+    calibration = calibration.subset(np.isin(np.arange(len(calibration.paths)), chosen))
+    prepared = load_units(calibration, spec=card.input, label="calibration")
+    batch = normalise(prepared.units, normalisation=card.normalisation)
+    preprocessed = model_dir / ".model-preprocessed.onnx"
+    quant_pre_process(str(fp32.onnx_path), str(preprocessed))
+    output = model_dir / INT8_FILE
+    quantize_static(str(preprocessed), str(output), _CalibrationReader(batch), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    preprocessed.unlink()
+    evaluated_on = eval_folder or calibration_folder
+    variant = Int8Variant(file=INT8_FILE, sha256=sha256_of(output), calibration_images=len(batch),
+                          evaluated_on=str(evaluated_on), fp32={}, int8={})
+    card.int8 = variant
+    card.write(model_dir)
+    results = {}
+    for precision in ("fp32", "int8"):
+        report = evaluate_folder(Classifier(model_dir, precision=precision), evaluated_on)  # type: ignore[arg-type]
+        results[precision] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+        if "operating_point" in report:
+            results[precision].update({k: report["operating_point"][k] for k in ("defect_recall", "overkill")})
+    card.int8 = variant.model_copy(update=results)
+    card.write(model_dir)
+    return card.int8

@@ -1,0 +1,222 @@
+"""Training from a labelled folder: deterministic, class-balanced, early-stopped on validation macro-F1,
+resumable, then exported to ONNX with its card."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from inspection.acquire.labelled import LabelledImages, list_labelled_folder, stratified_split
+from inspection.classify.card import InputSpec, ModelCard, Normalisation
+from inspection.classify.metrics import classification_report, confusion_matrix
+from inspection.progress import progress
+from inspection.train.data import AugmentedImages, augmentation, load_units
+from inspection.train.export import export_model
+from inspection.train.models import build_model
+
+log = logging.getLogger("inspection.train")
+
+
+class TrainingError(ValueError):
+    """Training cannot start or go on; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    folder: Path
+    out: Path
+    arch: str = "patchnet"
+    img_size: int = 64
+    colour: str = "gray"
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    device: str = "cpu"
+    seed: int = 0
+    weights: Path | None = None
+    resume: bool = False
+    patience: int = 6
+    val_fraction: float = 0.2
+    good_class: str = "good"
+    target_recall: float = 0.999
+    flips: bool = True
+    rot90: bool = True
+    command: str = ""
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _warmup_cosine(total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up over 20% of the steps, then cosine decay to 1%.
+
+    A function of the step count alone, so a resumed run (even with more epochs) continues the schedule.
+    """
+    warmup = max(1, int(0.2 * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 0.04 + 0.96 * step / warmup
+        done = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * done))
+
+    return factor
+
+
+def _split(data: LabelledImages, config: TrainConfig) -> tuple[LabelledImages, LabelledImages]:
+    if (data.split == "train").any():
+        train = data.subset(data.split == "train")
+        if (data.split == "val").any():
+            return train, data.subset(data.split == "val")
+        is_val = stratified_split(train.labels, val_fraction=config.val_fraction, seed=config.seed)
+        return train.subset(~is_val), train.subset(is_val)
+    is_val = stratified_split(data.labels, val_fraction=config.val_fraction, seed=config.seed)
+    return data.subset(~is_val), data.subset(is_val)
+
+
+def _evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.Module, device: torch.device,
+              class_names: tuple[str, ...]) -> tuple[float, dict[str, Any]]:
+    model.eval()
+    losses, predictions, labels = [], [], []
+    with torch.no_grad():
+        for images, targets in loader:
+            logits = model(images.to(device))
+            losses.append(float(loss_fn(logits, targets.to(device))) * len(targets))
+            predictions.append(logits.argmax(1).cpu().numpy())
+            labels.append(targets.numpy())
+    y_true, y_pred = np.concatenate(labels), np.concatenate(predictions)
+    report = classification_report(confusion_matrix(y_true, y_pred, n_classes=len(class_names)),
+                                   class_names=class_names)
+    return sum(losses) / len(y_true), report
+
+
+def train(config: TrainConfig) -> ModelCard:
+    """Train, keep the best epoch by validation macro-F1, export ``model.onnx`` + ``model.json`` into ``out``."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda: torch sees no CUDA device here; use --device cpu")
+    _seed_everything(config.seed)
+    device = torch.device(config.device)
+    data = list_labelled_folder(config.folder)
+    train_set, val_set = _split(data, config)
+    if len(val_set.paths) == 0:
+        raise TrainingError(f"{config.folder}: too few images for a validation split (each class needs >= 2)")
+    class_names = data.class_names
+    good_class = config.good_class if config.good_class in class_names else None
+    if good_class is None:
+        log.warning("no class named %r: the card gets no good/defect operating point", config.good_class)
+    spec = InputSpec(channels=1 if config.colour == "gray" else 3, height=config.img_size, width=config.img_size)
+    train_units = load_units(train_set, spec=spec, label="reading train")
+    val_units = load_units(val_set, spec=spec, label="reading val")
+    axes = tuple(range(train_units.units.ndim - 1)) if spec.channels == 3 else None
+    mean = np.atleast_1d(train_units.units.mean(axis=axes)).astype(float).tolist()
+    std = np.atleast_1d(train_units.units.std(axis=axes)).clip(min=1e-3).astype(float).tolist()
+    normalisation = Normalisation(mean=mean, std=std)
+    missing = [class_names[i] for i in range(len(class_names)) if not (train_units.labels == i).any()]
+    if missing:
+        raise TrainingError(f"{config.folder}: no readable training image of class(es) {', '.join(missing)}")
+
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = torch.utils.data.DataLoader(
+        AugmentedImages(train_units, normalisation=normalisation,
+                        augment=augmentation(flips=config.flips, rot90=config.rot90, seed=config.seed)),
+        batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
+    val_loader = torch.utils.data.DataLoader(AugmentedImages(val_units, normalisation=normalisation, augment=None),
+                                             batch_size=256, shuffle=False, num_workers=0)
+    counts = np.bincount(train_units.labels, minlength=len(class_names)).astype(np.float32)
+    class_weights = torch.tensor(counts.sum() / (len(class_names) * counts), dtype=torch.float32)  # imbalance
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights.to(device))
+    model = build_model(config.arch, n_classes=len(class_names), in_channels=spec.channels,
+                        weights=config.weights).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.epochs * len(train_loader)))
+    data_hash = data.content_hash()
+    config.out.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, float]] = []
+    best_f1, best_epoch, first_epoch = -1.0, 0, 1
+    last_path = config.out / "last.pt"
+    if config.resume:
+        if not last_path.is_file():
+            raise TrainingError(f"--resume: no checkpoint {last_path} to resume from")
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        if state["training"]["data_hash"] != data_hash:
+            raise TrainingError(f"--resume: {config.folder} is not the data {last_path} was trained on (hash differs)")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history = state["training"]["history"]
+        best_f1, best_epoch = state["best_f1"], state["training"]["best_epoch"]
+        first_epoch = state["epoch"] + 1
+        log.warning("resuming %s at epoch %d (best so far: epoch %d, macro-F1 %.4f)", last_path, first_epoch,
+                    best_epoch, best_f1)
+
+    card_base = {
+        "task": "classification", "arch": config.arch, "class_names": list(class_names),
+        "input": spec.model_dump(), "normalisation": normalisation.model_dump(), "good_class": good_class,
+        "target_recall": config.target_recall,
+    }
+    data_record = {
+        "root": str(data.root), "val_paths": [str(p) for p in val_units.paths],
+        "val_labels": val_units.labels.tolist(),
+    }
+    for epoch in range(first_epoch, config.epochs + 1):
+        if epoch - best_epoch > config.patience and best_epoch > 0:
+            print(f"early stop: no better validation macro-F1 for {config.patience} epochs", file=sys.stderr)
+            break
+        model.train()
+        running, seen = 0.0, 0
+        for images, targets in progress(train_loader, total=len(train_loader), label=f"epoch {epoch}/{config.epochs}"):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(images.to(device)), targets.to(device))
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running += loss.item() * len(targets)
+            seen += len(targets)
+        val_loss, report = _evaluate(model, val_loader, loss_fn, device, class_names)
+        history.append({"epoch": epoch, "train_loss": round(running / seen, 5), "val_loss": round(val_loss, 5),
+                        "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]})
+        print(f"epoch {epoch}: train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
+              f"val accuracy {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}", file=sys.stderr)
+        improved = report["macro_f1"] > best_f1
+        if improved:
+            best_f1, best_epoch = report["macro_f1"], epoch
+        training = {
+            "data_root": str(data.root), "data_hash": data_hash, "class_counts_train": train_set.class_counts(),
+            "class_counts_val": val_set.class_counts(), "ignored_files": len(data.ignored_files),
+            "skipped_unreadable": list(train_units.skipped + val_units.skipped), "epochs_run": epoch,
+            "best_epoch": best_epoch, "history": history, "seed": config.seed, "device": config.device,
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+            "command": config.command, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+        state = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                 "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_f1": best_f1, "training": training,
+                 "card": card_base, "data": data_record}
+        torch.save(state, last_path)
+        if improved:
+            torch.save(state, config.out / "best.pt")
+        elif (config.out / "best.pt").is_file():  # keep the best weights, with the history up to now
+            best = torch.load(config.out / "best.pt", map_location="cpu", weights_only=False)
+            best["training"] = {**training, "best_epoch": best_epoch}
+            torch.save(best, config.out / "best.pt")
+    return export_model(config.out)

@@ -1,0 +1,65 @@
+"""Network architectures: torchvision's, trained from scratch, and a compact CNN for small patches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+ARCHITECTURES = ("patchnet", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
+
+
+class PatchNet(nn.Module):
+    """A compact CNN for small inspection patches (32-128 px): four conv stages, global pooling, one layer."""
+
+    def __init__(self, n_classes: int, in_channels: int, *, width: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stage, out in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            for _ in range(1 if stage == 3 else 2):
+                layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                           nn.ReLU(inplace=True)]
+                channels = out
+            if stage < 3:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+                                  nn.Linear(channels, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _first_conv_to(model: nn.Module, in_channels: int) -> None:
+    """Replace the first convolution of a torchvision model so it takes ``in_channels`` (1 for grey)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+            replacement = nn.Conv2d(in_channels, module.out_channels, module.kernel_size, module.stride,
+                                    module.padding, bias=module.bias is not None)
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], replacement)
+            return
+
+
+def build_model(arch: str, *, n_classes: int, in_channels: int, weights: Path | None = None) -> nn.Module:
+    """A freshly initialised network; ``weights`` (a local state dict) initialises the layers whose shapes fit."""
+    if arch == "patchnet":
+        model: nn.Module = PatchNet(n_classes, in_channels)
+    elif arch in ARCHITECTURES:
+        model = getattr(torchvision.models, arch)(weights=None, num_classes=n_classes)
+        if in_channels != 3:
+            _first_conv_to(model, in_channels)
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+    if weights is not None:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+        own = model.state_dict()
+        fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not fitting:
+            raise ValueError(f"{weights}: no tensor fits the {arch} network (is it a state dict of this architecture?)")
+        model.load_state_dict(fitting, strict=False)
+    return model

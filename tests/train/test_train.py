@@ -1,0 +1,160 @@
+"""Training, export, parity, evaluation and INT8 through the ``inspect`` command on generated die images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+
+pytest.importorskip("torch", reason="training needs the [train] extra")
+onnxruntime = pytest.importorskip("onnxruntime")
+
+TINY = ["--img-size", "32", "--batch-size", "32"]
+
+
+def synth(folder: Path, *, per_class: int, seed: int, classes: str | None = None) -> Path:
+    args = ["synth", "dies", str(folder), "--per-class", str(per_class), "--seed", str(seed), "--size", "32"]
+    run_cli(*args, *(["--classes", classes] if classes else []))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synth(tmp_path_factory.mktemp("dies") / "train", per_class=40, seed=1)
+
+
+@pytest.fixture(scope="module")
+def model(dies: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "die-patchnet-v1"
+    run_cli("train", str(dies), "--out", str(out), "--epochs", "3", *TINY, timeout=600)
+    return out
+
+
+def card_of(model_dir: Path) -> dict:
+    return json.loads((model_dir / "model.json").read_text())
+
+
+def test_card_is_the_whole_contract(model: Path) -> None:
+    card = card_of(model)
+    assert card["class_names"] == ["bridge", "good", "missing-pattern", "particle", "scratch", "stain"]
+    assert card["input"] == {"name": "images", "layout": "NCHW", "channels": 1, "height": 32, "width": 32,
+                             "dtype": "float32", "resize": "area"}
+    assert len(card["normalisation"]["mean"]) == 1 and card["normalisation"]["std"][0] > 0
+    assert card["opset"] >= 17 and card["preprocessing_version"] == 1
+    import hashlib
+
+    assert card["onnx_sha256"] == hashlib.sha256((model / "model.onnx").read_bytes()).hexdigest()
+    assert card["parity"]["max_abs_diff"] <= 1e-4 and card["parity"]["argmax_agreement"] == 1.0
+    assert card["parity"]["samples"] == 48  # 20% of 40 per class
+    thresholds = card["thresholds"]
+    assert thresholds["good_class"] == "good" and thresholds["target_defect_recall"] == 0.999
+    assert thresholds["val_defect_recall"] >= 0.999 and 0 <= thresholds["val_overkill"] <= 1
+    training = card["training"]
+    assert len(training["data_hash"]) == 64 and training["command"].startswith("inspect train")
+    assert [h["epoch"] for h in training["history"]] == [1, 2, 3]
+    val = card["metrics"]["val"]
+    assert val["samples"] == 48 and len(val["confusion"]) == 6
+    for picture in ("confusion.png", "training.png"):
+        assert cv2.imread(str(model / picture)) is not None
+
+
+def test_onnx_has_a_dynamic_batch_axis(model: Path) -> None:
+    session = onnxruntime.InferenceSession(str(model / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 7):
+        probabilities = session.run(None, {"images": np.zeros((batch, 1, 32, 32), np.float32)})[0]
+        assert probabilities.shape == (batch, 6)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_eval_uses_the_card_and_reports_everything(model: Path, tmp_path: Path) -> None:
+    test_folder = synth(tmp_path / "test", per_class=10, seed=2)
+    report = json.loads(run_cli("eval", str(model), str(test_folder), "--json").stdout)
+    assert report["samples"] == 60 and report["class_names"][1] == "good"
+    assert set(report["per_class"]["good"]) == {"precision", "recall", "f1", "support"}
+    assert np.asarray(report["confusion"]).sum() == 60
+    point = report["operating_point"]
+    assert point["defects"] == 50 and point["good"] == 10
+    assert point["defect_score_threshold"] == card_of(model)["thresholds"]["defect_score"]
+    table = run_cli("eval", str(model), str(test_folder)).stdout
+    assert "macro-F1" in table and "confusion (rows true, columns predicted)" in table
+
+
+def test_same_seed_same_model_and_resume_continues(dies: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        run_cli("train", str(dies), "--out", str(out), "--epochs", "1", *TINY, timeout=600)
+    assert card_of(first)["onnx_sha256"] == card_of(second)["onnx_sha256"]
+    assert card_of(first)["metrics"] == card_of(second)["metrics"]
+    run_cli("train", str(dies), "--out", str(first), "--epochs", "2", "--resume", *TINY, timeout=600)
+    assert [h["epoch"] for h in card_of(first)["training"]["history"]] == [1, 2]
+
+
+def test_unreadable_mixed_size_and_16_bit_images(tmp_path: Path) -> None:
+    folder = synth(tmp_path / "data", per_class=12, seed=3, classes="good,particle")
+    (folder / "good" / "broken.png").write_bytes(b"not a png")
+    big = cv2.resize(cv2.imread(str(folder / "particle" / "particle_00000.png"), cv2.IMREAD_UNCHANGED), (48, 48))
+    cv2.imwrite(str(folder / "particle" / "wide16.png"), big.astype(np.uint16) * 257)
+    out = tmp_path / "model"
+    run_cli("train", str(folder), "--out", str(out), "--epochs", "1", *TINY, timeout=600)
+    skipped = card_of(out)["training"]["skipped_unreadable"]
+    assert len(skipped) == 1 and "broken.png" in skipped[0]
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        (lambda root: (root / "empty").mkdir(), "empty: class folder holds no image files"),
+        (lambda root: shutil.rmtree(root / "particle"), "expected at least 2"),
+    ],
+)
+def test_bad_training_folders(tmp_path: Path, prepare, message: str) -> None:
+    folder = synth(tmp_path / "data", per_class=3, seed=4, classes="good,particle")
+    prepare(folder)
+    process = run_cli("train", str(folder), "--out", str(tmp_path / "m"), "--epochs", "1", check=False)
+    assert process.returncode == 2 and message in process.stderr and "Traceback" not in process.stderr
+
+
+def test_tampered_model_is_refused(model: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    with (copy / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    process = run_cli("eval", str(copy), str(tmp_path), check=False)
+    assert process.returncode == 2 and "does not match the card's" in process.stderr
+
+
+def test_onnx_with_the_wrong_input_shape_is_refused(model: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    import torch
+
+    copy = tmp_path / "wrong"
+    shutil.copytree(model, copy)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 6), torch.nn.Softmax(1))
+    torch.onnx.export(net, (torch.zeros(1, 1, 48, 48),), str(copy / "model.onnx"), input_names=["images"],
+                      output_names=["probabilities"], dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+    card = card_of(copy)
+    card["onnx_sha256"] = hashlib.sha256((copy / "model.onnx").read_bytes()).hexdigest()
+    (copy / "model.json").write_text(json.dumps(card))
+    process = run_cli("eval", str(copy), str(tmp_path), check=False)
+    assert process.returncode == 2
+    assert "does not match the card's images[batch, 1, 32, 32]" in process.stderr
+
+
+def test_int8_variant_reports_the_accuracy_change(model: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "int8"
+    shutil.copytree(model, copy)
+    calibration = synth(tmp_path / "calib", per_class=8, seed=5)
+    process = run_cli("export", str(copy), "--int8", "--calib", str(calibration), timeout=600)
+    assert "fp32: accuracy" in process.stderr and "int8: accuracy" in process.stderr
+    variant = card_of(copy)["int8"]
+    assert variant["file"] == "model-int8.onnx" and variant["calibration_images"] == 48
+    assert set(variant["fp32"]) >= {"accuracy", "macro_f1"} and set(variant["int8"]) >= {"accuracy", "macro_f1"}
+    report = json.loads(run_cli("eval", str(copy), str(calibration), "--int8", "--json").stdout)
+    assert report["model"].endswith("model-int8.onnx") and report["accuracy"] == variant["int8"]["accuracy"]
