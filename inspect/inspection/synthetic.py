@@ -243,11 +243,16 @@ def render_die(kind: str, index: int, *, seed: int = 0, size_px: int = 64) -> np
         cv2.circle(image, (round(x), round(y)), max(1, round(rng.uniform(1.5, 3.5) * s / 64)),
                    local + sign * rng.uniform(60, 90), -1)
     elif kind == "scratch":
-        length, theta = rng.uniform(0.25, 0.6) * s, rng.uniform(0, np.pi)
-        end = (round(x + length * np.cos(theta)), round(y + length * np.sin(theta)))
+        # Across the pattern (not hidden along a metal line) and wholly inside the die, so every labelled
+        # scratch is visible, as a human labeller would demand.
+        theta = rng.uniform(np.radians(25), np.radians(155))
+        length = rng.uniform(0.3, 0.6) * s
+        dx, dy = length * np.cos(theta) / 2, length * np.sin(theta) / 2
+        cx = rng.uniform(0.05 * s + abs(dx), 0.95 * s - abs(dx))
+        cy = rng.uniform(0.05 * s + abs(dy), 0.95 * s - abs(dy))
         mask = np.zeros_like(image)
-        cv2.line(mask, (round(x), round(y)), end, 1.0, max(1, round(s / 64)))
-        image += sign * rng.uniform(40, 60) * mask
+        cv2.line(mask, (round(cx - dx), round(cy - dy)), (round(cx + dx), round(cy + dy)), 1.0, max(1, round(s / 64)))
+        image += sign * rng.uniform(50, 70) * mask
     elif kind == "stain":
         mask = np.zeros_like(image)
         axes = (round(rng.uniform(0.08, 0.18) * s), round(rng.uniform(0.06, 0.12) * s))
