@@ -16,25 +16,25 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
-from inspection.acquire import SCHEMES, CameraError, ImageReadError, open_camera
-from inspection.acquire.labelled import LabelledFolderError
-from inspection.classify import CardError, Classifier, ModelCard, evaluate_folder
+from inspection.acquire import SCHEMES, CameraError, open_camera
+from inspection.classify import Classifier, ModelCard, evaluate_folder
 from inspection.pipeline import Inspector, LineStats, run_line, teach_reference
 from inspection.progress import progress
-from inspection.recipe import BUNDLED_RECIPES, RecipeError, load_recipe
-from inspection.report import ResultStore, StoreError, read_results, save_png
+from inspection.recipe import BUNDLED_RECIPES, load_recipe
+from inspection.report import ResultStore, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
 from inspection.synthetic import DIE_CLASSES, render_die
-from inspection.types import Verdict
+from inspection.types import InspectionError, Verdict
 
 DEFAULT_DB = Path("results/inspect.db")
 # The names only: importing inspection.train here would load torch for every command.
 TRAIN_ARCHITECTURES = ("patchnet", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 
 
-class UsageError(ValueError):
+
+
+class UsageError(InspectionError, ValueError):
     """A command-line request that cannot be carried out as given."""
-log = logging.getLogger("inspection")
 
 
 def software_version() -> str:
@@ -336,16 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "teach") and args.frames is not None and args.frames < 1:
         print(f"inspect: error: --frames must be at least 1, got {args.frames}", file=sys.stderr)
         return 2
-    train_errors: tuple[type[Exception], ...] = ()
-    if args.command in ("train", "export"):
-        train_package = _train_package()
-        train_errors = (train_package.TrainingError, train_package.ExportError)
     try:
         return args.handler(args)
-    except (RecipeError, CameraError, StoreError, ImageReadError, CardError, LabelledFolderError, UsageError) as exc:
-        print(f"inspect: error: {exc}", file=sys.stderr)
-        return 2
-    except train_errors as exc:
+    except InspectionError as exc:
         print(f"inspect: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `inspect results | head` closed the pipe: not an error

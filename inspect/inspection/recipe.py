@@ -17,11 +17,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspection.synthetic import SIM_KINDS, SimKind
+from inspection.types import InspectionError
 
 BUNDLED_RECIPES = ("wafer", "pcb")
 
 
-class RecipeError(ValueError):
+class RecipeError(InspectionError, ValueError):
     """A recipe that cannot be used, with every problem found in it."""
 
 

@@ -17,6 +17,13 @@ import numpy as np
 Layout = Literal["mono", "rgb", "bgr"]
 
 
+class InspectionError(Exception):
+    """An error the user can act on: its message names the file, field or value and what was expected.
+
+    The ``inspect`` command prints these without a traceback and exits with status 2.
+    """
+
+
 @dataclass(frozen=True)
 class Frame:
     """One image as a source delivered it.

@@ -93,6 +93,14 @@ def test_same_seed_same_model_and_resume_continues(dies: Path, tmp_path: Path) -
     assert card_of(first)["metrics"] == card_of(second)["metrics"]
     run_cli("train", str(dies), "--out", str(first), "--epochs", "2", "--resume", *TINY, timeout=600)
     assert [h["epoch"] for h in card_of(first)["training"]["history"]] == [1, 2]
+    # A local weights file (here the checkpoint just written) initialises a new training.
+    started = tmp_path / "from-weights"
+    run_cli("train", str(dies), "--out", str(started), "--epochs", "1", "--weights", str(first / "best.pt"),
+            *TINY, timeout=600)
+    assert card_of(started)["training"]["config"]["weights"] == str(first / "best.pt")
+    bad = run_cli("train", str(dies), "--out", str(tmp_path / "x"), "--weights", str(tmp_path / "none.pt"),
+                  check=False)
+    assert bad.returncode == 2 and "none.pt" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_unreadable_mixed_size_and_16_bit_images(tmp_path: Path) -> None:

@@ -14,12 +14,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from inspection.types import Frame
+from inspection.types import Frame, InspectionError
 
 log = logging.getLogger("inspection.acquire")
 
 
-class CameraError(RuntimeError):
+class CameraError(InspectionError, RuntimeError):
     """A camera that cannot be opened or used; the message says what was found instead."""
 
 

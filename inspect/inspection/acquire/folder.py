@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 
 from inspection.acquire.base import Camera, CameraError, FrameTimeout, SkippedInput, SourceExhausted
-from inspection.types import Frame, Layout
+from inspection.types import Frame, InspectionError, Layout
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 _POLL_S = 0.05
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InspectionError, ValueError):
     """A file that is not a readable 8/16-bit image."""
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from inspection.acquire.folder import IMAGE_SUFFIXES
+from inspection.types import InspectionError
 
 SPLITS = ("train", "val", "test")
 
 
-class LabelledFolderError(ValueError):
+class LabelledFolderError(InspectionError, ValueError):
     """A labelled folder that cannot be used; the message names the folder and the problem."""
 
 

@@ -13,12 +13,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from inspection.types import InspectionError
+
 CARD_FORMAT = "wafer-inspect-model/1"
 PREPROCESSING_VERSION = 1
 """Bumped whenever prepare.py changes what reaches the network; a card of another version is refused."""
 
 
-class CardError(ValueError):
+class CardError(InspectionError, ValueError):
     """A model folder whose card is missing, invalid, or does not match its ONNX file."""
 
 

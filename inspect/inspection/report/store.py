@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from inspection.types import FrameResult
+from inspection.types import FrameResult, InspectionError
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -66,7 +66,7 @@ RESULT_COLUMNS = (
 _JSON_COLUMNS = ("detections", "stage_latency_ms", "shift_px", "truth")
 
 
-class StoreError(RuntimeError):
+class StoreError(InspectionError, RuntimeError):
     """A database that cannot be used; the file is left as it was."""
 
 

@@ -21,6 +21,7 @@ from inspection.classify.prepare import normalise
 from inspection.report import draw_confusion, draw_curves, save_png
 from inspection.train.data import load_units
 from inspection.train.models import build_model
+from inspection.types import InspectionError
 
 log = logging.getLogger("inspection.train")
 OPSET = 17
@@ -28,7 +29,7 @@ PARITY_TOLERANCE = 1e-4
 INT8_FILE = "model-int8.onnx"
 
 
-class ExportError(RuntimeError):
+class ExportError(InspectionError, RuntimeError):
     """The exported graph does not reproduce the trained network (parity), or cannot be written."""
 
 

@@ -25,11 +25,12 @@ from inspection.progress import progress
 from inspection.train.data import AugmentedImages, augmentation, load_units
 from inspection.train.export import export_model
 from inspection.train.models import build_model
+from inspection.types import InspectionError
 
 log = logging.getLogger("inspection.train")
 
 
-class TrainingError(ValueError):
+class TrainingError(InspectionError, ValueError):
     """Training cannot start or go on; the message says why."""
 
 
@@ -110,6 +111,8 @@ def train(config: TrainConfig) -> ModelCard:
     """Train, keep the best epoch by validation macro-F1, export ``model.onnx`` + ``model.json`` into ``out``."""
     if config.device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda: torch sees no CUDA device here; use --device cpu")
+    if config.weights is not None and not config.weights.is_file():
+        raise TrainingError(f"--weights {config.weights}: no such file")
     _seed_everything(config.seed)
     device = torch.device(config.device)
     data = list_labelled_folder(config.folder)
@@ -141,8 +144,11 @@ def train(config: TrainConfig) -> ModelCard:
     counts = np.bincount(train_units.labels, minlength=len(class_names)).astype(np.float32)
     class_weights = torch.tensor(counts.sum() / (len(class_names) * counts), dtype=torch.float32)  # imbalance
     loss_fn = nn.CrossEntropyLoss(weight=class_weights.to(device))
-    model = build_model(config.arch, n_classes=len(class_names), in_channels=spec.channels,
-                        weights=config.weights).to(device)
+    try:
+        model = build_model(config.arch, n_classes=len(class_names), in_channels=spec.channels,
+                            weights=config.weights).to(device)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.epochs * len(train_loader)))
     data_hash = data.content_hash()
