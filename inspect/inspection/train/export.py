@@ -61,7 +61,7 @@ def export_model(model_dir: Path, *, opset: int = OPSET) -> ModelCard:
     Validation metrics and the operating point are computed from the ONNX Runtime outputs, the numbers
     the line will see. Raises ExportError if ONNX Runtime and torch disagree beyond the tolerance.
     """
-    checkpoint = torch.load(model_dir / "best.pt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(model_dir / "best.pt", map_location="cpu", weights_only=True)
     base = checkpoint["card"]
     spec, normalisation = InputSpec(**base["input"]), Normalisation(**base["normalisation"])
     network = build_model(base["arch"], n_classes=len(base["class_names"]), in_channels=spec.channels)

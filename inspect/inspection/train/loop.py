@@ -159,7 +159,7 @@ def train(config: TrainConfig) -> ModelCard:
     if config.resume:
         if not last_path.is_file():
             raise TrainingError(f"--resume: no checkpoint {last_path} to resume from")
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
         if state["training"]["data_hash"] != data_hash:
             raise TrainingError(f"--resume: {config.folder} is not the data {last_path} was trained on (hash differs)")
         model.load_state_dict(state["model"])
@@ -210,7 +210,7 @@ def train(config: TrainConfig) -> ModelCard:
             "skipped_unreadable": list(train_units.skipped + val_units.skipped), "epochs_run": epoch,
             "best_epoch": best_epoch, "history": history, "seed": config.seed, "device": config.device,
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-            "command": config.command, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "command": config.command, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "parameters": sum(p.numel() for p in model.parameters()),
         }
@@ -222,7 +222,7 @@ def train(config: TrainConfig) -> ModelCard:
         if improved:
             torch.save(state, config.out / "best.pt")
         elif (config.out / "best.pt").is_file():  # keep the best weights, with the history up to now
-            best = torch.load(config.out / "best.pt", map_location="cpu", weights_only=False)
+            best = torch.load(config.out / "best.pt", map_location="cpu", weights_only=True)
             best["training"] = {**training, "best_epoch": best_epoch}
             torch.save(best, config.out / "best.pt")
     return export_model(config.out)

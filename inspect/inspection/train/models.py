@@ -55,7 +55,10 @@ def build_model(arch: str, *, n_classes: int, in_channels: int, weights: Path | 
     else:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
     if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)  # never runs code from the file
+        except Exception as exc:  # torch raises pickle, zip and runtime errors alike for a bad file
+            raise ValueError(f"{weights}: not a torch state dict ({str(exc).splitlines()[0]})") from None
         state = state.get("model", state)
         own = model.state_dict()
         fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
