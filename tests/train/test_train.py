@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import cv2
@@ -145,8 +146,10 @@ def test_onnx_with_the_wrong_input_shape_is_refused(model: Path, tmp_path: Path)
     copy = tmp_path / "wrong"
     shutil.copytree(model, copy)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 6), torch.nn.Softmax(1))
-    torch.onnx.export(net, (torch.zeros(1, 1, 48, 48),), str(copy / "model.onnx"), input_names=["images"],
-                      output_names=["probabilities"], dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's notice
+        torch.onnx.export(net, (torch.zeros(1, 1, 48, 48),), str(copy / "model.onnx"), input_names=["images"],
+                          output_names=["probabilities"], dynamic_axes={"images": {0: "batch"}}, dynamo=False)
     card = card_of(copy)
     card["onnx_sha256"] = hashlib.sha256((copy / "model.onnx").read_bytes()).hexdigest()
     (copy / "model.json").write_text(json.dumps(card))
