@@ -89,6 +89,10 @@ class ModelCard(_Strict):
     training: dict[str, Any]
     metrics: dict[str, Any]
     parity: Parity
+    flops_per_image: int | None = None
+    """Multiply-adds x 2 of one forward pass (convolutions and linear layers), counted at export."""
+    torch_weights: str | None = None
+    """The network's state dict beside the ONNX file, for retraining and eager benchmarks; the line never reads it."""
     int8: Int8Variant | None = None
 
     @property

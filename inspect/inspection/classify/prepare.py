@@ -43,9 +43,12 @@ def normalise(batch: np.ndarray, *, normalisation: Normalisation) -> np.ndarray:
     return np.ascontiguousarray(((batch - mean) * inv_std).transpose(0, 3, 1, 2), dtype=np.float32)
 
 
+def unit_image(image: np.ndarray, *, layout: Layout, bit_depth: int, spec: InputSpec) -> np.ndarray:
+    """One image in the model's colour and size, unit range, before normalisation (where training augments)."""
+    return resize(to_unit(image, layout=layout, bit_depth=bit_depth, channels=spec.channels), spec=spec)
+
+
 def prepare_batch(images: Sequence[tuple[np.ndarray, Layout, int]], *, card: ModelCard) -> np.ndarray:
     """(image, layout, bit depth) triples -> the NCHW float32 batch the ONNX model takes."""
-    channels = card.input.channels
-    units = [resize(to_unit(image, layout=layout, bit_depth=bits, channels=channels), spec=card.input)
-             for image, layout, bits in images]
+    units = [unit_image(image, layout=layout, bit_depth=bits, spec=card.input) for image, layout, bits in images]
     return normalise(np.stack(units), normalisation=card.normalisation)

@@ -13,7 +13,7 @@ import torch
 from inspection.acquire import ImageReadError, read_image
 from inspection.acquire.labelled import LabelledImages
 from inspection.classify.card import InputSpec, Normalisation
-from inspection.classify.prepare import normalise, resize, to_unit
+from inspection.classify.prepare import normalise, unit_image
 from inspection.progress import progress
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would otherwise ask the network
@@ -44,7 +44,7 @@ def load_units(data: LabelledImages, *, spec: InputSpec, label: str) -> Prepared
             log.warning("skipped %s", exc)
             skipped.append(str(exc))
             continue
-        units.append(resize(to_unit(image, layout=layout, bit_depth=bit_depth, channels=spec.channels), spec=spec))
+        units.append(unit_image(image, layout=layout, bit_depth=bit_depth, spec=spec))
         labels.append(image_label)
         paths.append(path)
     if not units:

@@ -29,6 +29,31 @@ PARITY_TOLERANCE = 1e-4
 INT8_FILE = "model-int8.onnx"
 
 
+WEIGHTS_FILE = "weights.pt"
+
+
+def count_flops(network: nn.Module, spec: InputSpec) -> int:
+    """FLOPs (2 x multiply-adds) of one image through the convolutions and linear layers."""
+    total = 0
+
+    def conv(module: nn.Conv2d, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += 2 * output[0].numel() * kernel
+
+    def linear(module: nn.Linear, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        total += 2 * module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
+             for m in network.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    with torch.no_grad():
+        network.eval()(torch.zeros(1, spec.channels, spec.height, spec.width))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
 class ExportError(InspectionError, RuntimeError):
     """The exported graph does not reproduce the trained network (parity), or cannot be written."""
 
@@ -61,12 +86,20 @@ def export_model(model_dir: Path, *, opset: int = OPSET) -> ModelCard:
     Validation metrics and the operating point are computed from the ONNX Runtime outputs, the numbers
     the line will see. Raises ExportError if ONNX Runtime and torch disagree beyond the tolerance.
     """
-    checkpoint = torch.load(model_dir / "best.pt", map_location="cpu", weights_only=True)
+    source = model_dir / "best.pt"
+    if not source.is_file():
+        raise ExportError(f"{source}: no training checkpoint to export from (written by `inspect train`)")
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike for a bad file
+        reason = str(exc).splitlines()[0]
+        raise ExportError(f"{source}: not a checkpoint written by `inspect train` ({reason})") from None
     base = checkpoint["card"]
     spec, normalisation = InputSpec(**base["input"]), Normalisation(**base["normalisation"])
     network = build_model(base["arch"], n_classes=len(base["class_names"]), in_channels=spec.channels)
     network.load_state_dict(checkpoint["model"])
     model = nn.Sequential(network, nn.Softmax(dim=1)).eval()
+    torch.save(network.state_dict(), model_dir / WEIGHTS_FILE)
 
     onnx_path = model_dir / "model.onnx"
     partial = model_dir / ".model.onnx.partial"
@@ -107,6 +140,7 @@ def export_model(model_dir: Path, *, opset: int = OPSET) -> ModelCard:
         metrics=metrics,
         parity=Parity(samples=len(batch), max_abs_diff=max_abs_diff, argmax_agreement=agreement,
                       tolerance=PARITY_TOLERANCE),
+        flops_per_image=count_flops(network, spec), torch_weights=WEIGHTS_FILE,
     )
     card.write(model_dir)
     Classifier(model_dir)  # the line's loader accepts it: sha256, input name and shape, dynamic batch
