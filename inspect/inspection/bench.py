@@ -53,13 +53,13 @@ def matmul_gflops(*, size: int = 2048, repeats: int = 5) -> float:
     return best
 
 
-def _inputs(model_dir: Path, batch_size: int) -> np.ndarray:
+def seeded_inputs(model_dir: Path, batch_size: int) -> np.ndarray:
     card, _ = read_card(model_dir)
     shape = (batch_size, card.input.channels, card.input.height, card.input.width)
     return np.random.default_rng(1234).standard_normal(shape, dtype=np.float32)
 
 
-def _time_calls(call: Callable[[], object], *, batch_size: int, seconds: float) -> dict[str, Any]:
+def time_calls(call: Callable[[], object], *, batch_size: int, seconds: float) -> dict[str, Any]:
     for _ in range(3):  # warm-up: allocations, kernel selection
         call()
     latencies = []
@@ -80,32 +80,16 @@ def _time_calls(call: Callable[[], object], *, batch_size: int, seconds: float) 
 
 def _core(model_dir: Path, device: Device, precision: str, batch_size: int, seconds: float) -> dict[str, Any]:
     classifier = Classifier(model_dir, device=device, precision=precision)  # type: ignore[arg-type]
-    batch = _inputs(model_dir, batch_size)
-    return _time_calls(lambda: classifier.predict(batch), batch_size=batch_size, seconds=seconds)
-
-
-def _eager(model_dir: Path, device: Device, batch_size: int, seconds: float) -> dict[str, Any]:
-    import torch
-
-    from inspection.train.eager import load_eager
-
-    torch_device = "cuda" if device in ("cuda", "trt") else "cpu"
-    model = load_eager(model_dir, device=torch_device)
-    batch = torch.from_numpy(_inputs(model_dir, batch_size))
-
-    def call() -> None:
-        with torch.no_grad():
-            model(batch.to(torch_device)).cpu()
-
-    return _time_calls(call, batch_size=batch_size, seconds=seconds)
+    batch = seeded_inputs(model_dir, batch_size)
+    return time_calls(lambda: classifier.predict(batch), batch_size=batch_size, seconds=seconds)
 
 
 def _stream(model_dir: Path, device: Device, fps: float, max_batch: int, max_wait_ms: float,
             seconds: float) -> dict[str, Any]:
     """A camera at ``fps`` feeding the micro-batcher: latency from submit to result, against its bound."""
     classifier = Classifier(model_dir, device=device)
-    full = _inputs(model_dir, max_batch)
-    compute = _time_calls(lambda: classifier.predict(full), batch_size=max_batch, seconds=min(1.0, seconds))
+    full = seeded_inputs(model_dir, max_batch)
+    compute = time_calls(lambda: classifier.predict(full), batch_size=max_batch, seconds=min(1.0, seconds))
     latencies: list[float] = []
     frames = int(fps * seconds)
     with MicroBatcher(classifier.predict, max_batch=max_batch, max_wait_ms=max_wait_ms) as batcher:
@@ -146,7 +130,10 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
     if int8:
         jobs += [("core-int8", _core, (model_dir, device, "int8", size, seconds)) for size in batch_sizes]
     if with_torch:
-        jobs += [("torch-eager", _eager, (model_dir, device, size, seconds)) for size in sorted({1, *batch_sizes})]
+        from inspection.train.eager import measure_eager  # torch is imported only in the spawned worker
+
+        jobs += [("torch-eager", measure_eager, (model_dir, device, size, seconds))
+                 for size in sorted({1, *batch_sizes})]
     rows = []
     peak = matmul_gflops()
     for name, function, args in progress(jobs, total=len(jobs), label="benchmarking", every_s=0.0):
