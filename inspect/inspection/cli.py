@@ -16,15 +16,18 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
+import numpy as np
+
 from inspection.acquire import SCHEMES, CameraError, open_camera
 from inspection.classify import Classifier, ModelCard, evaluate_folder
 from inspection.pipeline import Inspector, LineStats, run_line, teach_reference
 from inspection.progress import progress
 from inspection.recipe import BUNDLED_RECIPES, load_recipe
-from inspection.report import ResultStore, read_results, save_png
+from inspection.report import ResultStore, draw_wafer_map, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
 from inspection.synthetic import DIE_CLASSES, render_die
 from inspection.types import InspectionError, Verdict
+from inspection.wafermap import ROOT_CAUSES, read_map_file, yield_fraction
 
 DEFAULT_DB = Path("results/inspect.db")
 # The names only: importing inspection.train here would load torch for every command.
@@ -237,6 +240,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wafermap_show(args: argparse.Namespace) -> int:
+    die_map, label = read_map_file(args.path, index=args.index)
+    dies = int(np.count_nonzero(die_map))
+    title = f"{args.path.name}" + (f" #{args.index}" if args.index is not None else "")
+    title += f"  yield {yield_fraction(die_map):.1%} of {dies} dies"
+    subtitle = f"labelled {label}: {ROOT_CAUSES.get(label, 'unknown pattern')}" if label else ""
+    path = save_png(args.out, draw_wafer_map(die_map, title=title, subtitle=subtitle))
+    print(f"inspect: {path}: {die_map.shape[1]}x{die_map.shape[0]} positions, {dies} dies, "
+          f"{int((die_map == 2).sum())} failed" + (f", labelled {label}" if label else ""), file=sys.stderr)
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     rows = read_results(args.db, verdict=args.verdict, since=args.since, run_id=args.run)
     out = sys.stdout
@@ -355,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="where the record is written")
     bench.set_defaults(handler=cmd_bench)
+
+    wafermap = commands.add_parser("wafermap", help="die-level wafer maps")
+    wafermap_commands = wafermap.add_subparsers(dest="wafermap_command", required=True, metavar="COMMAND")
+    show = wafermap_commands.add_parser("show", help="draw a wafer map (npz, SINF or SEMI E142 XML) as a PNG")
+    show.add_argument("path", type=Path, help=".npz (WM-811K layout), .xml (SEMI E142) or SINF text file")
+    show.add_argument("--index", type=int, help="which map of an npz file (default 0)")
+    show.add_argument("--out", type=Path, required=True, metavar="PNG")
+    show.set_defaults(handler=cmd_wafermap_show)
 
     results = commands.add_parser("results", help="print stored results as CSV or JSON lines")
     results.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")

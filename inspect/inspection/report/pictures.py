@@ -92,3 +92,24 @@ def draw_curves(series: dict[str, list[float]], *, title: str, size: tuple[int, 
     cv2.putText(picture, "epoch", (width // 2, height - 28), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (90, 90, 90), 1,
                 cv2.LINE_AA)
     return picture
+
+
+_DIE_COLOURS_BGR = np.array([(38, 38, 38), (96, 178, 96), (40, 40, 220)], np.uint8)  # no die, good, failed
+
+
+def draw_wafer_map(die_map: np.ndarray, *, title: str, subtitle: str = "", cell_px: int | None = None) -> np.ndarray:
+    """A die map as a picture: good dies green, failed dies red, no die dark, with a grid on large cells."""
+    rows, cols = die_map.shape
+    cell = cell_px or max(2, min(24, 480 // max(rows, cols)))
+    picture = np.repeat(np.repeat(_DIE_COLOURS_BGR[die_map], cell, axis=0), cell, axis=1)
+    if cell >= 6:  # die boundaries, as on a prober's map
+        picture[::cell, :] = (picture[::cell, :] * 0.6).astype(np.uint8)
+        picture[:, ::cell] = (picture[:, ::cell] * 0.6).astype(np.uint8)
+    header = 44 if subtitle else 26
+    width = max(picture.shape[1], 360)
+    canvas = np.full((picture.shape[0] + header + 8, width + 8, 3), 255, np.uint8)
+    canvas[header : header + picture.shape[0], 4 : 4 + picture.shape[1]] = picture
+    cv2.putText(canvas, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    if subtitle:
+        cv2.putText(canvas, subtitle, (6, 36), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (70, 70, 70), 1, cv2.LINE_AA)
+    return canvas

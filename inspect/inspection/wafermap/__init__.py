@@ -1,0 +1,43 @@
+"""Die-level wafer maps: encoding checks, state-preserving resize, file formats, synthetic patterns, root causes."""
+
+from pathlib import Path
+
+import numpy as np
+
+from inspection.wafermap.formats import MapSet, read_e142, read_npz, read_sinf, write_e142, write_npz, write_sinf
+from inspection.wafermap.maps import (
+    FAILED,
+    GOOD,
+    NO_DIE,
+    PATTERNS,
+    ROOT_CAUSES,
+    WaferMapError,
+    check_map,
+    resize_map,
+    yield_fraction,
+)
+from inspection.wafermap.synthetic import render_wafer_map
+
+__all__ = [
+    "FAILED", "GOOD", "NO_DIE", "PATTERNS", "ROOT_CAUSES", "MapSet", "WaferMapError", "check_map", "read_e142",
+    "read_map_file", "read_npz", "read_sinf", "render_wafer_map", "resize_map", "write_e142", "write_npz",
+    "write_sinf", "yield_fraction",
+]
+
+
+def read_map_file(path: str | Path, *, index: int | None = None) -> tuple[np.ndarray, str | None]:
+    """(die map, its label if the file carries one) from a .npz (map ``index``), E142 .xml or SINF file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WaferMapError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        map_set = read_npz(path)
+        chosen = 0 if index is None else index
+        if not 0 <= chosen < len(map_set.maps):
+            raise WaferMapError(f"{path}: --index {chosen} is outside the {len(map_set.maps)} maps it holds")
+        label = None if map_set.labels is None else map_set.label_names[int(map_set.labels[chosen])]
+        return map_set.maps[chosen], label
+    if suffix == ".xml":
+        return read_e142(path)[0], None
+    return read_sinf(path)[0], None

@@ -1,0 +1,182 @@
+"""Wafer-map files: the WM-811K npz layout, SINF text bin maps, and SEMI E142 XML substrate maps."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inspection.wafermap.maps import FAILED, GOOD, NO_DIE, PATTERNS, WaferMapError, check_map
+
+E142_NAMESPACE = "urn:semi-org:xsd.E142-1.V1005.SubstrateMap"
+
+
+@dataclass(frozen=True)
+class MapSet:
+    """Wafer maps with optional integer labels into ``label_names``."""
+
+    maps: list[np.ndarray]
+    labels: np.ndarray | None
+    label_names: tuple[str, ...]
+
+
+def read_npz(path: str | Path) -> MapSet:
+    """The npz layout of ../shared/data/wm811k: flat, offsets, shapes, optional label and label_names."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise WaferMapError(f"{path}: not a readable npz file ({exc})") from None
+    missing = {"flat", "offsets", "shapes"} - set(data.files)
+    if missing:
+        raise WaferMapError(f"{path}: missing array(s) {', '.join(sorted(missing))}; expected flat, offsets, "
+                            "shapes (and optionally label, label_names)")
+    flat, offsets, shapes = data["flat"], data["offsets"], data["shapes"]
+    if len(offsets) != len(shapes) + 1 or offsets[-1] != len(flat):
+        raise WaferMapError(f"{path}: offsets ({len(offsets)}) must be one longer than shapes ({len(shapes)}) and "
+                            f"end at len(flat) ({len(flat)})")
+    maps = []
+    for index, (start, end, shape) in enumerate(zip(offsets[:-1], offsets[1:], shapes, strict=True)):
+        if end - start != int(np.prod(shape)):
+            raise WaferMapError(f"{path}: map {index} has {end - start} values for shape {tuple(shape)}")
+        maps.append(check_map(flat[start:end].reshape(shape), source=f"{path} map {index}"))
+    labels = data["label"].astype(np.int64) if "label" in data.files else None
+    names = tuple(str(n) for n in data["label_names"]) if "label_names" in data.files else PATTERNS
+    if labels is not None and (len(labels) != len(maps) or labels.min() < 0 or labels.max() >= len(names)):
+        raise WaferMapError(f"{path}: {len(labels)} labels for {len(maps)} maps, or a label outside "
+                            f"0..{len(names) - 1}")
+    return MapSet(maps, labels, names)
+
+
+def write_npz(path: str | Path, map_set: MapSet) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shapes = np.array([m.shape for m in map_set.maps], np.int32).reshape(-1, 2)
+    offsets = np.concatenate([[0], np.cumsum([m.size for m in map_set.maps])]).astype(np.int64)
+    arrays = {"flat": np.concatenate([m.ravel() for m in map_set.maps]).astype(np.uint8), "offsets": offsets,
+              "shapes": shapes, "label_names": np.array(map_set.label_names)}
+    if map_set.labels is not None:
+        arrays["label"] = np.asarray(map_set.labels, np.int8)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def read_sinf(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """(die map, bin codes, header) of a SINF file. ``__`` is no die; bins listed in BCEQU are good."""
+    path = Path(path)
+    header: dict[str, str] = {}
+    rows: list[list[str]] = []
+    for number, line in enumerate(path.read_text(encoding="ascii", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise WaferMapError(f"{path}:{number}: expected KEY:VALUE, got {line[:40]!r}")
+        if key.strip().upper() == "ROWDATA":
+            rows.append(value.split())
+        else:
+            header[key.strip().upper()] = value.strip()
+    for key in ("ROWCT", "COLCT"):
+        if not header.get(key, "").isdigit():
+            raise WaferMapError(f"{path}: header {key} missing or not a number ({header.get(key)!r})")
+    row_count, col_count = int(header["ROWCT"]), int(header["COLCT"])
+    if len(rows) != row_count:
+        raise WaferMapError(f"{path}: ROWCT says {row_count} rows, the file has {len(rows)} RowData lines")
+    for index, row in enumerate(rows):
+        if len(row) != col_count:
+            raise WaferMapError(f"{path}: RowData line {index + 1} has {len(row)} dies; COLCT says {col_count}")
+    good_bins = {code.upper() for code in header.get("BCEQU", "01").split()}
+    bins = np.full((row_count, col_count), -1, np.int32)
+    states = np.zeros((row_count, col_count), np.uint8)
+    for r, row in enumerate(rows):
+        for c, code in enumerate(row):
+            if code.startswith("_") or code.startswith("@"):
+                continue
+            try:
+                bins[r, c] = int(code, 16)
+            except ValueError:
+                raise WaferMapError(f"{path}: RowData line {r + 1}, die {c + 1}: {code!r} is not a hex bin "
+                                    "code") from None
+            states[r, c] = GOOD if code.upper() in good_bins else FAILED
+    return check_map(states, source=str(path)), bins, header
+
+
+def write_sinf(path: str | Path, die_map: np.ndarray, *, wafer_id: str, lot: str = "", device: str = "") -> Path:
+    """A SINF bin map: good dies bin 01 (BCEQU), failed dies bin 02, no die ``__``."""
+    die_map = check_map(die_map, source=str(path))
+    codes = {NO_DIE: "__", GOOD: "01", FAILED: "02"}
+    lines = [f"DEVICE:{device}", f"LOT:{lot}", f"WAFER:{wafer_id}", "FNLOC:0", f"ROWCT:{die_map.shape[0]}",
+             f"COLCT:{die_map.shape[1]}", "BCEQU:01", "REFPX:0", "REFPY:0", "DUTMS:mm", "XDIES:1", "YDIES:1"]
+    lines += ["RowData:" + " ".join(codes[int(v)] for v in row) for row in die_map]
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n", encoding="ascii")
+    return path
+
+
+def _e142(tag: str) -> str:
+    return f"{{{E142_NAMESPACE}}}{tag}"
+
+
+def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
+    """(die map, info) of a SEMI E142 substrate map (hexadecimal BinCodeMap with Pass/Fail bin definitions)."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise WaferMapError(f"{path}: not well-formed XML ({exc})") from None
+    namespace = re.match(r"\{(.*)\}", root.tag)
+    ns = {"e": namespace.group(1)} if namespace else {"e": ""}
+    prefix = "e:" if namespace else ""
+    dimension = root.find(f".//{prefix}Dimension", ns)
+    bin_map = root.find(f".//{prefix}BinCodeMap", ns)
+    if dimension is None or bin_map is None:
+        raise WaferMapError(f"{path}: no Layout Dimension or BinCodeMap element; not an E142 substrate map")
+    columns, row_count = int(dimension.get("X", "0")), int(dimension.get("Y", "0"))
+    null_bin = bin_map.get("NullBin", "FF").upper()
+    width = len(null_bin)
+    passing = {d.get("BinCode", "").upper() for d in bin_map.iterfind(f".//{prefix}BinDefinition", ns)
+               if d.get("BinQuality", "").lower() == "pass"}
+    rows = [(row.text or "").strip().upper() for row in bin_map.iterfind(f"{prefix}BinCode", ns)]
+    if len(rows) != row_count:
+        raise WaferMapError(f"{path}: Dimension Y={row_count} but the BinCodeMap has {len(rows)} BinCode rows")
+    states = np.zeros((row_count, columns), np.uint8)
+    for r, row in enumerate(rows):
+        if len(row) != columns * width:
+            raise WaferMapError(f"{path}: BinCode row {r + 1} holds {len(row) // width} dies; Dimension X={columns}")
+        for c in range(columns):
+            code = row[c * width : (c + 1) * width]
+            if code != null_bin:
+                states[r, c] = GOOD if code in passing else FAILED
+    substrate = root.find(f".//{prefix}SubstrateMap", ns)
+    info = {"substrate_id": substrate.get("SubstrateId", "") if substrate is not None else ""}
+    return check_map(states, source=str(path)), info
+
+
+def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str) -> Path:
+    """A SEMI E142 substrate map: bins 01 (Pass), 02 (Fail), null bin FF for positions without a die."""
+    die_map = check_map(die_map, source=str(path))
+    ET.register_namespace("", E142_NAMESPACE)
+    root = ET.Element(_e142("MapData"))
+    layout = ET.SubElement(ET.SubElement(root, _e142("Layouts")), _e142("Layout"), LayoutId="WaferLayout",
+                           DefaultUnits="mm")
+    ET.SubElement(layout, _e142("Dimension"), X=str(die_map.shape[1]), Y=str(die_map.shape[0]))
+    ET.SubElement(ET.SubElement(root, _e142("Substrates")), _e142("Substrate"), SubstrateType="Wafer",
+                  SubstrateId=substrate_id)
+    substrate_map = ET.SubElement(ET.SubElement(root, _e142("SubstrateMaps")), _e142("SubstrateMap"),
+                                  SubstrateType="Wafer", SubstrateId=substrate_id, LayoutSpecifier="WaferLayout",
+                                  OriginLocation="UpperLeft", Orientation="0")
+    overlay = ET.SubElement(substrate_map, _e142("Overlay"), MapName="BinMap", MapVersion="1")
+    bin_map = ET.SubElement(overlay, _e142("BinCodeMap"), BinType="HexaDecimal", NullBin="FF")
+    definitions = ET.SubElement(bin_map, _e142("BinDefinitions"))
+    for code, quality, state in (("01", "Pass", GOOD), ("02", "Fail", FAILED)):
+        ET.SubElement(definitions, _e142("BinDefinition"), BinCode=code, BinQuality=quality,
+                      BinCount=str(int((die_map == state).sum())), BinDescription=quality.lower())
+    codes = {NO_DIE: "FF", GOOD: "01", FAILED: "02"}
+    for row in die_map:
+        ET.SubElement(bin_map, _e142("BinCode")).text = "".join(codes[int(v)] for v in row)
+    path = Path(path)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
