@@ -27,7 +27,8 @@ from inspection.report import ResultStore, draw_wafer_map, read_results, save_pn
 from inspection.report.store import RESULT_COLUMNS
 from inspection.synthetic import DIE_CLASSES, render_die
 from inspection.types import InspectionError, Verdict
-from inspection.wafermap import ROOT_CAUSES, read_map_file, yield_fraction
+from inspection.wafermap import ROOT_CAUSES, read_map_file, read_npz, yield_fraction
+from inspection.wafermap.classify import WaferMapClassifier, evaluate_maps
 
 DEFAULT_DB = Path("results/inspect.db")
 # The names only: importing inspection.train here would load torch for every command.
@@ -252,6 +253,54 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wafermap_model(args: argparse.Namespace) -> WaferMapClassifier:
+    if args.model is None:
+        raise UsageError("--model DIR: no wafer-map model is shipped yet; train one with `inspect wafermap train`")
+    return WaferMapClassifier(args.model)
+
+
+def cmd_wafermap_classify(args: argparse.Namespace) -> int:
+    maps, names = [], []
+    for path in args.paths:
+        die_map, _ = read_map_file(path, index=args.index)
+        maps.append(die_map)
+        names.append(str(path) + (f"#{args.index}" if args.index is not None else ""))
+    results = _wafermap_model(args).classify(maps)
+    for name, result in zip(names, results, strict=True):
+        if args.json:
+            print(json.dumps({"map": name, **result}))
+        else:
+            top = ", ".join(f"{t['pattern']} {t['probability']:.3f}" for t in result["top3"])
+            print(f"{name}: {result['pattern']} ({result['confidence']:.3f}; top-3 {top}), yield "
+                  f"{result['yield']:.1%}; likely cause: {result['root_cause']}")
+    return 0
+
+
+def cmd_wafermap_eval(args: argparse.Namespace) -> int:
+    report = evaluate_maps(_wafermap_model(args), read_npz(args.data))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{args.data}: {report['samples']} maps, accuracy {report['accuracy']:.4f}, macro-F1 "
+          f"{report['macro_f1']:.4f}, {report['maps_per_s']:.0f} maps/s")
+    for name, row in report["per_class"].items():
+        print(f"  {name:<10} precision {row['precision']:.4f} recall {row['recall']:.4f} f1 {row['f1']:.4f} "
+              f"support {row['support']}")
+    return 0
+
+
+def cmd_wafermap_train(args: argparse.Namespace) -> int:
+    _train_package()
+    from inspection.train.wafermaps import train_wafermap
+
+    card = train_wafermap(args.out, real=read_npz(args.data) if args.data else None,
+                          synthetic_per_pattern=args.synthetic, img_size=args.img_size, epochs=args.epochs,
+                          seed=args.seed, arch=args.arch, device=args.device,
+                          command="inspect " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    _print_card_summary(card, args.out)
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     rows = read_results(args.db, verdict=args.verdict, since=args.since, run_id=args.run)
     out = sys.stdout
@@ -378,6 +427,30 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--index", type=int, help="which map of an npz file (default 0)")
     show.add_argument("--out", type=Path, required=True, metavar="PNG")
     show.set_defaults(handler=cmd_wafermap_show)
+
+    classify = wafermap_commands.add_parser("classify", help="pattern, confidence, top-3, yield and root cause")
+    classify.add_argument("paths", type=Path, nargs="+", help=".npz, SINF or E142 XML files")
+    classify.add_argument("--index", type=int, help="which map of npz files (default 0)")
+    classify.add_argument("--model", type=Path, help="wafer-map model folder")
+    classify.add_argument("--json", action="store_true", help="one JSON object per map")
+    classify.set_defaults(handler=cmd_wafermap_classify)
+
+    wm_eval = wafermap_commands.add_parser("eval", help="accuracy, macro-F1 and per-class metrics on labelled maps")
+    wm_eval.add_argument("data", type=Path, help="labelled maps in the WM-811K npz layout")
+    wm_eval.add_argument("--model", type=Path, help="wafer-map model folder")
+    wm_eval.add_argument("--json", action="store_true")
+    wm_eval.set_defaults(handler=cmd_wafermap_eval)
+
+    wm_train = wafermap_commands.add_parser("train", help="train a wafer-map CNN (real and/or synthetic maps)")
+    wm_train.add_argument("data", type=Path, nargs="?", help="labelled maps in the WM-811K npz layout")
+    wm_train.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/wafermap-patchnet-v1")
+    wm_train.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic maps per pattern")
+    wm_train.add_argument("--img-size", type=int, default=48, metavar="N", help="map resized to N x N (default 48)")
+    wm_train.add_argument("--epochs", type=int, default=15)
+    wm_train.add_argument("--seed", type=int, default=0)
+    wm_train.add_argument("--arch", default="patchnet", choices=TRAIN_ARCHITECTURES)
+    wm_train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    wm_train.set_defaults(handler=cmd_wafermap_train)
 
     results = commands.add_parser("results", help="print stored results as CSV or JSON lines")
     results.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")

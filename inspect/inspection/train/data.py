@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -52,13 +53,22 @@ def load_units(data: LabelledImages, *, spec: InputSpec, label: str) -> Prepared
     return PreparedImages(np.stack(units), np.asarray(labels, np.int64), tuple(paths), tuple(skipped))
 
 
-def augmentation(*, flips: bool, rot90: bool, seed: int) -> A.Compose:
-    """Variation an inspection station really shows: placement, illumination, focus and sensor noise."""
+def augmentation(*, flips: bool, rot90: bool, seed: int, profile: str = "camera") -> A.Compose:
+    """Variation the data really shows.
+
+    ``camera``: placement, illumination, focus and sensor noise of inspection images. ``states``: for images
+    of discrete states (wafer maps): flips, 90-degree turns and any rotation about the centre with
+    nearest-neighbour sampling, so no new pixel values appear.
+    """
     steps: list[A.BasicTransform] = []
     if flips:
         steps += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
     if rot90:
         steps.append(A.RandomRotate90(p=0.5))
+    if profile == "states":
+        steps.append(A.Rotate(limit=180, interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT,
+                              fill=0, p=0.5))
+        return A.Compose(steps, seed=seed)
     steps += [
         A.Affine(translate_percent=(-0.06, 0.06), rotate=(-6, 6), scale=(0.93, 1.07), border_mode=1, p=0.6),
         A.RandomBrightnessContrast(brightness_limit=0.12, contrast_limit=0.15, p=0.7),

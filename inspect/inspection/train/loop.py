@@ -50,10 +50,14 @@ class TrainConfig:
     resume: bool = False
     patience: int = 6
     val_fraction: float = 0.2
-    good_class: str = "good"
+    good_class: str | None = "good"
+    """The defect-free class for the good/defect operating point; None: no operating point."""
     target_recall: float = 0.999
     flips: bool = True
     rot90: bool = True
+    augment: str = "camera"
+    """``camera`` for inspection images, ``states`` for images of discrete states (wafer maps)."""
+    task: str = "classification"
     command: str = ""
 
 
@@ -121,7 +125,7 @@ def train(config: TrainConfig) -> ModelCard:
         raise TrainingError(f"{config.folder}: too few images for a validation split (each class needs >= 2)")
     class_names = data.class_names
     good_class = config.good_class if config.good_class in class_names else None
-    if good_class is None:
+    if good_class is None and config.good_class is not None:
         log.warning("no class named %r: the card gets no good/defect operating point", config.good_class)
     spec = InputSpec(channels=1 if config.colour == "gray" else 3, height=config.img_size, width=config.img_size)
     train_units = load_units(train_set, spec=spec, label="reading train")
@@ -137,7 +141,8 @@ def train(config: TrainConfig) -> ModelCard:
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = torch.utils.data.DataLoader(
         AugmentedImages(train_units, normalisation=normalisation,
-                        augment=augmentation(flips=config.flips, rot90=config.rot90, seed=config.seed)),
+                        augment=augmentation(flips=config.flips, rot90=config.rot90, seed=config.seed,
+                                             profile=config.augment)),
         batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
     val_loader = torch.utils.data.DataLoader(AugmentedImages(val_units, normalisation=normalisation, augment=None),
                                              batch_size=256, shuffle=False, num_workers=0)
@@ -174,7 +179,7 @@ def train(config: TrainConfig) -> ModelCard:
                     best_epoch, best_f1)
 
     card_base = {
-        "task": "classification", "arch": config.arch, "class_names": list(class_names),
+        "task": config.task, "arch": config.arch, "class_names": list(class_names),
         "input": spec.model_dump(), "normalisation": normalisation.model_dump(), "good_class": good_class,
         "target_recall": config.target_recall,
     }

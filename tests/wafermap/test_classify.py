@@ -1,0 +1,62 @@
+"""Wafer-map CNN: trained by the project's training code on synthetic maps, run through ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.wafermap import PATTERNS, MapSet, render_wafer_map, write_npz, write_sinf
+from inspection.wafermap.classify import map_image
+from tests.conftest import REPO_ROOT, run_cli
+
+pytest.importorskip("torch", reason="training needs the [train] extra")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wafermap") / "model"
+    run_cli("wafermap", "train", "--synthetic", "24", "--out", str(out), "--epochs", "2", "--img-size", "32",
+            timeout=600)
+    return out
+
+
+def test_map_image_keeps_three_grey_levels() -> None:
+    image = map_image(render_wafer_map("Donut", 0, dies=70), size=48)
+    assert image.shape == (48, 48) and set(np.unique(image)) <= {0, 127, 254}
+
+
+def test_card_and_training_data(model: Path) -> None:
+    card = json.loads((model / "model.json").read_text())
+    assert card["task"] == "wafermap" and card["class_names"] == sorted(PATTERNS)
+    assert card["thresholds"]["good_class"] is None
+    assert card["training"]["config"]["augment"] == "states"
+    assert card["parity"]["argmax_agreement"] == 1.0
+    assert len(list((model / "dataset").rglob("*.png"))) == 24 * 9
+
+
+def test_eval_and_classify(model: Path, tmp_path: Path) -> None:
+    maps = [render_wafer_map(p, 100 + i, seed=9) for p in PATTERNS for i in range(2)]
+    labels = np.repeat(np.arange(len(PATTERNS)), 2)
+    data = write_npz(tmp_path / "test.npz", MapSet(maps, labels, PATTERNS))
+    report = json.loads(run_cli("wafermap", "eval", str(data), "--model", str(model), "--json").stdout)
+    assert report["samples"] == 18 and set(report["per_class"]) == set(PATTERNS)
+    assert set(report["per_class"]["Donut"]) == {"precision", "recall", "f1", "support"}
+    assert np.asarray(report["confusion"]).sum() == 18 and report["maps_per_s"] > 0
+    sinf = write_sinf(tmp_path / "w.sinf", maps[0], wafer_id="W1")
+    line = run_cli("wafermap", "classify", str(sinf), str(data), "--model", str(model), "--json").stdout
+    results = [json.loads(row) for row in line.splitlines()]
+    assert len(results) == 2 and results[0]["pattern"] in PATTERNS
+    assert len(results[0]["top3"]) == 3 and 0 <= results[0]["confidence"] <= 1
+    assert results[0]["root_cause"] and 0 < results[0]["yield"] <= 1
+
+
+def test_wrong_models_and_missing_labels(model: Path, tmp_path: Path) -> None:
+    unlabelled = write_npz(tmp_path / "u.npz", MapSet([render_wafer_map("none", 0)], None, PATTERNS))
+    process = run_cli("wafermap", "eval", str(unlabelled), "--model", str(model), check=False)
+    assert process.returncode == 2 and "carries no labels" in process.stderr
+    process = run_cli("wafermap", "eval", str(unlabelled), "--model", str(REPO_ROOT / "models" / "die-patchnet-v1"),
+                      check=False)
+    assert process.returncode == 2 and "expected a wafermap model" in process.stderr
