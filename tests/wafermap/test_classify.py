@@ -60,3 +60,18 @@ def test_wrong_models_and_missing_labels(model: Path, tmp_path: Path) -> None:
     process = run_cli("wafermap", "eval", str(unlabelled), "--model", str(REPO_ROOT / "models" / "die-patchnet-v1"),
                       check=False)
     assert process.returncode == 2 and "expected a wafermap model" in process.stderr
+
+
+def test_classical_model_trains_and_serves_the_same_commands(tmp_path: Path) -> None:
+    out = tmp_path / "classical"
+    run_cli("wafermap", "train", "--classical", "--synthetic", "40", "--out", str(out), timeout=600)
+    card = json.loads((out / "model.json").read_text())
+    assert card["kind"] == "classical" and card["features"] == 52 and card["class_names"] == list(PATTERNS)
+    maps = [render_wafer_map(p, 500 + i, seed=3) for p in PATTERNS for i in range(3)]
+    data = write_npz(tmp_path / "test.npz", MapSet(maps, np.repeat(np.arange(9), 3), PATTERNS))
+    report = json.loads(run_cli("wafermap", "eval", str(data), "--model", str(out), "--json").stdout)
+    assert report["samples"] == 27
+    assert report["accuracy"] > 0.6, "synthetic patterns are distinct enough for the features"
+    result = json.loads(run_cli("wafermap", "classify", str(data), "--index", "4", "--model", str(out),
+                                "--json").stdout)
+    assert result["map"].endswith("#4") and result["pattern"] in PATTERNS

@@ -6,14 +6,21 @@ and trained like any labelled folder, with state-preserving augmentation (flips,
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from inspection.acquire.labelled import stratified_split
 from inspection.classify.card import ModelCard
+from inspection.classify.metrics import classification_report, confusion_matrix
 from inspection.progress import progress
 from inspection.report import save_png
 from inspection.train.loop import TrainConfig, TrainingError, train
 from inspection.wafermap import PATTERNS, MapSet, render_wafer_map
+from inspection.wafermap.classical import ClassicalWaferMapModel, features, forward
 from inspection.wafermap.classify import TASK, map_image
 
 
@@ -45,3 +52,72 @@ def train_wafermap(out: Path, *, real: MapSet | None, synthetic_per_pattern: int
                          device=device, good_class=None, augment="states", task=TASK, command=command,
                          patience=max(4, epochs // 3))
     return train(config)
+
+
+def fit_classical(out: Path, *, real: MapSet | None, synthetic_per_pattern: int, seed: int, command: str,
+                  hidden: int = 96, epochs: int = 80, batch_size: int = 256) -> dict[str, Any]:
+    """Fit the classical model (features + two-layer perceptron, Adam, class-weighted) and write it to ``out``.
+
+    The epoch with the best validation macro-F1 (a stratified 20% of the maps) is kept.
+    """
+    maps: list[np.ndarray] = []
+    labels: list[int] = []
+    if real is not None:
+        if real.labels is None:
+            raise TrainingError("the map file carries no labels to train on")
+        maps += real.maps
+        labels += [PATTERNS.index(real.label_names[i]) for i in real.labels]
+    for index, pattern in enumerate(PATTERNS):
+        maps += [render_wafer_map(pattern, i, seed=seed) for i in range(synthetic_per_pattern)]
+        labels += [index] * synthetic_per_pattern
+    if not maps:
+        raise TrainingError("nothing to train on: give a labelled map file, --synthetic N, or both")
+    y = np.asarray(labels)
+    x = np.stack([features(m) for m in progress(maps, total=len(maps), label="features")])
+    is_val = stratified_split(y, val_fraction=0.2, seed=seed)
+    mean, std = x[~is_val].mean(axis=0), x[~is_val].std(axis=0) + 1e-6
+    x = (x - mean) / std
+    rng = np.random.default_rng(seed)
+    n_features, n_classes = x.shape[1], len(PATTERNS)
+    weights = {"w1": rng.normal(0, np.sqrt(2 / n_features), (n_features, hidden)), "b1": np.zeros(hidden),
+               "w2": rng.normal(0, np.sqrt(1 / hidden), (hidden, n_classes)), "b2": np.zeros(n_classes)}
+    counts = np.bincount(y[~is_val], minlength=n_classes).clip(min=1)
+    class_weight = (1 / np.sqrt(counts)) / (1 / np.sqrt(counts)).mean()
+    moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in weights.items()}
+    train_index = np.flatnonzero(~is_val)
+    best: tuple[float, dict[str, np.ndarray], dict[str, Any]] = (-1.0, weights, {})
+    step = 0
+    for _ in progress(range(epochs), total=epochs, label="fitting"):
+        order = rng.permutation(train_index)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            xb, yb = x[batch], y[batch]
+            hidden_out = np.maximum(0.0, xb @ weights["w1"] + weights["b1"])
+            probabilities = forward(weights, xb)
+            grad_logits = probabilities.copy()
+            grad_logits[np.arange(len(yb)), yb] -= 1
+            grad_logits *= class_weight[yb][:, None] / len(yb)
+            grad_hidden = (grad_logits @ weights["w2"].T) * (hidden_out > 0)
+            grads = {"w2": hidden_out.T @ grad_logits + 1e-4 * weights["w2"], "b2": grad_logits.sum(axis=0),
+                     "w1": xb.T @ grad_hidden + 1e-4 * weights["w1"], "b1": grad_hidden.sum(axis=0)}
+            step += 1
+            for key, grad in grads.items():  # Adam
+                m, v = moments[key]
+                m[:] = 0.9 * m + 0.1 * grad
+                v[:] = 0.999 * v + 0.001 * grad**2
+                weights[key] = weights[key] - 3e-3 * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+        predicted = forward(weights, x[is_val]).argmax(axis=1)
+        report = classification_report(confusion_matrix(y[is_val], predicted, n_classes=n_classes),
+                                       class_names=PATTERNS)
+        if report["macro_f1"] > best[0]:
+            best = (report["macro_f1"], {k: v.copy() for k, v in weights.items()}, report)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / ClassicalWaferMapModel.FILE, **best[1], mean=mean, std=std, class_names=np.array(PATTERNS))
+    card = {"task": TASK, "kind": "classical", "model_file": ClassicalWaferMapModel.FILE,
+            "class_names": list(PATTERNS), "features": int(n_features), "hidden": hidden,
+            "metrics": {"val": best[2]},
+            "training": {"maps": len(maps), "real": 0 if real is None else len(real.maps),
+                         "synthetic_per_pattern": synthetic_per_pattern, "seed": seed, "epochs": epochs,
+                         "command": command}}
+    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card

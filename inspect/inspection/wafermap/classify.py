@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from inspection.classify import CardError, Classifier
 from inspection.classify.metrics import classification_report, confusion_matrix
 from inspection.classify.prepare import prepare_batch
 from inspection.progress import progress
+from inspection.wafermap.classical import ClassicalWaferMapModel
 from inspection.wafermap.formats import MapSet
 from inspection.wafermap.maps import PATTERNS, ROOT_CAUSES, resize_map, yield_fraction
 
@@ -48,21 +49,36 @@ class WaferMapClassifier:
             outputs.append(self.classifier.predict(prepare_batch(images, card=self.classifier.card)))  # type: ignore[arg-type]
         return np.concatenate(outputs)
 
-    def classify(self, maps: list[np.ndarray]) -> list[dict[str, Any]]:
-        """Per map: pattern, confidence, top-3, yield and the root-cause hint of the pattern."""
-        results = []
-        for die_map, row in zip(maps, self.probabilities(maps), strict=True):
-            order = np.argsort(row)[::-1]
-            pattern = self.class_names[order[0]]
-            results.append({
-                "pattern": pattern, "confidence": round(float(row[order[0]]), 5),
-                "top3": [{"pattern": self.class_names[i], "probability": round(float(row[i]), 5)} for i in order[:3]],
-                "yield": round(yield_fraction(die_map), 5), "root_cause": ROOT_CAUSES[pattern],
-            })
-        return results
 
 
-def evaluate_maps(classifier: WaferMapClassifier, map_set: MapSet, *, batch_size: int = 256) -> dict[str, Any]:
+class WaferMapModel(Protocol):
+    class_names: list[str]
+
+    def probabilities(self, maps: list[np.ndarray], *, batch_size: int = 256) -> np.ndarray: ...
+
+
+def load_wafermap_model(model_dir: str | Path) -> WaferMapModel:
+    """The classical model if the folder holds ``classical.npz``, else the CNN (ONNX + card)."""
+    if (Path(model_dir) / ClassicalWaferMapModel.FILE).is_file():
+        return ClassicalWaferMapModel(model_dir)
+    return WaferMapClassifier(model_dir)
+
+
+def classify_maps(model: WaferMapModel, maps: list[np.ndarray]) -> list[dict[str, Any]]:
+    """Per map: pattern, confidence, top-3, yield and the root-cause hint of the pattern."""
+    results = []
+    for die_map, row in zip(maps, model.probabilities(maps), strict=True):
+        order = np.argsort(row)[::-1]
+        pattern = model.class_names[order[0]]
+        results.append({
+            "pattern": pattern, "confidence": round(float(row[order[0]]), 5),
+            "top3": [{"pattern": model.class_names[i], "probability": round(float(row[i]), 5)} for i in order[:3]],
+            "yield": round(yield_fraction(die_map), 5), "root_cause": ROOT_CAUSES[pattern],
+        })
+    return results
+
+
+def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int = 256) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion, in the card's class order."""
     if map_set.labels is None:
         raise CardError("the map file carries no labels to evaluate against")
