@@ -24,30 +24,35 @@ from inspection.wafermap.classical import ClassicalWaferMapModel, features, forw
 from inspection.wafermap.classify import TASK, map_image
 
 
-def write_map_folder(folder: Path, *, real: MapSet | None, synthetic_per_pattern: int, size: int, seed: int) -> int:
-    """Render the training maps into ``folder/<pattern>/*.png``; returns how many were written."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    jobs: list[tuple[str, str, object]] = []
+def labelled_maps(real: MapSet | None, *, synthetic_per_pattern: int,
+                  seed: int) -> list[tuple[str, str, np.ndarray]]:
+    """(pattern, name, map) for the real labelled maps and ``synthetic_per_pattern`` generated maps of each."""
+    maps: list[tuple[str, str, np.ndarray]] = []
     if real is not None:
         if real.labels is None:
             raise TrainingError("the map file carries no labels to train on")
-        jobs += [(real.label_names[label], f"real_{i:06d}", m) for i, (m, label) in
-                 enumerate(zip(real.maps, real.labels.tolist(), strict=True))]
-    jobs += [(pattern, f"synthetic_{i:06d}", (pattern, i))
+        maps += [(real.label_names[label], f"real_{i:06d}", m)
+                 for i, (m, label) in enumerate(zip(real.maps, real.labels.tolist(), strict=True))]
+    maps += [(pattern, f"synthetic_{i:06d}", render_wafer_map(pattern, i, seed=seed))
              for pattern in PATTERNS for i in range(synthetic_per_pattern)]
-    if not jobs:
+    if not maps:
         raise TrainingError("nothing to train on: give a labelled map file, --synthetic N, or both")
-    for pattern, name, source in progress(jobs, total=len(jobs), label="writing maps"):
-        die_map = render_wafer_map(*source, seed=seed) if isinstance(source, tuple) else source
-        save_png(folder / pattern / f"{name}.png", map_image(die_map, size=size))  # type: ignore[arg-type]
-    return len(jobs)
+    return maps
+
+
+def write_map_folder(folder: Path, maps: list[tuple[str, str, np.ndarray]], *, size: int) -> None:
+    """Draw the training maps into ``folder/<pattern>/<name>.png`` as the classifier will see them."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    for pattern, name, die_map in progress(maps, total=len(maps), label="writing maps"):
+        save_png(folder / pattern / f"{name}.png", map_image(die_map, size=size))
 
 
 def train_wafermap(out: Path, *, real: MapSet | None, synthetic_per_pattern: int, img_size: int, epochs: int,
                    seed: int, arch: str, device: str, command: str) -> ModelCard:
     folder = out / "dataset"
-    write_map_folder(folder, real=real, synthetic_per_pattern=synthetic_per_pattern, size=img_size, seed=seed)
+    write_map_folder(folder, labelled_maps(real, synthetic_per_pattern=synthetic_per_pattern, seed=seed),
+                     size=img_size)
     config = TrainConfig(folder=folder, out=out, arch=arch, img_size=img_size, epochs=epochs, seed=seed,
                          device=device, good_class=None, augment="states", task=TASK, command=command,
                          patience=max(4, epochs // 3))
@@ -60,20 +65,9 @@ def fit_classical(out: Path, *, real: MapSet | None, synthetic_per_pattern: int,
 
     The epoch with the best validation macro-F1 (a stratified 20% of the maps) is kept.
     """
-    maps: list[np.ndarray] = []
-    labels: list[int] = []
-    if real is not None:
-        if real.labels is None:
-            raise TrainingError("the map file carries no labels to train on")
-        maps += real.maps
-        labels += [PATTERNS.index(real.label_names[i]) for i in real.labels]
-    for index, pattern in enumerate(PATTERNS):
-        maps += [render_wafer_map(pattern, i, seed=seed) for i in range(synthetic_per_pattern)]
-        labels += [index] * synthetic_per_pattern
-    if not maps:
-        raise TrainingError("nothing to train on: give a labelled map file, --synthetic N, or both")
-    y = np.asarray(labels)
-    x = np.stack([features(m) for m in progress(maps, total=len(maps), label="features")])
+    maps = labelled_maps(real, synthetic_per_pattern=synthetic_per_pattern, seed=seed)
+    y = np.array([PATTERNS.index(pattern) for pattern, _, _ in maps])
+    x = np.stack([features(m) for _, _, m in progress(maps, total=len(maps), label="features")])
     is_val = stratified_split(y, val_fraction=0.2, seed=seed)
     mean, std = x[~is_val].mean(axis=0), x[~is_val].std(axis=0) + 1e-6
     x = (x - mean) / std
