@@ -31,6 +31,7 @@ from inspection.wafermap import ROOT_CAUSES, read_map_file, read_npz, yield_frac
 from inspection.wafermap.classify import WaferMapModel, classify_maps, evaluate_maps, load_wafermap_model
 
 DEFAULT_DB = Path("results/inspect.db")
+DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v1")
 # The names only: importing inspection.train here would load torch for every command.
 TRAIN_ARCHITECTURES = ("patchnet", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 
@@ -245,8 +246,13 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
     die_map, label = read_map_file(args.path, index=args.index)
     dies = int(np.count_nonzero(die_map))
     title = f"{args.path.name}" + (f" #{args.index}" if args.index is not None else "")
+    if args.model.is_dir():
+        predicted = classify_maps(load_wafermap_model(args.model), [die_map])[0]
+        title += f"  {predicted['pattern']} ({predicted['confidence']:.2f})"
+        subtitle = f"likely cause: {predicted['root_cause']}" + (f"; labelled {label}" if label else "")
+    else:
+        subtitle = f"labelled {label}: {ROOT_CAUSES.get(label, 'unknown pattern')}" if label else ""
     title += f"  yield {yield_fraction(die_map):.1%} of {dies} dies"
-    subtitle = f"labelled {label}: {ROOT_CAUSES.get(label, 'unknown pattern')}" if label else ""
     path = save_png(args.out, draw_wafer_map(die_map, title=title, subtitle=subtitle))
     print(f"inspect: {path}: {die_map.shape[1]}x{die_map.shape[0]} positions, {dies} dies, "
           f"{int((die_map == 2).sum())} failed" + (f", labelled {label}" if label else ""), file=sys.stderr)
@@ -254,8 +260,9 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
 
 
 def _wafermap_model(args: argparse.Namespace) -> WaferMapModel:
-    if args.model is None:
-        raise UsageError("--model DIR: no wafer-map model is shipped yet; train one with `inspect wafermap train`")
+    if not args.model.is_dir():
+        raise UsageError(f"--model {args.model}: no such model folder (the shipped one is "
+                         f"{DEFAULT_WAFERMAP_MODEL} in the repository; run from its root or give --model DIR)")
     return load_wafermap_model(args.model)
 
 
@@ -433,18 +440,22 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("path", type=Path, help=".npz (WM-811K layout), .xml (SEMI E142) or SINF text file")
     show.add_argument("--index", type=int, help="which map of an npz file (default 0)")
     show.add_argument("--out", type=Path, required=True, metavar="PNG")
+    show.add_argument("--model", type=Path, default=DEFAULT_WAFERMAP_MODEL,
+                      help=f"classify with this model when the folder exists (default {DEFAULT_WAFERMAP_MODEL})")
     show.set_defaults(handler=cmd_wafermap_show)
 
     classify = wafermap_commands.add_parser("classify", help="pattern, confidence, top-3, yield and root cause")
     classify.add_argument("paths", type=Path, nargs="+", help=".npz, SINF or E142 XML files")
     classify.add_argument("--index", type=int, help="which map of npz files (default 0)")
-    classify.add_argument("--model", type=Path, help="wafer-map model folder")
+    classify.add_argument("--model", type=Path, default=DEFAULT_WAFERMAP_MODEL,
+                          help=f"wafer-map model folder (default {DEFAULT_WAFERMAP_MODEL})")
     classify.add_argument("--json", action="store_true", help="one JSON object per map")
     classify.set_defaults(handler=cmd_wafermap_classify)
 
     wm_eval = wafermap_commands.add_parser("eval", help="accuracy, macro-F1 and per-class metrics on labelled maps")
     wm_eval.add_argument("data", type=Path, help="labelled maps in the WM-811K npz layout")
-    wm_eval.add_argument("--model", type=Path, help="wafer-map model folder")
+    wm_eval.add_argument("--model", type=Path, default=DEFAULT_WAFERMAP_MODEL,
+                         help=f"wafer-map model folder (default {DEFAULT_WAFERMAP_MODEL})")
     wm_eval.add_argument("--json", action="store_true")
     wm_eval.set_defaults(handler=cmd_wafermap_eval)
 

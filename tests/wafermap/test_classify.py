@@ -75,3 +75,11 @@ def test_classical_model_trains_and_serves_the_same_commands(tmp_path: Path) -> 
     result = json.loads(run_cli("wafermap", "classify", str(data), "--index", "4", "--model", str(out),
                                 "--json").stdout)
     assert result["map"].endswith("#4") and result["pattern"] in PATTERNS
+
+
+@pytest.mark.parametrize("name", ["wafermap-patchnet-v1", "wafermap-classical-v1"])
+def test_shipped_models_classify(name: str, tmp_path: Path) -> None:
+    model = REPO_ROOT / "models" / name
+    sinf = write_sinf(tmp_path / "edge.sinf", render_wafer_map("Edge-Ring", 0, dies=60), wafer_id="W")
+    result = json.loads(run_cli("wafermap", "classify", str(sinf), "--model", str(model), "--json").stdout)
+    assert result["pattern"] in PATTERNS and len(result["top3"]) == 3
