@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import threading
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.acquire import open_camera
+from inspection.bench import machine
 from inspection.pipeline import Inspector, LineStats, run_line
 from inspection.recipe import load_recipe
 from inspection.report import ResultStore, read_results
@@ -67,15 +66,6 @@ def bench(kind: str, size_px: int, frames: int, workers: int) -> dict[str, objec
     }
 
 
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200)
@@ -88,13 +78,12 @@ def main() -> None:
     record = {
         "benchmark": "line-loop",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"host": platform.node(), "cpu": cpu_name(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "versions": {p: metadata.version(p) for p in ("wafer-inspect", "numpy", "opencv-python-headless")},
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"line-{datetime.now(UTC):%Y%m%d}-{platform.node()}.json"
+    path = args.out / f"line-{datetime.now(UTC):%Y%m%d}-{record['machine']['host']}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     for run in runs:
         print(f"{run['kind']:5} {run['frame_px']:>9}: {run['fps']:7.1f} fps  p50 {run['latency_p50_ms']:7.1f} ms"
