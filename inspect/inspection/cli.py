@@ -310,7 +310,8 @@ def cmd_wafermap_train(args: argparse.Namespace) -> int:
               f"{val['macro_f1']:.4f} ({val['samples']} maps)", file=sys.stderr)
         return 0
     card = train_wafermap(args.out, real=real, synthetic_per_pattern=args.synthetic, img_size=args.img_size,
-                          epochs=args.epochs, seed=args.seed, arch=args.arch, device=args.device, command=command)
+                          epochs=args.epochs, seed=args.seed, arch=args.arch, device=args.device, command=command,
+                          channels=3 if args.scratch_channel else 1)
     _print_card_summary(card, args.out)
     return 0
 
@@ -468,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     wm_train.add_argument("--seed", type=int, default=0)
     wm_train.add_argument("--arch", default="patchnet", choices=TRAIN_ARCHITECTURES)
     wm_train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    wm_train.add_argument("--scratch-channel", action="store_true",
+                          help="three input channels: majority map, failure density (keeps thin scratches), footprint")
     wm_train.add_argument("--classical", action="store_true",
                           help="the fast classical model (density, Radon and geometry features + a small MLP)")
     wm_train.set_defaults(handler=cmd_wafermap_train)

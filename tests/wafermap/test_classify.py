@@ -28,6 +28,16 @@ def test_map_image_keeps_three_grey_levels() -> None:
     assert image.shape == (48, 48) and set(np.unique(image)) <= {0, 127, 254}
 
 
+def test_density_channel_keeps_a_thin_scratch_that_majority_drops() -> None:
+    die_map = np.ones((160, 160), np.uint8)
+    die_map[80, 10:150] = 2  # a one-die-wide scratch
+    image = map_image(die_map, size=32, channels=3)
+    assert image.shape == (32, 32, 3)
+    assert not (image[..., 0] == 254).any(), "the majority vote of 5x5 dies drops the scratch"
+    assert (image[16, 2:30, 1] >= 50).all() and (image[:10, :, 1] == 0).all()
+    assert (image[..., 2] == 254).all()
+
+
 def test_card_and_training_data(model: Path) -> None:
     card = json.loads((model / "model.json").read_text())
     assert card["task"] == "wafermap" and card["class_names"] == sorted(PATTERNS)

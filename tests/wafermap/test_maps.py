@@ -14,6 +14,7 @@ from inspection.wafermap import (
     MapSet,
     WaferMapError,
     check_map,
+    failure_density,
     read_e142,
     read_npz,
     read_sinf,
@@ -63,6 +64,11 @@ def test_resize_keeps_die_states() -> None:
     assert resize_map(np.array([[1, 1], [1, 2]], np.uint8), size=1, method="majority")[0, 0] == GOOD
     np.testing.assert_array_equal(resize_map(SMALL, size=8, method="majority"),
                                   np.repeat(np.repeat(SMALL, 2, axis=0), 2, axis=1))
+
+
+def test_failure_density() -> None:
+    die_map = np.array([[0, 0, 1, 2], [0, 0, 2, 2], [1, 1, 1, 1], [1, 1, 1, 2]], np.uint8)
+    np.testing.assert_allclose(failure_density(die_map, size=2), [[0.0, 0.75], [0.0, 0.25]])
 
 
 def test_npz_round_trip(tmp_path: Path) -> None:

@@ -40,20 +40,21 @@ def labelled_maps(real: MapSet | None, *, synthetic_per_pattern: int,
     return maps
 
 
-def write_map_folder(folder: Path, maps: list[tuple[str, str, np.ndarray]], *, size: int) -> None:
+def write_map_folder(folder: Path, maps: list[tuple[str, str, np.ndarray]], *, size: int, channels: int) -> None:
     """Draw the training maps into ``folder/<pattern>/<name>.png`` as the classifier will see them."""
     if folder.exists():
         shutil.rmtree(folder)
     for pattern, name, die_map in progress(maps, total=len(maps), label="writing maps"):
-        save_png(folder / pattern / f"{name}.png", map_image(die_map, size=size))
+        save_png(folder / pattern / f"{name}.png", map_image(die_map, size=size, channels=channels))
 
 
 def train_wafermap(out: Path, *, real: MapSet | None, synthetic_per_pattern: int, img_size: int, epochs: int,
-                   seed: int, arch: str, device: str, command: str) -> ModelCard:
+                   seed: int, arch: str, device: str, command: str, channels: int = 1) -> ModelCard:
     folder = out / "dataset"
     write_map_folder(folder, labelled_maps(real, synthetic_per_pattern=synthetic_per_pattern, seed=seed),
-                     size=img_size)
+                     size=img_size, channels=channels)
     config = TrainConfig(folder=folder, out=out, arch=arch, img_size=img_size, epochs=epochs, seed=seed,
+                         colour="gray" if channels == 1 else "rgb",
                          device=device, good_class=None, augment="states", task=TASK, command=command,
                          patience=max(4, epochs // 3))
     return train(config)

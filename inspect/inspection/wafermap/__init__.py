@@ -13,13 +13,15 @@ from inspection.wafermap.maps import (
     ROOT_CAUSES,
     WaferMapError,
     check_map,
+    failure_density,
     resize_map,
     yield_fraction,
 )
 from inspection.wafermap.synthetic import render_wafer_map
 
 __all__ = [
-    "FAILED", "GOOD", "NO_DIE", "PATTERNS", "ROOT_CAUSES", "MapSet", "WaferMapError", "check_map", "read_e142",
+    "FAILED", "GOOD", "NO_DIE", "PATTERNS", "ROOT_CAUSES", "MapSet", "WaferMapError", "check_map",
+    "failure_density", "read_e142",
     "read_map_file", "read_npz", "read_sinf", "render_wafer_map", "resize_map", "write_e142", "write_npz",
     "write_sinf", "yield_fraction",
 ]

@@ -16,17 +16,32 @@ from inspection.classify import CardError, Classifier
 from inspection.classify.metrics import classification_report, confusion_matrix
 from inspection.classify.prepare import prepare_batch
 from inspection.progress import progress
+from inspection.types import Layout
 from inspection.wafermap.classical import ClassicalWaferMapModel
 from inspection.wafermap.formats import MapSet
-from inspection.wafermap.maps import PATTERNS, ROOT_CAUSES, resize_map, yield_fraction
+from inspection.wafermap.maps import PATTERNS, ROOT_CAUSES, failure_density, resize_map, yield_fraction
 
 TASK = "wafermap"
 GREY_PER_STATE = 127
 
 
-def map_image(die_map: np.ndarray, *, size: int) -> np.ndarray:
-    """The 8-bit picture of a map that the CNN sees (and is trained on)."""
-    return (resize_map(die_map, size=size, method="majority") * GREY_PER_STATE).astype(np.uint8)
+def map_image(die_map: np.ndarray, *, size: int, channels: int = 1) -> np.ndarray:
+    """The 8-bit picture of a map that the CNN sees (and is trained on), in the frame layout ``map_layout`` names.
+
+    One channel: the majority-vote map in grey levels. Three: the majority-vote map, the failure density per
+    cell (which keeps thin scratches that the majority vote drops on large maps) and the wafer footprint.
+    """
+    states = resize_map(die_map, size=size, method="majority")
+    majority = (states * GREY_PER_STATE).astype(np.uint8)
+    if channels == 1:
+        return majority
+    density = np.rint(failure_density(die_map, size=size) * 254).astype(np.uint8)
+    return np.stack([majority, density, (states > 0) * np.uint8(254)], axis=-1)
+
+
+def map_layout(channels: int) -> Layout:
+    """Three-channel map pictures are stored and read as BGR files, so they are declared BGR everywhere."""
+    return "mono" if channels == 1 else "bgr"
 
 
 class WaferMapClassifier:
@@ -37,6 +52,7 @@ class WaferMapClassifier:
             raise CardError(f"{model_dir}: a {card.task} model with classes {', '.join(card.class_names)}; expected "
                             f"a wafermap model (classes among {', '.join(PATTERNS)})")
         self.size = card.input.height
+        self.channels = card.input.channels
 
     @property
     def class_names(self) -> list[str]:
@@ -45,7 +61,8 @@ class WaferMapClassifier:
     def probabilities(self, maps: list[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
         outputs = []
         for start in range(0, len(maps), batch_size):
-            images = [(map_image(m, size=self.size), "mono", 8) for m in maps[start : start + batch_size]]
+            images = [(map_image(m, size=self.size, channels=self.channels), map_layout(self.channels), 8)
+                      for m in maps[start : start + batch_size]]
             outputs.append(self.classifier.predict(prepare_batch(images, card=self.classifier.card)))  # type: ignore[arg-type]
         return np.concatenate(outputs)
 

@@ -78,3 +78,19 @@ def resize_map(die_map: np.ndarray, *, size: int, method: str = "majority") -> n
     # Ties go to the higher state (failed > good > no die): reverse the state axis before argmax.
     majority = (2 - np.argmax(counts[:, :, ::-1], axis=2)).astype(np.uint8)
     return np.where(counts.sum(axis=2) > 0, majority, nearest).astype(np.uint8)
+
+
+def failure_density(die_map: np.ndarray, *, size: int) -> np.ndarray:
+    """Share of failed dies among the dies falling into each cell of a ``size`` x ``size`` grid (0 where none).
+
+    A density, not a state: beside a majority-vote map it keeps thin structures such as a one-die-wide
+    scratch visible after a large reduction.
+    """
+    rows, cols = die_map.shape
+    cell_rows = np.broadcast_to((np.arange(rows) * size // rows)[:, None], die_map.shape)
+    cell_cols = np.broadcast_to((np.arange(cols) * size // cols)[None, :], die_map.shape)
+    failed = np.zeros((size, size))
+    dies = np.zeros((size, size))
+    np.add.at(failed, (cell_rows, cell_cols), die_map == FAILED)
+    np.add.at(dies, (cell_rows, cell_cols), die_map != NO_DIE)
+    return np.divide(failed, dies, out=np.zeros_like(failed), where=dies > 0)
