@@ -31,7 +31,7 @@ from inspection.wafermap import ROOT_CAUSES, read_map_file, read_npz, yield_frac
 from inspection.wafermap.classify import WaferMapModel, classify_maps, evaluate_maps, load_wafermap_model
 
 DEFAULT_DB = Path("results/inspect.db")
-DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v1")
+DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v2")
 # The names only: importing inspection.train here would load torch for every command.
 TRAIN_ARCHITECTURES = ("patchnet", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 
