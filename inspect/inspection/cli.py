@@ -15,6 +15,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,7 +29,9 @@ from inspection.report.store import RESULT_COLUMNS
 from inspection.synthetic import DIE_CLASSES, render_die
 from inspection.types import InspectionError, Verdict
 from inspection.wafermap import ROOT_CAUSES, read_map_file, read_npz, yield_fraction
-from inspection.wafermap.classify import WaferMapModel, classify_maps, evaluate_maps, load_wafermap_model
+
+if TYPE_CHECKING:
+    from inspection.wafermap.classify import WaferMapModel
 
 DEFAULT_DB = Path("results/inspect.db")
 DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v2")
@@ -247,7 +250,9 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
     dies = int(np.count_nonzero(die_map))
     title = f"{args.path.name}" + (f" #{args.index}" if args.index is not None else "")
     if args.model.is_dir():
-        predicted = classify_maps(load_wafermap_model(args.model), [die_map])[0]
+        from inspection.wafermap.classify import classify_maps
+
+        predicted = classify_maps(_wafermap_model(args), [die_map])[0]
         title += f"  {predicted['pattern']} ({predicted['confidence']:.2f})"
         subtitle = f"likely cause: {predicted['root_cause']}" + (f"; labelled {label}" if label else "")
     else:
@@ -260,6 +265,8 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
 
 
 def _wafermap_model(args: argparse.Namespace) -> WaferMapModel:
+    from inspection.wafermap.classify import load_wafermap_model  # scikit-image and scipy load only when needed
+
     if not args.model.is_dir():
         raise UsageError(f"--model {args.model}: no such model folder (the shipped one is "
                          f"{DEFAULT_WAFERMAP_MODEL} in the repository; run from its root or give --model DIR)")
@@ -272,6 +279,8 @@ def cmd_wafermap_classify(args: argparse.Namespace) -> int:
         die_map, _ = read_map_file(path, index=args.index)
         maps.append(die_map)
         names.append(str(path) + (f"#{args.index}" if args.index is not None else ""))
+    from inspection.wafermap.classify import classify_maps
+
     results = classify_maps(_wafermap_model(args), maps)
     for name, result in zip(names, results, strict=True):
         if args.json:
@@ -284,6 +293,8 @@ def cmd_wafermap_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_wafermap_eval(args: argparse.Namespace) -> int:
+    from inspection.wafermap.classify import evaluate_maps
+
     report = evaluate_maps(_wafermap_model(args), read_npz(args.data))
     if args.json:
         print(json.dumps(report))
