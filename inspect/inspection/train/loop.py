@@ -115,6 +115,8 @@ def train(config: TrainConfig) -> ModelCard:
     """Train, keep the best epoch by validation macro-F1, export ``model.onnx`` + ``model.json`` into ``out``."""
     if config.device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda: torch sees no CUDA device here; use --device cpu")
+    if config.epochs < 1:
+        raise TrainingError(f"--epochs must be at least 1, got {config.epochs}")
     if config.weights is not None and not config.weights.is_file():
         raise TrainingError(f"--weights {config.weights}: no such file")
     _seed_everything(config.seed)
@@ -160,6 +162,7 @@ def train(config: TrainConfig) -> ModelCard:
     config.out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, float]] = []
     best_f1, best_epoch, first_epoch = -1.0, 0, 1
+    best_weights: dict[str, torch.Tensor] = {}
     last_path = config.out / "last.pt"
     if config.resume:
         if not last_path.is_file():
@@ -174,6 +177,7 @@ def train(config: TrainConfig) -> ModelCard:
         torch.set_rng_state(state["torch_rng"])
         history = state["training"]["history"]
         best_f1, best_epoch = state["best_f1"], state["training"]["best_epoch"]
+        best_weights = state["best_model"]
         first_epoch = state["epoch"] + 1
         log.warning("resuming %s at epoch %d (best so far: epoch %d, macro-F1 %.4f)", last_path, first_epoch,
                     best_epoch, best_f1)
@@ -206,9 +210,9 @@ def train(config: TrainConfig) -> ModelCard:
                         "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]})
         print(f"epoch {epoch}: train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
               f"val accuracy {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}", file=sys.stderr)
-        improved = report["macro_f1"] > best_f1
-        if improved:
-            best_f1, best_epoch = report["macro_f1"], epoch
+        weights = {k: v.cpu() for k, v in model.state_dict().items()}
+        if report["macro_f1"] > best_f1:
+            best_f1, best_epoch, best_weights = report["macro_f1"], epoch, {k: v.clone() for k, v in weights.items()}
         training = {
             "data_root": str(data.root), "data_hash": data_hash, "class_counts_train": train_set.class_counts(),
             "class_counts_val": val_set.class_counts(), "ignored_files": len(data.ignored_files),
@@ -219,15 +223,12 @@ def train(config: TrainConfig) -> ModelCard:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "parameters": sum(p.numel() for p in model.parameters()),
         }
-        state = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": optimizer.state_dict(),
+        # last.pt carries the best weights too, so a resumed run can still export its best epoch.
+        state = {"model": weights, "best_model": best_weights, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
                  "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_f1": best_f1, "training": training,
                  "card": card_base, "data": data_record}
         torch.save(state, last_path)
-        if improved:
-            torch.save(state, config.out / "best.pt")
-        elif (config.out / "best.pt").is_file():  # keep the best weights, with the history up to now
-            best = torch.load(config.out / "best.pt", map_location="cpu", weights_only=True)
-            best["training"] = {**training, "best_epoch": best_epoch}
-            torch.save(best, config.out / "best.pt")
+    best = {key: value for key, value in state.items() if key != "best_model"}
+    torch.save({**best, "model": best_weights}, config.out / "best.pt")  # what export_model reads
     return export_model(config.out)
