@@ -55,6 +55,14 @@ def yield_fraction(die_map: np.ndarray) -> float:
     return float(np.count_nonzero(die_map == GOOD) / dies) if dies else 0.0
 
 
+def _cell_counts(die_map: np.ndarray, *, size: int) -> np.ndarray:
+    """counts[row, col, state]: how many source dies of each state fall into each cell of a size x size grid."""
+    rows, cols = die_map.shape
+    cell = (np.arange(rows) * size // rows)[:, None] * size + (np.arange(cols) * size // cols)[None, :]
+    flat = (cell * 3 + die_map).ravel()
+    return np.bincount(flat, minlength=size * size * 3).reshape(size, size, 3)
+
+
 def resize_map(die_map: np.ndarray, *, size: int, method: str = "majority") -> np.ndarray:
     """The map on a ``size`` x ``size`` grid, keeping die states (no interpolated values).
 
@@ -70,11 +78,7 @@ def resize_map(die_map: np.ndarray, *, size: int, method: str = "majority") -> n
     nearest = die_map[np.ix_(row_of, col_of)]
     if method == "nearest":
         return nearest.astype(np.uint8)
-    counts = np.zeros((size, size, 3), np.int32)
-    target_rows = (np.arange(rows) * size // rows)[:, None]
-    target_cols = (np.arange(cols) * size // cols)[None, :]
-    np.add.at(counts, (np.broadcast_to(target_rows, die_map.shape), np.broadcast_to(target_cols, die_map.shape),
-                       die_map.astype(np.intp)), 1)
+    counts = _cell_counts(die_map, size=size)
     # Ties go to the higher state (failed > good > no die): reverse the state axis before argmax.
     majority = (2 - np.argmax(counts[:, :, ::-1], axis=2)).astype(np.uint8)
     return np.where(counts.sum(axis=2) > 0, majority, nearest).astype(np.uint8)
@@ -86,11 +90,6 @@ def failure_density(die_map: np.ndarray, *, size: int) -> np.ndarray:
     A density, not a state: beside a majority-vote map it keeps thin structures such as a one-die-wide
     scratch visible after a large reduction.
     """
-    rows, cols = die_map.shape
-    cell_rows = np.broadcast_to((np.arange(rows) * size // rows)[:, None], die_map.shape)
-    cell_cols = np.broadcast_to((np.arange(cols) * size // cols)[None, :], die_map.shape)
-    failed = np.zeros((size, size))
-    dies = np.zeros((size, size))
-    np.add.at(failed, (cell_rows, cell_cols), die_map == FAILED)
-    np.add.at(dies, (cell_rows, cell_cols), die_map != NO_DIE)
+    counts = _cell_counts(die_map, size=size).astype(np.float64)
+    failed, dies = counts[:, :, FAILED], counts[:, :, GOOD] + counts[:, :, FAILED]
     return np.divide(failed, dies, out=np.zeros_like(failed), where=dies > 0)
