@@ -1,11 +1,14 @@
 """Alignment: bring a preprocessed frame into the reference's coordinates.
 
 Phase correlation gives the subpixel translation of a frame against its golden reference (parts on a
-fixture or stage move by a few pixels between shots). Rotation, pyramids and wafer edge/notch alignment
-join this module with the classical-measurement work.
+fixture or stage move by a few pixels between shots). ``register_rigid`` adds rotation: a pyramid
+correlation search over angles refined by ECC, for boards that sit up to a degree or so off their golden
+template. Wafer edge/notch alignment joins this module with the classical-measurement work.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -52,3 +55,120 @@ def align(frame: Frame, image: np.ndarray, reference: np.ndarray, *, settings: A
     if max(abs(dx), abs(dy)) > settings.max_shift_px:
         raise AlignmentError(f"shift ({dx:.1f}, {dy:.1f}) px exceeds max_shift_px {settings.max_shift_px}")
     return AlignedFrame(frame, translate(image, dx_px=-dx, dy_px=-dy), (dx, dy), 0.0, min(1.0, response))
+
+
+@dataclass(frozen=True)
+class RigidFit:
+    """A rotation + translation that maps image pixel coordinates onto the reference's."""
+
+    matrix: np.ndarray
+    """2x3: reference (x, y) = matrix @ (x, y, 1) of the image."""
+    score: float
+    """Correlation coefficient of the registered pair in [-1, 1] (ECC's, or the coarse search's)."""
+
+    @property
+    def angle_deg(self) -> float:
+        """How far the image is turned against the reference, counter-clockwise on screen (OpenCV's sense)."""
+        return float(np.degrees(np.arctan2(self.matrix[1, 0], self.matrix[0, 0])))
+
+    @property
+    def shift_px(self) -> tuple[float, float]:
+        """The translation part of ``matrix`` (image -> reference), in pixels."""
+        return float(self.matrix[0, 2]), float(self.matrix[1, 2])
+
+
+def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return image.astype(np.float32)
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _coarse_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: float, max_angle_deg: float,
+                  scale: float) -> RigidFit:
+    """Best (angle, shift) by normalised cross-correlation on a 1/8 pyramid level over a grid of angles."""
+    small_image, small_reference = _scaled(image, scale), _scaled(reference, scale)
+    height, width = small_image.shape
+    margin = int(np.ceil(max_shift_px * scale)) + 1
+    centre = (width / 2, height / 2)
+    best = (-2.0, 0.0, 0.0, 0.0)
+    for angle in np.arange(-max_angle_deg, max_angle_deg + 1e-9, 0.5):
+        rotated = cv2.warpAffine(small_reference, cv2.getRotationMatrix2D(centre, float(angle), 1.0), (width, height),
+                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        template = rotated[margin : height - margin, margin : width - margin]
+        if float(template.std()) < 1e-3:
+            continue
+        _, value, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(small_image, template, cv2.TM_CCOEFF_NORMED))
+        if value > best[0]:
+            best = (value, float(angle), (x - margin) / scale, (y - margin) / scale)
+    value, angle, dx, dy = best
+    # The image is the reference rotated by `angle` about the centre, then moved by (dx, dy); invert that.
+    forward = np.vstack([cv2.getRotationMatrix2D((reference.shape[1] / 2, reference.shape[0] / 2), angle, 1.0),
+                         [0.0, 0.0, 1.0]])
+    forward[:2, 2] += (dx, dy)
+    return RigidFit(np.linalg.inv(forward)[:2].astype(np.float32), float(value))
+
+
+# (pyramid scale, ECC iterations, ECC Gaussian smoothing): coarse levels catch tens of pixels and a degree,
+# the half-resolution level reaches subpixel accuracy; full resolution would triple the cost for little gain.
+_ECC_LEVELS = ((0.125, 50, 5), (0.25, 30, 5), (0.5, 10, 5))
+
+
+def register_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: float = 24.0,
+                   max_angle_deg: float = 1.5, min_score: float = 0.5) -> RigidFit:
+    """Register a grey ``image`` to its ``reference`` of the same size: rotation and translation, subpixel.
+
+    A coarse normalised-correlation search over angles on a 1/8 pyramid level starts ECC (enhanced
+    correlation coefficient) maximisation, refined level by level. Raises AlignmentError, naming the reason,
+    for different sizes, a blank image or a pair that does not correlate.
+    """
+    if image.shape != reference.shape or image.ndim != 2:
+        raise AlignmentError(f"image is {'x'.join(map(str, image.shape[::-1]))} px but the reference is "
+                             f"{'x'.join(map(str, reference.shape[::-1]))} px; both must be grey and the same size")
+    if float(reference.std()) < 1.0:
+        # A featureless reference (a bare board) looks the same at every shift: any fit is as good as none.
+        return RigidFit(np.eye(2, 3, dtype=np.float32), 1.0)
+    if float(image.std()) < 1.0:
+        raise AlignmentError(f"the image is blank (grey-level spread {float(image.std()):.2f}) but its reference "
+                             "is not; nothing to register on")
+    fit = _coarse_rigid(image, reference, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg,
+                        scale=_ECC_LEVELS[0][0])
+    warp = fit.matrix.copy()
+    score = fit.score
+    for scale, iterations, smoothing in _ECC_LEVELS:
+        level = warp.copy()
+        level[:, 2] *= scale
+        try:
+            score, level = cv2.findTransformECC(
+                _scaled(image, scale), _scaled(reference, scale), level, cv2.MOTION_EUCLIDEAN,
+                (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 1e-4), None, smoothing)
+        except cv2.error:
+            # ECC gives up on nearly featureless pairs; the coarse search's answer is the best there is.
+            return _checked(fit, min_score=min_score, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg)
+        warp = level.copy()
+        warp[:, 2] /= scale
+    return _checked(RigidFit(warp, float(score)), min_score=min_score, max_shift_px=max_shift_px,
+                    max_angle_deg=max_angle_deg)
+
+
+def _checked(fit: RigidFit, *, min_score: float, max_shift_px: float, max_angle_deg: float) -> RigidFit:
+    if fit.score < min_score:
+        raise AlignmentError(f"the pair cannot be registered: correlation {fit.score:.3f} < min_score {min_score}")
+    # ECC may wander a little past the search range; twice the range means it locked onto something else.
+    if abs(fit.angle_deg) > 2 * max_angle_deg or max(map(abs, fit.shift_px)) > 2 * max_shift_px + 10:
+        raise AlignmentError(f"the pair cannot be registered: the fit ({fit.angle_deg:.2f} deg, shift "
+                             f"{fit.shift_px[0]:.1f}, {fit.shift_px[1]:.1f} px) is outside the search range "
+                             f"(+-{max_angle_deg} deg, +-{max_shift_px} px)")
+    return fit
+
+
+def warp_reference(reference: np.ndarray, fit: RigidFit, *, margin_px: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(reference drawn in the image's coordinates, mask of the pixels it covers, shrunk by ``margin_px``)."""
+    height, width = reference.shape
+    warped = cv2.warpAffine(reference, fit.matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    covered = cv2.warpAffine(np.full((height, width), 255, np.uint8), fit.matrix, (width, height),
+                             flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
+    if margin_px:
+        covered = cv2.erode(covered, np.ones((2 * margin_px + 1,) * 2, np.uint8), borderType=cv2.BORDER_CONSTANT,
+                            borderValue=0)
+    return warped, covered > 0

@@ -73,3 +73,22 @@ def compare_to_golden(aligned: AlignedFrame, band: ToleranceBand, *, settings: I
     found = regions(deviation(aligned.image, band), valid=valid, min_area_px=settings.min_area_px,
                     pixel_size_um=pixel_size_um)
     return Measurements(aligned, found, pixel_size_um)
+
+
+def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.ndarray, band_px: int,
+                       tolerance_grey: float, open_px: int, close_px: int, min_area_px: int,
+                       pixel_size_um: float) -> tuple[Region, ...]:
+    """Candidate defect regions where a registered ``image`` leaves its ``reference``'s tolerance band.
+
+    An opening of ``open_px`` removes the one-pixel slivers that registration leaves along edges; a closing of
+    ``close_px`` joins the pieces of one defect (a mouse-bite's bites, a broken spur) into one region.
+    """
+    deviation_map = deviation(image, tolerance_band(reference, band_px=band_px, tolerance_grey=tolerance_grey))
+    mask = ((deviation_map != 0) & valid).astype(np.uint8)
+    if open_px > 1:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((open_px, open_px), np.uint8))
+    if close_px > 1:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((close_px, close_px), np.uint8))
+    # Pixels the closing added between pieces get a token deviation so they belong to the region.
+    filled = np.where(mask.astype(bool), np.where(deviation_map != 0, deviation_map, np.float32(1e-3)), 0.0)
+    return regions(filled, min_area_px=min_area_px, pixel_size_um=pixel_size_um)
