@@ -73,6 +73,26 @@ class Int8Variant(_Strict):
     int8: dict[str, float]
 
 
+class DetectorSettings(_Strict):
+    """How candidates are made, cropped and boxed for a golden-template detector (PCB): the classifier was
+    trained on exactly these candidates, so the settings travel with it."""
+
+    band_px: int = Field(..., ge=0)
+    tolerance_grey: float = Field(..., ge=0)
+    open_px: int = Field(..., ge=0)
+    close_px: int = Field(..., ge=0)
+    min_area_px: int = Field(..., ge=1)
+    crop_context: float = Field(..., ge=1.0)
+    """A crop is a square of side crop_context x the candidate box's longer side (at least crop_min_side_px)."""
+    crop_min_side_px: int = Field(..., ge=8)
+    box_growth: dict[str, tuple[float, float]]
+    """Per defect class: reported side = a x candidate side + b px (fitted to the annotators' boxes)."""
+    nms_iou: float = Field(..., gt=0, le=1)
+    min_score: float = Field(..., ge=0, le=1)
+    """A candidate is reported when its most likely defect class has at least this probability."""
+    fitted_on: str
+
+
 class ModelCard(_Strict):
     format: Literal["wafer-inspect-model/1"] = CARD_FORMAT
     task: str
@@ -94,6 +114,7 @@ class ModelCard(_Strict):
     torch_weights: str | None = None
     """The network's state dict beside the ONNX file, for retraining and eager benchmarks; the line never reads it."""
     int8: Int8Variant | None = None
+    detector: DetectorSettings | None = None
 
     @property
     def good_index(self) -> int | None:

@@ -1,0 +1,125 @@
+"""Detection geometry on numpy arrays: candidate crops, box refinement, NMS and the DeepPCB detection metric.
+
+Boxes are float arrays N x 4 of (x1, y1, x2, y2) in pixels. The metric is the official DeepPCB one: a
+detection matches an unmatched ground-truth box of the same class at IoU > 0.33, detections taken in
+falling score order; average precision is the area under the all-points interpolated precision-recall curve
+(the VOC 2010 rule), mAP its mean over classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from inspection.classify.card import DetectorSettings
+
+MATCH_IOU = 0.33
+
+
+def iou_matrix(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``boxes`` (N x 4) with every box in ``others`` (M x 4): N x M."""
+    boxes, others = np.asarray(boxes, float).reshape(-1, 4), np.asarray(others, float).reshape(-1, 4)
+    left = np.maximum(boxes[:, None, 0], others[None, :, 0])
+    top = np.maximum(boxes[:, None, 1], others[None, :, 1])
+    right = np.minimum(boxes[:, None, 2], others[None, :, 2])
+    bottom = np.minimum(boxes[:, None, 3], others[None, :, 3])
+    overlap = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    area_other = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    union = area[:, None] + area_other[None, :] - overlap
+    return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+
+
+def crop_squares(boxes: np.ndarray, *, size: tuple[int, int], context: float, min_side_px: int) -> np.ndarray:
+    """Square crops (N x 4, integer xyxy) centred on each box, side = context x its longer side, inside the image."""
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    height, width = size
+    longer = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    side = np.minimum(np.maximum(min_side_px, np.round(context * longer)), min(height, width)).astype(int)
+    centre_x = ((boxes[:, 0] + boxes[:, 2]) / 2).astype(int)
+    centre_y = ((boxes[:, 1] + boxes[:, 3]) / 2).astype(int)
+    left = np.clip(centre_x - side // 2, 0, width - side)
+    top = np.clip(centre_y - side // 2, 0, height - side)
+    return np.stack([left, top, left + side, top + side], axis=1)
+
+
+def refine_boxes(boxes: np.ndarray, kinds: list[str], *, settings: DetectorSettings,
+                 size: tuple[int, int]) -> np.ndarray:
+    """Candidate boxes grown to the reported size of their class (``settings.box_growth``), kept in the image."""
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    refined = boxes.copy()
+    for index, kind in enumerate(kinds):
+        scale, offset_px = settings.box_growth[kind]
+        centre_x, centre_y = (boxes[index, 0] + boxes[index, 2]) / 2, (boxes[index, 1] + boxes[index, 3]) / 2
+        half_width = (scale * (boxes[index, 2] - boxes[index, 0]) + offset_px) / 2
+        half_height = (scale * (boxes[index, 3] - boxes[index, 1]) + offset_px) / 2
+        refined[index] = (centre_x - half_width, centre_y - half_height, centre_x + half_width, centre_y + half_height)
+    refined[:, [0, 2]] = refined[:, [0, 2]].clip(0, size[1])
+    refined[:, [1, 3]] = refined[:, [1, 3]].clip(0, size[0])
+    return refined
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float) -> np.ndarray:
+    """Indices of the boxes kept by greedy non-maximum suppression, highest score first."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    overlaps = iou_matrix(boxes, boxes)
+    kept: list[int] = []
+    suppressed = np.zeros(len(order), bool)
+    for index in order:
+        if suppressed[index]:
+            continue
+        kept.append(int(index))
+        suppressed |= overlaps[index] > iou_threshold
+    return np.array(kept, dtype=int)
+
+
+def match_detections(boxes: np.ndarray, kinds: list[str], scores: np.ndarray, truth_boxes: np.ndarray,
+                     truth_kinds: list[str]) -> np.ndarray:
+    """Per detection, whether it is a true positive under the DeepPCB rule (one image)."""
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    hit = np.zeros(len(boxes), bool)
+    taken = np.zeros(len(truth_kinds), bool)
+    overlaps = iou_matrix(boxes, truth_boxes)
+    same_kind = np.array([[kind == truth for truth in truth_kinds] for kind in kinds], bool).reshape(overlaps.shape)
+    for index in np.argsort(-np.asarray(scores), kind="stable"):
+        candidates = np.where(same_kind[index] & ~taken, overlaps[index], 0.0)
+        if candidates.size and candidates.max() > MATCH_IOU:
+            best = int(candidates.argmax())
+            taken[best] = True
+            hit[index] = True
+    return hit
+
+
+def average_precision(scores: np.ndarray, hits: np.ndarray, *, n_truth: int) -> float:
+    """Area under the all-points interpolated precision-recall curve of one class."""
+    if n_truth == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    true_positives = np.cumsum(hits[order])
+    recall = np.concatenate([[0.0], true_positives / n_truth, [true_positives[-1] / n_truth if len(order) else 0.0]])
+    precision = np.concatenate([[1.0], true_positives / np.arange(1, len(order) + 1), [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum((recall[1:] - recall[:-1]) * precision[1:]))
+
+
+def detection_report(detections: list[tuple[str, float, bool]], truth_counts: dict[str, int],
+                     *, class_names: list[str]) -> dict[str, Any]:
+    """Precision, recall, F-score, mAP and per-class AP from (class, score, matched) of every detection."""
+    true_positives = sum(hit for _, _, hit in detections)
+    n_truth = sum(truth_counts.values())
+    precision = true_positives / len(detections) if detections else 0.0
+    recall = true_positives / n_truth if n_truth else 0.0
+    f_score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    per_class_ap = {}
+    for name in class_names:
+        mine = [(score, hit) for kind, score, hit in detections if kind == name]
+        scores = np.array([score for score, _ in mine], float)
+        hits = np.array([hit for _, hit in mine], bool)
+        per_class_ap[name] = round(average_precision(scores, hits, n_truth=truth_counts.get(name, 0)), 5)
+    valid = [ap for ap in per_class_ap.values() if not np.isnan(ap)]
+    return {
+        "precision": round(precision, 5), "recall": round(recall, 5), "f_score": round(f_score, 5),
+        "map": round(float(np.mean(valid)), 5) if valid else 0.0, "per_class_ap": per_class_ap,
+        "detections": len(detections), "true_positives": int(true_positives), "ground_truth": n_truth,
+    }

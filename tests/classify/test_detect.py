@@ -1,0 +1,60 @@
+"""Detection geometry and the DeepPCB metric on hand-checked cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspection.classify.detect import (
+    average_precision,
+    crop_squares,
+    detection_report,
+    iou_matrix,
+    match_detections,
+    nms,
+    refine_boxes,
+)
+from inspection.pcb import CANDIDATE_SETTINGS
+
+
+def test_iou_of_known_boxes() -> None:
+    iou = iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]))
+    assert iou.shape == (1, 3) and iou[0].tolist() == pytest.approx([1.0, 50 / 150, 0.0])
+
+
+def test_matching_follows_the_deeppcb_rule() -> None:
+    truth = np.array([[0, 0, 10, 10], [100, 100, 120, 120]], float)
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [100, 100, 120, 120], [4, 0, 14, 10]], float)
+    # The best-scoring duplicate takes the box; the second one is a false positive; a wrong type never matches;
+    # IoU must exceed 0.33 (box 4 overlaps 60/140 = 0.43 but the box is already taken).
+    hits = match_detections(boxes, ["open", "open", "short", "open"], np.array([0.9, 0.95, 0.8, 0.5]),
+                            truth, ["open", "spur"])
+    assert hits.tolist() == [False, True, False, False]
+    hits = match_detections(np.array([[6, 0, 16, 10]], float), ["open"], np.array([0.9]), truth, ["open", "spur"])
+    assert hits.tolist() == [False]  # IoU 40/160 = 0.25
+
+
+def test_average_precision_and_report() -> None:
+    # Ranked hits: TP, FP, TP with 3 ground-truth boxes -> precision envelope 1, 2/3: AP = 1/3 + 2/3 * 1/3.
+    assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([True, False, True]), n_truth=3) == pytest.approx(
+        1 / 3 + 2 / 9)
+    assert average_precision(np.array([]), np.array([], bool), n_truth=2) == 0.0
+    report = detection_report([("open", 0.9, True), ("open", 0.8, False), ("short", 0.7, True)],
+                              {"open": 1, "short": 2}, class_names=["open", "short"])
+    assert report["precision"] == pytest.approx(2 / 3, abs=1e-4) and report["recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert report["per_class_ap"] == {"open": 1.0, "short": 0.5} and report["map"] == 0.75
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], float)
+    assert nms(boxes, np.array([0.5, 0.9, 0.7]), iou_threshold=0.3).tolist() == [1, 2]
+
+
+def test_crops_stay_square_and_inside_and_boxes_grow_by_class() -> None:
+    squares = crop_squares(np.array([[0, 0, 4, 4], [600, 600, 640, 630]], float), size=(640, 640), context=1.5,
+                           min_side_px=32)
+    assert squares.tolist() == [[0, 0, 32, 32], [580, 580, 640, 640]]
+    settings = CANDIDATE_SETTINGS.model_copy(update={"box_growth": {"open": (2.0, 10.0), "spur": (1.0, 0.0)}})
+    grown = refine_boxes(np.array([[100, 100, 110, 120], [0, 0, 10, 10]], float), ["open", "spur"],
+                         settings=settings, size=(640, 640))
+    assert grown.tolist() == [[90, 85, 120, 135], [0, 0, 10, 10]]
