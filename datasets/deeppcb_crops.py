@@ -1,108 +1,108 @@
-"""Build a labelled patch folder from DeepPCB: crops around each ground-truth defect plus defect-free crops.
+"""Build the PCB candidate classifier's labelled folder from DeepPCB, with the pipeline's own candidates.
 
-    python datasets/deeppcb_crops.py ../shared/data/deeppcb OUT [--test-groups 13000,44000] [--seed 0]
+    python datasets/deeppcb_crops.py ../shared/data/deeppcb OUT [--test-groups 13000,44000]
 
-writes ``OUT/train/<class>/*.png`` and ``OUT/test/<class>/*.png`` with the classes open, short, mousebite,
-spur, copper, pin-hole and good. Whole board groups go to ``test`` so a model is measured on boards it
-never saw (``inspect train OUT --out ...`` trains on ``train`` with a stratified validation split;
-``inspect eval MODEL OUT/test`` measures it). Each defect crop is a square around its box with context
-(side = 1.5 x the box's longer side, at least 32 px), taken from the board under test and converted to
-grey (62 DeepPCB JPEGs are RGB with identical channels). Defect-free crops have the sizes of the defect
-crops and touch no ground-truth box.
+For every pair of ``trainval.txt`` the template is registered onto the test board and the regions that leave
+its tolerance band become candidates (``inspection.pcb.find_candidates``, the line's code). A candidate whose
+centre lies in an annotated box takes that box's type (open, short, mousebite, spur, copper, pin-hole), any
+other candidate is a false alarm ("good"). Each crop is 3-channel: test, registered template, |difference|.
+Whole board groups go to ``test`` so the model is measured on boards it never saw.
+
+Writes ``OUT/train/<class>/*.png``, ``OUT/test/<class>/*.png``, ``OUT/detector.json`` (the candidate settings
+with the box growth fitted on the training groups: annotated side ~ a x candidate side + b, per type), and
+``OUT/train.txt`` / ``OUT/test.txt`` (the pair lists of each split, for ``inspect pcb eval``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from inspection.acquire import read_image
-from inspection.preprocess import to_gray
+from inspection.acquire.deeppcb import DEEPPCB_TYPES, read_pair_list
+from inspection.classify.detect import iou_matrix
+from inspection.pcb import CANDIDATE_SETTINGS, candidate_crops, find_candidates, grey_pair
 from inspection.progress import progress
 from inspection.report import save_png
 
-TYPES = {1: "open", 2: "short", 3: "mousebite", 4: "spur", 5: "copper", 6: "pin-hole"}
-CONTEXT = 1.5
-MIN_SIDE_PX = 32
+
+def label_candidates(boxes: np.ndarray, truth_boxes: np.ndarray, truth_kinds: tuple[str, ...]) -> list[int | None]:
+    """Per candidate, the index of the annotated box holding its centre (the best-overlapping one), or None."""
+    centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    inside = ((centre_x[:, None] >= truth_boxes[None, :, 0]) & (centre_x[:, None] <= truth_boxes[None, :, 2])
+              & (centre_y[:, None] >= truth_boxes[None, :, 1]) & (centre_y[:, None] <= truth_boxes[None, :, 3]))
+    overlaps = np.where(inside, iou_matrix(boxes, truth_boxes), -1.0)
+    return [int(row.argmax()) if row.max() >= 0 else None for row in overlaps.reshape(len(boxes), -1)]
 
 
-def read_pairs(root: Path) -> list[tuple[str, Path, np.ndarray]]:
-    """(group, test image, boxes N x 5 [x1 y1 x2 y2 type]) for each line of trainval.txt."""
-    pairs = []
-    for line in (root / "trainval.txt").read_text().split("\n"):
-        if not line.strip():
-            continue
-        image_name, annotation_name = line.split()
-        image = root / image_name.replace(".jpg", "_test.jpg")
-        boxes = np.loadtxt(root / annotation_name, dtype=np.int64, ndmin=2)
-        if boxes.shape[1] != 5:
-            raise ValueError(
-                f"{root / annotation_name}: expected 'x1 y1 x2 y2 type' lines, got {boxes.shape[1]} fields"
-            )
-        pairs.append((image_name.split("/")[0].removeprefix("group"), image, boxes))
-    return pairs
-
-
-def square(box: np.ndarray, *, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The context square around a box, shifted to lie inside the image."""
-    x1, y1, x2, y2 = (int(v) for v in box[:4])
-    side = min(max(MIN_SIDE_PX, round(CONTEXT * max(x2 - x1, y2 - y1))), min(size))
-    cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
-    left = min(max(0, cx - side // 2), size[1] - side)
-    top = min(max(0, cy - side // 2), size[0] - side)
-    return left, top, left + side, top + side
-
-
-def defect_free_crops(boxes: np.ndarray, sides: list[int], *, size: tuple[int, int], count: int,
-                      rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
-    crops: list[tuple[int, int, int, int]] = []
-    for _ in range(50 * count):
-        if len(crops) == count:
-            break
-        side = int(rng.choice(sides))
-        left, top = int(rng.integers(0, size[1] - side)), int(rng.integers(0, size[0] - side))
-        touches = ((boxes[:, 0] < left + side) & (boxes[:, 2] > left) & (boxes[:, 1] < top + side)
-                   & (boxes[:, 3] > top)).any()
-        if not touches:
-            crops.append((left, top, left + side, top + side))
-    return crops
+def fit_growth(sides: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[float, float]]:
+    """Least-squares (a, b) of annotated side = a x candidate side + b, per defect type."""
+    growth = {}
+    for kind in DEEPPCB_TYPES:
+        pairs = np.array(sides[kind], float).reshape(-1, 2)
+        if len(pairs) < 10:
+            sys.exit(f"only {len(pairs)} matched candidates of type {kind}: too few to fit its box growth")
+        design = np.c_[pairs[:, 0], np.ones(len(pairs))]
+        scale, offset = np.linalg.lstsq(design, pairs[:, 1], rcond=None)[0]
+        growth[kind] = (round(float(scale), 4), round(float(offset), 3))
+    return growth
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the DeepPCB folder holding trainval.txt")
     parser.add_argument("out", type=Path)
+    parser.add_argument("--list", default="trainval.txt", help="pair list inside ROOT (default trainval.txt)")
     parser.add_argument("--test-groups", default="13000,44000", help="board groups held out as test")
-    parser.add_argument("--good-per-image", type=int, default=3, help="defect-free crops per board")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     test_groups = set(args.test_groups.split(","))
-    pairs = read_pairs(args.root)
-    unknown = test_groups - {group for group, _, _ in pairs}
+    pairs = read_pair_list(args.root, args.list)
+    unknown = test_groups - {pair.group for pair in pairs}
     if unknown:
-        sys.exit(f"--test-groups: no such group(s) {', '.join(sorted(unknown))} in {args.root / 'trainval.txt'}")
-    rng = np.random.default_rng(args.seed)
+        sys.exit(f"--test-groups: no such group(s) {', '.join(sorted(unknown))} in {args.root / args.list}")
     counts: Counter[str] = Counter()
-    for group, path, boxes in progress(pairs, total=len(pairs), label="cropping"):
-        image, layout, _ = read_image(path)
-        grey = to_gray(image, layout=layout)
-        split = "test" if group in test_groups else "train"
-        squares = [square(box, size=grey.shape) for box in boxes]
-        for index, (box, (x0, y0, x1, y1)) in enumerate(zip(boxes, squares, strict=True)):
-            kind = TYPES[int(box[4])]
-            save_png(args.out / split / kind / f"{path.stem}_{index:02d}.png", grey[y0:y1, x0:x1])
+    matched: Counter[str] = Counter()
+    sides: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    lists: dict[str, list[str]] = defaultdict(list)
+    list_lines = [line for line in (args.root / args.list).read_text().splitlines() if line.strip()]
+    for pair, line in progress(zip(pairs, list_lines, strict=True), total=len(pairs), label="candidates"):
+        split = "test" if pair.group in test_groups else "train"
+        lists[split].append(line)
+        test, template = grey_pair(read_image(pair.test_path)[0], read_image(pair.template_path)[0],
+                                   test_name=str(pair.test_path), template_name=str(pair.template_path))
+        candidates = find_candidates(test, template, settings=CANDIDATE_SETTINGS)
+        boxes = candidates.boxes
+        labels = label_candidates(boxes, pair.boxes, pair.kinds) if len(boxes) else []
+        stem = Path(pair.name).name
+        for index, (crop, truth) in enumerate(zip(candidate_crops(candidates, settings=CANDIDATE_SETTINGS), labels,
+                                                  strict=True)):
+            kind = "good" if truth is None else pair.kinds[truth]
+            save_png(args.out / split / kind / f"{stem}_{index:02d}.png", crop)
             counts[f"{split}/{kind}"] += 1
-        sides = [x1 - x0 for x0, _, x1, _ in squares]
-        for index, (x0, y0, x1, y1) in enumerate(
-                defect_free_crops(boxes, sides, size=grey.shape, count=args.good_per_image, rng=rng)):
-            save_png(args.out / split / "good" / f"{path.stem}_{index:02d}.png", grey[y0:y1, x0:x1])
-            counts[f"{split}/good"] += 1
+            if truth is not None and split == "train":
+                width, height = boxes[index, 2] - boxes[index, 0], boxes[index, 3] - boxes[index, 1]
+                truth_box = pair.boxes[truth]
+                sides[kind] += [(width, truth_box[2] - truth_box[0]), (height, truth_box[3] - truth_box[1])]
+        matched[split] += len({label for label in labels if label is not None})
+        counts[f"{split}/annotated"] += len(pair.kinds)
+    settings = CANDIDATE_SETTINGS.model_copy(update={
+        "box_growth": fit_growth(sides),
+        "fitted_on": f"{args.root / args.list} without groups {','.join(sorted(test_groups))}",
+    })
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "detector.json").write_text(json.dumps(settings.model_dump(), indent=2) + "\n")
+    for split, lines in lists.items():
+        (args.out / f"{split}.txt").write_text("\n".join(lines) + "\n")
     for key in sorted(counts):
         print(f"{key:<20} {counts[key]:>6}")
+    for split in sorted(matched):
+        print(f"{split}: candidates cover {matched[split]} of {counts[f'{split}/annotated']} annotated defects "
+              f"({matched[split] / counts[f'{split}/annotated']:.2%})")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def test_data_flows_one_way_and_torch_stays_in_train() -> None:
 
 
 def test_inference_path_does_not_import_torch() -> None:
-    code = "import sys, inspection.cli, inspection.pipeline, inspection.classify; print('torch' in sys.modules)"
+    code = ("import sys, inspection.cli, inspection.pipeline, inspection.classify, inspection.pcb; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

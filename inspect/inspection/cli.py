@@ -18,13 +18,16 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import ValidationError
 
-from inspection.acquire import SCHEMES, CameraError, open_camera
-from inspection.classify import Classifier, ModelCard, evaluate_folder
+from inspection.acquire import SCHEMES, CameraError, open_camera, read_image
+from inspection.classify import Classifier, ModelCard, SessionSettings, evaluate_folder
+from inspection.classify.card import DetectorSettings
 from inspection.pipeline import Inspector, LineStats, run_line, teach_reference
+from inspection.preprocess import to_gray
 from inspection.progress import progress
 from inspection.recipe import BUNDLED_RECIPES, load_recipe
-from inspection.report import ResultStore, draw_wafer_map, read_results, save_png
+from inspection.report import ResultStore, draw_boxes, draw_wafer_map, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
 from inspection.synthetic import DIE_CLASSES, render_die
 from inspection.types import InspectionError, Verdict
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DB = Path("results/inspect.db")
 DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v2")
+DEFAULT_PCB_MODEL = Path("models/pcb-patchnet-v1")
 # The names only: importing inspection.train here would load torch for every command.
 TRAIN_ARCHITECTURES = ("patchnet", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 
@@ -196,8 +200,75 @@ def cmd_export(args: argparse.Namespace) -> int:
             numbers = getattr(variant, precision)
             print(f"  {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()), file=sys.stderr)
         return 0
-    card = train_package.export_model(args.model, opset=args.opset)
+    card = train_package.export_model(args.model, opset=args.opset, detector=_detector_settings(args.detector))
     _print_card_summary(card, args.model)
+    return 0
+
+
+def _detector_settings(path: Path | None) -> DetectorSettings | None:
+    if path is None:
+        return None
+    try:
+        return DetectorSettings.model_validate_json(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"--detector {path}: cannot be read ({exc.strerror})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"--detector {path}: invalid detector settings: {problems}") from None
+
+
+def _read_grey(path: Path) -> np.ndarray:
+    image, layout, _ = read_image(path)
+    return to_gray(image, layout=layout)
+
+
+def cmd_pcb_inspect(args: argparse.Namespace) -> int:
+    from inspection.pcb import PcbInspector
+
+    inspector = PcbInspector(args.model, device=args.device, min_score=args.min_score)
+    test = _read_grey(args.test)
+    result = inspector.inspect(test, _read_grey(args.template), test_name=str(args.test),
+                               template_name=str(args.template))
+    detections = [{"kind": d.kind, "score": round(d.score, 4), "box_xyxy_px": [round(v, 1) for v in box],
+                   "area_px": d.region.area_px} for d, box in zip(result.detections, result.boxes, strict=True)]
+    if args.out:
+        save_png(args.out, draw_boxes(test, result.boxes, [f"{d.kind} {d.score:.2f}" for d in result.detections],
+                                      title=f"{args.test.name}: {len(detections)} defects"))
+    if args.json:
+        print(json.dumps({"test": str(args.test), "template": str(args.template), "detections": detections,
+                          "angle_deg": round(result.fit.angle_deg, 3),
+                          "shift_px": [round(v, 2) for v in result.fit.shift_px],
+                          "registration_score": round(result.fit.score, 4), "candidates": result.candidates}))
+        return 0
+    print(f"{args.test}: {len(detections)} defects ({result.candidates} candidates; registered at "
+          f"{result.fit.angle_deg:.2f} deg, shift {result.fit.shift_px[0]:.1f}, {result.fit.shift_px[1]:.1f} px, "
+          f"correlation {result.fit.score:.3f})")
+    for d in detections:
+        x0, y0, x1, y1 = d["box_xyxy_px"]
+        print(f"  {d['kind']:<10} {d['score']:.3f}  ({x0:.0f}, {y0:.0f}) - ({x1:.0f}, {y1:.0f})")
+    return 0
+
+
+def cmd_pcb_eval(args: argparse.Namespace) -> int:
+    from inspection.acquire.deeppcb import read_pair_list
+    from inspection.pcb import PcbInspector, evaluate_pairs
+
+    inspector = PcbInspector(args.model, device=args.device, min_score=args.min_score,
+                             settings=SessionSettings(intra_op_threads=1))
+    pairs = read_pair_list(args.root, args.list)
+    report = evaluate_pairs(inspector, pairs, workers=args.workers, max_shift_px=args.shift_px,
+                            max_angle_deg=args.rotate_deg, seed=args.seed)
+    report = {"model": str(args.model), "list": str(args.list), **report}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['model']} on {report['pairs']} pairs of {args.list}"
+          + (f" moved up to +-{args.shift_px} px, +-{args.rotate_deg} deg" if args.shift_px or args.rotate_deg else ""))
+    print(f"precision {report['precision']:.4f}  recall {report['recall']:.4f}  F-score {report['f_score']:.4f}  "
+          f"mAP {report['map']:.4f}  {report['images_per_s']:.1f} pairs/s ({args.workers} workers)")
+    print("AP per class: " + ", ".join(f"{k} {v:.4f}" for k, v in report["per_class_ap"].items()))
+    for failure in report["failed"]:
+        print(f"  failed: {failure}", file=sys.stderr)
     return 0
 
 
@@ -420,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calib", type=Path, metavar="FOLDER", help="labelled images to calibrate INT8 on")
     export.add_argument("--eval", type=Path, metavar="FOLDER", help="labelled images to compare FP32 and INT8 on "
                         "(default: the calibration folder)")
+    export.add_argument("--detector", type=Path, metavar="JSON", help="golden-template detector settings to put "
+                        "in the card (PCB models; written by datasets/deeppcb_crops.py)")
     export.set_defaults(handler=cmd_export)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on a labelled folder with the line's ONNX code")
@@ -494,6 +567,28 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--since", metavar="ISO", help="only results acquired at or after this time (UTC if naive)")
     results.add_argument("--run", type=int, metavar="ID", help="only results of this run")
     results.set_defaults(handler=cmd_results)
+
+    pcb = commands.add_parser("pcb", help="PCB inspection against a golden template (DeepPCB types)")
+    pcb_commands = pcb.add_subparsers(dest="pcb_command", required=True, metavar="COMMAND")
+    pcb_inspect = pcb_commands.add_parser("inspect", help="defect boxes with type and score for one board")
+    pcb_inspect.add_argument("test", type=Path, help="image of the board under test")
+    pcb_inspect.add_argument("--template", type=Path, required=True, help="image of the defect-free golden board")
+    pcb_inspect.add_argument("--out", type=Path, metavar="PNG", help="draw the boxes on the test image")
+    pcb_inspect.add_argument("--json", action="store_true")
+    pcb_eval = pcb_commands.add_parser("eval", help="DeepPCB metric (IoU > 0.33, same type) on a pair list")
+    pcb_eval.add_argument("root", type=Path, help="folder the list's paths are relative to")
+    pcb_eval.add_argument("--list", type=Path, required=True, help="pairs, one 'IMAGE.jpg ANNOTATION.txt' a line")
+    pcb_eval.add_argument("--json", action="store_true")
+    pcb_eval.add_argument("--workers", type=int, default=2, help="pairs inspected in parallel (default 2)")
+    pcb_eval.add_argument("--shift-px", type=float, default=0.0, help="move each test image by up to this much")
+    pcb_eval.add_argument("--rotate-deg", type=float, default=0.0, help="turn each test image by up to this much")
+    pcb_eval.add_argument("--seed", type=int, default=0, help="seed of the moves")
+    for sub in (pcb_inspect, pcb_eval):
+        sub.add_argument("--model", type=Path, default=DEFAULT_PCB_MODEL,
+                         help=f"PCB model folder (default {DEFAULT_PCB_MODEL})")
+        sub.add_argument("--min-score", type=float, help="report defects at least this likely (default: the card's)")
+        sub.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu")
+        sub.set_defaults(handler=cmd_pcb_inspect if sub is pcb_inspect else cmd_pcb_eval)
     return parser
 
 

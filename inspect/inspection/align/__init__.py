@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 
 from inspection.recipe import AlignSettings
-from inspection.types import AlignedFrame, Frame
+from inspection.types import AlignedFrame, Frame, InspectionError
 
 
-class AlignmentError(ValueError):
+class AlignmentError(InspectionError, ValueError):
     """The frame could not be registered to its reference; the message says why."""
 
 
@@ -110,7 +110,7 @@ def _coarse_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: flo
 
 # (pyramid scale, ECC iterations, ECC Gaussian smoothing): coarse levels catch tens of pixels and a degree,
 # the half-resolution level reaches subpixel accuracy; full resolution would triple the cost for little gain.
-_ECC_LEVELS = ((0.125, 50, 5), (0.25, 30, 5), (0.5, 10, 5))
+_ECC_LEVELS = ((0.125, 50, 5), (0.25, 30, 5), (0.5, 4, 5))
 
 
 def register_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: float = 24.0,
@@ -134,6 +134,7 @@ def register_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: fl
                         scale=_ECC_LEVELS[0][0])
     warp = fit.matrix.copy()
     score = fit.score
+    centre = np.array([image.shape[1] / 2, image.shape[0] / 2])
     for scale, iterations, smoothing in _ECC_LEVELS:
         level = warp.copy()
         level[:, 2] *= scale
@@ -143,21 +144,26 @@ def register_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: fl
                 (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, 1e-4), None, smoothing)
         except cv2.error:
             # ECC gives up on nearly featureless pairs; the coarse search's answer is the best there is.
-            return _checked(fit, min_score=min_score, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg)
+            return _checked(fit, min_score=min_score)
         warp = level.copy()
         warp[:, 2] /= scale
-    return _checked(RigidFit(warp, float(score)), min_score=min_score, max_shift_px=max_shift_px,
-                    max_angle_deg=max_angle_deg)
+    refined = RigidFit(warp, float(score))
+    if not _within(refined, centre=centre, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg):
+        # ECC can slide along periodic structure (parallel tracks) to a far, equally good fit; the coarse
+        # search stayed within the range.
+        refined = fit
+    return _checked(refined, min_score=min_score)
 
 
-def _checked(fit: RigidFit, *, min_score: float, max_shift_px: float, max_angle_deg: float) -> RigidFit:
+def _within(fit: RigidFit, *, centre: np.ndarray, max_shift_px: float, max_angle_deg: float) -> bool:
+    """Whether the fit turns and moves the image centre no further than the search range (with some slack)."""
+    centre_shift_px = fit.matrix[:, :2].astype(float) @ centre + fit.matrix[:, 2] - centre
+    return abs(fit.angle_deg) <= 1.5 * max_angle_deg and float(np.abs(centre_shift_px).max()) <= 1.5 * max_shift_px
+
+
+def _checked(fit: RigidFit, *, min_score: float) -> RigidFit:
     if fit.score < min_score:
         raise AlignmentError(f"the pair cannot be registered: correlation {fit.score:.3f} < min_score {min_score}")
-    # ECC may wander a little past the search range; twice the range means it locked onto something else.
-    if abs(fit.angle_deg) > 2 * max_angle_deg or max(map(abs, fit.shift_px)) > 2 * max_shift_px + 10:
-        raise AlignmentError(f"the pair cannot be registered: the fit ({fit.angle_deg:.2f} deg, shift "
-                             f"{fit.shift_px[0]:.1f}, {fit.shift_px[1]:.1f} px) is outside the search range "
-                             f"(+-{max_angle_deg} deg, +-{max_shift_px} px)")
     return fit
 
 

@@ -82,6 +82,9 @@ class DetectorSettings(_Strict):
     open_px: int = Field(..., ge=0)
     close_px: int = Field(..., ge=0)
     min_area_px: int = Field(..., ge=1)
+    edge_margin_px: int = Field(10, ge=0)
+    """Candidates are sought this far inside the part of the image the registered template covers: along that
+    edge, interpolation and a cut-off field of view make differences that are not defects."""
     crop_context: float = Field(..., ge=1.0)
     """A crop is a square of side crop_context x the candidate box's longer side (at least crop_min_side_px)."""
     crop_min_side_px: int = Field(..., ge=8)

@@ -1,11 +1,19 @@
 """Reporting: the only stage that writes results (SQLite store, pictures, exports)."""
 
-from inspection.report.pictures import draw_confusion, draw_curves, draw_detections, draw_wafer_map, save_png
+from inspection.report.pictures import (
+    draw_boxes,
+    draw_confusion,
+    draw_curves,
+    draw_detections,
+    draw_wafer_map,
+    save_png,
+)
 from inspection.report.store import ResultStore, StoreError, read_events, read_results
 
 __all__ = [
     "ResultStore",
     "StoreError",
+    "draw_boxes",
     "draw_confusion",
     "draw_curves",
     "draw_detections",

@@ -30,6 +30,19 @@ def draw_detections(image: np.ndarray, detections: tuple[Detection, ...], *, ver
     return picture
 
 
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: list[str], *, title: str) -> np.ndarray:
+    """An 8-bit BGR copy of the grey ``image`` with each box (float xyxy px) outlined and labelled."""
+    picture = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    colour = _COLOURS_BGR[Verdict.FAIL]
+    for (x0, y0, x1, y1), label in zip(np.asarray(boxes).reshape(-1, 4).round().astype(int), labels, strict=True):
+        cv2.rectangle(picture, (int(x0), int(y0)), (int(x1), int(y1)), colour, 2)
+        cv2.putText(picture, label, (int(x0), max(30, int(y0) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1,
+                    cv2.LINE_AA)
+    cv2.rectangle(picture, (0, 0), (picture.shape[1], 18), (0, 0, 0), -1)
+    cv2.putText(picture, title, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    return picture
+
+
 def save_png(path: str | Path, picture: np.ndarray) -> Path:
     """Write ``picture`` to ``path`` via a temporary file, so a reader never sees half a PNG."""
     path = Path(path)

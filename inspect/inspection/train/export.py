@@ -15,7 +15,17 @@ from torch import nn
 
 from inspection.acquire.labelled import LabelledImages, list_labelled_folder
 from inspection.classify import Classifier, evaluate_folder
-from inspection.classify.card import InputSpec, Int8Variant, ModelCard, Normalisation, Parity, Thresholds, sha256_of
+from inspection.classify.card import (
+    DetectorSettings,
+    InputSpec,
+    Int8Variant,
+    ModelCard,
+    Normalisation,
+    Parity,
+    Thresholds,
+    read_card,
+    sha256_of,
+)
 from inspection.classify.metrics import classification_report, confusion_matrix, operating_point
 from inspection.classify.prepare import normalise
 from inspection.report import draw_confusion, draw_curves, save_png
@@ -80,8 +90,11 @@ def _batched_probabilities(model: nn.Module, session: ort.InferenceSession, batc
     return np.concatenate(torch_out), np.concatenate(onnx_out)
 
 
-def export_model(model_dir: Path, *, opset: int = OPSET) -> ModelCard:
+def export_model(model_dir: Path, *, opset: int = OPSET, detector: DetectorSettings | None = None) -> ModelCard:
     """Write ``model.onnx`` and ``model.json`` (+ confusion and curve pictures) from ``model_dir/best.pt``.
+
+    ``detector`` puts a golden-template detector's settings into the card (PCB models); without it, a
+    re-export keeps the detector section the folder's card already has.
 
     Validation metrics and the operating point are computed from the ONNX Runtime outputs, the numbers
     the line will see. Raises ExportError if ONNX Runtime and torch disagree beyond the tolerance.
@@ -95,6 +108,8 @@ def export_model(model_dir: Path, *, opset: int = OPSET) -> ModelCard:
         reason = str(exc).splitlines()[0]
         raise ExportError(f"{source}: not a checkpoint written by `inspect train` ({reason})") from None
     base = checkpoint["card"]
+    if detector is None and (model_dir / "model.json").is_file():
+        detector = read_card(model_dir)[0].detector
     spec, normalisation = InputSpec(**base["input"]), Normalisation(**base["normalisation"])
     network = build_model(base["arch"], n_classes=len(base["class_names"]), in_channels=spec.channels)
     network.load_state_dict(checkpoint["model"])
@@ -140,7 +155,7 @@ def export_model(model_dir: Path, *, opset: int = OPSET) -> ModelCard:
         metrics=metrics,
         parity=Parity(samples=len(batch), max_abs_diff=max_abs_diff, argmax_agreement=agreement,
                       tolerance=PARITY_TOLERANCE),
-        flops_per_image=count_flops(network, spec), torch_weights=WEIGHTS_FILE,
+        flops_per_image=count_flops(network, spec), torch_weights=WEIGHTS_FILE, detector=detector,
     )
     card.write(model_dir)
     Classifier(model_dir)  # the line's loader accepts it: sha256, input name and shape, dynamic batch

@@ -1,0 +1,209 @@
+"""PCB inspection against a golden template (wiring): register, difference, classify candidates, box, NMS.
+
+The classical stages find where the board under test differs from its template; the CNN names each candidate
+(open, short, mousebite, spur, copper, pin-hole) or rejects it as a false alarm ("good"). The model card's
+``detector`` section holds the candidate settings the classifier was trained on and the box growth fitted
+to the annotators' boxes, so training and the line make the same candidates.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inspection.acquire import read_image
+from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
+from inspection.align import RigidFit, register_rigid, warp_reference
+from inspection.classify import Classifier, SessionSettings
+from inspection.classify.card import CardError, DetectorSettings
+from inspection.classify.detect import crop_squares, detection_report, match_detections, nms, refine_boxes
+from inspection.classify.prepare import prepare_batch
+from inspection.measure import difference_regions
+from inspection.preprocess import to_gray
+from inspection.progress import progress
+from inspection.types import Detection, InspectionError, Region
+
+DEEPPCB_PIXEL_SIZE_UM = 1000 / 48
+"""DeepPCB's line-scan CCD resolves about 48 px/mm."""
+
+CANDIDATE_SETTINGS = DetectorSettings(
+    band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, edge_margin_px=10, crop_context=1.5,
+    crop_min_side_px=32, box_growth={kind: (1.0, 22.0) for kind in DEEPPCB_TYPES}, nms_iou=0.3, min_score=0.5,
+    fitted_on="defaults before fitting",
+)
+"""The candidate stage a new PCB model is trained on (datasets/deeppcb_crops.py fits the box growth)."""
+
+
+class PcbInputError(InspectionError, ValueError):
+    """A template/test pair that cannot be inspected; the message says which image and why."""
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Where the registered test image leaves its template's tolerance band."""
+
+    image: np.ndarray
+    reference: np.ndarray
+    """The template drawn in the test image's coordinates."""
+    regions: tuple[Region, ...]
+    fit: RigidFit
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return np.array([region.box_xyxy_px for region in self.regions], float).reshape(-1, 4)
+
+
+@dataclass(frozen=True)
+class PcbResult:
+    detections: tuple[Detection, ...]
+    boxes: np.ndarray
+    """N x 4 refined boxes (float xyxy px) of the detections, in the test image's coordinates."""
+    fit: RigidFit
+    candidates: int
+
+
+def grey_pair(test: np.ndarray, template: np.ndarray, *, test_name: str = "test",
+              template_name: str = "template") -> tuple[np.ndarray, np.ndarray]:
+    """Both images as 8-bit grey (DeepPCB stores some as RGB with equal channels), checked to be comparable."""
+    greys = []
+    for name, image in ((test_name, test), (template_name, template)):
+        if image.size == 0:
+            raise PcbInputError(f"{name}: empty image")
+        grey = to_gray(image, layout="mono" if image.ndim == 2 else "bgr")
+        if grey.dtype != np.uint8:
+            raise PcbInputError(f"{name}: {grey.dtype} pixels; expected 8-bit board scans")
+        greys.append(grey)
+    if greys[0].shape != greys[1].shape:
+        raise PcbInputError(f"{test_name} is {greys[0].shape[1]}x{greys[0].shape[0]} px but {template_name} is "
+                            f"{greys[1].shape[1]}x{greys[1].shape[0]} px; a template must match its board")
+    return greys[0], greys[1]
+
+
+def find_candidates(test: np.ndarray, template: np.ndarray, *, settings: DetectorSettings) -> Candidates:
+    """Register the template onto the grey test image and return the regions that differ."""
+    fit = register_rigid(test, template)
+    reference, covered = warp_reference(template, fit, margin_px=settings.edge_margin_px)
+    found = difference_regions(test, reference, valid=covered, band_px=settings.band_px,
+                               tolerance_grey=settings.tolerance_grey, open_px=settings.open_px,
+                               close_px=settings.close_px, min_area_px=settings.min_area_px,
+                               pixel_size_um=DEEPPCB_PIXEL_SIZE_UM)
+    return Candidates(test, reference, found, fit)
+
+
+def candidate_crops(candidates: Candidates, *, settings: DetectorSettings) -> list[np.ndarray]:
+    """One 3-channel crop per candidate: (test, registered template, |difference|) in BGR order."""
+    stacked = np.dstack([candidates.image, candidates.reference, cv2.absdiff(candidates.image, candidates.reference)])
+    squares = crop_squares(candidates.boxes, size=candidates.image.shape, context=settings.crop_context,
+                           min_side_px=settings.crop_min_side_px)
+    return [stacked[y0:y1, x0:x1] for x0, y0, x1, y1 in squares]
+
+
+class PcbInspector:
+    """A PCB defect model (classifier + detector settings from its card) applied to template/test pairs."""
+
+    def __init__(self, model_dir: str | Path, *, device: str = "cpu", settings: SessionSettings | None = None,
+                 min_score: float | None = None) -> None:
+        self.classifier = Classifier(model_dir, device=device, settings=settings)  # type: ignore[arg-type]
+        card = self.classifier.card
+        if card.detector is None or card.thresholds.good_class is None:
+            raise CardError(f"{model_dir}: the card has no detector section or no good class; a PCB model is "
+                            "exported with `inspect export MODEL --detector detector.json`")
+        self.detector = card.detector
+        self.min_score = self.detector.min_score if min_score is None else min_score
+        self.good_index = card.class_names.index(card.thresholds.good_class)
+
+    def inspect(self, test: np.ndarray, template: np.ndarray, *, test_name: str = "test",
+                template_name: str = "template") -> PcbResult:
+        grey_test, grey_template = grey_pair(test, template, test_name=test_name, template_name=template_name)
+        candidates = find_candidates(grey_test, grey_template, settings=self.detector)
+        if not candidates.regions:
+            return PcbResult((), np.zeros((0, 4)), candidates.fit, 0)
+        crops = candidate_crops(candidates, settings=self.detector)
+        probabilities = self.classifier.predict(prepare_batch([(crop, "bgr", 8) for crop in crops],
+                                                              card=self.classifier.card))
+        defect_probabilities = probabilities.copy()
+        defect_probabilities[:, self.good_index] = -1.0
+        best = defect_probabilities.argmax(1)
+        scores = defect_probabilities[np.arange(len(best)), best]
+        keep = np.where(scores >= self.min_score)[0]
+        kinds = [self.classifier.class_names[index] for index in best[keep]]
+        boxes = refine_boxes(candidates.boxes[keep], kinds, settings=self.detector, size=grey_test.shape)
+        chosen = nms(boxes, scores[keep], iou_threshold=self.detector.nms_iou)
+        detections = tuple(
+            Detection(kinds[i], float(scores[keep][i]), candidates.regions[keep[i]]) for i in chosen)
+        return PcbResult(detections, boxes[chosen], candidates.fit, len(candidates.regions))
+
+
+def perturb(image: np.ndarray, boxes: np.ndarray, *, rng: np.random.Generator, max_shift_px: float,
+            max_angle_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The test image moved by a random rigid transform, its boxes moved along (the axis-aligned hull of the
+    turned corners) and a mask of the boxes still at least half in view. Uncovered pixels are white."""
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), float(rng.uniform(-max_angle_deg, max_angle_deg)), 1.0)
+    matrix[:, 2] += rng.uniform(-max_shift_px, max_shift_px, size=2)
+    moved = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=255)
+    corners = np.stack([boxes[:, [0, 1]], boxes[:, [2, 1]], boxes[:, [0, 3]], boxes[:, [2, 3]]], axis=1)
+    turned = corners @ matrix[:, :2].T + matrix[:, 2]
+    hull = np.concatenate([turned.min(axis=1), turned.max(axis=1)], axis=1)
+    clipped = hull.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
+    area = (hull[:, 2] - hull[:, 0]) * (hull[:, 3] - hull[:, 1])
+    inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]) >= 0.5 * area
+    return moved, clipped, inside
+
+
+def _grey_file(path: Path) -> np.ndarray:
+    image, layout, _ = read_image(path)
+    return to_gray(image, layout=layout)
+
+
+def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: int = 2, max_shift_px: float = 0.0,
+                   max_angle_deg: float = 0.0, seed: int = 0) -> dict[str, Any]:
+    """The DeepPCB metric over ``pairs`` (optionally with each test image moved by a seeded random rigid
+    transform) and the end-to-end speed: image reading, registration, candidates, classification, NMS."""
+    perturbations = np.random.default_rng(seed).spawn(len(pairs))
+
+    def one(index: int) -> tuple[PcbPair, PcbResult | str, np.ndarray, tuple[str, ...]]:
+        pair = pairs[index]
+        test, template = _grey_file(pair.test_path), _grey_file(pair.template_path)
+        truth_boxes, truth_kinds = pair.boxes, pair.kinds
+        if max_shift_px or max_angle_deg:
+            test, truth_boxes, inside = perturb(test, truth_boxes, rng=perturbations[index],
+                                                max_shift_px=max_shift_px, max_angle_deg=max_angle_deg)
+            truth_boxes = truth_boxes[inside]
+            truth_kinds = tuple(kind for kind, keep in zip(truth_kinds, inside, strict=True) if keep)
+        try:
+            result: PcbResult | str = inspector.inspect(test, template, test_name=str(pair.test_path),
+                                                        template_name=str(pair.template_path))
+        except InspectionError as exc:
+            result = str(exc)
+        return pair, result, truth_boxes, truth_kinds
+
+    detections: list[tuple[str, float, bool]] = []
+    truth_counts = dict.fromkeys(DEEPPCB_TYPES, 0)
+    failed: list[str] = []
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for pair, result, truth_boxes, truth_kinds in progress(pool.map(one, range(len(pairs))), total=len(pairs),
+                                                               label="inspecting pairs"):
+            for kind in truth_kinds:
+                truth_counts[kind] += 1
+            if isinstance(result, str):
+                failed.append(f"{pair.name}: {result}")
+                continue
+            kinds = [detection.kind for detection in result.detections]
+            scores = np.array([detection.score for detection in result.detections])
+            hits = match_detections(result.boxes, kinds, scores, truth_boxes, list(truth_kinds))
+            detections += [(kind, float(score), bool(hit)) for kind, score, hit in zip(kinds, scores, hits,
+                                                                                        strict=True)]
+    elapsed_s = time.perf_counter() - started
+    report = detection_report(detections, truth_counts, class_names=list(DEEPPCB_TYPES))
+    return {**report, "images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs), "workers": workers,
+            "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed, "failed": failed}
