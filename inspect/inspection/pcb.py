@@ -24,6 +24,7 @@ from inspection.classify import Classifier, SessionSettings
 from inspection.classify.card import CardError, DetectorSettings
 from inspection.classify.detect import crop_squares, detection_report, match_detections, nms, refine_boxes
 from inspection.classify.prepare import prepare_batch
+from inspection.classify.runtime import Device
 from inspection.measure import difference_regions
 from inspection.preprocess import to_gray
 from inspection.progress import progress
@@ -107,9 +108,9 @@ def candidate_crops(candidates: Candidates, *, settings: DetectorSettings) -> li
 class PcbInspector:
     """A PCB defect model (classifier + detector settings from its card) applied to template/test pairs."""
 
-    def __init__(self, model_dir: str | Path, *, device: str = "cpu", settings: SessionSettings | None = None,
+    def __init__(self, model_dir: str | Path, *, device: Device = "cpu", settings: SessionSettings | None = None,
                  min_score: float | None = None) -> None:
-        self.classifier = Classifier(model_dir, device=device, settings=settings)  # type: ignore[arg-type]
+        self.classifier = Classifier(model_dir, device=device, settings=settings)
         card = self.classifier.card
         if card.detector is None or card.thresholds.good_class is None:
             raise CardError(f"{model_dir}: the card has no detector section or no good class; a PCB model is "
