@@ -1,7 +1,8 @@
 """PCB inspection against a golden template (wiring): register, difference, classify candidates, box, NMS.
 
 The classical stages find where the board under test differs from its template; the CNN names each candidate
-(open, short, mousebite, spur, copper, pin-hole) or rejects it as a false alarm ("good"). The model card's
+(open, short, mousebite, spur, copper, pin-hole) or rejects it as a false alarm ("good"); pieces of one broken
+defect are joined, boxes grown to the annotators' size and overlaps suppressed. The model card's
 ``detector`` section holds the candidate settings the classifier was trained on and the box growth fitted
 to the annotators' boxes, so training and the line make the same candidates.
 """
@@ -22,7 +23,7 @@ from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
 from inspection.align import RigidFit, register_rigid, warp_reference
 from inspection.classify import Classifier, SessionSettings
 from inspection.classify.card import CardError, DetectorSettings
-from inspection.classify.detect import crop_squares, detection_report, match_detections, nms, refine_boxes
+from inspection.classify.detect import crop_squares, detection_report, match_detections, merge_fragments, nms
 from inspection.classify.prepare import prepare_batch
 from inspection.classify.runtime import Device
 from inspection.measure import difference_regions
@@ -134,11 +135,12 @@ class PcbInspector:
         scores = defect_probabilities[np.arange(len(best)), best]
         keep = np.where(scores >= self.min_score)[0]
         kinds = [self.classifier.class_names[index] for index in best[keep]]
-        boxes = refine_boxes(candidates.boxes[keep], kinds, settings=self.detector, size=grey_test.shape)
-        chosen = nms(boxes, scores[keep], iou_threshold=self.detector.nms_iou)
+        leaders, boxes = merge_fragments(candidates.boxes[keep], kinds, scores[keep], settings=self.detector,
+                                         size=grey_test.shape)
+        kept = nms(boxes, scores[keep][leaders], iou_threshold=self.detector.nms_iou)
         detections = tuple(
-            Detection(kinds[i], float(scores[keep][i]), candidates.regions[keep[i]]) for i in chosen)
-        return PcbResult(detections, boxes[chosen], candidates.fit, len(candidates.regions))
+            Detection(kinds[i], float(scores[keep][i]), candidates.regions[keep[i]]) for i in leaders[kept])
+        return PcbResult(detections, boxes[kept], candidates.fit, len(candidates.regions))
 
 
 def perturb(image: np.ndarray, boxes: np.ndarray, *, rng: np.random.Generator, max_shift_px: float,

@@ -11,6 +11,7 @@ from inspection.classify.detect import (
     detection_report,
     iou_matrix,
     match_detections,
+    merge_fragments,
     nms,
     refine_boxes,
 )
@@ -58,3 +59,15 @@ def test_crops_stay_square_and_inside_and_boxes_grow_by_class() -> None:
     grown = refine_boxes(np.array([[100, 100, 110, 120], [0, 0, 10, 10]], float), ["open", "spur"],
                          settings=settings, size=(640, 640))
     assert grown.tolist() == [[90, 85, 120, 135], [0, 0, 10, 10]]
+
+
+def test_pieces_of_one_defect_join_and_other_classes_stay_apart() -> None:
+    settings = CANDIDATE_SETTINGS.model_copy(update={"box_growth": {"open": (1.0, 10.0), "spur": (1.0, 10.0)}})
+    boxes = np.array([[100, 100, 104, 104], [110, 100, 114, 104], [200, 200, 204, 204], [112, 100, 116, 104]],
+                     float)
+    leaders, joined = merge_fragments(boxes, ["open", "open", "open", "spur"], np.array([0.6, 0.9, 0.8, 0.7]),
+                                      settings=settings, size=(640, 640))
+    # The two open pieces 6 px apart join (grown by 5 px a side they overlap) into one box led by the
+    # better score; the distant open and the spur stay on their own.
+    assert leaders.tolist() == [1, 2, 3]
+    assert joined.tolist() == [[95, 95, 119, 109], [195, 195, 209, 209], [107, 95, 121, 109]]

@@ -60,6 +60,32 @@ def refine_boxes(boxes: np.ndarray, kinds: list[str], *, settings: DetectorSetti
     return refined
 
 
+def merge_fragments(boxes: np.ndarray, kinds: list[str], scores: np.ndarray, *, settings: DetectorSettings,
+                    size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Join candidates of one class whose grown boxes overlap: the pieces of one broken defect.
+
+    Returns, per group, the index of its best-scoring member and the box grown from the group's joint
+    candidate box (float xyxy px).
+    """
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    grown = refine_boxes(boxes, kinds, settings=settings, size=size)
+    overlaps = iou_matrix(grown, grown)
+    group_of = np.arange(len(boxes))
+    for first in range(len(boxes)):  # union-find over same-class overlaps, small N
+        for second in range(first + 1, len(boxes)):
+            if kinds[first] == kinds[second] and overlaps[first, second] > 0:
+                group_of[group_of == group_of[second]] = group_of[first]
+    leaders, joined = [], []
+    for group in np.unique(group_of):
+        members = np.where(group_of == group)[0]
+        leader = int(members[np.argmax(np.asarray(scores)[members])])
+        span = boxes[members]
+        joint = np.array([[span[:, 0].min(), span[:, 1].min(), span[:, 2].max(), span[:, 3].max()]])
+        leaders.append(leader)
+        joined.append(refine_boxes(joint, [kinds[leader]], settings=settings, size=size)[0])
+    return np.array(leaders, dtype=int), np.array(joined, float).reshape(-1, 4)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float) -> np.ndarray:
     """Indices of the boxes kept by greedy non-maximum suppression, highest score first."""
     order = np.argsort(-np.asarray(scores), kind="stable")
