@@ -275,3 +275,48 @@ def render_die(kind: str, index: int, *, seed: int = 0, size_px: int = 64) -> np
     image = cv2.GaussianBlur(image, (0, 0), _OPTICS_SIGMA_PX)
     image += rng.normal(0, rng.uniform(1.5, 3.5), image.shape).astype(np.float32)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class WaferGeometry:
+    """The exact geometry a rendered wafer frame was drawn with (pixel coordinates: pixel centres at integers)."""
+
+    centre_xy_px: tuple[float, float]
+    radius_px: float
+    notch_angle_deg: float
+    """Direction of the notch from the centre, degrees counter-clockwise from +x with y pointing up (so 270 is
+    6 o'clock on screen)."""
+    die_pitch_xy_px: tuple[float, float]
+    grid_origin_xy_px: tuple[float, float]
+    """Centre of one street crossing; the others lie at origin + (i, j) x pitch."""
+    street_width_px: float
+
+
+def _coverage(signed_distance_px: np.ndarray) -> np.ndarray:
+    """Area coverage of a pixel by the region where the signed distance is positive (a 1-px linear ramp)."""
+    return np.clip(signed_distance_px + 0.5, 0.0, 1.0)
+
+
+def render_wafer_geometry(geometry: WaferGeometry, *, size_px: int = 2048, noise_grey: float = 3.0,
+                          seed: int = 0) -> np.ndarray:
+    """An 8-bit wafer frame drawn with anti-aliased edges from exact ``geometry``: background, wafer with dies,
+    streets and a round notch, then Gaussian sensor noise. Edges are placed to a small fraction of a pixel."""
+    yy, xx = np.mgrid[0:size_px, 0:size_px].astype(np.float32)
+    cx, cy = geometry.centre_xy_px
+    distance = np.hypot(xx - cx, yy - cy)
+    on_wafer = _coverage(geometry.radius_px - distance)
+    angle = np.radians(geometry.notch_angle_deg)
+    notch_x, notch_y = cx + geometry.radius_px * np.cos(angle), cy - geometry.radius_px * np.sin(angle)
+    notch_radius_px = 0.012 * geometry.radius_px + 3
+    on_wafer *= _coverage(np.hypot(xx - notch_x, yy - notch_y) - notch_radius_px)
+    pitch_x, pitch_y = geometry.die_pitch_xy_px
+    ox, oy = geometry.grid_origin_xy_px
+    half_street = geometry.street_width_px / 2
+    # Distance to the nearest street centre line, per axis; a pixel is street where either is within half width.
+    to_street_x = np.abs((xx - ox + pitch_x / 2) % pitch_x - pitch_x / 2)
+    to_street_y = np.abs((yy - oy + pitch_y / 2) % pitch_y - pitch_y / 2)
+    street = np.maximum(_coverage(half_street - to_street_x), _coverage(half_street - to_street_y))
+    surface = _WAFER_DIE + (_WAFER_STREET - _WAFER_DIE) * street
+    image = _WAFER_BACKGROUND + (surface - _WAFER_BACKGROUND) * on_wafer
+    image += np.random.default_rng(seed).normal(0.0, noise_grey, image.shape).astype(np.float32)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)

@@ -1,0 +1,115 @@
+"""The die grid of an axis-aligned wafer frame: street pitch and origin to subpixel, and the die crops.
+
+Streets are darker than dies, so the mean grey of each column (row) over a square inside the wafer dips at
+every street. The autocorrelation of that profile gives the rough pitch; each dip's centre is then the
+centroid of its depth (unbiased for a symmetric street), and a straight-line fit of the dip centres against
+their index gives pitch and origin, averaging the error of a single dip away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from inspection.types import InspectionError
+
+
+class GridError(InspectionError, ValueError):
+    """No regular die grid where one was expected; the message says what was found."""
+
+
+@dataclass(frozen=True)
+class DieGrid:
+    pitch_xy_px: tuple[float, float]
+    origin_xy_px: tuple[float, float]
+    """A street crossing (centre of both streets); the others lie at origin + (i, j) x pitch."""
+    streets_xy: tuple[int, int]
+    """How many streets each fit used."""
+
+
+@dataclass(frozen=True)
+class Die:
+    row: int
+    column: int
+    """Index from the die whose cell holds the wafer centre (row grows downwards on screen)."""
+    box_xyxy_px: tuple[int, int, int, int]
+    centre_mm: tuple[float, float] | None
+    """Die centre from the wafer centre in mm, x right and y up; None without a pixel size."""
+
+
+def _dip_centres(depth: np.ndarray, *, origin: float, pitch: float, half_window: int) -> tuple[list[int], list[float]]:
+    """(index, centroid) of each street dip found within +-half_window of origin + index x pitch."""
+    indices, centres = [], []
+    for index in range(-1, int(len(depth) / pitch) + 2):
+        predicted = round(origin + index * pitch)
+        low, high = predicted - half_window, predicted + half_window + 1
+        if low < 0 or high > len(depth) or depth[low:high].sum() <= 0:
+            continue
+        weights = depth[low:high]
+        indices.append(index)
+        centres.append(float(np.sum(np.arange(low, high) * weights) / weights.sum()))
+    return indices, centres
+
+
+def _street_positions(profile: np.ndarray, *, min_pitch_px: float) -> tuple[float, float, int]:
+    """(pitch, origin, streets) of the dips of a 1-D profile."""
+    detrended = profile - np.median(profile)
+    spectrum = np.fft.rfft(detrended, n=2 * len(detrended))
+    autocorrelation = np.fft.irfft(spectrum * np.conj(spectrum))[: len(detrended)]
+    lag_start = int(np.ceil(min_pitch_px))
+    if len(autocorrelation) < 3 * lag_start:
+        raise GridError(f"the profile ({len(profile)} px) is too short for a pitch of at least {min_pitch_px} px")
+    peak = lag_start + int(np.argmax(autocorrelation[lag_start : len(autocorrelation) // 2]))
+    if autocorrelation[peak] <= 0.2 * autocorrelation[0]:
+        raise GridError("no periodic street pattern (autocorrelation peak too weak)")
+    depth = np.maximum(np.median(profile) - profile, 0.0)
+    half_window = max(2, peak // 4)
+    pitch, origin = float(peak), float(np.argmax(depth[: peak + 1]))
+    # The second pass searches around the fitted positions, so the integer first guess does not bias windows.
+    for _ in range(2):
+        indices, centres = _dip_centres(depth, origin=origin, pitch=pitch, half_window=half_window)
+        if len(centres) < 3:
+            raise GridError(f"only {len(centres)} streets found; at least 3 are needed for a pitch")
+        pitch, origin = (float(v) for v in np.polyfit(np.array(indices, float), np.array(centres), 1))
+    return pitch, origin, len(centres)
+
+
+def find_die_grid(image: np.ndarray, *, centre_xy_px: tuple[float, float], radius_px: float,
+                  min_pitch_px: float = 8.0) -> DieGrid:
+    """Street pitch and origin of an axis-aligned wafer (turn it to canonical first) inside its circle."""
+    half = int(0.9 * radius_px / np.sqrt(2))
+    cx, cy = round(centre_xy_px[0]), round(centre_xy_px[1])
+    left, top = max(0, cx - half), max(0, cy - half)
+    square = image[top : cy + half, left : cx + half].astype(np.float64)
+    if min(square.shape) < 4 * min_pitch_px:
+        raise GridError(f"the square inside the wafer is {square.shape[1]}x{square.shape[0]} px: too small for a "
+                        f"die grid of pitch >= {min_pitch_px} px")
+    pitch_x, origin_x, streets_x = _street_positions(square.mean(axis=0), min_pitch_px=min_pitch_px)
+    pitch_y, origin_y, streets_y = _street_positions(square.mean(axis=1), min_pitch_px=min_pitch_px)
+    return DieGrid((pitch_x, pitch_y), (origin_x + left, origin_y + top), (streets_x, streets_y))
+
+
+def die_crops(grid: DieGrid, *, centre_xy_px: tuple[float, float], radius_px: float, edge_exclusion_px: float = 0.0,
+              pixel_size_um: float | None = None) -> list[Die]:
+    """Every die cell that lies wholly inside the wafer (less the edge exclusion), with its index and position."""
+    (pitch_x, pitch_y), (origin_x, origin_y) = grid.pitch_xy_px, grid.origin_xy_px
+    cx, cy = centre_xy_px
+    usable = radius_px - edge_exclusion_px
+    centre_column = int(np.floor((cx - origin_x) / pitch_x))
+    centre_row = int(np.floor((cy - origin_y) / pitch_y))
+    span_x, span_y = int(np.ceil(usable / pitch_x)) + 1, int(np.ceil(usable / pitch_y)) + 1
+    dies = []
+    for row in range(centre_row - span_y, centre_row + span_y + 1):
+        for column in range(centre_column - span_x, centre_column + span_x + 1):
+            x0, y0 = origin_x + column * pitch_x, origin_y + row * pitch_y
+            corners = np.array([[x0, y0], [x0 + pitch_x, y0], [x0, y0 + pitch_y], [x0 + pitch_x, y0 + pitch_y]])
+            if np.any(np.hypot(corners[:, 0] - cx, corners[:, 1] - cy) > usable):
+                continue
+            centre_mm = None
+            if pixel_size_um is not None:
+                centre_mm = ((x0 + pitch_x / 2 - cx) * pixel_size_um / 1000,
+                             (cy - (y0 + pitch_y / 2)) * pixel_size_um / 1000)
+            box = (int(np.ceil(x0)), int(np.ceil(y0)), int(np.floor(x0 + pitch_x)), int(np.floor(y0 + pitch_y)))
+            dies.append(Die(row - centre_row, column - centre_column, box, centre_mm))
+    return dies

@@ -1,0 +1,41 @@
+"""Die grid pitch and origin, and die crops, against rendered wafers of known geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspection.align.wafer import find_wafer
+from inspection.measure.grid import GridError, die_crops, find_die_grid
+from inspection.synthetic import WaferGeometry, render_wafer_geometry
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pitch_and_origin_to_a_twentieth_of_a_pixel(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    geometry = WaferGeometry((1024 + rng.uniform(-20, 20), 1024 + rng.uniform(-20, 20)), rng.uniform(880, 950),
+                             270.0, (rng.uniform(40, 90), rng.uniform(40, 90)),
+                             (rng.uniform(0, 40), rng.uniform(0, 40)), rng.uniform(3, 6))
+    image = render_wafer_geometry(geometry, size_px=2048, noise_grey=4.0, seed=seed)
+    fit = find_wafer(image)
+    grid = find_die_grid(image, centre_xy_px=fit.centre_xy_px, radius_px=fit.radius_px)
+    for axis in (0, 1):
+        pitch = geometry.die_pitch_xy_px[axis]
+        assert abs(grid.pitch_xy_px[axis] - pitch) <= 0.05
+        offset = (grid.origin_xy_px[axis] - geometry.grid_origin_xy_px[axis] + pitch / 2) % pitch - pitch / 2
+        assert abs(offset) <= 0.2
+    dies = die_crops(grid, centre_xy_px=fit.centre_xy_px, radius_px=fit.radius_px, pixel_size_um=100.0)
+    # Every die lies wholly inside the wafer; indices are unique; the centre die is near (0, 0) mm.
+    assert len({(d.row, d.column) for d in dies}) == len(dies) > 100
+    for die in dies:
+        x0, y0, x1, y1 = die.box_xyxy_px
+        corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], float)
+        assert np.hypot(*(corners - geometry.centre_xy_px).T).max() <= geometry.radius_px + 1
+    centre_die = next(d for d in dies if (d.row, d.column) == (0, 0))
+    assert max(abs(v) for v in centre_die.centre_mm) <= max(geometry.die_pitch_xy_px) * 0.1 / 2 + 1e-6
+
+
+def test_a_frame_without_streets_has_no_grid() -> None:
+    blank = np.full((1024, 1024), 120, np.uint8) + np.random.default_rng(0).integers(0, 3, (1024, 1024), np.uint8)
+    with pytest.raises(GridError):
+        find_die_grid(blank, centre_xy_px=(512, 512), radius_px=480)
