@@ -23,9 +23,10 @@ import numpy as np
 
 from inspection.acquire import Camera, CameraError, SkippedInput, read_image, stream_frames
 from inspection.align import align
+from inspection.calibrate import load_flatfield
 from inspection.grade import detections_of, verdict_of
 from inspection.measure import ToleranceBand, compare_to_golden, tolerance_band
-from inspection.preprocess import preprocess, preprocess_frame
+from inspection.preprocess import FlatField, preprocess, preprocess_frame
 from inspection.recipe import Recipe, synthetic_reference
 from inspection.report import ResultStore, draw_detections, save_png
 from inspection.synthetic import golden_image
@@ -34,7 +35,7 @@ from inspection.types import Frame, FrameResult, Verdict
 log = logging.getLogger("inspection.pipeline")
 
 
-def load_reference(recipe: Recipe) -> np.ndarray:
+def load_reference(recipe: Recipe, *, flatfield: FlatField | None = None) -> np.ndarray:
     """The recipe's golden reference, preprocessed exactly as the frames will be."""
     golden = recipe.reference.golden
     if golden.startswith("sim:"):
@@ -42,7 +43,8 @@ def load_reference(recipe: Recipe) -> np.ndarray:
         image, layout, bit_depth = golden_image(kind, size_px=size_px), "mono", 8
     else:
         image, layout, bit_depth = read_image(golden)
-    return preprocess(image, layout=layout, bit_depth=bit_depth, settings=recipe.preprocess)  # type: ignore[arg-type]
+    return preprocess(image, layout=layout, bit_depth=bit_depth, settings=recipe.preprocess,  # type: ignore[arg-type]
+                      flatfield=flatfield)
 
 
 def teach_reference(camera: Camera, *, frames: int, timeout_s: float) -> Frame:
@@ -71,12 +73,14 @@ class Inspector:
     recipe: Recipe
     reference: np.ndarray
     band: ToleranceBand
+    flatfield: FlatField | None = None
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> Inspector:
-        reference = load_reference(recipe)
+        flatfield = None if recipe.preprocess.flatfield is None else load_flatfield(recipe.preprocess.flatfield)
+        reference = load_reference(recipe, flatfield=flatfield)
         band = tolerance_band(reference, band_px=recipe.inspect.band_px, tolerance_grey=recipe.inspect.tolerance_grey)
-        return cls(recipe, reference, band)
+        return cls(recipe, reference, band, flatfield)
 
     def __call__(self, frame: Frame) -> tuple[FrameResult, np.ndarray | None]:
         """The frame's result and the 8-bit image it was judged on (None if preprocessing failed)."""
@@ -92,7 +96,7 @@ class Inspector:
             started = now
 
         try:
-            image = preprocess_frame(frame, recipe.preprocess)
+            image = preprocess_frame(frame, recipe.preprocess, flatfield=self.flatfield)
             lap(stage)
             stage = "align"
             aligned = align(frame, image, self.reference, settings=recipe.align)

@@ -39,6 +39,8 @@ class PreprocessSettings(_Section):
     clahe_clip_limit: float = Field(2.0, gt=0)
     roi_xywh_px: tuple[int, int, int, int] | None = None
     """Region of interest (x, y, width, height) in pixels; None keeps the whole frame."""
+    flatfield: str | None = None
+    """Station folder (or its flatfield.npz) written by `inspect calibrate flatfield`; None: no correction."""
 
     @model_validator(mode="after")
     def _odd_kernel(self) -> PreprocessSettings:

@@ -320,3 +320,36 @@ def render_wafer_geometry(geometry: WaferGeometry, *, size_px: int = 2048, noise
     image = _WAFER_BACKGROUND + (surface - _WAFER_BACKGROUND) * on_wafer
     image += np.random.default_rng(seed).normal(0.0, noise_grey, image.shape).astype(np.float32)
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def render_checkerboard(*, inner_corners: tuple[int, int], square_mm: float, camera_matrix: np.ndarray,
+                        dist_coeffs: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, size_px: tuple[int, int],
+                        noise_grey: float = 2.0, seed: int = 0) -> np.ndarray:
+    """An 8-bit view of a flat checkerboard (``inner_corners`` = columns x rows of inner corners, the OpenCV
+    convention) through a pinhole camera with radial/tangential distortion, anti-aliased by 2x2 supersampling.
+
+    The board's corner (i, j) sits at (i * square_mm, j * square_mm, 0) in board coordinates; one white square
+    of margin surrounds the pattern.
+    """
+    width, height = size_px
+    factor = 2
+    grid_x, grid_y = np.meshgrid((np.arange(width * factor) + 0.5) / factor - 0.5,
+                                 (np.arange(height * factor) + 0.5) / factor - 0.5)
+    pixels = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1).reshape(-1, 1, 2)
+    # Undistort each (sub)pixel to a viewing ray, then intersect the ray with the board plane (Z = 0).
+    rays = cv2.undistortPoints(pixels, camera_matrix, dist_coeffs,
+                               criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 1e-9)).reshape(-1, 2)
+    rotation, _ = cv2.Rodrigues(rvec)
+    # Board point X satisfies s * [u, v, 1] = R [X, Y, 0] + t: a homography from the board plane to rays.
+    plane_to_ray = np.column_stack([rotation[:, 0], rotation[:, 1], np.ravel(tvec)])
+    board = np.linalg.solve(plane_to_ray, np.vstack([rays.T, np.ones(len(rays))]))
+    board_x, board_y = board[0] / board[2], board[1] / board[2]
+    columns, rows = inner_corners
+    cell_x, cell_y = np.floor(board_x / square_mm), np.floor(board_y / square_mm)
+    inside = (cell_x >= -1) & (cell_x <= columns - 1) & (cell_y >= -1) & (cell_y <= rows - 1)
+    margin = (cell_x >= -2) & (cell_x <= columns) & (cell_y >= -2) & (cell_y <= rows)
+    dark = inside & ((cell_x + cell_y) % 2 == 0)
+    value = np.where(dark, 30.0, np.where(margin, 220.0, 110.0)).reshape(height * factor, width * factor)
+    image = cv2.resize(value, (width, height), interpolation=cv2.INTER_AREA)
+    image += np.random.default_rng(seed).normal(0.0, noise_grey, image.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)

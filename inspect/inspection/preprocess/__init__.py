@@ -1,10 +1,12 @@
-"""Preprocessing: colour to grey, bit-depth normalisation, denoise, contrast and region of interest.
+"""Preprocessing: colour to grey, flat-field correction, bit-depth normalisation, denoise, contrast and ROI.
 
 Plain functions on numpy arrays; the data argument is positional, options are keyword-only. Layout and bit
 depth are always stated by the caller (from the Frame), never guessed from the pixel values.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -19,6 +21,34 @@ def to_gray(image: np.ndarray, *, layout: Layout) -> np.ndarray:
         return image
     code = cv2.COLOR_RGB2GRAY if layout == "rgb" else cv2.COLOR_BGR2GRAY
     return cv2.cvtColor(image, code)
+
+
+@dataclass(frozen=True)
+class FlatField:
+    """Mean dark and flat frames of a station (grey levels of the raw pixels, float32)."""
+
+    dark: np.ndarray
+    flat: np.ndarray
+    gain: np.ndarray = field(init=False, repr=False)
+    """Per-pixel gain that maps (pixel - dark) to the flat's mean response."""
+
+    def __post_init__(self) -> None:
+        if self.dark.shape != self.flat.shape or self.dark.ndim != 2:
+            raise ValueError(f"dark {self.dark.shape} and flat {self.flat.shape} must be grey frames of one size")
+        response = self.flat.astype(np.float32) - self.dark.astype(np.float32)
+        if float(response.min()) <= 0:
+            raise ValueError(f"the flat frame is not brighter than the dark frame everywhere (minimum flat - dark "
+                             f"{float(response.min()):.2f}): retake the flat frames with light")
+        object.__setattr__(self, "gain", (float(response.mean()) / response).astype(np.float32))
+
+
+def flat_field_correct(image: np.ndarray, flatfield: FlatField, *, bit_depth: int) -> np.ndarray:
+    """(pixel - dark) x gain: even response over the field of view, same dtype, clipped to the bit depth."""
+    if image.shape != flatfield.dark.shape:
+        raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]} px but the flat field is "
+                         f"{flatfield.dark.shape[1]}x{flatfield.dark.shape[0]} px")
+    corrected = (image.astype(np.float32) - flatfield.dark) * flatfield.gain
+    return np.clip(np.rint(corrected), 0, (1 << bit_depth) - 1).astype(image.dtype)
 
 
 def to_uint8(image: np.ndarray, *, bit_depth: int) -> np.ndarray:
@@ -57,9 +87,12 @@ def crop(image: np.ndarray, *, roi_xywh_px: tuple[int, int, int, int]) -> np.nda
     return image[y : y + height, x : x + width]
 
 
-def preprocess(image: np.ndarray, *, layout: Layout, bit_depth: int, settings: PreprocessSettings) -> np.ndarray:
+def preprocess(image: np.ndarray, *, layout: Layout, bit_depth: int, settings: PreprocessSettings,
+               flatfield: FlatField | None = None) -> np.ndarray:
     """The recipe's preprocessing chain: an 8-bit grey image ready for alignment and measurement."""
     grey = to_gray(image, layout=layout)
+    if flatfield is not None:
+        grey = flat_field_correct(grey, flatfield, bit_depth=settings.bit_depth or bit_depth)
     if settings.roi_xywh_px is not None:
         grey = crop(grey, roi_xywh_px=settings.roi_xywh_px)
     grey = to_uint8(grey, bit_depth=settings.bit_depth or bit_depth)
@@ -69,5 +102,6 @@ def preprocess(image: np.ndarray, *, layout: Layout, bit_depth: int, settings: P
     return np.ascontiguousarray(grey)
 
 
-def preprocess_frame(frame: Frame, settings: PreprocessSettings) -> np.ndarray:
-    return preprocess(frame.image, layout=frame.layout, bit_depth=frame.bit_depth, settings=settings)
+def preprocess_frame(frame: Frame, settings: PreprocessSettings, *, flatfield: FlatField | None = None) -> np.ndarray:
+    return preprocess(frame.image, layout=frame.layout, bit_depth=frame.bit_depth, settings=settings,
+                      flatfield=flatfield)

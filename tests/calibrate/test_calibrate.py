@@ -1,0 +1,85 @@
+"""`inspect calibrate camera` on rendered boards of known intrinsics, and dark/flat-field correction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from inspection.calibrate import CalibrationError, load_flatfield
+from inspection.preprocess import flat_field_correct
+from inspection.synthetic import render_checkerboard
+from tests.conftest import run_cli
+
+CAMERA_MATRIX = np.array([[1100.0, 0.0, 402.0], [0.0, 1100.0, 297.0], [0.0, 0.0, 1.0]])
+DISTORTION = np.array([-0.12, 0.05, 0.0005, -0.0003, 0.0])
+
+
+def _boards(folder: Path, count: int, *, seed: int = 0) -> list[float]:
+    """Rendered 9x6 boards (10 mm squares) from varied poses; returns the distances of their centres in mm."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    distances = []
+    for index in range(count):
+        rvec = np.array([rng.uniform(-0.35, 0.35), rng.uniform(-0.35, 0.35), rng.uniform(-0.2, 0.2)])
+        tvec = np.array([-40 + rng.uniform(-10, 10), -25 + rng.uniform(-10, 10), rng.uniform(330, 420)])
+        image = render_checkerboard(inner_corners=(9, 6), square_mm=10.0, camera_matrix=CAMERA_MATRIX,
+                                    dist_coeffs=DISTORTION, rvec=rvec, tvec=tvec, size_px=(800, 600), seed=index)
+        cv2.imwrite(str(folder / f"board{index:02d}.png"), image)
+        centre = np.array([40.0, 25.0, 0.0])  # middle of the 9x6 inner corners at 10 mm
+        distances.append(float((cv2.Rodrigues(rvec)[0] @ centre + tvec)[2]))
+    return distances
+
+
+def test_calibration_recovers_the_intrinsics(tmp_path: Path) -> None:
+    distances = _boards(tmp_path / "boards", 8)
+    out = run_cli("calibrate", "camera", "--images", str(tmp_path / "boards" / "*.png"), "--board", "9x6",
+                  "--square-mm", "10", "--station", "line1", "--root", str(tmp_path / "calibration"), timeout=300)
+    assert "RMS" in out.stdout
+    card = yaml.safe_load((tmp_path / "calibration" / "line1" / "camera.yaml").read_text())
+    fx, fy = card["focal_length_px"]
+    assert abs(fx - 1100) / 1100 <= 0.005 and abs(fy - 1100) / 1100 <= 0.005
+    assert card["rms_reprojection_px"] <= 0.3
+    assert len(card["per_image_rms_px"]) == 8 and card["image_size_px"] == [800, 600]
+    assert card["um_per_px"] == pytest.approx(np.median(distances) / 1100 * 1000, rel=0.02)
+
+
+def test_too_few_boards_are_refused_with_the_images_named(tmp_path: Path) -> None:
+    _boards(tmp_path / "boards", 2)
+    cv2.imwrite(str(tmp_path / "boards" / "blank.png"), np.full((600, 800), 128, np.uint8))
+    out = run_cli("calibrate", "camera", "--images", str(tmp_path / "boards" / "*.png"), "--board", "9x6",
+                  "--square-mm", "10", "--station", "s", "--root", str(tmp_path), check=False, timeout=300)
+    assert out.returncode == 2
+    assert "only 2 of 3 images show a 9x6 board" in out.stderr and "blank.png: no 9x6 checkerboard" in out.stderr
+    out = run_cli("calibrate", "camera", "--images", str(tmp_path / "none" / "*.png"), "--board", "9x6",
+                  "--square-mm", "10", "--station", "s", check=False)
+    assert out.returncode == 2 and "no files match" in out.stderr
+    out = run_cli("calibrate", "camera", "--images", "x", "--board", "9by6", "--square-mm", "10", "--station", "s",
+                  check=False)
+    assert out.returncode == 2 and "expected COLSxROWS" in out.stderr
+
+
+def test_flat_field_evens_out_vignetting(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:120, 0:160]
+    vignetting = 1.0 - 0.4 * (((xx - 80) / 80) ** 2 + ((yy - 60) / 60) ** 2) / 2
+    offset = 100 + 20 * (xx / 160)
+    for index in range(4):
+        dark = offset + rng.normal(0, 2, offset.shape)
+        flat = offset + 3000 * vignetting + rng.normal(0, 5, offset.shape)
+        cv2.imwrite(str(tmp_path / f"dark{index}.png"), np.rint(dark).astype(np.uint16))
+        cv2.imwrite(str(tmp_path / f"flat{index}.png"), np.rint(flat).astype(np.uint16))
+    run_cli("calibrate", "flatfield", "--dark", str(tmp_path / "dark*.png"), "--flat", str(tmp_path / "flat*.png"),
+            "--station", "st", "--root", str(tmp_path / "calibration"))
+    flatfield = load_flatfield(tmp_path / "calibration" / "st")
+    scene = np.rint(offset + 1500 * vignetting).astype(np.uint16)  # a uniform grey target seen through the optics
+    corrected = flat_field_correct(scene, flatfield, bit_depth=16).astype(float)
+    assert scene.std() / scene.mean() > 0.05 and corrected.std() / corrected.mean() < 0.01
+    with pytest.raises(CalibrationError, match="not a flat-field file"):
+        load_flatfield(tmp_path / "missing")
+    out = run_cli("calibrate", "flatfield", "--dark", str(tmp_path / "flat*.png"), "--flat",
+                  str(tmp_path / "dark*.png"), "--station", "bad", "--root", str(tmp_path), check=False)
+    assert out.returncode == 2 and "not brighter than the dark frame" in out.stderr
