@@ -111,3 +111,35 @@ def _refine(image: np.ndarray, template: np.ndarray, *, x: float, y: float, angl
     centre = forward @ np.array([(width - 1) / 2, (height - 1) / 2, 1.0])
     refined_angle = float(np.degrees(np.arctan2(forward[0, 1], forward[0, 0])))
     return Match(float(centre[1]), float(centre[0]), refined_angle, float(refined_score))
+
+
+def fiducial_homography(image: np.ndarray, fiducial: np.ndarray, nominal_xy_px: np.ndarray, *,
+                        search_radius_px: float, min_score: float = 0.7) -> tuple[np.ndarray, list[Match]]:
+    """Homography from a panel's nominal coordinates to the image, from its fiducial marks.
+
+    Each fiducial is searched (rotation-aware, subpixel) within ``search_radius_px`` of its nominal position;
+    at least four must be found. Raises AlignmentError naming the marks that were not found.
+    """
+    nominal = np.asarray(nominal_xy_px, np.float64).reshape(-1, 2)
+    if len(nominal) < 4:
+        raise AlignmentError(f"a homography needs at least 4 fiducials, {len(nominal)} given")
+    half = int(np.ceil(search_radius_px + np.hypot(*fiducial.shape) / 2))
+    matches, found, targets = [], [], []
+    for index, (x, y) in enumerate(nominal):
+        left, top = max(0, int(x) - half), max(0, int(y) - half)
+        window = image[top : int(y) + half + 1, left : int(x) + half + 1]
+        if window.shape[0] < fiducial.shape[0] or window.shape[1] < fiducial.shape[1]:
+            matches.append(Match(0.0, 0.0, 0.0, 0.0, reason=f"fiducial {index} at ({x:.0f}, {y:.0f}) is outside "
+                                 "the image"))
+            continue
+        match = find_template(window, fiducial, min_score=min_score)
+        match = Match(match.row + top, match.column + left, match.angle_deg, match.score, match.reason)
+        matches.append(match)
+        if match:
+            found.append((match.column, match.row))
+            targets.append((x, y))
+    missing = [f"{i}: {m.reason}" for i, m in enumerate(matches) if not m]
+    if len(found) < 4:
+        raise AlignmentError(f"only {len(found)} of {len(nominal)} fiducials found ({'; '.join(missing)})")
+    homography, _ = cv2.findHomography(np.array(targets), np.array(found), 0)
+    return homography, matches
