@@ -38,7 +38,7 @@ def main() -> None:
     dies = 0
     for repeat in progress(range(args.repeats), total=args.repeats, label="frames"):
         geometry = WaferGeometry((1024.0 + repeat, 1020.0), 960.0, 271.5, (58.3, 61.7), (12.0, 9.0), 4.0)
-        image = render_wafer_geometry(geometry, size_px=size, seed=repeat)
+        image, _ = render_wafer_geometry(geometry, size_px=size, seed=repeat)
         started = time.perf_counter()
         fit = find_wafer(image)
         edge_at = time.perf_counter()

@@ -298,9 +298,10 @@ def _coverage(signed_distance_px: np.ndarray) -> np.ndarray:
 
 
 def render_wafer_geometry(geometry: WaferGeometry, *, size_px: int = 2048, noise_grey: float = 3.0,
-                          seed: int = 0) -> np.ndarray:
+                          seed: int = 0, particles: int = 0) -> tuple[np.ndarray, tuple[Defect, ...]]:
     """An 8-bit wafer frame drawn with anti-aliased edges from exact ``geometry``: background, wafer with dies,
-    streets and a round notch, then Gaussian sensor noise. Edges are placed to a small fraction of a pixel."""
+    streets and a round notch, ``particles`` dark particles on dies (their boxes returned as ground truth),
+    then Gaussian sensor noise. Edges are placed to a small fraction of a pixel."""
     yy, xx = np.mgrid[0:size_px, 0:size_px].astype(np.float32)
     cx, cy = geometry.centre_xy_px
     distance = np.hypot(xx - cx, yy - cy)
@@ -317,9 +318,39 @@ def render_wafer_geometry(geometry: WaferGeometry, *, size_px: int = 2048, noise
     to_street_y = np.abs((yy - oy + pitch_y / 2) % pitch_y - pitch_y / 2)
     street = np.maximum(_coverage(half_street - to_street_x), _coverage(half_street - to_street_y))
     surface = _WAFER_DIE + (_WAFER_STREET - _WAFER_DIE) * street
+    rng = np.random.default_rng(seed)
+    truth = []
+    for _ in range(particles):
+        angle, reach = rng.uniform(0, 2 * np.pi), geometry.radius_px * np.sqrt(rng.uniform(0, 0.8))
+        x, y = cx + reach * np.cos(angle), cy + reach * np.sin(angle)
+        radius = rng.uniform(2.5, 6.0)
+        window = (slice(max(0, int(y - radius - 2)), int(y + radius + 3)), slice(max(0, int(x - radius - 2)),
+                                                                                  int(x + radius + 3)))
+        cover = _coverage(radius - np.hypot(xx[window] - x, yy[window] - y))
+        surface[window] += (_WAFER_BACKGROUND - surface[window]) * cover
+        truth.append(Defect("particle", _box(x - radius, y - radius, x + radius + 1, y + radius + 1, size_px)))
     image = _WAFER_BACKGROUND + (surface - _WAFER_BACKGROUND) * on_wafer
-    image += np.random.default_rng(seed).normal(0.0, noise_grey, image.shape).astype(np.float32)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+    image += rng.normal(0.0, noise_grey, image.shape).astype(np.float32)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), tuple(truth)
+
+
+def render_pcb_panel(homography: np.ndarray, *, size_px: tuple[int, int] = (900, 700), seed: int = 0,
+                     noise_grey: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A PCB panel (copper texture, four ring fiducials 80 px in from the corners) seen through ``homography``
+    (panel -> image). Returns the image, the fiducial's template (61 x 61) and the fiducials' panel positions."""
+    width, height = size_px
+    noise = np.random.default_rng(seed).random((height, width)).astype(np.float32)
+    texture = cv2.normalize(cv2.GaussianBlur(noise, (0, 0), 3), None, 0, 255, cv2.NORM_MINMAX)
+    panel = (texture // 2 + 40).astype(np.uint8)
+    nominal = np.array([[80, 80], [width - 80, 80], [width - 80, height - 80], [80, height - 80]], float)
+    for x, y in nominal:
+        cv2.circle(panel, (int(x), int(y)), 22, 0, -1)
+        cv2.circle(panel, (int(x), int(y)), 14, 255, -1)
+        cv2.circle(panel, (int(x), int(y)), 5, 0, -1)
+    fiducial = panel[50:111, 50:111].copy()
+    seen = cv2.warpPerspective(panel, homography, size_px, flags=cv2.INTER_LINEAR, borderValue=40).astype(np.float32)
+    seen += np.random.default_rng(seed + 1).normal(0.0, noise_grey, seen.shape).astype(np.float32)
+    return np.clip(np.round(seen), 0, 255).astype(np.uint8), fiducial, nominal
 
 
 def render_checkerboard(*, inner_corners: tuple[int, int], square_mm: float, camera_matrix: np.ndarray,

@@ -8,6 +8,7 @@ import pytest
 
 from inspection.align import AlignmentError
 from inspection.align.match import fiducial_homography, find_template
+from inspection.synthetic import render_pcb_panel
 
 
 def _texture(seed: int, size_px: int = 768) -> np.ndarray:
@@ -44,23 +45,9 @@ def test_a_template_larger_than_the_image_is_refused() -> None:
         find_template(_texture(1, 100), _texture(2, 200))
 
 
-def _panel(matrix: np.ndarray, *, size: tuple[int, int] = (900, 700)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A rendered PCB panel: texture with four ring fiducials near the corners, seen through ``matrix``."""
-    width, height = size
-    panel = (_texture(4, 1024)[:height, :width] // 2 + 40).astype(np.uint8)
-    nominal = np.array([[80, 80], [width - 80, 80], [width - 80, height - 80], [80, height - 80]], float)
-    for x, y in nominal:
-        cv2.circle(panel, (int(x), int(y)), 22, 0, -1)
-        cv2.circle(panel, (int(x), int(y)), 14, 255, -1)
-        cv2.circle(panel, (int(x), int(y)), 5, 0, -1)
-    fiducial = panel[80 - 30 : 80 + 31, 80 - 30 : 80 + 31].copy()
-    seen = cv2.warpPerspective(panel, matrix, size, flags=cv2.INTER_LINEAR, borderValue=40)
-    return seen, fiducial, nominal
-
-
 def test_fiducials_give_the_panel_homography() -> None:
     truth = np.array([[0.995, -0.02, 12.3], [0.018, 1.003, -7.6], [1e-6, -2e-6, 1.0]])
-    seen, fiducial, nominal = _panel(truth)
+    seen, fiducial, nominal = render_pcb_panel(truth)
     homography, matches = fiducial_homography(seen, fiducial, nominal, search_radius_px=30)
     assert all(matches)
     probe = np.array([[450.0, 350.0], [100.0, 600.0]]).reshape(-1, 1, 2)

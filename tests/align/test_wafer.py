@@ -21,7 +21,7 @@ def _geometry(rng: np.random.Generator, *, notch_angle_deg: float) -> WaferGeome
 @pytest.mark.parametrize(("seed", "notch_angle_deg"), [(0, 270.0), (1, 3.7), (2, 131.25), (3, 359.9)])
 def test_centre_radius_and_notch_meet_the_targets(seed: int, notch_angle_deg: float) -> None:
     geometry = _geometry(np.random.default_rng(seed), notch_angle_deg=notch_angle_deg)
-    image = render_wafer_geometry(geometry, size_px=2048, noise_grey=4.0, seed=seed)
+    image, _ = render_wafer_geometry(geometry, size_px=2048, noise_grey=4.0, seed=seed)
     fit = find_wafer(image, pixel_size_um=150.0)
     centre_error_px = np.hypot(fit.centre_xy_px[0] - geometry.centre_xy_px[0],
                                fit.centre_xy_px[1] - geometry.centre_xy_px[1])
@@ -34,7 +34,7 @@ def test_centre_radius_and_notch_meet_the_targets(seed: int, notch_angle_deg: fl
 
 def test_canonical_turn_puts_the_notch_at_six_o_clock() -> None:
     geometry = _geometry(np.random.default_rng(7), notch_angle_deg=40.0)
-    image = render_wafer_geometry(geometry, size_px=2048, seed=7)
+    image, _ = render_wafer_geometry(geometry, size_px=2048, seed=7)
     fit = find_wafer(image)
     turned = cv2.warpAffine(image, fit.to_canonical(size_px=(2048, 2048)), (2048, 2048))
     again = find_wafer(turned)

@@ -7,6 +7,7 @@ import pytest
 
 from inspection.align.wafer import find_wafer
 from inspection.measure.grid import GridError, die_crops, find_die_grid
+from inspection.measure.metrology import blobs
 from inspection.synthetic import WaferGeometry, render_wafer_geometry
 
 
@@ -16,7 +17,7 @@ def test_pitch_and_origin_to_a_twentieth_of_a_pixel(seed: int) -> None:
     geometry = WaferGeometry((1024 + rng.uniform(-20, 20), 1024 + rng.uniform(-20, 20)), rng.uniform(880, 950),
                              270.0, (rng.uniform(40, 90), rng.uniform(40, 90)),
                              (rng.uniform(0, 40), rng.uniform(0, 40)), rng.uniform(3, 6))
-    image = render_wafer_geometry(geometry, size_px=2048, noise_grey=4.0, seed=seed)
+    image, _ = render_wafer_geometry(geometry, size_px=2048, noise_grey=4.0, seed=seed)
     fit = find_wafer(image)
     grid = find_die_grid(image, centre_xy_px=fit.centre_xy_px, radius_px=fit.radius_px)
     for axis in (0, 1):
@@ -39,3 +40,17 @@ def test_a_frame_without_streets_has_no_grid() -> None:
     blank = np.full((1024, 1024), 120, np.uint8) + np.random.default_rng(0).integers(0, 3, (1024, 1024), np.uint8)
     with pytest.raises(GridError):
         find_die_grid(blank, centre_xy_px=(512, 512), radius_px=480)
+
+
+def test_particles_on_a_rendered_wafer_are_found_as_blobs() -> None:
+    geometry = WaferGeometry((1030.0, 1012.0), 930.0, 270.0, (64.0, 71.0), (5.0, 9.0), 4.0)
+    image, truth = render_wafer_geometry(geometry, size_px=2048, seed=4, particles=6)
+    fit = find_wafer(image)
+    assert np.hypot(fit.centre_xy_px[0] - 1030.0, fit.centre_xy_px[1] - 1012.0) <= 0.2
+    inside = [blob for blob in blobs(image, threshold=50, background=120, foreground=20, pixel_size_um=10.0,
+                                     min_area_px=5)
+              if blob.area_px < 500]  # the dark surround of the wafer is one huge blob
+    assert len(inside) == len(truth) == 6
+    for defect in truth:
+        x0, y0, x1, y1 = defect.box_xyxy_px
+        assert any(x0 <= b.centroid_xy_px[0] <= x1 and y0 <= b.centroid_xy_px[1] <= y1 for b in inside)
