@@ -9,7 +9,6 @@ queueing included. Usage: ``python benchmarks/bench_line.py [--frames N] [--size
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.acquire import open_camera
-from inspection.bench import machine
+from inspection.bench import machine, save_record
 from inspection.pipeline import Inspector, LineStats, run_line
 from inspection.recipe import load_recipe
 from inspection.report import ResultStore, read_results
@@ -82,9 +81,7 @@ def main() -> None:
         "versions": {p: metadata.version(p) for p in ("wafer-inspect", "numpy", "opencv-python-headless")},
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"line-{datetime.now(UTC):%Y%m%d}-{record['machine']['host']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = save_record(record, args.out, name="line")
     for run in runs:
         print(f"{run['kind']:5} {run['frame_px']:>9}: {run['fps']:7.1f} fps  p50 {run['latency_p50_ms']:7.1f} ms"
               f"  p99 {run['latency_p99_ms']:7.1f} ms  stages {run['mean_stage_ms']}")

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.acquire import read_image
 from inspection.acquire.deeppcb import read_pair_list
-from inspection.bench import machine
+from inspection.bench import machine, save_record
 from inspection.classify import SessionSettings
 from inspection.classify.prepare import prepare_batch
-from inspection.pcb import PcbInspector, candidate_crops, evaluate_pairs, find_candidates, grey_pair
+from inspection.pcb import PcbInspector, candidate_crops, evaluate_pairs, find_candidates, grey_pair, read_grey
 from inspection.progress import progress
 
 RESULTS = Path(__file__).parent / "results"
@@ -33,7 +32,7 @@ def stage_times_ms(inspector: PcbInspector, pairs: list) -> dict[str, float]:
     samples: dict[str, list[float]] = {"read": [], "register_and_candidates": [], "crops": [], "classify": []}
     for pair in progress(pairs, total=len(pairs), label="stages"):
         started = time.perf_counter()
-        test, template = grey_pair(read_image(pair.test_path)[0], read_image(pair.template_path)[0])
+        test, template = grey_pair(read_grey(pair.test_path), read_grey(pair.template_path))
         read_at = time.perf_counter()
         candidates = find_candidates(test, template, settings=inspector.detector)
         found_at = time.perf_counter()
@@ -67,9 +66,7 @@ def main() -> None:
         "model": str(args.model), "list": str(args.list), "pairs": len(pairs), "runs": runs,
         "stage_ms_one_thread": stage_times_ms(inspector, pairs),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"pcb-{datetime.now(UTC):%Y%m%d}-{record['machine']['host']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = save_record(record, args.out, name="pcb")
     print(json.dumps(record, indent=2))
     print(f"recorded in {path}")
 

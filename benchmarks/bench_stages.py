@@ -9,7 +9,6 @@ the machine and date, goes to ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.align import estimate_shift, translate
-from inspection.bench import machine
+from inspection.bench import machine, save_record
 from inspection.grade import detections_of, verdict_of
 from inspection.measure import deviation, regions, tolerance_band
 from inspection.preprocess import denoise, equalize, to_uint8
@@ -74,9 +73,7 @@ def main() -> None:
     results = {f"{s}x{s}": stages_at(s, args.repeats) for s in progress(sizes, total=len(sizes), label="stages")}
     record = {"benchmark": "stages", "unit": "ms per frame (median)", "date": datetime.now(UTC).isoformat(
         timespec="seconds"), "machine": machine(), "results": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"stages-{datetime.now(UTC):%Y%m%d}-{record['machine']['host']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = save_record(record, args.out, name="stages")
     names = list(next(iter(results.values())))
     print(f"{'stage (ms)':<26}" + "".join(f"{size:>12}" for size in results))
     for name in names:

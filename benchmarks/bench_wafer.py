@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from inspection.align.wafer import find_wafer
-from inspection.bench import machine
+from inspection.bench import machine, save_record
 from inspection.measure.grid import die_crops, find_die_grid
 from inspection.progress import progress
 from inspection.synthetic import WaferGeometry, render_wafer_geometry
@@ -58,9 +58,7 @@ def main() -> None:
         "machine": machine(), "frame_px": size, "dies_per_frame": dies, "repeats": args.repeats,
         "median_ms": {key: round(float(np.median(values)), 2) for key, values in samples.items()},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"wafer-{datetime.now(UTC):%Y%m%d}-{record['machine']['host']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = save_record(record, args.out, name="wafer")
     print(json.dumps(record, indent=2))
     print(f"recorded in {path}")
 

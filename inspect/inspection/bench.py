@@ -8,6 +8,7 @@ machine's own matrix-multiply rate measured in the same run (numpy float32 GEMM)
 from __future__ import annotations
 
 import importlib.util
+import json
 import multiprocessing
 import os
 import platform
@@ -38,6 +39,14 @@ def machine() -> dict[str, Any]:
                 flags = set(line.split(":", 1)[1].split())
     return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "avx512": "avx512f" in flags}
+
+
+def save_record(record: dict[str, Any], folder: Path, *, name: str) -> Path:
+    """Write a benchmark record as ``folder/<name>-<UTC date>-<host>.json`` (it carries its machine)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{datetime.now(UTC):%Y%m%d}-{record['machine']['host']}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
 
 
 def matmul_gflops(*, size: int = 2048, repeats: int = 5) -> float:
