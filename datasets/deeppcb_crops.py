@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.acquire import read_image
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, read_pair_list
 from inspection.classify.detect import iou_matrix
-from inspection.pcb import CANDIDATE_SETTINGS, candidate_crops, find_candidates, grey_pair
+from inspection.pcb import CANDIDATE_SETTINGS, candidate_crops, find_candidates, grey_pair, read_grey
 from inspection.progress import progress
 from inspection.report import save_png
 
@@ -73,7 +72,7 @@ def main() -> None:
     for pair, line in progress(zip(pairs, list_lines, strict=True), total=len(pairs), label="candidates"):
         split = "test" if pair.group in test_groups else "train"
         lists[split].append(line)
-        test, template = grey_pair(read_image(pair.test_path)[0], read_image(pair.template_path)[0],
+        test, template = grey_pair(read_grey(pair.test_path), read_grey(pair.template_path),
                                    test_name=str(pair.test_path), template_name=str(pair.template_path))
         candidates = find_candidates(test, template, settings=CANDIDATE_SETTINGS)
         boxes = candidates.boxes

@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import ValidationError
 
-from inspection.acquire import SCHEMES, CameraError, open_camera, read_image
+from inspection.acquire import SCHEMES, CameraError, open_camera
 from inspection.classify import Classifier, ModelCard, SessionSettings, evaluate_folder
 from inspection.classify.card import DetectorSettings
 from inspection.pipeline import Inspector, LineStats, run_line, teach_reference
-from inspection.preprocess import to_gray
 from inspection.progress import progress
 from inspection.recipe import BUNDLED_RECIPES, load_recipe
 from inspection.report import ResultStore, draw_boxes, draw_wafer_map, read_results, save_png
@@ -260,17 +259,12 @@ def cmd_calibrate_flatfield(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_grey(path: Path) -> np.ndarray:
-    image, layout, _ = read_image(path)
-    return to_gray(image, layout=layout)
-
-
 def cmd_pcb_inspect(args: argparse.Namespace) -> int:
-    from inspection.pcb import PcbInspector
+    from inspection.pcb import PcbInspector, read_grey
 
     inspector = PcbInspector(args.model, device=args.device, min_score=args.min_score)
-    test = _read_grey(args.test)
-    result = inspector.inspect(test, _read_grey(args.template), test_name=str(args.test),
+    test = read_grey(args.test)
+    result = inspector.inspect(test, read_grey(args.template), test_name=str(args.test),
                                template_name=str(args.template))
     detections = [{"kind": d.kind, "score": round(d.score, 4), "box_xyxy_px": [round(v, 1) for v in box],
                    "area_px": d.region.area_px} for d, box in zip(result.detections, result.boxes, strict=True)]

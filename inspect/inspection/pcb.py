@@ -162,7 +162,8 @@ def perturb(image: np.ndarray, boxes: np.ndarray, *, rng: np.random.Generator, m
     return moved, clipped, inside
 
 
-def _grey_file(path: Path) -> np.ndarray:
+def read_grey(path: Path) -> np.ndarray:
+    """A board image as grey (DeepPCB stores some as RGB with equal channels), dtype kept."""
     image, layout, _ = read_image(path)
     return to_gray(image, layout=layout)
 
@@ -175,7 +176,7 @@ def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: in
 
     def one(index: int) -> tuple[PcbPair, PcbResult | str, np.ndarray, tuple[str, ...]]:
         pair = pairs[index]
-        test, template = _grey_file(pair.test_path), _grey_file(pair.template_path)
+        test, template = read_grey(pair.test_path), read_grey(pair.template_path)
         truth_boxes, truth_kinds = pair.boxes, pair.kinds
         if max_shift_px or max_angle_deg:
             test, truth_boxes, inside = perturb(test, truth_boxes, rng=perturbations[index],
