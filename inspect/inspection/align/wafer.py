@@ -61,16 +61,14 @@ def _edge_radii(image: np.ndarray, centre: tuple[float, float], radius: float,
         background = np.nanmedian(profiles[:, radii > 1.025 * radius], axis=1)
         inner = np.nanmedian(profiles[:, radii < 0.95 * radius], axis=1)
     level = (background + inner) / 2
+    # Scanning from outside in, the edge lies after the last sample at or above the level (NaN compares False).
+    above = profiles >= level[:, None]
+    last = profiles.shape[1] - 1 - np.argmax(above[:, ::-1], axis=1)
+    usable = np.isfinite(level) & (inner - background >= 10) & above.any(axis=1) & (last + 1 < profiles.shape[1])
+    rays = np.nonzero(usable)[0]
+    before, after = profiles[rays, last[rays]], profiles[rays, last[rays] + 1]
     found = np.full(len(angles), np.nan)
-    for ray, (profile, threshold) in enumerate(zip(profiles, level, strict=True)):
-        if not np.isfinite(threshold) or inner[ray] - background[ray] < 10:
-            continue
-        above = np.nonzero(profile >= threshold)[0]  # scanning from outside in: the last sample above the level
-        if len(above) == 0 or above[-1] + 1 >= len(profile):
-            continue
-        last = above[-1]
-        before, after = profile[last], profile[last + 1]
-        found[ray] = radii[last] + step_px * (before - threshold) / (before - after)
+    found[rays] = radii[last[rays]] + step_px * (before - level[rays]) / (before - after)
     return found
 
 
