@@ -20,6 +20,7 @@ from inspection.synthetic import SIM_KINDS, SimKind
 from inspection.types import InspectionError
 
 BUNDLED_RECIPES = ("wafer", "pcb")
+BUNDLED_LOT_RECIPES = ("wafer-lot",)
 
 
 class RecipeError(InspectionError, ValueError):
@@ -159,27 +160,31 @@ def parse_recipe(data: Any, *, source: str) -> Recipe:
         raise RecipeError(f"{source}: invalid recipe ({exc.error_count()} problem(s)):\n  {problems}") from None
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load a recipe file, or one of the bundled recipes by name (``wafer``, ``pcb``).
-
-    A relative ``reference.golden`` path is resolved against the recipe's folder.
-    """
+def _read_yaml(name_or_path: str | Path, bundled: tuple[str, ...]) -> tuple[Any, Path]:
     path = Path(name_or_path)
     if path.is_file():
         text = path.read_text(encoding="utf-8")
-    elif str(name_or_path) in BUNDLED_RECIPES:
+    elif str(name_or_path) in bundled:
         resource = resources.files("inspection") / "recipes" / f"{name_or_path}.yaml"
         text = resource.read_text(encoding="utf-8")
         path = Path(str(resource))
     else:
         raise RecipeError(
             f"recipe {str(name_or_path)!r}: no such file, and not a bundled recipe "
-            f"(bundled: {', '.join(BUNDLED_RECIPES)})"
+            f"(bundled: {', '.join(bundled)})"
         )
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text), path
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load a recipe file, or one of the bundled recipes by name (``wafer``, ``pcb``).
+
+    A relative ``reference.golden`` path is resolved against the recipe's folder.
+    """
+    data, path = _read_yaml(name_or_path, BUNDLED_RECIPES)
     recipe = parse_recipe(data, source=str(path))
     golden = recipe.reference.golden
     if not golden.startswith("sim:"):
@@ -191,3 +196,90 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             )
         recipe = recipe.model_copy(update={"reference": ReferenceSettings(golden=str(golden_path))})
     return recipe.model_copy(update={"source_path": str(path)})
+
+
+class WaferLayout(_Section):
+    """The product's wafer as the recipe states it; a frame that disagrees is not graded."""
+
+    diameter_mm: float = Field(..., gt=0)
+    diameter_tolerance: float = Field(0.03, gt=0, lt=1)
+    """Relative tolerance on the measured diameter."""
+    die_pitch_um: tuple[float, float]
+    """Die pitch (x, y) in micrometres, street included."""
+    pitch_tolerance: float = Field(0.02, gt=0, lt=1)
+    street_um: float = Field(..., ge=0)
+    edge_exclusion_mm: float = Field(3.0, ge=0)
+
+    @model_validator(mode="after")
+    def _positive_pitch(self) -> WaferLayout:
+        if min(self.die_pitch_um) <= 0 or self.street_um >= min(self.die_pitch_um):
+            raise ValueError(f"die_pitch_um {self.die_pitch_um} must be positive and wider than street_um "
+                             f"{self.street_um}")
+        return self
+
+
+class LotModels(_Section):
+    die: str
+    """Die classifier model folder (relative to the recipe's folder, else to the working directory)."""
+    wafer_map: str
+    """Wafer-map pattern model folder."""
+    batch_size: int = Field(256, ge=1, le=4096)
+
+
+class LotRules(_Section):
+    """How a graded wafer gets its verdict; the first rule that fires decides."""
+
+    yield_floor: float = Field(..., ge=0, le=1)
+    """A wafer yielding less fails."""
+    review_band: float = Field(0.0, ge=0, le=1)
+    """A wafer within this much above the floor goes to review."""
+    max_defect_density_per_cm2: float | None = Field(None, gt=0)
+    forbidden_patterns: tuple[str, ...] = ()
+    """Patterns that fail the wafer whatever its yield (a process excursion to stop)."""
+    min_pattern_confidence: float = Field(0.5, ge=0, le=1)
+    """A forbidden pattern below this confidence sends the wafer to review instead of failing it."""
+
+    @model_validator(mode="after")
+    def _known_patterns(self) -> LotRules:
+        from inspection.wafermap.maps import PATTERNS  # the recipe module is loaded before the stages
+
+        unknown = [p for p in self.forbidden_patterns if p not in PATTERNS]
+        if unknown:
+            raise ValueError(f"forbidden_patterns {unknown} are not patterns; expected some of {', '.join(PATTERNS)}")
+        return self
+
+
+class LotRecipe(_Section):
+    """Offline grading of wafer lots (``inspect grade``)."""
+
+    name: str = Field(..., min_length=1)
+    kind: Literal["wafer-lot"]
+    pixel_size_um: float = Field(..., gt=0)
+    preprocess: PreprocessSettings = PreprocessSettings()
+    wafer: WaferLayout
+    models: LotModels
+    rules: LotRules
+    source_path: str | None = Field(None, exclude=True)
+
+    def sha256(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_lot_recipe(name_or_path: str | Path) -> LotRecipe:
+    """Load a lot recipe file or a bundled one (``wafer-lot``); model folders are resolved to paths that exist
+    when they do, against the recipe's folder first and then the working directory."""
+    data, path = _read_yaml(name_or_path, BUNDLED_LOT_RECIPES)
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping of recipe fields, got {type(data).__name__}")
+    try:
+        recipe = LotRecipe.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e, LotRecipe) for e in exc.errors())
+        raise RecipeError(f"{path}: invalid recipe ({exc.error_count()} problem(s)):\n  {problems}") from None
+    models = {}
+    for field_name in ("die", "wafer_map"):
+        given = Path(getattr(recipe.models, field_name))
+        beside = path.parent / given
+        models[field_name] = str(beside.resolve() if not given.is_absolute() and beside.is_dir() else given)
+    return recipe.model_copy(update={"models": recipe.models.model_copy(update=models), "source_path": str(path)})

@@ -213,29 +213,47 @@ def render_frame(kind: SimKind, index: int, *, seed: int = 0, size_px: int = 512
 DIE_CLASSES = ("good", "particle", "scratch", "stain", "missing-pattern", "bridge")
 
 
-def render_die(kind: str, index: int, *, seed: int = 0, size_px: int = 64) -> np.ndarray:
-    """Die image ``index`` of class ``kind`` (one of DIE_CLASSES): 8-bit, ``size_px`` square.
+@dataclass(frozen=True)
+class DieDesign:
+    """The pattern of one product's die: grey levels, horizontal metal lines and a bond pad (pixels)."""
 
-    A die shows horizontal metal lines and a bond pad, with varying illumination, contrast, pattern
-    placement and sensor noise, so a classifier must learn the defect and not the die. Each class has its
-    own deterministic stream: (seed, kind, index) always gives the same image.
-    """
-    if kind not in DIE_CLASSES:
-        raise ValueError(f"unknown die class {kind!r}; expected one of {', '.join(DIE_CLASSES)}")
-    rng = np.random.default_rng([seed, DIE_CLASSES.index(kind), index])
+    size_px: int
+    base_grey: float
+    metal_grey: float
+    line_centres_px: tuple[float, ...]
+    line_half_widths_px: tuple[float, ...]
+    pad_xy_px: tuple[float, float]
+    pad_side_px: float
+
+    def draw(self) -> np.ndarray:
+        """The defect-free die as float32 grey levels."""
+        s = self.size_px
+        image = np.full((s, s), self.base_grey, np.float32)
+        for y, hw in zip(self.line_centres_px, self.line_half_widths_px, strict=True):
+            image[max(0, round(y - hw)) : round(y + hw) + 1, :] = self.metal_grey
+        (pad_x, pad_y), pad = self.pad_xy_px, self.pad_side_px
+        image[round(pad_y) : round(pad_y + pad), round(pad_x) : round(pad_x + pad)] = self.metal_grey + 20
+        return image
+
+
+def die_design(rng: np.random.Generator, *, size_px: int) -> DieDesign:
+    """A random die pattern: 3-4 metal lines and a pad, contrast and placement varying as between products."""
     s = size_px
-    base = rng.uniform(80, 130)
-    metal = base + rng.uniform(45, 75)
-    image = np.full((s, s), base, np.float32)
+    base = float(rng.uniform(80, 130))
+    metal = base + float(rng.uniform(45, 75))
     lines = int(rng.integers(3, 5))
     pitch = s / (lines + 0.5)
     offset = rng.uniform(0.2, 0.5) * pitch
-    half_widths = [rng.uniform(1.5, 2.8) * s / 64 for _ in range(lines)]
-    centres = [offset + i * pitch + rng.uniform(-1, 1) for i in range(lines)]
-    for y, hw in zip(centres, half_widths, strict=True):
-        image[max(0, round(y - hw)) : round(y + hw) + 1, :] = metal
-    pad_x, pad_y, pad = rng.uniform(0.1, 0.7) * s, rng.uniform(0.1, 0.7) * s, rng.uniform(0.15, 0.22) * s
-    image[round(pad_y) : round(pad_y + pad), round(pad_x) : round(pad_x + pad)] = metal + 20
+    half_widths = tuple(float(rng.uniform(1.5, 2.8) * s / 64) for _ in range(lines))
+    centres = tuple(float(offset + i * pitch + rng.uniform(-1, 1)) for i in range(lines))
+    pad_xy = (float(rng.uniform(0.1, 0.7) * s), float(rng.uniform(0.1, 0.7) * s))
+    return DieDesign(s, base, metal, centres, half_widths, pad_xy, float(rng.uniform(0.15, 0.22) * s))
+
+
+def draw_die_defect(image: np.ndarray, design: DieDesign, kind: str, rng: np.random.Generator) -> None:
+    """Draw one defect of ``kind`` (a DIE_CLASSES name other than good) into ``image``, a drawn ``design``."""
+    s = design.size_px
+    centres, half_widths = design.line_centres_px, design.line_half_widths_px
     sign = 1 if rng.uniform() < 0.5 else -1
     x, y = rng.uniform(0.15, 0.85) * s, rng.uniform(0.15, 0.85) * s
     if kind == "particle":
@@ -259,16 +277,35 @@ def render_die(kind: str, index: int, *, seed: int = 0, size_px: int = 64) -> np
         cv2.ellipse(mask, (round(x), round(y)), axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
         image += sign * rng.uniform(35, 50) * cv2.GaussianBlur(mask, (0, 0), 1.5)
     elif kind == "missing-pattern":
-        line = int(rng.integers(lines))
+        line = int(rng.integers(len(centres)))
         y0, y1 = round(centres[line] - half_widths[line]) - 1, round(centres[line] + half_widths[line]) + 2
         x0 = round(rng.uniform(0.05, 0.7) * s)
-        image[max(0, y0) : y1, x0 : x0 + round(rng.uniform(0.15, 0.3) * s)] = base
+        image[max(0, y0) : y1, x0 : x0 + round(rng.uniform(0.15, 0.3) * s)] = design.base_grey
     elif kind == "bridge":
-        line = int(rng.integers(lines - 1))
+        line = int(rng.integers(len(centres) - 1))
         width = max(2, round(rng.uniform(2, 4) * s / 64))
+        (pad_x, _), pad = design.pad_xy_px, design.pad_side_px
         free = [x for x in range(round(0.05 * s), round(0.9 * s)) if x + width < pad_x or x > pad_x + pad]
         x0 = free[int(rng.integers(len(free)))]  # beside the pad, where the bridge cannot hide
-        image[round(centres[line]) : round(centres[line + 1]) + 1, x0 : x0 + width] = metal
+        image[round(centres[line]) : round(centres[line + 1]) + 1, x0 : x0 + width] = design.metal_grey
+    elif kind != "good":
+        raise ValueError(f"unknown die class {kind!r}; expected one of {', '.join(DIE_CLASSES)}")
+
+
+def render_die(kind: str, index: int, *, seed: int = 0, size_px: int = 64) -> np.ndarray:
+    """Die image ``index`` of class ``kind`` (one of DIE_CLASSES): 8-bit, ``size_px`` square.
+
+    A die shows horizontal metal lines and a bond pad, with varying illumination, contrast, pattern
+    placement and sensor noise, so a classifier must learn the defect and not the die. Each class has its
+    own deterministic stream: (seed, kind, index) always gives the same image.
+    """
+    if kind not in DIE_CLASSES:
+        raise ValueError(f"unknown die class {kind!r}; expected one of {', '.join(DIE_CLASSES)}")
+    rng = np.random.default_rng([seed, DIE_CLASSES.index(kind), index])
+    s = size_px
+    design = die_design(rng, size_px=s)
+    image = design.draw()
+    draw_die_defect(image, design, kind, rng)
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     theta = rng.uniform(0, 2 * np.pi)
     image *= 1.0 + rng.uniform(0, 0.12) * ((xx * np.cos(theta) + yy * np.sin(theta)) / s - 0.5)

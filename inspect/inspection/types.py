@@ -192,3 +192,40 @@ class WaferReport:
     verdict: Verdict
     dies: tuple[DieResult, ...] = ()
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class LotItem:
+    image_path: str
+    wafer_id: str
+    lot_id: str
+    slot: int
+    truth_pattern: str | None = None
+    truth_dies: str | None = None
+    """A truth file (``sample_lot`` layout: rows, cols, classes per die) for die-level comparison."""
+
+
+@dataclass(frozen=True)
+class GradedWafer:
+    """Everything the store keeps about one wafer (a failed-to-grade wafer has status "failed" and a reason)."""
+
+    item: LotItem
+    status: Literal["graded", "failed"]
+    reason: str
+    verdict: Verdict
+    timings_ms: dict[str, float]
+    pattern: str | None = None
+    pattern_confidence: float | None = None
+    root_cause: str | None = None
+    yield_fraction: float | None = None
+    defect_density_per_cm2: float | None = None
+    die_map: np.ndarray | None = None
+    map_origin_row_col: tuple[int, int] = (0, 0)
+    """Die index of die_map[0, 0]."""
+    geometry: dict[str, Any] = field(default_factory=dict)
+    dies: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per die (columns of equal length): row, col, x_mm, y_mm, class_index, defect_score, defective,
+    x_rel_um, y_rel_um, x_size_um, y_size_um, area_um2, truth_class (-1 unknown)."""
+    class_names: tuple[str, ...] = ()
+    thumbnails: list[tuple[int, int, str, float, bytes]] = field(default_factory=list)
+    """(row, col, class, defect score, PNG) of the worst dies."""

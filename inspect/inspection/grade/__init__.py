@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inspection.recipe import GradeSettings
+from inspection.recipe import GradeSettings, LotRules
 from inspection.types import Detection, Measurements, Verdict
 
 
@@ -27,3 +27,23 @@ def verdict_of(detections: tuple[Detection, ...], *, settings: GradeSettings) ->
         return Verdict.FAIL, f"{len(detections)} defects > max_detections {settings.max_detections}"
     return Verdict.REVIEW, (f"{len(detections)} defect(s), largest {largest.region.area_um2:.0f} um2 "
                             f"< fail_area_um2 {settings.fail_area_um2:g}")
+
+
+def wafer_verdict(*, yield_fraction: float, defect_density_per_cm2: float, pattern: str, pattern_confidence: float,
+                  rules: LotRules) -> tuple[Verdict, str]:
+    """A graded wafer's verdict and the rule that decided it (forbidden pattern, yield floor, defect density,
+    review band, in that order)."""
+    if pattern in rules.forbidden_patterns:
+        if pattern_confidence >= rules.min_pattern_confidence:
+            return Verdict.FAIL, f"forbidden pattern {pattern} (confidence {pattern_confidence:.2f})"
+        return Verdict.REVIEW, (f"possible forbidden pattern {pattern} (confidence {pattern_confidence:.2f} < "
+                                f"min_pattern_confidence {rules.min_pattern_confidence:g})")
+    if yield_fraction < rules.yield_floor:
+        return Verdict.FAIL, f"yield {yield_fraction:.1%} < yield_floor {rules.yield_floor:.1%}"
+    if rules.max_defect_density_per_cm2 is not None and defect_density_per_cm2 > rules.max_defect_density_per_cm2:
+        return Verdict.FAIL, (f"defect density {defect_density_per_cm2:.3f}/cm2 > max_defect_density_per_cm2 "
+                              f"{rules.max_defect_density_per_cm2:g}")
+    if yield_fraction < rules.yield_floor + rules.review_band:
+        return Verdict.REVIEW, (f"yield {yield_fraction:.1%} within review_band {rules.review_band:.1%} above "
+                                f"the floor {rules.yield_floor:.1%}")
+    return Verdict.PASS, f"yield {yield_fraction:.1%}, pattern {pattern}"

@@ -78,9 +78,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+def connect(path: Path, *, read_only: bool, table: str = "results", schema_version: int = SCHEMA_VERSION,
+            what: str = "wafer-inspect results database") -> sqlite3.Connection:
+    """An SQLite connection after checking the file is ours: ``table`` present (or no tables yet), schema not
+    newer than this software's."""
     if read_only and not path.is_file():
-        raise StoreError(f"{path}: no results database there")
+        raise StoreError(f"{path}: no {what} there")
     if not read_only and path.exists() and not path.is_file():
         raise StoreError(f"{path}: exists and is not a file")
     try:
@@ -92,11 +95,11 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not a wafer-inspect results database ({exc})") from None
-    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path}: not a {what} ({exc})") from None
+    if version > schema_version:
         connection.close()
-        raise StoreError(f"{path}: schema version {version} is newer than this software's {SCHEMA_VERSION}")
-    if tables and "results" not in tables:
+        raise StoreError(f"{path}: schema version {version} is newer than this software's {schema_version}")
+    if tables and table not in tables:
         connection.close()
         raise StoreError(f"{path}: an SQLite database of another application (tables: {', '.join(sorted(tables))})")
     return connection
@@ -107,7 +110,7 @@ class ResultStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._connection = _connect(self.path, read_only=False)
+        self._connection = connect(self.path, read_only=False)
         with self._connection:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=FULL")
@@ -161,7 +164,7 @@ class ResultStore:
 def read_results(path: str | Path, *, verdict: str | None = None, since: str | None = None,
                  run_id: int | None = None) -> Iterator[dict[str, Any]]:
     """Stored results in commit order, JSON columns decoded; ``since`` is an ISO-8601 time (UTC if naive)."""
-    connection = _connect(Path(path), read_only=True)
+    connection = connect(Path(path), read_only=True)
     clauses, params = [], []
     if verdict is not None:
         clauses.append("verdict = ?")
@@ -186,7 +189,7 @@ def read_results(path: str | Path, *, verdict: str | None = None, since: str | N
 
 
 def read_events(path: str | Path, *, run_id: int | None = None) -> list[dict[str, Any]]:
-    connection = _connect(Path(path), read_only=True)
+    connection = connect(Path(path), read_only=True)
     try:
         query = "SELECT run_id, at, kind, source, detail FROM events"
         rows = connection.execute(query + " WHERE run_id = ?" if run_id else query, (run_id,) if run_id else ())
