@@ -20,6 +20,8 @@ from inspection.align import AlignmentError
 RAYS = 1440
 """Edge samples around the wafer: one per 0.25 degree."""
 
+MIN_NOTCH_RAYS = 3
+
 
 @dataclass(frozen=True)
 class WaferFit:
@@ -122,22 +124,37 @@ def find_wafer(image: np.ndarray, *, pixel_size_um: float | None = None) -> Wafe
 
 
 def _notch(angles: np.ndarray, residuals: np.ndarray, rms_px: float) -> tuple[float, str]:
-    """Direction (degrees) of the longest run of rays whose edge falls short of the circle, and its kind."""
+    """Direction (degrees) of the deepest run of rays whose edge falls short of the circle, and its kind.
+
+    Deepest, not longest: a dark street lying along the edge pulls a long arc in by a pixel or two, while a
+    notch or a flat cuts many pixels deep.
+    """
+    # A 3-ray circular median drops single rays whose edge search failed (one deep ray is no notch).
+    residuals = np.median(np.stack([np.roll(residuals, 1), residuals, np.roll(residuals, -1)]), axis=0)
     short = residuals < -max(1.5, 4 * rms_px)
     if not short.any():
         raise AlignmentError("no notch or flat found on the wafer edge")
-    # Longest circular run of short rays: unroll the circle once so a run across 0 degrees stays whole.
+    # Circular runs of short rays: unroll the circle once so a run across 0 degrees stays whole.
     doubled = np.concatenate([short, short])
-    best_start, best_length, start = 0, 0, None
+    depth_all = -np.concatenate([residuals, residuals])
+    best_start, best_length, best_key, start = 0, 0, (-np.inf, 0), None
     for index, flag in enumerate(doubled):
         if flag and start is None:
             start = index
         if (not flag or index == len(doubled) - 1) and start is not None:
             end = index if not flag else index + 1
-            if end - start > best_length and start < len(short):
-                best_start, best_length = start, min(end - start, len(short))
+            # Ties go to the longer run: the whole run across 0 degrees beats its part after 0.
+            key = (float(depth_all[start:end].max()), end - start)
+            if start < len(short) and end - start >= MIN_NOTCH_RAYS and key > best_key:
+                best_start, best_length, best_key = start, min(end - start, len(short)), key
             start = None
+    if best_length == 0:
+        raise AlignmentError(f"no notch or flat found on the wafer edge (no {MIN_NOTCH_RAYS} neighbouring rays "
+                             "fall short of the circle)")
     members = np.arange(best_start, best_start + best_length) % len(short)
+    # Only the cut itself (deeper than half the deepest ray) places it: a shallow street run beside the notch
+    # would pull a depth-weighted centre sideways.
+    members = members[-residuals[members] >= best_key[0] / 2]
     depth = -residuals[members]
     unrolled = np.unwrap(angles[members])
     angle = float(np.degrees(np.sum(unrolled * depth) / np.sum(depth))) % 360.0
