@@ -30,7 +30,7 @@ from inspection.recipe import BUNDLED_RECIPES, load_recipe
 from inspection.report import ResultStore, draw_boxes, draw_wafer_map, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
 from inspection.synthetic import DIE_CLASSES, render_die
-from inspection.types import InspectionError, Verdict
+from inspection.types import GradedWafer, InspectionError, Verdict
 from inspection.wafermap import ROOT_CAUSES, read_map_file, read_npz, yield_fraction
 
 if TYPE_CHECKING:
@@ -159,6 +159,13 @@ def _print_card_summary(card: ModelCard, model_dir: Path) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    if args.what == "lot":
+        from inspection.sample_lot import make_lot
+
+        manifest = make_lot(args.out, wafers=args.wafers, seed=args.seed)
+        print(f"inspect: {args.wafers} wafers (seed {args.seed}) with their truth in {args.out}; manifest {manifest}",
+              file=sys.stderr)
+        return 0
     classes = args.classes.split(",") if args.classes else list(DIE_CLASSES)
     unknown = sorted(set(classes) - set(DIE_CLASSES))
     if unknown:
@@ -169,6 +176,47 @@ def cmd_synth(args: argparse.Namespace) -> int:
         save_png(args.out / kind / f"{kind}_{index:05d}.png", image)
     print(f"inspect: {len(jobs)} die images ({args.per_class} per class, seed {args.seed}) in {args.out}",
           file=sys.stderr)
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from inspection.lot import read_lot, run_lot
+    from inspection.recipe import load_lot_recipe
+    from inspection.report.lot_report import lot_figures, write_lot_outputs
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    recipe = load_lot_recipe(args.recipe)
+    overrides = {k: str(v) for k, v in (("die", args.model), ("wafer_map", args.map_model)) if v is not None}
+    if overrides:
+        recipe = recipe.model_copy(update={"models": recipe.models.model_copy(update=overrides)})
+    for what, folder in (("die model", recipe.models.die), ("wafer-map model", recipe.models.wafer_map)):
+        if not Path(folder).is_dir():
+            raise UsageError(f"{what} {folder}: no such folder (the recipe's models are relative to its folder or the "
+                             "working directory; run from the repository root or give --model / --map-model)")
+    items = read_lot(args.source)
+    db_path = args.out / "grade.sqlite"
+
+    def report(wafer: GradedWafer) -> None:
+        if args.quiet:
+            return
+        if wafer.status == "graded":
+            line = (f"{wafer.item.wafer_id}: {wafer.verdict} yield {wafer.yield_fraction:.1%} {wafer.pattern} "
+                    f"({wafer.pattern_confidence:.2f}) - {wafer.reason}")
+        else:
+            line = f"{wafer.item.wafer_id}: failed to grade - {wafer.reason}"
+        print(line, file=sys.stderr, flush=True)
+
+    run = run_lot(items, recipe, db_path=db_path, workers=args.workers, engine=args.engine,
+                  ray_address=args.ray_address, software_version=software_version(), on_wafer=report)
+    outputs = write_lot_outputs(db_path, args.out, title=f"Lot grading: {', '.join(sorted({i.lot_id for i in items}))}",
+                                recipe_name=recipe.name, station=args.station)
+    figures = lot_figures(db_path)
+    wph = run.graded_now / run.elapsed_s * 3600 if run.graded_now else 0.0
+    summary = {"graded_now": run.graded_now, "skipped_already_graded": run.skipped,
+               "elapsed_s": round(run.elapsed_s, 2), "wafers_per_hour": round(wph), **figures, "database": str(db_path),
+               "outputs": {k: str(v) for k, v in outputs.items()}}
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -485,14 +533,39 @@ def build_parser() -> argparse.ArgumentParser:
     teach.add_argument("--timeout", type=float, default=5.0, metavar="S", help="fetch timeout per frame (default 5 s)")
     teach.set_defaults(handler=cmd_teach)
 
-    synth = commands.add_parser("synth", help="render a labelled folder of synthetic die images")
-    synth.add_argument("what", choices=("dies",), help="what to render: dies (one folder per class)")
-    synth.add_argument("out", type=Path, help="output folder (OUT/<class>/*.png)")
+    synth = commands.add_parser("synth", help="render synthetic die images or a whole wafer lot with its truth")
+    synth.add_argument("what", choices=("dies", "lot"),
+                       help="dies: a labelled folder (OUT/<class>/*.png); lot: 2048x2048 wafer frames with about "
+                            "1,000 dies, a spatial pattern per wafer, truth files and the lot.csv manifest")
+    synth.add_argument("out", type=Path, help="output folder")
+    synth.add_argument("--wafers", type=int, default=25, metavar="N", help="lot: wafers (default 25)")
     synth.add_argument("--per-class", type=int, default=500, metavar="N", help="images per class (default 500)")
     synth.add_argument("--seed", type=int, default=0, help="the stream; another seed gives other images")
     synth.add_argument("--size", type=int, default=64, metavar="PX", help="die image size in pixels (default 64)")
     synth.add_argument("--classes", metavar="A,B", help=f"a subset of {','.join(DIE_CLASSES)}")
     synth.set_defaults(handler=cmd_synth)
+
+    grade = commands.add_parser(
+        "grade", help="grade a lot of wafer images offline: die maps, patterns, verdicts, KLARF, HTML report",
+        description="Per wafer: preprocess, wafer edge and notch, die grid (checked against the recipe), die "
+                    "classifier, die map, wafer-map pattern and root cause, verdict from the recipe's rules; each "
+                    "wafer committed to OUT/grade.sqlite as it finishes (a re-run skips finished wafers). Then "
+                    "OUT/report.html, wafers.csv, lot.json, klarf/*.klarf and maps/*.sinf|*.e142.xml|*.png.")
+    grade.add_argument("source", type=Path, metavar="FOLDER|MANIFEST",
+                       help="a folder of wafer images (or one holding lot.csv), or a manifest CSV with columns image, "
+                            "wafer_id[, lot_id, slot, truth_pattern, truth_dies]")
+    grade.add_argument("--recipe", default="wafer-lot", help="lot recipe YAML or the bundled 'wafer-lot' (default)")
+    grade.add_argument("--out", type=Path, required=True, help="output folder (database and reports)")
+    grade.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                       help="wafers graded at once (processes, or Ray tasks; default: the CPU count)")
+    grade.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: a process pool; ray: Ray tasks (local Ray unless --ray-address or RAY_ADDRESS)")
+    grade.add_argument("--ray-address", metavar="ADDR", help="a Ray cluster to join, e.g. ray://head:10001")
+    grade.add_argument("--model", type=Path, help="die classifier model folder (default: the recipe's)")
+    grade.add_argument("--map-model", type=Path, help="wafer-map model folder (default: the recipe's)")
+    grade.add_argument("--station", default="wafer-inspect", help="station name written into KLARF files")
+    grade.add_argument("--quiet", action="store_true", help="no per-wafer lines")
+    grade.set_defaults(handler=cmd_grade)
 
     train = commands.add_parser(
         "train", help="train a defect classifier from a labelled folder and export it to ONNX with its card",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,9 @@ from inspection.classify.runtime import Classifier, SessionSettings
 from inspection.grade import wafer_verdict
 from inspection.measure.grid import Die, DieGrid, die_crops, find_die_grid
 from inspection.preprocess import FlatField, preprocess
+from inspection.progress import progress
 from inspection.recipe import LotRecipe
+from inspection.report.lots import LotStore
 from inspection.types import GradedWafer, InspectionError, LotItem, Verdict
 from inspection.wafermap.classify import WaferMapModel, classify_maps, load_wafermap_model
 from inspection.wafermap.maps import FAILED, GOOD, NO_DIE
@@ -371,3 +373,39 @@ def _grade_on_ray(items: Sequence[LotItem], recipe: LotRecipe, *, workers: int, 
         if started_here:
             ray.shutdown()
 
+
+
+@dataclass(frozen=True)
+class LotRun:
+    run_id: int
+    graded_now: int
+    skipped: int
+    """Wafers already in the database from an earlier (perhaps interrupted) run."""
+    elapsed_s: float
+
+
+def run_lot(items: Sequence[LotItem], recipe: LotRecipe, *, db_path: str | Path, workers: int = 1,
+            engine: Engine = "local", ray_address: str | None = None, software_version: str = "",
+            on_wafer: Callable[[GradedWafer], None] | None = None) -> LotRun:
+    """Grade the wafers of ``items`` not yet in the database, committing each as it finishes (so an interrupted
+    run resumes where it stopped), with a progress bar."""
+    store = LotStore(db_path)
+    try:
+        finished = store.finished()
+        todo = [item for item in items if (item.lot_id, item.wafer_id) not in finished]
+        run_id = store.start_run(recipe_name=recipe.name, recipe_sha256=recipe.sha256(), engine=engine,
+                                 workers=workers, software_version=software_version)
+        started = time.perf_counter()
+        status = "interrupted"
+        try:
+            graded = grade_items(todo, recipe, workers=workers, engine=engine, ray_address=ray_address)
+            for wafer in progress(graded, total=len(todo), label="wafers"):
+                store.add_wafer(run_id, wafer)
+                if on_wafer is not None:
+                    on_wafer(wafer)
+            status = "finished"
+        finally:
+            store.finish_run(run_id, status=status)
+        return LotRun(run_id, len(todo), len(items) - len(todo), time.perf_counter() - started)
+    finally:
+        store.close()

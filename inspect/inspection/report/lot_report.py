@@ -1,0 +1,190 @@
+"""Everything a yield engineer takes away from a graded lot, made from the grading database alone:
+an HTML report (self-contained: pictures inline), CSV and JSON, a KLARF 1.8 file per wafer, SINF and SEMI
+E142 bin maps, and the lot's figures against ground truth when the manifest carried it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inspection.classify.metrics import confusion_matrix
+from inspection.report.lots import read_dies, read_thumbnails, read_wafers
+from inspection.report.pictures import draw_confusion, draw_wafer_map, save_png
+from inspection.wafermap.formats import write_e142, write_sinf
+from inspection.wafermap.klarf import klarf_for_wafer, write_klarf
+from inspection.wafermap.maps import PATTERNS
+
+CSV_COLUMNS = ("lot_id", "wafer_id", "slot", "status", "verdict", "reason", "yield_fraction", "n_dies", "n_defective",
+               "defect_density_per_cm2", "pattern", "pattern_confidence", "root_cause", "truth_pattern", "image_path")
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def lot_figures(db_path: str | Path) -> dict[str, Any]:
+    """Per lot and overall: wafer counts by status and verdict, mean yield, pattern counts and, where the input
+    carried truth, die-level recall and overkill and wafer pattern accuracy."""
+    wafers = read_wafers(db_path)
+    graded = [w for w in wafers if w["status"] == "graded"]
+    figures: dict[str, Any] = {
+        "wafers": len(wafers), "graded": len(graded), "failed_to_grade": len(wafers) - len(graded),
+        "verdicts": {v: sum(w["verdict"] == v for w in wafers) for v in sorted({w["verdict"] for w in wafers})},
+        "mean_yield": round(float(np.mean([w["yield_fraction"] for w in graded])), 5) if graded else None,
+        "patterns": {p: sum(w["pattern"] == p for w in graded) for p in PATTERNS if any(w["pattern"] == p
+                                                                                      for w in graded)},
+    }
+    defect_truth = defect_hits = good_truth = good_rejected = 0
+    for wafer in graded:
+        for die in read_dies(db_path, wafer["id"]):
+            if die["truth_class"] is None:
+                continue
+            if die["truth_class"] == "good":
+                good_truth += 1
+                good_rejected += die["defective"]
+            else:
+                defect_truth += 1
+                defect_hits += die["defective"]
+    if defect_truth or good_truth:
+        figures["die_truth"] = {
+            "defective_dies": defect_truth, "found": defect_hits, "good_dies": good_truth,
+            "good_rejected": good_rejected,
+            "recall": round(defect_hits / defect_truth, 5) if defect_truth else None,
+            "overkill": round(good_rejected / good_truth, 5) if good_truth else None,
+        }
+    with_truth = [w for w in graded if w["truth_pattern"]]
+    if with_truth:
+        correct = sum(w["pattern"] == w["truth_pattern"] for w in with_truth)
+        figures["pattern_truth"] = {"wafers": len(with_truth), "correct": correct,
+                                    "accuracy": round(correct / len(with_truth), 5)}
+    return figures
+
+
+def _data_uri(picture: np.ndarray) -> str:
+    ok, encoded = cv2.imencode(".png", picture)
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
+
+
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222}
+table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f2f2f2}.pass{color:#1a7f37}.fail{color:#cf222e}.review{color:#9a6700}.error{color:#8250df}
+.bar{background:#60b260;height:12px}.barbox{width:200px;background:#eee}
+.wafer{display:inline-block;vertical-align:top;margin:8px;padding:8px;border:1px solid #ddd;width:380px}
+.wafer img.map{width:360px}.thumbs img{width:64px;height:64px;image-rendering:pixelated;margin:2px}
+"""
+
+
+def write_html(db_path: str | Path, path: str | Path, *, title: str) -> Path:
+    wafers = read_wafers(db_path)
+    figures = lot_figures(db_path)
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{_STYLE}</style>"
+             f"</head><body><h1>{e(title)}</h1>"]
+    parts.append("<h2>Lot summary</h2><table id='summary'>")
+    summary_rows = [("wafers", figures["wafers"]), ("graded", figures["graded"]),
+                    ("failed to grade", figures["failed_to_grade"]),
+                    ("mean yield", f"{figures['mean_yield']:.2%}" if figures["mean_yield"] is not None else "-"),
+                    ("verdicts", ", ".join(f"{k} {v}" for k, v in figures["verdicts"].items())),
+                    ("patterns", ", ".join(f"{k} {v}" for k, v in figures["patterns"].items()))]
+    if "die_truth" in figures:
+        truth = figures["die_truth"]
+        summary_rows.append(("die recall vs truth", f"{truth['recall']:.4%} ({truth['found']} of "
+                                                    f"{truth['defective_dies']} defective dies)"))
+        summary_rows.append(("overkill vs truth", f"{truth['overkill']:.4%} ({truth['good_rejected']} of "
+                                                  f"{truth['good_dies']} good dies rejected)"))
+    if "pattern_truth" in figures:
+        truth = figures["pattern_truth"]
+        summary_rows.append(("pattern accuracy vs truth", f"{truth['accuracy']:.2%} ({truth['correct']} of "
+                                                          f"{truth['wafers']})"))
+    parts += [f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in summary_rows]
+    parts.append("</table><h2>Wafers</h2><table id='wafers'><tr><th>lot</th><th>wafer</th><th>slot</th>"
+                 "<th>verdict</th><th>yield</th><th></th><th>pattern</th><th>root-cause hint</th><th>reason</th></tr>")
+    for w in wafers:
+        yield_text = f"{w['yield_fraction']:.2%}" if w["yield_fraction"] is not None else "-"
+        bar = (f"<div class='barbox'><div class='bar' style='width:{100 * w['yield_fraction']:.1f}%'></div></div>"
+               if w["yield_fraction"] is not None else "")
+        pattern = f"{w['pattern']} ({w['pattern_confidence']:.2f})" if w["pattern"] else "-"
+        parts.append(f"<tr class='wafer-row'><td>{e(w['lot_id'])}</td><td>{e(w['wafer_id'])}</td><td>{w['slot']}</td>"
+                     f"<td class='{e(w['verdict'])}'>{e(w['verdict'])}</td><td>{yield_text}</td><td>{bar}</td>"
+                     f"<td>{e(pattern)}</td><td>{e(w['root_cause'] or '-')}</td><td>{e(w['reason'])}</td></tr>")
+    parts.append("</table>")
+    failed = [w for w in wafers if w["status"] != "graded"]
+    if failed:
+        parts.append("<h2>Failed to grade</h2><table id='failed'><tr><th>wafer</th><th>image</th><th>reason</th></tr>")
+        parts += [f"<tr><td>{e(w['wafer_id'])}</td><td>{e(w['image_path'])}</td><td>{e(w['reason'])}</td></tr>"
+                  for w in failed]
+        parts.append("</table>")
+    with_truth = [w for w in wafers if w["status"] == "graded" and w["truth_pattern"]]
+    if with_truth:
+        index = {p: i for i, p in enumerate(PATTERNS)}
+        confusion = confusion_matrix(np.array([index[w["truth_pattern"]] for w in with_truth]),
+                                     np.array([index[w["pattern"]] for w in with_truth]), n_classes=len(PATTERNS))
+        picture = draw_confusion(confusion, class_names=PATTERNS, title="wafer pattern: truth (rows) vs graded")
+        parts.append(f"<h2>Pattern confusion against ground truth</h2><img id='confusion' src='{_data_uri(picture)}'>")
+    parts.append("<h2>Wafer maps and worst dies</h2>")
+    for w in wafers:
+        if w["die_map"] is None:
+            continue
+        picture = draw_wafer_map(w["die_map"], title=f"{w['wafer_id']}: {w['verdict']}",
+                                 subtitle=f"yield {w['yield_fraction']:.1%}, {w['pattern']} "
+                                          f"({w['pattern_confidence']:.2f})")
+        thumbs = "".join(f"<img src='{_png_uri(t['png'])}' title='die ({t['row']}, {t['col']}) {e(t['class'])} "
+                         f"{t['defect_score']:.3f}' alt='{e(t['class'])}'>" for t in read_thumbnails(db_path, w["id"]))
+        parts.append(f"<div class='wafer'><img class='map' src='{_data_uri(picture)}' alt='{e(w['wafer_id'])} map'>"
+                     f"<div>{e(w['root_cause'] or '')}</div><div class='thumbs'>{thumbs}</div></div>")
+    parts.append(f"<p>Made {datetime.now(UTC).isoformat(timespec='seconds')} from {e(str(db_path))}.</p>"
+                 "</body></html>")
+    path = Path(path)
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recipe_name: str,
+                      station: str) -> dict[str, Path]:
+    """report.html, wafers.csv, lot.json, klarf/*.klarf, maps/*.sinf, maps/*.e142.xml and maps/*.png."""
+    out = Path(out)
+    (out / "klarf").mkdir(parents=True, exist_ok=True)
+    (out / "maps").mkdir(parents=True, exist_ok=True)
+    wafers = read_wafers(db_path)
+    moment = datetime.now(UTC)
+    with (out / "wafers.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows([w[c] for c in CSV_COLUMNS] for w in wafers)
+    records = []
+    for w in wafers:
+        record = {c: w[c] for c in CSV_COLUMNS}
+        record |= {"geometry": w["geometry"], "timings_ms": w["timings_ms"]}
+        if w["status"] == "graded":
+            stem = _safe_name(f"{w['lot_id']}_{w['wafer_id']}")
+            dies = read_dies(db_path, w["id"])
+            write_klarf(out / "klarf" / f"{stem}.klarf", klarf_for_wafer(w, dies), station=station,
+                        recipe=recipe_name, moment=moment)
+            write_sinf(out / "maps" / f"{stem}.sinf", w["die_map"], wafer_id=w["wafer_id"], lot=w["lot_id"],
+                       device=recipe_name)
+            write_e142(out / "maps" / f"{stem}.e142.xml", w["die_map"], substrate_id=w["wafer_id"])
+            save_png(out / "maps" / f"{stem}.png", draw_wafer_map(w["die_map"], title=f"{w['wafer_id']}: "
+                                                                   f"{w['verdict']}", subtitle=f"{w['pattern']}"))
+            record["die_map"] = w["die_map"].tolist()
+            record["map_origin_row_col"] = [w["map_origin_row"], w["map_origin_col"]]
+        records.append(record)
+    (out / "lot.json").write_text(json.dumps({"figures": lot_figures(db_path), "wafers": records}, indent=1),
+                                  encoding="utf-8")
+    return {"html": write_html(db_path, out / "report.html", title=title), "csv": out / "wafers.csv",
+            "json": out / "lot.json", "klarf": out / "klarf", "maps": out / "maps"}

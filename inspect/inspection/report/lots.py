@@ -1,0 +1,212 @@
+"""The lot grading database: one SQLite file per grading job, one transaction per wafer.
+
+A wafer's row, its dies and its thumbnails are committed together, so a crash or a kill never leaves half a
+wafer; ``(lot_id, wafer_id)`` is unique, so a re-run sees which wafers are finished and skips them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspection.report.store import StoreError, connect
+from inspection.types import GradedWafer
+
+LOT_SCHEMA_VERSION = 1
+_WHAT = "wafer-inspect lot grading database"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS grade_runs (
+    run_id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    recipe_name TEXT NOT NULL,
+    recipe_sha256 TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    workers INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    software_version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wafers (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES grade_runs(run_id),
+    lot_id TEXT NOT NULL,
+    wafer_id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    image_path TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    pattern TEXT,
+    pattern_confidence REAL,
+    root_cause TEXT,
+    yield_fraction REAL,
+    defect_density_per_cm2 REAL,
+    n_dies INTEGER,
+    n_defective INTEGER,
+    die_map BLOB,
+    map_origin_row INTEGER,
+    map_origin_col INTEGER,
+    geometry TEXT NOT NULL,
+    timings_ms TEXT NOT NULL,
+    class_names TEXT NOT NULL,
+    truth_pattern TEXT,
+    graded_at TEXT NOT NULL,
+    UNIQUE (lot_id, wafer_id)
+);
+CREATE TABLE IF NOT EXISTS dies (
+    wafer INTEGER NOT NULL REFERENCES wafers(id),
+    row INTEGER NOT NULL,
+    col INTEGER NOT NULL,
+    x_mm REAL NOT NULL,
+    y_mm REAL NOT NULL,
+    class TEXT NOT NULL,
+    defect_score REAL NOT NULL,
+    defective INTEGER NOT NULL,
+    x_rel_um REAL NOT NULL,
+    y_rel_um REAL NOT NULL,
+    x_size_um REAL NOT NULL,
+    y_size_um REAL NOT NULL,
+    area_um2 REAL NOT NULL,
+    truth_class TEXT,
+    PRIMARY KEY (wafer, row, col)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thumbnails (
+    wafer INTEGER NOT NULL REFERENCES wafers(id),
+    row INTEGER NOT NULL,
+    col INTEGER NOT NULL,
+    class TEXT NOT NULL,
+    defect_score REAL NOT NULL,
+    png BLOB NOT NULL
+);
+"""
+WAFER_COLUMNS = ("id", "run_id", "lot_id", "wafer_id", "slot", "image_path", "status", "reason", "verdict", "pattern",
+                 "pattern_confidence", "root_cause", "yield_fraction", "defect_density_per_cm2", "n_dies",
+                 "n_defective", "die_map", "map_origin_row", "map_origin_col", "geometry", "timings_ms",
+                 "class_names", "truth_pattern", "graded_at")
+DIE_COLUMNS = ("row", "col", "x_mm", "y_mm", "class", "defect_score", "defective", "x_rel_um", "y_rel_um",
+               "x_size_um", "y_size_um", "area_um2", "truth_class")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+class LotStore:
+    """Writes grading runs and graded wafers. Only the driver process writes; workers return results to it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._connection = connect(self.path, read_only=False, table="wafers", schema_version=LOT_SCHEMA_VERSION,
+                                   what=_WHAT)
+        with self._connection:
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=FULL")
+            self._connection.executescript(_SCHEMA)
+            self._connection.execute(f"PRAGMA user_version={LOT_SCHEMA_VERSION}")
+
+    def finished(self) -> set[tuple[str, str]]:
+        """(lot_id, wafer_id) of every wafer already stored, graded or failed-to-grade."""
+        return {(lot, wafer) for lot, wafer in self._connection.execute("SELECT lot_id, wafer_id FROM wafers")}
+
+    def start_run(self, *, recipe_name: str, recipe_sha256: str, engine: str, workers: int,
+                  software_version: str) -> int:
+        with self._connection:
+            cursor = self._connection.execute(
+                "INSERT INTO grade_runs (started_at, status, recipe_name, recipe_sha256, engine, workers, host,"
+                " software_version) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+                (_now(), recipe_name, recipe_sha256, engine, workers, platform.node(), software_version))
+        return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, *, status: str) -> None:
+        with self._connection:
+            self._connection.execute("UPDATE grade_runs SET finished_at = ?, status = ? WHERE run_id = ?",
+                                     (_now(), status, run_id))
+
+    def add_wafer(self, run_id: int, wafer: GradedWafer) -> int:
+        """Commit one wafer with its dies and thumbnails in one transaction; returns its row id."""
+        item, dies = wafer.item, wafer.dies
+        n_dies = len(dies["row"]) if dies else None
+        row = (
+            run_id, item.lot_id, item.wafer_id, item.slot, item.image_path, wafer.status, wafer.reason,
+            str(wafer.verdict), wafer.pattern, wafer.pattern_confidence, wafer.root_cause, wafer.yield_fraction,
+            wafer.defect_density_per_cm2, n_dies, int(dies["defective"].sum()) if dies else None,
+            _npy(wafer.die_map) if wafer.die_map is not None else None, wafer.map_origin_row_col[0],
+            wafer.map_origin_row_col[1], json.dumps(wafer.geometry),
+            json.dumps({k: round(v, 2) for k, v in wafer.timings_ms.items()}), json.dumps(list(wafer.class_names)),
+            item.truth_pattern, _now(),
+        )
+        names = list(wafer.class_names)
+        with self._connection:
+            cursor = self._connection.execute(
+                f"INSERT INTO wafers ({', '.join(WAFER_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})", row)
+            wafer_pk = int(cursor.lastrowid or 0)
+            if dies:
+                truth = [names[t] if t >= 0 else None for t in dies["truth_class"]]
+                self._connection.executemany(
+                    f"INSERT INTO dies (wafer, {', '.join(DIE_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
+                    zip([wafer_pk] * n_dies, dies["row"].tolist(), dies["col"].tolist(), dies["x_mm"].tolist(),
+                        dies["y_mm"].tolist(), [names[c] for c in dies["class_index"]],
+                        dies["defect_score"].tolist(), dies["defective"].astype(int).tolist(),
+                        dies["x_rel_um"].tolist(), dies["y_rel_um"].tolist(), dies["x_size_um"].tolist(),
+                        dies["y_size_um"].tolist(), dies["area_um2"].tolist(), truth, strict=True))
+            self._connection.executemany(
+                "INSERT INTO thumbnails (wafer, row, col, class, defect_score, png) VALUES (?, ?, ?, ?, ?, ?)",
+                [(wafer_pk, r, c, k, s, png) for r, c, k, s, png in wafer.thumbnails])
+        return wafer_pk
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def read_wafers(path: str | Path) -> list[dict[str, Any]]:
+    """Every stored wafer in lot and slot order, JSON decoded, die map as an array."""
+    connection = connect(Path(path), read_only=True, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
+    try:
+        rows = connection.execute(f"SELECT {', '.join(WAFER_COLUMNS)} FROM wafers ORDER BY lot_id, slot, wafer_id")
+        wafers = []
+        for values in rows:
+            wafer = dict(zip(WAFER_COLUMNS, values, strict=True))
+            for column in ("geometry", "timings_ms", "class_names"):
+                wafer[column] = json.loads(wafer[column])
+            if wafer["die_map"] is not None:
+                wafer["die_map"] = np.load(io.BytesIO(wafer["die_map"]), allow_pickle=False)
+            wafers.append(wafer)
+        return wafers
+    finally:
+        connection.close()
+
+
+def read_dies(path: str | Path, wafer_pk: int) -> list[dict[str, Any]]:
+    connection = connect(Path(path), read_only=True, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
+    try:
+        rows = connection.execute(f"SELECT {', '.join(DIE_COLUMNS)} FROM dies WHERE wafer = ? ORDER BY row, col",
+                                  (wafer_pk,))
+        return [dict(zip(DIE_COLUMNS, values, strict=True)) for values in rows]
+    finally:
+        connection.close()
+
+
+def read_thumbnails(path: str | Path, wafer_pk: int) -> list[dict[str, Any]]:
+    connection = connect(Path(path), read_only=True, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
+    try:
+        rows = connection.execute("SELECT row, col, class, defect_score, png FROM thumbnails WHERE wafer = ? "
+                                  "ORDER BY defect_score DESC", (wafer_pk,))
+        return [dict(zip(("row", "col", "class", "defect_score", "png"), values, strict=True)) for values in rows]
+    finally:
+        connection.close()
+
+
+__all__ = ["LotStore", "StoreError", "read_dies", "read_thumbnails", "read_wafers"]
