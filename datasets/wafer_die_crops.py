@@ -1,12 +1,13 @@
 """Build the wafer-lot die classifier's labelled folder from generated wafers, cut by the grader's own code.
 
-    python datasets/wafer_die_crops.py OUT [--wafers 12] [--seed 1000] [--defect-rate 0.3] [--good-per-wafer 250]
+    python datasets/wafer_die_crops.py OUT [--wafers 18] [--seed 1000] [--defect-rate 0.3] [--good-per-wafer 350]
 
 Each wafer is rendered by ``inspection.sample_lot`` with dies failing independently at ``--defect-rate`` (so
 every defect class is plentiful), then located, turned notch-down and cut into dies by
-``inspection.lot.locate_dies`` with the bundled ``wafer-lot`` recipe: the crops the line will classify. Each
-crop takes its die's truth class. Writes ``OUT/<class>/*.png``. Seeds from 1000 up are kept for training;
-sample lots and benchmarks use lower ones.
+``inspection.lot.locate_dies`` with the bundled ``wafer-lot`` recipe, and made into the classifier's 3-channel
+input by ``inspection.lot.die_inputs`` (die, the wafer's median die, their difference): what the line will
+classify. Each crop takes its die's truth class. Writes ``OUT/<class>/*.png`` (train with ``--colour rgb``).
+Seeds from 1000 up are kept for training; sample lots and benchmarks use lower ones.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.lot import locate_dies
+from inspection.lot import die_inputs, locate_dies
 from inspection.progress import progress
 from inspection.recipe import load_lot_recipe
 from inspection.report import save_png
@@ -30,10 +31,10 @@ from inspection.wafermap.maps import PATTERNS
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--wafers", type=int, default=12)
+    parser.add_argument("--wafers", type=int, default=18)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--defect-rate", type=float, default=0.3)
-    parser.add_argument("--good-per-wafer", type=int, default=250, help="good dies kept per wafer (a sample)")
+    parser.add_argument("--good-per-wafer", type=int, default=350, help="good dies kept per wafer (a sample)")
     args = parser.parse_args(argv)
     recipe = load_lot_recipe("wafer-lot")
     spec = LotSpec(pixel_size_um=recipe.pixel_size_um, diameter_mm=recipe.wafer.diameter_mm,
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         lookup = {(int(r), int(c)): int(k) for r, c, k in zip(truth.rows, truth.cols, truth.classes, strict=True)}
         rng = np.random.default_rng(seed)
         good_kept = set(rng.permutation(len(located.dies))[: args.good_per_wafer].tolist())
-        for i, (die, crop) in enumerate(zip(located.dies, located.crops, strict=True)):
+        inputs = die_inputs(located.crops, located.golden)
+        for i, (die, crop) in enumerate(zip(located.dies, inputs, strict=True)):
             label = lookup.get((die.row, die.column))
             if label is None:
                 raise SystemExit(f"wafer {seed}: die ({die.row}, {die.column}) is not in the truth: grid mismatch")

@@ -96,6 +96,20 @@ def read_lot(source: str | Path) -> list[LotItem]:
     return items
 
 
+def median_die(crops: np.ndarray, *, sample: int = 101) -> np.ndarray:
+    """The wafer's own golden die: the pixel-wise median of evenly spaced dies. Defects sit at different places
+    in different dies, so the median stays clean even on a wafer where most dies fail."""
+    chosen = crops[np.linspace(0, len(crops) - 1, min(sample, len(crops))).round().astype(int)]
+    return np.median(chosen, axis=0).astype(np.uint8)
+
+
+def die_inputs(crops: np.ndarray, golden: np.ndarray) -> np.ndarray:
+    """What the die classifier sees, N x h x w x 3 (stored and passed as BGR): the die, the wafer's median die
+    and their absolute difference, so it judges a die against its own product and not only by its look."""
+    difference = cv2.absdiff(crops, np.broadcast_to(golden, crops.shape))
+    return np.stack([crops, np.broadcast_to(golden, crops.shape), difference], axis=-1)
+
+
 @dataclass(frozen=True)
 class DieLayout:
     """A wafer located and turned to canonical (notch down), with its die grid and same-sized die crops."""
@@ -105,6 +119,8 @@ class DieLayout:
     dies: list[Die]
     crops: np.ndarray
     """N x h x w uint8: each die inside its streets."""
+    golden: np.ndarray
+    """h x w uint8: the median die (:func:`median_die`)."""
     crop_origins_xy_px: np.ndarray
     """N x 2: top-left corner of each crop in the canonical image."""
     canonical: np.ndarray
@@ -152,8 +168,9 @@ def locate_dies(image: np.ndarray, recipe: LotRecipe, *, timings_ms: dict[str, f
     origins = np.column_stack([np.rint(origin_x + columns * pitch_x + inset_px),
                                np.rint(origin_y + rows * pitch_y + inset_px)]).astype(np.int64)
     crops = np.stack([canonical[y : y + height, x : x + width] for x, y in origins])
+    golden = median_die(crops)
     timings_ms["crops"] = (time.perf_counter() - started) * 1000
-    return DieLayout(fit, grid, dies, crops, origins, canonical)
+    return DieLayout(fit, grid, dies, crops, golden, origins, canonical)
 
 
 class WaferGrader:
@@ -186,8 +203,9 @@ class WaferGrader:
         started = time.perf_counter()
         scores_parts, probabilities_parts = [], []
         batch = recipe.models.batch_size
-        for start in range(0, len(located.crops), batch):
-            chunk = [(crop, "mono", 8) for crop in located.crops[start : start + batch]]
+        inputs = die_inputs(located.crops, located.golden)
+        for start in range(0, len(inputs), batch):
+            chunk = [(die, "bgr", 8) for die in inputs[start : start + batch]]
             probabilities = self.die_model.predict(prepare_batch(chunk, card=card))
             probabilities_parts.append(probabilities)
             scores_parts.append(self.die_model.defect_scores(probabilities))
@@ -200,7 +218,7 @@ class WaferGrader:
         classes = np.where(defective, np.argmax(without_good, axis=1), good_index)
         timings["classify"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        boxes_um = _defect_boxes_um(located.crops, defective, scores, pixel_size_um=recipe.pixel_size_um)
+        boxes_um = _defect_boxes_um(located.crops, located.golden, defective, pixel_size_um=recipe.pixel_size_um)
         timings["localise"] = (time.perf_counter() - started) * 1000
 
         started = time.perf_counter()
@@ -240,20 +258,16 @@ class WaferGrader:
                            (int(rows.min()), int(cols.min())), geometry, dies, tuple(card.class_names), thumbnails)
 
 
-def _defect_boxes_um(crops: np.ndarray, defective: np.ndarray, scores: np.ndarray, *,
+def _defect_boxes_um(crops: np.ndarray, golden: np.ndarray, defective: np.ndarray, *,
                      pixel_size_um: float) -> dict[str, np.ndarray]:
-    """Where the defect lies in each failed die: the largest region that differs from the wafer's median die
-    (built from the most surely good dies), as KLARF wants it: position from the die's lower-left corner and
-    size, in micrometres. A failed die with no such region reports its whole area."""
+    """Where the defect lies in each failed die: the largest region that differs from the wafer's median die,
+    as KLARF wants it: position from the die's lower-left corner and size, in micrometres. A failed die with
+    no such region reports its whole area."""
     n, height, width = crops.shape
     columns = {name: np.zeros(n) for name in ("x_rel_um", "y_rel_um", "x_size_um", "y_size_um", "area_um2")}
-    failed = np.flatnonzero(defective)
-    if not failed.size:
-        return columns
-    surest_good = np.argsort(scores)[: min(63, n)]
-    median_die = np.median(crops[surest_good], axis=0).astype(np.float32)
-    for i in failed:
-        difference = cv2.GaussianBlur(np.abs(crops[i].astype(np.float32) - median_die), (3, 3), 0)
+    reference = golden.astype(np.float32)
+    for i in np.flatnonzero(defective):
+        difference = cv2.GaussianBlur(np.abs(crops[i].astype(np.float32) - reference), (3, 3), 0)
         mask = (difference > LOCALISE_TOLERANCE_GREY).astype(np.uint8)
         count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if count > 1:

@@ -26,7 +26,7 @@ from inspection.wafermap.synthetic import render_wafer_map
 DEFECT_CLASSES = DIE_CLASSES[1:]
 MANIFEST_NAME = "lot.csv"
 MANIFEST_COLUMNS = ("image", "wafer_id", "lot_id", "slot", "truth_pattern", "truth_dies")
-_BACKGROUND, _STREET = 20.0, 85.0
+_BACKGROUND, _STREET = 20.0, 60.0
 
 
 @dataclass(frozen=True)

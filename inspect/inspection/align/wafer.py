@@ -51,7 +51,12 @@ class WaferFit:
 
 def _edge_radii(image: np.ndarray, centre: tuple[float, float], radius: float,
                 angles: np.ndarray) -> np.ndarray:
-    """Subpixel edge radius along each ray (NaN where no clean background-to-wafer step is found)."""
+    """Subpixel edge radius along each ray (NaN where no clean background-to-wafer step is found).
+
+    Two levels: a low one (halfway from the background to the wafer's darkest common grey, its streets) finds the
+    outermost wafer sample even where a dark street meets the edge; then the crossing is placed at half the
+    local step (background to the grey just inside the edge on that ray), which is unbiased whatever lies there.
+    """
     step_px = 0.25
     radii = np.arange(0.88 * radius, 1.06 * radius, step_px, dtype=np.float32)
     map_x = (centre[0] + np.cos(angles)[:, None] * radii[None, :]).astype(np.float32)
@@ -61,16 +66,24 @@ def _edge_radii(image: np.ndarray, centre: tuple[float, float], radius: float,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rays that leave the frame sample only NaN: skipped below
         background = np.nanmedian(profiles[:, radii > 1.025 * radius], axis=1)
-        inner = np.nanmedian(profiles[:, radii < 0.95 * radius], axis=1)
-    level = (background + inner) / 2
+        inner_low = np.nanpercentile(profiles[:, radii < 0.95 * radius], 10, axis=1)
     # Scanning from outside in, the edge lies after the last sample at or above the level (NaN compares False).
-    above = profiles >= level[:, None]
+    rays = np.arange(len(angles))
+    above = profiles >= ((background + inner_low) / 2)[:, None]
     last = profiles.shape[1] - 1 - np.argmax(above[:, ::-1], axis=1)
-    usable = np.isfinite(level) & (inner - background >= 10) & above.any(axis=1) & (last + 1 < profiles.shape[1])
+    inside = np.clip(last[:, None] - np.arange(4, 13)[None, :], 0, profiles.shape[1] - 1)  # 1-3 px inside
+    local = np.nanmedian(profiles[rays[:, None], inside], axis=1)
+    level = (background + local) / 2
+    window = np.clip(last[:, None] + np.arange(-12, 5)[None, :], 0, profiles.shape[1] - 1)
+    near = profiles[rays[:, None], window] >= level[:, None]
+    offset = near.shape[1] - 1 - np.argmax(near[:, ::-1], axis=1)
+    crossing = window[rays, offset]
+    usable = (np.isfinite(level) & (inner_low - background >= 10) & (local - background >= 10) & above.any(axis=1)
+              & near.any(axis=1) & (crossing + 1 < profiles.shape[1]))
     rays = np.nonzero(usable)[0]
-    before, after = profiles[rays, last[rays]], profiles[rays, last[rays] + 1]
+    before, after = profiles[rays, crossing[rays]], profiles[rays, crossing[rays] + 1]
     found = np.full(len(angles), np.nan)
-    found[rays] = radii[last[rays]] + step_px * (before - level[rays]) / (before - after)
+    found[rays] = radii[crossing[rays]] + step_px * (before - level[rays]) / (before - after)
     return found
 
 

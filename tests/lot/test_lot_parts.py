@@ -1,0 +1,123 @@
+"""The parts of lot grading on their own: manifests, the lot recipe, verdict rules, the generator, KLARF."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.grade import wafer_verdict
+from inspection.lot import LotInputError, locate_dies, read_lot
+from inspection.recipe import LotRules, RecipeError, load_lot_recipe
+from inspection.sample_lot import LotSpec, render_lot_wafer, truth_map
+from inspection.types import Verdict
+from inspection.wafermap.klarf import Klarf, KlarfError, klarf_die_map, read_klarf, write_klarf
+
+
+def test_a_folder_of_images_is_a_lot(tmp_path: Path) -> None:
+    for name in ("b.png", "a.tif", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    items = read_lot(tmp_path)
+    assert [(i.wafer_id, i.slot, i.lot_id) for i in items] == [("a", 1, tmp_path.name), ("b", 2, tmp_path.name)]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("image,wafer\nw.png,1\n", "missing ['wafer_id'], unknown ['wafer']"),
+    ("image,wafer_id,slot\nw.png,W1,first\n", "lot.csv:2: slot 'first' is not a whole number"),
+    ("image,wafer_id\nw.png,W1\nx.png,W1\n", "lot.csv:3: wafer W1 of lot"),
+    ("image,wafer_id\n,W1\n", "lot.csv:2: image and wafer_id must not be empty"),
+    ("image,wafer_id\n", "lists no wafers"),
+])
+def test_bad_manifests_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "lot.csv").write_text(text)
+    with pytest.raises(LotInputError, match=None) as caught:
+        read_lot(tmp_path / "lot.csv")
+    assert message in str(caught.value)
+
+
+def test_empty_folder_and_missing_path_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(LotInputError, match="no images"):
+        read_lot(tmp_path)
+    with pytest.raises(LotInputError, match="no such folder"):
+        read_lot(tmp_path / "missing")
+
+
+def test_lot_recipe_errors_name_the_field(tmp_path: Path) -> None:
+    recipe = load_lot_recipe("wafer-lot")
+    assert recipe.wafer.die_pitch_um == (8000.0, 8000.0) and "Scratch" in recipe.rules.forbidden_patterns
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nkind: wafer-lot\npixel_size_um: 150\nwafer: {diameter_mm: 300, die_pitch_um: [800, 800],"
+                   " street_um: 900}\nmodels: {die: d, wafer_map: m}\nrules: {yield_floor: 0.8, "
+                   "forbidden_patterns: [Swirl]}\n")
+    with pytest.raises(RecipeError) as caught:
+        load_lot_recipe(bad)
+    text = str(caught.value)
+    assert "wafer:" in text and "wider than street_um" in text
+    assert "rules.forbidden_patterns" in text or ("rules:" in text and "Swirl" in text)
+
+
+def test_verdict_rules_in_order() -> None:
+    rules = LotRules(yield_floor=0.8, review_band=0.05, max_defect_density_per_cm2=0.5,
+                     forbidden_patterns=("Scratch",), min_pattern_confidence=0.6)
+
+    def verdict(yield_fraction: float, density: float = 0.1, pattern: str = "none", confidence: float = 0.9) -> Verdict:
+        return wafer_verdict(yield_fraction=yield_fraction, defect_density_per_cm2=density, pattern=pattern,
+                             pattern_confidence=confidence, rules=rules)[0]
+
+    assert verdict(0.95) == Verdict.PASS
+    assert verdict(0.82) == Verdict.REVIEW
+    assert verdict(0.79) == Verdict.FAIL
+    assert verdict(0.95, density=0.6) == Verdict.FAIL
+    assert verdict(0.99, pattern="Scratch") == Verdict.FAIL
+    assert verdict(0.99, pattern="Scratch", confidence=0.4) == Verdict.REVIEW
+
+
+def test_generated_wafer_is_deterministic_and_located_at_its_truth() -> None:
+    spec = LotSpec()
+    image, truth = render_lot_wafer(spec, "Edge-Ring", 2, seed=3)
+    again, _ = render_lot_wafer(spec, "Edge-Ring", 2, seed=3)
+    assert np.array_equal(image, again) and image.shape == (2048, 2048)
+    die_map = truth_map(truth)
+    assert min(die_map.shape) >= 35 and 950 <= (die_map > 0).sum() <= 1100
+    located = locate_dies(image, load_lot_recipe("wafer-lot"))
+    # Notch found and turned down: every located die carries a truth index (a 180-degree turn would not).
+    truth_cells = set(zip(truth.rows.tolist(), truth.cols.tolist(), strict=True))
+    assert all((d.row, d.column) in truth_cells for d in located.dies)
+    assert located.grid.pitch_xy_px == pytest.approx(spec.pitch_px, abs=0.05)
+    # Edge-Ring: the failing dies are the outer ones.
+    rows, cols = truth.rows.astype(float), truth.cols.astype(float)
+    radius = np.hypot(rows, cols)
+    assert radius[truth.classes > 0].mean() > radius[truth.classes == 0].mean() + 3
+
+
+def test_klarf_round_trip_and_die_map(tmp_path: Path) -> None:
+    klarf = Klarf("LOT 7", "W-03", 3, (8000.0, 7500.0), (4000.0, 3750.0), {0: "good", 1: "particle"},
+                  [(0, 0), (1, 0), (0, -1), (1, -1)],
+                  [{"DEFECTID": 1, "XREL": 120.5, "YREL": 300.25, "XINDEX": 1, "YINDEX": -1, "XSIZE": 10.0,
+                    "YSIZE": 12.0, "DEFECTAREA": 100.0, "DSIZE": 10.0, "CLASSNUMBER": 1, "TEST": 1,
+                    "ROUGHBINNUMBER": 1, "IMAGECOUNT": 0}],
+                  {"TESTNO": 1, "NDEFECT": 1, "DEFDENSITY": 0.5, "NDIE": 4, "NDEFDIE": 1})
+    path = write_klarf(tmp_path / "w.klarf", klarf, station="AOI-1", recipe="r",
+                       moment=datetime(2026, 11, 22, tzinfo=UTC))
+    text = path.read_text()
+    assert text.startswith("FileVersion 1 8;") and text.rstrip().endswith("EndOfFile;")
+    back = read_klarf(path)
+    assert (back.lot_id, back.wafer_id, back.slot, back.die_pitch_um) == ("LOT 7", "W-03", 3, (8000.0, 7500.0))
+    assert back.class_names == klarf.class_names and back.tested_dies == klarf.tested_dies
+    assert back.defects == [{k: float(v) for k, v in klarf.defects[0].items()}]
+    assert back.summary["NDIE"] == 4
+    die_map, origin = klarf_die_map(back)
+    assert origin == (0, 0) and die_map.tolist() == [[1, 1], [1, 2]]
+
+
+def test_broken_klarf_names_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.klarf"
+    path.write_text("FileVersion 1 8;\nWaferID \"W\";\nDiePitch 1 1;\nDefectRecordSpec 2 DEFECTID XREL;\n"
+                    "DefectList\n 1 2 3;\nEndOfFile;\n")
+    with pytest.raises(KlarfError, match="DefectList has 3 values, not a multiple of 2"):
+        read_klarf(path)
+    path.write_text("FileVersion 2 0;\n")
+    with pytest.raises(KlarfError, match="FileVersion 2 0"):
+        read_klarf(path)
