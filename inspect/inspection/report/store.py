@@ -83,7 +83,7 @@ def connect(path: Path, *, read_only: bool, table: str = "results", schema_versi
     """An SQLite connection after checking the file is ours: ``table`` present (or no tables yet), schema not
     newer than this software's."""
     if read_only and not path.is_file():
-        raise StoreError(f"{path}: no {what} there")
+        raise StoreError(f"{path}: no {what.removeprefix('wafer-inspect ')} there")
     if not read_only and path.exists() and not path.is_file():
         raise StoreError(f"{path}: exists and is not a file")
     try:
