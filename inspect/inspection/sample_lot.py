@@ -108,15 +108,19 @@ def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
     reach_x, reach_y = int(radius / pitch_x) + 2, int(radius / pitch_y) + 2
     for row in range(-reach_y, reach_y + 1):
         for col in range(-reach_x, reach_x + 1):
-            x0 = round(origin[0] + (centre_col + col) * pitch_x + street_px / 2)
-            y0 = round(origin[1] + (centre_row + row) * pitch_y + street_px / 2)
-            if x0 < 0 or y0 < 0 or x0 + side > size or y0 + side > size:
+            # Lithography places every die exactly on the grid: draw it at its subpixel position.
+            x = origin[0] + (centre_col + col) * pitch_x + street_px / 2
+            y = origin[1] + (centre_row + row) * pitch_y + street_px / 2
+            x0, y0 = int(np.floor(x)) - 1, int(np.floor(y)) - 1
+            if x0 < 0 or y0 < 0 or x0 + side + 2 > size or y0 + side + 2 > size:
                 continue
             die_image = clean * rng.uniform(0.96, 1.04)
             k = by_cell.get((row, col))
             if k is not None and classes[k]:
                 draw_die_defect(die_image, design, DIE_CLASSES[classes[k]], rng)
-            canvas[y0 : y0 + side, x0 : x0 + side] = die_image
+            shift = np.float32([[1, 0, x - x0], [0, 1, y - y0]])
+            canvas[y0 : y0 + side + 2, x0 : x0 + side + 2] = cv2.warpAffine(
+                die_image, shift, (side + 2, side + 2), flags=cv2.INTER_LINEAR, borderValue=_STREET)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     distance = np.hypot(xx - centre[0], yy - centre[1])
     notch_x, notch_y = centre[0], centre[1] + radius
