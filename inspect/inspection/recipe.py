@@ -31,6 +31,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Fingerprinted(_Section):
+    def sha256(self) -> str:
+        """Fingerprint of the validated content (stored with every run, so results name the exact recipe)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class PreprocessSettings(_Section):
     bit_depth: int | None = Field(None, ge=1, le=16)
     """Significant bits of the camera's pixels; None takes what the camera reports."""
@@ -115,7 +122,7 @@ class PipelineSettings(_Section):
     """Frames whose acquire-to-commit latency exceeds this are counted as late."""
 
 
-class Recipe(_Section):
+class Recipe(_Fingerprinted):
     name: str = Field(..., min_length=1)
     kind: Literal["wafer", "pcb"]
     camera: str | None = None
@@ -129,10 +136,6 @@ class Recipe(_Section):
     pipeline: PipelineSettings = PipelineSettings()
     source_path: str | None = Field(None, exclude=True)
     """The file the recipe was read from (set by :func:`load_recipe`)."""
-
-    def sha256(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -249,7 +252,7 @@ class LotRules(_Section):
         return self
 
 
-class LotRecipe(_Section):
+class LotRecipe(_Fingerprinted):
     """Offline grading of wafer lots (``inspect grade``)."""
 
     name: str = Field(..., min_length=1)
@@ -260,10 +263,6 @@ class LotRecipe(_Section):
     models: LotModels
     rules: LotRules
     source_path: str | None = Field(None, exclude=True)
-
-    def sha256(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def load_lot_recipe(name_or_path: str | Path) -> LotRecipe:

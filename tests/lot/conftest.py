@@ -10,8 +10,6 @@ import pytest
 
 from inspection.sample_lot import LotSpec, make_lot, render_lot_wafer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="session")
 def graded_lot_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
