@@ -113,3 +113,31 @@ def die_crops(grid: DieGrid, *, centre_xy_px: tuple[float, float], radius_px: fl
             box = (int(np.ceil(x0)), int(np.ceil(y0)), int(np.floor(x0 + pitch_x)), int(np.floor(y0 + pitch_y)))
             dies.append(Die(row - centre_row, column - centre_column, box, centre_mm))
     return dies
+
+
+def _band_origin(band: np.ndarray, *, pitch_px: float, min_pitch_px: float) -> float:
+    """Street origin (modulo the pitch) of the mean profile across a band."""
+    _, origin, _ = _street_positions(band.mean(axis=0), min_pitch_px=min_pitch_px)
+    return origin % pitch_px
+
+
+def grid_angle_deg(image: np.ndarray, *, centre_xy_px: tuple[float, float], radius_px: float, grid: DieGrid,
+                   min_pitch_px: float = 8.0) -> float:
+    """Residual turn of an almost axis-aligned die grid, in degrees (image coordinates, y down: a positive angle
+    turns +x towards +y), from how far the streets move between two bands on either side of the centre.
+
+    A notch places the wafer to a fraction of a degree; the streets, a wafer wide, place it ten times better.
+    """
+    cx, cy = round(centre_xy_px[0]), round(centre_xy_px[1])
+    reach, offset, half_band = int(0.6 * radius_px), int(0.35 * radius_px), int(0.12 * radius_px)
+    angles = []
+    for axis, pitch in ((0, grid.pitch_xy_px[0]), (1, grid.pitch_xy_px[1])):
+        pixels = image if axis == 0 else image.T
+        across, along = (cx, cy) if axis == 0 else (cy, cx)
+        bands = [pixels[along + sign * offset - half_band : along + sign * offset + half_band,
+                        across - reach : across + reach].astype(np.float64) for sign in (-1, 1)]
+        first, second = (_band_origin(b, pitch_px=pitch, min_pitch_px=min_pitch_px) for b in bands)
+        shift = (second - first + pitch / 2) % pitch - pitch / 2
+        slope = np.degrees(np.arctan2(shift, 2 * offset))
+        angles.append(-slope if axis == 0 else slope)  # vertical streets lean against the turn, horizontal with it
+    return float(np.mean(angles))
