@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from inspection.align.wafer import find_wafer
-from inspection.measure.grid import GridError, die_crops, find_die_grid
+from inspection.measure.grid import GridError, die_crops, find_die_grid, grid_angle_deg
 from inspection.measure.metrology import blobs
 from inspection.synthetic import WaferGeometry, render_wafer_geometry
 
@@ -54,3 +55,15 @@ def test_particles_on_a_rendered_wafer_are_found_as_blobs() -> None:
     for defect in truth:
         x0, y0, x1, y1 = defect.box_xyxy_px
         assert any(x0 <= b.centroid_xy_px[0] <= x1 and y0 <= b.centroid_xy_px[1] <= y1 for b in inside)
+
+
+@pytest.mark.parametrize("turn_deg", [-0.08, 0.03, 0.12])
+def test_residual_grid_turn_to_a_hundredth_of_a_degree(turn_deg: float) -> None:
+    geometry = WaferGeometry((1024.0, 1024.0), 930.0, 270.0, (52.3, 52.3), (7.0, 11.0), 5.0)
+    image, _ = render_wafer_geometry(geometry, size_px=2048, noise_grey=3.0, seed=4)
+    turned = cv2.warpAffine(image, cv2.getRotationMatrix2D((1024.0, 1024.0), turn_deg, 1.0), (2048, 2048),
+                            flags=cv2.INTER_LINEAR)
+    grid = find_die_grid(turned, centre_xy_px=(1024.0, 1024.0), radius_px=930.0)
+    found = grid_angle_deg(turned, centre_xy_px=(1024.0, 1024.0), radius_px=930.0, grid=grid)
+    # getRotationMatrix2D turns counter-clockwise on screen: +x towards -y, a negative angle in image terms.
+    assert found == pytest.approx(-turn_deg, abs=0.01)
