@@ -53,9 +53,10 @@ def _edge_radii(image: np.ndarray, centre: tuple[float, float], radius: float,
                 angles: np.ndarray) -> np.ndarray:
     """Subpixel edge radius along each ray (NaN where no clean background-to-wafer step is found).
 
-    Two levels: a low one (halfway from the background to the wafer's darkest common grey, its streets) finds the
-    outermost wafer sample even where a dark street meets the edge; then the crossing is placed at half the
-    local step (background to the grey just inside the edge on that ray), which is unbiased whatever lies there.
+    Two levels: a low one (a quarter of the way from the background to the wafer's darkest common grey, its
+    streets) finds the outermost wafer sample even where a dark street or a dark stain meets the edge; then the
+    crossing is placed at half the local step (background to the grey just inside the edge on that ray), which
+    is unbiased whatever lies there.
     """
     step_px = 0.25
     radii = np.arange(0.88 * radius, 1.06 * radius, step_px, dtype=np.float32)
@@ -69,7 +70,7 @@ def _edge_radii(image: np.ndarray, centre: tuple[float, float], radius: float,
         inner_low = np.nanpercentile(profiles[:, radii < 0.95 * radius], 10, axis=1)
     # Scanning from outside in, the edge lies after the last sample at or above the level (NaN compares False).
     rays = np.arange(len(angles))
-    above = profiles >= ((background + inner_low) / 2)[:, None]
+    above = profiles >= (background + 0.25 * (inner_low - background))[:, None]
     last = profiles.shape[1] - 1 - np.argmax(above[:, ::-1], axis=1)
     inside = np.clip(last[:, None] - np.arange(4, 13)[None, :], 0, profiles.shape[1] - 1)  # 1-3 px inside
     local = np.nanmedian(profiles[rays[:, None], inside], axis=1)
