@@ -228,7 +228,8 @@ class WaferGrader:
             probabilities_parts.append(probabilities)
             scores_parts.append(self.die_model.defect_scores(probabilities))
         probabilities, scores = np.concatenate(probabilities_parts), np.concatenate(scores_parts)
-        defective = scores >= card.thresholds.defect_score
+        threshold = recipe.models.die_defect_score or card.thresholds.defect_score
+        defective = scores >= threshold
         good_index = card.good_index
         assert good_index is not None  # checked when the model was loaded
         without_good = probabilities.copy()

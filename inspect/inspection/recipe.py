@@ -227,6 +227,9 @@ class LotModels(_Section):
     wafer_map: str
     """Wafer-map pattern model folder."""
     batch_size: int = Field(256, ge=1, le=4096)
+    die_defect_score: float | None = Field(None, gt=0, lt=1)
+    """A die fails at this defect score (1 - p(good)); None takes the model card's operating point. Set it from
+    a calibration lot (``inspect grade`` reports recall and overkill against truth at several scores)."""
 
 
 class LotRules(_Section):

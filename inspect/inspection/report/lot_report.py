@@ -23,6 +23,7 @@ from inspection.wafermap.formats import write_e142, write_sinf
 from inspection.wafermap.klarf import klarf_for_wafer, write_klarf
 from inspection.wafermap.maps import PATTERNS
 
+OPERATING_POINTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 0.9)
 CSV_COLUMNS = ("lot_id", "wafer_id", "slot", "status", "verdict", "reason", "yield_fraction", "n_dies", "n_defective",
                "defect_density_per_cm2", "pattern", "pattern_confidence", "root_cause", "truth_pattern", "image_path")
 
@@ -43,23 +44,25 @@ def lot_figures(db_path: str | Path) -> dict[str, Any]:
         "patterns": {p: sum(w["pattern"] == p for w in graded) for p in PATTERNS if any(w["pattern"] == p
                                                                                       for w in graded)},
     }
-    defect_truth = defect_hits = good_truth = good_rejected = 0
-    for wafer in graded:
-        for die in read_dies(db_path, wafer["id"]):
-            if die["truth_class"] is None:
-                continue
-            if die["truth_class"] == "good":
-                good_truth += 1
-                good_rejected += die["defective"]
-            else:
-                defect_truth += 1
-                defect_hits += die["defective"]
-    if defect_truth or good_truth:
+    truth_scores: list[tuple[bool, float, bool]] = [
+        (die["truth_class"] != "good", die["defect_score"], bool(die["defective"]))
+        for wafer in graded for die in read_dies(db_path, wafer["id"]) if die["truth_class"] is not None]
+    if truth_scores:
+        is_defect = np.array([t[0] for t in truth_scores])
+        scores = np.array([t[1] for t in truth_scores])
+        rejected = np.array([t[2] for t in truth_scores])
+        defect_truth, good_truth = int(is_defect.sum()), int((~is_defect).sum())
         figures["die_truth"] = {
-            "defective_dies": defect_truth, "found": defect_hits, "good_dies": good_truth,
-            "good_rejected": good_rejected,
-            "recall": round(defect_hits / defect_truth, 5) if defect_truth else None,
-            "overkill": round(good_rejected / good_truth, 5) if good_truth else None,
+            "defective_dies": defect_truth, "found": int(rejected[is_defect].sum()), "good_dies": good_truth,
+            "good_rejected": int(rejected[~is_defect].sum()),
+            "recall": round(float(rejected[is_defect].mean()), 5) if defect_truth else None,
+            "overkill": round(float(rejected[~is_defect].mean()), 5) if good_truth else None,
+            # What other die_defect_score settings would have given on this lot (for calibrating a recipe).
+            "operating_points": [
+                {"die_defect_score": threshold,
+                 "recall": round(float((scores[is_defect] >= threshold).mean()), 5) if defect_truth else None,
+                 "overkill": round(float((scores[~is_defect] >= threshold).mean()), 5) if good_truth else None}
+                for threshold in OPERATING_POINTS],
         }
     with_truth = [w for w in graded if w["truth_pattern"]]
     if with_truth:
