@@ -35,8 +35,8 @@ def wafer_verdict(*, yield_fraction: float, defect_density_per_cm2: float, patte
     review band, in that order)."""
     if pattern in rules.forbidden_patterns:
         if pattern_confidence >= rules.min_pattern_confidence:
-            return Verdict.FAIL, f"forbidden pattern {pattern} (confidence {pattern_confidence:.2f})"
-        return Verdict.REVIEW, (f"possible forbidden pattern {pattern} (confidence {pattern_confidence:.2f} < "
+            return Verdict.FAIL, f"forbidden pattern {pattern} (confidence {pattern_confidence:.3f})"
+        return Verdict.REVIEW, (f"possible forbidden pattern {pattern} (confidence {pattern_confidence:.3f} < "
                                 f"min_pattern_confidence {rules.min_pattern_confidence:g})")
     if yield_fraction < rules.yield_floor:
         return Verdict.FAIL, f"yield {yield_fraction:.1%} < yield_floor {rules.yield_floor:.1%}"
