@@ -122,8 +122,7 @@ class DieLayout:
     golden: np.ndarray
     """h x w uint8: the median die (:func:`median_die`)."""
     crop_origins_xy_px: np.ndarray
-    """N x 2: top-left corner of each crop in the canonical image (subpixel)."""
-    canonical: np.ndarray
+    """N x 2: top-left corner of each crop in the canonical (notch-down) frame, subpixel."""
 
 
 def locate_dies(image: np.ndarray, recipe: LotRecipe, *, timings_ms: dict[str, float] | None = None) -> DieLayout:
@@ -188,7 +187,7 @@ def locate_dies(image: np.ndarray, recipe: LotRecipe, *, timings_ms: dict[str, f
         for i in range(0, len(origins), per_call)])
     golden = median_die(crops)
     timings_ms["crops"] = (time.perf_counter() - started) * 1000
-    return DieLayout(fit, grid, dies, crops, golden, origins, canonical)
+    return DieLayout(fit, grid, dies, crops, golden, origins)
 
 
 class WaferGrader:
