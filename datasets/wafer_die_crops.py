@@ -24,7 +24,6 @@ from inspection.progress import progress
 from inspection.recipe import load_lot_recipe
 from inspection.report import save_png
 from inspection.sample_lot import LotSpec, render_lot_wafer
-from inspection.synthetic import DIE_CLASSES
 from inspection.wafermap.maps import PATTERNS
 
 
@@ -45,16 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         image, truth = render_lot_wafer(spec, PATTERNS[index % len(PATTERNS)], index, seed=seed,
                                         defect_rate=args.defect_rate)
         located = locate_dies(image, recipe)
-        lookup = {(int(r), int(c)): int(k) for r, c, k in zip(truth.rows, truth.cols, truth.classes, strict=True)}
+        lookup = truth.class_by_cell()
         rng = np.random.default_rng(seed)
         good_kept = set(rng.permutation(len(located.dies))[: args.good_per_wafer].tolist())
         inputs = die_inputs(located.crops, located.golden)
         for i, (die, crop) in enumerate(zip(located.dies, inputs, strict=True)):
-            label = lookup.get((die.row, die.column))
-            if label is None:
+            name = lookup.get((die.row, die.column))
+            if name is None:
                 raise SystemExit(f"wafer {seed}: die ({die.row}, {die.column}) is not in the truth: grid mismatch")
-            name = DIE_CLASSES[label]
-            if label == 0 and i not in good_kept:
+            if name == "good" and i not in good_kept:
                 continue
             (args.out / name).mkdir(parents=True, exist_ok=True)
             save_png(args.out / name / f"s{seed}-r{die.row}-c{die.column}.png", crop)

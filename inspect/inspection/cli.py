@@ -182,7 +182,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     from inspection.lot import read_lot, run_lot
     from inspection.recipe import load_lot_recipe
-    from inspection.report.lot_report import lot_figures, write_lot_outputs
+    from inspection.report.lot_report import write_lot_outputs
 
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
@@ -209,9 +209,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
     run = run_lot(items, recipe, db_path=db_path, workers=args.workers, engine=args.engine,
                   ray_address=args.ray_address, software_version=software_version(), on_wafer=report)
-    outputs = write_lot_outputs(db_path, args.out, title=f"Lot grading: {', '.join(sorted({i.lot_id for i in items}))}",
-                                recipe_name=recipe.name, station=args.station)
-    figures = lot_figures(db_path)
+    outputs, figures = write_lot_outputs(db_path, args.out,
+                                         title=f"Lot grading: {', '.join(sorted({i.lot_id for i in items}))}",
+                                         recipe_name=recipe.name, station=args.station)
     wph = run.graded_now / run.elapsed_s * 3600 if run.graded_now else 0.0
     summary = {"graded_now": run.graded_now, "skipped_already_graded": run.skipped,
                "elapsed_s": round(run.elapsed_s, 2), "wafers_per_hour": round(wph), **figures, "database": str(db_path),

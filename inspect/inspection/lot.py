@@ -3,8 +3,8 @@
 Per wafer: read -> preprocess -> wafer edge and notch -> canonical turn -> die grid (checked against the
 recipe) -> die crops -> batched die classifier (ONNX) -> defect position in each failed die (difference from
 the wafer's median die) -> die map -> wafer-map pattern and root cause -> verdict from the recipe's rules.
-:func:`grade_wafer` is one plain function of (item, recipe) so the local process pool and Ray run exactly the
-same code; only the driver writes results, one transaction per wafer.
+:class:`WaferGrader` is built from the recipe alone and called per wafer, so the local process pool and Ray
+run exactly the same code; only the driver writes results, one transaction per wafer.
 """
 
 from __future__ import annotations
@@ -27,19 +27,18 @@ from inspection.calibrate import load_flatfield
 from inspection.classify.prepare import prepare_batch
 from inspection.classify.runtime import Classifier, SessionSettings
 from inspection.grade import wafer_verdict
-from inspection.measure.grid import Die, DieGrid, die_crops, find_die_grid, grid_angle_deg
+from inspection.measure.grid import Die, DieGrid, cell_origins_xy_px, die_crops, find_die_grid, grid_angle_deg
 from inspection.preprocess import FlatField, preprocess
 from inspection.progress import progress
 from inspection.recipe import LotRecipe
 from inspection.report.lots import LotStore
+from inspection.sample_lot import MANIFEST_COLUMNS, MANIFEST_NAME, read_truth
 from inspection.types import GradedWafer, InspectionError, LotItem, Verdict
 from inspection.wafermap.classify import WaferMapModel, classify_maps, load_wafermap_model
-from inspection.wafermap.maps import FAILED, GOOD, NO_DIE
+from inspection.wafermap.maps import die_map_of
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
-MANIFEST_NAME = "lot.csv"
-REQUIRED_COLUMNS = ("image", "wafer_id")
-OPTIONAL_COLUMNS = ("lot_id", "slot", "truth_pattern", "truth_dies")
+REQUIRED_COLUMNS, OPTIONAL_COLUMNS = MANIFEST_COLUMNS[:2], MANIFEST_COLUMNS[2:]
 LOCALISE_TOLERANCE_GREY = 25.0
 """A pixel of a failed die this far from the median die belongs to the defect."""
 THUMBNAILS_PER_WAFER = 4
@@ -139,23 +138,24 @@ def locate_dies(image: np.ndarray, recipe: LotRecipe, *, timings_ms: dict[str, f
     timings_ms["wafer"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     size = (image.shape[1], image.shape[0])
-    canonical = cv2.warpAffine(image, fit.to_canonical(size_px=size), size, flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
     centre = (size[0] / 2, size[1] / 2)
-    timings_ms["canonical"] = (time.perf_counter() - started) * 1000
-    started = time.perf_counter()
-    expected_px = (layout.die_pitch_um[0] / pixel_um, layout.die_pitch_um[1] / pixel_um)
-    grid = find_die_grid(canonical, centre_xy_px=centre, radius_px=fit.radius_px,
-                         min_pitch_px=0.5 * min(expected_px))
+    min_pitch_px = 0.5 * min(layout.die_pitch_um) / pixel_um
+
+    def turned(fit: WaferFit) -> tuple[np.ndarray, DieGrid]:
+        canonical = cv2.warpAffine(image, fit.to_canonical(size_px=size), size, flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+        return canonical, find_die_grid(canonical, centre_xy_px=centre, radius_px=fit.radius_px,
+                                        min_pitch_px=min_pitch_px)
+
+    canonical, grid = turned(fit)
     # The notch sets the turn to a few hundredths of a degree, a pixel at the wafer's rim; the streets set it
     # ten times better, so the dies at the rim line up with the median die too.
     residual_deg = grid_angle_deg(canonical, centre_xy_px=centre, radius_px=fit.radius_px, grid=grid,
-                                  min_pitch_px=0.5 * min(expected_px))
+                                  min_pitch_px=min_pitch_px)
     fit = replace(fit, notch_angle_deg=(fit.notch_angle_deg - residual_deg) % 360.0)
-    canonical = cv2.warpAffine(image, fit.to_canonical(size_px=size), size, flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
-    grid = find_die_grid(canonical, centre_xy_px=centre, radius_px=fit.radius_px,
-                         min_pitch_px=0.5 * min(expected_px))
+    canonical, grid = turned(fit)
+    timings_ms["canonical"] = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
     found_um = (grid.pitch_xy_px[0] * pixel_um, grid.pitch_xy_px[1] * pixel_um)
     if any(abs(f / e - 1) > layout.pitch_tolerance for f, e in zip(found_um, layout.die_pitch_um, strict=True)):
         raise WaferRejected(f"die pitch {found_um[0]:.0f} x {found_um[1]:.0f} um does not match the recipe's "
@@ -169,11 +169,8 @@ def locate_dies(image: np.ndarray, recipe: LotRecipe, *, timings_ms: dict[str, f
     started = time.perf_counter()
     inset_px = layout.street_um / pixel_um / 2
     width, height = int(grid.pitch_xy_px[0] - 2 * inset_px), int(grid.pitch_xy_px[1] - 2 * inset_px)
-    (pitch_x, pitch_y), (origin_x, origin_y) = grid.pitch_xy_px, grid.origin_xy_px
-    centre_col, centre_row = np.floor((centre[0] - origin_x) / pitch_x), np.floor((centre[1] - origin_y) / pitch_y)
-    columns = np.array([d.column for d in dies]) + centre_col
-    rows = np.array([d.row for d in dies]) + centre_row
-    origins = np.column_stack([origin_x + columns * pitch_x + inset_px, origin_y + rows * pitch_y + inset_px])
+    origins = inset_px + cell_origins_xy_px(grid, centre_xy_px=centre, rows=np.array([d.row for d in dies]),
+                                            columns=np.array([d.column for d in dies]))
     # Cut every die at its subpixel grid position (a few remaps of stacked dies), so each lines up with the
     # median die to a small fraction of a pixel and the difference shows defects, not pattern edges.
     xs = np.broadcast_to((origins[:, 0, None, None] + np.arange(width)[None, None, :]).astype(np.float32),
@@ -242,8 +239,7 @@ class WaferGrader:
         started = time.perf_counter()
         rows = np.array([d.row for d in located.dies], np.int32)
         cols = np.array([d.column for d in located.dies], np.int32)
-        die_map = np.full((int(np.ptp(rows)) + 1, int(np.ptp(cols)) + 1), NO_DIE, np.uint8)
-        die_map[rows - rows.min(), cols - cols.min()] = np.where(defective, FAILED, GOOD)
+        die_map = die_map_of(rows, cols, defective)
         (classified,) = classify_maps(self.map_model, [die_map])
         timings["pattern"] = (time.perf_counter() - started) * 1000
         die_area_cm2 = recipe.wafer.die_pitch_um[0] * recipe.wafer.die_pitch_um[1] * 1e-8
@@ -306,13 +302,9 @@ def _truth_classes(item: LotItem, rows: np.ndarray, cols: np.ndarray, class_name
     if item.truth_dies is None:
         return truth
     try:
-        with np.load(item.truth_dies) as data:
-            names = [str(n) for n in data["class_names"]]
-            lookup = {(int(r), int(c)): names[int(k)] for r, c, k in
-                      zip(data["rows"], data["cols"], data["classes"], strict=True)}
-    except (OSError, KeyError, ValueError) as exc:
-        raise InspectionError(f"{item.truth_dies}: not a die truth file (rows, cols, classes, class_names): {exc}"
-                              ) from None
+        lookup = read_truth(item.truth_dies).class_by_cell()
+    except ValueError as exc:
+        raise InspectionError(str(exc)) from None
     for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
         name = lookup.get((int(r), int(c)))
         if name is not None:

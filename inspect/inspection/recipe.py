@@ -10,7 +10,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import yaml
@@ -152,15 +152,22 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     return f"{where}: got {error['input']!r}; {message[0].lower()}{message[1:]}"
 
 
-def parse_recipe(data: Any, *, source: str) -> Recipe:
-    """Validate already-parsed recipe data; ``source`` names it in errors."""
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validate(data: Any, model: type[_Model], *, source: str) -> _Model:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: expected a mapping of recipe fields, got {type(data).__name__}")
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        problems = "\n  ".join(_describe(e, Recipe) for e in exc.errors())
+        problems = "\n  ".join(_describe(e, model) for e in exc.errors())
         raise RecipeError(f"{source}: invalid recipe ({exc.error_count()} problem(s)):\n  {problems}") from None
+
+
+def parse_recipe(data: Any, *, source: str) -> Recipe:
+    """Validate already-parsed recipe data; ``source`` names it in errors."""
+    return _validate(data, Recipe, source=source)
 
 
 def _read_yaml(name_or_path: str | Path, bundled: tuple[str, ...]) -> tuple[Any, Path]:
@@ -272,13 +279,7 @@ def load_lot_recipe(name_or_path: str | Path) -> LotRecipe:
     """Load a lot recipe file or a bundled one (``wafer-lot``); model folders are resolved to paths that exist
     when they do, against the recipe's folder first and then the working directory."""
     data, path = _read_yaml(name_or_path, BUNDLED_LOT_RECIPES)
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: expected a mapping of recipe fields, got {type(data).__name__}")
-    try:
-        recipe = LotRecipe.model_validate(data)
-    except ValidationError as exc:
-        problems = "\n  ".join(_describe(e, LotRecipe) for e in exc.errors())
-        raise RecipeError(f"{path}: invalid recipe ({exc.error_count()} problem(s)):\n  {problems}") from None
+    recipe = _validate(data, LotRecipe, source=str(path))
     models = {}
     for field_name in ("die", "wafer_map"):
         given = Path(getattr(recipe.models, field_name))

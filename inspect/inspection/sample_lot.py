@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspection.measure.grid import DieGrid, die_crops
-from inspection.synthetic import DIE_CLASSES, die_design, draw_die_defect
-from inspection.wafermap.maps import FAILED, NO_DIE, PATTERNS
+from inspection.measure.grid import DieGrid, cell_origins_xy_px, die_crops
+from inspection.synthetic import DIE_CLASSES, die_design, draw_die_defect, wafer_coverage
+from inspection.wafermap.maps import FAILED, PATTERNS, die_map_of
 from inspection.wafermap.synthetic import render_wafer_map
 
 DEFECT_CLASSES = DIE_CLASSES[1:]
@@ -59,6 +59,11 @@ class WaferTruth:
     classes: np.ndarray
     """Index into DIE_CLASSES per die (0 good)."""
 
+    def class_by_cell(self) -> dict[tuple[int, int], str]:
+        """Die class name by (row, column) die index."""
+        return {(int(r), int(c)): DIE_CLASSES[int(k)] for r, c, k in zip(self.rows, self.cols, self.classes,
+                                                                           strict=True)}
+
     def save(self, path: Path) -> Path:
         np.savez_compressed(path, pattern=self.pattern, rows=self.rows, cols=self.cols, classes=self.classes,
                             class_names=np.array(DIE_CLASSES))
@@ -66,11 +71,16 @@ class WaferTruth:
 
 
 def read_truth(path: str | Path) -> WaferTruth:
-    with np.load(path) as data:
-        names = [str(n) for n in data["class_names"]]
-        if names != list(DIE_CLASSES):
-            raise ValueError(f"{path}: die classes {names}; expected {list(DIE_CLASSES)}")
-        return WaferTruth(str(data["pattern"]), data["rows"], data["cols"], data["classes"])
+    """A truth file written by :meth:`WaferTruth.save` (``inspect grade`` reads the manifest's ``truth_dies``)."""
+    try:
+        with np.load(path) as data:
+            names = [str(n) for n in data["class_names"]]
+            truth = WaferTruth(str(data["pattern"]), data["rows"], data["cols"], data["classes"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not a die truth file (pattern, rows, cols, classes, class_names): {exc}") from None
+    if names != list(DIE_CLASSES):
+        raise ValueError(f"{path}: die classes {names}; expected {list(DIE_CLASSES)}")
+    return truth
 
 
 def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
@@ -78,11 +88,10 @@ def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
     """Wafer ``index`` of lot ``seed``: an 8-bit frame and its truth. Failed dies follow ``pattern``; with
     ``defect_rate`` they are instead drawn independently with that probability (for training data)."""
     rng = np.random.default_rng([seed, index, 17])
-    design = die_design(np.random.default_rng([seed, 3]), size_px=round(spec.pitch_px[0] - spec.street_um /
-                                                                           spec.pixel_size_um))
     size, radius = spec.size_px, spec.radius_px
     pitch_x, pitch_y = spec.pitch_px
     street_px = spec.street_um / spec.pixel_size_um
+    design = die_design(np.random.default_rng([seed, 3]), size_px=round(pitch_x - street_px))
     centre = (size / 2 + rng.uniform(-1, 1) * spec.max_offset_px, size / 2 + rng.uniform(-1, 1) * spec.max_offset_px)
     origin = (centre[0] - rng.uniform(0.2, 0.8) * pitch_x, centre[1] - rng.uniform(0.2, 0.8) * pitch_y)
     grid = DieGrid((pitch_x, pitch_y), origin, (0, 0))
@@ -103,14 +112,12 @@ def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
     clean = design.draw()
     side = design.size_px
     by_cell = {(d.row, d.column): k for k, d in enumerate(dies)}
-    centre_row = int(np.floor((centre[1] - origin[1]) / pitch_y))
-    centre_col = int(np.floor((centre[0] - origin[0]) / pitch_x))
     reach_x, reach_y = int(radius / pitch_x) + 2, int(radius / pitch_y) + 2
     for row in range(-reach_y, reach_y + 1):
         for col in range(-reach_x, reach_x + 1):
             # Lithography places every die exactly on the grid: draw it at its subpixel position.
-            x = origin[0] + (centre_col + col) * pitch_x + street_px / 2
-            y = origin[1] + (centre_row + row) * pitch_y + street_px / 2
+            ((x, y),) = street_px / 2 + cell_origins_xy_px(grid, centre_xy_px=centre, rows=np.array([row]),
+                                                          columns=np.array([col]))
             x0, y0 = int(np.floor(x)) - 1, int(np.floor(y)) - 1
             if x0 < 0 or y0 < 0 or x0 + side + 2 > size or y0 + side + 2 > size:
                 continue
@@ -122,11 +129,8 @@ def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
             canvas[y0 : y0 + side + 2, x0 : x0 + side + 2] = cv2.warpAffine(
                 die_image, shift, (side + 2, side + 2), flags=cv2.INTER_LINEAR, borderValue=_STREET)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    distance = np.hypot(xx - centre[0], yy - centre[1])
-    notch_x, notch_y = centre[0], centre[1] + radius
-    on_wafer = np.clip(radius - distance + 0.5, 0, 1) * np.clip(
-        np.hypot(xx - notch_x, yy - notch_y) - (0.012 * radius + 3) + 0.5, 0, 1)
-    canvas *= 1.0 - 0.06 * (distance / radius) ** 2  # illumination falls off towards the edge
+    on_wafer = wafer_coverage(xx, yy, centre_xy_px=centre, radius_px=radius, notch_angle_deg=270.0)
+    canvas *= 1.0 - 0.06 * (np.hypot(xx - centre[0], yy - centre[1]) / radius) ** 2  # light falls off to the rim
     image = _BACKGROUND + (canvas - _BACKGROUND) * on_wafer
     image = cv2.GaussianBlur(image, (0, 0), 0.8)
     turn = cv2.getRotationMatrix2D((size / 2, size / 2), float(rng.uniform(-1, 1) * spec.max_turn_deg), 1.0)
@@ -139,9 +143,7 @@ def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
 
 def truth_map(truth: WaferTruth) -> np.ndarray:
     """The truth as a WM-811K die map indexed from the lowest row and column."""
-    die_map = np.full((int(np.ptp(truth.rows)) + 1, int(np.ptp(truth.cols)) + 1), NO_DIE, np.uint8)
-    die_map[truth.rows - truth.rows.min(), truth.cols - truth.cols.min()] = np.where(truth.classes > 0, FAILED, 1)
-    return die_map
+    return die_map_of(truth.rows, truth.cols, truth.classes > 0)
 
 
 def lot_patterns(wafers: int) -> list[str]:

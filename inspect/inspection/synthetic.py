@@ -334,6 +334,18 @@ def _coverage(signed_distance_px: np.ndarray) -> np.ndarray:
     return np.clip(signed_distance_px + 0.5, 0.0, 1.0)
 
 
+def wafer_coverage(xx: np.ndarray, yy: np.ndarray, *, centre_xy_px: tuple[float, float], radius_px: float,
+                   notch_angle_deg: float) -> np.ndarray:
+    """How much of each pixel (coordinates ``xx``, ``yy``) the wafer covers: an anti-aliased disc less a round
+    notch (radius 1.2% of the wafer's + 3 px) at ``notch_angle_deg`` (counter-clockwise from +x, y up)."""
+    cx, cy = centre_xy_px
+    angle = np.radians(notch_angle_deg)
+    notch_x, notch_y = cx + radius_px * np.cos(angle), cy - radius_px * np.sin(angle)
+    coverage = _coverage(radius_px - np.hypot(xx - cx, yy - cy))
+    coverage *= _coverage(np.hypot(xx - notch_x, yy - notch_y) - (0.012 * radius_px + 3))  # keeps xx's dtype
+    return coverage
+
+
 def render_wafer_geometry(geometry: WaferGeometry, *, size_px: int = 2048, noise_grey: float = 3.0,
                           seed: int = 0, particles: int = 0) -> tuple[np.ndarray, tuple[Defect, ...]]:
     """An 8-bit wafer frame drawn with anti-aliased edges from exact ``geometry``: background, wafer with dies,
@@ -341,12 +353,8 @@ def render_wafer_geometry(geometry: WaferGeometry, *, size_px: int = 2048, noise
     then Gaussian sensor noise. Edges are placed to a small fraction of a pixel."""
     yy, xx = np.mgrid[0:size_px, 0:size_px].astype(np.float32)
     cx, cy = geometry.centre_xy_px
-    distance = np.hypot(xx - cx, yy - cy)
-    on_wafer = _coverage(geometry.radius_px - distance)
-    angle = np.radians(geometry.notch_angle_deg)
-    notch_x, notch_y = cx + geometry.radius_px * np.cos(angle), cy - geometry.radius_px * np.sin(angle)
-    notch_radius_px = 0.012 * geometry.radius_px + 3
-    on_wafer *= _coverage(np.hypot(xx - notch_x, yy - notch_y) - notch_radius_px)
+    on_wafer = wafer_coverage(xx, yy, centre_xy_px=geometry.centre_xy_px, radius_px=geometry.radius_px,
+                              notch_angle_deg=geometry.notch_angle_deg)
     pitch_x, pitch_y = geometry.die_pitch_xy_px
     ox, oy = geometry.grid_origin_xy_px
     half_street = geometry.street_width_px / 2

@@ -90,14 +90,30 @@ def find_die_grid(image: np.ndarray, *, centre_xy_px: tuple[float, float], radiu
     return DieGrid((pitch_x, pitch_y), (origin_x + left, origin_y + top), (streets_x, streets_y))
 
 
+def centre_cell(grid: DieGrid, *, centre_xy_px: tuple[float, float]) -> tuple[int, int]:
+    """(row, column) of the grid cell holding the wafer centre, counted from the grid origin; die indices are
+    counted from this cell."""
+    (pitch_x, pitch_y), (origin_x, origin_y) = grid.pitch_xy_px, grid.origin_xy_px
+    return (int(np.floor((centre_xy_px[1] - origin_y) / pitch_y)),
+            int(np.floor((centre_xy_px[0] - origin_x) / pitch_x)))
+
+
+def cell_origins_xy_px(grid: DieGrid, *, centre_xy_px: tuple[float, float], rows: np.ndarray,
+                       columns: np.ndarray) -> np.ndarray:
+    """N x 2 top-left corners (the street crossings, subpixel) of the cells of die indices ``rows``, ``columns``."""
+    centre_row, centre_column = centre_cell(grid, centre_xy_px=centre_xy_px)
+    (pitch_x, pitch_y), (origin_x, origin_y) = grid.pitch_xy_px, grid.origin_xy_px
+    return np.column_stack([origin_x + (np.asarray(columns) + centre_column) * pitch_x,
+                            origin_y + (np.asarray(rows) + centre_row) * pitch_y])
+
+
 def die_crops(grid: DieGrid, *, centre_xy_px: tuple[float, float], radius_px: float, edge_exclusion_px: float = 0.0,
               pixel_size_um: float | None = None) -> list[Die]:
     """Every die cell that lies wholly inside the wafer (less the edge exclusion), with its index and position."""
     (pitch_x, pitch_y), (origin_x, origin_y) = grid.pitch_xy_px, grid.origin_xy_px
     cx, cy = centre_xy_px
     usable = radius_px - edge_exclusion_px
-    centre_column = int(np.floor((cx - origin_x) / pitch_x))
-    centre_row = int(np.floor((cy - origin_y) / pitch_y))
+    centre_row, centre_column = centre_cell(grid, centre_xy_px=centre_xy_px)
     span_x, span_y = int(np.ceil(usable / pitch_x)) + 1, int(np.ceil(usable / pitch_y)) + 1
     dies = []
     for row in range(centre_row - span_y, centre_row + span_y + 1):

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from inspection.classify.metrics import confusion_matrix
-from inspection.report.lots import read_dies, read_thumbnails, read_wafers
+from inspection.report.lots import read_die_truth, read_dies, read_thumbnails, read_wafers
 from inspection.report.pictures import draw_confusion, draw_wafer_map, save_png
 from inspection.wafermap.formats import write_e142, write_sinf
 from inspection.wafermap.klarf import klarf_for_wafer, write_klarf
@@ -32,10 +32,10 @@ def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def lot_figures(db_path: str | Path) -> dict[str, Any]:
+def lot_figures(db_path: str | Path, *, wafers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Per lot and overall: wafer counts by status and verdict, mean yield, pattern counts and, where the input
-    carried truth, die-level recall and overkill and wafer pattern accuracy."""
-    wafers = read_wafers(db_path)
+    carried truth, die-level recall and overkill and wafer pattern accuracy. ``wafers``: already read rows."""
+    wafers = read_wafers(db_path) if wafers is None else wafers
     graded = [w for w in wafers if w["status"] == "graded"]
     figures: dict[str, Any] = {
         "wafers": len(wafers), "graded": len(graded), "failed_to_grade": len(wafers) - len(graded),
@@ -44,11 +44,9 @@ def lot_figures(db_path: str | Path) -> dict[str, Any]:
         "patterns": {p: sum(w["pattern"] == p for w in graded) for p in PATTERNS if any(w["pattern"] == p
                                                                                       for w in graded)},
     }
-    truth_scores: list[tuple[bool, float, bool]] = [
-        (die["truth_class"] != "good", die["defect_score"], bool(die["defective"]))
-        for wafer in graded for die in read_dies(db_path, wafer["id"]) if die["truth_class"] is not None]
+    truth_scores = read_die_truth(db_path)
     if truth_scores:
-        is_defect = np.array([t[0] for t in truth_scores])
+        is_defect = np.array([t[0] != "good" for t in truth_scores])
         scores = np.array([t[1] for t in truth_scores])
         rejected = np.array([t[2] for t in truth_scores])
         defect_truth, good_truth = int(is_defect.sum()), int((~is_defect).sum())
@@ -72,15 +70,15 @@ def lot_figures(db_path: str | Path) -> dict[str, Any]:
     return figures
 
 
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def _data_uri(picture: np.ndarray) -> str:
     ok, encoded = cv2.imencode(".png", picture)
     if not ok:
         raise OSError("PNG encoding failed")
-    return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
-
-
-def _png_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return _png_uri(encoded.tobytes())
 
 
 _STYLE = """
@@ -93,9 +91,8 @@ th{background:#f2f2f2}.pass{color:#1a7f37}.fail{color:#cf222e}.review{color:#9a6
 """
 
 
-def write_html(db_path: str | Path, path: str | Path, *, title: str) -> Path:
-    wafers = read_wafers(db_path)
-    figures = lot_figures(db_path)
+def _write_html(db_path: str | Path, path: Path, *, title: str, wafers: list[dict[str, Any]],
+                figures: dict[str, Any]) -> Path:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{_STYLE}</style>"
              f"</head><body><h1>{e(title)}</h1>"]
@@ -159,12 +156,14 @@ def write_html(db_path: str | Path, path: str | Path, *, title: str) -> Path:
 
 
 def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recipe_name: str,
-                      station: str) -> dict[str, Path]:
-    """report.html, wafers.csv, lot.json, klarf/*.klarf, maps/*.sinf, maps/*.e142.xml and maps/*.png."""
+                      station: str) -> tuple[dict[str, Path], dict[str, Any]]:
+    """report.html, wafers.csv, lot.json, klarf/*.klarf, maps/*.sinf, maps/*.e142.xml and maps/*.png; returns
+    their paths and the lot's figures (:func:`lot_figures`)."""
     out = Path(out)
     (out / "klarf").mkdir(parents=True, exist_ok=True)
     (out / "maps").mkdir(parents=True, exist_ok=True)
     wafers = read_wafers(db_path)
+    figures = lot_figures(db_path, wafers=wafers)
     moment = datetime.now(UTC)
     with (out / "wafers.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -187,7 +186,7 @@ def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recip
             record["die_map"] = w["die_map"].tolist()
             record["map_origin_row_col"] = [w["map_origin_row"], w["map_origin_col"]]
         records.append(record)
-    (out / "lot.json").write_text(json.dumps({"figures": lot_figures(db_path), "wafers": records}, indent=1),
-                                  encoding="utf-8")
-    return {"html": write_html(db_path, out / "report.html", title=title), "csv": out / "wafers.csv",
-            "json": out / "lot.json", "klarf": out / "klarf", "maps": out / "maps"}
+    (out / "lot.json").write_text(json.dumps({"figures": figures, "wafers": records}, indent=1), encoding="utf-8")
+    html_path = _write_html(db_path, out / "report.html", title=title, wafers=wafers, figures=figures)
+    return ({"html": html_path, "csv": out / "wafers.csv", "json": out / "lot.json", "klarf": out / "klarf",
+             "maps": out / "maps"}, figures)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import platform
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -171,9 +172,13 @@ class LotStore:
         self._connection.close()
 
 
+def _reader(path: str | Path) -> sqlite3.Connection:
+    return connect(Path(path), read_only=True, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
+
+
 def read_wafers(path: str | Path) -> list[dict[str, Any]]:
     """Every stored wafer in lot and slot order, JSON decoded, die map as an array."""
-    connection = connect(Path(path), read_only=True, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
+    connection = _reader(path)
     try:
         rows = connection.execute(f"SELECT {', '.join(WAFER_COLUMNS)} FROM wafers ORDER BY lot_id, slot, wafer_id")
         wafers = []
@@ -190,7 +195,7 @@ def read_wafers(path: str | Path) -> list[dict[str, Any]]:
 
 
 def read_dies(path: str | Path, wafer_pk: int) -> list[dict[str, Any]]:
-    connection = connect(Path(path), read_only=True, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
+    connection = _reader(path)
     try:
         rows = connection.execute(f"SELECT {', '.join(DIE_COLUMNS)} FROM dies WHERE wafer = ? ORDER BY row, col",
                                   (wafer_pk,))
@@ -199,8 +204,18 @@ def read_dies(path: str | Path, wafer_pk: int) -> list[dict[str, Any]]:
         connection.close()
 
 
+def read_die_truth(path: str | Path) -> list[tuple[str, float, bool]]:
+    """(truth class, defect score, rejected) of every stored die whose truth is known, in one query."""
+    connection = _reader(path)
+    try:
+        rows = connection.execute("SELECT truth_class, defect_score, defective FROM dies WHERE truth_class IS NOT NULL")
+        return [(truth, score, bool(rejected)) for truth, score, rejected in rows]
+    finally:
+        connection.close()
+
+
 def read_thumbnails(path: str | Path, wafer_pk: int) -> list[dict[str, Any]]:
-    connection = connect(Path(path), read_only=True, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
+    connection = _reader(path)
     try:
         rows = connection.execute("SELECT row, col, class, defect_score, png FROM thumbnails WHERE wafer = ? "
                                   "ORDER BY defect_score DESC", (wafer_pk,))
@@ -209,4 +224,4 @@ def read_thumbnails(path: str | Path, wafer_pk: int) -> list[dict[str, Any]]:
         connection.close()
 
 
-__all__ = ["LotStore", "StoreError", "read_dies", "read_thumbnails", "read_wafers"]
+__all__ = ["LotStore", "StoreError", "read_die_truth", "read_dies", "read_thumbnails", "read_wafers"]

@@ -49,6 +49,15 @@ def check_map(die_map: np.ndarray, *, source: str) -> np.ndarray:
     return array.astype(np.uint8, copy=False)
 
 
+def die_map_of(rows: np.ndarray, cols: np.ndarray, failed: np.ndarray) -> np.ndarray:
+    """The die map of dies at grid indices ``rows``, ``cols`` (failed where ``failed``), with map[0, 0] at the
+    lowest row and column."""
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    die_map = np.full((int(np.ptp(rows)) + 1, int(np.ptp(cols)) + 1), NO_DIE, np.uint8)
+    die_map[rows - rows.min(), cols - cols.min()] = np.where(failed, FAILED, GOOD)
+    return die_map
+
+
 def yield_fraction(die_map: np.ndarray) -> float:
     """Good dies / all dies."""
     dies = np.count_nonzero(die_map)
