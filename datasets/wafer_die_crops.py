@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     recipe = load_lot_recipe("wafer-lot")
     spec = LotSpec(pixel_size_um=recipe.pixel_size_um, diameter_mm=recipe.wafer.diameter_mm,
-                   die_pitch_um=recipe.wafer.die_pitch_um, street_um=recipe.wafer.street_um)
+                   die_pitch_um=recipe.wafer.die_pitch_um, street_um=recipe.wafer.street_um,
+                   edge_exclusion_mm=recipe.wafer.edge_exclusion_mm)
     counts: Counter[str] = Counter()
     for index in progress(range(args.wafers), total=args.wafers, label="wafers"):
         seed = args.seed + index

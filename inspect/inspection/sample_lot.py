@@ -38,6 +38,8 @@ class LotSpec:
     diameter_mm: float = 300.0
     die_pitch_um: tuple[float, float] = (8000.0, 8000.0)
     street_um: float = 900.0
+    edge_exclusion_mm: float = 3.0
+    """Dies reaching into this rim band are not graded, so the wafer's pattern is drawn on the dies inside."""
     max_turn_deg: float = 3.0
     """The wafer lies on the stage turned by up to this much (the notch tells by how much)."""
     max_offset_px: float = 12.0
@@ -97,9 +99,13 @@ def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
     grid = DieGrid((pitch_x, pitch_y), origin, (0, 0))
     # Truth for every whole die; the recipe's edge exclusion decides which of them the grader reads.
     dies = die_crops(grid, centre_xy_px=centre, radius_px=radius)
-    span = round(2 * radius / min(pitch_x, pitch_y))
-    states = render_wafer_map(pattern, index, seed=seed, dies=span)
-    middle = (span - 1) // 2
+    graded = die_crops(grid, centre_xy_px=centre, radius_px=radius,
+                       edge_exclusion_px=spec.edge_exclusion_mm * 1000 / spec.pixel_size_um)
+    middle = max(max(abs(d.row), abs(d.column)) for d in graded)
+    span = 2 * middle + 1
+    footprint = np.zeros((span, span), bool)
+    footprint[[d.row + middle for d in graded], [d.column + middle for d in graded]] = True
+    states = render_wafer_map(pattern, index, seed=seed, footprint=footprint)
     classes = np.zeros(len(dies), np.uint8)
     for i, die in enumerate(dies):
         r, c = die.row + middle, die.column + middle

@@ -133,13 +133,30 @@ def test_synthetic_patterns_are_deterministic_and_shaped() -> None:
         assert pattern in ROOT_CAUSES
     for index in range(10):
         centre = render_wafer_map("Center", index, dies=40)
-        assert _density(centre, (0, 0.15)) > 0.5 > 0.1 > _density(centre, (0.6, 1.0))
+        assert _density(centre, (0, 0.1)) > 0.5 and _density(centre, (0.6, 1.0)) < 0.25
         ring = render_wafer_map("Edge-Ring", index, dies=40)
-        assert _density(ring, (0.93, 1.0)) > 0.5 and _density(ring, (0, 0.7)) < 0.1
+        assert _density(ring, (0.93, 1.0)) > 0.5 and _density(ring, (0, 0.7)) < 0.15
         assert 1 - yield_fraction(render_wafer_map("Near-full", index)) > 0.6
-        assert 1 - yield_fraction(render_wafer_map("none", index)) < 0.08
+        # WM-811K's none maps fail 3.5-23% of their dies, its Random maps 29-66% (5th-95th percentiles).
+        assert 0.01 < 1 - yield_fraction(render_wafer_map("none", index)) < 0.3
+        assert 0.25 < 1 - yield_fraction(render_wafer_map("Random", index)) < 0.7
     with pytest.raises(ValueError, match="unknown pattern"):
         render_wafer_map("Ring", 0)
+
+
+def test_synthetic_patterns_follow_a_product_footprint() -> None:
+    """On a product's own die layout (here a square-cornered grid inside a circle) the pattern is drawn
+    on its dies only, and an edge ring lands on its outermost dies."""
+    yy, xx = np.mgrid[0:31, 0:31]
+    footprint = np.hypot(yy - 15, xx - 15) <= 14.2
+    footprint[15, 0] = False
+    for index in range(5):
+        ring = render_wafer_map("Edge-Ring", index, footprint=footprint)
+        np.testing.assert_array_equal(ring != 0, footprint)
+        outermost = footprint & (np.hypot(yy - 15, xx - 15) > 13.2)
+        assert (ring[outermost] == 2).mean() > 0.5 > 0.15 > (ring[np.hypot(yy - 15, xx - 15) < 9] == 2).mean()
+    with pytest.raises(ValueError, match="footprint"):
+        render_wafer_map("none", 0, footprint=np.ones(5, bool))
 
 
 @pytest.mark.skipif(not WM811K.is_file(), reason=f"WM-811K data not found at {WM811K}")
