@@ -449,9 +449,17 @@ def cmd_wafermap_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_wafermap_eval(args: argparse.Namespace) -> int:
-    from inspection.wafermap.classify import evaluate_maps
+    from inspection.wafermap.classify import WaferMapModelPool, evaluate_maps
 
-    report = evaluate_maps(_wafermap_model(args), read_npz(args.data))
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: expected 1 or more")
+    map_set = read_npz(args.data)
+    if args.workers == 1:
+        report = evaluate_maps(_wafermap_model(args), map_set)
+    else:
+        _wafermap_model(args)  # the model folder is checked before any worker starts
+        with WaferMapModelPool(args.model, workers=args.workers) as pool:
+            report = evaluate_maps(pool, map_set, batch_size=512 * args.workers)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -651,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     wm_eval.add_argument("data", type=Path, help="labelled maps in the WM-811K npz layout")
     wm_eval.add_argument("--model", type=Path, default=DEFAULT_WAFERMAP_MODEL,
                          help=f"wafer-map model folder (default {DEFAULT_WAFERMAP_MODEL})")
+    wm_eval.add_argument("--workers", type=int, default=1,
+                         help="processes sharing the maps (one thread each); 2 uses both cores of a 2-core machine")
     wm_eval.add_argument("--json", action="store_true")
     wm_eval.set_defaults(handler=cmd_wafermap_eval)
 

@@ -195,7 +195,7 @@ class WaferGrader:
         self.die_model = Classifier(recipe.models.die, settings=SessionSettings(intra_op_threads=threads))
         if self.die_model.card.good_index is None:
             raise InspectionError(f"{recipe.models.die}: the die model's card names no good class")
-        self.map_model: WaferMapModel = load_wafermap_model(recipe.models.wafer_map)
+        self.map_model: WaferMapModel = load_wafermap_model(recipe.models.wafer_map, threads=threads)
         self.flatfield: FlatField | None = (None if recipe.preprocess.flatfield is None
                                             else load_flatfield(recipe.preprocess.flatfield))
 

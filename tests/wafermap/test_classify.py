@@ -82,12 +82,20 @@ def test_classical_model_trains_and_serves_the_same_commands(tmp_path: Path) -> 
     report = json.loads(run_cli("wafermap", "eval", str(data), "--model", str(out), "--json").stdout)
     assert report["samples"] == 27
     assert report["accuracy"] > 0.6, "synthetic patterns are distinct enough for the features"
+    # Two worker processes classify exactly as one process does.
+    pooled = json.loads(run_cli("wafermap", "eval", str(data), "--model", str(out), "--json", "--workers", "2").stdout)
+    assert pooled["confusion"] == report["confusion"]
     result = json.loads(run_cli("wafermap", "classify", str(data), "--index", "4", "--model", str(out),
                                 "--json").stdout)
     assert result["map"].endswith("#4") and result["pattern"] in PATTERNS
+    # A model fitted on another version of the features is refused, not run on different numbers.
+    fitted = dict(np.load(out / "classical.npz"))
+    np.savez(out / "classical.npz", **{**fitted, "feature_version": np.array(1)})
+    process = run_cli("wafermap", "eval", str(data), "--model", str(out), check=False)
+    assert process.returncode == 2 and "features version 1" in process.stderr and "refit" in process.stderr
 
 
-@pytest.mark.parametrize("name", ["wafermap-patchnet-v1", "wafermap-patchnet-v2", "wafermap-classical-v1"])
+@pytest.mark.parametrize("name", ["wafermap-patchnet-v1", "wafermap-patchnet-v2", "wafermap-classical-v2"])
 def test_shipped_models_classify(name: str, tmp_path: Path) -> None:
     model = REPO_ROOT / "models" / name
     sinf = write_sinf(tmp_path / "edge.sinf", render_wafer_map("Edge-Ring", 0, dies=60), wafer_id="W")

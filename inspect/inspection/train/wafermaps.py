@@ -20,7 +20,7 @@ from inspection.progress import progress
 from inspection.report import save_png
 from inspection.train.loop import TrainConfig, TrainingError, train
 from inspection.wafermap import PATTERNS, MapSet, render_wafer_map
-from inspection.wafermap.classical import ClassicalWaferMapModel, features, forward
+from inspection.wafermap.classical import FEATURE_VERSION, ClassicalWaferMapModel, features, forward
 from inspection.wafermap.classify import TASK, map_image
 
 
@@ -107,9 +107,11 @@ def fit_classical(out: Path, *, real: MapSet | None, synthetic_per_pattern: int,
         if report["macro_f1"] > best[0]:
             best = (report["macro_f1"], {k: v.copy() for k, v in weights.items()}, report)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / ClassicalWaferMapModel.FILE, **best[1], mean=mean, std=std, class_names=np.array(PATTERNS))
+    np.savez(out / ClassicalWaferMapModel.FILE, **best[1], mean=mean, std=std, class_names=np.array(PATTERNS),
+             feature_version=FEATURE_VERSION)
     card = {"task": TASK, "kind": "classical", "model_file": ClassicalWaferMapModel.FILE,
-            "class_names": list(PATTERNS), "features": int(n_features), "hidden": hidden,
+            "class_names": list(PATTERNS), "features": int(n_features), "feature_version": FEATURE_VERSION,
+            "hidden": hidden,
             "metrics": {"val": best[2]},
             "training": {"maps": len(maps), "real": 0 if real is None else len(real.maps),
                          "synthetic_per_pattern": synthetic_per_pattern, "seed": seed, "epochs": epochs,

@@ -8,16 +8,16 @@ naming it; fitting lives in ``inspection.train.wafermaps``.
 from __future__ import annotations
 
 import itertools
-import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage.transform import radon
 
 from inspection.classify import CardError
 from inspection.wafermap.maps import FAILED, resize_map
 
+FEATURE_VERSION = 2
+"""Bumped whenever ``features`` changes meaning; a model fitted on other features is refused."""
 GRID = 32
 RINGS = (0.0, 0.25, 0.5, 0.7, 0.85, 1.01)
 ANGLES_DEG = np.arange(0, 180, 15)
@@ -28,20 +28,32 @@ _radius = np.hypot(_xx - _centre, _yy - _centre) / (GRID / 2)
 _sector = ((np.arctan2(_yy - _centre, _xx - _centre) + np.pi) / (2 * np.pi) * 8).astype(int) % 8
 _regions = [(_radius >= lo) & (_radius < hi) for lo, hi in itertools.pairwise(RINGS)]
 _regions += [(_radius >= 0.7) & (_sector == s) for s in range(8)]
+_region_matrix = np.stack(_regions).reshape(len(_regions), -1).astype(np.float32)
+# The Radon transform of a die map is the projection of its failed cells: each cell centre falls into one
+# position bin per angle, so a bincount replaces rotating the picture once per angle.
+_theta = np.deg2rad(ANGLES_DEG)
+_projection_bin = np.clip(np.floor(((_xx - _centre)[..., None] * np.cos(_theta) + (_yy - _centre)[..., None]
+                                    * np.sin(_theta)) + GRID / 2), 0, GRID - 1).astype(np.int64)
+_projection_index = (_projection_bin + GRID * np.arange(len(_theta))).reshape(GRID * GRID, len(_theta))
+
+
+def radon_profiles(failed: np.ndarray, *, dies: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread over the angles of the Radon transform of a GRID x GRID failure mask, per position
+    (PROFILE values each), normalised by the wafer's die count: rotation-invariant line and blob evidence."""
+    cells = np.flatnonzero(failed.ravel())
+    sinogram = np.bincount(_projection_index[cells].ravel(), minlength=GRID * len(_theta))
+    sinogram = sinogram.reshape(len(_theta), GRID).T / max(1, dies)
+    grid = np.linspace(0, GRID - 1, PROFILE)
+    positions = np.arange(GRID)
+    return np.interp(grid, positions, sinogram.mean(axis=1)), np.interp(grid, positions, sinogram.std(axis=1))
 
 
 def features(die_map: np.ndarray) -> np.ndarray:
     """52 features: 13 region densities, 32 Radon-profile values, 5 geometry values, 2 global rates."""
     small = resize_map(die_map, size=GRID, method="majority")
     on, failed = small > 0, (small == FAILED)
-    densities = [float(failed[r].sum() / max(1, on[r].sum())) for r in _regions]
-    with warnings.catch_warnings():  # edge dies touch the circle's boundary pixels; the transform is still right
-        warnings.simplefilter("ignore", UserWarning)
-        sinogram = radon(failed.astype(np.float64) * (_radius <= 1), theta=ANGLES_DEG, circle=True)
-    sinogram /= max(1, on.sum())
-    grid = np.linspace(0, sinogram.shape[0] - 1, PROFILE)
-    positions = np.arange(sinogram.shape[0])
-    profiles = [np.interp(grid, positions, sinogram.mean(axis=1)), np.interp(grid, positions, sinogram.std(axis=1))]
+    densities = (_region_matrix @ failed.ravel()) / np.maximum(1, _region_matrix @ on.ravel())
+    profiles = radon_profiles(failed & (_radius <= 1), dies=int(on.sum()))
     cleaned = cv2.medianBlur(failed.astype(np.uint8) * 255, 3) > 0
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(cleaned.astype(np.uint8), connectivity=8)
     geometry = [0.0, 0.0, 0.0, 0.0, (count - 1) / 20.0]
@@ -81,6 +93,10 @@ class ClassicalWaferMapModel:
         if not path.is_file():
             raise CardError(f"{model_dir}: no {self.FILE}; train one with `inspect wafermap train --classical`")
         data = np.load(path, allow_pickle=False)
+        version = int(data["feature_version"]) if "feature_version" in data else 1
+        if version != FEATURE_VERSION:
+            raise CardError(f"{path}: fitted on wafer-map features version {version}, this release computes "
+                            f"version {FEATURE_VERSION}; refit it with `inspect wafermap train --classical`")
         self.weights = {k: data[k] for k in ("w1", "b1", "w2", "b2", "mean", "std")}
         self.class_names = [str(n) for n in data["class_names"]]
 

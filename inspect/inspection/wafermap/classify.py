@@ -7,7 +7,9 @@ grey levels 0 / 127 / 254 for no die / good / failed, the same function at train
 from __future__ import annotations
 
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
@@ -15,6 +17,7 @@ import numpy as np
 from inspection.classify import CardError, Classifier
 from inspection.classify.metrics import classification_report, confusion_matrix
 from inspection.classify.prepare import prepare_batch
+from inspection.classify.runtime import SessionSettings
 from inspection.progress import progress
 from inspection.types import Layout
 from inspection.wafermap.classical import ClassicalWaferMapModel
@@ -45,8 +48,8 @@ def map_layout(channels: int) -> Layout:
 
 
 class WaferMapClassifier:
-    def __init__(self, model_dir: str | Path) -> None:
-        self.classifier = Classifier(model_dir)
+    def __init__(self, model_dir: str | Path, *, threads: int = 0) -> None:
+        self.classifier = Classifier(model_dir, settings=SessionSettings(intra_op_threads=threads))
         card = self.classifier.card
         if card.task != TASK or set(card.class_names) - set(PATTERNS):
             raise CardError(f"{model_dir}: a {card.task} model with classes {', '.join(card.class_names)}; expected "
@@ -74,11 +77,56 @@ class WaferMapModel(Protocol):
     def probabilities(self, maps: list[np.ndarray], *, batch_size: int = 256) -> np.ndarray: ...
 
 
-def load_wafermap_model(model_dir: str | Path) -> WaferMapModel:
-    """The classical model if the folder holds ``classical.npz``, else the CNN (ONNX + card)."""
+def load_wafermap_model(model_dir: str | Path, *, threads: int = 0) -> WaferMapModel:
+    """The classical model if the folder holds ``classical.npz``, else the CNN (ONNX + card; ``threads`` per
+    operator, 0 for one per core)."""
     if (Path(model_dir) / ClassicalWaferMapModel.FILE).is_file():
         return ClassicalWaferMapModel(model_dir)
-    return WaferMapClassifier(model_dir)
+    return WaferMapClassifier(model_dir, threads=threads)
+
+
+_WORKER_MODEL: WaferMapModel | None = None
+
+
+def _load_worker_model(model_dir: str) -> None:
+    global _WORKER_MODEL
+    _WORKER_MODEL = load_wafermap_model(model_dir, threads=1)
+
+
+def _worker_probabilities(maps: list[np.ndarray]) -> np.ndarray:
+    assert _WORKER_MODEL is not None, "worker not initialised"
+    return _WORKER_MODEL.probabilities(maps)
+
+
+class WaferMapModelPool:
+    """A wafer-map model in ``workers`` processes of one thread each, used like the model itself.
+
+    Preparing a map (majority-vote resize, features) is Python work per map, so processes, not threads,
+    use the cores. The workers load the model once; maps travel in chunks.
+    """
+
+    def __init__(self, model_dir: str | Path, *, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.class_names = load_wafermap_model(model_dir, threads=1).class_names  # fails here, not in a worker
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers, initializer=_load_worker_model, initargs=(str(model_dir),))
+
+    def probabilities(self, maps: list[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
+        """One share of ``maps`` per worker, in chunks of at most ``batch_size``."""
+        chunk = max(1, min(batch_size, -(-len(maps) // self.workers)))
+        parts = self.pool.map(_worker_probabilities, [maps[i : i + chunk] for i in range(0, len(maps), chunk)])
+        return np.concatenate(list(parts)) if maps else np.zeros((0, len(self.class_names)), np.float32)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+    def __enter__(self) -> WaferMapModelPool:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
 
 def classify_maps(model: WaferMapModel, maps: list[np.ndarray]) -> list[dict[str, Any]]:
