@@ -11,6 +11,7 @@ scratches are long, one die wide and often curved.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from inspection.wafermap.maps import FAILED, GOOD, NO_DIE, PATTERNS
@@ -30,6 +31,13 @@ def _polar(on_wafer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, fl
     return x, y, np.hypot(x, y), 1.0 / min(reach_row, reach_col)
 
 
+def _dies_from_rim(on_wafer: np.ndarray) -> np.ndarray:
+    """Per position, its distance in dies to the nearest position without a die (1 for the outermost dies):
+    the rim of a real die layout is a staircase, so "the outer ring" is counted in dies, not in radius."""
+    padded = np.pad(on_wafer, 1).astype(np.uint8)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1].astype(np.float64)
+
+
 def _angle_gap(angle: np.ndarray, centre: float) -> np.ndarray:
     return np.abs((angle - centre + np.pi) % (2 * np.pi) - np.pi)
 
@@ -40,7 +48,7 @@ def _soft_inside(distance: np.ndarray, softness: float) -> np.ndarray:
 
 
 def _pattern_probability(pattern: str, rng: np.random.Generator, x: np.ndarray, y: np.ndarray, radius: np.ndarray,
-                         die_width: float) -> np.ndarray:
+                         die_width: float, from_rim: np.ndarray) -> np.ndarray:
     """Failure probability of the pattern itself (0 where the pattern puts nothing)."""
     angle = np.arctan2(y, x)
     peak = rng.uniform(0.75, 1.0)
@@ -54,20 +62,20 @@ def _pattern_probability(pattern: str, rng: np.random.Generator, x: np.ndarray, 
             band *= _angle_gap(angle, rng.uniform(-np.pi, np.pi)) > rng.uniform(0.3, 1.0)
         return peak * band
     if pattern == "Edge-Ring":
-        depth = rng.uniform(1.0, 3.0) * die_width
-        ring = radius > 1 - depth
+        ring = from_rim < rng.uniform(1.5, 3.5)  # the outermost one to three dies
         if rng.uniform() < 0.4:  # part of the rim spared
             ring &= _angle_gap(angle, rng.uniform(-np.pi, np.pi)) > rng.uniform(0.2, 1.2)
         return rng.uniform(0.7, 0.98) * ring
     if pattern == "Edge-Loc":
         half_width, depth = rng.uniform(0.25, 1.0), rng.uniform(2.0, 8.0) * die_width + rng.uniform(0, 0.15)
-        distance = np.maximum(_angle_gap(angle, rng.uniform(-np.pi, np.pi)) - half_width, (1 - depth) - radius)
+        distance = np.maximum(_angle_gap(angle, rng.uniform(-np.pi, np.pi)) - half_width,
+                              (from_rim - 0.5) * die_width - depth)
         return peak * _soft_inside(distance, 0.04)
     if pattern == "Loc":
         probability = np.zeros_like(radius)
         for _ in range(1 if rng.uniform() < 0.7 else 2):
             r, a = rng.uniform(0.25, 0.75), rng.uniform(-np.pi, np.pi)
-            sx, sy, turn = rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2), rng.uniform(0, np.pi)
+            sx, sy, turn = rng.uniform(0.08, 0.25), rng.uniform(0.08, 0.25), rng.uniform(0, np.pi)
             u = (x - r * np.cos(a)) * np.cos(turn) + (y - r * np.sin(a)) * np.sin(turn)
             v = -(x - r * np.cos(a)) * np.sin(turn) + (y - r * np.sin(a)) * np.cos(turn)
             probability = np.maximum(probability, peak * _soft_inside(np.hypot(u / sx, v / sy) - 1, 0.25))
@@ -115,11 +123,12 @@ def render_wafer_map(pattern: str, index: int, *, seed: int = 0, dies: int | Non
     if footprint.ndim != 2 or np.count_nonzero(footprint) < 2:
         raise ValueError(f"a footprint is a 2-D boolean die array with dies, got shape {footprint.shape}")
     x, y, radius, die_width = _polar(footprint)
+    from_rim = _dies_from_rim(footprint)
     # A clear pattern stands out of a quieter background than a none map may have.
     background = np.full(radius.shape, rng.uniform(0.02, 0.2) if pattern == "none" else rng.uniform(0.01, 0.14))
     if rng.uniform() < 0.5:  # partial dies at the rim fail more often
-        background[radius > 1 - die_width] = rng.uniform(0.1, 0.4)
-    probability = np.maximum(background, _pattern_probability(pattern, rng, x, y, radius, die_width))
+        background[from_rim < 1.5] = rng.uniform(0.1, 0.4)
+    probability = np.maximum(background, _pattern_probability(pattern, rng, x, y, radius, die_width, from_rim))
     die_map = np.where(rng.uniform(size=radius.shape) < probability, FAILED, GOOD).astype(np.uint8)
     die_map[~footprint] = NO_DIE
     return die_map
