@@ -420,13 +420,17 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wafermap_model(args: argparse.Namespace) -> WaferMapModel:
-    from inspection.wafermap.classify import load_wafermap_model  # scikit-image and scipy load only when needed
-
+def _wafermap_model_dir(args: argparse.Namespace) -> Path:
     if not args.model.is_dir():
         raise UsageError(f"--model {args.model}: no such model folder (the shipped one is "
                          f"{DEFAULT_WAFERMAP_MODEL} in the repository; run from its root or give --model DIR)")
-    return load_wafermap_model(args.model)
+    return args.model
+
+
+def _wafermap_model(args: argparse.Namespace) -> WaferMapModel:
+    from inspection.wafermap.classify import load_wafermap_model  # its process pool loads only when needed
+
+    return load_wafermap_model(_wafermap_model_dir(args))
 
 
 def cmd_wafermap_classify(args: argparse.Namespace) -> int:
@@ -457,8 +461,7 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
     if args.workers == 1:
         report = evaluate_maps(_wafermap_model(args), map_set)
     else:
-        _wafermap_model(args)  # the model folder is checked before any worker starts
-        with WaferMapModelPool(args.model, workers=args.workers) as pool:
+        with WaferMapModelPool(_wafermap_model_dir(args), workers=args.workers) as pool:
             report = evaluate_maps(pool, map_set, batch_size=512 * args.workers)
     if args.json:
         print(json.dumps(report))
