@@ -25,6 +25,8 @@ from inspection.wafermap import (
     write_sinf,
     yield_fraction,
 )
+from inspection.wafermap.classical import feature_matrix, features, radon_profiles
+from inspection.wafermap.maps import majority_maps
 from tests.conftest import REPO_ROOT, run_cli
 
 WM811K = REPO_ROOT.parent / "shared" / "data" / "wm811k" / "wm811k_dev.npz"
@@ -64,6 +66,31 @@ def test_resize_keeps_die_states() -> None:
     assert resize_map(np.array([[1, 1], [1, 2]], np.uint8), size=1, method="majority")[0, 0] == GOOD
     np.testing.assert_array_equal(resize_map(SMALL, size=8, method="majority"),
                                   np.repeat(np.repeat(SMALL, 2, axis=0), 2, axis=1))
+
+
+def test_batched_resize_and_features_match_one_map_at_a_time() -> None:
+    """The batched majority vote and features give each map what it gets alone, whatever its neighbours'
+    shapes (maps smaller and larger than the grid, a one-die map)."""
+    maps = [SMALL, np.array([[2]], np.uint8), render_wafer_map("Scratch", 1, dies=45),
+            render_wafer_map("Donut", 2, dies=20), render_wafer_map("Edge-Ring", 3, dies=90)]
+    states, state_counts = majority_maps(maps, size=32)
+    for die_map, resized, counts in zip(maps, states, state_counts, strict=True):
+        np.testing.assert_array_equal(resized, resize_map(die_map, size=32, method="majority"))
+        assert counts.tolist() == np.bincount(die_map.ravel(), minlength=3).tolist()
+    batch = feature_matrix(maps)
+    assert batch.shape == (5, 52) and np.isfinite(batch).all()
+    for die_map, row in zip(maps, batch, strict=True):
+        np.testing.assert_array_equal(row, features(die_map))
+
+
+def test_radon_profile_of_a_line() -> None:
+    """A horizontal line through the centre projects onto one position at 0 deg (all its cells) and onto
+    one cell per position at 90 deg, so the mean profile peaks at the centre."""
+    failed = np.zeros((1, 32, 32), bool)
+    failed[0, 16, :] = True
+    mean_profile, spread_profile = radon_profiles(failed.reshape(1, -1), dies=np.array([32]))
+    assert mean_profile.shape == spread_profile.shape == (1, 16)
+    assert mean_profile[0].argmax() in (7, 8) and spread_profile[0].max() > 0
 
 
 def test_failure_density() -> None:

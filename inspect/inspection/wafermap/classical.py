@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from inspection.classify import CardError
-from inspection.wafermap.maps import FAILED, resize_map
+from inspection.wafermap.maps import FAILED, GOOD, majority_maps
 
 FEATURE_VERSION = 2
 """Bumped whenever ``features`` changes meaning; a model fitted on other features is refused."""
@@ -30,50 +30,68 @@ _regions = [(_radius >= lo) & (_radius < hi) for lo, hi in itertools.pairwise(RI
 _regions += [(_radius >= 0.7) & (_sector == s) for s in range(8)]
 _region_matrix = np.stack(_regions).reshape(len(_regions), -1).astype(np.float32)
 # The Radon transform of a die map is the projection of its failed cells: each cell centre falls into one
-# position bin per angle, so a bincount replaces rotating the picture once per angle.
+# position bin per angle, so one matrix product (cells x (angle, position) bins) projects a whole batch.
 _theta = np.deg2rad(ANGLES_DEG)
 _projection_bin = np.clip(np.floor(((_xx - _centre)[..., None] * np.cos(_theta) + (_yy - _centre)[..., None]
                                     * np.sin(_theta)) + GRID / 2), 0, GRID - 1).astype(np.int64)
-_projection_index = (_projection_bin + GRID * np.arange(len(_theta))).reshape(GRID * GRID, len(_theta))
+_projection_matrix = np.zeros((GRID * GRID, len(_theta) * GRID), np.float32)
+_projection_matrix[np.arange(GRID * GRID)[:, None],
+                   (_projection_bin + GRID * np.arange(len(_theta))).reshape(GRID * GRID, len(_theta))] = 1.0
+_inside = (_radius <= 1).ravel()
+# Linear interpolation of a GRID-long profile at PROFILE evenly spaced positions, as a matrix.
+_profile_at = np.linspace(0, GRID - 1, PROFILE)
+_profile_matrix = np.maximum(0.0, 1 - np.abs(np.arange(GRID)[:, None] - _profile_at[None, :]))
 
 
-def radon_profiles(failed: np.ndarray, *, dies: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and spread over the angles of the Radon transform of a GRID x GRID failure mask, per position
-    (PROFILE values each), normalised by the wafer's die count: rotation-invariant line and blob evidence."""
-    cells = np.flatnonzero(failed.ravel())
-    sinogram = np.bincount(_projection_index[cells].ravel(), minlength=GRID * len(_theta))
-    sinogram = sinogram.reshape(len(_theta), GRID).T / max(1, dies)
-    grid = np.linspace(0, GRID - 1, PROFILE)
-    positions = np.arange(GRID)
-    return np.interp(grid, positions, sinogram.mean(axis=1)), np.interp(grid, positions, sinogram.std(axis=1))
+def radon_profiles(failed: np.ndarray, *, dies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread over the angles of the Radon transform of N x GRID*GRID failure masks, per position
+    (N x PROFILE values each), normalised by each wafer's die count: rotation-invariant line and blob evidence."""
+    sinogram = (failed.astype(np.float32) @ _projection_matrix).reshape(len(failed), len(_theta), GRID)
+    sinogram = sinogram / np.maximum(1, dies)[:, None, None].astype(np.float64)
+    return sinogram.mean(axis=1) @ _profile_matrix, sinogram.std(axis=1) @ _profile_matrix
 
 
-def features(die_map: np.ndarray) -> np.ndarray:
-    """52 features: 13 region densities, 32 Radon-profile values, 5 geometry values, 2 global rates."""
-    small = resize_map(die_map, size=GRID, method="majority")
-    on, failed = small > 0, (small == FAILED)
-    densities = (_region_matrix @ failed.ravel()) / np.maximum(1, _region_matrix @ on.ravel())
-    profiles = radon_profiles(failed & (_radius <= 1), dies=int(on.sum()))
+def _geometry(failed: np.ndarray, dies: int) -> list[float]:
+    """Of the largest failure cluster (after a 3x3 median): its share of the dies, distance from the centre,
+    eccentricity and fill of its box; and the number of clusters / 20."""
     cleaned = cv2.medianBlur(failed.astype(np.uint8) * 255, 3) > 0
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(cleaned.astype(np.uint8), connectivity=8)
-    geometry = [0.0, 0.0, 0.0, 0.0, (count - 1) / 20.0]
-    if count > 1:
-        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        area = stats[largest, cv2.CC_STAT_AREA]
-        moments = cv2.moments((labels == largest).astype(np.uint8), binaryImage=True)
-        mu20, mu02, mu11 = moments["mu20"] / area, moments["mu02"] / area, moments["mu11"] / area
-        spread = np.sqrt(max(0.0, (mu20 - mu02) ** 2 + 4 * mu11**2))
-        major, minor = mu20 + mu02 + spread, mu20 + mu02 - spread
-        cx, cy = centroids[largest]
-        box = stats[largest, cv2.CC_STAT_WIDTH] * stats[largest, cv2.CC_STAT_HEIGHT]
-        geometry = [area / max(1, on.sum()), float(np.hypot(cx - _centre, cy - _centre) / (GRID / 2)),
-                    float(np.sqrt(1 - minor / major)) if major > 0 else 0.0, area / box, (count - 1) / 20.0]
-    rates = [float(failed.sum() / max(1, on.sum())), float((die_map == FAILED).sum() / max(1, (die_map > 0).sum()))]
-    return np.concatenate([densities, *profiles, geometry, rates]).astype(np.float32)
+    if count == 1:
+        return [0.0, 0.0, 0.0, 0.0, 0.0]
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    area = stats[largest, cv2.CC_STAT_AREA]
+    moments = cv2.moments((labels == largest).astype(np.uint8), binaryImage=True)
+    mu20, mu02, mu11 = moments["mu20"] / area, moments["mu02"] / area, moments["mu11"] / area
+    spread = np.sqrt(max(0.0, (mu20 - mu02) ** 2 + 4 * mu11**2))
+    major, minor = mu20 + mu02 + spread, mu20 + mu02 - spread
+    cx, cy = centroids[largest]
+    box = stats[largest, cv2.CC_STAT_WIDTH] * stats[largest, cv2.CC_STAT_HEIGHT]
+    return [area / max(1, dies), float(np.hypot(cx - _centre, cy - _centre) / (GRID / 2)),
+            float(np.sqrt(1 - minor / major)) if major > 0 else 0.0, area / box, (count - 1) / 20.0]
 
 
 def feature_matrix(maps: list[np.ndarray]) -> np.ndarray:
-    return np.stack([features(m) for m in maps])
+    """N x 52 features: 13 region densities, 32 Radon-profile values, 5 geometry values, 2 global rates.
+
+    Batched: the majority-vote resize, densities and Radon profiles are array operations over all maps; only
+    the cluster geometry is computed map by map.
+    """
+    small, state_counts = majority_maps(maps, size=GRID)
+    small = small.reshape(len(maps), GRID * GRID)
+    on, failed = small > 0, small == FAILED
+    dies = on.sum(axis=1)
+    densities = (failed @ _region_matrix.T) / np.maximum(1, on @ _region_matrix.T)
+    mean_profile, spread_profile = radon_profiles(failed & _inside, dies=dies)
+    geometry = [_geometry(f.reshape(GRID, GRID), d) for f, d in zip(failed, dies, strict=True)]
+    source_dies = np.maximum(1, state_counts[:, GOOD] + state_counts[:, FAILED])
+    rates = np.stack([failed.sum(axis=1) / np.maximum(1, dies), state_counts[:, FAILED] / source_dies], axis=1)
+    return np.concatenate([densities, mean_profile, spread_profile, np.array(geometry).reshape(-1, 5), rates],
+                          axis=1).astype(np.float32)
+
+
+def features(die_map: np.ndarray) -> np.ndarray:
+    """The 52 features of one map (``feature_matrix`` of a batch of one)."""
+    return feature_matrix([die_map])[0]
 
 
 def forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ classifier as a silently different map.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from inspection.types import InspectionError
@@ -64,12 +66,54 @@ def yield_fraction(die_map: np.ndarray) -> float:
     return float(np.count_nonzero(die_map == GOOD) / dies) if dies else 0.0
 
 
+@lru_cache(maxsize=4096)
+def _cell_index(rows: int, cols: int, size: int) -> np.ndarray:
+    """Per source die (row-major), 3 x the index of the size x size cell it falls into; a lot's maps share
+    a few shapes, so this is computed once per shape."""
+    cell = (np.arange(rows) * size // rows)[:, None] * size + (np.arange(cols) * size // cols)[None, :]
+    return (cell * 3).ravel()
+
+
+@lru_cache(maxsize=4096)
+def _nearest_index(rows: int, cols: int, size: int) -> np.ndarray:
+    """Per cell of a size x size grid, the row-major index of the source die under its centre."""
+    row_of = np.minimum(((np.arange(size) + 0.5) * rows / size).astype(int), rows - 1)
+    col_of = np.minimum(((np.arange(size) + 0.5) * cols / size).astype(int), cols - 1)
+    return (row_of[:, None] * cols + col_of[None, :]).ravel()
+
+
+@lru_cache(maxsize=4096)
+def _fallback(rows: int, cols: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of a size x size grid that no source die falls into (upsampling), and the source die under
+    each one's centre, both as row-major indices."""
+    empty = np.flatnonzero(np.bincount(_cell_index(rows, cols, size) // 3, minlength=size * size) == 0)
+    return empty, _nearest_index(rows, cols, size)[empty]
+
+
 def _cell_counts(die_map: np.ndarray, *, size: int) -> np.ndarray:
     """counts[row, col, state]: how many source dies of each state fall into each cell of a size x size grid."""
-    rows, cols = die_map.shape
-    cell = (np.arange(rows) * size // rows)[:, None] * size + (np.arange(cols) * size // cols)[None, :]
-    flat = (cell * 3 + die_map).ravel()
+    flat = _cell_index(*die_map.shape, size) + die_map.ravel()
     return np.bincount(flat, minlength=size * size * 3).reshape(size, size, 3)
+
+
+def majority_maps(maps: list[np.ndarray], *, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The maps on a ``size`` x ``size`` grid by majority vote (``resize_map``'s ``majority``), as one N x size x
+    size array, and the N x 3 die counts per state of the source maps."""
+    cells = size * size * 3
+    # One small bincount per map into a shared int32 block stays in cache; one bincount over the batch does not.
+    counts = np.empty((len(maps), cells), np.int32)
+    for index, die_map in enumerate(maps):
+        counts[index] = np.bincount(_cell_index(*die_map.shape, size) + die_map.ravel(), minlength=cells)
+    counts = counts.reshape(len(maps), size, size, 3)
+    no_die, good, failed = counts[..., NO_DIE], counts[..., GOOD], counts[..., FAILED]
+    # Ties go to the higher state (failed > good > no die), so defects are not thinned away.
+    states = np.where((failed >= good) & (failed >= no_die), FAILED, np.where(good >= no_die, GOOD, NO_DIE))
+    states = states.astype(np.uint8).reshape(len(maps), size * size)
+    for index, die_map in enumerate(maps):
+        empty, source = _fallback(*die_map.shape, size)
+        states[index, empty] = die_map.ravel()[source]
+    states = states.reshape(len(maps), size, size)
+    return states, counts.sum(axis=(1, 2))
 
 
 def resize_map(die_map: np.ndarray, *, size: int, method: str = "majority") -> np.ndarray:
@@ -81,16 +125,9 @@ def resize_map(die_map: np.ndarray, *, size: int, method: str = "majority") -> n
     """
     if method not in ("nearest", "majority"):
         raise ValueError(f"resize method {method!r}; expected nearest or majority")
-    rows, cols = die_map.shape
-    row_of = np.minimum(((np.arange(size) + 0.5) * rows / size).astype(int), rows - 1)
-    col_of = np.minimum(((np.arange(size) + 0.5) * cols / size).astype(int), cols - 1)
-    nearest = die_map[np.ix_(row_of, col_of)]
     if method == "nearest":
-        return nearest.astype(np.uint8)
-    counts = _cell_counts(die_map, size=size)
-    # Ties go to the higher state (failed > good > no die): reverse the state axis before argmax.
-    majority = (2 - np.argmax(counts[:, :, ::-1], axis=2)).astype(np.uint8)
-    return np.where(counts.sum(axis=2) > 0, majority, nearest).astype(np.uint8)
+        return die_map.ravel()[_nearest_index(*die_map.shape, size)].reshape(size, size).astype(np.uint8)
+    return majority_maps([die_map], size=size)[0][0]
 
 
 def failure_density(die_map: np.ndarray, *, size: int) -> np.ndarray:
