@@ -1,12 +1,15 @@
 """Build the PCB candidate classifier's labelled folder from DeepPCB, with the pipeline's own candidates.
 
-    python datasets/deeppcb_crops.py ../shared/data/deeppcb OUT [--test-groups 13000,44000]
+    python datasets/deeppcb_crops.py ../shared/data/deeppcb OUT [--test-groups 13000,44000] [--moved-copies N]
 
 For every pair of ``trainval.txt`` the template is registered onto the test board and the regions that leave
 its tolerance band become candidates (``inspection.pcb.find_candidates``, the line's code). A candidate whose
 centre lies in an annotated box takes that box's type (open, short, mousebite, spur, copper, pin-hole), any
 other candidate is a false alarm ("good"). Each crop is 3-channel: test, registered template, |difference|.
-Whole board groups go to ``test`` so the model is measured on boards it never saw.
+Whole board groups go to ``test`` so the model is measured on boards it never saw. ``--moved-copies N`` adds,
+for every training pair, N copies of its test board moved by a seeded random shift and turn (the same
+``inspection.pcb.perturb`` that ``inspect pcb eval --shift-px --rotate-deg`` uses), so the classifier also
+learns the resampled edges of a board that lies askew on the line.
 
 Writes ``OUT/train/<class>/*.png``, ``OUT/test/<class>/*.png``, ``OUT/detector.json`` (the candidate settings
 with the box growth fitted on the training groups: annotated side ~ a x candidate side + b, per type), and
@@ -23,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.acquire.deeppcb import DEEPPCB_TYPES, read_pair_list
+from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair, read_pair_list
+from inspection.align import AlignmentError
 from inspection.classify.detect import iou_matrix
-from inspection.pcb import CANDIDATE_SETTINGS, candidate_crops, find_candidates, grey_pair, read_grey
+from inspection.pcb import CANDIDATE_SETTINGS, candidate_crops, find_candidates, grey_pair, perturb, read_grey
 from inspection.progress import progress
 from inspection.report import save_png
 
@@ -52,13 +56,40 @@ def fit_growth(sides: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[f
     return growth
 
 
+def write_crops(folder: Path, stem: str, test: np.ndarray, template: np.ndarray, pair: PcbPair,
+                truth_boxes: np.ndarray, *, counts: Counter[str], split: str,
+                sides: dict[str, list[tuple[float, float]]] | None) -> list[int | None]:
+    """Save the labelled candidate crops of one board as ``folder/<class>/<stem>_NN.png``; with ``sides``,
+    collect (candidate side, annotated side) pairs for the box-growth fit. Returns each candidate's
+    annotated box index (None for a false alarm)."""
+    candidates = find_candidates(test, template, settings=CANDIDATE_SETTINGS)
+    boxes = candidates.boxes
+    labels = label_candidates(boxes, truth_boxes, pair.kinds) if len(boxes) else []
+    for index, (crop, truth) in enumerate(zip(candidate_crops(candidates, settings=CANDIDATE_SETTINGS), labels,
+                                              strict=True)):
+        kind = "good" if truth is None else pair.kinds[truth]
+        save_png(folder / kind / f"{stem}_{index:02d}.png", crop)
+        counts[f"{split}/{kind}"] += 1
+        if truth is not None and sides is not None:
+            width, height = boxes[index, 2] - boxes[index, 0], boxes[index, 3] - boxes[index, 1]
+            truth_box = truth_boxes[truth]
+            sides[kind] += [(width, truth_box[2] - truth_box[0]), (height, truth_box[3] - truth_box[1])]
+    return labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the DeepPCB folder holding trainval.txt")
     parser.add_argument("out", type=Path)
     parser.add_argument("--list", default="trainval.txt", help="pair list inside ROOT (default trainval.txt)")
     parser.add_argument("--test-groups", default="13000,44000", help="board groups held out as test")
+    parser.add_argument("--moved-copies", type=int, default=0, help="moved copies of each training board")
+    parser.add_argument("--shift-px", type=float, default=20.0, help="largest shift of a moved copy")
+    parser.add_argument("--rotate-deg", type=float, default=1.0, help="largest turn of a moved copy")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the moved copies")
     args = parser.parse_args()
+    if args.moved_copies < 0:
+        sys.exit(f"--moved-copies must be >= 0, got {args.moved_copies}")
     test_groups = set(args.test_groups.split(","))
     pairs = read_pair_list(args.root, args.list)
     unknown = test_groups - {pair.group for pair in pairs}
@@ -69,26 +100,26 @@ def main() -> None:
     sides: dict[str, list[tuple[float, float]]] = defaultdict(list)
     lists: dict[str, list[str]] = defaultdict(list)
     list_lines = [line for line in (args.root / args.list).read_text().splitlines() if line.strip()]
+    rngs = iter(np.random.default_rng(args.seed).spawn(len(pairs) * args.moved_copies))
     for pair, line in progress(zip(pairs, list_lines, strict=True), total=len(pairs), label="candidates"):
         split = "test" if pair.group in test_groups else "train"
         lists[split].append(line)
         test, template = grey_pair(read_grey(pair.test_path), read_grey(pair.template_path),
                                    test_name=str(pair.test_path), template_name=str(pair.template_path))
-        candidates = find_candidates(test, template, settings=CANDIDATE_SETTINGS)
-        boxes = candidates.boxes
-        labels = label_candidates(boxes, pair.boxes, pair.kinds) if len(boxes) else []
         stem = Path(pair.name).name
-        for index, (crop, truth) in enumerate(zip(candidate_crops(candidates, settings=CANDIDATE_SETTINGS), labels,
-                                                  strict=True)):
-            kind = "good" if truth is None else pair.kinds[truth]
-            save_png(args.out / split / kind / f"{stem}_{index:02d}.png", crop)
-            counts[f"{split}/{kind}"] += 1
-            if truth is not None and split == "train":
-                width, height = boxes[index, 2] - boxes[index, 0], boxes[index, 3] - boxes[index, 1]
-                truth_box = pair.boxes[truth]
-                sides[kind] += [(width, truth_box[2] - truth_box[0]), (height, truth_box[3] - truth_box[1])]
+        labels = write_crops(args.out / split, stem, test, template, pair, pair.boxes, counts=counts, split=split,
+                             sides=sides if split == "train" else None)
         matched[split] += len({label for label in labels if label is not None})
         counts[f"{split}/annotated"] += len(pair.kinds)
+        for copy in range(args.moved_copies if split == "train" else 0):
+            moved, moved_boxes, _ = perturb(test, pair.boxes, rng=next(rngs), max_shift_px=args.shift_px,
+                                            max_angle_deg=args.rotate_deg)
+            try:
+                write_crops(args.out / split, f"{stem}_moved{copy}", moved, template, pair, moved_boxes,
+                            counts=counts, split=split, sides=None)
+            except AlignmentError:
+                # A nearly bare board pushed partly out of view may leave too little to register on.
+                counts["train/moved copies not registered"] += 1
     settings = CANDIDATE_SETTINGS.model_copy(update={
         "box_growth": fit_growth(sides),
         "fitted_on": f"{args.root / args.list} without groups {','.join(sorted(test_groups))}",

@@ -17,7 +17,7 @@ DEEPPCB = REPO_ROOT.parent / "shared" / "data" / "deeppcb"
 
 
 @pytest.mark.skipif(not (DEEPPCB / "trainval.txt").is_file(), reason=f"DeepPCB data not found at {DEEPPCB}")
-def test_candidates_are_labelled_and_test_boards_kept_apart(tmp_path: Path) -> None:
+def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(tmp_path: Path) -> None:
     lines = (DEEPPCB / "trainval.txt").read_text().splitlines()
     chosen = [line for line in lines if line.startswith("group20085")][:40] + [
         line for line in lines if line.startswith("group44000")][:10]
@@ -25,13 +25,18 @@ def test_candidates_are_labelled_and_test_boards_kept_apart(tmp_path: Path) -> N
     listing.write_text("\n".join(chosen) + "\n")
     out = tmp_path / "crops"
     done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB), str(out),
-                           "--list", str(listing), "--test-groups", "44000"], check=True, capture_output=True,
-                          text=True, timeout=300)
+                           "--list", str(listing), "--test-groups", "44000", "--moved-copies", "1"],
+                          check=True, capture_output=True, text=True, timeout=300)
     classes = {"open", "short", "mousebite", "spur", "copper", "pin-hole", "good"}
     assert {p.name for p in (out / "train").iterdir()} == classes
     boards = {split: {p.name[:5] for p in (out / split).rglob("*.png")} for split in ("train", "test")}
     assert boards == {"train": {"20085"}, "test": {"44000"}}
     assert (out / "test.txt").read_text().splitlines() == chosen[40:]
+    # Moved copies only of training boards; their defects are still found and labelled.
+    assert not list((out / "test").rglob("*_moved*"))
+    defects = [p for p in (out / "train").rglob("*.png") if p.parent.name != "good"]
+    moved_defects = [p for p in defects if "_moved0_" in p.name]
+    assert 0.9 < len(moved_defects) / (len(defects) - len(moved_defects)) < 1.1
     # The candidates cover nearly every annotated defect (the pipeline's recall ceiling).
     coverage = [float(line.rsplit("(", 1)[1].rstrip("%)")) for line in done.stdout.splitlines() if "cover" in line]
     assert len(coverage) == 2 and min(coverage) > 97.0, done.stdout
