@@ -103,7 +103,7 @@ def majority_maps(maps: list[np.ndarray], *, size: int) -> tuple[np.ndarray, np.
     # One small bincount per map into a shared int32 block stays in cache; one bincount over the batch does not.
     counts = np.empty((len(maps), cells), np.int32)
     for index, die_map in enumerate(maps):
-        counts[index] = np.bincount(_cell_index(*die_map.shape, size) + die_map.ravel(), minlength=cells)
+        counts[index] = _cell_counts(die_map, size=size).ravel()
     counts = counts.reshape(len(maps), size, size, 3)
     no_die, good, failed = counts[..., NO_DIE], counts[..., GOOD], counts[..., FAILED]
     # Ties go to the higher state (failed > good > no die), so defects are not thinned away.
