@@ -428,7 +428,7 @@ def _wafermap_model_dir(args: argparse.Namespace) -> Path:
 
 
 def _wafermap_model(args: argparse.Namespace) -> WaferMapModel:
-    from inspection.wafermap.classify import load_wafermap_model  # its process pool loads only when needed
+    from inspection.wafermap.classify import load_wafermap_model  # ONNX Runtime loads only for map commands
 
     return load_wafermap_model(_wafermap_model_dir(args))
 

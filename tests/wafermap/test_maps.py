@@ -25,7 +25,7 @@ from inspection.wafermap import (
     write_sinf,
     yield_fraction,
 )
-from inspection.wafermap.classical import feature_matrix, features, radon_profiles
+from inspection.wafermap.classical import feature_matrix, radon_profiles
 from inspection.wafermap.maps import majority_maps
 from tests.conftest import REPO_ROOT, run_cli
 
@@ -80,7 +80,7 @@ def test_batched_resize_and_features_match_one_map_at_a_time() -> None:
     batch = feature_matrix(maps)
     assert batch.shape == (5, 52) and np.isfinite(batch).all()
     for die_map, row in zip(maps, batch, strict=True):
-        np.testing.assert_array_equal(row, features(die_map))
+        np.testing.assert_array_equal(row, feature_matrix([die_map])[0])
 
 
 def test_radon_profile_of_a_line() -> None:

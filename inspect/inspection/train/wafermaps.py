@@ -20,7 +20,7 @@ from inspection.progress import progress
 from inspection.report import save_png
 from inspection.train.loop import TrainConfig, TrainingError, train
 from inspection.wafermap import PATTERNS, MapSet, render_wafer_map
-from inspection.wafermap.classical import FEATURE_VERSION, ClassicalWaferMapModel, features, forward
+from inspection.wafermap.classical import FEATURE_VERSION, ClassicalWaferMapModel, feature_matrix, forward
 from inspection.wafermap.classify import TASK, map_image
 
 
@@ -68,7 +68,9 @@ def fit_classical(out: Path, *, real: MapSet | None, synthetic_per_pattern: int,
     """
     maps = labelled_maps(real, synthetic_per_pattern=synthetic_per_pattern, seed=seed)
     y = np.array([PATTERNS.index(pattern) for pattern, _, _ in maps])
-    x = np.stack([features(m) for _, _, m in progress(maps, total=len(maps), label="features")])
+    chunks = range(0, len(maps), 1024)
+    x = np.concatenate([feature_matrix([m for _, _, m in maps[start : start + 1024]])
+                        for start in progress(chunks, total=len(chunks), label="features (1,024 maps a step)")])
     is_val = stratified_split(y, val_fraction=0.2, seed=seed)
     mean, std = x[~is_val].mean(axis=0), x[~is_val].std(axis=0) + 1e-6
     x = (x - mean) / std

@@ -89,11 +89,6 @@ def feature_matrix(maps: list[np.ndarray]) -> np.ndarray:
                           axis=1).astype(np.float32)
 
 
-def features(die_map: np.ndarray) -> np.ndarray:
-    """The 52 features of one map (``feature_matrix`` of a batch of one)."""
-    return feature_matrix([die_map])[0]
-
-
 def forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """Class probabilities of standardised features through the two-layer perceptron."""
     hidden = np.maximum(0.0, x @ weights["w1"] + weights["b1"])
