@@ -79,9 +79,11 @@ def test_inference_path_does_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_cli_lists_the_architectures_training_builds() -> None:
+def test_cli_lists_the_architectures_and_loss_weightings_training_builds() -> None:
     pytest.importorskip("torch", reason="training needs the [train] extra")
-    from inspection.cli import TRAIN_ARCHITECTURES
+    from inspection.cli import CLASS_WEIGHTINGS, TRAIN_ARCHITECTURES
     from inspection.train import ARCHITECTURES
+    from inspection.train.loop import CLASS_WEIGHTINGS as TRAINING_CLASS_WEIGHTINGS
 
     assert TRAIN_ARCHITECTURES == ARCHITECTURES
+    assert CLASS_WEIGHTINGS == TRAINING_CLASS_WEIGHTINGS

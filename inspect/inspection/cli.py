@@ -41,6 +41,15 @@ DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v3")
 DEFAULT_PCB_MODEL = Path("models/pcb-patchnet-v2")
 # The names only: importing inspection.train here would load torch for every command.
 TRAIN_ARCHITECTURES = ("patchnet", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
+CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")  # inspection.train's, named here so the CLI need not import torch
+
+
+def _add_loss_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--class-weights", choices=CLASS_WEIGHTINGS, default="inverse",
+                        help="loss weight per class: inverse (1/count, default), sqrt (1/sqrt(count): rare classes "
+                             "over-predicted less) or none")
+    parser.add_argument("--ema", type=float, metavar="DECAY",
+                        help="validate and export a moving average of the weights (per step, e.g. 0.999)")
 
 
 
@@ -227,6 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, device=args.device, seed=args.seed,
         weights=args.weights, resume=args.resume, patience=args.patience, good_class=args.good_class,
         target_recall=args.target_recall, flips=not args.no_flips, rot90=not args.no_rot90,
+        class_weighting=args.class_weights, ema_decay=args.ema,
         command="inspect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     card = train_package.train(config)
@@ -489,7 +499,8 @@ def cmd_wafermap_train(args: argparse.Namespace) -> int:
         return 0
     card = train_wafermap(args.out, real=real, synthetic_per_pattern=args.synthetic, img_size=args.img_size,
                           epochs=args.epochs, seed=args.seed, arch=args.arch, device=args.device, command=command,
-                          channels=3 if args.scratch_channel else 1)
+                          channels=3 if args.scratch_channel else 1, class_weighting=args.class_weights,
+                          ema_decay=args.ema)
     _print_card_summary(card, args.out)
     return 0
 
@@ -603,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="defect recall the operating point must reach on validation (default 0.999)")
     train.add_argument("--no-flips", action="store_true", help="no flip augmentation (orientation matters)")
     train.add_argument("--no-rot90", action="store_true", help="no 90-degree rotation augmentation")
+    _add_loss_options(train)
     train.set_defaults(handler=cmd_train)
 
     export = commands.add_parser("export", help="re-export a trained model to ONNX, or add an INT8 variant")
@@ -680,6 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="three input channels: majority map, failure density (keeps thin scratches), footprint")
     wm_train.add_argument("--classical", action="store_true",
                           help="the fast classical model (density, Radon and geometry features + a small MLP)")
+    _add_loss_options(wm_train)
     wm_train.set_defaults(handler=cmd_wafermap_train)
 
     results = commands.add_parser("results", help="print stored results as CSV or JSON lines")

@@ -169,3 +169,35 @@ def test_int8_variant_reports_the_accuracy_change(model: Path, tmp_path: Path) -
     assert set(variant["fp32"]) >= {"accuracy", "macro_f1"} and set(variant["int8"]) >= {"accuracy", "macro_f1"}
     report = json.loads(run_cli("eval", str(copy), str(calibration), "--int8", "--json").stdout)
     assert report["model"].endswith("model-int8.onnx") and report["accuracy"] == variant["int8"]["accuracy"]
+
+
+def test_class_weightings_balance_the_loss_over_the_samples() -> None:
+    from inspection.train.loop import TrainingError, class_weights
+
+    counts = np.array([900.0, 100.0, 25.0], dtype=np.float32)
+    for weighting, power in (("inverse", 1.0), ("sqrt", 0.5), ("none", 0.0)):
+        weights = class_weights(counts, weighting)
+        assert float((weights * counts).sum()) == pytest.approx(counts.sum(), rel=1e-5)  # mean weight 1
+        assert weights[2] / weights[0] == pytest.approx((900 / 25) ** power, rel=1e-5)
+    with pytest.raises(TrainingError, match="'cube'"):
+        class_weights(counts, "cube")
+
+
+def test_moving_average_is_what_is_validated_and_exported(dies: Path, tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "ema"
+    run_cli("train", str(dies), "--out", str(out), "--epochs", "1", "--ema", "0.9", "--class-weights", "sqrt",
+            *TINY, timeout=600)
+    last = torch.load(out / "last.pt", weights_only=True)
+    best = torch.load(out / "best.pt", weights_only=True)
+    key = "head.3.weight"
+    assert torch.equal(best["model"][key], last["average"][key])
+    assert not torch.equal(best["model"][key], last["model"][key])  # the raw weights go on training
+    assert card_of(out)["training"]["config"]["ema_decay"] == 0.9
+    assert card_of(out)["training"]["config"]["class_weighting"] == "sqrt"
+    run_cli("train", str(dies), "--out", str(out), "--epochs", "2", "--ema", "0.9", "--class-weights", "sqrt",
+            "--resume", *TINY, timeout=600)
+    assert not torch.equal(torch.load(out / "last.pt", weights_only=True)["average"][key], last["average"][key])
+    bad = run_cli("train", str(dies), "--out", str(tmp_path / "x"), "--ema", "1.5", check=False)
+    assert bad.returncode == 2 and "--ema 1.5" in bad.stderr and "Traceback" not in bad.stderr

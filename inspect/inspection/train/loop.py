@@ -56,6 +56,11 @@ class TrainConfig:
     flips: bool = True
     rot90: bool = True
     augment: str = "camera"
+    class_weighting: str = "inverse"
+    """Loss weight per class: ``inverse`` (1/count), ``sqrt`` (1/sqrt(count): rare classes over-predicted less)
+    or ``none``."""
+    ema_decay: float | None = None
+    """Validate and export an exponential moving average of the weights (per step) instead of the raw weights."""
     """``camera`` for inspection images, ``states`` for images of discrete states (wafer maps)."""
     task: str = "classification"
     command: str = ""
@@ -82,6 +87,28 @@ def _warmup_cosine(total_steps: int) -> Callable[[int], float]:
         return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * done))
 
     return factor
+
+
+CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")
+
+
+def class_weights(counts: np.ndarray, weighting: str) -> np.ndarray:
+    """Loss weight per class from the training counts, with mean weight 1 over the samples."""
+    if weighting not in CLASS_WEIGHTINGS:
+        raise TrainingError(f"class weighting {weighting!r}: expected one of {', '.join(CLASS_WEIGHTINGS)}")
+    power = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}[weighting]
+    weights = counts.clip(min=1) ** -power
+    return (weights * counts.sum() / (weights * counts).sum()).astype(np.float32)
+
+
+def _update_average(average: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+    """One step of the weights' moving average; integer buffers (batch counts) are copied."""
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                average[key].mul_(decay).add_(value.detach(), alpha=1.0 - decay)
+            else:
+                average[key].copy_(value)
 
 
 def _split(data: LabelledImages, config: TrainConfig) -> tuple[LabelledImages, LabelledImages]:
@@ -117,6 +144,8 @@ def train(config: TrainConfig) -> ModelCard:
         raise TrainingError("--device cuda: torch sees no CUDA device here; use --device cpu")
     if config.epochs < 1:
         raise TrainingError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
+        raise TrainingError(f"--ema {config.ema_decay}: the decay must lie between 0 and 1 (e.g. 0.999)")
     if config.weights is not None and not config.weights.is_file():
         raise TrainingError(f"--weights {config.weights}: no such file")
     _seed_everything(config.seed)
@@ -149,8 +178,7 @@ def train(config: TrainConfig) -> ModelCard:
     val_loader = torch.utils.data.DataLoader(AugmentedImages(val_units, normalisation=normalisation, augment=None),
                                              batch_size=256, shuffle=False, num_workers=0)
     counts = np.bincount(train_units.labels, minlength=len(class_names)).astype(np.float32)
-    class_weights = torch.tensor(counts.sum() / (len(class_names) * counts), dtype=torch.float32)  # imbalance
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights.to(device))
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weights(counts, config.class_weighting)).to(device))
     try:
         model = build_model(config.arch, n_classes=len(class_names), in_channels=spec.channels,
                             weights=config.weights).to(device)
@@ -164,6 +192,7 @@ def train(config: TrainConfig) -> ModelCard:
     best_f1, best_epoch, first_epoch = -1.0, 0, 1
     best_weights: dict[str, torch.Tensor] = {}
     last_path = config.out / "last.pt"
+    average = {k: v.detach().clone() for k, v in model.state_dict().items()} if config.ema_decay else None
     if config.resume:
         if not last_path.is_file():
             raise TrainingError(f"--resume: no checkpoint {last_path} to resume from")
@@ -171,6 +200,8 @@ def train(config: TrainConfig) -> ModelCard:
         if state["training"]["data_hash"] != data_hash:
             raise TrainingError(f"--resume: {config.folder} is not the data {last_path} was trained on (hash differs)")
         model.load_state_dict(state["model"])
+        if average is not None:
+            average = {k: v.clone() for k, v in state.get("average", state["model"]).items()}
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
@@ -203,16 +234,22 @@ def train(config: TrainConfig) -> ModelCard:
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                _update_average(average, model, config.ema_decay)
             running += loss.item() * len(targets)
             seen += len(targets)
+        raw = {k: v.clone() for k, v in model.state_dict().items()}
+        if average is not None:
+            model.load_state_dict(average)  # the average is what is validated and exported
         val_loss, report = _evaluate(model, val_loader, loss_fn, device, class_names)
+        validated = {k: v.cpu().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(raw)
         history.append({"epoch": epoch, "train_loss": round(running / seen, 5), "val_loss": round(val_loss, 5),
                         "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]})
         print(f"epoch {epoch}: train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
               f"val accuracy {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}", file=sys.stderr)
-        weights = {k: v.cpu() for k, v in model.state_dict().items()}
         if report["macro_f1"] > best_f1:
-            best_f1, best_epoch, best_weights = report["macro_f1"], epoch, {k: v.clone() for k, v in weights.items()}
+            best_f1, best_epoch, best_weights = report["macro_f1"], epoch, validated
         training = {
             "data_root": str(data.root), "data_hash": data_hash, "class_counts_train": train_set.class_counts(),
             "class_counts_val": val_set.class_counts(), "ignored_files": len(data.ignored_files),
@@ -224,11 +261,14 @@ def train(config: TrainConfig) -> ModelCard:
             "parameters": sum(p.numel() for p in model.parameters()),
         }
         # last.pt carries the best weights too, so a resumed run can still export its best epoch.
-        state = {"model": weights, "best_model": best_weights, "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                 "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_f1": best_f1, "training": training,
+        state = {"model": {k: v.cpu() for k, v in raw.items()}, "best_model": best_weights,
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                 "best_f1": best_f1, "training": training,
                  "card": card_base, "data": data_record}
+        if average is not None:
+            state["average"] = {k: v.cpu() for k, v in average.items()}
         torch.save(state, last_path)
-    best = {key: value for key, value in state.items() if key != "best_model"}
+    best = {key: value for key, value in state.items() if key not in ("best_model", "average")}
     torch.save({**best, "model": best_weights}, config.out / "best.pt")  # what export_model reads
     return export_model(config.out)
