@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from inspection.wafermap import PATTERNS, MapSet, render_wafer_map, write_npz, write_sinf
 from inspection.wafermap.classify import map_image
 from tests.conftest import REPO_ROOT, run_cli
+from tests.wafermap.test_maps import WM811K
 
 pytest.importorskip("torch", reason="training needs the [train] extra")
 
@@ -102,3 +105,14 @@ def test_shipped_models_classify(name: str, tmp_path: Path) -> None:
     sinf = write_sinf(tmp_path / "edge.sinf", render_wafer_map("Edge-Ring", 0, dies=60), wafer_id="W")
     result = json.loads(run_cli("wafermap", "classify", str(sinf), "--model", str(model), "--json").stdout)
     assert result["pattern"] in PATTERNS and len(result["top3"]) == 3
+
+
+@pytest.mark.skipif(not WM811K.is_file(), reason=f"WM-811K data not found at {WM811K}")
+def test_default_model_on_the_held_out_real_maps(tmp_path: Path) -> None:
+    """The README's held-out split, graded by the default model: a floor just under its measured figures."""
+    subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "wm811k_split.py"), str(WM811K), str(tmp_path)],
+                   check=True, capture_output=True)
+    report = json.loads(run_cli("wafermap", "eval", str(tmp_path / "test.npz"), "--json", timeout=600).stdout)
+    assert sum(row["support"] for row in report["per_class"].values()) == 9932
+    assert report["accuracy"] >= 0.96 and report["macro_f1"] >= 0.91, report
+    assert min(row["recall"] for row in report["per_class"].values()) >= 0.8, report["per_class"]
