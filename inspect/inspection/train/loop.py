@@ -56,12 +56,12 @@ class TrainConfig:
     flips: bool = True
     rot90: bool = True
     augment: str = "camera"
+    """``camera`` for inspection images, ``states`` for images of discrete states (wafer maps)."""
     class_weighting: str = "inverse"
     """Loss weight per class: ``inverse`` (1/count), ``sqrt`` (1/sqrt(count): rare classes over-predicted less)
     or ``none``."""
     ema_decay: float | None = None
     """Validate and export an exponential moving average of the weights (per step) instead of the raw weights."""
-    """``camera`` for inspection images, ``states`` for images of discrete states (wafer maps)."""
     task: str = "classification"
     command: str = ""
 
