@@ -26,7 +26,7 @@ from inspection.wafermap.classify import WaferMapModelPool
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = Path(__file__).parents[1] / "models"
-DEFAULT_MODELS = [MODELS / "wafermap-classical-v2", MODELS / "wafermap-patchnet-v4"]
+DEFAULT_MODELS = [MODELS / "wafermap-classical-v2", MODELS / "wafermap-patchnet-v5"]
 
 
 def main() -> None:

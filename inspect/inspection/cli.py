@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from inspection.wafermap.classify import WaferMapModel
 
 DEFAULT_DB = Path("results/inspect.db")
-DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v4")
+DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v5")
 DEFAULT_PCB_MODEL = Path("models/pcb-patchnet-v2")
 # The names only: importing inspection.train here would load torch for every command.
 TRAIN_ARCHITECTURES = ("patchnet", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
