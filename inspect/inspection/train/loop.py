@@ -3,6 +3,7 @@ resumable, then exported to ONNX with its card."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -89,24 +90,27 @@ def _warmup_cosine(total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")
+CLASS_WEIGHT_POWERS = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}
+"""Each class weighting as the power of 1/count."""
+CLASS_WEIGHTINGS = tuple(CLASS_WEIGHT_POWERS)
 
 
 def class_weights(counts: np.ndarray, weighting: str) -> np.ndarray:
     """Loss weight per class from the training counts, with mean weight 1 over the samples."""
-    if weighting not in CLASS_WEIGHTINGS:
+    if weighting not in CLASS_WEIGHT_POWERS:
         raise TrainingError(f"class weighting {weighting!r}: expected one of {', '.join(CLASS_WEIGHTINGS)}")
-    power = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}[weighting]
-    weights = counts.clip(min=1) ** -power
+    weights = counts.clip(min=1) ** -CLASS_WEIGHT_POWERS[weighting]
     return (weights * counts.sum() / (weights * counts).sum()).astype(np.float32)
 
 
-def _update_average(average: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
-    """One step of the weights' moving average; integer buffers (batch counts) are copied."""
+def _update_average(averaged: nn.Module, model: nn.Module, decay: float) -> None:
+    """One step of the weights' moving average, kept in ``averaged`` (a copy of ``model``); integer buffers
+    (batch counts) are copied."""
     with torch.no_grad():
+        average = averaged.state_dict()  # the module's own tensors: updating them in place updates the module
         for key, value in model.state_dict().items():
             if value.dtype.is_floating_point:
-                average[key].mul_(decay).add_(value.detach(), alpha=1.0 - decay)
+                average[key].mul_(decay).add_(value, alpha=1.0 - decay)
             else:
                 average[key].copy_(value)
 
@@ -192,7 +196,7 @@ def train(config: TrainConfig) -> ModelCard:
     best_f1, best_epoch, first_epoch = -1.0, 0, 1
     best_weights: dict[str, torch.Tensor] = {}
     last_path = config.out / "last.pt"
-    average = {k: v.detach().clone() for k, v in model.state_dict().items()} if config.ema_decay else None
+    averaged = copy.deepcopy(model) if config.ema_decay else None
     if config.resume:
         if not last_path.is_file():
             raise TrainingError(f"--resume: no checkpoint {last_path} to resume from")
@@ -200,8 +204,8 @@ def train(config: TrainConfig) -> ModelCard:
         if state["training"]["data_hash"] != data_hash:
             raise TrainingError(f"--resume: {config.folder} is not the data {last_path} was trained on (hash differs)")
         model.load_state_dict(state["model"])
-        if average is not None:
-            average = {k: v.clone() for k, v in state.get("average", state["model"]).items()}
+        if averaged is not None:
+            averaged.load_state_dict(state.get("average", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
@@ -234,22 +238,19 @@ def train(config: TrainConfig) -> ModelCard:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            if average is not None:
-                _update_average(average, model, config.ema_decay)
+            if averaged is not None:
+                _update_average(averaged, model, config.ema_decay)
             running += loss.item() * len(targets)
             seen += len(targets)
-        raw = {k: v.clone() for k, v in model.state_dict().items()}
-        if average is not None:
-            model.load_state_dict(average)  # the average is what is validated and exported
-        val_loss, report = _evaluate(model, val_loader, loss_fn, device, class_names)
-        validated = {k: v.cpu().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(raw)
+        validated = model if averaged is None else averaged  # the average is what is validated and exported
+        val_loss, report = _evaluate(validated, val_loader, loss_fn, device, class_names)
         history.append({"epoch": epoch, "train_loss": round(running / seen, 5), "val_loss": round(val_loss, 5),
                         "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]})
         print(f"epoch {epoch}: train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
               f"val accuracy {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}", file=sys.stderr)
         if report["macro_f1"] > best_f1:
-            best_f1, best_epoch, best_weights = report["macro_f1"], epoch, validated
+            best_f1, best_epoch = report["macro_f1"], epoch
+            best_weights = {k: v.cpu().clone() for k, v in validated.state_dict().items()}
         training = {
             "data_root": str(data.root), "data_hash": data_hash, "class_counts_train": train_set.class_counts(),
             "class_counts_val": val_set.class_counts(), "ignored_files": len(data.ignored_files),
@@ -261,13 +262,13 @@ def train(config: TrainConfig) -> ModelCard:
             "parameters": sum(p.numel() for p in model.parameters()),
         }
         # last.pt carries the best weights too, so a resumed run can still export its best epoch.
-        state = {"model": {k: v.cpu() for k, v in raw.items()}, "best_model": best_weights,
+        state = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "best_model": best_weights,
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
                  "best_f1": best_f1, "training": training,
                  "card": card_base, "data": data_record}
-        if average is not None:
-            state["average"] = {k: v.cpu() for k, v in average.items()}
+        if averaged is not None:
+            state["average"] = {k: v.cpu() for k, v in averaged.state_dict().items()}
         torch.save(state, last_path)
     best = {key: value for key, value in state.items() if key not in ("best_model", "average")}
     torch.save({**best, "model": best_weights}, config.out / "best.pt")  # what export_model reads
