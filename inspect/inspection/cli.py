@@ -50,6 +50,9 @@ def _add_loss_options(parser: argparse.ArgumentParser) -> None:
                              "over-predicted less) or none")
     parser.add_argument("--ema", type=float, metavar="DECAY",
                         help="validate and export a moving average of the weights (per step, e.g. 0.999)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, metavar="SHARE",
+                        help="spread this share of each target over the other classes (e.g. 0.1), for labels "
+                             "annotators disagree on")
 
 
 
@@ -236,7 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, device=args.device, seed=args.seed,
         weights=args.weights, resume=args.resume, patience=args.patience, good_class=args.good_class,
         target_recall=args.target_recall, flips=not args.no_flips, rot90=not args.no_rot90,
-        class_weighting=args.class_weights, ema_decay=args.ema,
+        class_weighting=args.class_weights, ema_decay=args.ema, label_smoothing=args.label_smoothing,
         command="inspect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     card = train_package.train(config)
@@ -500,7 +503,7 @@ def cmd_wafermap_train(args: argparse.Namespace) -> int:
     card = train_wafermap(args.out, real=real, synthetic_per_pattern=args.synthetic, img_size=args.img_size,
                           epochs=args.epochs, seed=args.seed, arch=args.arch, device=args.device, command=command,
                           channels=3 if args.scratch_channel else 1, class_weighting=args.class_weights,
-                          ema_decay=args.ema)
+                          ema_decay=args.ema, label_smoothing=args.label_smoothing)
     _print_card_summary(card, args.out)
     return 0
 

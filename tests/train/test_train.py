@@ -201,3 +201,15 @@ def test_moving_average_is_what_is_validated_and_exported(dies: Path, tmp_path: 
     assert not torch.equal(torch.load(out / "last.pt", weights_only=True)["average"][key], last["average"][key])
     bad = run_cli("train", str(dies), "--out", str(tmp_path / "x"), "--ema", "1.5", check=False)
     assert bad.returncode == 2 and "--ema 1.5" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_label_smoothing_reaches_the_loss(dies: Path, model: Path, tmp_path: Path) -> None:
+    smoothed = tmp_path / "smoothed"
+    run_cli("train", str(dies), "--out", str(smoothed), "--epochs", "3", "--label-smoothing", "0.3", *TINY,
+            timeout=600)
+    assert card_of(smoothed)["training"]["config"]["label_smoothing"] == 0.3
+    # Same data, seed and epochs as the `model` fixture, and training is deterministic: only the softened
+    # targets can make the weights differ.
+    assert card_of(smoothed)["onnx_sha256"] != card_of(model)["onnx_sha256"]
+    bad = run_cli("train", str(dies), "--out", str(tmp_path / "x"), "--label-smoothing", "1", check=False)
+    assert bad.returncode == 2 and "--label-smoothing 1.0" in bad.stderr and "Traceback" not in bad.stderr

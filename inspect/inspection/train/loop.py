@@ -61,6 +61,8 @@ class TrainConfig:
     class_weighting: str = "inverse"
     """Loss weight per class: ``inverse`` (1/count), ``sqrt`` (1/sqrt(count): rare classes over-predicted less)
     or ``none``."""
+    label_smoothing: float = 0.0
+    """Share of each target spread over the other classes: softens labels that annotators disagree on."""
     ema_decay: float | None = None
     """Validate and export an exponential moving average of the weights (per step) instead of the raw weights."""
     task: str = "classification"
@@ -150,6 +152,8 @@ def train(config: TrainConfig) -> ModelCard:
         raise TrainingError(f"--epochs must be at least 1, got {config.epochs}")
     if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
         raise TrainingError(f"--ema {config.ema_decay}: the decay must lie between 0 and 1 (e.g. 0.999)")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise TrainingError(f"--label-smoothing {config.label_smoothing}: expected a share in [0, 1) (e.g. 0.1)")
     if config.weights is not None and not config.weights.is_file():
         raise TrainingError(f"--weights {config.weights}: no such file")
     _seed_everything(config.seed)
@@ -182,7 +186,8 @@ def train(config: TrainConfig) -> ModelCard:
     val_loader = torch.utils.data.DataLoader(AugmentedImages(val_units, normalisation=normalisation, augment=None),
                                              batch_size=256, shuffle=False, num_workers=0)
     counts = np.bincount(train_units.labels, minlength=len(class_names)).astype(np.float32)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weights(counts, config.class_weighting)).to(device))
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weights(counts, config.class_weighting)).to(device),
+                                  label_smoothing=config.label_smoothing)
     try:
         model = build_model(config.arch, n_classes=len(class_names), in_channels=spec.channels,
                             weights=config.weights).to(device)
