@@ -29,7 +29,15 @@ import numpy as np
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair, read_pair_list
 from inspection.align import AlignmentError
 from inspection.classify.detect import iou_matrix
-from inspection.pcb import CANDIDATE_SETTINGS, candidate_crops, find_candidates, grey_pair, perturb, read_grey
+from inspection.pcb import (
+    CANDIDATE_SETTINGS,
+    DetectorSettings,
+    candidate_crops,
+    find_candidates,
+    grey_pair,
+    perturb,
+    read_grey,
+)
 from inspection.progress import progress
 from inspection.report import save_png
 
@@ -57,15 +65,15 @@ def fit_growth(sides: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[f
 
 
 def write_crops(folder: Path, stem: str, test: np.ndarray, template: np.ndarray, pair: PcbPair,
-                truth_boxes: np.ndarray, *, counts: Counter[str], split: str,
+                truth_boxes: np.ndarray, *, settings: DetectorSettings, counts: Counter[str], split: str,
                 sides: dict[str, list[tuple[float, float]]] | None) -> list[int | None]:
     """Save the labelled candidate crops of one board as ``folder/<class>/<stem>_NN.png``; with ``sides``,
     collect (candidate side, annotated side) pairs for the box-growth fit. Returns each candidate's
     annotated box index (None for a false alarm)."""
-    candidates = find_candidates(test, template, settings=CANDIDATE_SETTINGS)
+    candidates = find_candidates(test, template, settings=settings)
     boxes = candidates.boxes
     labels = label_candidates(boxes, truth_boxes, pair.kinds) if len(boxes) else []
-    for index, (crop, truth) in enumerate(zip(candidate_crops(candidates, settings=CANDIDATE_SETTINGS), labels,
+    for index, (crop, truth) in enumerate(zip(candidate_crops(candidates, settings=settings), labels,
                                               strict=True)):
         kind = "good" if truth is None else pair.kinds[truth]
         save_png(folder / kind / f"{stem}_{index:02d}.png", crop)
@@ -87,9 +95,19 @@ def main() -> None:
     parser.add_argument("--shift-px", type=float, default=20.0, help="largest shift of a moved copy")
     parser.add_argument("--rotate-deg", type=float, default=1.0, help="largest turn of a moved copy")
     parser.add_argument("--seed", type=int, default=0, help="seed of the moved copies")
+    parser.add_argument("--crop-context", type=float, default=CANDIDATE_SETTINGS.crop_context,
+                        help="crop side as a multiple of the candidate's longer side "
+                             f"(default {CANDIDATE_SETTINGS.crop_context})")
+    parser.add_argument("--crop-min-side-px", type=int, default=CANDIDATE_SETTINGS.crop_min_side_px,
+                        help=f"smallest crop side (default {CANDIDATE_SETTINGS.crop_min_side_px})")
     args = parser.parse_args()
     if args.moved_copies < 0:
         sys.exit(f"--moved-copies must be >= 0, got {args.moved_copies}")
+    if args.crop_context < 1 or args.crop_min_side_px < 8:
+        sys.exit(f"--crop-context must be >= 1 and --crop-min-side-px >= 8, got {args.crop_context} and "
+                 f"{args.crop_min_side_px}: a crop must hold its candidate")
+    settings = CANDIDATE_SETTINGS.model_copy(update={"crop_context": args.crop_context,
+                                                      "crop_min_side_px": args.crop_min_side_px})
     test_groups = set(args.test_groups.split(","))
     pairs = read_pair_list(args.root, args.list)
     unknown = test_groups - {pair.group for pair in pairs}
@@ -107,8 +125,8 @@ def main() -> None:
         test, template = grey_pair(read_grey(pair.test_path), read_grey(pair.template_path),
                                    test_name=str(pair.test_path), template_name=str(pair.template_path))
         stem = Path(pair.name).name
-        labels = write_crops(args.out / split, stem, test, template, pair, pair.boxes, counts=counts, split=split,
-                             sides=sides if split == "train" else None)
+        labels = write_crops(args.out / split, stem, test, template, pair, pair.boxes, settings=settings, counts=counts,
+                             split=split, sides=sides if split == "train" else None)
         matched[split] += len({label for label in labels if label is not None})
         counts[f"{split}/annotated"] += len(pair.kinds)
         for copy in range(args.moved_copies if split == "train" else 0):
@@ -116,11 +134,11 @@ def main() -> None:
                                             max_angle_deg=args.rotate_deg)
             try:
                 write_crops(args.out / split, f"{stem}_moved{copy}", moved, template, pair, moved_boxes,
-                            counts=counts, split=split, sides=None)
+                            settings=settings, counts=counts, split=split, sides=None)
             except AlignmentError:
                 # A nearly bare board pushed partly out of view may leave too little to register on.
                 counts["train/moved copies not registered"] += 1
-    settings = CANDIDATE_SETTINGS.model_copy(update={
+    settings = settings.model_copy(update={
         "box_growth": fit_growth(sides),
         "fitted_on": f"{args.root / args.list} without groups {','.join(sorted(test_groups))}",
     })

@@ -25,7 +25,8 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
     listing.write_text("\n".join(chosen) + "\n")
     out = tmp_path / "crops"
     done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB), str(out),
-                           "--list", str(listing), "--test-groups", "44000", "--moved-copies", "1"],
+                           "--list", str(listing), "--test-groups", "44000", "--moved-copies", "1",
+                           "--crop-context", "2", "--crop-min-side-px", "40"],
                           check=True, capture_output=True, text=True, timeout=300)
     classes = {"open", "short", "mousebite", "spur", "copper", "pin-hole", "good"}
     assert {p.name for p in (out / "train").iterdir()} == classes
@@ -42,7 +43,8 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
     assert len(coverage) == 2 and min(coverage) > 97.0, done.stdout
     settings = DetectorSettings.model_validate(json.loads((out / "detector.json").read_text()))
     assert set(settings.box_growth) == classes - {"good"}
+    assert (settings.crop_context, settings.crop_min_side_px) == (2.0, 40)  # the line crops as training did
     for scale, offset_px in settings.box_growth.values():
         assert 0.1 < scale < 2.5 and 5 < offset_px < 50  # annotators draw boxes with about 10 px of margin
     crop = cv2.imread(str(next((out / "train" / "open").glob("*.png"))), cv2.IMREAD_UNCHANGED)
-    assert crop.ndim == 3 and crop.shape[2] == 3 and crop.shape[0] == crop.shape[1] >= 32
+    assert crop.ndim == 3 and crop.shape[2] == 3 and crop.shape[0] == crop.shape[1] >= 40
