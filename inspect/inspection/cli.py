@@ -16,7 +16,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -55,6 +55,9 @@ def _add_loss_options(parser: argparse.ArgumentParser) -> None:
                              "annotators disagree on")
 
 
+def _loss_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``_add_loss_options`` adds, under the names training takes them by."""
+    return {"class_weighting": args.class_weights, "ema_decay": args.ema, "label_smoothing": args.label_smoothing}
 
 
 class UsageError(InspectionError, ValueError):
@@ -238,8 +241,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         folder=args.folder, out=args.out, arch=args.arch, img_size=args.img_size, colour=args.colour,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, device=args.device, seed=args.seed,
         weights=args.weights, resume=args.resume, patience=args.patience, good_class=args.good_class,
-        target_recall=args.target_recall, flips=not args.no_flips, rot90=not args.no_rot90,
-        class_weighting=args.class_weights, ema_decay=args.ema, label_smoothing=args.label_smoothing,
+        target_recall=args.target_recall, flips=not args.no_flips, rot90=not args.no_rot90, **_loss_options(args),
         command="inspect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     card = train_package.train(config)
@@ -502,8 +504,7 @@ def cmd_wafermap_train(args: argparse.Namespace) -> int:
         return 0
     card = train_wafermap(args.out, real=real, synthetic_per_pattern=args.synthetic, img_size=args.img_size,
                           epochs=args.epochs, seed=args.seed, arch=args.arch, device=args.device, command=command,
-                          channels=3 if args.scratch_channel else 1, class_weighting=args.class_weights,
-                          ema_decay=args.ema, label_smoothing=args.label_smoothing)
+                          channels=3 if args.scratch_channel else 1, **_loss_options(args))
     _print_card_summary(card, args.out)
     return 0
 
