@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair, read_pair_list
 from inspection.align import AlignmentError
@@ -103,11 +104,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.moved_copies < 0:
         sys.exit(f"--moved-copies must be >= 0, got {args.moved_copies}")
-    if args.crop_context < 1 or args.crop_min_side_px < 8:
-        sys.exit(f"--crop-context must be >= 1 and --crop-min-side-px >= 8, got {args.crop_context} and "
-                 f"{args.crop_min_side_px}: a crop must hold its candidate")
-    settings = CANDIDATE_SETTINGS.model_copy(update={"crop_context": args.crop_context,
-                                                      "crop_min_side_px": args.crop_min_side_px})
+    try:  # the card's own bounds (a crop must hold its candidate); model_copy would not check them
+        settings = DetectorSettings.model_validate({**CANDIDATE_SETTINGS.model_dump(),
+                                                    "crop_context": args.crop_context,
+                                                    "crop_min_side_px": args.crop_min_side_px})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{str(error['loc'][0]).replace('_', '-')} {error['input']}: {error['msg']}"
+                             for error in exc.errors())
+        sys.exit(problems)
     test_groups = set(args.test_groups.split(","))
     pairs = read_pair_list(args.root, args.list)
     unknown = test_groups - {pair.group for pair in pairs}

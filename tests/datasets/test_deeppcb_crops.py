@@ -48,3 +48,12 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
         assert 0.1 < scale < 2.5 and 5 < offset_px < 50  # annotators draw boxes with about 10 px of margin
     crop = cv2.imread(str(next((out / "train" / "open").glob("*.png"))), cv2.IMREAD_UNCHANGED)
     assert crop.ndim == 3 and crop.shape[2] == 3 and crop.shape[0] == crop.shape[1] >= 40
+
+
+def test_crop_options_outside_the_card_bounds_are_refused(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB),
+                           str(tmp_path / "crops"), "--crop-context", "0.5", "--crop-min-side-px", "4"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and not (tmp_path / "crops").exists()
+    assert "--crop-context 0.5: Input should be greater than or equal to 1" in done.stderr
+    assert "--crop-min-side-px 4: Input should be greater than or equal to 8" in done.stderr
