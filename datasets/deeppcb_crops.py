@@ -101,13 +101,20 @@ def main() -> None:
                              f"(default {CANDIDATE_SETTINGS.crop_context})")
     parser.add_argument("--crop-min-side-px", type=int, default=CANDIDATE_SETTINGS.crop_min_side_px,
                         help=f"smallest crop side (default {CANDIDATE_SETTINGS.crop_min_side_px})")
+    parser.add_argument("--edge-zone-px", type=int, default=CANDIDATE_SETTINGS.edge_zone_px,
+                        help="width of the zone along the template's edges opened by --edge-open-px "
+                             f"(default {CANDIDATE_SETTINGS.edge_zone_px}; 0: none)")
+    parser.add_argument("--edge-open-px", type=int, default=CANDIDATE_SETTINGS.edge_open_px,
+                        help=f"opening within the edge zone (default {CANDIDATE_SETTINGS.edge_open_px})")
     args = parser.parse_args()
     if args.moved_copies < 0:
         sys.exit(f"--moved-copies must be >= 0, got {args.moved_copies}")
     try:  # the card's own bounds (a crop must hold its candidate); model_copy would not check them
         settings = DetectorSettings.model_validate({**CANDIDATE_SETTINGS.model_dump(),
                                                     "crop_context": args.crop_context,
-                                                    "crop_min_side_px": args.crop_min_side_px})
+                                                    "crop_min_side_px": args.crop_min_side_px,
+                                                    "edge_zone_px": args.edge_zone_px,
+                                                    "edge_open_px": args.edge_open_px})
     except ValidationError as exc:
         problems = "; ".join(f"--{str(error['loc'][0]).replace('_', '-')} {error['input']}: {error['msg']}"
                              for error in exc.errors())

@@ -26,7 +26,8 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
     out = tmp_path / "crops"
     done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB), str(out),
                            "--list", str(listing), "--test-groups", "44000", "--moved-copies", "1",
-                           "--crop-context", "2", "--crop-min-side-px", "40"],
+                           "--crop-context", "2", "--crop-min-side-px", "40", "--edge-zone-px", "3",
+                           "--edge-open-px", "4"],
                           check=True, capture_output=True, text=True, timeout=300)
     classes = {"open", "short", "mousebite", "spur", "copper", "pin-hole", "good"}
     assert {p.name for p in (out / "train").iterdir()} == classes
@@ -43,17 +44,21 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
     assert len(coverage) == 2 and min(coverage) > 97.0, done.stdout
     settings = DetectorSettings.model_validate(json.loads((out / "detector.json").read_text()))
     assert set(settings.box_growth) == classes - {"good"}
-    assert (settings.crop_context, settings.crop_min_side_px) == (2.0, 40)  # the line crops as training did
+    # The line makes and crops candidates as training did.
+    assert (settings.crop_context, settings.crop_min_side_px) == (2.0, 40)
+    assert (settings.edge_zone_px, settings.edge_open_px) == (3, 4)
     for scale, offset_px in settings.box_growth.values():
         assert 0.1 < scale < 2.5 and 5 < offset_px < 50  # annotators draw boxes with about 10 px of margin
     crop = cv2.imread(str(next((out / "train" / "open").glob("*.png"))), cv2.IMREAD_UNCHANGED)
     assert crop.ndim == 3 and crop.shape[2] == 3 and crop.shape[0] == crop.shape[1] >= 40
 
 
-def test_crop_options_outside_the_card_bounds_are_refused(tmp_path: Path) -> None:
+def test_candidate_and_crop_options_outside_the_card_bounds_are_refused(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB),
-                           str(tmp_path / "crops"), "--crop-context", "0.5", "--crop-min-side-px", "4"],
+                           str(tmp_path / "crops"), "--crop-context", "0.5", "--crop-min-side-px", "4",
+                           "--edge-zone-px", "-1"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and not (tmp_path / "crops").exists()
     assert "--crop-context 0.5: Input should be greater than or equal to 1" in done.stderr
     assert "--crop-min-side-px 4: Input should be greater than or equal to 8" in done.stderr
+    assert "--edge-zone-px -1: Input should be greater than or equal to 0" in done.stderr

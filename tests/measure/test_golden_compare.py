@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from inspection.align import align
-from inspection.measure import compare_to_golden, deviation, regions, tolerance_band
+from inspection.measure import compare_to_golden, deviation, difference_regions, regions, tolerance_band
 from inspection.recipe import AlignSettings, InspectSettings
 from inspection.synthetic import golden_image, render_frame
 from inspection.types import Frame
@@ -30,6 +30,23 @@ def test_band_tolerates_the_reference_and_flags_departures() -> None:
     flat = (band.upper - band.lower == 40) & (reference > 60)  # away from edges the band is just the tolerance
     assert flat.sum() > 1000
     np.testing.assert_allclose(deviation(darker, band)[flat], -10.0)
+
+
+def test_edge_zone_drops_a_jittered_edge_but_keeps_the_defect_on_it() -> None:
+    # A track whose left edge sits 3 px further left on the board than on the template (scan-to-scan jitter,
+    # 2 px beyond the band), with a 6 x 8 px bite out of that edge: the strip must not swallow the bite.
+    template = np.zeros((120, 120), np.uint8)
+    template[:, 40:80] = 255
+    board = template.copy()
+    board[:, 37:40] = 255
+    board[56:64, 40:46] = 0
+    options = dict(valid=np.ones_like(board, bool), band_px=1, tolerance_grey=30, open_px=2, close_px=7,
+                   min_area_px=4, pixel_size_um=1.0)
+    [strip] = difference_regions(board, template, **options)
+    assert strip.box_xyxy_px[3] - strip.box_xyxy_px[1] == 120  # without the edge zone: one region, edge long
+    [bite] = difference_regions(board, template, **options, edge_zone_px=2, edge_open_px=3)
+    x0, y0, x1, y1 = bite.box_xyxy_px
+    assert x0 >= 40 and x1 <= 47 and y0 >= 54 and y1 <= 66, bite.box_xyxy_px
 
 
 def _inspect(kind: str, index: int, *, seed: int) -> tuple[set, list]:

@@ -85,6 +85,10 @@ class DetectorSettings(_Strict):
     edge_margin_px: int = Field(10, ge=0)
     """Candidates are sought this far inside the part of the image the registered template covers: along that
     edge, interpolation and a cut-off field of view make differences that are not defects."""
+    edge_zone_px: int = Field(0, ge=0)
+    edge_open_px: int = Field(0, ge=0)
+    """Within edge_zone_px of the template's edges, candidates are opened by edge_open_px instead of open_px
+    (edge_zone_px 0: no edge zone): scan-to-scan jitter of a conductor's edge leaves strips along it."""
     crop_context: float = Field(..., ge=1.0)
     """A crop is a square of side crop_context x the candidate box's longer side (at least crop_min_side_px)."""
     crop_min_side_px: int = Field(..., ge=8)
