@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from inspection.bench import machine, save_record
 from inspection.classify import Classifier, DeviceError, SessionSettings, providers_for
 from tests.conftest import REPO_ROOT, run_cli
 
@@ -30,7 +31,7 @@ def test_session_settings_do_not_change_the_answer() -> None:
 
 
 def test_shipped_models_load_and_state_their_compute() -> None:
-    for name in ("die-patchnet-v1", "pcb-patchnet-v2"):
+    for name in ("die-patchnet-v1", "pcb-patchnet-v3"):
         classifier = Classifier(REPO_ROOT / "models" / name)
         assert classifier.card.flops_per_image and classifier.card.flops_per_image > 1e7
     assert Classifier(DIE_MODEL, precision="int8").onnx_path.name == "model-int8.onnx"
@@ -67,3 +68,11 @@ def test_cuda_matches_cpu() -> None:
     batch = np.random.default_rng(0).standard_normal((16, 1, 64, 64), dtype=np.float32)
     np.testing.assert_allclose(Classifier(DIE_MODEL, device="cuda").predict(batch),
                                Classifier(DIE_MODEL).predict(batch), atol=1e-4)
+
+
+def test_a_second_benchmark_record_of_the_day_does_not_replace_the_first(tmp_path) -> None:
+    record = {"benchmark": "pcb", "machine": machine()}
+    first = save_record({**record, "run": 1}, tmp_path, name="pcb")
+    second = save_record({**record, "run": 2}, tmp_path, name="pcb")
+    assert second == first.with_name(first.stem + "-2.json")
+    assert [json.loads(path.read_text())["run"] for path in (first, second)] == [1, 2]

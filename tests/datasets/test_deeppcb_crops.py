@@ -26,8 +26,8 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
     out = tmp_path / "crops"
     done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB), str(out),
                            "--list", str(listing), "--test-groups", "44000", "--moved-copies", "1",
-                           "--crop-context", "2", "--crop-min-side-px", "40", "--edge-zone-px", "3",
-                           "--edge-open-px", "4"],
+                           "--crop-context", "2", "--crop-min-side-px", "40", "--edge-zone-px", "1",
+                           "--edge-open-px", "3"],
                           check=True, capture_output=True, text=True, timeout=300)
     classes = {"open", "short", "mousebite", "spur", "copper", "pin-hole", "good"}
     assert {p.name for p in (out / "train").iterdir()} == classes
@@ -46,7 +46,7 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
     assert set(settings.box_growth) == classes - {"good"}
     # The line makes and crops candidates as training did.
     assert (settings.crop_context, settings.crop_min_side_px) == (2.0, 40)
-    assert (settings.edge_zone_px, settings.edge_open_px) == (3, 4)
+    assert (settings.edge_zone_px, settings.edge_open_px) == (1, 3)
     for scale, offset_px in settings.box_growth.values():
         assert 0.1 < scale < 2.5 and 5 < offset_px < 50  # annotators draw boxes with about 10 px of margin
     crop = cv2.imread(str(next((out / "train" / "open").glob("*.png"))), cv2.IMREAD_UNCHANGED)
