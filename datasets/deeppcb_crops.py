@@ -117,7 +117,7 @@ def main() -> None:
                                                     "edge_open_px": args.edge_open_px})
     except ValidationError as exc:
         problems = "; ".join(f"--{str(error['loc'][0]).replace('_', '-')} {error['input']}: {error['msg']}"
-                             for error in exc.errors())
+                             if error["loc"] else error["msg"] for error in exc.errors())
         sys.exit(problems)
     test_groups = set(args.test_groups.split(","))
     pairs = read_pair_list(args.root, args.list)

@@ -62,3 +62,7 @@ def test_candidate_and_crop_options_outside_the_card_bounds_are_refused(tmp_path
     assert "--crop-context 0.5: Input should be greater than or equal to 1" in done.stderr
     assert "--crop-min-side-px 4: Input should be greater than or equal to 8" in done.stderr
     assert "--edge-zone-px -1: Input should be greater than or equal to 0" in done.stderr
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB),
+                           str(tmp_path / "crops"), "--edge-open-px", "1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and not (tmp_path / "crops").exists()
+    assert "edge_open_px 1 is below open_px 2" in done.stderr

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspection.types import InspectionError
 
@@ -98,6 +98,13 @@ class DetectorSettings(_Strict):
     min_score: float = Field(..., ge=0, le=1)
     """A candidate is reported when its most likely defect class has at least this probability."""
     fitted_on: str
+
+    @model_validator(mode="after")
+    def _edge_zone_opens_more(self) -> DetectorSettings:
+        if self.edge_zone_px > 0 and self.edge_open_px < self.open_px:
+            raise ValueError(f"edge_open_px {self.edge_open_px} is below open_px {self.open_px}: the edge zone "
+                             "would keep slivers the rest of the image drops")
+        return self
 
 
 class ModelCard(_Strict):
