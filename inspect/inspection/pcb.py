@@ -35,9 +35,9 @@ DEEPPCB_PIXEL_SIZE_UM = 1000 / 48
 """DeepPCB's line-scan CCD resolves about 48 px/mm."""
 
 CANDIDATE_SETTINGS = DetectorSettings(
-    band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, edge_margin_px=10, edge_zone_px=2,
-    edge_open_px=3, crop_context=1.5,
-    crop_min_side_px=32, box_growth={kind: (1.0, 22.0) for kind in DEEPPCB_TYPES}, nms_iou=0.15, min_score=0.5,
+    band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, edge_margin_px=10,
+    edge_zone_px=2, edge_open_px=3, crop_context=1.5, crop_min_side_px=32,
+    box_growth={kind: (1.0, 22.0) for kind in DEEPPCB_TYPES}, nms_iou=0.15, min_score=0.5,
     fitted_on="defaults before fitting",
 )
 """The candidate stage a new PCB model is trained on (datasets/deeppcb_crops.py fits the box growth)."""
