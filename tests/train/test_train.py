@@ -213,3 +213,13 @@ def test_label_smoothing_reaches_the_loss(dies: Path, model: Path, tmp_path: Pat
     assert card_of(smoothed)["onnx_sha256"] != card_of(model)["onnx_sha256"]
     bad = run_cli("train", str(dies), "--out", str(tmp_path / "x"), "--label-smoothing", "1", check=False)
     assert bad.returncode == 2 and "--label-smoothing 1.0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_large_patchnet_trains_and_exports_through_the_same_contract(dies: Path, tmp_path: Path) -> None:
+    out = tmp_path / "die-patchnet-l"
+    run_cli("train", str(dies), "--out", str(out), "--epochs", "1", "--arch", "patchnet-l", *TINY, timeout=600)
+    card = card_of(out)
+    assert card["arch"] == "patchnet-l" and card["training"]["config"]["arch"] == "patchnet-l"
+    assert card["parity"]["argmax_agreement"] == 1.0
+    # Over 4x the weights of the compact network (about 147,000), spent in its two coarse stages.
+    assert card["training"]["parameters"] > 4 * 147_000
