@@ -27,7 +27,7 @@ from inspection.classify.card import DetectorSettings
 from inspection.pipeline import Inspector, LineStats, run_line, teach_reference
 from inspection.progress import progress
 from inspection.recipe import BUNDLED_RECIPES, load_recipe
-from inspection.report import ResultStore, draw_boxes, draw_wafer_map, read_results, save_png
+from inspection.report import ResultStore, draw_boxes, draw_wafer_map, read_results, save_png, tile_pictures
 from inspection.report.store import RESULT_COLUMNS
 from inspection.synthetic import DIE_CLASSES, render_die
 from inspection.types import GradedWafer, InspectionError, Verdict
@@ -35,6 +35,7 @@ from inspection.wafermap import ROOT_CAUSES, read_map_file, read_npz, yield_frac
 
 if TYPE_CHECKING:
     from inspection.wafermap.classify import WaferMapModel
+    from inspection.wafermap.formats import MapSet
 
 DEFAULT_DB = Path("results/inspect.db")
 DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v5")
@@ -478,6 +479,8 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
     else:
         with WaferMapModelPool(_wafermap_model_dir(args), workers=args.workers) as pool:
             report = evaluate_maps(pool, map_set, batch_size=512 * args.workers)
+    if args.errors is not None:
+        _draw_misclassified(map_set, report["misclassified"], args.errors)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -487,6 +490,21 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
         print(f"  {name:<10} precision {row['precision']:.4f} recall {row['recall']:.4f} f1 {row['f1']:.4f} "
               f"support {row['support']}")
     return 0
+
+
+def _draw_misclassified(map_set: MapSet, misclassified: list[dict], out: Path, *, most: int = 48) -> None:
+    """The most confident errors as one sheet of wafer maps titled truth -> prediction."""
+    shown = misclassified[:most]
+    if not shown:
+        print(f"inspect: no misclassified map; {out} not written", file=sys.stderr)
+        return
+    pictures = [draw_wafer_map(map_set.maps[e["index"]], title=f"{e['truth']} -> {e['predicted']}",
+                               subtitle=f"map {e['index']}, p = {e['confidence']:.2f}",
+                               cell_px=max(1, 240 // max(map_set.maps[e["index"]].shape)))
+                for e in shown]
+    save_png(out, tile_pictures(pictures, columns=6))
+    print(f"inspect: {out}: the {len(shown)} most confident of {len(misclassified)} misclassified maps",
+          file=sys.stderr)
 
 
 def cmd_wafermap_train(args: argparse.Namespace) -> int:
@@ -681,6 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
     wm_eval.add_argument("--workers", type=int, default=1,
                          help="processes sharing the maps (one thread each); 2 uses both cores of a 2-core machine")
     wm_eval.add_argument("--json", action="store_true")
+    wm_eval.add_argument("--errors", type=Path, metavar="PNG",
+                         help="draw the 48 most confident misclassified maps (truth -> prediction) into PNG")
     wm_eval.set_defaults(handler=cmd_wafermap_eval)
 
     wm_train = wafermap_commands.add_parser("train", help="train a wafer-map CNN (real and/or synthetic maps)")

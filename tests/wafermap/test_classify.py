@@ -66,6 +66,24 @@ def test_eval_and_classify(model: Path, tmp_path: Path) -> None:
     assert results[0]["root_cause"] and 0 < results[0]["yield"] <= 1
 
 
+def test_eval_lists_and_draws_the_misclassified_maps(model: Path, tmp_path: Path) -> None:
+    import cv2
+
+    maps = [render_wafer_map(p, 100 + i, seed=9) for p in PATTERNS for i in range(2)]
+    shifted = (np.repeat(np.arange(len(PATTERNS)), 2) + 1) % len(PATTERNS)  # labels a yield engineer got wrong
+    data = write_npz(tmp_path / "mislabelled.npz", MapSet(maps, shifted, PATTERNS))
+    picture = tmp_path / "errors.png"
+    process = run_cli("wafermap", "eval", str(data), "--model", str(model), "--json", "--errors", str(picture))
+    report = json.loads(process.stdout)
+    wrong = report["misclassified"]
+    assert len(wrong) == 18 - np.trace(np.asarray(report["confusion"])) > 0
+    confidences = [entry["confidence"] for entry in wrong]
+    assert confidences == sorted(confidences, reverse=True)
+    for entry in wrong:
+        assert entry["truth"] == PATTERNS[shifted[entry["index"]]] != entry["predicted"]
+    assert cv2.imread(str(picture)) is not None and f"of {len(wrong)} misclassified maps" in process.stderr
+
+
 def test_wrong_models_and_missing_labels(model: Path, tmp_path: Path) -> None:
     unlabelled = write_npz(tmp_path / "u.npz", MapSet([render_wafer_map("none", 0)], None, PATTERNS))
     process = run_cli("wafermap", "eval", str(unlabelled), "--model", str(model), check=False)

@@ -7,6 +7,7 @@ from inspection.report.pictures import (
     draw_detections,
     draw_wafer_map,
     save_png,
+    tile_pictures,
 )
 from inspection.report.store import ResultStore, StoreError, read_events, read_results
 
@@ -21,4 +22,5 @@ __all__ = [
     "read_events",
     "read_results",
     "save_png",
+    "tile_pictures",
 ]

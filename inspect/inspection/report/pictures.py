@@ -126,3 +126,17 @@ def draw_wafer_map(die_map: np.ndarray, *, title: str, subtitle: str = "", cell_
     if subtitle:
         cv2.putText(canvas, subtitle, (6, 36), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (70, 70, 70), 1, cv2.LINE_AA)
     return canvas
+
+
+def tile_pictures(pictures: list[np.ndarray], *, columns: int) -> np.ndarray:
+    """Pictures of any sizes on a white sheet, ``columns`` a row, each in a cell as large as the largest."""
+    if not pictures:
+        raise ValueError("no pictures to tile")
+    cell_h = max(p.shape[0] for p in pictures)
+    cell_w = max(p.shape[1] for p in pictures)
+    rows = -(-len(pictures) // columns)
+    sheet = np.full((rows * cell_h, min(columns, len(pictures)) * cell_w, 3), 255, np.uint8)
+    for index, picture in enumerate(pictures):
+        top, left = (index // columns) * cell_h, (index % columns) * cell_w
+        sheet[top : top + picture.shape[0], left : left + picture.shape[1]] = picture
+    return sheet

@@ -144,7 +144,8 @@ def classify_maps(model: WaferMapModel, maps: list[np.ndarray]) -> list[dict[str
 
 
 def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int = 256) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion, in the card's class order."""
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion, in the card's class order,
+    and every misclassified map (index into ``map_set``, truth, prediction, confidence), most confident first."""
     if map_set.labels is None:
         raise CardError("the map file carries no labels to evaluate against")
     names = list(classifier.class_names)
@@ -157,8 +158,16 @@ def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int
     outputs = [classifier.probabilities(map_set.maps[start : start + batch_size], batch_size=batch_size)
                for start in progress(batches, total=len(batches), label="classifying maps")]
     elapsed = time.perf_counter() - started
-    y_pred = np.concatenate(outputs).argmax(axis=1)
+    probabilities = np.concatenate(outputs)
+    y_pred = probabilities.argmax(axis=1)
     report = classification_report(confusion_matrix(y_true, y_pred, n_classes=len(names)), class_names=names)
     report["class_names"] = names
     report["maps_per_s"] = round(len(y_true) / elapsed, 1)
+    # Most confident first: the errors most worth a second look at the label.
+    confidence = probabilities.max(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    report["misclassified"] = [
+        {"index": int(i), "truth": names[y_true[i]], "predicted": names[y_pred[i]],
+         "confidence": round(float(confidence[i]), 4)}
+        for i in wrong[np.argsort(-confidence[wrong], kind="stable")]]
     return report
