@@ -119,7 +119,10 @@ def draw_wafer_map(die_map: np.ndarray, *, title: str, subtitle: str = "", cell_
         picture[::cell, :] = (picture[::cell, :] * 0.6).astype(np.uint8)
         picture[:, ::cell] = (picture[:, ::cell] * 0.6).astype(np.uint8)
     header = 44 if subtitle else 26
-    width = max(picture.shape[1], 360)
+    # As wide as the longer text line, so a narrow map does not cut its title off.
+    text_px = max(cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0],
+                  cv2.getTextSize(subtitle, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0])
+    width = max(picture.shape[1], 360, text_px + 4)
     canvas = np.full((picture.shape[0] + header + 8, width + 8, 3), 255, np.uint8)
     canvas[header : header + picture.shape[0], 4 : 4 + picture.shape[1]] = picture
     cv2.putText(canvas, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)

@@ -1,0 +1,29 @@
+"""Pictures a person looks at: wafer maps and sheets of them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspection.report import draw_wafer_map, tile_pictures
+
+
+def test_a_narrow_map_keeps_its_whole_title() -> None:
+    die_map = np.ones((60, 8), np.uint8)
+    long_title = "test.npz #7461  Scratch (1.00)  yield 92.6% of 1187 dies, a title wider than the map"
+    picture = draw_wafer_map(die_map, title=long_title, cell_px=4)
+    short = draw_wafer_map(die_map, title="Loc", cell_px=4)
+    assert picture.shape[1] > short.shape[1] >= 360
+    # The last columns carry title ink, not just the white margin.
+    assert (picture[:26, -40:-4] < 128).any()
+
+
+def test_tile_pictures_places_every_picture_in_a_cell_as_large_as_the_largest() -> None:
+    small = np.zeros((10, 20, 3), np.uint8)
+    large = np.full((30, 40, 3), 7, np.uint8)
+    sheet = tile_pictures([small, large, small], columns=2)
+    assert sheet.shape == (60, 80, 3)
+    assert (sheet[:10, :20] == 0).all() and (sheet[:30, 40:80] == 7).all() and (sheet[30:40, :20] == 0).all()
+    assert (sheet[40:, :] == 255).all() and (sheet[30:, 40:] == 255).all()
+    with pytest.raises(ValueError, match="no pictures"):
+        tile_pictures([], columns=2)
