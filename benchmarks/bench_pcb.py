@@ -60,7 +60,8 @@ def main() -> None:
     runs = {}
     for workers in (1, 2):
         report = evaluate_pairs(inspector, pairs, workers=workers)
-        runs[f"workers_{workers}"] = {key: report[key] for key in ("images_per_s", "f_score", "map")}
+        runs[f"workers_{workers}"] = {key: report[key]
+                                      for key in ("images_per_s", "f_score", "map", "map_at_min_score")}
     record = {
         "benchmark": "pcb", "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "model": str(args.model), "list": str(args.list), "pairs": len(pairs), "runs": runs,

@@ -45,7 +45,7 @@ TRAIN_ARCHITECTURES = ("patchnet", "patchnet-l", "resnet18", "mobilenet_v3_small
 CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")  # inspection.train's, named here so the CLI need not import torch
 
 
-def _add_loss_options(parser: argparse.ArgumentParser) -> None:
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-weights", choices=CLASS_WEIGHTINGS, default="inverse",
                         help="loss weight per class: inverse (1/count, default), sqrt (1/sqrt(count): rare classes "
                              "over-predicted less) or none")
@@ -54,11 +54,15 @@ def _add_loss_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=0.0, metavar="SHARE",
                         help="spread this share of each target over the other classes (e.g. 0.1), for labels "
                              "annotators disagree on")
+    parser.add_argument("--val-fraction", type=float, default=0.2, metavar="SHARE",
+                        help="share of each class held out to pick the best epoch and check the export (default "
+                             "0.2); a smaller share leaves more to train on")
 
 
-def _loss_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options ``_add_loss_options`` adds, under the names training takes them by."""
-    return {"class_weighting": args.class_weights, "ema_decay": args.ema, "label_smoothing": args.label_smoothing}
+def _training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``_add_training_options`` adds, under the names training takes them by."""
+    return {"class_weighting": args.class_weights, "ema_decay": args.ema, "label_smoothing": args.label_smoothing,
+            "val_fraction": args.val_fraction}
 
 
 class UsageError(InspectionError, ValueError):
@@ -242,7 +246,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         folder=args.folder, out=args.out, arch=args.arch, img_size=args.img_size, colour=args.colour,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, device=args.device, seed=args.seed,
         weights=args.weights, resume=args.resume, patience=args.patience, good_class=args.good_class,
-        target_recall=args.target_recall, flips=not args.no_flips, rot90=not args.no_rot90, **_loss_options(args),
+        target_recall=args.target_recall, flips=not args.no_flips, rot90=not args.no_rot90, **_training_options(args),
         command="inspect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     card = train_package.train(config)
@@ -366,7 +370,8 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
     print(f"{report['model']} on {report['pairs']} pairs of {args.list}"
           + (f" moved up to +-{args.shift_px} px, +-{args.rotate_deg} deg" if args.shift_px or args.rotate_deg else ""))
     print(f"precision {report['precision']:.4f}  recall {report['recall']:.4f}  F-score {report['f_score']:.4f}  "
-          f"mAP {report['map']:.4f}  {report['images_per_s']:.1f} pairs/s ({args.workers} workers)")
+          f"mAP {report['map']:.4f} (reported detections alone {report['map_at_min_score']:.4f})  "
+          f"{report['images_per_s']:.1f} pairs/s ({args.workers} workers)")
     print("AP per class: " + ", ".join(f"{k} {v:.4f}" for k, v in report["per_class_ap"].items()))
     for failure in report["failed"]:
         print(f"  failed: {failure}", file=sys.stderr)
@@ -515,14 +520,14 @@ def cmd_wafermap_train(args: argparse.Namespace) -> int:
     command = "inspect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.classical:
         card = fit_classical(args.out, real=real, synthetic_per_pattern=args.synthetic, seed=args.seed,
-                             command=command)
+                             command=command, val_fraction=args.val_fraction)
         val = card["metrics"]["val"]
         print(f"inspect: {args.out}/classical.npz: validation accuracy {val['accuracy']:.4f}, macro-F1 "
               f"{val['macro_f1']:.4f} ({val['samples']} maps)", file=sys.stderr)
         return 0
     card = train_wafermap(args.out, real=real, synthetic_per_pattern=args.synthetic, img_size=args.img_size,
                           epochs=args.epochs, seed=args.seed, arch=args.arch, device=args.device, command=command,
-                          channels=3 if args.scratch_channel else 1, **_loss_options(args))
+                          channels=3 if args.scratch_channel else 1, **_training_options(args))
     _print_card_summary(card, args.out)
     return 0
 
@@ -636,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="defect recall the operating point must reach on validation (default 0.999)")
     train.add_argument("--no-flips", action="store_true", help="no flip augmentation (orientation matters)")
     train.add_argument("--no-rot90", action="store_true", help="no 90-degree rotation augmentation")
-    _add_loss_options(train)
+    _add_training_options(train)
     train.set_defaults(handler=cmd_train)
 
     export = commands.add_parser("export", help="re-export a trained model to ONNX, or add an INT8 variant")
@@ -717,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="three input channels: majority map, failure density (keeps thin scratches), footprint")
     wm_train.add_argument("--classical", action="store_true",
                           help="the fast classical model (density, Radon and geometry features + a small MLP)")
-    _add_loss_options(wm_train)
+    _add_training_options(wm_train)
     wm_train.set_defaults(handler=cmd_wafermap_train)
 
     results = commands.add_parser("results", help="print stored results as CSV or JSON lines")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,15 @@ from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
 from inspection.align import RigidFit, register_rigid, warp_reference
 from inspection.classify import Classifier, SessionSettings
 from inspection.classify.card import CardError, DetectorSettings
-from inspection.classify.detect import crop_squares, detection_report, match_detections, merge_fragments, nms
+from inspection.classify.detect import (
+    Hypotheses,
+    crop_squares,
+    detection_report,
+    match_detections,
+    merge_fragments,
+    nms,
+    ranked_hypotheses,
+)
 from inspection.classify.prepare import prepare_batch
 from inspection.classify.runtime import Device
 from inspection.measure import difference_regions
@@ -41,6 +49,9 @@ CANDIDATE_SETTINGS = DetectorSettings(
     fitted_on="defaults before fitting",
 )
 """The candidate stage a new PCB model is trained on (datasets/deeppcb_crops.py fits the box growth)."""
+
+
+NO_HYPOTHESES = Hypotheses(np.zeros((0, 4)), (), np.zeros(0))
 
 
 class PcbInputError(InspectionError, ValueError):
@@ -69,6 +80,14 @@ class PcbResult:
     """N x 4 refined boxes (float xyxy px) of the detections, in the test image's coordinates."""
     fit: RigidFit
     candidates: int
+    hypotheses: Hypotheses
+    """The ranked list behind the detections: theirs and every candidate's other defect-class scores."""
+
+    @property
+    def reported(self) -> Hypotheses:
+        """The detections as a ranked list."""
+        return Hypotheses(self.boxes, tuple(d.kind for d in self.detections),
+                          np.array([d.score for d in self.detections], float))
 
 
 def grey_pair(test: np.ndarray, template: np.ndarray, *, test_name: str = "test",
@@ -121,13 +140,14 @@ class PcbInspector:
         self.detector = card.detector
         self.min_score = self.detector.min_score if min_score is None else min_score
         self.good_index = card.class_names.index(card.thresholds.good_class)
+        self.defect_indices = [i for i in range(len(card.class_names)) if i != self.good_index]
 
     def inspect(self, test: np.ndarray, template: np.ndarray, *, test_name: str = "test",
                 template_name: str = "template") -> PcbResult:
         grey_test, grey_template = grey_pair(test, template, test_name=test_name, template_name=template_name)
         candidates = find_candidates(grey_test, grey_template, settings=self.detector)
         if not candidates.regions:
-            return PcbResult((), np.zeros((0, 4)), candidates.fit, 0)
+            return PcbResult((), np.zeros((0, 4)), candidates.fit, 0, NO_HYPOTHESES)
         crops = candidate_crops(candidates, settings=self.detector)
         probabilities = self.classifier.predict(prepare_batch([(crop, "bgr", 8) for crop in crops],
                                                               card=self.classifier.card))
@@ -142,7 +162,14 @@ class PcbInspector:
         kept = nms(boxes, scores[keep][leaders], iou_threshold=self.detector.nms_iou)
         detections = tuple(
             Detection(kinds[i], float(scores[keep][i]), candidates.regions[keep[i]]) for i in leaders[kept])
-        return PcbResult(detections, boxes[kept], candidates.fit, len(candidates.regions))
+        result = PcbResult(detections, boxes[kept], candidates.fit, len(candidates.regions), NO_HYPOTHESES)
+        reported = np.zeros(probabilities.shape, bool)
+        reported[keep, best[keep]] = True
+        hypotheses = ranked_hypotheses(
+            result.reported, candidates.boxes, probabilities[:, self.defect_indices],
+            reported[:, self.defect_indices], class_names=[self.classifier.class_names[i] for i in self.defect_indices],
+            settings=self.detector, size=grey_test.shape)
+        return replace(result, hypotheses=hypotheses)
 
 
 def perturb(image: np.ndarray, boxes: np.ndarray, *, rng: np.random.Generator, max_shift_px: float,
@@ -173,7 +200,8 @@ def read_grey(path: Path) -> np.ndarray:
 def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: int = 2, max_shift_px: float = 0.0,
                    max_angle_deg: float = 0.0, seed: int = 0) -> dict[str, Any]:
     """The DeepPCB metric over ``pairs`` (optionally with each test image moved by a seeded random rigid
-    transform) and the end-to-end speed: image reading, registration, candidates, classification, NMS."""
+    transform) and the end-to-end speed: image reading, registration, candidates, classification, NMS.
+    Precision, recall and F-score count the reported detections; AP ranks every hypothesis."""
     perturbations = np.random.default_rng(seed).spawn(len(pairs))
 
     def one(index: int) -> tuple[PcbPair, PcbResult | str, np.ndarray, tuple[str, ...]]:
@@ -193,6 +221,7 @@ def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: in
         return pair, result, truth_boxes, truth_kinds
 
     detections: list[tuple[str, float, bool]] = []
+    ranked: list[tuple[str, float, bool]] = []
     truth_counts = dict.fromkeys(DEEPPCB_TYPES, 0)
     failed: list[str] = []
     started = time.perf_counter()
@@ -204,12 +233,18 @@ def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: in
             if isinstance(result, str):
                 failed.append(f"{pair.name}: {result}")
                 continue
-            kinds = [detection.kind for detection in result.detections]
-            scores = np.array([detection.score for detection in result.detections])
-            hits = match_detections(result.boxes, kinds, scores, truth_boxes, list(truth_kinds))
-            detections += [(kind, float(score), bool(hit)) for kind, score, hit in zip(kinds, scores, hits,
-                                                                                        strict=True)]
+            detections += _matched(result.reported, truth_boxes, truth_kinds)
+            ranked += _matched(result.hypotheses, truth_boxes, truth_kinds)
     elapsed_s = time.perf_counter() - started
-    report = detection_report(detections, truth_counts, class_names=list(DEEPPCB_TYPES))
+    report = detection_report(detections, truth_counts, class_names=list(DEEPPCB_TYPES), ranked=ranked)
     return {**report, "images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs), "workers": workers,
             "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed, "failed": failed}
+
+
+def _matched(hypotheses: Hypotheses, truth_boxes: np.ndarray,
+             truth_kinds: tuple[str, ...]) -> list[tuple[str, float, bool]]:
+    """(class, score, whether it matches a ground-truth box) of each hypothesis of one image."""
+    hits = match_detections(hypotheses.boxes, list(hypotheses.kinds), hypotheses.scores, truth_boxes,
+                            list(truth_kinds))
+    return [(kind, float(score), bool(hit)) for kind, score, hit in zip(hypotheses.kinds, hypotheses.scores, hits,
+                                                                        strict=True)]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from inspection.classify.detect import (
+    Hypotheses,
     average_precision,
     crop_squares,
     detection_report,
@@ -13,6 +14,7 @@ from inspection.classify.detect import (
     match_detections,
     merge_fragments,
     nms,
+    ranked_hypotheses,
     refine_boxes,
 )
 from inspection.pcb import CANDIDATE_SETTINGS
@@ -44,6 +46,13 @@ def test_average_precision_and_report() -> None:
                               {"open": 1, "short": 2}, class_names=["open", "short"])
     assert report["precision"] == pytest.approx(2 / 3, abs=1e-4) and report["recall"] == pytest.approx(2 / 3, abs=1e-4)
     assert report["per_class_ap"] == {"open": 1.0, "short": 0.5} and report["map"] == 0.75
+    # A low-scored hypothesis that finds the second short box lifts AP, not the F-score of the reported ones.
+    ranked = detection_report(
+        [("open", 0.9, True), ("open", 0.8, False), ("short", 0.7, True)], {"open": 1, "short": 2},
+        class_names=["open", "short"], ranked=[("open", 0.9, True), ("open", 0.8, False), ("short", 0.7, True),
+                                               ("short", 0.1, True), ("open", 0.05, False)])
+    assert ranked["f_score"] == report["f_score"] and ranked["per_class_ap"] == {"open": 1.0, "short": 1.0}
+    assert ranked["map_at_min_score"] == 0.75 and ranked["hypotheses"] == 5 and ranked["detections"] == 3
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
@@ -71,3 +80,25 @@ def test_pieces_of_one_defect_join_and_other_classes_stay_apart() -> None:
     # better score; the distant open and the spur stay on their own.
     assert leaders.tolist() == [1, 2, 3]
     assert joined.tolist() == [[95, 95, 119, 109], [195, 195, 209, 209], [107, 95, 121, 109]]
+
+
+def test_ranked_hypotheses_add_each_candidates_other_classes_without_duplicates() -> None:
+    settings = CANDIDATE_SETTINGS.model_copy(update={"box_growth": {"open": (1.0, 0.0), "spur": (1.0, 0.0)},
+                                                     "nms_iou": 0.3})
+    candidates = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [100, 100, 110, 110]], float)
+    probabilities = np.array([[0.9, 0.05], [0.3, 0.2], [0.2, 0.1]])  # (open, spur); the rest is "good"
+    reported = np.zeros((3, 2), bool)
+    reported[0, 0] = True
+    detections = Hypotheses(candidates[:1], ("open",), np.array([0.9]))
+    ranked = ranked_hypotheses(detections, candidates, probabilities, reported, class_names=["open", "spur"],
+                               settings=settings, size=(640, 640))
+    # Candidate 1's open (0.3) lies on the reported open and is dropped; the spurs of candidates 0 and 1 overlap,
+    # so only the better one (0.2) stays; the far candidate brings both of its classes.
+    assert list(zip(ranked.kinds, ranked.scores.tolist(), strict=True)) == [
+        ("open", 0.9), ("spur", 0.2), ("open", 0.2), ("spur", 0.1)]
+    assert ranked.boxes[0].tolist() == [0, 0, 10, 10] and ranked.boxes[1].tolist() == [1, 0, 11, 10]
+    # A reported detection stays in the list even when a hypothesis of its class outscores it.
+    low = Hypotheses(candidates[:1], ("open",), np.array([0.2]))
+    ranked = ranked_hypotheses(low, candidates, np.array([[0.2, 0.0], [0.6, 0.0], [0.0, 0.0]]), reported,
+                               class_names=["open", "spur"], settings=settings, size=(640, 640))
+    assert ranked.kinds[0] == "open" and ranked.scores[0] == 0.2 and 0.6 not in ranked.scores.tolist()

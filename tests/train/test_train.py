@@ -223,3 +223,13 @@ def test_large_patchnet_trains_and_exports_through_the_same_contract(dies: Path,
     assert card["parity"]["argmax_agreement"] == 1.0
     # Over 4x the weights of the compact network (about 147,000), spent in its two coarse stages.
     assert card["training"]["parameters"] > 4 * 147_000
+
+
+def test_validation_share_is_an_option(dies: Path, tmp_path: Path) -> None:
+    out = tmp_path / "half"
+    run_cli("train", str(dies), "--out", str(out), "--epochs", "1", "--val-fraction", "0.5", *TINY, timeout=600)
+    card = card_of(out)
+    assert card["parity"]["samples"] == 120  # half of 40 per class, 6 classes
+    assert card["training"]["config"]["val_fraction"] == 0.5
+    bad = run_cli("train", str(dies), "--out", str(tmp_path / "x"), "--val-fraction", "1", check=False)
+    assert bad.returncode == 2 and "--val-fraction 1.0" in bad.stderr and "Traceback" not in bad.stderr

@@ -3,11 +3,15 @@
 Boxes are float arrays N x 4 of (x1, y1, x2, y2) in pixels. The metric is the official DeepPCB one: a
 detection matches an unmatched ground-truth box of the same class at IoU > 0.33, detections taken in
 falling score order; average precision is the area under the all-points interpolated precision-recall curve
-(the VOC 2010 rule), mAP its mean over classes.
+(the VOC 2010 rule), mAP its mean over classes. Like VOC and COCO, average precision is taken over the
+detector's whole ranked list of hypotheses (``ranked_hypotheses``: every candidate's probability for every
+defect class), so it measures the ranking at every threshold; precision, recall and F-score are those of
+the detections reported at the operating threshold.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,13 +52,10 @@ def refine_boxes(boxes: np.ndarray, kinds: list[str], *, settings: DetectorSetti
                  size: tuple[int, int]) -> np.ndarray:
     """Candidate boxes grown to the reported size of their class (``settings.box_growth``), kept in the image."""
     boxes = np.asarray(boxes, float).reshape(-1, 4)
-    refined = boxes.copy()
-    for index, kind in enumerate(kinds):
-        scale, offset_px = settings.box_growth[kind]
-        centre_x, centre_y = (boxes[index, 0] + boxes[index, 2]) / 2, (boxes[index, 1] + boxes[index, 3]) / 2
-        half_width = (scale * (boxes[index, 2] - boxes[index, 0]) + offset_px) / 2
-        half_height = (scale * (boxes[index, 3] - boxes[index, 1]) + offset_px) / 2
-        refined[index] = (centre_x - half_width, centre_y - half_height, centre_x + half_width, centre_y + half_height)
+    growth = np.array([settings.box_growth[kind] for kind in kinds], float).reshape(-1, 2)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (growth[:, :1] * (boxes[:, 2:] - boxes[:, :2]) + growth[:, 1:]) / 2
+    refined = np.concatenate([centre - half, centre + half], axis=1)
     refined[:, [0, 2]] = refined[:, [0, 2]].clip(0, size[1])
     refined[:, [1, 3]] = refined[:, [1, 3]].clip(0, size[0])
     return refined
@@ -100,6 +101,40 @@ def nms(boxes: np.ndarray, scores: np.ndarray, *, iou_threshold: float) -> np.nd
     return np.array(kept, dtype=int)
 
 
+@dataclass(frozen=True)
+class Hypotheses:
+    """A detector's ranked list: every (box, class, score) it could report, for threshold-free AP."""
+
+    boxes: np.ndarray
+    kinds: tuple[str, ...]
+    scores: np.ndarray
+
+
+def ranked_hypotheses(detections: Hypotheses, candidate_boxes: np.ndarray, probabilities: np.ndarray,
+                      reported: np.ndarray, *, class_names: list[str], settings: DetectorSettings,
+                      size: tuple[int, int]) -> Hypotheses:
+    """The reported detections plus every candidate's probability for each class it was not reported as.
+
+    ``probabilities`` is candidates x ``class_names`` (the defect classes only); ``reported`` marks the
+    (candidate, class) pairs already behind a reported detection, merged or suppressed. Each other pair becomes
+    a hypothesis with its class's grown box; within a class, one that overlaps a higher-ranked hypothesis
+    (IoU > ``settings.nms_iou``) is dropped. Reported detections rank before the rest, so the list always
+    contains them.
+    """
+    candidate_index, class_index = np.nonzero(~reported)
+    kinds = [class_names[k] for k in class_index]
+    boxes = np.concatenate([detections.boxes.reshape(-1, 4),
+                            refine_boxes(candidate_boxes[candidate_index], kinds, settings=settings, size=size)])
+    kinds = [*detections.kinds, *kinds]
+    scores = np.concatenate([detections.scores, probabilities[candidate_index, class_index]])
+    priority = scores + np.repeat([1.0, 0.0], [len(detections.kinds), len(candidate_index)])
+    # Boxes of different classes are moved apart so that one pass of NMS never lets them suppress each other.
+    class_of = np.unique(np.array(kinds, dtype=object), return_inverse=True)[1]
+    offset = (class_of * (2 + max(size)))[:, None].astype(float)
+    kept = np.sort(nms(boxes + offset, priority, iou_threshold=settings.nms_iou))
+    return Hypotheses(boxes[kept], tuple(kinds[i] for i in kept), scores[kept])
+
+
 def match_detections(boxes: np.ndarray, kinds: list[str], scores: np.ndarray, truth_boxes: np.ndarray,
                      truth_kinds: list[str]) -> np.ndarray:
     """Per detection, whether it is a true positive under the DeepPCB rule (one image)."""
@@ -130,22 +165,39 @@ def average_precision(scores: np.ndarray, hits: np.ndarray, *, n_truth: int) -> 
 
 
 def detection_report(detections: list[tuple[str, float, bool]], truth_counts: dict[str, int],
-                     *, class_names: list[str]) -> dict[str, Any]:
-    """Precision, recall, F-score, mAP and per-class AP from (class, score, matched) of every detection."""
+                     *, class_names: list[str], ranked: list[tuple[str, float, bool]] | None = None) -> dict[str, Any]:
+    """Precision, recall and F-score from (class, score, matched) of every reported detection; mAP and
+    per-class AP from the same of every ranked hypothesis (``ranked``, by default the detections).
+
+    ``map_at_min_score`` is the mAP of the reported detections alone: the precision-recall curve cut off
+    at the operating threshold.
+    """
     true_positives = sum(hit for _, _, hit in detections)
     n_truth = sum(truth_counts.values())
     precision = true_positives / len(detections) if detections else 0.0
     recall = true_positives / n_truth if n_truth else 0.0
     f_score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    per_class_ap = _per_class_ap(detections if ranked is None else ranked, truth_counts, class_names=class_names)
+    return {
+        "precision": round(precision, 5), "recall": round(recall, 5), "f_score": round(f_score, 5),
+        "map": _mean_ap(per_class_ap), "per_class_ap": per_class_ap,
+        "map_at_min_score": _mean_ap(_per_class_ap(detections, truth_counts, class_names=class_names)),
+        "detections": len(detections), "hypotheses": len(detections if ranked is None else ranked),
+        "true_positives": int(true_positives), "ground_truth": n_truth,
+    }
+
+
+def _per_class_ap(ranked: list[tuple[str, float, bool]], truth_counts: dict[str, int],
+                  *, class_names: list[str]) -> dict[str, float]:
     per_class_ap = {}
     for name in class_names:
-        mine = [(score, hit) for kind, score, hit in detections if kind == name]
+        mine = [(score, hit) for kind, score, hit in ranked if kind == name]
         scores = np.array([score for score, _ in mine], float)
         hits = np.array([hit for _, hit in mine], bool)
         per_class_ap[name] = round(average_precision(scores, hits, n_truth=truth_counts.get(name, 0)), 5)
+    return per_class_ap
+
+
+def _mean_ap(per_class_ap: dict[str, float]) -> float:
     valid = [ap for ap in per_class_ap.values() if not np.isnan(ap)]
-    return {
-        "precision": round(precision, 5), "recall": round(recall, 5), "f_score": round(f_score, 5),
-        "map": round(float(np.mean(valid)), 5) if valid else 0.0, "per_class_ap": per_class_ap,
-        "detections": len(detections), "true_positives": int(true_positives), "ground_truth": n_truth,
-    }
+    return round(float(np.mean(valid)), 5) if valid else 0.0

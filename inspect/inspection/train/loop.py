@@ -154,6 +154,8 @@ def train(config: TrainConfig) -> ModelCard:
         raise TrainingError(f"--ema {config.ema_decay}: the decay must lie between 0 and 1 (e.g. 0.999)")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise TrainingError(f"--label-smoothing {config.label_smoothing}: expected a share in [0, 1) (e.g. 0.1)")
+    if not 0.0 < config.val_fraction < 1.0:
+        raise TrainingError(f"--val-fraction {config.val_fraction}: expected a share between 0 and 1 (e.g. 0.2)")
     if config.weights is not None and not config.weights.is_file():
         raise TrainingError(f"--weights {config.weights}: no such file")
     _seed_everything(config.seed)

@@ -51,7 +51,7 @@ def write_map_folder(folder: Path, maps: list[tuple[str, str, np.ndarray]], *, s
 def train_wafermap(out: Path, *, real: MapSet | None, synthetic_per_pattern: int, img_size: int, epochs: int,
                    seed: int, arch: str, device: str, command: str, channels: int = 1,
                    class_weighting: str = "inverse", ema_decay: float | None = None,
-                   label_smoothing: float = 0.0) -> ModelCard:
+                   label_smoothing: float = 0.0, val_fraction: float = 0.2) -> ModelCard:
     folder = out / "dataset"
     write_map_folder(folder, labelled_maps(real, synthetic_per_pattern=synthetic_per_pattern, seed=seed),
                      size=img_size, channels=channels)
@@ -59,22 +59,23 @@ def train_wafermap(out: Path, *, real: MapSet | None, synthetic_per_pattern: int
                          colour="gray" if channels == 1 else "rgb",
                          device=device, good_class=None, augment="states", task=TASK, command=command,
                          patience=max(4, epochs // 3), class_weighting=class_weighting, ema_decay=ema_decay,
-                         label_smoothing=label_smoothing)
+                         label_smoothing=label_smoothing, val_fraction=val_fraction)
     return train(config)
 
 
 def fit_classical(out: Path, *, real: MapSet | None, synthetic_per_pattern: int, seed: int, command: str,
-                  hidden: int = 96, epochs: int = 80, batch_size: int = 256) -> dict[str, Any]:
+                  hidden: int = 96, epochs: int = 80, batch_size: int = 256,
+                  val_fraction: float = 0.2) -> dict[str, Any]:
     """Fit the classical model (features + two-layer perceptron, Adam, class-weighted) and write it to ``out``.
 
-    The epoch with the best validation macro-F1 (a stratified 20% of the maps) is kept.
+    The epoch with the best validation macro-F1 (a stratified ``val_fraction`` of the maps) is kept.
     """
     maps = labelled_maps(real, synthetic_per_pattern=synthetic_per_pattern, seed=seed)
     y = np.array([PATTERNS.index(pattern) for pattern, _, _ in maps])
     chunks = range(0, len(maps), 1024)
     x = np.concatenate([feature_matrix([m for _, _, m in maps[start : start + 1024]])
                         for start in progress(chunks, total=len(chunks), label="features (1,024 maps a step)")])
-    is_val = stratified_split(y, val_fraction=0.2, seed=seed)
+    is_val = stratified_split(y, val_fraction=val_fraction, seed=seed)
     mean, std = x[~is_val].mean(axis=0), x[~is_val].std(axis=0) + 1e-6
     x = (x - mean) / std
     rng = np.random.default_rng(seed)
