@@ -503,10 +503,10 @@ def _draw_misclassified(map_set: MapSet, misclassified: list[dict], out: Path, *
     if not shown:
         print(f"inspect: no misclassified map; {out} not written", file=sys.stderr)
         return
-    pictures = [draw_wafer_map(map_set.maps[e["index"]], title=f"{e['truth']} -> {e['predicted']}",
+    pictures = [draw_wafer_map(die_map, title=f"{e['truth']} -> {e['predicted']}",
                                subtitle=f"map {e['index']}, p = {e['confidence']:.2f}",
-                               cell_px=max(1, 240 // max(map_set.maps[e["index"]].shape)))
-                for e in shown]
+                               cell_px=max(1, 240 // max(die_map.shape)))
+                for e in shown for die_map in [map_set.maps[e["index"]]]]
     save_png(out, tile_pictures(pictures, columns=6))
     print(f"inspect: {out}: the {len(shown)} most confident of {len(misclassified)} misclassified maps",
           file=sys.stderr)

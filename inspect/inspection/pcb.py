@@ -141,6 +141,7 @@ class PcbInspector:
         self.min_score = self.detector.min_score if min_score is None else min_score
         self.good_index = card.class_names.index(card.thresholds.good_class)
         self.defect_indices = [i for i in range(len(card.class_names)) if i != self.good_index]
+        self.defect_names = [card.class_names[i] for i in self.defect_indices]
 
     def inspect(self, test: np.ndarray, template: np.ndarray, *, test_name: str = "test",
                 template_name: str = "template") -> PcbResult:
@@ -163,12 +164,12 @@ class PcbInspector:
         detections = tuple(
             Detection(kinds[i], float(scores[keep][i]), candidates.regions[keep[i]]) for i in leaders[kept])
         result = PcbResult(detections, boxes[kept], candidates.fit, len(candidates.regions), NO_HYPOTHESES)
-        reported = np.zeros(probabilities.shape, bool)
-        reported[keep, best[keep]] = True
+        reported_pairs = np.zeros(probabilities.shape, bool)  # (candidate, class) behind a detection
+        reported_pairs[keep, best[keep]] = True
         hypotheses = ranked_hypotheses(
             result.reported, candidates.boxes, probabilities[:, self.defect_indices],
-            reported[:, self.defect_indices], class_names=[self.classifier.class_names[i] for i in self.defect_indices],
-            settings=self.detector, size=grey_test.shape)
+            reported_pairs[:, self.defect_indices], class_names=self.defect_names, settings=self.detector,
+            size=grey_test.shape)
         return replace(result, hypotheses=hypotheses)
 
 

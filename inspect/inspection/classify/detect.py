@@ -177,12 +177,14 @@ def detection_report(detections: list[tuple[str, float, bool]], truth_counts: di
     precision = true_positives / len(detections) if detections else 0.0
     recall = true_positives / n_truth if n_truth else 0.0
     f_score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    per_class_ap = _per_class_ap(detections if ranked is None else ranked, truth_counts, class_names=class_names)
+    ranked = detections if ranked is None else ranked
+    reported_ap = _per_class_ap(detections, truth_counts, class_names=class_names)
+    per_class_ap = reported_ap if ranked is detections else _per_class_ap(ranked, truth_counts,
+                                                                          class_names=class_names)
     return {
         "precision": round(precision, 5), "recall": round(recall, 5), "f_score": round(f_score, 5),
-        "map": _mean_ap(per_class_ap), "per_class_ap": per_class_ap,
-        "map_at_min_score": _mean_ap(_per_class_ap(detections, truth_counts, class_names=class_names)),
-        "detections": len(detections), "hypotheses": len(detections if ranked is None else ranked),
+        "map": _mean_ap(per_class_ap), "per_class_ap": per_class_ap, "map_at_min_score": _mean_ap(reported_ap),
+        "detections": len(detections), "hypotheses": len(ranked),
         "true_positives": int(true_positives), "ground_truth": n_truth,
     }
 
