@@ -369,9 +369,13 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{report['model']} on {report['pairs']} pairs of {args.list}"
           + (f" moved up to +-{args.shift_px} px, +-{args.rotate_deg} deg" if args.shift_px or args.rotate_deg else ""))
-    print(f"precision {report['precision']:.4f}  recall {report['recall']:.4f}  F-score {report['f_score']:.4f}  "
-          f"mAP {report['map']:.4f} (reported detections alone {report['map_at_min_score']:.4f})  "
-          f"{report['images_per_s']:.1f} pairs/s ({args.workers} workers)")
+    interval = report["ci95"]
+    print(f"precision {report['precision']:.4f} {_ci(interval['precision'])}  "
+          f"recall {report['recall']:.4f} {_ci(interval['recall'])}  "
+          f"F-score {report['f_score']:.4f} {_ci(interval['f_score'])}")
+    print(f"mAP {report['map']:.4f} {_ci(interval['map'])} (reported detections alone "
+          f"{report['map_at_min_score']:.4f})  {report['images_per_s']:.1f} pairs/s ({args.workers} workers); "
+          "(low-high): 95% bootstrap interval over the pairs")
     print("AP per class: " + ", ".join(f"{k} {v:.4f}" for k, v in report["per_class_ap"].items()))
     for failure in report["failed"]:
         print(f"  failed: {failure}", file=sys.stderr)
@@ -385,10 +389,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     print(f"{report['model']} on {args.folder}: {report['samples']} images")
-    print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}")
-    print(f"{'class':<18}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    interval = report["ci95"]
+    print(f"accuracy {report['accuracy']:.4f} {_ci(interval['accuracy'])}  "
+          f"macro-F1 {report['macro_f1']:.4f} {_ci(interval['macro_f1'])}; (low-high): 95% bootstrap interval")
+    print(f"{'class':<18}{'precision':>10}{'recall':>10}{'recall 95%':>16}{'f1':>10}{'support':>9}")
     for name, row in report["per_class"].items():
-        print(f"{name:<18}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>9}")
+        print(f"{name:<18}{row['precision']:>10.4f}{row['recall']:>10.4f}{_ci(interval['recall'][name]):>16}"
+              f"{row['f1']:>10.4f}{row['support']:>9}")
     print("confusion (rows true, columns predicted):")
     for name, row in zip(report["class_names"], report["confusion"], strict=True):
         print(f"  {name:<18}" + " ".join(f"{v:>6}" for v in row))
@@ -489,12 +496,19 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{args.data}: {report['samples']} maps, accuracy {report['accuracy']:.4f}, macro-F1 "
-          f"{report['macro_f1']:.4f}, {report['maps_per_s']:.0f} maps/s")
+    interval = report["ci95"]
+    print(f"{args.data}: {report['samples']} maps, accuracy {report['accuracy']:.4f} {_ci(interval['accuracy'])}, "
+          f"macro-F1 {report['macro_f1']:.4f} {_ci(interval['macro_f1'])}, {report['maps_per_s']:.0f} maps/s; "
+          "(low-high): 95% bootstrap interval over the maps")
     for name, row in report["per_class"].items():
-        print(f"  {name:<10} precision {row['precision']:.4f} recall {row['recall']:.4f} f1 {row['f1']:.4f} "
-              f"support {row['support']}")
+        print(f"  {name:<10} precision {row['precision']:.4f} recall {row['recall']:.4f} "
+              f"{_ci(interval['recall'][name])} f1 {row['f1']:.4f} support {row['support']}")
     return 0
+
+
+def _ci(bounds: list[float] | None) -> str:
+    """A 95% interval as printed beside its figure: (low-high), or (-) where it is undefined."""
+    return "(-)" if bounds is None else f"({bounds[0]:.4f}-{bounds[1]:.4f})"
 
 
 def _draw_misclassified(map_set: MapSet, misclassified: list[dict], out: Path, *, most: int = 48) -> None:

@@ -26,6 +26,7 @@ from inspection.classify.card import CardError, DetectorSettings
 from inspection.classify.detect import (
     Hypotheses,
     crop_squares,
+    detection_intervals,
     detection_report,
     match_detections,
     merge_fragments,
@@ -221,25 +222,33 @@ def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: in
             result = str(exc)
         return pair, result, truth_boxes, truth_kinds
 
-    detections: list[tuple[str, float, bool]] = []
-    ranked: list[tuple[str, float, bool]] = []
-    truth_counts = dict.fromkeys(DEEPPCB_TYPES, 0)
+    # Per pair, so that the confidence intervals resample whole pairs.
+    detections: list[list[tuple[str, float, bool]]] = []
+    ranked: list[list[tuple[str, float, bool]]] = []
+    truth: list[tuple[str, ...]] = []
     failed: list[str] = []
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for pair, result, truth_boxes, truth_kinds in progress(pool.map(one, range(len(pairs))), total=len(pairs),
                                                                label="inspecting pairs"):
-            for kind in truth_kinds:
-                truth_counts[kind] += 1
+            truth.append(truth_kinds)
             if isinstance(result, str):
                 failed.append(f"{pair.name}: {result}")
+                detections.append([])
+                ranked.append([])
                 continue
-            detections += _matched(result.reported, truth_boxes, truth_kinds)
-            ranked += _matched(result.hypotheses, truth_boxes, truth_kinds)
+            detections.append(_matched(result.reported, truth_boxes, truth_kinds))
+            ranked.append(_matched(result.hypotheses, truth_boxes, truth_kinds))
     elapsed_s = time.perf_counter() - started
-    report = detection_report(detections, truth_counts, class_names=list(DEEPPCB_TYPES), ranked=ranked)
-    return {**report, "images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs), "workers": workers,
-            "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed, "failed": failed}
+    truth_counts = dict.fromkeys(DEEPPCB_TYPES, 0)
+    for kind in (kind for kinds in truth for kind in kinds):
+        truth_counts[kind] += 1
+    report = detection_report([hit for image in detections for hit in image], truth_counts,
+                              class_names=list(DEEPPCB_TYPES), ranked=[hit for image in ranked for hit in image])
+    intervals = detection_intervals(detections, ranked, truth, class_names=list(DEEPPCB_TYPES)) if pairs else {}
+    return {**report, "ci95": intervals, "images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs),
+            "workers": workers, "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed,
+            "failed": failed}
 
 
 def _matched(hypotheses: Hypotheses, truth_boxes: np.ndarray,

@@ -9,6 +9,7 @@ from inspection.classify.detect import (
     Hypotheses,
     average_precision,
     crop_squares,
+    detection_intervals,
     detection_report,
     iou_matrix,
     match_detections,
@@ -53,6 +54,25 @@ def test_average_precision_and_report() -> None:
                                                ("short", 0.1, True), ("open", 0.05, False)])
     assert ranked["f_score"] == report["f_score"] and ranked["per_class_ap"] == {"open": 1.0, "short": 1.0}
     assert ranked["map_at_min_score"] == 0.75 and ranked["hypotheses"] == 5 and ranked["detections"] == 3
+
+
+def test_detection_intervals_resample_whole_images() -> None:
+    names = ["open", "short"]
+    # Twenty images whose reported detections are all right: every resample scores 1.
+    perfect = detection_intervals([[("open", 0.9, True)]] * 20, [[("open", 0.9, True)]] * 20, [("open",)] * 20,
+                                  class_names=names)
+    assert perfect == {"precision": [1.0, 1.0], "recall": [1.0, 1.0], "f_score": [1.0, 1.0], "map": [1.0, 1.0]}
+    # Plus five images each with one false detection and one missed box: the whole-set figures fall inside.
+    detections = [[("open", 0.9, True)]] * 20 + [[("short", 0.8, False)]] * 5
+    truth = [("open",)] * 20 + [("short",)] * 5
+    intervals = detection_intervals(detections, detections, truth, class_names=names)
+    report = detection_report([hit for image in detections for hit in image], {"open": 20, "short": 5},
+                              class_names=names)
+    for name in ("precision", "recall", "f_score"):
+        low, high = intervals[name]
+        assert low < report[name] < high < 1.0
+    # Open AP is 1 and short AP 0 in every resample that has both classes.
+    assert intervals["map"] == [0.5, 0.5] and report["map"] == 0.5
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes() -> None:

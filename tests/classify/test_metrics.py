@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspection.classify.metrics import classification_report, confusion_matrix, operating_point, recall_overkill
+from inspection.classify.metrics import (
+    bootstrap_intervals,
+    classification_intervals,
+    classification_report,
+    confusion_matrix,
+    operating_point,
+    recall_overkill,
+)
 
 
 def test_report_from_confusion() -> None:
@@ -29,3 +36,39 @@ def test_operating_point_reaches_the_target_recall_with_the_least_overkill() -> 
     assert recall_overkill(defect_scores, is_defect, threshold=0.95)["defect_recall"] == 0.5
     with pytest.raises(ValueError, match="needs both good and defective samples"):
         operating_point(defect_scores[:4], is_defect[:4], target_recall=0.999)
+
+
+def test_bootstrap_interval_of_a_mean_is_seeded_brackets_the_mean_and_narrows_with_more_units() -> None:
+    values = np.random.default_rng(3).random(200)
+
+    def mean(units: np.ndarray) -> dict[str, float]:
+        return {"mean": float(values[units].mean())}
+
+    interval = bootstrap_intervals(mean, len(values))["mean"]
+    assert interval == bootstrap_intervals(mean, len(values))["mean"]  # same seed, same interval
+    assert interval[0] < values.mean() < interval[1]
+    # The normal approximation: about +-1.96 standard errors.
+    half_width = (interval[1] - interval[0]) / 2
+    assert half_width == pytest.approx(1.96 * values.std() / np.sqrt(len(values)), rel=0.15)
+    narrower = bootstrap_intervals(lambda units: {"mean": float(values[:50][units].mean())}, 50)["mean"]
+    assert narrower[1] - narrower[0] > 1.5 * (interval[1] - interval[0])
+    assert bootstrap_intervals(lambda units: {"nothing": float("nan")}, 10) == {"nothing": None}
+    with pytest.raises(ValueError, match="at least one unit"):
+        bootstrap_intervals(mean, 0)
+
+
+def test_classification_intervals_bracket_the_report_and_leave_out_resamples_without_a_class() -> None:
+    generator = np.random.default_rng(0)
+    y_true = generator.integers(0, 3, 600)
+    y_pred = np.where(generator.random(600) < 0.9, y_true, generator.integers(0, 3, 600))
+    y_true[0], y_pred[0] = 3, 3  # one sample of a rare class, missing from about a third of the resamples
+    names = ["a", "b", "c", "rare"]
+    report = classification_report(confusion_matrix(y_true, y_pred, n_classes=4), class_names=names)
+    intervals = classification_intervals(y_true, y_pred, class_names=names)
+    assert set(intervals) == {"accuracy", "macro_f1", "recall"} and set(intervals["recall"]) == set(names)
+    for name in ("accuracy", "macro_f1"):
+        assert intervals[name][0] <= report[name] <= intervals[name][1]
+    for name in ("a", "b", "c"):
+        low, high = intervals["recall"][name]
+        assert low < report["per_class"][name]["recall"] < high
+    assert intervals["recall"]["rare"] == [1.0, 1.0]  # never 0 from a resample that lacks the class

@@ -92,6 +92,9 @@ def test_eval_on_held_out_boards_meets_the_metric(tmp_path: Path, moved: bool) -
     assert report["pairs"] == 50 and not report["failed"]
     # Group 44000 is the harder held-out group (spurs); the README gives both groups' numbers.
     assert report["f_score"] > 0.87 and report["map"] > 0.84, report
+    for name in ("precision", "recall", "f_score", "map"):  # 95% intervals over the pairs
+        low, high = report["ci95"][name]
+        assert low <= report[name] <= high and high - low < 0.2, (name, report["ci95"])
     # AP ranks every hypothesis, the reported detections among them, so it is never below their own mAP.
     assert report["map"] >= report["map_at_min_score"] and report["hypotheses"] > report["detections"]
     assert set(report["per_class_ap"]) == {"open", "short", "mousebite", "spur", "copper", "pin-hole"}

@@ -135,3 +135,6 @@ def test_default_model_on_the_held_out_real_maps(tmp_path: Path) -> None:
     assert sum(row["support"] for row in report["per_class"].values()) == 9932
     assert report["accuracy"] >= 0.96 and report["macro_f1"] >= 0.91, report
     assert min(row["recall"] for row in report["per_class"].values()) >= 0.8, report["per_class"]
+    low, high = report["ci95"]["macro_f1"]
+    assert low < report["macro_f1"] < high and high - low < 0.05, report["ci95"]
+    assert set(report["ci95"]["recall"]) == set(report["per_class"])

@@ -12,7 +12,12 @@ from inspection.acquire import ImageReadError
 from inspection.acquire.labelled import list_labelled_folder
 from inspection.classify.batching import MicroBatcher, predict_files
 from inspection.classify.card import CardError, ModelCard
-from inspection.classify.metrics import classification_report, confusion_matrix, recall_overkill
+from inspection.classify.metrics import (
+    classification_intervals,
+    classification_report,
+    confusion_matrix,
+    recall_overkill,
+)
 from inspection.classify.runtime import Classifier, DeviceError, SessionSettings, providers_for
 from inspection.progress import progress
 
@@ -24,7 +29,8 @@ log = logging.getLogger("inspection.classify")
 
 
 def evaluate_folder(classifier: Classifier, folder: str | Path, *, batch_size: int = 64) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class metrics, confusion and (with a good class) recall/overkill on a folder.
+    """Accuracy, macro-F1, per-class metrics, confusion, 95% bootstrap intervals (``ci95``) and (with a good
+    class) recall/overkill on a folder.
 
     Runs the same ONNX inference as the line. Unreadable images are skipped and listed under ``skipped``.
     """
@@ -46,6 +52,7 @@ def evaluate_folder(classifier: Classifier, folder: str | Path, *, batch_size: i
     y_pred = all_probabilities.argmax(axis=1)
     report = classification_report(confusion_matrix(y_true, y_pred, n_classes=len(classifier.class_names)),
                                    class_names=classifier.class_names)
+    report["ci95"] = classification_intervals(y_true, y_pred, class_names=classifier.class_names)
     report["class_names"] = classifier.class_names
     thresholds = classifier.card.thresholds
     if thresholds.good_class is not None and thresholds.defect_score is not None:

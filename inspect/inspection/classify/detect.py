@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from inspection.classify.card import DetectorSettings
+from inspection.classify.metrics import bootstrap_intervals
 
 MATCH_IOU = 0.33
 
@@ -187,6 +188,25 @@ def detection_report(detections: list[tuple[str, float, bool]], truth_counts: di
         "detections": len(detections), "hypotheses": len(ranked),
         "true_positives": int(true_positives), "ground_truth": n_truth,
     }
+
+
+def detection_intervals(detections: list[list[tuple[str, float, bool]]], ranked: list[list[tuple[str, float, bool]]],
+                        truth_kinds: list[tuple[str, ...]], *, class_names: list[str]) -> dict[str, list[float] | None]:
+    """95% bootstrap intervals of precision, recall, F-score and mAP, resampling whole images: per image, its
+    reported detections and its ranked hypotheses as ``detection_report`` takes them, and its ground-truth
+    classes."""
+
+    def statistics(images: np.ndarray) -> dict[str, float]:
+        truth_counts = dict.fromkeys(class_names, 0)
+        for image in images:
+            for kind in truth_kinds[image]:
+                truth_counts[kind] += 1
+        report = detection_report([hit for image in images for hit in detections[image]], truth_counts,
+                                  class_names=class_names,
+                                  ranked=[hit for image in images for hit in ranked[image]])
+        return {name: report[name] for name in ("precision", "recall", "f_score", "map")}
+
+    return bootstrap_intervals(statistics, len(truth_kinds))
 
 
 def _per_class_ap(ranked: list[tuple[str, float, bool]], truth_counts: dict[str, int],

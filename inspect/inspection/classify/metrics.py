@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,49 @@ def classification_report(confusion: np.ndarray, *, class_names: list[str] | tup
         "confusion": confusion.tolist(),
         "samples": total,
     }
+
+
+def bootstrap_intervals(statistics: Callable[[np.ndarray], dict[str, float]], n_units: int, *,
+                        resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, list[float] | None]:
+    """Percentile-bootstrap interval ``[low, high]`` of each figure that ``statistics`` returns (None for a
+    figure that is NaN, undefined, in every resample).
+
+    ``statistics`` gets the unit indices of one resample: ``n_units`` drawn with replacement. Units are what
+    was sampled independently (images, maps, board pairs), so that errors that come together, such as the
+    detections in one image, are resampled together. Seeded: the same data gives the same intervals.
+    """
+    if n_units < 1:
+        raise ValueError("a bootstrap interval needs at least one unit")
+    generator = np.random.default_rng(seed)
+    draws = [statistics(generator.integers(0, n_units, n_units)) for _ in range(resamples)]
+    tail = (1.0 - level) / 2.0
+    intervals: dict[str, list[float] | None] = {}
+    for name in draws[0]:
+        values = np.array([draw[name] for draw in draws], float)
+        values = values[~np.isnan(values)]  # NaN: the figure is undefined in that resample
+        bounds = np.quantile(values, [tail, 1.0 - tail]) if len(values) else None
+        intervals[name] = None if bounds is None else [round(float(bound), 5) for bound in bounds]
+    return intervals
+
+
+def classification_intervals(y_true: np.ndarray, y_pred: np.ndarray, *,
+                             class_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """95% bootstrap intervals (samples resampled) of accuracy, macro-F1 and each class's recall, in the
+    layout ``{"accuracy": [low, high], "macro_f1": [...], "recall": {name: [...]}}``."""
+    n_classes = len(class_names)
+
+    def statistics(units: np.ndarray) -> dict[str, float]:
+        confusion = confusion_matrix(y_true[units], y_pred[units], n_classes=n_classes)
+        report = classification_report(confusion, class_names=class_names)
+        support = confusion.sum(axis=1)
+        # A class missing from a resample has no recall there (NaN, left out), not a recall of 0.
+        recall = np.divide(np.diag(confusion), support, out=np.full(n_classes, np.nan), where=support > 0)
+        return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                **{f"recall/{name}": float(value) for name, value in zip(class_names, recall, strict=True)}}
+
+    intervals = bootstrap_intervals(statistics, len(y_true))
+    return {"accuracy": intervals["accuracy"], "macro_f1": intervals["macro_f1"],
+            "recall": {name: intervals[f"recall/{name}"] for name in class_names}}
 
 
 def operating_point(defect_scores: np.ndarray, is_defect: np.ndarray, *, target_recall: float) -> dict[str, float]:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspection.classify import CardError, Classifier
-from inspection.classify.metrics import classification_report, confusion_matrix
+from inspection.classify.metrics import classification_intervals, classification_report, confusion_matrix
 from inspection.classify.prepare import prepare_batch
 from inspection.classify.runtime import SessionSettings
 from inspection.progress import progress
@@ -145,7 +145,8 @@ def classify_maps(model: WaferMapModel, maps: list[np.ndarray]) -> list[dict[str
 
 def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int = 256) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion, in the card's class order,
-    and every misclassified map (index into ``map_set``, truth, prediction, confidence), most confident first."""
+    95% bootstrap intervals of accuracy, macro-F1 and each recall (``ci95``), and every misclassified map
+    (index into ``map_set``, truth, prediction, confidence), most confident first."""
     if map_set.labels is None:
         raise CardError("the map file carries no labels to evaluate against")
     names = list(classifier.class_names)
@@ -161,6 +162,7 @@ def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int
     probabilities = np.concatenate(outputs)
     y_pred = probabilities.argmax(axis=1)
     report = classification_report(confusion_matrix(y_true, y_pred, n_classes=len(names)), class_names=names)
+    report["ci95"] = classification_intervals(y_true, y_pred, class_names=names)
     report["class_names"] = names
     report["maps_per_s"] = round(len(y_true) / elapsed, 1)
     # Most confident first: the errors most worth a second look at the label.
