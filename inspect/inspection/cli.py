@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -358,12 +359,16 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
     from inspection.acquire.deeppcb import read_pair_list
     from inspection.pcb import PcbInspector, evaluate_pairs
 
-    inspector = PcbInspector(args.model, device=args.device, min_score=args.min_score,
-                             settings=SessionSettings(intra_op_threads=1))
+    settings = SessionSettings(intra_op_threads=1)
+    inspector = PcbInspector(args.model, device=args.device, min_score=args.min_score, settings=settings)
+    baseline = None if args.compare is None else PcbInspector(args.compare, device=args.device,
+                                                              min_score=args.min_score, settings=settings)
     pairs = read_pair_list(args.root, args.list)
     report = evaluate_pairs(inspector, pairs, workers=args.workers, max_shift_px=args.shift_px,
-                            max_angle_deg=args.rotate_deg, seed=args.seed)
+                            max_angle_deg=args.rotate_deg, seed=args.seed, baseline=baseline)
     report = {"model": str(args.model), "list": str(args.list), **report}
+    if baseline is not None:
+        report["baseline"] = {"model": str(args.compare), **report["baseline"]}
     if args.json:
         print(json.dumps(report))
         return 0
@@ -375,8 +380,15 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
           f"F-score {report['f_score']:.4f} {_ci(interval['f_score'])}")
     print(f"mAP {report['map']:.4f} {_ci(interval['map'])} (reported detections alone "
           f"{report['map_at_min_score']:.4f})  {report['images_per_s']:.1f} pairs/s ({args.workers} workers); "
-          "(low-high): 95% bootstrap interval over the pairs")
+          "[low, high]: 95% bootstrap interval over the pairs")
     print("AP per class: " + ", ".join(f"{k} {v:.4f}" for k, v in report["per_class_ap"].items()))
+    if baseline is not None:
+        theirs = report["baseline"]
+        difference, paired = theirs["difference"], theirs["difference_ci95"]
+        print(f"against {args.compare}: F-score {theirs['f_score']:.4f}, mAP {theirs['map']:.4f} "
+              f"({theirs['images_per_s']:.1f} pairs/s); difference " + ", ".join(
+                  f"{name} {difference[name]:+.4f} {_ci(paired[name], signed=True)}" for name in difference)
+              + "; paired 95% intervals, same pairs")
     for failure in report["failed"]:
         print(f"  failed: {failure}", file=sys.stderr)
     return 0
@@ -391,10 +403,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{report['model']} on {args.folder}: {report['samples']} images")
     interval = report["ci95"]
     print(f"accuracy {report['accuracy']:.4f} {_ci(interval['accuracy'])}  "
-          f"macro-F1 {report['macro_f1']:.4f} {_ci(interval['macro_f1'])}; (low-high): 95% bootstrap interval")
-    print(f"{'class':<18}{'precision':>10}{'recall':>10}{'recall 95%':>16}{'f1':>10}{'support':>9}")
+          f"macro-F1 {report['macro_f1']:.4f} {_ci(interval['macro_f1'])}; [low, high]: 95% bootstrap interval")
+    print(f"{'class':<18}{'precision':>10}{'recall':>10}{'recall 95%':>18}{'f1':>10}{'support':>9}")
     for name, row in report["per_class"].items():
-        print(f"{name:<18}{row['precision']:>10.4f}{row['recall']:>10.4f}{_ci(interval['recall'][name]):>16}"
+        print(f"{name:<18}{row['precision']:>10.4f}{row['recall']:>10.4f}{_ci(interval['recall'][name]):>18}"
               f"{row['f1']:>10.4f}{row['support']:>9}")
     print("confusion (rows true, columns predicted):")
     for name, row in zip(report["class_names"], report["confusion"], strict=True):
@@ -448,17 +460,17 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wafermap_model_dir(args: argparse.Namespace) -> Path:
-    if not args.model.is_dir():
-        raise UsageError(f"--model {args.model}: no such model folder (the shipped one is "
-                         f"{DEFAULT_WAFERMAP_MODEL} in the repository; run from its root or give --model DIR)")
-    return args.model
+def _wafermap_model_dir(model_dir: Path, *, option: str = "--model") -> Path:
+    if not model_dir.is_dir():
+        raise UsageError(f"{option} {model_dir}: no such model folder (the shipped one is "
+                         f"{DEFAULT_WAFERMAP_MODEL} in the repository; run from its root or give {option} DIR)")
+    return model_dir
 
 
 def _wafermap_model(args: argparse.Namespace) -> WaferMapModel:
     from inspection.wafermap.classify import load_wafermap_model  # ONNX Runtime loads only for map commands
 
-    return load_wafermap_model(_wafermap_model_dir(args))
+    return load_wafermap_model(_wafermap_model_dir(args.model))
 
 
 def cmd_wafermap_classify(args: argparse.Namespace) -> int:
@@ -481,16 +493,22 @@ def cmd_wafermap_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_wafermap_eval(args: argparse.Namespace) -> int:
-    from inspection.wafermap.classify import WaferMapModelPool, evaluate_maps
+    from inspection.wafermap.classify import WaferMapModelPool, evaluate_maps, load_wafermap_model
 
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: expected 1 or more")
     map_set = read_npz(args.data)
-    if args.workers == 1:
-        report = evaluate_maps(_wafermap_model(args), map_set)
-    else:
-        with WaferMapModelPool(_wafermap_model_dir(args), workers=args.workers) as pool:
-            report = evaluate_maps(pool, map_set, batch_size=512 * args.workers)
+    model_dirs = [_wafermap_model_dir(args.model, option="--model")]
+    if args.compare is not None:
+        model_dirs.append(_wafermap_model_dir(args.compare, option="--compare"))
+    with ExitStack() as stack:
+        if args.workers == 1:
+            models = [load_wafermap_model(model_dir) for model_dir in model_dirs]
+        else:
+            models = [stack.enter_context(WaferMapModelPool(model_dir, workers=args.workers))
+                      for model_dir in model_dirs]
+        report = evaluate_maps(models[0], map_set, batch_size=256 if args.workers == 1 else 512 * args.workers,
+                               baseline=models[1] if len(models) > 1 else None)
     if args.errors is not None:
         _draw_misclassified(map_set, report["misclassified"], args.errors)
     if args.json:
@@ -499,16 +517,27 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
     interval = report["ci95"]
     print(f"{args.data}: {report['samples']} maps, accuracy {report['accuracy']:.4f} {_ci(interval['accuracy'])}, "
           f"macro-F1 {report['macro_f1']:.4f} {_ci(interval['macro_f1'])}, {report['maps_per_s']:.0f} maps/s; "
-          "(low-high): 95% bootstrap interval over the maps")
+          "[low, high]: 95% bootstrap interval over the maps")
     for name, row in report["per_class"].items():
         print(f"  {name:<10} precision {row['precision']:.4f} recall {row['recall']:.4f} "
               f"{_ci(interval['recall'][name])} f1 {row['f1']:.4f} support {row['support']}")
+    if "baseline" in report:
+        baseline = report["baseline"]
+        difference, paired = baseline["difference"], baseline["difference_ci95"]
+        print(f"against {args.compare}: accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
+              f"difference {difference['accuracy']:+.4f} {_ci(paired['accuracy'], signed=True)} and "
+              f"{difference['macro_f1']:+.4f} {_ci(paired['macro_f1'], signed=True)}; paired 95% intervals, same maps")
+        print("  recall difference: " + ", ".join(f"{name} {value:+.4f} {_ci(paired['recall'][name], signed=True)}"
+                                                  for name, value in difference["recall"].items()))
     return 0
 
 
-def _ci(bounds: list[float] | None) -> str:
-    """A 95% interval as printed beside its figure: (low-high), or (-) where it is undefined."""
-    return "(-)" if bounds is None else f"({bounds[0]:.4f}-{bounds[1]:.4f})"
+def _ci(bounds: list[float] | None, *, signed: bool = False) -> str:
+    """A 95% interval as printed beside its figure, [low, high] (signed for differences), or [-] where it is
+    undefined."""
+    if bounds is None:
+        return "[-]"
+    return f"[{bounds[0]:+.4f}, {bounds[1]:+.4f}]" if signed else f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
 
 
 def _draw_misclassified(map_set: MapSet, misclassified: list[dict], out: Path, *, most: int = 48) -> None:
@@ -720,6 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     wm_eval.add_argument("--json", action="store_true")
     wm_eval.add_argument("--errors", type=Path, metavar="PNG",
                          help="draw the 48 most confident misclassified maps (truth -> prediction) into PNG")
+    wm_eval.add_argument("--compare", type=Path, metavar="MODEL",
+                         help="also evaluate this model on the same maps: the difference and its paired 95%% interval")
     wm_eval.set_defaults(handler=cmd_wafermap_eval)
 
     wm_train = wafermap_commands.add_parser("train", help="train a wafer-map CNN (real and/or synthetic maps)")
@@ -781,6 +812,8 @@ def build_parser() -> argparse.ArgumentParser:
     pcb_eval.add_argument("--shift-px", type=float, default=0.0, help="move each test image by up to this much")
     pcb_eval.add_argument("--rotate-deg", type=float, default=0.0, help="turn each test image by up to this much")
     pcb_eval.add_argument("--seed", type=int, default=0, help="seed of the moves")
+    pcb_eval.add_argument("--compare", type=Path, metavar="MODEL", help="also evaluate this model on the same "
+                          "(equally moved) pairs: the difference and its paired 95%% interval")
     for sub in (pcb_inspect, pcb_eval):
         sub.add_argument("--model", type=Path, default=DEFAULT_PCB_MODEL,
                          help=f"PCB model folder (default {DEFAULT_PCB_MODEL})")

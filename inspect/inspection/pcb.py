@@ -25,12 +25,13 @@ from inspection.classify import Classifier, SessionSettings
 from inspection.classify.card import CardError, DetectorSettings
 from inspection.classify.detect import (
     Hypotheses,
+    Outcomes,
     crop_squares,
     detection_intervals,
-    detection_report,
     match_detections,
     merge_fragments,
     nms,
+    outcomes_report,
     ranked_hypotheses,
 )
 from inspection.classify.prepare import prepare_batch
@@ -200,10 +201,41 @@ def read_grey(path: Path) -> np.ndarray:
 
 
 def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: int = 2, max_shift_px: float = 0.0,
-                   max_angle_deg: float = 0.0, seed: int = 0) -> dict[str, Any]:
+                   max_angle_deg: float = 0.0, seed: int = 0, baseline: PcbInspector | None = None) -> dict[str, Any]:
     """The DeepPCB metric over ``pairs`` (optionally with each test image moved by a seeded random rigid
-    transform) and the end-to-end speed: image reading, registration, candidates, classification, NMS.
-    Precision, recall and F-score count the reported detections; AP ranks every hypothesis."""
+    transform), its 95% bootstrap intervals over the pairs (``ci95``) and the end-to-end speed: image reading,
+    registration, candidates, classification, NMS. Precision, recall and F-score count the reported
+    detections; AP ranks every hypothesis.
+
+    With ``baseline``, a second model inspects the same (equally moved) pairs; ``baseline`` in the result
+    holds its figures, the difference (this model minus the baseline) and that difference's paired interval.
+    """
+    class_names = list(DEEPPCB_TYPES)
+    outcomes, truth, failed, elapsed_s = _inspect_pairs(inspector, pairs, workers=workers, max_shift_px=max_shift_px,
+                                                        max_angle_deg=max_angle_deg, seed=seed)
+    report = outcomes_report(outcomes, truth, class_names=class_names)
+    result = {**report, "ci95": detection_intervals(outcomes, truth, class_names=class_names) if pairs else {},
+              "images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs), "workers": workers,
+              "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed, "failed": failed}
+    if baseline is not None:
+        baseline_outcomes, _, baseline_failed, baseline_elapsed_s = _inspect_pairs(
+            baseline, pairs, workers=workers, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg, seed=seed)
+        baseline_report = outcomes_report(baseline_outcomes, truth, class_names=class_names)
+        compared = ("precision", "recall", "f_score", "map")
+        result["baseline"] = {
+            **{name: baseline_report[name] for name in (*compared, "map_at_min_score", "per_class_ap")},
+            "images_per_s": round(len(pairs) / baseline_elapsed_s, 2), "failed": baseline_failed,
+            "difference": {name: round(report[name] - baseline_report[name], 5) for name in compared},
+            "difference_ci95": detection_intervals(outcomes, truth, class_names=class_names,
+                                                   baseline=baseline_outcomes) if pairs else {},
+        }
+    return result
+
+
+def _inspect_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: int, max_shift_px: float,
+                   max_angle_deg: float, seed: int) -> tuple[Outcomes, list[tuple[str, ...]], list[str], float]:
+    """Per pair, what the model made of it (kept per pair so that intervals resample whole pairs), its
+    ground-truth classes, the pairs that failed with their reasons, and the seconds it all took."""
     perturbations = np.random.default_rng(seed).spawn(len(pairs))
 
     def one(index: int) -> tuple[PcbPair, PcbResult | str, np.ndarray, tuple[str, ...]]:
@@ -222,7 +254,6 @@ def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: in
             result = str(exc)
         return pair, result, truth_boxes, truth_kinds
 
-    # Per pair, so that the confidence intervals resample whole pairs.
     detections: list[list[tuple[str, float, bool]]] = []
     ranked: list[list[tuple[str, float, bool]]] = []
     truth: list[tuple[str, ...]] = []
@@ -239,16 +270,7 @@ def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: in
                 continue
             detections.append(_matched(result.reported, truth_boxes, truth_kinds))
             ranked.append(_matched(result.hypotheses, truth_boxes, truth_kinds))
-    elapsed_s = time.perf_counter() - started
-    truth_counts = dict.fromkeys(DEEPPCB_TYPES, 0)
-    for kind in (kind for kinds in truth for kind in kinds):
-        truth_counts[kind] += 1
-    report = detection_report([hit for image in detections for hit in image], truth_counts,
-                              class_names=list(DEEPPCB_TYPES), ranked=[hit for image in ranked for hit in image])
-    intervals = detection_intervals(detections, ranked, truth, class_names=list(DEEPPCB_TYPES)) if pairs else {}
-    return {**report, "ci95": intervals, "images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs),
-            "workers": workers, "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed,
-            "failed": failed}
+    return (detections, ranked), truth, failed, time.perf_counter() - started
 
 
 def _matched(hypotheses: Hypotheses, truth_boxes: np.ndarray,

@@ -15,6 +15,7 @@ from inspection.classify.detect import (
     match_detections,
     merge_fragments,
     nms,
+    outcomes_report,
     ranked_hypotheses,
     refine_boxes,
 )
@@ -59,20 +60,32 @@ def test_average_precision_and_report() -> None:
 def test_detection_intervals_resample_whole_images() -> None:
     names = ["open", "short"]
     # Twenty images whose reported detections are all right: every resample scores 1.
-    perfect = detection_intervals([[("open", 0.9, True)]] * 20, [[("open", 0.9, True)]] * 20, [("open",)] * 20,
-                                  class_names=names)
+    right = [[("open", 0.9, True)]] * 20
+    perfect = detection_intervals((right, right), [("open",)] * 20, class_names=names)
     assert perfect == {"precision": [1.0, 1.0], "recall": [1.0, 1.0], "f_score": [1.0, 1.0], "map": [1.0, 1.0]}
     # Plus five images each with one false detection and one missed box: the whole-set figures fall inside.
-    detections = [[("open", 0.9, True)]] * 20 + [[("short", 0.8, False)]] * 5
+    detections = right + [[("short", 0.8, False)]] * 5
     truth = [("open",)] * 20 + [("short",)] * 5
-    intervals = detection_intervals(detections, detections, truth, class_names=names)
-    report = detection_report([hit for image in detections for hit in image], {"open": 20, "short": 5},
-                              class_names=names)
+    intervals = detection_intervals((detections, detections), truth, class_names=names)
+    report = outcomes_report((detections, detections), truth, class_names=names)
+    assert report == detection_report([hit for image in detections for hit in image], {"open": 20, "short": 5},
+                                      class_names=names)
     for name in ("precision", "recall", "f_score"):
         low, high = intervals[name]
         assert low < report[name] < high < 1.0
     # Open AP is 1 and short AP 0 in every resample that has both classes.
     assert intervals["map"] == [0.5, 0.5] and report["map"] == 0.5
+
+
+def test_paired_detection_intervals_are_of_the_difference() -> None:
+    names = ["open", "short"]
+    truth = [("open",)] * 25
+    better = [[("open", 0.9, True)]] * 25
+    worse = [[("open", 0.9, True)]] * 20 + [[("open", 0.9, False)]] * 5  # five boxes missed, five false
+    same = detection_intervals((better, better), truth, class_names=names, baseline=(better, better))
+    assert same == {"precision": [0.0, 0.0], "recall": [0.0, 0.0], "f_score": [0.0, 0.0], "map": [0.0, 0.0]}
+    difference = detection_intervals((better, better), truth, class_names=names, baseline=(worse, worse))
+    assert all(0.0 < difference[name][0] <= 0.2 <= difference[name][1] for name in ("precision", "recall"))
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes() -> None:

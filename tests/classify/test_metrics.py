@@ -72,3 +72,21 @@ def test_classification_intervals_bracket_the_report_and_leave_out_resamples_wit
         low, high = intervals["recall"][name]
         assert low < report["per_class"][name]["recall"] < high
     assert intervals["recall"]["rare"] == [1.0, 1.0]  # never 0 from a resample that lacks the class
+
+
+def test_paired_classification_intervals_are_of_the_difference_on_the_same_samples() -> None:
+    generator = np.random.default_rng(1)
+    y_true = generator.integers(0, 3, 500)
+    y_pred = np.where(generator.random(500) < 0.9, y_true, (y_true + 1) % 3)
+    names = ["a", "b", "c"]
+    same = classification_intervals(y_true, y_pred, class_names=names, baseline_pred=y_pred)
+    assert same["accuracy"] == [0.0, 0.0] and same["recall"]["b"] == [0.0, 0.0]
+    # The baseline errs on 25 more samples of class "a" (5% of all): on the same resamples the gap is certain,
+    # and its interval narrower than the model's own.
+    baseline_pred = y_pred.copy()
+    baseline_pred[np.flatnonzero((y_true == 0) & (y_pred == 0))[:25]] = 1
+    paired = classification_intervals(y_true, y_pred, class_names=names, baseline_pred=baseline_pred)
+    own = classification_intervals(y_true, y_pred, class_names=names)
+    assert 0.0 < paired["accuracy"][0] <= 0.05 <= paired["accuracy"][1]
+    assert paired["accuracy"][1] - paired["accuracy"][0] < own["accuracy"][1] - own["accuracy"][0]
+    assert paired["recall"]["c"] == [0.0, 0.0] and paired["recall"]["a"][0] > 0.0

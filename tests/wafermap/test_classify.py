@@ -106,6 +106,20 @@ def test_classical_model_trains_and_serves_the_same_commands(tmp_path: Path) -> 
     # Two worker processes classify exactly as one process does.
     pooled = json.loads(run_cli("wafermap", "eval", str(data), "--model", str(out), "--json", "--workers", "2").stdout)
     assert pooled["confusion"] == report["confusion"]
+    # Against the shipped classical model on the same maps: the difference and its paired interval.
+    shipped = REPO_ROOT / "models" / "wafermap-classical-v2"
+    compared = json.loads(run_cli("wafermap", "eval", str(data), "--model", str(out), "--compare", str(shipped),
+                                  "--json").stdout)
+    baseline = compared["baseline"]
+    assert baseline["difference"]["macro_f1"] == pytest.approx(compared["macro_f1"] - baseline["macro_f1"], abs=1e-5)
+    low, high = baseline["difference_ci95"]["accuracy"]
+    assert low <= baseline["difference"]["accuracy"] <= high
+    itself = json.loads(run_cli("wafermap", "eval", str(data), "--model", str(out), "--compare", str(out),
+                                "--json", "--workers", "2").stdout)["baseline"]
+    assert itself["difference"]["accuracy"] == 0 and itself["difference_ci95"]["macro_f1"] == [0.0, 0.0]
+    process = run_cli("wafermap", "eval", str(data), "--model", str(out), "--compare", str(tmp_path / "nothing"),
+                      check=False)
+    assert process.returncode == 2 and "--compare" in process.stderr and "no such model folder" in process.stderr
     result = json.loads(run_cli("wafermap", "classify", str(data), "--index", "4", "--model", str(out),
                                 "--json").stdout)
     assert result["map"].endswith("#4") and result["pattern"] in PATTERNS

@@ -190,21 +190,40 @@ def detection_report(detections: list[tuple[str, float, bool]], truth_counts: di
     }
 
 
-def detection_intervals(detections: list[list[tuple[str, float, bool]]], ranked: list[list[tuple[str, float, bool]]],
-                        truth_kinds: list[tuple[str, ...]], *, class_names: list[str]) -> dict[str, list[float] | None]:
-    """95% bootstrap intervals of precision, recall, F-score and mAP, resampling whole images: per image, its
-    reported detections and its ranked hypotheses as ``detection_report`` takes them, and its ground-truth
-    classes."""
+Outcomes = tuple[list[list[tuple[str, float, bool]]], list[list[tuple[str, float, bool]]]]
+"""One model's (reported detections, ranked hypotheses) per image, each as ``detection_report`` takes them."""
+
+
+def outcomes_report(outcomes: Outcomes, truth_kinds: list[tuple[str, ...]], *, class_names: list[str],
+                    images: np.ndarray | None = None) -> dict[str, Any]:
+    """``detection_report`` of one model's outcomes over ``images`` (indices, which may repeat; default all),
+    with ``truth_kinds`` the ground-truth classes of each image."""
+    detections, ranked = outcomes
+    images = np.arange(len(truth_kinds)) if images is None else images
+    truth_counts = dict.fromkeys(class_names, 0)
+    for image in images:
+        for kind in truth_kinds[image]:
+            truth_counts[kind] += 1
+    return detection_report([hit for image in images for hit in detections[image]], truth_counts,
+                            class_names=class_names, ranked=[hit for image in images for hit in ranked[image]])
+
+
+def detection_intervals(outcomes: Outcomes, truth_kinds: list[tuple[str, ...]], *, class_names: list[str],
+                        baseline: Outcomes | None = None) -> dict[str, list[float] | None]:
+    """95% bootstrap intervals of precision, recall, F-score and mAP, resampling whole images (per image its
+    ground-truth classes in ``truth_kinds``). With ``baseline``, another model's outcomes on the same images,
+    the intervals are of the difference, this model minus the baseline, on the same resamples (paired)."""
+
+    def figures(model: Outcomes, images: np.ndarray) -> dict[str, float]:
+        report = outcomes_report(model, truth_kinds, class_names=class_names, images=images)
+        return {name: report[name] for name in ("precision", "recall", "f_score", "map")}
 
     def statistics(images: np.ndarray) -> dict[str, float]:
-        truth_counts = dict.fromkeys(class_names, 0)
-        for image in images:
-            for kind in truth_kinds[image]:
-                truth_counts[kind] += 1
-        report = detection_report([hit for image in images for hit in detections[image]], truth_counts,
-                                  class_names=class_names,
-                                  ranked=[hit for image in images for hit in ranked[image]])
-        return {name: report[name] for name in ("precision", "recall", "f_score", "map")}
+        mine = figures(outcomes, images)
+        if baseline is None:
+            return mine
+        theirs = figures(baseline, images)
+        return {name: mine[name] - theirs[name] for name in mine}
 
     return bootstrap_intervals(statistics, len(truth_kinds))
 

@@ -62,20 +62,32 @@ def bootstrap_intervals(statistics: Callable[[np.ndarray], dict[str, float]], n_
     return intervals
 
 
-def classification_intervals(y_true: np.ndarray, y_pred: np.ndarray, *,
-                             class_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def classification_intervals(y_true: np.ndarray, y_pred: np.ndarray, *, class_names: list[str] | tuple[str, ...],
+                             baseline_pred: np.ndarray | None = None) -> dict[str, Any]:
     """95% bootstrap intervals (samples resampled) of accuracy, macro-F1 and each class's recall, in the
-    layout ``{"accuracy": [low, high], "macro_f1": [...], "recall": {name: [...]}}``."""
+    layout ``{"accuracy": [low, high], "macro_f1": [...], "recall": {name: [...]}}``.
+
+    With ``baseline_pred``, another model's predictions for the same samples, the intervals are of the
+    difference (this model minus the baseline), both scored on the same resamples: a paired comparison,
+    much narrower than either model's own interval, that says whether one model is better on such data.
+    """
     n_classes = len(class_names)
 
-    def statistics(units: np.ndarray) -> dict[str, float]:
-        confusion = confusion_matrix(y_true[units], y_pred[units], n_classes=n_classes)
+    def figures(predicted: np.ndarray, units: np.ndarray) -> dict[str, float]:
+        confusion = confusion_matrix(y_true[units], predicted[units], n_classes=n_classes)
         report = classification_report(confusion, class_names=class_names)
         support = confusion.sum(axis=1)
         # A class missing from a resample has no recall there (NaN, left out), not a recall of 0.
         recall = np.divide(np.diag(confusion), support, out=np.full(n_classes, np.nan), where=support > 0)
         return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                 **{f"recall/{name}": float(value) for name, value in zip(class_names, recall, strict=True)}}
+
+    def statistics(units: np.ndarray) -> dict[str, float]:
+        mine = figures(y_pred, units)
+        if baseline_pred is None:
+            return mine
+        theirs = figures(baseline_pred, units)
+        return {name: mine[name] - theirs[name] for name in mine}
 
     intervals = bootstrap_intervals(statistics, len(y_true))
     return {"accuracy": intervals["accuracy"], "macro_f1": intervals["macro_f1"],

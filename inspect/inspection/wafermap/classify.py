@@ -143,28 +143,48 @@ def classify_maps(model: WaferMapModel, maps: list[np.ndarray]) -> list[dict[str
     return results
 
 
-def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int = 256) -> dict[str, Any]:
+def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int = 256,
+                  baseline: WaferMapModel | None = None) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion, in the card's class order,
     95% bootstrap intervals of accuracy, macro-F1 and each recall (``ci95``), and every misclassified map
-    (index into ``map_set``, truth, prediction, confidence), most confident first."""
+    (index into ``map_set``, truth, prediction, confidence), most confident first.
+
+    With ``baseline``, a second model classifies the same maps; ``baseline`` in the result holds its accuracy,
+    macro-F1 and recalls, the difference (this model minus the baseline) and that difference's paired
+    interval."""
     if map_set.labels is None:
         raise CardError("the map file carries no labels to evaluate against")
     names = list(classifier.class_names)
     unknown = {map_set.label_names[i] for i in np.unique(map_set.labels)} - set(names)
     if unknown:
         raise CardError(f"labels {', '.join(sorted(unknown))} are not among the model's classes")
+    if baseline is not None and set(baseline.class_names) != set(names):
+        raise CardError(f"the baseline's classes ({', '.join(baseline.class_names)}) are not the model's "
+                        f"({', '.join(names)}); only models of the same patterns compare")
     y_true = np.array([names.index(map_set.label_names[i]) for i in map_set.labels])
-    started = time.perf_counter()
-    batches = range(0, len(map_set.maps), batch_size)
-    outputs = [classifier.probabilities(map_set.maps[start : start + batch_size], batch_size=batch_size)
-               for start in progress(batches, total=len(batches), label="classifying maps")]
-    elapsed = time.perf_counter() - started
-    probabilities = np.concatenate(outputs)
+    probabilities, elapsed_s = _classified(classifier, map_set, batch_size=batch_size)
     y_pred = probabilities.argmax(axis=1)
     report = classification_report(confusion_matrix(y_true, y_pred, n_classes=len(names)), class_names=names)
     report["ci95"] = classification_intervals(y_true, y_pred, class_names=names)
     report["class_names"] = names
-    report["maps_per_s"] = round(len(y_true) / elapsed, 1)
+    report["maps_per_s"] = round(len(y_true) / elapsed_s, 1)
+    if baseline is not None:
+        baseline_probabilities, baseline_elapsed_s = _classified(baseline, map_set, batch_size=batch_size)
+        # In this model's class order, whatever the baseline's.
+        baseline_pred = np.array([names.index(baseline.class_names[i]) for i in baseline_probabilities.argmax(1)])
+        theirs = classification_report(confusion_matrix(y_true, baseline_pred, n_classes=len(names)),
+                                       class_names=names)
+        report["baseline"] = {
+            "accuracy": theirs["accuracy"], "macro_f1": theirs["macro_f1"],
+            "recall": {name: row["recall"] for name, row in theirs["per_class"].items()},
+            "maps_per_s": round(len(y_true) / baseline_elapsed_s, 1),
+            "difference": {"accuracy": round(report["accuracy"] - theirs["accuracy"], 5),
+                           "macro_f1": round(report["macro_f1"] - theirs["macro_f1"], 5),
+                           "recall": {name: round(report["per_class"][name]["recall"] - row["recall"], 5)
+                                      for name, row in theirs["per_class"].items()}},
+            "difference_ci95": classification_intervals(y_true, y_pred, class_names=names,
+                                                        baseline_pred=baseline_pred),
+        }
     # Most confident first: the errors most worth a second look at the label.
     confidence = probabilities.max(axis=1)
     wrong = np.flatnonzero(y_pred != y_true)
@@ -173,3 +193,12 @@ def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int
          "confidence": round(float(confidence[i]), 4)}
         for i in wrong[np.argsort(-confidence[wrong], kind="stable")]]
     return report
+
+
+def _classified(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int) -> tuple[np.ndarray, float]:
+    """Every map's class probabilities and the seconds they took."""
+    started = time.perf_counter()
+    batches = range(0, len(map_set.maps), batch_size)
+    outputs = [classifier.probabilities(map_set.maps[start : start + batch_size], batch_size=batch_size)
+               for start in progress(batches, total=len(batches), label="classifying maps")]
+    return np.concatenate(outputs), time.perf_counter() - started
