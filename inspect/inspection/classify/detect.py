@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from inspection.classify.card import DetectorSettings
-from inspection.classify.metrics import bootstrap_intervals
+from inspection.classify.metrics import bootstrap_intervals, compared
 
 MATCH_IOU = 0.33
 
@@ -218,14 +218,7 @@ def detection_intervals(outcomes: Outcomes, truth_kinds: list[tuple[str, ...]], 
         report = outcomes_report(model, truth_kinds, class_names=class_names, images=images)
         return {name: report[name] for name in ("precision", "recall", "f_score", "map")}
 
-    def statistics(images: np.ndarray) -> dict[str, float]:
-        mine = figures(outcomes, images)
-        if baseline is None:
-            return mine
-        theirs = figures(baseline, images)
-        return {name: mine[name] - theirs[name] for name in mine}
-
-    return bootstrap_intervals(statistics, len(truth_kinds))
+    return bootstrap_intervals(compared(figures, outcomes, baseline), len(truth_kinds))
 
 
 def _per_class_ap(ranked: list[tuple[str, float, bool]], truth_counts: dict[str, int],

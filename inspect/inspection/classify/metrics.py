@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+Model = TypeVar("Model")
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, *, n_classes: int) -> np.ndarray:
@@ -62,6 +64,21 @@ def bootstrap_intervals(statistics: Callable[[np.ndarray], dict[str, float]], n_
     return intervals
 
 
+def compared(figures: Callable[[Model, np.ndarray], dict[str, float]], model: Model,
+             baseline: Model | None) -> Callable[[np.ndarray], dict[str, float]]:
+    """The statistics to bootstrap: ``figures`` of ``model`` on a resample's units or, with a ``baseline``,
+    the difference model minus baseline on the same units (a paired comparison)."""
+
+    def statistics(units: np.ndarray) -> dict[str, float]:
+        mine = figures(model, units)
+        if baseline is None:
+            return mine
+        theirs = figures(baseline, units)
+        return {name: mine[name] - theirs[name] for name in mine}
+
+    return statistics
+
+
 def classification_intervals(y_true: np.ndarray, y_pred: np.ndarray, *, class_names: list[str] | tuple[str, ...],
                              baseline_pred: np.ndarray | None = None) -> dict[str, Any]:
     """95% bootstrap intervals (samples resampled) of accuracy, macro-F1 and each class's recall, in the
@@ -82,14 +99,7 @@ def classification_intervals(y_true: np.ndarray, y_pred: np.ndarray, *, class_na
         return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                 **{f"recall/{name}": float(value) for name, value in zip(class_names, recall, strict=True)}}
 
-    def statistics(units: np.ndarray) -> dict[str, float]:
-        mine = figures(y_pred, units)
-        if baseline_pred is None:
-            return mine
-        theirs = figures(baseline_pred, units)
-        return {name: mine[name] - theirs[name] for name in mine}
-
-    intervals = bootstrap_intervals(statistics, len(y_true))
+    intervals = bootstrap_intervals(compared(figures, y_pred, baseline_pred), len(y_true))
     return {"accuracy": intervals["accuracy"], "macro_f1": intervals["macro_f1"],
             "recall": {name: intervals[f"recall/{name}"] for name in class_names}}
 
