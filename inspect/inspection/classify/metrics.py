@@ -1,4 +1,5 @@
-"""Classification metrics and the good/defect operating point, on numpy arrays (no framework)."""
+"""Classification metrics, bootstrap confidence intervals and the good/defect operating point, on numpy arrays
+(no framework)."""
 
 from __future__ import annotations
 
