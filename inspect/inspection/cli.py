@@ -498,7 +498,7 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: expected 1 or more")
     map_set = read_npz(args.data)
-    model_dirs = [_wafermap_model_dir(args.model, option="--model")]
+    model_dirs = [_wafermap_model_dir(args.model)]
     if args.compare is not None:
         model_dirs.append(_wafermap_model_dir(args.compare, option="--compare"))
     with ExitStack() as stack:

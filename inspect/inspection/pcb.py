@@ -221,11 +221,11 @@ def evaluate_pairs(inspector: PcbInspector, pairs: list[PcbPair], *, workers: in
         baseline_outcomes, _, baseline_failed, baseline_elapsed_s = _inspect_pairs(
             baseline, pairs, workers=workers, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg, seed=seed)
         baseline_report = outcomes_report(baseline_outcomes, truth, class_names=class_names)
-        compared = ("precision", "recall", "f_score", "map")
+        headline = ("precision", "recall", "f_score", "map")
         result["baseline"] = {
-            **{name: baseline_report[name] for name in (*compared, "map_at_min_score", "per_class_ap")},
+            **{name: baseline_report[name] for name in (*headline, "map_at_min_score", "per_class_ap")},
             "images_per_s": round(len(pairs) / baseline_elapsed_s, 2), "failed": baseline_failed,
-            "difference": {name: round(report[name] - baseline_report[name], 5) for name in compared},
+            "difference": {name: round(report[name] - baseline_report[name], 5) for name in headline},
             "difference_ci95": detection_intervals(outcomes, truth, class_names=class_names,
                                                    baseline=baseline_outcomes) if pairs else {},
         }
