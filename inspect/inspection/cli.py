@@ -395,8 +395,10 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    classifier = Classifier(args.model, precision="int8" if args.int8 else "fp32")
-    report = evaluate_folder(classifier, args.folder)
+    precision = "int8" if args.int8 else "fp32"
+    classifier = Classifier(args.model, precision=precision)
+    baseline = None if args.compare is None else Classifier(args.compare, precision=precision)
+    report = evaluate_folder(classifier, args.folder, baseline=baseline)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -415,6 +417,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         point = report["operating_point"]
         print(f"defect score >= {point['defect_score_threshold']:.6f}: defect recall {point['defect_recall']:.4%} "
               f"({point['defects']} defects), overkill {point['overkill']:.4%} ({point['good']} good)")
+    if "baseline" in report:
+        _print_baseline(report["baseline"], unit="images")
+        if "operating_point" in report["baseline"]:
+            point = report["baseline"]["operating_point"]
+            print(f"  its defect recall {point['defect_recall']:.4%}, overkill {point['overkill']:.4%} at its own "
+                  f"threshold {point['defect_score_threshold']:.6f}")
     for skipped in report["skipped"]:
         print(f"skipped {skipped}")
     return 0
@@ -509,6 +517,8 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
                       for model_dir in model_dirs]
         report = evaluate_maps(models[0], map_set, batch_size=256 if args.workers == 1 else 512 * args.workers,
                                baseline=models[1] if len(models) > 1 else None)
+    if "baseline" in report:
+        report["baseline"] = {"model": str(args.compare), **report["baseline"]}
     if args.errors is not None:
         _draw_misclassified(map_set, report["misclassified"], args.errors)
     if args.json:
@@ -522,14 +532,18 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
         print(f"  {name:<10} precision {row['precision']:.4f} recall {row['recall']:.4f} "
               f"{_ci(interval['recall'][name])} f1 {row['f1']:.4f} support {row['support']}")
     if "baseline" in report:
-        baseline = report["baseline"]
-        difference, paired = baseline["difference"], baseline["difference_ci95"]
-        print(f"against {args.compare}: accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
-              f"difference {difference['accuracy']:+.4f} {_ci(paired['accuracy'], signed=True)} and "
-              f"{difference['macro_f1']:+.4f} {_ci(paired['macro_f1'], signed=True)}; paired 95% intervals, same maps")
-        print("  recall difference: " + ", ".join(f"{name} {value:+.4f} {_ci(paired['recall'][name], signed=True)}"
-                                                  for name, value in difference["recall"].items()))
+        _print_baseline(report["baseline"], unit="maps")
     return 0
+
+
+def _print_baseline(baseline: dict[str, Any], *, unit: str) -> None:
+    """The --compare lines of the classifiers' evals: the baseline's figures and the paired differences."""
+    difference, paired = baseline["difference"], baseline["difference_ci95"]
+    print(f"against {baseline['model']}: accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
+          f"difference {difference['accuracy']:+.4f} {_ci(paired['accuracy'], signed=True)} and "
+          f"{difference['macro_f1']:+.4f} {_ci(paired['macro_f1'], signed=True)}; paired 95% intervals, same {unit}")
+    print("  recall difference: " + ", ".join(f"{name} {value:+.4f} {_ci(paired['recall'][name], signed=True)}"
+                                              for name, value in difference["recall"].items()))
 
 
 def _ci(bounds: list[float] | None, *, signed: bool = False) -> str:
@@ -703,6 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("folder", type=Path, help="labelled image folder (classes among the model's)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     evaluate.add_argument("--int8", action="store_true", help="evaluate the INT8 variant")
+    evaluate.add_argument("--compare", type=Path, metavar="MODEL",
+                          help="also evaluate this model (same classes) on the same images: the difference and "
+                               "its paired 95%% interval")
     evaluate.set_defaults(handler=cmd_eval)
 
     bench = commands.add_parser(

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import REPO_ROOT, run_cli
 
 pytest.importorskip("torch", reason="training needs the [train] extra")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -84,6 +84,34 @@ def test_eval_uses_the_card_and_reports_everything(model: Path, tmp_path: Path) 
     assert point["defect_score_threshold"] == card_of(model)["thresholds"]["defect_score"]
     table = run_cli("eval", str(model), str(test_folder)).stdout
     assert "macro-F1" in table and "confusion (rows true, columns predicted)" in table
+
+
+def test_eval_compares_two_models_on_the_same_images(model: Path, tmp_path: Path) -> None:
+    test_folder = synth(tmp_path / "test", per_class=10, seed=2)
+    # The shipped die model: another input size (64 px), the same classes.
+    shipped = REPO_ROOT / "models" / "die-patchnet-v1"
+    report = json.loads(run_cli("eval", str(model), str(test_folder), "--compare", str(shipped), "--json").stdout)
+    baseline = report["baseline"]
+    assert baseline["model"].endswith("model.onnx") and "die-patchnet-v1" in baseline["model"]
+    alone = json.loads(run_cli("eval", str(shipped), str(test_folder), "--json").stdout)
+    assert baseline["accuracy"] == alone["accuracy"] and baseline["macro_f1"] == alone["macro_f1"]
+    assert baseline["operating_point"] == alone["operating_point"]
+    assert baseline["difference"]["accuracy"] == pytest.approx(report["accuracy"] - alone["accuracy"], abs=1e-5)
+    low, high = baseline["difference_ci95"]["macro_f1"]
+    assert low <= baseline["difference"]["macro_f1"] <= high
+    itself = json.loads(run_cli("eval", str(model), str(test_folder), "--compare", str(model), "--json").stdout)
+    assert itself["baseline"]["difference_ci95"]["accuracy"] == [0.0, 0.0]
+    table = run_cli("eval", str(model), str(test_folder), "--compare", str(shipped)).stdout
+    assert "paired 95% intervals, same images" in table and "its defect recall" in table
+    # Models of other classes do not compare; the error names both class lists.
+    renamed = tmp_path / "renamed"
+    shutil.copytree(model, renamed)
+    card = card_of(renamed)
+    card["class_names"] = [name.replace("stain", "smudge") for name in card["class_names"]]
+    (renamed / "model.json").write_text(json.dumps(card))
+    process = run_cli("eval", str(model), str(test_folder), "--compare", str(renamed), check=False)
+    assert process.returncode == 2 and "smudge" in process.stderr
+    assert "only models of the same classes" in process.stderr
 
 
 def test_same_seed_same_model_and_resume_continues(dies: Path, tmp_path: Path) -> None:

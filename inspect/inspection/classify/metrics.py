@@ -105,6 +105,26 @@ def classification_intervals(y_true: np.ndarray, y_pred: np.ndarray, *, class_na
             "recall": {name: intervals[f"recall/{name}"] for name in class_names}}
 
 
+def baseline_comparison(y_true: np.ndarray, y_pred: np.ndarray, baseline_pred: np.ndarray, *,
+                        class_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A second model's accuracy, macro-F1 and recalls on the same samples (its predictions ``baseline_pred``,
+    in the same class order), the difference (this model minus the baseline) and that difference's paired
+    95% interval (``difference_ci95``)."""
+    n_classes = len(class_names)
+    mine, theirs = (classification_report(confusion_matrix(y_true, predicted, n_classes=n_classes),
+                                          class_names=class_names) for predicted in (y_pred, baseline_pred))
+    return {
+        "accuracy": theirs["accuracy"], "macro_f1": theirs["macro_f1"],
+        "recall": {name: row["recall"] for name, row in theirs["per_class"].items()},
+        "difference": {"accuracy": round(mine["accuracy"] - theirs["accuracy"], 5),
+                       "macro_f1": round(mine["macro_f1"] - theirs["macro_f1"], 5),
+                       "recall": {name: round(mine["per_class"][name]["recall"] - row["recall"], 5)
+                                  for name, row in theirs["per_class"].items()}},
+        "difference_ci95": classification_intervals(y_true, y_pred, class_names=class_names,
+                                                    baseline_pred=baseline_pred),
+    }
+
+
 def operating_point(defect_scores: np.ndarray, is_defect: np.ndarray, *, target_recall: float) -> dict[str, float]:
     """The highest defect-score threshold that still catches ``target_recall`` of the defects.
 

@@ -15,7 +15,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspection.classify import CardError, Classifier
-from inspection.classify.metrics import classification_intervals, classification_report, confusion_matrix
+from inspection.classify.metrics import (
+    baseline_comparison,
+    classification_intervals,
+    classification_report,
+    confusion_matrix,
+)
 from inspection.classify.prepare import prepare_batch
 from inspection.classify.runtime import SessionSettings
 from inspection.progress import progress
@@ -172,19 +177,8 @@ def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int
         baseline_probabilities, baseline_elapsed_s = _classified(baseline, map_set, batch_size=batch_size)
         # In this model's class order, whatever the baseline's.
         baseline_pred = np.array([names.index(baseline.class_names[i]) for i in baseline_probabilities.argmax(1)])
-        theirs = classification_report(confusion_matrix(y_true, baseline_pred, n_classes=len(names)),
-                                       class_names=names)
-        report["baseline"] = {
-            "accuracy": theirs["accuracy"], "macro_f1": theirs["macro_f1"],
-            "recall": {name: row["recall"] for name, row in theirs["per_class"].items()},
-            "maps_per_s": round(len(y_true) / baseline_elapsed_s, 1),
-            "difference": {"accuracy": round(report["accuracy"] - theirs["accuracy"], 5),
-                           "macro_f1": round(report["macro_f1"] - theirs["macro_f1"], 5),
-                           "recall": {name: round(report["per_class"][name]["recall"] - row["recall"], 5)
-                                      for name, row in theirs["per_class"].items()}},
-            "difference_ci95": classification_intervals(y_true, y_pred, class_names=names,
-                                                        baseline_pred=baseline_pred),
-        }
+        report["baseline"] = {**baseline_comparison(y_true, y_pred, baseline_pred, class_names=names),
+                              "maps_per_s": round(len(y_true) / baseline_elapsed_s, 1)}
     # Most confident first: the errors most worth a second look at the label.
     confidence = probabilities.max(axis=1)
     wrong = np.flatnonzero(y_pred != y_true)
