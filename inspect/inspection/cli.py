@@ -395,9 +395,9 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    precision = "int8" if args.int8 else "fp32"
-    classifier = Classifier(args.model, precision=precision)
-    baseline = None if args.compare is None else Classifier(args.compare, precision=precision)
+    classifier = Classifier(args.model, precision="int8" if args.int8 else "fp32")
+    # The baseline is always FP32, so `--int8 --compare` the same folder measures what quantisation costs.
+    baseline = None if args.compare is None else Classifier(args.compare)
     report = evaluate_folder(classifier, args.folder, baseline=baseline)
     if args.json:
         print(json.dumps(report))
@@ -718,8 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     evaluate.add_argument("--int8", action="store_true", help="evaluate the INT8 variant")
     evaluate.add_argument("--compare", type=Path, metavar="MODEL",
-                          help="also evaluate this model (same classes) on the same images: the difference and "
-                               "its paired 95%% interval")
+                          help="also evaluate this model's FP32 graph (same classes) on the same images: the "
+                               "difference and its paired 95%% interval (with --int8 and the same folder: what "
+                               "quantisation costs)")
     evaluate.set_defaults(handler=cmd_eval)
 
     bench = commands.add_parser(

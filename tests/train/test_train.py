@@ -197,6 +197,14 @@ def test_int8_variant_reports_the_accuracy_change(model: Path, tmp_path: Path) -
     assert set(variant["fp32"]) >= {"accuracy", "macro_f1"} and set(variant["int8"]) >= {"accuracy", "macro_f1"}
     report = json.loads(run_cli("eval", str(copy), str(calibration), "--int8", "--json").stdout)
     assert report["model"].endswith("model-int8.onnx") and report["accuracy"] == variant["int8"]["accuracy"]
+    # Against its own FP32 graph on the same images: the change quantisation made, with its paired interval.
+    paired = json.loads(run_cli("eval", str(copy), str(calibration), "--int8", "--compare", str(copy),
+                                "--json").stdout)["baseline"]
+    assert paired["model"].endswith("model.onnx") and paired["accuracy"] == variant["fp32"]["accuracy"]
+    change = variant["int8"]["accuracy"] - variant["fp32"]["accuracy"]
+    assert paired["difference"]["accuracy"] == pytest.approx(change, abs=1e-5)
+    low, high = paired["difference_ci95"]["accuracy"]
+    assert low <= paired["difference"]["accuracy"] <= high
 
 
 def test_class_weightings_balance_the_loss_over_the_samples() -> None:
