@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inspection.classify.card import CardError, class_order
 from inspection.classify.metrics import (
     bootstrap_intervals,
     classification_intervals,
@@ -90,3 +91,12 @@ def test_paired_classification_intervals_are_of_the_difference_on_the_same_sampl
     assert 0.0 < paired["accuracy"][0] <= 0.05 <= paired["accuracy"][1]
     assert paired["accuracy"][1] - paired["accuracy"][0] < own["accuracy"][1] - own["accuracy"][0]
     assert paired["recall"]["c"] == [0.0, 0.0] and paired["recall"]["a"][0] > 0.0
+
+
+def test_a_baseline_of_other_class_order_is_put_in_the_models_order() -> None:
+    order = class_order(["good", "scratch", "particle"], ["particle", "good", "scratch"])
+    baseline_pred = np.array([0, 1, 2, 2])  # good, scratch, particle, particle in the baseline's order
+    assert order[baseline_pred].tolist() == [1, 2, 0, 0]
+    assert np.argsort(order)[np.array([0, 1, 2])].tolist() == [2, 0, 1]  # and the truth back into the baseline's
+    with pytest.raises(CardError, match=r"\(good, stain\) are not the model's \(good, scratch\)"):
+        class_order(["good", "stain"], ["good", "scratch"])

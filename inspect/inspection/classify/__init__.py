@@ -12,7 +12,7 @@ import numpy as np
 from inspection.acquire import ImageReadError
 from inspection.acquire.labelled import list_labelled_folder
 from inspection.classify.batching import MicroBatcher, predict_files
-from inspection.classify.card import CardError, ModelCard
+from inspection.classify.card import CardError, ModelCard, class_order
 from inspection.classify.metrics import (
     baseline_comparison,
     classification_intervals,
@@ -40,9 +40,7 @@ def evaluate_folder(classifier: Classifier, folder: str | Path, *, batch_size: i
     holds its figures, the difference (this model minus the baseline) and that difference's paired interval.
     """
     names = tuple(classifier.class_names)
-    if baseline is not None and set(baseline.class_names) != set(names):
-        raise CardError(f"the baseline's classes ({', '.join(baseline.class_names)}) are not the model's "
-                        f"({', '.join(names)}); only models of the same classes compare")
+    baseline_order = None if baseline is None else class_order(baseline.class_names, names)
     data = list_labelled_folder(folder, class_names=names, min_classes=1)
     label_of = dict(zip(data.paths, data.labels.tolist(), strict=True))
     all_probabilities, paths, skipped = _folder_probabilities(classifier, data.paths, batch_size=batch_size)
@@ -56,14 +54,13 @@ def evaluate_folder(classifier: Classifier, folder: str | Path, *, batch_size: i
     point = _operating_point(classifier, all_probabilities, y_true)
     if point is not None:
         report["operating_point"] = point
-    if baseline is not None:
+    if baseline is not None and baseline_order is not None:
         baseline_probabilities, _, baseline_skipped = _folder_probabilities(
             baseline, paths, batch_size=batch_size)
         if baseline_skipped:
             raise ImageReadError(f"the baseline could not read what the model read: {'; '.join(baseline_skipped)}")
-        # In this model's class order, whatever the baseline's.
-        baseline_pred = np.array([names.index(baseline.class_names[i]) for i in baseline_probabilities.argmax(1)])
-        baseline_y_true = np.array([baseline.class_names.index(names[i]) for i in y_true])
+        baseline_pred = baseline_order[baseline_probabilities.argmax(axis=1)]
+        baseline_y_true = np.argsort(baseline_order)[y_true]  # the truth in the baseline's own class order
         report["baseline"] = {"model": str(baseline.onnx_path),
                               **baseline_comparison(y_true, y_pred, baseline_pred, class_names=names)}
         baseline_point = _operating_point(baseline, baseline_probabilities, baseline_y_true)

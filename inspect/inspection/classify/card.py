@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspection.types import InspectionError
@@ -139,6 +141,16 @@ class ModelCard(_Strict):
         path = folder / "model.json"
         path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
         return path
+
+
+def class_order(source: Sequence[str], target: Sequence[str]) -> np.ndarray:
+    """For each class of ``source`` (a baseline model's), its index among ``target`` (the evaluated model's):
+    indexing with it puts the baseline's predictions in the model's class order. Models of other classes do
+    not compare, and are refused with both class lists named."""
+    if set(source) != set(target):
+        raise CardError(f"the baseline's classes ({', '.join(source)}) are not the model's ({', '.join(target)}); "
+                        "only models of the same classes compare")
+    return np.array([list(target).index(name) for name in source])
 
 
 def sha256_of(path: Path) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspection.classify import CardError, Classifier
+from inspection.classify.card import class_order
 from inspection.classify.metrics import (
     baseline_comparison,
     classification_intervals,
@@ -163,9 +164,7 @@ def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int
     unknown = {map_set.label_names[i] for i in np.unique(map_set.labels)} - set(names)
     if unknown:
         raise CardError(f"labels {', '.join(sorted(unknown))} are not among the model's classes")
-    if baseline is not None and set(baseline.class_names) != set(names):
-        raise CardError(f"the baseline's classes ({', '.join(baseline.class_names)}) are not the model's "
-                        f"({', '.join(names)}); only models of the same patterns compare")
+    baseline_order = None if baseline is None else class_order(baseline.class_names, names)
     y_true = np.array([names.index(map_set.label_names[i]) for i in map_set.labels])
     probabilities, elapsed_s = _classified(classifier, map_set, batch_size=batch_size)
     y_pred = probabilities.argmax(axis=1)
@@ -173,10 +172,9 @@ def evaluate_maps(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int
     report["ci95"] = classification_intervals(y_true, y_pred, class_names=names)
     report["class_names"] = names
     report["maps_per_s"] = round(len(y_true) / elapsed_s, 1)
-    if baseline is not None:
+    if baseline is not None and baseline_order is not None:
         baseline_probabilities, baseline_elapsed_s = _classified(baseline, map_set, batch_size=batch_size)
-        # In this model's class order, whatever the baseline's.
-        baseline_pred = np.array([names.index(baseline.class_names[i]) for i in baseline_probabilities.argmax(1)])
+        baseline_pred = baseline_order[baseline_probabilities.argmax(axis=1)]
         report["baseline"] = {**baseline_comparison(y_true, y_pred, baseline_pred, class_names=names),
                               "maps_per_s": round(len(y_true) / baseline_elapsed_s, 1)}
     # Most confident first: the errors most worth a second look at the label.
