@@ -1,12 +1,15 @@
 """Build the PCB candidate classifier's labelled folder from DeepPCB, with the pipeline's own candidates.
 
-    python datasets/deeppcb_crops.py ../shared/data/deeppcb OUT [--test-groups 13000,44000] [--moved-copies N]
+    python datasets/deeppcb_crops.py ../shared/data/deeppcb OUT [--test-groups 13000,44000 | --test-fraction F]
+        [--moved-copies N]
 
 For every pair of ``trainval.txt`` the template is registered onto the test board and the regions that leave
 its tolerance band become candidates (``inspection.pcb.find_candidates``, the line's code). A candidate whose
 centre lies in an annotated box takes that box's type (open, short, mousebite, spur, copper, pin-hole), any
 other candidate is a false alarm ("good"). Each crop is 3-channel: test, registered template, |difference|.
-Whole board groups go to ``test`` so the model is measured on boards it never saw. ``--moved-copies N`` adds,
+Whole board groups go to ``test`` so the model is measured on board designs it never saw (``--test-groups ''``:
+none, for a final model trained on every group); ``--test-fraction F`` instead holds out F of every group's
+pairs, unseen boards of designs it knows, as DeepPCB's own test split does. ``--moved-copies N`` adds,
 for every training pair, N copies of its test board moved by a seeded random shift and turn (the same
 ``inspection.pcb.perturb`` that ``inspect pcb eval --shift-px --rotate-deg`` uses), so the classifier also
 learns the resampled edges of a board that lies askew on the line.
@@ -65,6 +68,19 @@ def fit_growth(sides: dict[str, list[tuple[float, float]]]) -> dict[str, tuple[f
     return growth
 
 
+def held_out(pairs: list[PcbPair], *, test_groups: set[str], test_fraction: float, seed: int) -> list[bool]:
+    """Per pair, whether it is a test pair: every pair of ``test_groups``, and a seeded ``test_fraction`` of
+    each other group's pairs (rounded; at least one pair stays in training)."""
+    rng = np.random.default_rng(seed)
+    is_test = [pair.group in test_groups for pair in pairs]
+    for group in sorted({pair.group for pair in pairs} - test_groups):
+        members = [i for i, pair in enumerate(pairs) if pair.group == group]
+        count = min(round(test_fraction * len(members)), len(members) - 1)
+        for i in rng.choice(members, size=count, replace=False):
+            is_test[i] = True
+    return is_test
+
+
 def write_crops(folder: Path, stem: str, test: np.ndarray, template: np.ndarray, pair: PcbPair,
                 truth_boxes: np.ndarray, *, settings: DetectorSettings, counts: Counter[str], split: str,
                 sides: dict[str, list[tuple[float, float]]] | None) -> list[int | None]:
@@ -91,11 +107,15 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="the DeepPCB folder holding trainval.txt")
     parser.add_argument("out", type=Path)
     parser.add_argument("--list", default="trainval.txt", help="pair list inside ROOT (default trainval.txt)")
-    parser.add_argument("--test-groups", default="13000,44000", help="board groups held out as test")
+    parser.add_argument("--test-groups", help="board groups held out as test (default 13000,44000); '' trains "
+                        "on every group")
+    parser.add_argument("--test-fraction", type=float,
+                        help="instead of whole groups, hold out this share of every group's pairs (seeded by --seed): "
+                             "unseen boards of known designs, as DeepPCB's own test split")
     parser.add_argument("--moved-copies", type=int, default=0, help="moved copies of each training board")
     parser.add_argument("--shift-px", type=float, default=20.0, help="largest shift of a moved copy")
     parser.add_argument("--rotate-deg", type=float, default=1.0, help="largest turn of a moved copy")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the moved copies")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the moved copies and of --test-fraction")
     parser.add_argument("--crop-context", type=float, default=CANDIDATE_SETTINGS.crop_context,
                         help="crop side as a multiple of the candidate's longer side "
                              f"(default {CANDIDATE_SETTINGS.crop_context})")
@@ -119,19 +139,27 @@ def main() -> None:
         problems = "; ".join(f"--{str(error['loc'][0]).replace('_', '-')} {error['input']}: {error['msg']}"
                              if error["loc"] else error["msg"] for error in exc.errors())
         sys.exit(problems)
-    test_groups = set(args.test_groups.split(","))
+    if args.test_fraction is not None and args.test_groups is not None:
+        sys.exit("--test-groups and --test-fraction: give one (whole groups or a share of every group)")
+    if args.test_fraction is not None and not 0.0 <= args.test_fraction < 1.0:
+        sys.exit(f"--test-fraction {args.test_fraction}: expected a share in [0, 1) (e.g. 0.2)")
+    test_groups = {group for group in (args.test_groups if args.test_groups is not None else "13000,44000").split(",")
+                   if group}
     pairs = read_pair_list(args.root, args.list)
     unknown = test_groups - {pair.group for pair in pairs}
-    if unknown:
+    if args.test_fraction is None and unknown:
         sys.exit(f"--test-groups: no such group(s) {', '.join(sorted(unknown))} in {args.root / args.list}")
+    is_test = held_out(pairs, test_groups=test_groups if args.test_fraction is None else set(),
+                       test_fraction=args.test_fraction or 0.0, seed=args.seed)
     counts: Counter[str] = Counter()
     matched: Counter[str] = Counter()
     sides: dict[str, list[tuple[float, float]]] = defaultdict(list)
     lists: dict[str, list[str]] = defaultdict(list)
     list_lines = [line for line in (args.root / args.list).read_text().splitlines() if line.strip()]
     rngs = iter(np.random.default_rng(args.seed).spawn(len(pairs) * args.moved_copies))
-    for pair, line in progress(zip(pairs, list_lines, strict=True), total=len(pairs), label="candidates"):
-        split = "test" if pair.group in test_groups else "train"
+    for pair, line, test_pair in progress(zip(pairs, list_lines, is_test, strict=True), total=len(pairs),
+                                          label="candidates"):
+        split = "test" if test_pair else "train"
         lists[split].append(line)
         test, template = grey_pair(read_grey(pair.test_path), read_grey(pair.template_path),
                                    test_name=str(pair.test_path), template_name=str(pair.template_path))
@@ -151,7 +179,9 @@ def main() -> None:
                 counts["train/moved copies not registered"] += 1
     settings = settings.model_copy(update={
         "box_growth": fit_growth(sides),
-        "fitted_on": f"{args.root / args.list} without groups {','.join(sorted(test_groups))}",
+        "fitted_on": f"{args.root / args.list}: " + (
+            f"{1 - args.test_fraction:.0%} of every group's pairs (seed {args.seed})" if args.test_fraction is not None
+            else f"without groups {','.join(sorted(test_groups))}" if test_groups else "every group"),
     })
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "detector.json").write_text(json.dumps(settings.model_dump(), indent=2) + "\n")

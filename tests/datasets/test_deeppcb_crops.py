@@ -66,3 +66,37 @@ def test_candidate_and_crop_options_outside_the_card_bounds_are_refused(tmp_path
                            str(tmp_path / "crops"), "--edge-open-px", "1"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and not (tmp_path / "crops").exists()
     assert "edge_open_px 1 is below open_px 2" in done.stderr
+
+
+@pytest.mark.skipif(not (DEEPPCB / "trainval.txt").is_file(), reason=f"DeepPCB data not found at {DEEPPCB}")
+def test_a_share_of_every_group_or_no_group_at_all_can_be_held_out(tmp_path: Path) -> None:
+    lines = (DEEPPCB / "trainval.txt").read_text().splitlines()
+    chosen = [line for line in lines if line.startswith("group20085")][:10] + [
+        line for line in lines if line.startswith("group44000")][:5]
+    listing = tmp_path / "pairs.txt"
+    listing.write_text("\n".join(chosen) + "\n")
+    script = [sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB)]
+
+    shared = tmp_path / "share"
+    subprocess.run([*script, str(shared), "--list", str(listing), "--test-fraction", "0.2", "--seed", "3"],
+                   check=True, capture_output=True, text=True, timeout=300)
+    test_pairs = (shared / "test.txt").read_text().splitlines()
+    train_pairs = (shared / "train.txt").read_text().splitlines()
+    assert sorted(test_pairs + train_pairs) == sorted(chosen)
+    # 20% of each group: 2 of group 20085's 10 pairs and 1 of group 44000's 5.
+    assert sorted(line[:10] for line in test_pairs) == ["group20085", "group20085", "group44000"]
+    fitted_on = json.loads((shared / "detector.json").read_text())["fitted_on"]
+    assert fitted_on.endswith("80% of every group's pairs (seed 3)")
+
+    everything = tmp_path / "all"
+    subprocess.run([*script, str(everything), "--list", str(listing), "--test-groups", ""],
+                   check=True, capture_output=True, text=True, timeout=300)
+    assert not (everything / "test").exists() and not (everything / "test.txt").exists()
+    assert (everything / "train.txt").read_text().splitlines() == chosen
+    assert json.loads((everything / "detector.json").read_text())["fitted_on"].endswith("every group")
+
+    for options, message in ((["--test-groups", "44000", "--test-fraction", "0.2"], "give one"),
+                             (["--test-fraction", "1.5"], "--test-fraction 1.5: expected a share in [0, 1)")):
+        done = subprocess.run([*script, str(tmp_path / "refused"), "--list", str(listing), *options],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and message in done.stderr and not (tmp_path / "refused").exists()
