@@ -1,6 +1,6 @@
 """PCB inspection end to end on DeepPCB pairs: pairs/s with 1 and 2 workers and milliseconds per stage.
 
-    python benchmarks/bench_pcb.py ../shared/data/deeppcb --list LIST [--model models/pcb-patchnet-l-v5]
+    python benchmarks/bench_pcb.py ../shared/data/deeppcb --list LIST [--model models/pcb-patchnet-l-v6]
 
 End to end means what `inspect pcb eval` times: both JPEGs read, registration, candidates, crops, ONNX
 classification, box growth and NMS (ONNX Runtime one thread per worker). The stage split runs one worker on
@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="folder the list's paths are relative to")
     parser.add_argument("--list", type=Path, required=True)
-    parser.add_argument("--model", type=Path, default=Path("models/pcb-patchnet-l-v5"))
+    parser.add_argument("--model", type=Path, default=Path("models/pcb-patchnet-l-v6"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     pairs = read_pair_list(args.root, args.list)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DB = Path("results/inspect.db")
 DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v5")
-DEFAULT_PCB_MODEL = Path("models/pcb-patchnet-l-v5")
+DEFAULT_PCB_MODEL = Path("models/pcb-patchnet-l-v6")
 # The names only: importing inspection.train here would load torch for every command.
 TRAIN_ARCHITECTURES = ("patchnet", "patchnet-l", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")  # inspection.train's, named here so the CLI need not import torch
