@@ -139,18 +139,20 @@ def main() -> None:
         problems = "; ".join(f"--{str(error['loc'][0]).replace('_', '-')} {error['input']}: {error['msg']}"
                              if error["loc"] else error["msg"] for error in exc.errors())
         sys.exit(problems)
-    if args.test_fraction is not None and args.test_groups is not None:
-        sys.exit("--test-groups and --test-fraction: give one (whole groups or a share of every group)")
-    if args.test_fraction is not None and not 0.0 <= args.test_fraction < 1.0:
-        sys.exit(f"--test-fraction {args.test_fraction}: expected a share in [0, 1) (e.g. 0.2)")
-    test_groups = {group for group in (args.test_groups if args.test_groups is not None else "13000,44000").split(",")
-                   if group}
+    if args.test_fraction is not None:
+        if args.test_groups is not None:
+            sys.exit("--test-groups and --test-fraction: give one (whole groups or a share of every group)")
+        if not 0.0 <= args.test_fraction < 1.0:
+            sys.exit(f"--test-fraction {args.test_fraction}: expected a share in [0, 1) (e.g. 0.2)")
+        test_groups: set[str] = set()
+    else:
+        test_groups = {group for group in (args.test_groups if args.test_groups is not None else "13000,44000")
+                       .split(",") if group}
     pairs = read_pair_list(args.root, args.list)
     unknown = test_groups - {pair.group for pair in pairs}
-    if args.test_fraction is None and unknown:
+    if unknown:
         sys.exit(f"--test-groups: no such group(s) {', '.join(sorted(unknown))} in {args.root / args.list}")
-    is_test = held_out(pairs, test_groups=test_groups if args.test_fraction is None else set(),
-                       test_fraction=args.test_fraction or 0.0, seed=args.seed)
+    is_test = held_out(pairs, test_groups=test_groups, test_fraction=args.test_fraction or 0.0, seed=args.seed)
     counts: Counter[str] = Counter()
     matched: Counter[str] = Counter()
     sides: dict[str, list[tuple[float, float]]] = defaultdict(list)
