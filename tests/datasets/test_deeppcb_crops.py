@@ -16,13 +16,19 @@ from tests.conftest import REPO_ROOT
 DEEPPCB = REPO_ROOT.parent / "shared" / "data" / "deeppcb"
 
 
-@pytest.mark.skipif(not (DEEPPCB / "trainval.txt").is_file(), reason=f"DeepPCB data not found at {DEEPPCB}")
-def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(tmp_path: Path) -> None:
+def _pair_list(tmp_path: Path, *, group_20085: int, group_44000: int) -> tuple[list[str], Path]:
+    """The first pairs of groups 20085 and 44000 from trainval.txt, and a pair list file naming them."""
     lines = (DEEPPCB / "trainval.txt").read_text().splitlines()
-    chosen = [line for line in lines if line.startswith("group20085")][:40] + [
-        line for line in lines if line.startswith("group44000")][:10]
+    chosen = [line for line in lines if line.startswith("group20085")][:group_20085] + [
+        line for line in lines if line.startswith("group44000")][:group_44000]
     listing = tmp_path / "pairs.txt"
     listing.write_text("\n".join(chosen) + "\n")
+    return chosen, listing
+
+
+@pytest.mark.skipif(not (DEEPPCB / "trainval.txt").is_file(), reason=f"DeepPCB data not found at {DEEPPCB}")
+def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(tmp_path: Path) -> None:
+    chosen, listing = _pair_list(tmp_path, group_20085=40, group_44000=10)
     out = tmp_path / "crops"
     done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB), str(out),
                            "--list", str(listing), "--test-groups", "44000", "--moved-copies", "1",
@@ -70,11 +76,7 @@ def test_candidate_and_crop_options_outside_the_card_bounds_are_refused(tmp_path
 
 @pytest.mark.skipif(not (DEEPPCB / "trainval.txt").is_file(), reason=f"DeepPCB data not found at {DEEPPCB}")
 def test_a_share_of_every_group_or_no_group_at_all_can_be_held_out(tmp_path: Path) -> None:
-    lines = (DEEPPCB / "trainval.txt").read_text().splitlines()
-    chosen = [line for line in lines if line.startswith("group20085")][:10] + [
-        line for line in lines if line.startswith("group44000")][:5]
-    listing = tmp_path / "pairs.txt"
-    listing.write_text("\n".join(chosen) + "\n")
+    chosen, listing = _pair_list(tmp_path, group_20085=10, group_44000=5)
     script = [sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB)]
 
     shared = tmp_path / "share"
