@@ -126,6 +126,12 @@ def main() -> None:
                              f"(default {CANDIDATE_SETTINGS.edge_zone_px}; 0: none)")
     parser.add_argument("--edge-open-px", type=int, default=CANDIDATE_SETTINGS.edge_open_px,
                         help=f"opening within the edge zone (default {CANDIDATE_SETTINGS.edge_open_px})")
+    parser.add_argument("--edge-keep-min-area-px", type=int, default=CANDIDATE_SETTINGS.edge_keep_min_area_px,
+                        help="smallest piece spared the edge zone's opening "
+                             f"(default {CANDIDATE_SETTINGS.edge_keep_min_area_px})")
+    parser.add_argument("--edge-keep-max-side-px", type=int, default=CANDIDATE_SETTINGS.edge_keep_max_side_px,
+                        help="longest side of a piece spared the edge zone's opening "
+                             f"(default {CANDIDATE_SETTINGS.edge_keep_max_side_px}; 0: none is spared)")
     args = parser.parse_args()
     if args.moved_copies < 0:
         sys.exit(f"--moved-copies must be >= 0, got {args.moved_copies}")
@@ -134,7 +140,9 @@ def main() -> None:
                                                     "crop_context": args.crop_context,
                                                     "crop_min_side_px": args.crop_min_side_px,
                                                     "edge_zone_px": args.edge_zone_px,
-                                                    "edge_open_px": args.edge_open_px})
+                                                    "edge_open_px": args.edge_open_px,
+                                                    "edge_keep_min_area_px": args.edge_keep_min_area_px,
+                                                    "edge_keep_max_side_px": args.edge_keep_max_side_px})
     except ValidationError as exc:
         problems = "; ".join(f"--{str(error['loc'][0]).replace('_', '-')} {error['input']}: {error['msg']}"
                              if error["loc"] else error["msg"] for error in exc.errors())

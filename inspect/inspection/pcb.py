@@ -46,7 +46,8 @@ DEEPPCB_PIXEL_SIZE_UM = 1000 / 48
 
 CANDIDATE_SETTINGS = DetectorSettings(
     band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, edge_margin_px=10,
-    edge_zone_px=2, edge_open_px=3, crop_context=1.5, crop_min_side_px=32,
+    edge_zone_px=2, edge_open_px=3, edge_keep_min_area_px=6, edge_keep_max_side_px=12, crop_context=1.5,
+    crop_min_side_px=32,
     box_growth={kind: (1.0, 22.0) for kind in DEEPPCB_TYPES}, nms_iou=0.15, min_score=0.5,
     fitted_on="defaults before fitting",
 )
@@ -117,7 +118,9 @@ def find_candidates(test: np.ndarray, template: np.ndarray, *, settings: Detecto
                                tolerance_grey=settings.tolerance_grey, open_px=settings.open_px,
                                close_px=settings.close_px, min_area_px=settings.min_area_px,
                                pixel_size_um=DEEPPCB_PIXEL_SIZE_UM, edge_zone_px=settings.edge_zone_px,
-                               edge_open_px=settings.edge_open_px)
+                               edge_open_px=settings.edge_open_px,
+                               edge_keep_min_area_px=settings.edge_keep_min_area_px,
+                               edge_keep_max_side_px=settings.edge_keep_max_side_px)
     return Candidates(test, reference, found, fit)
 
 

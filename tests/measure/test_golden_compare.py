@@ -44,9 +44,29 @@ def test_edge_zone_drops_a_jittered_edge_but_keeps_the_defect_on_it() -> None:
                    min_area_px=4, pixel_size_um=1.0)
     [strip] = difference_regions(board, template, **options)
     assert strip.box_xyxy_px[3] - strip.box_xyxy_px[1] == 120  # without the edge zone: one region, edge long
-    [bite] = difference_regions(board, template, **options, edge_zone_px=2, edge_open_px=3)
+    for keep in ({}, {"edge_keep_min_area_px": 6, "edge_keep_max_side_px": 12}):  # the strip is not compact
+        [bite] = difference_regions(board, template, **options, edge_zone_px=2, edge_open_px=3, **keep)
+        x0, y0, x1, y1 = bite.box_xyxy_px
+        assert x0 >= 40 and x1 <= 47 and y0 >= 54 and y1 <= 66, bite.box_xyxy_px
+
+
+def test_a_shallow_bite_on_an_edge_is_spared_the_edge_zone_opening_when_compact() -> None:
+    # A 3 px deep, 8 px long bite out of a track's edge leaves a 2 px wide deviation inside the edge zone: the
+    # zone's 3 px opening removes it unless compact pieces are spared; a long one stays removed.
+    template = np.zeros((120, 120), np.uint8)
+    template[:, 40:80] = 255
+    options = dict(valid=np.ones_like(template, bool), band_px=1, tolerance_grey=30, open_px=2, close_px=7,
+                   min_area_px=4, pixel_size_um=1.0, edge_zone_px=4, edge_open_px=3)
+    spared = {"edge_keep_min_area_px": 6, "edge_keep_max_side_px": 12}
+    board = template.copy()
+    board[56:64, 40:43] = 0
+    assert difference_regions(board, template, **options) == ()
+    [bite] = difference_regions(board, template, **options, **spared)
     x0, y0, x1, y1 = bite.box_xyxy_px
-    assert x0 >= 40 and x1 <= 47 and y0 >= 54 and y1 <= 66, bite.box_xyxy_px
+    assert x0 >= 40 and x1 <= 45 and y0 >= 55 and y1 <= 65, bite.box_xyxy_px
+    long_board = template.copy()
+    long_board[30:90, 40:43] = 0
+    assert difference_regions(long_board, template, **options, **spared) == ()
 
 
 def _inspect(kind: str, index: int, *, seed: int) -> tuple[set, list]:

@@ -91,6 +91,10 @@ class DetectorSettings(_Strict):
     edge_open_px: int = Field(0, ge=0)
     """Within edge_zone_px of the template's edges, candidates are opened by edge_open_px instead of open_px
     (edge_zone_px 0: no edge zone): scan-to-scan jitter of a conductor's edge leaves strips along it."""
+    edge_keep_min_area_px: int = Field(0, ge=0)
+    edge_keep_max_side_px: int = Field(0, ge=0)
+    """Pieces of at least edge_keep_min_area_px and at most edge_keep_max_side_px along either axis are spared
+    the edge zone's opening (edge_keep_max_side_px 0: none are): a shallow bite on an edge is short, a strip long."""
     crop_context: float = Field(..., ge=1.0)
     """A crop is a square of side crop_context x the candidate box's longer side (at least crop_min_side_px)."""
     crop_min_side_px: int = Field(..., ge=8)

@@ -77,14 +77,18 @@ def compare_to_golden(aligned: AlignedFrame, band: ToleranceBand, *, settings: I
 
 def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.ndarray, band_px: int,
                        tolerance_grey: float, open_px: int, close_px: int, min_area_px: int,
-                       pixel_size_um: float, edge_zone_px: int = 0, edge_open_px: int = 0) -> tuple[Region, ...]:
+                       pixel_size_um: float, edge_zone_px: int = 0, edge_open_px: int = 0,
+                       edge_keep_min_area_px: int = 0, edge_keep_max_side_px: int = 0) -> tuple[Region, ...]:
     """Candidate defect regions where a registered ``image`` leaves its ``reference``'s tolerance band.
 
     An opening of ``open_px`` removes the one-pixel slivers that registration leaves along edges; a closing of
     ``close_px`` joins the pieces of one defect (a mouse-bite's bites, a broken spur) into one region. Within
     ``edge_zone_px`` of the reference's edges the opening is ``edge_open_px`` instead (0: no edge zone): an edge
     that sits a pixel or two elsewhere from scan to scan leaves strips along it that a small rotation joins
-    into long false candidates, swallowing the real defects they touch.
+    into long false candidates, swallowing the real defects they touch. A compact piece (at least
+    ``edge_keep_min_area_px`` after the plain opening and no longer than ``edge_keep_max_side_px`` either way; 0:
+    none) is spared the edge zone's opening: a shallow mouse-bite or a hairline open on a track's edge is as thin
+    as a jitter strip but short, where a strip runs along the edge.
     """
     deviation_map = deviation(image, tolerance_band(reference, band_px=band_px, tolerance_grey=tolerance_grey))
     deviating = ((deviation_map != 0) & valid).astype(np.uint8)
@@ -93,6 +97,12 @@ def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.nd
         window = np.ones((2 * edge_zone_px + 1, 2 * edge_zone_px + 1), np.uint8)
         # An edge is where the reference varies by more than the grey tolerance within the window.
         near_edge = cv2.dilate(reference, window).astype(np.float32) - cv2.erode(reference, window) > tolerance_grey
+        if edge_keep_max_side_px > 0:
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            longest_side_px = stats[:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
+            compact = (stats[:, cv2.CC_STAT_AREA] >= edge_keep_min_area_px) & (longest_side_px <= edge_keep_max_side_px)
+            compact[0] = False  # the background
+            near_edge &= ~compact[labels]
         mask = np.where(near_edge, _opened(deviating, edge_open_px), mask).astype(np.uint8)
     if close_px > 1:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((close_px, close_px), np.uint8))
