@@ -77,6 +77,11 @@ class RigidFit:
         return float(self.matrix[0, 2]), float(self.matrix[1, 2])
 
 
+def grey_spread(image: np.ndarray) -> float:
+    """Standard deviation of the grey levels (OpenCV's one pass: numpy's ``std`` copies the frame to float64)."""
+    return float(cv2.meanStdDev(image)[1][0, 0])
+
+
 def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
         return image.astype(np.float32)
@@ -95,7 +100,7 @@ def _coarse_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: flo
         rotated = cv2.warpAffine(small_reference, cv2.getRotationMatrix2D(centre, float(angle), 1.0), (width, height),
                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         template = rotated[margin : height - margin, margin : width - margin]
-        if float(template.std()) < 1e-3:
+        if grey_spread(template) < 1e-3:
             continue
         _, value, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(small_image, template, cv2.TM_CCOEFF_NORMED))
         if value > best[0]:
@@ -124,11 +129,11 @@ def register_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: fl
     if image.shape != reference.shape or image.ndim != 2:
         raise AlignmentError(f"image is {'x'.join(map(str, image.shape[::-1]))} px but the reference is "
                              f"{'x'.join(map(str, reference.shape[::-1]))} px; both must be grey and the same size")
-    if float(reference.std()) < 1.0:
+    if grey_spread(reference) < 1.0:
         # A featureless reference (a bare board) looks the same at every shift: any fit is as good as none.
         return RigidFit(np.eye(2, 3, dtype=np.float32), 1.0)
-    if float(image.std()) < 1.0:
-        raise AlignmentError(f"the image is blank (grey-level spread {float(image.std()):.2f}) but its reference "
+    if (spread := grey_spread(image)) < 1.0:
+        raise AlignmentError(f"the image is blank (grey-level spread {spread:.2f}) but its reference "
                              "is not; nothing to register on")
     fit = _coarse_rigid(image, reference, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg,
                         scale=_ECC_LEVELS[0][0])

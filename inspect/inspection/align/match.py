@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inspection.align import AlignmentError
+from inspection.align import AlignmentError, grey_spread
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ def find_template(image: np.ndarray, template: np.ndarray, *, angle_range_deg: t
     if template.shape[0] > image.shape[0] or template.shape[1] > image.shape[1]:
         raise AlignmentError(f"the template ({template.shape[1]}x{template.shape[0]} px) is larger than the image "
                              f"({image.shape[1]}x{image.shape[0]} px)")
-    if float(template.std()) < 1.0:
+    if grey_spread(template) < 1.0:
         return Match(0.0, 0.0, 0.0, 0.0, reason="the template is blank: nothing to match on")
-    if float(image.std()) < 1.0:
+    if grey_spread(image) < 1.0:
         return Match(0.0, 0.0, 0.0, 0.0, reason="the image is blank")
     if levels is None:  # coarsest level keeps the template at least ~24 px across
         levels = max(0, int(np.log2(min(template.shape) / 24)))

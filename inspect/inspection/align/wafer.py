@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from skimage.measure import CircleModel, ransac
 
-from inspection.align import AlignmentError
+from inspection.align import AlignmentError, grey_spread
 
 RAYS = 1440
 """Edge samples around the wafer: one per 0.25 degree."""
@@ -96,8 +96,8 @@ def find_wafer(image: np.ndarray, *, pixel_size_um: float | None = None) -> Wafe
     if image.ndim != 2 or image.size == 0:
         raise AlignmentError(f"expected a grey image, got an array of shape {image.shape}")
     pixels = image if image.dtype == np.uint8 else cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)
-    if float(pixels.std()) < 2.0:
-        raise AlignmentError(f"blank frame (grey-level spread {float(pixels.std()):.2f}): no wafer in view")
+    if (spread := grey_spread(pixels)) < 2.0:
+        raise AlignmentError(f"blank frame (grey-level spread {spread:.2f}): no wafer in view")
     if float((pixels >= 254).mean()) > 0.5:
         raise AlignmentError(f"saturated frame ({float((pixels >= 254).mean()):.0%} of pixels at full scale): "
                              "lower the exposure")
