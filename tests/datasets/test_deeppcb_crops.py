@@ -33,7 +33,7 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
     done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB), str(out),
                            "--list", str(listing), "--test-groups", "44000", "--moved-copies", "1",
                            "--crop-context", "2", "--crop-min-side-px", "40", "--edge-zone-px", "1",
-                           "--edge-open-px", "3"],
+                           "--edge-open-px", "3", "--edge-keep-min-area-px", "5", "--edge-keep-max-side-px", "10"],
                           check=True, capture_output=True, text=True, timeout=300)
     classes = {"open", "short", "mousebite", "spur", "copper", "pin-hole", "good"}
     assert {p.name for p in (out / "train").iterdir()} == classes
@@ -53,6 +53,7 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
     # The line makes and crops candidates as training did.
     assert (settings.crop_context, settings.crop_min_side_px) == (2.0, 40)
     assert (settings.edge_zone_px, settings.edge_open_px) == (1, 3)
+    assert (settings.edge_keep_min_area_px, settings.edge_keep_max_side_px) == (5, 10)
     for scale, offset_px in settings.box_growth.values():
         assert 0.1 < scale < 2.5 and 5 < offset_px < 50  # annotators draw boxes with about 10 px of margin
     crop = cv2.imread(str(next((out / "train" / "open").glob("*.png"))), cv2.IMREAD_UNCHANGED)
@@ -62,12 +63,13 @@ def test_candidates_are_labelled_moved_copies_added_and_test_boards_kept_apart(t
 def test_candidate_and_crop_options_outside_the_card_bounds_are_refused(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB),
                            str(tmp_path / "crops"), "--crop-context", "0.5", "--crop-min-side-px", "4",
-                           "--edge-zone-px", "-1"],
+                           "--edge-zone-px", "-1", "--edge-keep-max-side-px", "-2"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and not (tmp_path / "crops").exists()
     assert "--crop-context 0.5: Input should be greater than or equal to 1" in done.stderr
     assert "--crop-min-side-px 4: Input should be greater than or equal to 8" in done.stderr
     assert "--edge-zone-px -1: Input should be greater than or equal to 0" in done.stderr
+    assert "--edge-keep-max-side-px -2: Input should be greater than or equal to 0" in done.stderr
     done = subprocess.run([sys.executable, str(REPO_ROOT / "datasets" / "deeppcb_crops.py"), str(DEEPPCB),
                            str(tmp_path / "crops"), "--edge-open-px", "1"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and not (tmp_path / "crops").exists()
