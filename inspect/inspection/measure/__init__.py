@@ -98,7 +98,11 @@ def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.nd
         # An edge is where the reference varies by more than the grey tolerance within the window.
         near_edge = cv2.dilate(reference, window).astype(np.float32) - cv2.erode(reference, window) > tolerance_grey
         if edge_keep_max_side_px > 0:
-            _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            # Pieces that survive a 2 px opening lie at least 3 px apart, one per 3x3 cell: on frames of
+            # up to about 766 x 766 px, 16-bit labels suffice and halve the labelling's cost.
+            cells = -(-mask.shape[0] // 3) * -(-mask.shape[1] // 3)
+            label_type = cv2.CV_16U if open_px >= 2 and cells < 2**16 else cv2.CV_32S
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=label_type)
             longest_side_px = stats[:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
             compact = (stats[:, cv2.CC_STAT_AREA] >= edge_keep_min_area_px) & (longest_side_px <= edge_keep_max_side_px)
             compact[0] = False  # the background
