@@ -1,7 +1,7 @@
 """PCB inspection against a golden template: the candidate stage on generated boards, the shipped models on
 real DeepPCB boards (skipped where ../shared/data is absent), and bad input.
 
-The default model (v6) has seen every DeepPCB trainval pair, so the metric is checked with v5, which never saw
+The default model (v7) has seen every DeepPCB trainval pair, so the metric is checked with v5, which never saw
 board groups 13000 and 44000."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from inspection.acquire.deeppcb import read_pair_list
+from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import iou_matrix
-from inspection.pcb import CANDIDATE_SETTINGS, find_candidates, perturb
+from inspection.pcb import CANDIDATE_SETTINGS, find_candidates, grey_pair, perturb, read_grey
 from inspection.synthetic import golden_image
 from tests.conftest import REPO_ROOT, run_cli
 
@@ -61,6 +62,26 @@ def test_bad_pairs_are_refused_with_the_reason(tmp_path: Path) -> None:
     out = run_cli("pcb", "inspect", str(test_path), "--template", str(template_path), "--model",
                   str(REPO_ROOT / "models" / "die-patchnet-v1"), check=False)
     assert out.returncode == 2 and "no detector section" in out.stderr
+
+
+@needs_deeppcb
+def test_a_shallow_mouse_bite_on_a_track_edge_is_a_candidate_only_where_compact_pieces_are_spared(
+        tmp_path: Path) -> None:
+    # DeepPCB board 20085031: a mouse-bite a couple of pixels deep on a track's edge, where the edge zone's
+    # 3 px opening removes it unless compact pieces keep the plain opening (the v7 candidate stage).
+    [pair] = read_pair_list(DEEPPCB, _list_file(tmp_path, ["group20085/20085/20085031.jpg "
+                                                            "group20085/20085_not/20085031.txt"]))
+    [bite] = [box for box, kind in zip(pair.boxes, pair.kinds, strict=True)
+              if kind == "mousebite" and box[0] > 500 and box[1] > 500]
+    test, template = grey_pair(read_grey(pair.test_path), read_grey(pair.template_path))
+
+    def candidate_centred_in_the_bite(settings: DetectorSettings) -> bool:
+        boxes = find_candidates(test, template, settings=settings).boxes
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        return bool(np.all((centres >= bite[:2]) & (centres <= bite[2:]), axis=1).any())
+
+    assert candidate_centred_in_the_bite(CANDIDATE_SETTINGS)
+    assert not candidate_centred_in_the_bite(CANDIDATE_SETTINGS.model_copy(update={"edge_keep_max_side_px": 0}))
 
 
 @needs_deeppcb
