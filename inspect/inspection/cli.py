@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DB = Path("results/inspect.db")
 DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v5")
-DEFAULT_PCB_MODEL = Path("models/pcb-patchnet-l-v6")
+DEFAULT_PCB_MODEL = Path("models/pcb-patchnet-l-v7")
 # The names only: importing inspection.train here would load torch for every command.
 TRAIN_ARCHITECTURES = ("patchnet", "patchnet-l", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")  # inspection.train's, named here so the CLI need not import torch
@@ -331,7 +331,8 @@ def cmd_calibrate_flatfield(args: argparse.Namespace) -> int:
 def cmd_pcb_inspect(args: argparse.Namespace) -> int:
     from inspection.pcb import PcbInspector, read_grey
 
-    inspector = PcbInspector(args.model, device=args.device, min_score=args.min_score)
+    inspector = PcbInspector(args.model, precision="int8" if args.int8 else "fp32", device=args.device,
+                             min_score=args.min_score)
     test = read_grey(args.test)
     result = inspector.inspect(test, read_grey(args.template), test_name=str(args.test),
                                template_name=str(args.template))
@@ -360,13 +361,15 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
     from inspection.pcb import PcbInspector, evaluate_pairs
 
     settings = SessionSettings(intra_op_threads=1)
-    inspector = PcbInspector(args.model, device=args.device, min_score=args.min_score, settings=settings)
+    inspector = PcbInspector(args.model, precision="int8" if args.int8 else "fp32", device=args.device,
+                             min_score=args.min_score, settings=settings)
+    # The baseline is always FP32, so `--int8 --compare` the same model measures what quantisation costs.
     baseline = None if args.compare is None else PcbInspector(args.compare, device=args.device,
                                                               min_score=args.min_score, settings=settings)
     pairs = read_pair_list(args.root, args.list)
     report = evaluate_pairs(inspector, pairs, workers=args.workers, max_shift_px=args.shift_px,
                             max_angle_deg=args.rotate_deg, seed=args.seed, baseline=baseline)
-    report = {"model": str(args.model), "list": str(args.list), **report}
+    report = {"model": str(args.model), "onnx": str(inspector.classifier.onnx_path), "list": str(args.list), **report}
     if baseline is not None:
         report["baseline"] = {"model": str(args.compare), **report["baseline"]}
     if args.json:
@@ -837,6 +840,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"PCB model folder (default {DEFAULT_PCB_MODEL})")
         sub.add_argument("--min-score", type=float, help="report defects at least this likely (default: the card's)")
         sub.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu")
+        sub.add_argument("--int8", action="store_true", help="classify with the model's INT8 variant "
+                         "(inspect export MODEL --int8 --calib CROPS)")
         sub.set_defaults(handler=cmd_pcb_inspect if sub is pcb_inspect else cmd_pcb_eval)
     return parser
 

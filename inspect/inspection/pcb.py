@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -135,9 +135,9 @@ def candidate_crops(candidates: Candidates, *, settings: DetectorSettings) -> li
 class PcbInspector:
     """A PCB defect model (classifier + detector settings from its card) applied to template/test pairs."""
 
-    def __init__(self, model_dir: str | Path, *, device: Device = "cpu", settings: SessionSettings | None = None,
-                 min_score: float | None = None) -> None:
-        self.classifier = Classifier(model_dir, device=device, settings=settings)
+    def __init__(self, model_dir: str | Path, *, precision: Literal["fp32", "int8"] = "fp32", device: Device = "cpu",
+                 settings: SessionSettings | None = None, min_score: float | None = None) -> None:
+        self.classifier = Classifier(model_dir, precision=precision, device=device, settings=settings)
         card = self.classifier.card
         if card.detector is None or card.thresholds.good_class is None:
             raise CardError(f"{model_dir}: the card has no detector section or no good class; a PCB model is "

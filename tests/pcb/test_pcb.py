@@ -122,6 +122,20 @@ def test_eval_compares_two_models_on_the_same_moved_pairs(tmp_path: Path) -> Non
     assert set(itself["difference"].values()) == {0.0} and itself["difference_ci95"]["f_score"] == [0.0, 0.0]
 
 
+@needs_deeppcb
+def test_eval_with_the_int8_variant_against_its_fp32_graph(tmp_path: Path) -> None:
+    listing = _list_file(tmp_path, HELD_OUT_LINES[:6])
+    default = REPO_ROOT / "models" / "pcb-patchnet-l-v7"
+    report = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(default), "--int8",
+                                "--compare", str(default), "--json").stdout)
+    assert Path(report["onnx"]).name == "model-int8.onnx" and report["pairs"] == 6 and not report["failed"]
+    # Quantisation moves a score here and there, not the verdict on these boards.
+    assert abs(report["baseline"]["difference"]["f_score"]) < 0.05 and report["f_score"] > 0.9, report
+    out = run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(HELD_OUT_MODEL), "--int8",
+                  check=False)
+    assert out.returncode == 2 and "no INT8 variant" in out.stderr and "pcb-patchnet-l-v5" in out.stderr
+
+
 def _list_file(tmp_path: Path, lines: list[str]) -> Path:
     path = tmp_path / "pairs.txt"
     path.write_text("\n".join(lines) + "\n")
