@@ -56,11 +56,12 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="folder the list's paths are relative to")
     parser.add_argument("--list", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=Path("models/pcb-patchnet-l-v7"))
-    parser.add_argument("--int8", action="store_true", help="classify with the model's INT8 variant")
+    parser.add_argument("--int8", dest="precision", action="store_const", const="int8", default="fp32",
+                        help="classify with the model's INT8 variant")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     pairs = read_pair_list(args.root, args.list)
-    inspector = PcbInspector(args.model, precision="int8" if args.int8 else "fp32",
+    inspector = PcbInspector(args.model, precision=args.precision,
                              settings=SessionSettings(intra_op_threads=1))
     evaluate_pairs(inspector, pairs[:10], workers=2)  # warm-up: page cache, ONNX Runtime arenas
     runs = {}

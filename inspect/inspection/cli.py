@@ -331,7 +331,7 @@ def cmd_calibrate_flatfield(args: argparse.Namespace) -> int:
 def cmd_pcb_inspect(args: argparse.Namespace) -> int:
     from inspection.pcb import PcbInspector, read_grey
 
-    inspector = PcbInspector(args.model, precision="int8" if args.int8 else "fp32", device=args.device,
+    inspector = PcbInspector(args.model, precision=args.precision, device=args.device,
                              min_score=args.min_score)
     test = read_grey(args.test)
     result = inspector.inspect(test, read_grey(args.template), test_name=str(args.test),
@@ -361,7 +361,7 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
     from inspection.pcb import PcbInspector, evaluate_pairs
 
     settings = SessionSettings(intra_op_threads=1)
-    inspector = PcbInspector(args.model, precision="int8" if args.int8 else "fp32", device=args.device,
+    inspector = PcbInspector(args.model, precision=args.precision, device=args.device,
                              min_score=args.min_score, settings=settings)
     # The baseline is always FP32, so `--int8 --compare` the same model measures what quantisation costs.
     baseline = None if args.compare is None else PcbInspector(args.compare, device=args.device,
@@ -398,7 +398,7 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    classifier = Classifier(args.model, precision="int8" if args.int8 else "fp32")
+    classifier = Classifier(args.model, precision=args.precision)
     # The baseline is always FP32, so `--int8 --compare` the same folder measures what quantisation costs.
     baseline = None if args.compare is None else Classifier(args.compare)
     report = evaluate_folder(classifier, args.folder, baseline=baseline)
@@ -719,7 +719,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", type=Path, help="model folder (model.onnx + model.json)")
     evaluate.add_argument("folder", type=Path, help="labelled image folder (classes among the model's)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    evaluate.add_argument("--int8", action="store_true", help="evaluate the INT8 variant")
+    evaluate.add_argument("--int8", dest="precision", action="store_const", const="int8", default="fp32",
+                          help="evaluate the INT8 variant")
     evaluate.add_argument("--compare", type=Path, metavar="MODEL",
                           help="also evaluate this model's FP32 graph (same classes) on the same images: the "
                                "difference and its paired 95%% interval (with --int8 and the same folder: what "
@@ -840,7 +841,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"PCB model folder (default {DEFAULT_PCB_MODEL})")
         sub.add_argument("--min-score", type=float, help="report defects at least this likely (default: the card's)")
         sub.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu")
-        sub.add_argument("--int8", action="store_true", help="classify with the model's INT8 variant "
+        sub.add_argument("--int8", dest="precision", action="store_const", const="int8", default="fp32",
+                         help="classify with the model's INT8 variant "
                          "(inspect export MODEL --int8 --calib CROPS)")
         sub.set_defaults(handler=cmd_pcb_inspect if sub is pcb_inspect else cmd_pcb_eval)
     return parser
