@@ -5,7 +5,8 @@
 End to end means what `inspect pcb eval` times: both JPEGs read, registration, candidates, crops, ONNX
 classification, box growth and NMS (ONNX Runtime one thread per worker). The stage split runs one worker on
 the same pairs and counts the candidates each pair hands the classifier. ``--int8`` classifies with the model's
-INT8 variant. The record, with the machine and date, goes to ``benchmarks/results/``.
+INT8 variant. Each run keeps its F-score and mAP with their 95% bootstrap intervals over the pairs (``ci95``).
+The record, with the machine and date, goes to ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main() -> None:
     for workers in (1, 2):
         report = evaluate_pairs(inspector, pairs, workers=workers)
         runs[f"workers_{workers}"] = {key: report[key]
-                                      for key in ("images_per_s", "f_score", "map", "map_at_min_score")}
+                                      for key in ("images_per_s", "f_score", "map", "map_at_min_score", "ci95")}
     stage_ms, candidates_per_pair = stage_times_ms(inspector, pairs)
     record = {
         "benchmark": "pcb", "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
