@@ -17,11 +17,12 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from inspection.acquire.lot import read_lot
 from inspection.bench import machine, save_record
-from inspection.lot import read_lot, run_lot
-from inspection.recipe import load_lot_recipe
+from inspection.chain.lot import run_lot
+from inspection.recipe import load_recipe
 from inspection.report.lot_report import lot_figures
-from inspection.sample_lot import make_lot
+from inspection.sim.lot import make_lot
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -34,7 +35,8 @@ def main() -> None:
     parser.add_argument("--recipe", default="wafer-lot")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    recipe = load_lot_recipe(args.recipe)
+    recipe = load_recipe(args.recipe)
+    assert recipe.classify is not None and recipe.wafermap is not None
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         lot = Path(scratch) / "lot"
@@ -50,8 +52,8 @@ def main() -> None:
                          "failed_to_grade": figures["failed_to_grade"]})
     record = {
         "benchmark": "inspect grade: wafers per hour", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(), "frame_px": 2048, "recipe": recipe.name, "die_model": recipe.models.die,
-        "wafer_map_model": recipe.models.wafer_map, "lot_seed": args.seed, "runs": runs,
+        "machine": machine(), "frame_px": 2048, "recipe": recipe.name, "die_model": recipe.classify.model,
+        "wafer_map_model": recipe.wafermap.model, "lot_seed": args.seed, "runs": runs,
     }
     path = save_record(record, args.out, name="grade")
     print(json.dumps(record, indent=2))

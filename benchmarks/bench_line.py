@@ -1,15 +1,21 @@
-"""Line-loop benchmark: end-to-end frames/s and latency of ``inspect run`` on synthetic frames.
+"""Line-loop benchmark: ``inspect run`` end to end (camera -> chain with its CNN -> SQLite commit), frames/s,
+latency and the classifier's batching, for the wafer-die station on its simulated camera and, when the DeepPCB
+data is there, the PCB station on a folder of real boards.
 
-Runs the real line loop (acquire -> preprocess -> align -> measure -> grade -> SQLite commit) on a
-free-running ``sim:`` camera at several frame sizes, and records the numbers with the machine and date in
-``benchmarks/results/``. A free-running source keeps the queue full, so latency here is the worst case:
-queueing included. Usage: ``python benchmarks/bench_line.py [--frames N] [--sizes 512,1024,2048]``.
+    python benchmarks/bench_line.py [--frames 300] [--deeppcb ../shared/data/deeppcb] [--pcb-groups 44000]
+
+Each run is the real ``run_line`` with the bundled recipe (``wafer-die``: 512 x 512 frames, 2 workers, the
+CNN on every candidate through the shared micro-batcher; ``pcb-deeppcb``: 640 x 640 boards, each against the
+template beside it, INT8). A free-running source keeps the queue full, so latency here is the worst case:
+queueing included. The simulated camera renders its frames on the same cores. Numbers are recorded with the
+machine and date in ``benchmarks/results/line-<date>-<host>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import json
+import sqlite3
 import tempfile
 import threading
 import time
@@ -21,70 +27,71 @@ import numpy as np
 
 from inspection.acquire import open_camera
 from inspection.bench import machine, save_record
-from inspection.pipeline import Inspector, LineStats, run_line
+from inspection.chain.chain import build_chain
+from inspection.chain.line import run_line
 from inspection.recipe import load_recipe
-from inspection.report import ResultStore, read_results
+from inspection.report import ResultStore
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def bench(kind: str, size_px: int, frames: int, workers: int) -> dict[str, object]:
-    recipe = load_recipe(kind)
-    recipe = recipe.model_copy(update={
-        "reference": recipe.reference.model_copy(update={"golden": f"sim:{kind}?size={size_px}"}),
-        "pipeline": recipe.pipeline.model_copy(update={"workers": workers}),
-    })
-    inspector = Inspector.from_recipe(recipe)
-    with tempfile.TemporaryDirectory() as folder:
+def bench(recipe_name: str, uri: str, frames: int | None) -> dict[str, object]:
+    recipe = load_recipe(recipe_name)
+    with tempfile.TemporaryDirectory() as folder, build_chain(recipe) as chain:
         db = Path(folder) / "bench.db"
         store = ResultStore(db)
-        run_id = store.start_run(camera="bench", recipe_name=recipe.name, recipe_sha256="", software_version="")
+        run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256="", software_version="")
         started = time.perf_counter()
-
-        def progress(stats: LineStats) -> None:
-            if sys.stderr.isatty():
-                print(f"\r  {kind} {size_px}px: {stats.committed}/{frames} frames", end="", file=sys.stderr, flush=True)
-
-        stats = run_line(open_camera(f"sim:{kind}?size={size_px}&seed=3"), inspector, store, run_id=run_id,
-                         recipe=recipe, stop=threading.Event(), max_frames=frames, on_status=progress)
+        stats = run_line(open_camera(uri), chain, store, run_id=run_id, stop=threading.Event(), max_frames=frames)
         elapsed_s = time.perf_counter() - started
         store.close()
-        rows = list(read_results(db))
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    latency = np.array([r["latency_ms"] for r in rows])
-    stages = {name: round(float(np.mean([r["stage_latency_ms"].get(name, 0.0) for r in rows])), 3)
-              for name in ("preprocess", "align", "measure", "grade")}
+        with sqlite3.connect(db) as connection:
+            rows = connection.execute("SELECT latency_ms, stage_latency_ms FROM results").fetchall()
+        batches = chain.batcher.stats if chain.batcher is not None else None
+    latency = np.array([r[0] for r in rows])
+    stages = [json.loads(r[1]) for r in rows]
+    names = sorted({name for s in stages for name in s})
+    mean_stage_ms = {name: round(float(np.mean([s.get(name, 0.0) for s in stages])), 3) for name in names}
+    busy_ms = sum(v for k, v in mean_stage_ms.items() if k != "batch_wait")
     return {
-        "kind": kind, "frame_px": f"{size_px}x{size_px}", "frames": stats.committed, "workers": workers,
+        "recipe": recipe_name, "camera": uri, "frames": stats.committed, "workers": recipe.pipeline.workers,
         "fps": round(stats.committed / elapsed_s, 2),
         "latency_p50_ms": round(float(np.percentile(latency, 50)), 2),
         "latency_p99_ms": round(float(np.percentile(latency, 99)), 2),
-        "mean_stage_ms": stages,
+        "mean_stage_ms": mean_stage_ms,
+        "cnn_share_of_stage_time": round(mean_stage_ms.get("classify", 0.0) / busy_ms, 3) if busy_ms else None,
+        "batches": None if batches is None else {
+            "items": batches.items, "batches": batches.batches, "largest": batches.largest_batch,
+            "mean": round(batches.items / max(1, batches.batches), 2)},
         "verdicts": dict(stats.verdicts),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument("--sizes", default="512,1024,2048")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--deeppcb", type=Path, default=Path(__file__).parents[2] / "shared" / "data" / "deeppcb")
+    parser.add_argument("--pcb-groups", default="44000", help="DeepPCB groups whose boards feed the PCB line")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    runs = [bench(kind, int(size), args.frames, args.workers)
-            for kind in ("wafer", "pcb") for size in args.sizes.split(",")]
+    runs = [bench("wafer-die", "sim:wafer?seed=3&defect_rate=0.3", args.frames)]
+    for group in args.pcb_groups.split(","):
+        folder = args.deeppcb / f"group{group}" / group
+        if folder.is_dir():
+            runs.append(bench("pcb-deeppcb", f"folder:{folder}?glob=*_test*", None))
     record = {
         "benchmark": "line-loop",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "versions": {p: metadata.version(p) for p in ("wafer-inspect", "numpy", "opencv-python-headless")},
+        "versions": {p: metadata.version(p) for p in ("wafer-inspect", "numpy", "opencv-python-headless",
+                                                      "onnxruntime")},
         "runs": runs,
     }
     path = save_record(record, args.out, name="line")
     for run in runs:
-        print(f"{run['kind']:5} {run['frame_px']:>9}: {run['fps']:7.1f} fps  p50 {run['latency_p50_ms']:7.1f} ms"
-              f"  p99 {run['latency_p99_ms']:7.1f} ms  stages {run['mean_stage_ms']}")
+        print(f"{run['recipe']:12} {run['frames']:4} frames: {run['fps']:7.1f} fps  p50 {run['latency_p50_ms']:6.1f} ms"
+              f"  p99 {run['latency_p99_ms']:6.1f} ms  CNN share {run['cnn_share_of_stage_time']}  "
+              f"batches {run['batches']}  stages {run['mean_stage_ms']}")
     print(f"written to {path}")
 
 

@@ -21,33 +21,27 @@ import numpy as np
 
 from inspection.acquire.deeppcb import read_pair_list
 from inspection.bench import machine, save_record
-from inspection.classify import SessionSettings
-from inspection.classify.prepare import prepare_batch
-from inspection.pcb import PcbInspector, candidate_crops, evaluate_pairs, find_candidates, grey_pair, read_grey
+from inspection.chain.chain import Chain, build_chain
+from inspection.chain.pairs import evaluate_pairs, read_grey_frame
 from inspection.progress import progress
+from inspection.recipe import load_recipe
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def stage_times_ms(inspector: PcbInspector, pairs: list) -> tuple[dict[str, float], float]:
-    """Median milliseconds per pair of each stage, one thread, and the mean number of candidates per pair."""
-    samples: dict[str, list[float]] = {"read": [], "register_and_candidates": [], "crops": [], "classify": []}
+def stage_times_ms(chain: Chain, pairs: list) -> tuple[dict[str, float], float]:
+    """Median milliseconds per pair of reading and of each stage of the chain (one caller at a time), and the
+    mean number of candidates per pair."""
+    samples: dict[str, list[float]] = {}
     candidate_counts = []
     for pair in progress(pairs, total=len(pairs), label="stages"):
         started = time.perf_counter()
-        test, template = grey_pair(read_grey(pair.test_path), read_grey(pair.template_path))
-        read_at = time.perf_counter()
-        candidates = find_candidates(test, template, settings=inspector.detector)
-        found_at = time.perf_counter()
-        crops = candidate_crops(candidates, settings=inspector.detector)
-        candidate_counts.append(len(crops))
-        cropped_at = time.perf_counter()
-        if crops:
-            inspector.classifier.predict(prepare_batch([(c, "bgr", 8) for c in crops], card=inspector.classifier.card))
-        done_at = time.perf_counter()
-        for key, seconds in zip(samples, (read_at - started, found_at - read_at, cropped_at - found_at,
-                                          done_at - cropped_at), strict=True):
-            samples[key].append(seconds * 1000)
+        test, template = read_grey_frame(pair.test_path, 0), read_grey_frame(pair.template_path, 0)
+        samples.setdefault("read", []).append((time.perf_counter() - started) * 1000)
+        part = chain(test, reference=template)
+        candidate_counts.append(len(part.regions))
+        for stage, milliseconds in part.latency_ms.items():
+            samples.setdefault(stage, []).append(milliseconds)
     medians = {key: round(float(np.median(values)), 3) for key, values in samples.items()}
     return medians, round(float(np.mean(candidate_counts)), 2)
 
@@ -56,24 +50,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="folder the list's paths are relative to")
     parser.add_argument("--list", type=Path, required=True)
-    parser.add_argument("--model", type=Path, default=Path("models/pcb-patchnet-l-v7"))
+    parser.add_argument("--recipe", default="pcb-deeppcb")
+    parser.add_argument("--model", type=Path, help="default: the recipe's")
     parser.add_argument("--int8", dest="precision", action="store_const", const="int8", default="fp32",
-                        help="classify with the model's INT8 variant")
+                        help="classify with the model's INT8 variant (default FP32)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     pairs = read_pair_list(args.root, args.list)
-    inspector = PcbInspector(args.model, precision=args.precision,
-                             settings=SessionSettings(intra_op_threads=1))
-    evaluate_pairs(inspector, pairs[:10], workers=2)  # warm-up: page cache, ONNX Runtime arenas
+    recipe = load_recipe(args.recipe)
+    assert recipe.classify is not None
+    classify = recipe.classify.model_copy(update={"precision": args.precision,
+                                                  **({"model": str(args.model)} if args.model else {})})
+    chain = build_chain(recipe.model_copy(update={"classify": classify}), rank_hypotheses=True, threads=1)
+    evaluate_pairs(chain, pairs[:10], workers=2)  # warm-up: page cache, ONNX Runtime arenas
     runs = {}
     for workers in (1, 2):
-        report = evaluate_pairs(inspector, pairs, workers=workers)
+        report = evaluate_pairs(chain, pairs, workers=workers)
         runs[f"workers_{workers}"] = {key: report[key]
                                       for key in ("images_per_s", "f_score", "map", "map_at_min_score", "ci95")}
-    stage_ms, candidates_per_pair = stage_times_ms(inspector, pairs)
+    stage_ms, candidates_per_pair = stage_times_ms(chain, pairs)
+    chain.close()
+    assert chain.classifier is not None
     record = {
         "benchmark": "pcb", "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-        "model": str(args.model), "onnx": str(inspector.classifier.onnx_path), "list": str(args.list),
+        "model": classify.model, "onnx": str(chain.classifier.onnx_path), "list": str(args.list),
         "pairs": len(pairs), "runs": runs, "stage_ms_one_thread": stage_ms, "candidates_per_pair": candidates_per_pair,
     }
     path = save_record(record, args.out, name="pcb")

@@ -16,15 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.align import estimate_shift, translate
+from inspection.align import estimate_shift, register, warp_reference
 from inspection.bench import machine, save_record
-from inspection.grade import detections_of, verdict_of
+from inspection.grade import polarity_detections, size_verdict
 from inspection.measure import deviation, regions, tolerance_band
 from inspection.preprocess import denoise, equalize, to_uint8
 from inspection.progress import progress
-from inspection.recipe import GradeSettings
-from inspection.synthetic import golden_image, render_frame
-from inspection.types import AlignedFrame, Frame, Measurements
+from inspection.recipe import AlignSettings, GradeSettings
+from inspection.sim.frames import golden_image, render_frame
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -43,23 +42,22 @@ def stages_at(size_px: int, repeats: int) -> dict[str, float]:
     reference = np.asarray(golden_image("wafer", size_px=size_px))
     image, _ = render_frame("wafer", 0, seed=1, size_px=size_px, defect_rate=1.0)
     twelve_bit = image.astype(np.uint16) << 4
-    band = tolerance_band(reference, band_px=1, tolerance_grey=30)
-    dx, dy, _ = estimate_shift(image, reference)
-    aligned_image = translate(image, dx_px=-dx, dy_px=-dy)
-    deviation_map = deviation(aligned_image, band)
+    fit = register(image, reference, settings=AlignSettings())
+    drawn, _ = warp_reference(reference, fit, margin_px=1)
+    band = tolerance_band(drawn, band_px=1, tolerance_grey=30)
+    deviation_map = deviation(image, band)
     found = regions(deviation_map, min_area_px=4, pixel_size_um=5.0)
-    frame = Frame(image, "mono", 8, "bench", 0, 0.0)
-    measurements = Measurements(AlignedFrame(frame, aligned_image, (dx, dy), 0.0, 1.0), found, 5.0)
     grade = GradeSettings(review_area_um2=100, fail_area_um2=400)
     return {
         "to_uint8 (12-bit)": timed(lambda: to_uint8(twelve_bit, bit_depth=12), repeats),
         "denoise median 3": timed(lambda: denoise(image, method="median", kernel_px=3), repeats),
         "clahe": timed(lambda: equalize(image, clip_limit=2.0), repeats),
         "align: phase correlation": timed(lambda: estimate_shift(image, reference), repeats),
-        "align: warp": timed(lambda: translate(image, dx_px=-dx, dy_px=-dy), repeats),
-        "measure: band deviation": timed(lambda: deviation(aligned_image, band), repeats),
+        "align: golden drawn in the frame": timed(lambda: warp_reference(reference, fit, margin_px=1), repeats),
+        "measure: band": timed(lambda: tolerance_band(drawn, band_px=1, tolerance_grey=30), repeats),
+        "measure: band deviation": timed(lambda: deviation(image, band), repeats),
         "measure: regions": timed(lambda: regions(deviation_map, min_area_px=4, pixel_size_um=5.0), repeats),
-        "grade": timed(lambda: verdict_of(detections_of(measurements, settings=grade), settings=grade), repeats),
+        "grade": timed(lambda: size_verdict(polarity_detections(found, settings=grade), settings=grade), repeats),
     }
 
 

@@ -22,7 +22,7 @@ from inspection.align.wafer import find_wafer
 from inspection.bench import machine, save_record
 from inspection.measure.grid import die_crops, find_die_grid
 from inspection.progress import progress
-from inspection.synthetic import WaferGeometry, render_wafer_geometry
+from inspection.sim.frames import WaferGeometry, render_wafer_geometry
 
 RESULTS = Path(__file__).parent / "results"
 

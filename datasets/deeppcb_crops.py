@@ -4,14 +4,14 @@
         [--moved-copies N]
 
 For every pair of ``trainval.txt`` the template is registered onto the test board and the regions that leave
-its tolerance band become candidates (``inspection.pcb.find_candidates``, the line's code). A candidate whose
+its tolerance band become candidates (the ``pcb-deeppcb`` recipe's chain, the line's code). A candidate whose
 centre lies in an annotated box takes that box's type (open, short, mousebite, spur, copper, pin-hole), any
 other candidate is a false alarm ("good"). Each crop is 3-channel: test, registered template, |difference|.
 Whole board groups go to ``test`` so the model is measured on board designs it never saw (``--test-groups ''``:
 none, for a final model trained on every group); ``--test-fraction F`` instead holds out F of every group's
 pairs, unseen boards of designs it knows, as DeepPCB's own test split does. ``--moved-copies N`` adds,
 for every training pair, N copies of its test board moved by a seeded random shift and turn (the same
-``inspection.pcb.perturb`` that ``inspect pcb eval --shift-px --rotate-deg`` uses), so the classifier also
+``inspection.sim.frames.perturb`` that ``inspect pcb eval --shift-px --rotate-deg`` uses), so the classifier also
 learns the resampled edges of a board that lies askew on the line.
 
 Writes ``OUT/train/<class>/*.png``, ``OUT/test/<class>/*.png``, ``OUT/detector.json`` (the candidate settings
@@ -32,18 +32,15 @@ from pydantic import ValidationError
 
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair, read_pair_list
 from inspection.align import AlignmentError
+from inspection.chain.chain import Chain, candidate_chain
+from inspection.chain.pairs import CANDIDATE_SETTINGS, find_candidates, read_grey_frame
+from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import iou_matrix
-from inspection.pcb import (
-    CANDIDATE_SETTINGS,
-    DetectorSettings,
-    candidate_crops,
-    find_candidates,
-    grey_pair,
-    perturb,
-    read_grey,
-)
+from inspection.measure import candidate_crops
 from inspection.progress import progress
+from inspection.recipe import load_recipe
 from inspection.report import save_png
+from inspection.sim.frames import perturb
 
 
 def label_candidates(boxes: np.ndarray, truth_boxes: np.ndarray, truth_kinds: tuple[str, ...]) -> list[int | None]:
@@ -82,16 +79,18 @@ def held_out(pairs: list[PcbPair], *, test_groups: set[str], test_fraction: floa
 
 
 def write_crops(folder: Path, stem: str, test: np.ndarray, template: np.ndarray, pair: PcbPair,
-                truth_boxes: np.ndarray, *, settings: DetectorSettings, counts: Counter[str], split: str,
+                truth_boxes: np.ndarray, *, chain: Chain, settings: DetectorSettings, counts: Counter[str], split: str,
                 sides: dict[str, list[tuple[float, float]]] | None) -> list[int | None]:
     """Save the labelled candidate crops of one board as ``folder/<class>/<stem>_NN.png``; with ``sides``,
     collect (candidate side, annotated side) pairs for the box-growth fit. Returns each candidate's
     annotated box index (None for a false alarm)."""
-    candidates = find_candidates(test, template, settings=settings)
-    boxes = candidates.boxes
+    candidates = find_candidates(chain, test, template)
+    assert candidates.image is not None and candidates.reference is not None
+    boxes = np.array([region.box_xyxy_px for region in candidates.regions], float).reshape(-1, 4)
     labels = label_candidates(boxes, truth_boxes, pair.kinds) if len(boxes) else []
-    for index, (crop, truth) in enumerate(zip(candidate_crops(candidates, settings=settings), labels,
-                                              strict=True)):
+    crops = candidate_crops(candidates.image, candidates.reference, boxes, context=settings.crop_context,
+                            min_side_px=settings.crop_min_side_px)
+    for index, (crop, truth) in enumerate(zip(crops, labels, strict=True)):
         kind = "good" if truth is None else pair.kinds[truth]
         save_png(folder / kind / f"{stem}_{index:02d}.png", crop)
         counts[f"{split}/{kind}"] += 1
@@ -156,6 +155,7 @@ def main() -> None:
     else:
         test_groups = {group for group in (args.test_groups if args.test_groups is not None else "13000,44000")
                        .split(",") if group}
+    chain = candidate_chain(load_recipe("pcb-deeppcb"), settings)  # the line's chain up to its candidates
     pairs = read_pair_list(args.root, args.list)
     unknown = test_groups - {pair.group for pair in pairs}
     if unknown:
@@ -171,18 +171,17 @@ def main() -> None:
                                           label="candidates"):
         split = "test" if test_pair else "train"
         lists[split].append(line)
-        test, template = grey_pair(read_grey(pair.test_path), read_grey(pair.template_path),
-                                   test_name=str(pair.test_path), template_name=str(pair.template_path))
+        test, template = read_grey_frame(pair.test_path, 0).image, read_grey_frame(pair.template_path, 0).image
         stem = Path(pair.name).name
-        labels = write_crops(args.out / split, stem, test, template, pair, pair.boxes, settings=settings, counts=counts,
-                             split=split, sides=sides if split == "train" else None)
+        labels = write_crops(args.out / split, stem, test, template, pair, pair.boxes, chain=chain, settings=settings,
+                             counts=counts, split=split, sides=sides if split == "train" else None)
         matched[split] += len({label for label in labels if label is not None})
         counts[f"{split}/annotated"] += len(pair.kinds)
         for copy in range(args.moved_copies if split == "train" else 0):
             moved, moved_boxes, _ = perturb(test, pair.boxes, rng=next(rngs), max_shift_px=args.shift_px,
                                             max_angle_deg=args.rotate_deg)
             try:
-                write_crops(args.out / split, f"{stem}_moved{copy}", moved, template, pair, moved_boxes,
+                write_crops(args.out / split, f"{stem}_moved{copy}", moved, template, pair, moved_boxes, chain=chain,
                             settings=settings, counts=counts, split=split, sides=None)
             except AlignmentError:
                 # A nearly bare board pushed partly out of view may leave too little to register on.

@@ -2,10 +2,10 @@
 
     python datasets/wafer_die_crops.py OUT [--wafers 18] [--seed 1000] [--defect-rate 0.3] [--good-per-wafer 350]
 
-Each wafer is rendered by ``inspection.sample_lot`` with dies failing independently at ``--defect-rate`` (so
+Each wafer is rendered by ``inspection.sim.lot`` with dies failing independently at ``--defect-rate`` (so
 every defect class is plentiful), then located, turned notch-down and cut into dies by
-``inspection.lot.locate_dies`` with the bundled ``wafer-lot`` recipe, and made into the classifier's 3-channel
-input by ``inspection.lot.die_inputs`` (die, the wafer's median die, their difference): what the line will
+``inspection.measure.dies.locate_dies`` with the bundled ``wafer-lot`` recipe, and made into the classifier's 3-channel
+input by ``inspection.measure.dies.die_inputs`` (die, the wafer's median die, their difference): what the line will
 classify. Each crop takes its die's truth class. Writes ``OUT/<class>/*.png`` (train with ``--colour rgb``).
 Seeds from 1000 up are kept for training; sample lots and benchmarks use lower ones.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.lot import die_inputs, locate_dies
+from inspection.measure.dies import die_inputs, locate_dies
 from inspection.progress import progress
-from inspection.recipe import load_lot_recipe
+from inspection.recipe import load_recipe
 from inspection.report import save_png
-from inspection.sample_lot import LotSpec, render_lot_wafer
+from inspection.sim.lot import LotSpec, render_lot_wafer
 from inspection.wafermap.maps import PATTERNS
 
 
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defect-rate", type=float, default=0.3)
     parser.add_argument("--good-per-wafer", type=int, default=350, help="good dies kept per wafer (a sample)")
     args = parser.parse_args(argv)
-    recipe = load_lot_recipe("wafer-lot")
+    recipe = load_recipe("wafer-lot")
+    assert recipe.wafer is not None
     spec = LotSpec(pixel_size_um=recipe.pixel_size_um, diameter_mm=recipe.wafer.diameter_mm,
                    die_pitch_um=recipe.wafer.die_pitch_um, street_um=recipe.wafer.street_um,
                    edge_exclusion_mm=recipe.wafer.edge_exclusion_mm)
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         seed = args.seed + index
         image, truth = render_lot_wafer(spec, PATTERNS[index % len(PATTERNS)], index, seed=seed,
                                         defect_rate=args.defect_rate)
-        located = locate_dies(image, recipe)
+        located = locate_dies(image, wafer=recipe.wafer, pixel_size_um=recipe.pixel_size_um)
         lookup = truth.class_by_cell()
         rng = np.random.default_rng(seed)
         good_kept = set(rng.permutation(len(located.dies))[: args.good_per_wafer].tolist())

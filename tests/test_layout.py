@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import shutil
 import subprocess
 import sys
@@ -11,11 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, run_cli
-
-PACKAGE = REPO_ROOT / "inspect" / "inspection"
-# Data flows one way; each stage may import only the stages before it (and the shared modules).
-STAGES = ["acquire", "preprocess", "align", "measure", "classify", "wafermap", "grade", "report"]
-SHARED = {"types", "recipe", "synthetic"}
 
 
 def test_inspect_folder_is_not_a_package() -> None:
@@ -43,37 +37,38 @@ def test_console_script_and_module_entry_point() -> None:
     assert "run" in run_cli("--help").stdout
 
 
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
+def test_the_import_contracts_hold() -> None:
+    """The layering, the records' independence, torch only in train/, no cycles (pyproject.toml's contracts)."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(lint)], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 broken" in out.stdout
 
 
-def test_data_flows_one_way_and_torch_stays_in_train() -> None:
-    problems = []
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
-        module = parts[0]
-        for name in _imports(path):
-            top = name.split(".")[0]
-            if top in {"torch", "torchvision", "albumentations"} and module != "train":
-                problems.append(f"{path}: imports {name} outside train/")
-            if not name.startswith("inspection.") or module not in STAGES:
-                continue
-            target = name.split(".")[1]
-            if target in STAGES and STAGES.index(target) > STAGES.index(module):
-                problems.append(f"{path}: stage {module} imports the later stage {target}")
-            if target in {"pipeline", "cli", "train"}:
-                problems.append(f"{path}: stage {module} imports {target}")
-    assert not problems, "\n".join(problems)
+def test_no_module_import_cycles() -> None:
+    import grimp
+
+    graph = grimp.build_graph("inspection")
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            if state.get(imported) == 1:
+                cycles.append([*path[path.index(imported):], imported])
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[module] = 2
+
+    for module in sorted(graph.modules):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, cycles
 
 
 def test_inference_path_does_not_import_torch() -> None:
-    code = ("import sys, inspection.cli, inspection.pipeline, inspection.classify, inspection.pcb; "
+    code = ("import sys, inspection.cli, inspection.chain.line, inspection.chain.lot, inspection.chain.pairs; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

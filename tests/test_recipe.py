@@ -5,11 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inspection.chain.chain import build_chain
 from inspection.recipe import BUNDLED_RECIPES, RecipeError, load_recipe
+from inspection.types import InspectionError
+from tests.conftest import REPO_ROOT
 
 GOOD = {
     "name": "line-3",
-    "kind": "wafer",
+    "kind": "wafer-die",
     "pixel_size_um": 5.0,
     "reference": {"golden": "sim:wafer"},
     "grade": {"review_area_um2": 100, "fail_area_um2": 400},
@@ -23,16 +26,57 @@ def write(tmp_path: Path, data: object, name: str = "recipe.yaml") -> Path:
 
 
 @pytest.mark.parametrize("name", BUNDLED_RECIPES)
-def test_bundled_recipes_load(name: str) -> None:
+def test_bundled_recipes_load_and_build_their_chain(name: str) -> None:
     recipe = load_recipe(name)
-    assert recipe.kind == name
-    assert recipe.camera and recipe.camera.startswith(f"sim:{name}")
+    assert name.startswith(recipe.kind) and recipe.classify is not None
     assert len(recipe.sha256()) == 64
+    with build_chain(recipe) as chain:
+        assert chain.classifier is not None and chain.batcher is not None
+        assert chain.stages[0].name == "preprocess"
+
+
+def test_old_recipes_get_one_message_saying_what_to_change(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"kind 'wafer' was renamed 'wafer-die' in version 0\.2"):
+        load_recipe(write(tmp_path, {**GOOD, "kind": "wafer"}))
+    old_lot = {"name": "lot", "kind": "wafer-lot", "pixel_size_um": 150, "models": {"die": "d", "wafer_map": "m"}}
+    with pytest.raises(RecipeError, match=r"now two sections: classify: \{model: <models.die>"):
+        load_recipe(write(tmp_path, old_lot))
+    with pytest.raises(RecipeError, match="the bundled recipe was renamed 'wafer-die'"):
+        load_recipe("wafer")
+
+
+def _chain_error(tmp_path: Path, classify: dict[str, object]) -> str:
+    data = {**GOOD, "classify": {"model": str(REPO_ROOT / "models" / "wafer-line-patchnet-v1"), **classify}}
+    with pytest.raises(InspectionError) as caught:
+        build_chain(load_recipe(write(tmp_path, data)))
+    return str(caught.value)
+
+
+def test_a_chain_whose_model_does_not_fit_the_recipe_is_refused_naming_file_and_field(tmp_path: Path) -> None:
+    message = _chain_error(tmp_path, {"fail_classes": ["particle", "crack"]})
+    assert "recipe.yaml: classify rules name crack, which the model" in message
+    assert "(its classes: good, particle, scratch, stain)" in message
+    message = _chain_error(tmp_path, {"model": str(tmp_path / "gone")})
+    assert "recipe.yaml: classify.model: " in message and "gone: no such model folder" in message
+    message = _chain_error(tmp_path, {"model": str(REPO_ROOT / "models" / "die-patchnet-v1")})
+    assert "takes 1-channel input; a wafer-die chain gives it 3-channel crops" in message
+    message = _chain_error(tmp_path, {"device": "cuda"})
+    assert "--device cuda: ONNX Runtime here has no CUDAExecutionProvider (present: " in message
+
+
+def test_sections_must_fit_the_kind(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="a pcb recipe needs classify"):
+        load_recipe(write(tmp_path, {**GOOD, "kind": "pcb"}))
+    with pytest.raises(RecipeError, match="a wafer-lot recipe needs classify, rules, wafer, wafermap"):
+        load_recipe(write(tmp_path, {**GOOD, "kind": "wafer-lot", "grade": None, "reference": None}))
+    with pytest.raises(RecipeError, match="classes \\['stain'\\] are in both fail_classes and review_classes"):
+        load_recipe(write(tmp_path, {**GOOD, "classify": {"model": "m", "fail_classes": ["stain"],
+                                                            "review_classes": ["stain"]}}))
 
 
 def test_minimal_recipe_gets_documented_defaults(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path, GOOD))
-    assert recipe.align.method == "phase" and recipe.pipeline.queue_depth == 8
+    assert recipe.align is None and recipe.pipeline.queue_depth == 8  # the chain registers by phase then
     assert recipe.source_path == str(tmp_path / "recipe.yaml")
 
 

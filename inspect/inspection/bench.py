@@ -25,6 +25,7 @@ import numpy as np
 from inspection.classify import Classifier, MicroBatcher
 from inspection.classify.card import read_card
 from inspection.classify.runtime import Device
+from inspection.classify.timing import seeded_inputs, time_calls
 from inspection.progress import progress
 
 
@@ -65,31 +66,6 @@ def matmul_gflops(*, size: int = 2048, repeats: int = 5) -> float:
         a @ b
         best = max(best, 2 * size**3 / (time.perf_counter() - started) / 1e9)
     return best
-
-
-def seeded_inputs(model_dir: Path, batch_size: int) -> np.ndarray:
-    card, _ = read_card(model_dir)
-    shape = (batch_size, card.input.channels, card.input.height, card.input.width)
-    return np.random.default_rng(1234).standard_normal(shape, dtype=np.float32)
-
-
-def time_calls(call: Callable[[], object], *, batch_size: int, seconds: float) -> dict[str, Any]:
-    for _ in range(3):  # warm-up: allocations, kernel selection
-        call()
-    latencies = []
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds or len(latencies) < 5:
-        before = time.perf_counter()
-        call()
-        latencies.append(time.perf_counter() - before)
-    elapsed = time.perf_counter() - started
-    return {
-        "batch_size": batch_size, "calls": len(latencies),
-        "images_per_s": round(batch_size * len(latencies) / elapsed, 1),
-        "latency_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 3),
-        "latency_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
 
 
 def _core(model_dir: Path, device: Device, precision: str, batch_size: int, seconds: float) -> dict[str, Any]:

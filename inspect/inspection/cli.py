@@ -23,14 +23,15 @@ import numpy as np
 from pydantic import ValidationError
 
 from inspection.acquire import SCHEMES, CameraError, open_camera
-from inspection.classify import Classifier, ModelCard, SessionSettings, evaluate_folder
+from inspection.chain.chain import Chain, build_chain
+from inspection.chain.line import LineStats, run_line, teach_reference
+from inspection.classify import Classifier, ModelCard, evaluate_folder
 from inspection.classify.card import DetectorSettings
-from inspection.pipeline import Inspector, LineStats, run_line, teach_reference
 from inspection.progress import progress
-from inspection.recipe import BUNDLED_RECIPES, load_recipe
+from inspection.recipe import BUNDLED_RECIPES, Recipe, load_recipe
 from inspection.report import ResultStore, draw_boxes, draw_wafer_map, read_results, save_png, tile_pictures
 from inspection.report.store import RESULT_COLUMNS
-from inspection.synthetic import DIE_CLASSES, render_die
+from inspection.sim.frames import DIE_CLASSES, render_die
 from inspection.types import GradedWafer, InspectionError, Verdict
 from inspection.wafermap import ROOT_CAUSES, read_map_file, read_npz, yield_fraction
 
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 DEFAULT_DB = Path("results/inspect.db")
 DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v5")
-DEFAULT_PCB_MODEL = Path("models/pcb-patchnet-l-v7")
 # The names only: importing inspection.train here would load torch for every command.
 TRAIN_ARCHITECTURES = ("patchnet", "patchnet-l", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 CLASS_WEIGHTINGS = ("inverse", "sqrt", "none")  # inspection.train's, named here so the CLI need not import torch
@@ -109,36 +109,64 @@ def _install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handle)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
-    uri = args.camera or recipe.camera
+def _line_camera(recipe: Recipe, uri: str | None) -> str:
+    """The camera URI to open: ``--camera`` or the recipe's; a folder whose frames bring their golden beside them
+    lists only the frames (``glob=*TEST*``) unless the URI names its own ``glob``."""
+    uri = uri or recipe.camera
     if not uri:
         raise CameraError(f"recipe {recipe.name!r} names no camera; give --camera URI "
                           f"({', '.join(s + ':...' for s in SCHEMES)})")
+    beside = recipe.reference.beside if recipe.reference is not None else None
+    if beside is not None and uri.startswith("folder:") and "glob=" not in uri:
+        uri += ("&" if "?" in uri else "?") + f"glob=*{beside.test}*"
+    return uri
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    if recipe.kind == "wafer-lot":
+        raise UsageError(f"recipe {recipe.name!r} is a wafer-lot recipe: grade its wafers with `inspect grade "
+                         f"FOLDER --recipe {args.recipe}`")
+    uri = _line_camera(recipe, args.camera)
     camera = open_camera(uri)
-    inspector = Inspector.from_recipe(recipe)
+    chain = build_chain(recipe, device=args.device)
     store = ResultStore(args.db)
     run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256=recipe.sha256(),
-                             software_version=software_version())
+                             software_version=software_version(), model_sha256=chain.model_sha256)
     stop = threading.Event()
     _install_stop_handlers(stop)
-    status = "failed"
-    print(f"inspect: run {run_id}: camera {uri}, recipe {recipe.name} ({recipe.source_path}), results -> {args.db}",
-          file=sys.stderr)
+    status, failure = "failed", None
+    model = f", model {recipe.classify.model} on {chain.classifier.providers[0]}" if (
+        recipe.classify is not None and chain.classifier is not None) else ", no classifier (verdicts by size)"
+    print(f"inspect: run {run_id}: camera {uri}, recipe {recipe.name} ({recipe.source_path}){model}, "
+          f"results -> {args.db}", file=sys.stderr)
     try:
-        stats = run_line(camera, inspector, store, run_id=run_id, recipe=recipe, stop=stop, max_frames=args.frames,
+        stats = run_line(camera, chain, store, run_id=run_id, stop=stop, max_frames=args.frames,
                          save_ng_dir=args.save_ng, on_status=_StatusPrinter(quiet=args.quiet))
         status = "stopped" if stop.is_set() else "completed"
+        if stats.committed and stats.verdicts["error"] == stats.committed:
+            status, failure = "failed", f"every one of the {stats.committed} frame(s) ended in error"
+    except InspectionError as exc:
+        failure = str(exc)
+        raise
     finally:
-        store.finish_run(run_id, status=status)
+        store.finish_run(run_id, status=status, reason=failure)
         store.close()
+        chain.close()
     if not args.quiet and sys.stderr.isatty():
         sys.stderr.write("\n")
     print(stats.status_line(), file=sys.stderr)
+    if chain.batcher is not None and chain.batcher.stats.batches:
+        batches = chain.batcher.stats
+        print(f"inspect: classifier: {batches.items} candidate(s) in {batches.batches} batch(es), mean batch "
+              f"{batches.items / batches.batches:.2f}, largest {batches.largest_batch}", file=sys.stderr)
     for skipped in stats.skipped:
         print(f"inspect: skipped {skipped.reason}", file=sys.stderr)
     print(f"inspect: run {run_id} {status}: {stats.committed} result(s) committed to {args.db}"
           + (f", pictures of non-passing parts in {args.save_ng}" if args.save_ng else ""), file=sys.stderr)
+    if failure:
+        print(f"inspect: error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -154,6 +182,11 @@ def cmd_teach(args: argparse.Namespace) -> int:
         hint += f" and preprocess: {{bit_depth: {golden.bit_depth}}}"
     print(f"inspect: use it in a recipe beside it: {hint}", file=sys.stderr)
     return 0
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"),
+                        help="where the classifier runs (default: the recipe's classify.device)")
 
 
 def _train_package():  # type: ignore[no-untyped-def]
@@ -181,7 +214,7 @@ def _print_card_summary(card: ModelCard, model_dir: Path) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     if args.what == "lot":
-        from inspection.sample_lot import make_lot
+        from inspection.sim.lot import make_lot
 
         manifest = make_lot(args.out, wafers=args.wafers, seed=args.seed)
         print(f"inspect: {args.wafers} wafers (seed {args.seed}) with their truth in {args.out}; manifest {manifest}",
@@ -201,20 +234,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from inspection.lot import read_lot, run_lot
-    from inspection.recipe import load_lot_recipe
+    from inspection.acquire.lot import read_lot
+    from inspection.chain.lot import run_lot
     from inspection.report.lot_report import write_lot_outputs
 
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    recipe = load_lot_recipe(args.recipe)
-    overrides = {k: str(v) for k, v in (("die", args.model), ("wafer_map", args.map_model)) if v is not None}
-    if overrides:
-        recipe = recipe.model_copy(update={"models": recipe.models.model_copy(update=overrides)})
-    for what, folder in (("die model", recipe.models.die), ("wafer-map model", recipe.models.wafer_map)):
-        if not Path(folder).is_dir():
-            raise UsageError(f"{what} {folder}: no such folder (the recipe's models are relative to its folder or the "
-                             "working directory; run from the repository root or give --model / --map-model)")
+    recipe = load_recipe(args.recipe)
+    if recipe.kind != "wafer-lot" or recipe.classify is None or recipe.wafermap is None:
+        raise UsageError(f"recipe {recipe.name!r} is a {recipe.kind} recipe; inspect grade takes a wafer-lot recipe "
+                         "(bundled: wafer-lot)")
+    update: dict[str, Any] = {}
+    if args.model is not None or args.device is not None:
+        update["classify"] = recipe.classify.model_copy(update={
+            k: v for k, v in (("model", None if args.model is None else str(args.model)), ("device", args.device))
+            if v is not None})
+    if args.map_model is not None:
+        update["wafermap"] = recipe.wafermap.model_copy(update={"model": str(args.map_model)})
+    recipe = recipe.model_copy(update=update)
+    build_chain(recipe).close()  # a missing model or a rule it cannot meet fails here, before any worker starts
     items = read_lot(args.source)
     db_path = args.out / "grade.sqlite"
 
@@ -328,28 +366,40 @@ def cmd_calibrate_flatfield(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pcb_inspect(args: argparse.Namespace) -> int:
-    from inspection.pcb import PcbInspector, read_grey
+def _pcb_recipe(args: argparse.Namespace, *, model: Path | None = None, precision: str | None = None) -> Recipe:
+    """The PCB recipe with the command line's model, precision, device and min_score in its classify section."""
+    recipe = load_recipe(args.recipe)
+    if recipe.kind != "pcb" or recipe.classify is None:
+        raise UsageError(f"--recipe {args.recipe}: a {recipe.kind} recipe; inspect pcb takes a pcb recipe "
+                         "(bundled: pcb-deeppcb)")
+    overrides = {"model": None if model is None else str(model), "precision": precision, "device": args.device,
+                 "min_score": args.min_score}
+    classify = recipe.classify.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    return recipe.model_copy(update={"classify": classify})
 
-    inspector = PcbInspector(args.model, precision=args.precision, device=args.device,
-                             min_score=args.min_score)
-    test = read_grey(args.test)
-    result = inspector.inspect(test, read_grey(args.template), test_name=str(args.test),
-                               template_name=str(args.template))
+
+def cmd_pcb_inspect(args: argparse.Namespace) -> int:
+    from inspection.chain.pairs import inspect_pair
+
+    with build_chain(_pcb_recipe(args, model=args.model, precision=args.precision)) as chain:
+        part = inspect_pair(chain, args.test, args.template)
+    assert part.image is not None and part.fit is not None
+    boxes = [d.box_xyxy_px or d.region.box_xyxy_px for d in part.detections]
     detections = [{"kind": d.kind, "score": round(d.score, 4), "box_xyxy_px": [round(v, 1) for v in box],
-                   "area_px": d.region.area_px} for d, box in zip(result.detections, result.boxes, strict=True)]
+                   "area_px": d.region.area_px} for d, box in zip(part.detections, boxes, strict=True)]
     if args.out:
-        save_png(args.out, draw_boxes(test, result.boxes, [f"{d.kind} {d.score:.2f}" for d in result.detections],
+        save_png(args.out, draw_boxes(part.image, np.array(boxes, float).reshape(-1, 4),
+                                      [f"{d.kind} {d.score:.2f}" for d in part.detections],
                                       title=f"{args.test.name}: {len(detections)} defects"))
+    fit = part.fit
     if args.json:
         print(json.dumps({"test": str(args.test), "template": str(args.template), "detections": detections,
-                          "angle_deg": round(result.fit.angle_deg, 3),
-                          "shift_px": [round(v, 2) for v in result.fit.shift_px],
-                          "registration_score": round(result.fit.score, 4), "candidates": result.candidates}))
+                          "angle_deg": round(fit.angle_deg, 3), "shift_px": [round(v, 2) for v in fit.shift_px],
+                          "registration_score": round(fit.score, 4), "candidates": len(part.regions)}))
         return 0
-    print(f"{args.test}: {len(detections)} defects ({result.candidates} candidates; registered at "
-          f"{result.fit.angle_deg:.2f} deg, shift {result.fit.shift_px[0]:.1f}, {result.fit.shift_px[1]:.1f} px, "
-          f"correlation {result.fit.score:.3f})")
+    print(f"{args.test}: {len(detections)} defects ({len(part.regions)} candidates; registered at "
+          f"{fit.angle_deg:.2f} deg, shift {fit.shift_px[0]:.1f}, {fit.shift_px[1]:.1f} px, "
+          f"correlation {fit.score:.3f})")
     for d in detections:
         x0, y0, x1, y1 = d["box_xyxy_px"]
         print(f"  {d['kind']:<10} {d['score']:.3f}  ({x0:.0f}, {y0:.0f}) - ({x1:.0f}, {y1:.0f})")
@@ -358,18 +408,25 @@ def cmd_pcb_inspect(args: argparse.Namespace) -> int:
 
 def cmd_pcb_eval(args: argparse.Namespace) -> int:
     from inspection.acquire.deeppcb import read_pair_list
-    from inspection.pcb import PcbInspector, evaluate_pairs
+    from inspection.chain.pairs import evaluate_pairs
 
-    settings = SessionSettings(intra_op_threads=1)
-    inspector = PcbInspector(args.model, precision=args.precision, device=args.device,
-                             min_score=args.min_score, settings=settings)
+    recipe = _pcb_recipe(args, model=args.model, precision=args.precision)
+    assert recipe.classify is not None
+    chain = build_chain(recipe, rank_hypotheses=True, threads=1)
     # The baseline is always FP32, so `--int8 --compare` the same model measures what quantisation costs.
-    baseline = None if args.compare is None else PcbInspector(args.compare, device=args.device,
-                                                              min_score=args.min_score, settings=settings)
+    baseline: Chain | None = None if args.compare is None else build_chain(
+        _pcb_recipe(args, model=args.compare, precision="fp32"), rank_hypotheses=True, threads=1)
     pairs = read_pair_list(args.root, args.list)
-    report = evaluate_pairs(inspector, pairs, workers=args.workers, max_shift_px=args.shift_px,
-                            max_angle_deg=args.rotate_deg, seed=args.seed, baseline=baseline)
-    report = {"model": str(args.model), "onnx": str(inspector.classifier.onnx_path), "list": str(args.list), **report}
+    try:
+        report = evaluate_pairs(chain, pairs, workers=args.workers, max_shift_px=args.shift_px,
+                                max_angle_deg=args.rotate_deg, seed=args.seed, baseline=baseline)
+    finally:
+        chain.close()
+        if baseline is not None:
+            baseline.close()
+    assert chain.classifier is not None
+    report = {"model": recipe.classify.model, "onnx": str(chain.classifier.onnx_path), "list": str(args.list),
+              **report}
     if baseline is not None:
         report["baseline"] = {"model": str(args.compare), **report["baseline"]}
     if args.json:
@@ -617,14 +674,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run", help="inspect a camera stream on the line, committing each verdict to SQLite",
-        description="Acquire -> preprocess -> align -> measure -> grade, one verdict per frame, each committed "
-                    "to the results database before it counts. Ctrl-C or SIGTERM finish the frames in flight.",
+        description="Acquire -> preprocess -> align -> candidates -> CNN (batched across frames) -> grade, one "
+                    "verdict per frame, each committed to the results database before it counts. Ctrl-C or "
+                    "SIGTERM finish the frames in flight.",
     )
-    run.add_argument("--camera", metavar="URI", help="folder:PATH[?watch=1], genicam:[PRODUCER.cti][?serial=S], "
+    run.add_argument("--camera", metavar="URI", help="folder:PATH[?glob=G&watch=1], genicam:[PRODUCER.cti][?serial=S], "
                      "pylon:[SERIAL|emu], opencv:INDEX|URL, sim:wafer|pcb[?fps=F&seed=S&defect_rate=R] "
                      "(default: the recipe's camera)")
-    run.add_argument("--recipe", default="wafer", metavar="FILE",
-                     help=f"recipe YAML file or a bundled one ({', '.join(BUNDLED_RECIPES)}); default: wafer")
+    run.add_argument("--recipe", default="wafer-die", metavar="FILE",
+                     help=f"recipe YAML file or a bundled one ({', '.join(BUNDLED_RECIPES)}); default: wafer-die")
+    _add_device_option(run)
     run.add_argument("--frames", type=int, metavar="N", help="stop after N frames (default: until the source ends)")
     run.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")
     run.add_argument("--save-ng", type=Path, metavar="DIR", help="save pictures of non-passing parts here")
@@ -663,7 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("source", type=Path, metavar="FOLDER|MANIFEST",
                        help="a folder of wafer images (or one holding lot.csv), or a manifest CSV with columns image, "
                             "wafer_id[, lot_id, slot, truth_pattern, truth_dies]")
-    grade.add_argument("--recipe", default="wafer-lot", help="lot recipe YAML or the bundled 'wafer-lot' (default)")
+    grade.add_argument("--recipe", default="wafer-lot",
+                       help="wafer-lot recipe YAML or the bundled 'wafer-lot' (default)")
+    _add_device_option(grade)
     grade.add_argument("--out", type=Path, required=True, help="output folder (database and reports)")
     grade.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                        help="wafers graded at once (processes, or Ray tasks; default: the CPU count)")
@@ -837,13 +898,18 @@ def build_parser() -> argparse.ArgumentParser:
     pcb_eval.add_argument("--compare", type=Path, metavar="MODEL", help="also evaluate this model on the same "
                           "(equally moved) pairs: the difference and its paired 95%% interval")
     for sub in (pcb_inspect, pcb_eval):
-        sub.add_argument("--model", type=Path, default=DEFAULT_PCB_MODEL,
-                         help=f"PCB model folder (default {DEFAULT_PCB_MODEL})")
-        sub.add_argument("--min-score", type=float, help="report defects at least this likely (default: the card's)")
-        sub.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu")
-        sub.add_argument("--int8", dest="precision", action="store_const", const="int8", default="fp32",
-                         help="classify with the model's INT8 variant "
-                         "(inspect export MODEL --int8 --calib CROPS)")
+        sub.add_argument("--recipe", default="pcb-deeppcb", metavar="FILE",
+                         help="pcb recipe YAML or the bundled pcb-deeppcb (default): its chain and classify section")
+        sub.add_argument("--model", type=Path, help="PCB model folder (default: the recipe's classify.model)")
+        sub.add_argument("--min-score", type=float, help="report defects at least this likely (default: the recipe's, "
+                         "else the card's)")
+        _add_device_option(sub)
+        precision = sub.add_mutually_exclusive_group()
+        precision.add_argument("--int8", dest="precision", action="store_const", const="int8",
+                               help="classify with the model's INT8 variant (inspect export MODEL --int8 --calib "
+                               "CROPS); default: the recipe's classify.precision")
+        precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
+                               help="classify with the model's FP32 graph")
         sub.set_defaults(handler=cmd_pcb_inspect if sub is pcb_inspect else cmd_pcb_eval)
     return parser
 

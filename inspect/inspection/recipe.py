@@ -1,7 +1,18 @@
 """The station recipe: validated once at start-up, then passed down to the stages as arguments.
 
-A recipe is a YAML file. Unknown keys are rejected and every error names the file, the path of the field,
-the value found and what was expected, so a typo on the line never silently falls back to a default.
+One schema for every station. A recipe is a YAML file with a ``kind``:
+
+- ``wafer-die``: a die-area camera over the wafer stage; each frame is compared with a golden image and every
+  candidate region is named by the recipe's CNN;
+- ``pcb``: a board camera; the board is registered onto its golden (one per product, or the template beside
+  each test image), candidates come from the model card's detector settings and the CNN names them;
+- ``wafer-lot``: offline grading of whole-wafer images: wafer edge and notch, die grid, the CNN on every die,
+  the die map's pattern and the wafer's verdict.
+
+Every kind shares ``preprocess``, ``pipeline`` and one ``classify`` section: the model, where and how it runs
+(device, precision, batching) and the verdict rules by class. Unknown keys are rejected and every error names
+the file, the path of the field, the value found and what was expected, so a typo on the line never silently
+falls back to a default.
 """
 
 from __future__ import annotations
@@ -16,11 +27,11 @@ from urllib.parse import parse_qsl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from inspection.synthetic import SIM_KINDS, SimKind
-from inspection.types import InspectionError
+from inspection.types import SIM_KINDS, WAFERMAP_PATTERNS, InspectionError, SimKind
 
-BUNDLED_RECIPES = ("wafer", "pcb")
-BUNDLED_LOT_RECIPES = ("wafer-lot",)
+BUNDLED_RECIPES = ("wafer-die", "pcb-deeppcb", "wafer-lot")
+RENAMED_BUNDLED = {"wafer": "wafer-die", "pcb": "pcb-deeppcb"}
+"""Bundled recipe names of versions before 0.2, and what replaced them."""
 
 
 class RecipeError(InspectionError, ValueError):
@@ -29,13 +40,6 @@ class RecipeError(InspectionError, ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Fingerprinted(_Section):
-    def sha256(self) -> str:
-        """Fingerprint of the validated content (stored with every run, so results name the exact recipe)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class PreprocessSettings(_Section):
@@ -59,13 +63,25 @@ class PreprocessSettings(_Section):
         return self
 
 
+class BesideRule(_Section):
+    """The golden of each frame is a file beside it: the frame's file name with ``test`` replaced by
+    ``template`` (DeepPCB: ``00041000_test.jpg`` is judged against ``00041000_temp.jpg``)."""
+
+    test: str = Field(..., min_length=1)
+    template: str = Field(..., min_length=1)
+
+
 class ReferenceSettings(_Section):
-    golden: str
+    golden: str | None = None
     """The defect-free reference: an image file (relative to the recipe) or a synthetic one, ``sim:wafer``."""
+    beside: BesideRule | None = None
+    """A golden per frame, read beside each frame's file (folder cameras)."""
 
     @model_validator(mode="after")
-    def _known_synthetic(self) -> ReferenceSettings:
-        if self.golden.startswith("sim:"):
+    def _one_reference(self) -> ReferenceSettings:
+        if (self.golden is None) == (self.beside is None):
+            raise ValueError("give exactly one of golden (one image for every frame) or beside (a golden per frame)")
+        if self.golden is not None and self.golden.startswith("sim:"):
             synthetic_reference(self.golden)
         return self
 
@@ -80,14 +96,17 @@ def synthetic_reference(golden: str) -> tuple[SimKind, int]:
 
 
 class AlignSettings(_Section):
-    method: Literal["phase", "none"] = "phase"
-    """``phase``: subpixel translation by phase correlation; ``none``: the fixture holds the part in place."""
+    method: Literal["phase", "rigid", "none"] = "phase"
+    """``phase``: subpixel translation by phase correlation; ``rigid``: rotation and translation (boards that
+    sit turned); ``none``: the fixture holds the part in place."""
     max_shift_px: float = Field(20.0, gt=0)
     min_score: float = Field(0.2, ge=0, le=1)
-    """Below this phase-correlation response the frame is not trusted and gets an error verdict."""
+    """Below this correlation the frame is not trusted and gets an error verdict."""
 
 
 class InspectSettings(_Section):
+    """How candidates are found without a model card's detector settings (a ``wafer-die`` station)."""
+
     tolerance_grey: float = Field(30.0, gt=0)
     """Grey levels (8-bit scale) a pixel may leave the reference's local min/max band before it is a defect."""
     band_px: int = Field(1, ge=0, le=10)
@@ -97,6 +116,8 @@ class InspectSettings(_Section):
 
 
 class GradeSettings(_Section):
+    """Verdicts by size, for a station that has no classifier yet (candidates are named by polarity)."""
+
     review_area_um2: float = Field(..., ge=0)
     """Regions at least this large are reported as detections; a part with any goes to review at least."""
     fail_area_um2: float = Field(..., ge=0)
@@ -113,6 +134,44 @@ class GradeSettings(_Section):
         return self
 
 
+class ClassifySettings(_Section):
+    """The defect CNN of the station and the verdict rules by class."""
+
+    model: str
+    """Model folder (model.onnx + model.json), relative to the recipe's folder, else the working directory."""
+    device: Literal["auto", "cpu", "cuda", "trt"] = "cpu"
+    precision: Literal["fp32", "int8"] = "fp32"
+    max_batch: int = Field(32, ge=1, le=4096)
+    """The inference core runs a batch at this many candidates (from any frames) ..."""
+    max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    """... or this long after the first candidate of the batch arrived, whichever comes first."""
+    min_score: float | None = Field(None, ge=0, le=1)
+    """A candidate is reported as its most likely defect class when that class's probability reaches this;
+    None takes the card's. A ``pcb`` recipe may only raise the card's value (its detector was tuned with it)."""
+    defect_score: float | None = Field(None, gt=0, lt=1)
+    """``wafer-lot``: a die fails at this defect score (1 - p(good)); None takes the card's operating point."""
+    fail_classes: tuple[str, ...] = ()
+    """A detection of one of these classes fails the part."""
+    review_classes: tuple[str, ...] = ()
+    """A detection of one of these classes sends the part to review (when nothing fails it)."""
+    min_area_um2: dict[str, float] = Field(default_factory=dict)
+    """Per class: detections smaller than this (in square micrometres) do not count for the verdict."""
+
+    @model_validator(mode="after")
+    def _rules_consistent(self) -> ClassifySettings:
+        both = sorted(set(self.fail_classes) & set(self.review_classes))
+        if both:
+            raise ValueError(f"classes {both} are in both fail_classes and review_classes")
+        negative = {k: v for k, v in self.min_area_um2.items() if v < 0}
+        if negative:
+            raise ValueError(f"min_area_um2 must not be negative, got {negative}")
+        return self
+
+    def rule_classes(self) -> list[str]:
+        """Every class the rules name (checked against the model's classes at start-up)."""
+        return sorted({*self.fail_classes, *self.review_classes, *self.min_area_um2})
+
+
 class PipelineSettings(_Section):
     queue_depth: int = Field(8, ge=1, le=1024)
     """Frames waiting between stages; when full, acquisition waits (backpressure) instead of memory growing."""
@@ -120,92 +179,6 @@ class PipelineSettings(_Section):
     fetch_timeout_s: float = Field(2.0, gt=0)
     latency_budget_ms: float = Field(250.0, gt=0)
     """Frames whose acquire-to-commit latency exceeds this are counted as late."""
-
-
-class Recipe(_Fingerprinted):
-    name: str = Field(..., min_length=1)
-    kind: Literal["wafer", "pcb"]
-    camera: str | None = None
-    """The camera URI used when ``inspect run`` is given no ``--camera``."""
-    pixel_size_um: float = Field(..., gt=0)
-    preprocess: PreprocessSettings = PreprocessSettings()
-    reference: ReferenceSettings
-    align: AlignSettings = AlignSettings()
-    inspect: InspectSettings = InspectSettings()
-    grade: GradeSettings
-    pipeline: PipelineSettings = PipelineSettings()
-    source_path: str | None = Field(None, exclude=True)
-    """The file the recipe was read from (set by :func:`load_recipe`)."""
-
-
-def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        parent: Any = model
-        for part in error["loc"][:-1]:
-            parent = parent.model_fields[str(part)].annotation
-        allowed = ", ".join(name for name in parent.model_fields if name != "source_path")
-        return f"{where}: unknown key; expected one of: {allowed}"
-    if error["type"] == "missing":
-        return f"{where}: required field is missing"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: got {error['input']!r}; {message[0].lower()}{message[1:]}"
-
-
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-def _validate(data: Any, model: type[_Model], *, source: str) -> _Model:
-    if not isinstance(data, dict):
-        raise RecipeError(f"{source}: expected a mapping of recipe fields, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "\n  ".join(_describe(e, model) for e in exc.errors())
-        raise RecipeError(f"{source}: invalid recipe ({exc.error_count()} problem(s)):\n  {problems}") from None
-
-
-def parse_recipe(data: Any, *, source: str) -> Recipe:
-    """Validate already-parsed recipe data; ``source`` names it in errors."""
-    return _validate(data, Recipe, source=source)
-
-
-def _read_yaml(name_or_path: str | Path, bundled: tuple[str, ...]) -> tuple[Any, Path]:
-    path = Path(name_or_path)
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-    elif str(name_or_path) in bundled:
-        resource = resources.files("inspection") / "recipes" / f"{name_or_path}.yaml"
-        text = resource.read_text(encoding="utf-8")
-        path = Path(str(resource))
-    else:
-        raise RecipeError(
-            f"recipe {str(name_or_path)!r}: no such file, and not a bundled recipe "
-            f"(bundled: {', '.join(bundled)})"
-        )
-    try:
-        return yaml.safe_load(text), path
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
-
-
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load a recipe file, or one of the bundled recipes by name (``wafer``, ``pcb``).
-
-    A relative ``reference.golden`` path is resolved against the recipe's folder.
-    """
-    data, path = _read_yaml(name_or_path, BUNDLED_RECIPES)
-    recipe = parse_recipe(data, source=str(path))
-    golden = recipe.reference.golden
-    if not golden.startswith("sim:"):
-        golden_path = (path.parent / golden).resolve()
-        if not golden_path.is_file():
-            raise RecipeError(
-                f"{path}: reference.golden: got {golden!r}; expected an image file (looked for {golden_path})"
-                " or a synthetic reference 'sim:wafer' / 'sim:pcb'"
-            )
-        recipe = recipe.model_copy(update={"reference": ReferenceSettings(golden=str(golden_path))})
-    return recipe.model_copy(update={"source_path": str(path)})
 
 
 class WaferLayout(_Section):
@@ -228,15 +201,9 @@ class WaferLayout(_Section):
         return self
 
 
-class LotModels(_Section):
-    die: str
-    """Die classifier model folder (relative to the recipe's folder, else to the working directory)."""
-    wafer_map: str
-    """Wafer-map pattern model folder."""
-    batch_size: int = Field(256, ge=1, le=4096)
-    die_defect_score: float | None = Field(None, gt=0, lt=1)
-    """A die fails at this defect score (1 - p(good)); None takes the model card's operating point. Set it from
-    a calibration lot (``inspect grade`` reports recall and overkill against truth at several scores)."""
+class WaferMapSettings(_Section):
+    model: str
+    """Wafer-map pattern model folder (relative to the recipe's folder, else the working directory)."""
 
 
 class LotRules(_Section):
@@ -254,35 +221,167 @@ class LotRules(_Section):
 
     @model_validator(mode="after")
     def _known_patterns(self) -> LotRules:
-        from inspection.wafermap.maps import PATTERNS  # the recipe module is loaded before the stages
-
-        unknown = [p for p in self.forbidden_patterns if p not in PATTERNS]
+        unknown = [p for p in self.forbidden_patterns if p not in WAFERMAP_PATTERNS]
         if unknown:
-            raise ValueError(f"forbidden_patterns {unknown} are not patterns; expected some of {', '.join(PATTERNS)}")
+            raise ValueError(f"forbidden_patterns {unknown} are not patterns; expected some of "
+                             f"{', '.join(WAFERMAP_PATTERNS)}")
         return self
 
 
-class LotRecipe(_Fingerprinted):
-    """Offline grading of wafer lots (``inspect grade``)."""
+_SECTIONS_OF_KIND: dict[str, tuple[set[str], set[str]]] = {
+    # kind: (required sections, allowed optional sections)
+    "wafer-die": ({"reference"}, {"align", "inspect", "grade", "classify"}),
+    "pcb": ({"reference", "classify"}, {"align"}),
+    "wafer-lot": ({"wafer", "classify", "wafermap", "rules"}, set()),
+}
 
+
+class Recipe(_Section):
     name: str = Field(..., min_length=1)
-    kind: Literal["wafer-lot"]
+    kind: Literal["wafer-die", "pcb", "wafer-lot"]
+    camera: str | None = None
+    """The camera URI used when ``inspect run`` is given no ``--camera``."""
     pixel_size_um: float = Field(..., gt=0)
     preprocess: PreprocessSettings = PreprocessSettings()
-    wafer: WaferLayout
-    models: LotModels
-    rules: LotRules
+    reference: ReferenceSettings | None = None
+    align: AlignSettings | None = None
+    inspect: InspectSettings | None = None
+    grade: GradeSettings | None = None
+    classify: ClassifySettings | None = None
+    wafer: WaferLayout | None = None
+    wafermap: WaferMapSettings | None = None
+    rules: LotRules | None = None
+    pipeline: PipelineSettings = PipelineSettings()
     source_path: str | None = Field(None, exclude=True)
+    """The file the recipe was read from (set by :func:`load_recipe`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "wafer":
+            raise ValueError("kind 'wafer' was renamed 'wafer-die' in version 0.2: change kind to wafer-die (a "
+                             "classify: section puts a CNN on the line; without one, grade: rules judge by size)")
+        if isinstance(data, dict) and "models" in data:
+            raise ValueError("the 'models' section of version 0.1 lot recipes is now two sections: "
+                             "classify: {model: <models.die>, max_batch: <models.batch_size>, defect_score: "
+                             "<models.die_defect_score>} and wafermap: {model: <models.wafer_map>}")
+        return data
+
+    @model_validator(mode="after")
+    def _sections_fit_the_kind(self) -> Recipe:
+        required, optional = _SECTIONS_OF_KIND[self.kind]
+        given = {name for name in ("reference", "align", "inspect", "grade", "classify", "wafer", "wafermap", "rules")
+                 if getattr(self, name) is not None}
+        missing, foreign = sorted(required - given), sorted(given - required - optional)
+        problems = []
+        if missing:
+            problems.append(f"a {self.kind} recipe needs {', '.join(missing)}")
+        if foreign:
+            problems.append(f"a {self.kind} recipe takes no {', '.join(foreign)} section")
+        if self.kind == "wafer-die" and self.classify is None and self.grade is None:
+            problems.append("a wafer-die recipe needs classify (the CNN names each candidate) or grade (verdicts "
+                            "by size, without a CNN)")
+        if self.classify is not None:
+            if self.kind == "wafer-lot" and (self.classify.min_score is not None or self.classify.rule_classes()):
+                problems.append("classify: a wafer-lot recipe fails dies by defect_score; its wafers by rules:")
+            if self.kind != "wafer-lot" and self.classify.defect_score is not None:
+                problems.append("classify.defect_score is for wafer-lot recipes; candidates use min_score")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def sha256(self) -> str:
+        """Fingerprint of the validated content (stored with every run, so results name the exact recipe)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def load_lot_recipe(name_or_path: str | Path) -> LotRecipe:
-    """Load a lot recipe file or a bundled one (``wafer-lot``); model folders are resolved to paths that exist
-    when they do, against the recipe's folder first and then the working directory."""
-    data, path = _read_yaml(name_or_path, BUNDLED_LOT_RECIPES)
-    recipe = _validate(data, LotRecipe, source=str(path))
-    models = {}
-    for field_name in ("die", "wafer_map"):
-        given = Path(getattr(recipe.models, field_name))
-        beside = path.parent / given
-        models[field_name] = str(beside.resolve() if not given.is_absolute() and beside.is_dir() else given)
-    return recipe.model_copy(update={"models": recipe.models.model_copy(update=models), "source_path": str(path)})
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent: Any = model
+        for part in error["loc"][:-1]:
+            annotation = parent.model_fields[str(part)].annotation
+            parent = next(a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None))
+        allowed = ", ".join(name for name in parent.model_fields if name != "source_path")
+        return f"{where}: unknown key; expected one of: {allowed}"
+    if error["type"] == "missing":
+        return f"{where}: required field is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["loc"] == ():
+        return message
+    return f"{where}: got {error['input']!r}; {message[0].lower()}{message[1:]}"
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validate(data: Any, model: type[_Model], *, source: str) -> _Model:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: expected a mapping of recipe fields, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e, model) for e in exc.errors())
+        raise RecipeError(f"{source}: invalid recipe ({exc.error_count()} problem(s)):\n  {problems}") from None
+
+
+def parse_recipe(data: Any, *, source: str) -> Recipe:
+    """Validate already-parsed recipe data; ``source`` names it in errors."""
+    return _validate(data, Recipe, source=source)
+
+
+def _read_yaml(name_or_path: str | Path) -> tuple[Any, Path]:
+    path = Path(name_or_path)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+    elif str(name_or_path) in BUNDLED_RECIPES:
+        resource = resources.files("inspection") / "recipes" / f"{name_or_path}.yaml"
+        text = resource.read_text(encoding="utf-8")
+        path = Path(str(resource))
+    elif str(name_or_path) in RENAMED_BUNDLED:
+        raise RecipeError(f"recipe {str(name_or_path)!r}: the bundled recipe was renamed "
+                          f"{RENAMED_BUNDLED[str(name_or_path)]!r} in version 0.2")
+    else:
+        raise RecipeError(
+            f"recipe {str(name_or_path)!r}: no such file, and not a bundled recipe "
+            f"(bundled: {', '.join(BUNDLED_RECIPES)})"
+        )
+    try:
+        return yaml.safe_load(text), path
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _beside_recipe(path: Path, given: str) -> str:
+    """A folder or file named by a recipe: relative to the recipe's folder when it is there, else as given
+    (relative to the working directory)."""
+    candidate = Path(given)
+    beside = path.parent / candidate
+    return str(beside.resolve() if not candidate.is_absolute() and beside.exists() else candidate)
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load a recipe file, or one of the bundled recipes by name (``wafer-die``, ``pcb-deeppcb``, ``wafer-lot``).
+
+    A relative ``reference.golden`` image is resolved against the recipe's folder (and must exist); model
+    folders against the recipe's folder when they are there, else the working directory.
+    """
+    data, path = _read_yaml(name_or_path)
+    recipe = parse_recipe(data, source=str(path))
+    update: dict[str, Any] = {"source_path": str(path)}
+    golden = recipe.reference.golden if recipe.reference is not None else None
+    if recipe.reference is not None and golden is not None and not golden.startswith("sim:"):
+        golden_path = (path.parent / golden).resolve()
+        if not golden_path.is_file():
+            raise RecipeError(
+                f"{path}: reference.golden: got {golden!r}; expected an image file (looked for {golden_path})"
+                " or a synthetic reference 'sim:wafer' / 'sim:pcb'"
+            )
+        update["reference"] = recipe.reference.model_copy(update={"golden": str(golden_path)})
+    if recipe.classify is not None:
+        update["classify"] = recipe.classify.model_copy(
+            update={"model": _beside_recipe(path, recipe.classify.model)})
+    if recipe.wafermap is not None:
+        update["wafermap"] = recipe.wafermap.model_copy(update={"model": _beside_recipe(path, recipe.wafermap.model)})
+    return recipe.model_copy(update=update)

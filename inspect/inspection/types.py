@@ -15,6 +15,11 @@ from typing import Any, Literal
 import numpy as np
 
 Layout = Literal["mono", "rgb", "bgr"]
+SimKind = Literal["wafer", "pcb"]
+SIM_KINDS: tuple[SimKind, ...] = ("wafer", "pcb")
+"""The kinds of synthetic frame the simulator draws (``sim:wafer``, ``sim:pcb``)."""
+WAFERMAP_PATTERNS = ("Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-full", "Random", "Scratch", "none")
+"""WM-811K's nine wafer-map classes."""
 
 
 class InspectionError(Exception):
@@ -82,20 +87,6 @@ class Defect:
 
 
 @dataclass(frozen=True)
-class AlignedFrame:
-    """A preprocessed frame brought into the reference's coordinates."""
-
-    frame: Frame
-    image: np.ndarray
-    """The preprocessed image, warped onto the reference (HxW)."""
-    shift_px: tuple[float, float]
-    """(dx, dy) of the frame relative to the reference, in pixels."""
-    rotation_deg: float
-    alignment_score: float
-    """Alignment confidence in [0, 1] (1 = perfect match)."""
-
-
-@dataclass(frozen=True)
 class Region:
     """A connected region with its calibrated features."""
 
@@ -121,24 +112,21 @@ class Region:
 
 
 @dataclass(frozen=True)
-class Measurements:
-    """What the measurement stages found on an aligned frame."""
-
-    aligned: AlignedFrame
-    regions: tuple[Region, ...]
-    pixel_size_um: float
-
-
-@dataclass(frozen=True)
 class Detection:
     """A region that the inspection reports, with its class and score."""
 
     kind: str
     score: float
     region: Region
+    box_xyxy_px: tuple[float, float, float, float] | None = None
+    """The reported box when it differs from the region's (grown to the class's annotated size), in pixels."""
+    model_sha256: str | None = None
+    """The sha256 of the ONNX model that named it (None: named by the classical stages, e.g. by polarity)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "score": round(self.score, 4), **self.region.to_dict()}
+        reported = {} if self.box_xyxy_px is None else {"reported_box_xyxy_px": [round(v, 1) for v in self.box_xyxy_px]}
+        return {"kind": self.kind, "score": round(self.score, 4), **self.region.to_dict(), **reported,
+                "model_sha256": self.model_sha256}
 
 
 class Verdict(enum.StrEnum):
@@ -164,34 +152,10 @@ class FrameResult:
     path: str | None = None
     shift_px: tuple[float, float] | None = None
     truth: tuple[Defect, ...] | None = None
+    model_sha256: str | None = None
+    """The classifier that judged the frame's candidates (None: no classifier ran)."""
     extras: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DieResult:
-    """One die of a wafer: its grid index, position from the wafer centre and its state."""
-
-    row: int
-    col: int
-    x_mm: float
-    y_mm: float
-    state: int
-    """WM-811K convention: 0 no die, 1 good, 2 failed; bins may extend it."""
-    detections: tuple[Detection, ...] = ()
-
-
-@dataclass(frozen=True)
-class WaferReport:
-    """A whole wafer: its die map, pattern, yield and verdict."""
-
-    wafer_id: str
-    die_map: np.ndarray
-    pattern: str
-    pattern_confidence: float
-    yield_fraction: float
-    verdict: Verdict
-    dies: tuple[DieResult, ...] = ()
-    reason: str = ""
+    """How inference went: candidates, the sizes of the batches they rode in, the longest wait in the batcher."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from inspection.acquire import open_camera, stream_frames
-from inspection.synthetic import PCB_DEFECTS, WAFER_DEFECTS, render_frame
+from inspection.sim.frames import PCB_DEFECTS, WAFER_DEFECTS, render_frame
 
 
 def grab(uri: str, n: int):

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from inspection.align import AlignmentError, align, estimate_shift, translate
+from inspection.align import AlignmentError, estimate_shift, register, warp_reference
 from inspection.recipe import AlignSettings
-from inspection.synthetic import golden_image, render_frame
-from inspection.types import Frame
+from inspection.sim.frames import golden_image, render_frame
 
 
 @pytest.mark.parametrize("kind", ["wafer", "pcb"])
@@ -23,25 +23,25 @@ def test_subpixel_shift_of_synthetic_frames(kind: str) -> None:
     assert max(errors) < 0.15, errors
 
 
-def test_aligned_frame_matches_reference() -> None:
+@pytest.mark.parametrize("method", ["phase", "rigid"])
+def test_registered_reference_matches_the_frame(method: str) -> None:
     reference = np.asarray(golden_image("wafer"))
     image, _ = render_frame("wafer", 0, seed=2, defect_rate=0.0, noise_sigma=0.0)
-    frame = Frame(image, "mono", 8, "test", 0, 0.0)
-    aligned = align(frame, image, reference, settings=AlignSettings())
+    fit = register(image, reference, settings=AlignSettings(method=method))  # type: ignore[arg-type]
+    drawn, covered = warp_reference(reference, fit, margin_px=1)
     inner = (slice(10, -10), slice(10, -10))
     before = np.abs(image.astype(float) - reference)[inner].mean()
-    after = np.abs(aligned.image.astype(float) - reference)[inner].mean()
-    assert after < before / 4
+    after = np.abs(image.astype(float) - drawn)[inner].mean()
+    assert after < before / 4 and covered[inner].all()
 
 
 def test_unrelated_or_mismatched_images_are_refused() -> None:
     reference = np.asarray(golden_image("wafer", size_px=128))
     noise = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)
-    frame = Frame(noise, "mono", 8, "test", 0, 0.0)
     with pytest.raises(AlignmentError, match="no reliable match"):
-        align(frame, noise, reference, settings=AlignSettings(min_score=0.3))
+        register(noise, reference, settings=AlignSettings(min_score=0.3))
     with pytest.raises(AlignmentError, match="frame is 64x64 px but the reference is 128x128 px"):
-        estimate_shift(noise[:64, :64], reference)
-    shifted = translate(reference, dx_px=15.0, dy_px=0.0)
+        register(noise[:64, :64], reference, settings=AlignSettings())
+    shifted = cv2.warpAffine(reference, np.array([[1.0, 0.0, 15.0], [0.0, 1.0, 0.0]]), (128, 128))
     with pytest.raises(AlignmentError, match="exceeds max_shift_px 5"):
-        align(frame, shifted, reference, settings=AlignSettings(max_shift_px=5, min_score=0.0))
+        register(shifted, reference, settings=AlignSettings(max_shift_px=5, min_score=0.0))

@@ -8,7 +8,7 @@ import pytest
 
 from inspection.align import AlignmentError
 from inspection.align.match import fiducial_homography, find_template
-from inspection.synthetic import render_pcb_panel
+from inspection.sim.frames import render_pcb_panel
 
 
 def _texture(seed: int, size_px: int = 768) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from inspection.align import AlignmentError, register_rigid, warp_reference
-from inspection.synthetic import golden_image
+from inspection.sim.frames import golden_image
 
 
 def _moved(image: np.ndarray, *, dx: float, dy: float, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import pytest
 
 from inspection.align import AlignmentError
 from inspection.align.wafer import find_wafer
-from inspection.synthetic import WaferGeometry, render_wafer_geometry
+from inspection.sim.frames import WaferGeometry, render_wafer_geometry
 
 
 def _geometry(rng: np.random.Generator, *, notch_angle_deg: float) -> WaferGeometry:

@@ -11,7 +11,7 @@ import yaml
 
 from inspection.calibrate import CalibrationError, load_flatfield
 from inspection.preprocess import flat_field_correct
-from inspection.synthetic import render_checkerboard
+from inspection.sim.frames import render_checkerboard
 from tests.conftest import run_cli
 
 CAMERA_MATRIX = np.array([[1100.0, 0.0, 402.0], [0.0, 1100.0, 297.0], [0.0, 0.0, 1.0]])

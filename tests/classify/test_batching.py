@@ -26,7 +26,9 @@ def test_micro_batcher_returns_each_item_its_own_output_and_bounds_batches() -> 
     with MicroBatcher(predict, max_batch=8, max_wait_ms=20) as batcher:
         futures = [batcher.submit(item) for item in items]
         outputs = [f.result(timeout=10) for f in futures]
-    assert [float(o[0]) for o in outputs] == [4.0 * i for i in range(50)]
+    assert [float(o.output[0]) for o in outputs] == [4.0 * i for i in range(50)]
+    # Each item says which batch it rode in and how long it waited for it.
+    assert all(1 <= o.batch_size <= 8 and o.queued_ms >= 0 and o.compute_ms > 0 for o in outputs)
     assert max(seen_batches) <= 8 and sum(seen_batches) == 50
     assert max(seen_batches) > 1, "a burst must be batched"
     assert batcher.stats.items == 50 and batcher.stats.largest_batch == max(seen_batches)
@@ -36,8 +38,20 @@ def test_a_lone_item_is_not_held_beyond_max_wait() -> None:
     with MicroBatcher(lambda b: b, max_batch=64, max_wait_ms=30) as batcher:
         future = batcher.submit(np.zeros(3, np.float32))
         # With no other item coming, the batch of one runs once max_wait has passed: it completes.
-        assert future.result(timeout=5).shape == (3,)
+        batched = future.result(timeout=5)
+        assert batched.output.shape == (3,) and batched.batch_size == 1
     assert batcher.stats.batch_sizes == [1]
+    assert batched.queued_ms >= 25  # it waited about max_wait_ms for company
+
+
+def test_run_batches_one_callers_items_with_anothers() -> None:
+    with MicroBatcher(lambda b: b * 2, max_batch=16, max_wait_ms=50) as batcher:
+        other = threading.Thread(target=batcher.run, args=(np.ones((3, 2), np.float32),))
+        other.start()
+        mine = batcher.run(np.zeros((4, 2), np.float32))
+        other.join()
+    assert [b.output.tolist() for b in mine] == [[0.0, 0.0]] * 4
+    assert batcher.stats.batches == 1 and mine[0].batch_size == 7
 
 
 def test_a_failing_predict_reaches_every_waiting_caller() -> None:
@@ -71,7 +85,7 @@ def test_submit_blocks_when_the_queue_is_full() -> None:
 
 
 def test_file_pipeline_matches_direct_inference_and_skips_bad_files(tmp_path: Path) -> None:
-    from inspection.synthetic import render_die
+    from inspection.sim.frames import render_die
 
     paths = []
     for index in range(10):

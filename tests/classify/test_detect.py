@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inspection.chain.pairs import CANDIDATE_SETTINGS
 from inspection.classify.detect import (
     Hypotheses,
     average_precision,
-    crop_squares,
     detection_intervals,
     detection_report,
     iou_matrix,
@@ -19,7 +19,7 @@ from inspection.classify.detect import (
     ranked_hypotheses,
     refine_boxes,
 )
-from inspection.pcb import CANDIDATE_SETTINGS
+from inspection.measure import crop_squares
 
 
 def test_iou_of_known_boxes() -> None:

@@ -1,26 +1,21 @@
 from __future__ import annotations
 
-import numpy as np
-
-from inspection.grade import detections_of, verdict_of
-from inspection.recipe import GradeSettings
-from inspection.types import AlignedFrame, Frame, Measurements, Region, Verdict
+from inspection.grade import class_verdict, polarity_detections, size_verdict
+from inspection.recipe import ClassifySettings, GradeSettings
+from inspection.types import Detection, Region, Verdict
 
 
-def measurements(*areas_um2: float) -> Measurements:
-    frame = Frame(np.zeros((4, 4), np.uint8), "mono", 8, "t", 0, 0.0)
-    aligned = AlignedFrame(frame, frame.image, (0.0, 0.0), 0.0, 1.0)
-    found = tuple(Region(i, int(a), a, (0, 0, 1, 1), (0.0, 0.0), -40.0 if i % 2 else 40.0, 40.0)
-                  for i, a in enumerate(areas_um2, start=1))
-    return Measurements(aligned, found, 1.0)
+def regions(*areas_um2: float) -> tuple[Region, ...]:
+    return tuple(Region(i, int(a), a, (0, 0, 1, 1), (0.0, 0.0), -40.0 if i % 2 else 40.0, 40.0)
+                 for i, a in enumerate(areas_um2, start=1))
 
 
 def grade(*areas: float, max_detections: int = 0) -> tuple[Verdict, str]:
     settings = GradeSettings(review_area_um2=100, fail_area_um2=400, max_detections=max_detections)
-    return verdict_of(detections_of(measurements(*areas), settings=settings), settings=settings)
+    return size_verdict(polarity_detections(regions(*areas), settings=settings), settings=settings)
 
 
-def test_rules() -> None:
+def test_rules_by_size() -> None:
     assert grade()[0] == Verdict.PASS
     assert grade(99)[0] == Verdict.PASS  # below review_area_um2: noise
     verdict, reason = grade(150, 120)
@@ -31,7 +26,25 @@ def test_rules() -> None:
     assert verdict == Verdict.FAIL and "3 defects > max_detections 2" in reason
 
 
-def test_detection_kind_is_the_polarity() -> None:
+def test_detection_kind_is_the_polarity_without_a_classifier() -> None:
     settings = GradeSettings(review_area_um2=0, fail_area_um2=0)
-    kinds = [d.kind for d in detections_of(measurements(10, 10), settings=settings)]
+    kinds = [d.kind for d in polarity_detections(regions(10, 10), settings=settings)]
     assert kinds == ["dark", "bright"]
+
+
+def test_rules_by_class_with_a_minimum_area_per_class() -> None:
+    rules = ClassifySettings(model="m", fail_classes=("particle", "scratch"), review_classes=("stain",),
+                             min_area_um2={"particle": 100})
+    small, large = regions(50, 500)
+
+    def verdict(*detections: Detection) -> Verdict:
+        return class_verdict(detections, rules=rules)[0]
+
+    assert verdict() == Verdict.PASS
+    assert verdict(Detection("particle", 0.9, small)) == Verdict.PASS  # under its class's min_area_um2
+    assert verdict(Detection("particle", 0.9, large)) == Verdict.FAIL
+    assert verdict(Detection("stain", 0.9, small)) == Verdict.REVIEW
+    assert verdict(Detection("stain", 0.9, small), Detection("scratch", 0.6, small)) == Verdict.FAIL
+    reason = class_verdict((Detection("stain", 0.8, large),), rules=rules)[1]
+    assert "review_classes (stain)" in reason and "stain 0.800" in reason
+    assert verdict(Detection("other", 0.99, large)) == Verdict.PASS  # a class the rules do not name

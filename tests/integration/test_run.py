@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -18,34 +19,57 @@ import numpy as np
 import pytest
 
 from inspection.acquire import Camera, open_camera
-from inspection.pipeline import Inspector, run_line
+from inspection.chain.chain import Chain, Part, build_chain
+from inspection.chain.line import run_line
 from inspection.recipe import load_recipe
 from inspection.report import ResultStore, read_events
 from inspection.types import Frame
-from tests.conftest import results_json, run_cli
+from tests.conftest import REPO_ROOT, results_json, run_cli
+
+FAIL_CLASSES, REVIEW_CLASSES = {"particle", "scratch"}, {"stain"}  # the bundled wafer-die recipe's rules
 
 
-def test_sim_wafer_run_stores_every_frame_with_correct_verdicts(tmp_path: Path) -> None:
+def test_sim_wafer_run_names_each_defect_with_the_cnn_and_grades_by_class(tmp_path: Path) -> None:
     db, ng = tmp_path / "line.db", tmp_path / "ng"
-    run_cli("run", "--camera", "sim:wafer?seed=4&defect_rate=0.4", "--frames", "30", "--db", str(db),
-            "--save-ng", str(ng))
+    process = run_cli("run", "--camera", "sim:wafer?seed=4&defect_rate=0.4", "--frames", "30", "--db", str(db),
+                      "--save-ng", str(ng))
+    assert "model models/wafer-line-patchnet-v1 on CPUExecutionProvider" in process.stderr
+    assert "candidate(s) in" in process.stderr and "mean batch" in process.stderr
     rows = results_json(db)
     assert len(rows) == 30
     assert sorted(r["frame_counter"] for r in rows) == list(range(30))
+    model_sha256 = json.loads((REPO_ROOT / "models" / "wafer-line-patchnet-v1" / "model.json").read_text())[
+        "onnx_sha256"]
+    right = defects = 0
     for row in rows:
-        assert row["verdict"] == ("fail" if row["truth"] else "pass"), row
-        assert set(row["stage_latency_ms"]) == {"preprocess", "align", "measure", "grade"}
+        truth_kinds = {t["kind"] for t in row["truth"]}
+        expected = "fail" if truth_kinds & FAIL_CLASSES else "review" if truth_kinds & REVIEW_CLASSES else "pass"
+        assert row["verdict"] == expected, row
+        assert {"preprocess", "align", "measure", "classify", "grade"} <= set(row["stage_latency_ms"])
         assert row["latency_ms"] > 0 and row["committed_at"] >= row["acquired_at"]
-    failed = [r for r in rows if r["verdict"] == "fail"]
-    assert 5 <= len(failed) <= 25
-    for row in failed:
+        assert row["model_sha256"] == model_sha256
+        assert row["inference"]["candidates"] >= len(row["detections"])
+        if row["inference"]["candidates"]:
+            assert row["inference"]["batch_sizes"] and "batch_wait" in row["stage_latency_ms"]
+        for truth in row["truth"]:
+            defects += 1
+            right += any(d["kind"] == truth["kind"] and _overlaps(d["box_xyxy_px"], truth["box_xyxy_px"])
+                         for d in row["detections"])
+        assert all(d["model_sha256"] == model_sha256 and d["score"] >= 0.5 for d in row["detections"])
+    assert defects >= 10 and right >= defects - 1, (right, defects)
+    rejected = [r for r in rows if r["verdict"] != "pass"]
+    for row in rejected:
         picture = cv2.imread(row["image_path"])
         assert picture is not None and picture.shape == (512, 512, 3)
     assert all(r["image_path"] is None for r in rows if r["verdict"] == "pass")
-    assert len(results_json(db, "--verdict", "fail")) == len(failed)
+    assert len(results_json(db, "--verdict", "fail")) == sum(r["verdict"] == "fail" for r in rows)
 
     table = list(csv.DictReader(io.StringIO(run_cli("results", "--db", str(db)).stdout)))
-    assert len(table) == 30 and table[0]["verdict"] in ("pass", "fail")
+    assert len(table) == 30 and table[0]["verdict"] in ("pass", "fail", "review")
+
+
+def _overlaps(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 @pytest.mark.camera
@@ -56,7 +80,7 @@ def test_genicam_run_with_a_taught_reference_finds_the_moving_square(tmp_path: P
     taught = run_cli("teach", "--camera", uri, "--out", str(golden), "--frames", "45")
     assert "400x400 mono 8-bit, the median of 45 frames" in taught.stderr
     (tmp_path / "viky.yaml").write_text(
-        "name: viky\nkind: wafer\npixel_size_um: 10\nreference: {golden: golden.png}\nalign: {method: none}\n"
+        "name: viky\nkind: wafer-die\npixel_size_um: 10\nreference: {golden: golden.png}\nalign: {method: none}\n"
         "grade: {review_area_um2: 500, fail_area_um2: 5000}\n"
     )
     db = tmp_path / "viky.db"
@@ -70,19 +94,21 @@ def test_genicam_run_with_a_taught_reference_finds_the_moving_square(tmp_path: P
 
 
 @pytest.mark.camera
-def test_pylon_emulator_run_stores_30_results(tmp_path: Path, pylon_emulator: None) -> None:
+def test_a_camera_whose_frames_do_not_fit_the_golden_is_refused_at_the_first_frame(tmp_path: Path,
+                                                                                  pylon_emulator: None) -> None:
     db = tmp_path / "pylon.db"
-    run_cli("run", "--camera", "pylon:emu", "--frames", "30", "--db", str(db))
-    rows = results_json(db)
-    assert len(rows) == 30 and {r["source"] for r in rows} == {"pylon:0815-0000"}
-    assert sorted(r["frame_counter"] for r in rows) == list(range(1, 31))
-    # The wafer recipe's reference does not fit this camera: every part is stored with the reason, none dropped.
-    assert {r["verdict"] for r in rows} == {"error"}
-    assert "frame is 1024x1040 px but the reference is 512x512 px" in rows[0]["reason"]
+    process = run_cli("run", "--camera", "pylon:emu", "--frames", "30", "--db", str(db), check=False)
+    assert process.returncode == 2 and "Traceback" not in process.stderr
+    assert "wafer-die.yaml: reference.golden (sim:wafer) is 512x512 px but camera pylon:emu delivers 1024x1040 px" \
+        in process.stderr and "inspect teach --camera 'pylon:emu'" in process.stderr
+    assert results_json(db) == []
+    with sqlite3.connect(db) as connection:
+        status, reason = connection.execute("SELECT status, reason FROM runs").fetchone()
+    assert status == "failed" and "1024x1040" in reason
 
 
 def test_folder_with_a_corrupt_image_stores_the_others_and_names_it(tmp_path: Path) -> None:
-    from inspection.synthetic import render_frame
+    from inspection.sim.frames import render_frame
 
     folder = tmp_path / "lot"
     folder.mkdir()
@@ -145,7 +171,7 @@ def test_killed_process_loses_no_committed_row(tmp_path: Path) -> None:
         assert connection.execute("SELECT status FROM runs").fetchone()[0] == "running"  # it never finished
     rows = results_json(db)
     assert len(rows) >= seen
-    assert all(r["verdict"] in ("pass", "fail") and r["stage_latency_ms"] for r in rows)
+    assert all(r["verdict"] in ("pass", "fail", "review") and r["stage_latency_ms"] for r in rows)
     # The same database takes the next run.
     run_cli("run", "--camera", "sim:wafer", "--frames", "3", "--db", str(db))
     assert len(results_json(db, "--run", "2")) == 3
@@ -171,33 +197,41 @@ class CountingCamera(Camera):
         self.inner.close()
 
 
-def test_a_slow_stage_makes_acquisition_wait_instead_of_queueing(tmp_path: Path) -> None:
-    recipe = load_recipe("wafer")
-    inspector = Inspector.from_recipe(recipe)
-    camera = CountingCamera("sim:wafer?size=256&defect_rate=0")
-    inspected = 0
-    most_in_flight = 0
-    lock = threading.Lock()
+class SlowChain(Chain):
+    """The bundled wafer-die chain, 20 ms slower per frame, counting the frames the camera is ahead of it."""
 
-    def slow(frame: Frame):
-        nonlocal inspected, most_in_flight
-        with lock:
-            most_in_flight = max(most_in_flight, camera.grabbed - inspected)
+    def __init__(self, camera: CountingCamera) -> None:
+        built = build_chain(load_recipe("wafer-die"))
+        super().__init__(built.recipe, built.stages, classifier=built.classifier, batcher=built.batcher)
+        self.camera = camera
+        self.inspected = 0
+        self.most_in_flight = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, frame: Frame, *, reference: Frame | None = None) -> Part:
+        with self.lock:
+            self.most_in_flight = max(self.most_in_flight, self.camera.grabbed - self.inspected)
         time.sleep(0.02)
-        result = inspector(frame)
-        with lock:
-            inspected += 1
-        return result
+        part = super().__call__(frame, reference=reference)
+        with self.lock:
+            self.inspected += 1
+        return part
 
+
+def test_a_slow_stage_makes_acquisition_wait_instead_of_queueing(tmp_path: Path) -> None:
+    camera = CountingCamera("sim:wafer?defect_rate=0.3")
+    chain = SlowChain(camera)
+    settings = chain.recipe.pipeline
     store = ResultStore(tmp_path / "slow.db")
-    run_id = store.start_run(camera=camera.uri, recipe_name=recipe.name, recipe_sha256="", software_version="t")
-    stats = run_line(camera, slow, store, run_id=run_id, recipe=recipe, stop=threading.Event(), max_frames=80)
+    run_id = store.start_run(camera=camera.uri, recipe_name=chain.recipe.name, recipe_sha256="", software_version="t")
+    with chain:
+        stats = run_line(camera, chain, store, run_id=run_id, stop=threading.Event(), max_frames=80)
     store.close()
     assert stats.committed == 80 and camera.grabbed == 80
-    assert stats.max_queue_depth <= recipe.pipeline.queue_depth
+    assert stats.max_queue_depth <= settings.queue_depth
     # The free-running camera could deliver hundreds of frames meanwhile; the pipeline holds at most the
     # queue, the workers' frames and the one being handed over.
-    assert most_in_flight <= recipe.pipeline.queue_depth + recipe.pipeline.workers + 1
+    assert chain.most_in_flight <= settings.queue_depth + settings.workers + 1
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from inspection.report.lots import read_dies, read_wafers
-from inspection.sample_lot import read_truth, truth_map
+from inspection.sim.lot import read_truth, truth_map
 from inspection.wafermap.formats import read_e142, read_sinf
 from inspection.wafermap.klarf import klarf_die_map, read_klarf
 from tests.conftest import REPO_ROOT, run_cli

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspection.acquire.lot import LotInputError, read_lot
 from inspection.grade import wafer_verdict
-from inspection.lot import LotInputError, locate_dies, read_lot
-from inspection.recipe import LotRules, RecipeError, load_lot_recipe
-from inspection.sample_lot import LotSpec, render_lot_wafer, truth_map
+from inspection.measure.dies import locate_dies
+from inspection.recipe import LotRules, RecipeError, load_recipe
+from inspection.sim.lot import LotSpec, render_lot_wafer, truth_map
 from inspection.types import Verdict
 from inspection.wafermap.klarf import Klarf, KlarfError, klarf_die_map, read_klarf, write_klarf
 
@@ -45,14 +46,15 @@ def test_empty_folder_and_missing_path_are_refused(tmp_path: Path) -> None:
 
 
 def test_lot_recipe_errors_name_the_field(tmp_path: Path) -> None:
-    recipe = load_lot_recipe("wafer-lot")
+    recipe = load_recipe("wafer-lot")
+    assert recipe.wafer is not None and recipe.rules is not None
     assert recipe.wafer.die_pitch_um == (8000.0, 8000.0) and "Scratch" in recipe.rules.forbidden_patterns
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nkind: wafer-lot\npixel_size_um: 150\nwafer: {diameter_mm: 300, die_pitch_um: [800, 800],"
-                   " street_um: 900}\nmodels: {die: d, wafer_map: m}\nrules: {yield_floor: 0.8, "
+                   " street_um: 900}\nclassify: {model: d}\nwafermap: {model: m}\nrules: {yield_floor: 0.8, "
                    "forbidden_patterns: [Swirl]}\n")
     with pytest.raises(RecipeError) as caught:
-        load_lot_recipe(bad)
+        load_recipe(bad)
     text = str(caught.value)
     assert "wafer:" in text and "wider than street_um" in text
     assert "rules.forbidden_patterns" in text or ("rules:" in text and "Swirl" in text)
@@ -81,7 +83,9 @@ def test_generated_wafer_is_deterministic_and_located_at_its_truth() -> None:
     assert np.array_equal(image, again) and image.shape == (2048, 2048)
     die_map = truth_map(truth)
     assert min(die_map.shape) >= 35 and 950 <= (die_map > 0).sum() <= 1100
-    located = locate_dies(image, load_lot_recipe("wafer-lot"))
+    recipe = load_recipe("wafer-lot")
+    assert recipe.wafer is not None
+    located = locate_dies(image, wafer=recipe.wafer, pixel_size_um=recipe.pixel_size_um)
     # Notch found and turned down: every located die carries a truth index (a 180-degree turn would not).
     truth_cells = set(zip(truth.rows.tolist(), truth.cols.tolist(), strict=True))
     assert all((d.row, d.column) in truth_cells for d in located.dies)

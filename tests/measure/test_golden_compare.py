@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from inspection.align import align
-from inspection.measure import compare_to_golden, deviation, difference_regions, regions, tolerance_band
+from inspection.align import register, warp_reference
+from inspection.measure import deviation, difference_regions, regions, tolerance_band
 from inspection.recipe import AlignSettings, InspectSettings
-from inspection.synthetic import golden_image, render_frame
-from inspection.types import Frame
+from inspection.sim.frames import golden_image, render_frame
 
 
 def test_regions_have_calibrated_features() -> None:
@@ -70,12 +69,13 @@ def test_a_shallow_bite_on_an_edge_is_spared_the_edge_zone_opening_when_compact(
 
 
 def _inspect(kind: str, index: int, *, seed: int) -> tuple[set, list]:
-    reference = np.asarray(golden_image(kind))
+    golden = np.asarray(golden_image(kind))
     settings = InspectSettings()
-    band = tolerance_band(reference, band_px=settings.band_px, tolerance_grey=settings.tolerance_grey)
     image, truth = render_frame(kind, index, seed=seed, defect_rate=0.5)
-    aligned = align(Frame(image, "mono", 8, "t", index, 0.0), image, reference, settings=AlignSettings())
-    found = compare_to_golden(aligned, band, settings=settings, pixel_size_um=5.0).regions
+    reference, valid = warp_reference(golden, register(image, golden, settings=AlignSettings()), margin_px=1)
+    found = difference_regions(image, reference, valid=valid, band_px=settings.band_px,
+                               tolerance_grey=settings.tolerance_grey, open_px=0, close_px=0,
+                               min_area_px=settings.min_area_px, pixel_size_um=5.0)
     return truth, list(found)
 
 

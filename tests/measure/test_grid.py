@@ -9,7 +9,7 @@ import pytest
 from inspection.align.wafer import find_wafer
 from inspection.measure.grid import GridError, die_crops, find_die_grid, grid_angle_deg
 from inspection.measure.metrology import blobs
-from inspection.synthetic import WaferGeometry, render_wafer_geometry
+from inspection.sim.frames import WaferGeometry, render_wafer_geometry
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from inspection.acquire.deeppcb import read_pair_list
+from inspection.chain.chain import candidate_chain
+from inspection.chain.pairs import CANDIDATE_SETTINGS, find_candidates, read_grey_frame
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import iou_matrix
-from inspection.pcb import CANDIDATE_SETTINGS, find_candidates, grey_pair, perturb, read_grey
-from inspection.synthetic import golden_image
+from inspection.recipe import load_recipe
+from inspection.sim.frames import golden_image, perturb
 from tests.conftest import REPO_ROOT, run_cli
 
 DEEPPCB = REPO_ROOT.parent / "shared" / "data" / "deeppcb"
@@ -28,6 +30,11 @@ HELD_OUT_LINES = [line for line in (DEEPPCB / "trainval.txt").read_text().splitl
                   if line.startswith("group44000")] if (DEEPPCB / "trainval.txt").is_file() else []
 
 
+def _boxes(settings: DetectorSettings, test: np.ndarray, template: np.ndarray) -> np.ndarray:
+    part = find_candidates(candidate_chain(load_recipe("pcb-deeppcb"), settings), test, template)
+    return np.array([region.box_xyxy_px for region in part.regions], float).reshape(-1, 4)
+
+
 def test_candidates_find_a_defect_on_a_moved_generated_board() -> None:
     template = golden_image("pcb", size_px=512)
     board = template.copy()
@@ -36,10 +43,10 @@ def test_candidates_find_a_defect_on_a_moved_generated_board() -> None:
     moved, [box], [inside] = perturb(board, np.array([[294.0, 194.0, 306.0, 206.0]]), rng=rng, max_shift_px=20,
                                      max_angle_deg=1)
     assert inside
-    candidates = find_candidates(moved, template, settings=CANDIDATE_SETTINGS)
-    assert abs(candidates.fit.angle_deg) > 0.01
-    overlaps = iou_matrix(candidates.boxes, box[None])
-    assert overlaps.max() > 0.5, candidates.boxes
+    candidates = find_candidates(candidate_chain(load_recipe("pcb-deeppcb"), CANDIDATE_SETTINGS), moved, template)
+    assert candidates.fit is not None and abs(candidates.fit.angle_deg) > 0.01
+    boxes = np.array([region.box_xyxy_px for region in candidates.regions], float)
+    assert iou_matrix(boxes, box[None]).max() > 0.5, boxes
     assert len(candidates.regions) <= 3  # the registered board differs from its template only at the defect
 
 
@@ -54,14 +61,15 @@ def test_bad_pairs_are_refused_with_the_reason(tmp_path: Path) -> None:
     template = golden_image("pcb", size_px=256)
     test_path, template_path = _pair_files(tmp_path, template[:200], template)
     out = run_cli("pcb", "inspect", str(test_path), "--template", str(template_path), check=False)
-    assert out.returncode == 2 and "test.png is 256x200 px but" in out.stderr
-    assert "template.png is 256x256" in out.stderr
+    assert out.returncode == 2 and f"{test_path} against {template_path}: align:" in out.stderr
+    assert "frame is 256x200 px but the reference is 256x256 px" in out.stderr
     test_path, template_path = _pair_files(tmp_path, np.full_like(template, 128), template)
     out = run_cli("pcb", "inspect", str(test_path), "--template", str(template_path), check=False)
     assert out.returncode == 2 and "image is blank" in out.stderr
     out = run_cli("pcb", "inspect", str(test_path), "--template", str(template_path), "--model",
-                  str(REPO_ROOT / "models" / "die-patchnet-v1"), check=False)
-    assert out.returncode == 2 and "no detector section" in out.stderr
+                  str(REPO_ROOT / "models" / "die-patchnet-v1"), "--fp32", check=False)
+    assert out.returncode == 2 and "pcb-deeppcb.yaml: classify rules name copper, mousebite" in out.stderr
+    assert "which the model" in out.stderr and "die-patchnet-v1 does not have" in out.stderr
 
 
 @needs_deeppcb
@@ -73,10 +81,10 @@ def test_a_shallow_mouse_bite_on_a_track_edge_is_a_candidate_only_where_compact_
                                                             "group20085/20085_not/20085031.txt"]))
     [bite] = [box for box, kind in zip(pair.boxes, pair.kinds, strict=True)
               if kind == "mousebite" and box[0] > 500 and box[1] > 500]
-    test, template = grey_pair(read_grey(pair.test_path), read_grey(pair.template_path))
+    test, template = read_grey_frame(pair.test_path, 0).image, read_grey_frame(pair.template_path, 0).image
 
     def candidate_centred_in_the_bite(settings: DetectorSettings) -> bool:
-        boxes = find_candidates(test, template, settings=settings).boxes
+        boxes = _boxes(settings, test, template)
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         return bool(np.all((centres >= bite[:2]) & (centres <= bite[2:]), axis=1).any())
 
@@ -107,8 +115,8 @@ def test_eval_compares_two_models_on_the_same_moved_pairs(tmp_path: Path) -> Non
     moved = ["--shift-px", "20", "--rotate-deg", "1", "--seed", "3", "--json"]
     v4 = REPO_ROOT / "models" / "pcb-patchnet-v4"
     report = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(HELD_OUT_MODEL),
-                                "--compare", str(v4), *moved).stdout)
-    alone = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(v4),
+                                "--fp32", "--compare", str(v4), *moved).stdout)
+    alone = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(v4), "--fp32",
                                *moved).stdout)
     baseline = report["baseline"]
     # The baseline saw the same moved boards as when it is evaluated alone.
@@ -117,7 +125,7 @@ def test_eval_compares_two_models_on_the_same_moved_pairs(tmp_path: Path) -> Non
         assert baseline["difference"][name] == pytest.approx(report[name] - baseline[name], abs=1e-5)
         low, high = baseline["difference_ci95"][name]
         assert low <= baseline["difference"][name] <= high
-    itself = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(v4),
+    itself = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(v4), "--fp32",
                                 "--compare", str(v4), *moved).stdout)["baseline"]
     assert set(itself["difference"].values()) == {0.0} and itself["difference_ci95"]["f_score"] == [0.0, 0.0]
 
@@ -148,7 +156,7 @@ def test_eval_on_held_out_boards_meets_the_metric(tmp_path: Path, moved: bool) -
     listing = _list_file(tmp_path, HELD_OUT_LINES)
     extra = ["--shift-px", "20", "--rotate-deg", "1", "--seed", "3"] if moved else []
     report = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(HELD_OUT_MODEL),
-                                "--json", *extra).stdout)
+                                "--fp32", "--json", *extra).stdout)
     assert set(report) >= {"precision", "recall", "f_score", "map", "per_class_ap", "images_per_s"}
     assert report["pairs"] == 50 and not report["failed"]
     # Group 44000 is the harder held-out group (spurs); the README gives both groups' numbers.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -70,3 +71,40 @@ def test_existing_results_survive_reopening(tmp_path: Path) -> None:
         store.add_result(run, result(run))
         store.close()
     assert [r["run_id"] for r in read_results(tmp_path / "r.db")] == [1, 2]
+
+
+def test_a_version_1_database_is_migrated_in_place_with_every_row_intact(tmp_path: Path) -> None:
+    # Written by wafer-inspect 0.1 (`inspect run --camera 'sim:wafer?seed=4&defect_rate=0.5' --frames 6`).
+    db = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "data" / "results-v1.db", db)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 1
+        before = connection.execute("SELECT * FROM results ORDER BY id").fetchall()
+        runs_before = connection.execute("SELECT * FROM runs").fetchall()
+    store = ResultStore(db)
+    assert store.migrated_from == 1
+    store.close()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        after = connection.execute("SELECT * FROM results ORDER BY id").fetchall()
+        runs_after = connection.execute("SELECT * FROM runs").fetchall()
+    assert len(before) == 6 and [row[:16] for row in after] == before and all(row[16:] == (None, None) for row in after)
+    assert [row[:9] for row in runs_after] == runs_before
+    rows = list(read_results(db))
+    assert [r["verdict"] for r in rows] == [row[8] for row in before] and rows[0]["model_sha256"] is None
+    # The migrated database takes new runs with the new columns.
+    store = ResultStore(db)
+    run_id = store.start_run(camera="c", recipe_name="r", recipe_sha256="s", software_version="0.2", model_sha256="ab")
+    store.close()
+    assert run_id == 2
+
+
+def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    ResultStore(db).close()
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA user_version=99")
+    before = db.read_bytes()
+    with pytest.raises(StoreError, match="schema version 99 is newer than this software's 2"):
+        ResultStore(db)
+    assert db.read_bytes() == before

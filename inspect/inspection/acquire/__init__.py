@@ -1,6 +1,6 @@
 """Acquisition: every source of frames behind one :class:`Camera` interface, opened from a URI.
 
-- ``folder:PATH[?watch=1&settle_s=S&bit_depth=B]``
+- ``folder:PATH[?glob=PATTERN&watch=1&settle_s=S&bit_depth=B]``
 - ``genicam:[PRODUCER.cti][?serial=S&pixel_format=F]``
 - ``pylon:[SERIAL|emu][?pixel_format=F]``
 - ``opencv:INDEX|URL[?latest=1&buffer=N]``
@@ -24,8 +24,8 @@ from inspection.acquire.base import (
     SourceExhausted,
     stream_frames,
 )
-from inspection.acquire.folder import ImageReadError, read_image
-from inspection.synthetic import SIM_KINDS
+from inspection.acquire.folder import ImageReadError, read_beside, read_image
+from inspection.types import SIM_KINDS
 
 __all__ = [
     "SCHEMES",
@@ -38,6 +38,7 @@ __all__ = [
     "SkippedInput",
     "SourceExhausted",
     "open_camera",
+    "read_beside",
     "read_image",
     "stream_frames",
 ]
@@ -69,11 +70,11 @@ _flag.__name__ = "flag (1/0)"
 def _folder(uri: str, target: str, query: str) -> Camera:
     from inspection.acquire.folder import FolderCamera
 
-    opts = _options(uri, query, {"watch": _flag, "settle_s": float, "bit_depth": int})
+    opts = _options(uri, query, {"glob": str, "watch": _flag, "settle_s": float, "bit_depth": int})
     if not target:
         raise CameraError(f"{uri}: expected folder:PATH")
     return FolderCamera(uri, Path(target), watch=opts.get("watch", False), settle_s=opts.get("settle_s", 0.5),
-                        bit_depth=opts.get("bit_depth"))
+                        bit_depth=opts.get("bit_depth"), glob=opts.get("glob", "*"))
 
 
 def _genicam(uri: str, target: str, query: str) -> Camera:

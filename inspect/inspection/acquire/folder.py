@@ -1,4 +1,5 @@
-"""``folder:PATH[?watch=1&settle_s=0.5&bit_depth=N]``: image files in name order, optionally watched for new ones.
+"""``folder:PATH[?glob=PATTERN&watch=1&settle_s=0.5&bit_depth=N]``: image files in name order (those whose name
+matches ``glob``, default all), optionally watched for new ones.
 
 In watch mode a file is taken only once its size and modification time have stayed the same for
 ``settle_s`` seconds, so a file still being written (by a camera PC copying over the network, say) is never
@@ -56,9 +57,11 @@ def read_image(path: str | Path, *, bit_depth: int | None = None) -> tuple[np.nd
 
 
 class FolderCamera(Camera):
-    def __init__(self, uri: str, folder: Path, *, watch: bool, settle_s: float, bit_depth: int | None) -> None:
+    def __init__(self, uri: str, folder: Path, *, watch: bool, settle_s: float, bit_depth: int | None,
+                 glob: str = "*") -> None:
         self.uri = uri
         self.folder = folder
+        self.glob = glob
         self.watch = watch
         self.settle_s = settle_s
         self.bit_depth = bit_depth
@@ -75,13 +78,14 @@ class FolderCamera(Camera):
             self._pending = sorted(self._candidates())
             if not self._pending:
                 raise CameraError(
-                    f"{self.uri}: no image files ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}; "
+                    f"{self.uri}: no image files ({', '.join(IMAGE_SUFFIXES)}) matching {self.glob!r} in "
+                    f"{self.folder}; "
                     "add ?watch=1 to wait for new ones"
                 )
 
     def _candidates(self) -> list[Path]:
         return [
-            p for p in self.folder.iterdir()
+            p for p in self.folder.glob(self.glob)
             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p not in self._seen
         ]
 
@@ -130,3 +134,17 @@ class FolderCamera(Camera):
 
     def close(self) -> None:
         self._pending = []
+
+
+def read_beside(frame: Frame, *, test: str, template: str) -> Frame:
+    """The golden of a frame read from a file: the file beside it whose name has ``test`` replaced by
+    ``template`` (``00041000_test.jpg`` -> ``00041000_temp.jpg``), as a frame of the same source."""
+    if frame.path is None:
+        raise ImageReadError(f"frame {frame.frame_counter} of {frame.source_id} has no file, so no golden beside it "
+                             "(reference.beside needs a folder camera)")
+    path = Path(frame.path)
+    if test not in path.name:
+        raise ImageReadError(f"{path}: its name has no {test!r} to replace by {template!r} (reference.beside)")
+    golden = path.with_name(path.name.replace(test, template))
+    image, layout, bits = read_image(golden)
+    return Frame(image, layout, bits, frame.source_id, frame.frame_counter, frame.timestamp_s, path=str(golden))

@@ -1,6 +1,6 @@
 """``sim:wafer|pcb[?fps=F&seed=S&defect_rate=R&size=N&bit_depth=B]``: synthetic frames with known defects.
 
-Frames come from :mod:`inspection.synthetic` and carry their ground truth. ``fps=0`` (the default) runs
+Frames come from :mod:`inspection.sim.frames` and carry their ground truth. ``fps=0`` (the default) runs
 free; a positive ``fps`` paces the stream like a camera at that rate. ``bit_depth`` above 8 delivers
 uint16 pixels with that many significant bits, as a 10/12/16-bit camera would.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from inspection.acquire.base import Camera, FrameTimeout
-from inspection.synthetic import SimKind, render_frame
+from inspection.sim.frames import SimKind, render_frame
 from inspection.types import Frame
 
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from inspection.recipe import AlignSettings
-from inspection.types import AlignedFrame, Frame, InspectionError
+from inspection.types import InspectionError
 
 
 class AlignmentError(InspectionError, ValueError):
@@ -32,29 +32,6 @@ def estimate_shift(image: np.ndarray, reference: np.ndarray) -> tuple[float, flo
     window = cv2.createHanningWindow((image.shape[1], image.shape[0]), cv2.CV_32F)
     (dx, dy), response = cv2.phaseCorrelate(reference.astype(np.float32), image.astype(np.float32), window)
     return float(dx), float(dy), float(response)
-
-
-def translate(image: np.ndarray, *, dx_px: float, dy_px: float) -> np.ndarray:
-    """``image`` moved by (dx, dy) with bilinear interpolation; uncovered pixels are 0."""
-    matrix = np.array([[1.0, 0.0, dx_px], [0.0, 1.0, dy_px]])
-    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def align(frame: Frame, image: np.ndarray, reference: np.ndarray, *, settings: AlignSettings) -> AlignedFrame:
-    """Register the preprocessed ``image`` of ``frame`` onto ``reference``."""
-    if settings.method == "none":
-        if image.shape != reference.shape:
-            raise AlignmentError(f"frame is {image.shape[1]}x{image.shape[0]} px but the reference is "
-                                 f"{reference.shape[1]}x{reference.shape[0]} px")
-        return AlignedFrame(frame, image, (0.0, 0.0), 0.0, 1.0)
-    dx, dy, response = estimate_shift(image, reference)
-    if response < settings.min_score:
-        raise AlignmentError(f"no reliable match to the reference (phase-correlation response {response:.3f} "
-                             f"< min_score {settings.min_score})")
-    if max(abs(dx), abs(dy)) > settings.max_shift_px:
-        raise AlignmentError(f"shift ({dx:.1f}, {dy:.1f}) px exceeds max_shift_px {settings.max_shift_px}")
-    return AlignedFrame(frame, translate(image, dx_px=-dx, dy_px=-dy), (dx, dy), 0.0, min(1.0, response))
 
 
 @dataclass(frozen=True)
@@ -183,3 +160,28 @@ def warp_reference(reference: np.ndarray, fit: RigidFit, *, margin_px: int = 2) 
         covered = cv2.erode(covered, np.ones((2 * margin_px + 1,) * 2, np.uint8), borderType=cv2.BORDER_CONSTANT,
                             borderValue=0)
     return warped, covered > 0
+
+
+def register(image: np.ndarray, reference: np.ndarray, *, settings: AlignSettings) -> RigidFit:
+    """Where the preprocessed grey ``image`` sits against its ``reference`` (same size), by the recipe's method.
+
+    ``phase``: a subpixel translation by phase correlation, its normalised peak as the score; ``rigid``:
+    rotation and translation (:func:`register_rigid`); ``none``: the fixture holds the part (identity).
+    Raises AlignmentError when the score is below ``settings.min_score`` or the shift beyond
+    ``settings.max_shift_px``.
+    """
+    if image.shape != reference.shape:
+        raise AlignmentError(f"frame is {image.shape[1]}x{image.shape[0]} px but the reference is "
+                             f"{reference.shape[1]}x{reference.shape[0]} px")
+    if settings.method == "none":
+        return RigidFit(np.eye(2, 3, dtype=np.float32), 1.0)
+    if settings.method == "rigid":
+        return register_rigid(image, reference, max_shift_px=settings.max_shift_px, min_score=settings.min_score)
+    dx, dy, response = estimate_shift(image, reference)
+    if response < settings.min_score:
+        raise AlignmentError(f"no reliable match to the reference (phase-correlation response {response:.3f} "
+                             f"< min_score {settings.min_score})")
+    if max(abs(dx), abs(dy)) > settings.max_shift_px:
+        raise AlignmentError(f"shift ({dx:.1f}, {dy:.1f}) px exceeds max_shift_px {settings.max_shift_px}")
+    # image(x) = reference(x - d): the reference's coordinates are the image's minus the shift.
+    return RigidFit(np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy]], np.float32), min(1.0, response))

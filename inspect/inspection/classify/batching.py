@@ -25,6 +25,18 @@ from inspection.classify.prepare import prepare_batch
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class Batched:
+    """One item's output and the batch it rode in."""
+
+    output: np.ndarray
+    batch_size: int
+    queued_ms: float
+    """From ``submit`` to the start of its batch's compute: the wait in the batcher."""
+    compute_ms: float
+    """The batch's ``predict`` call."""
+
+
 @dataclass
 class BatcherStats:
     batches: int = 0
@@ -53,11 +65,17 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, item: np.ndarray) -> Future[np.ndarray]:
-        """Queue one prepared input; the future resolves to its output row."""
-        future: Future[np.ndarray] = Future()
-        self._queue.put((item, future))
+    def submit(self, item: np.ndarray) -> Future[Batched]:
+        """Queue one prepared input; the future resolves to its output row and the batch it rode in."""
+        future: Future[Batched] = Future()
+        self._queue.put((item, future, time.perf_counter()))
         return future
+
+    def run(self, items: np.ndarray) -> list[Batched]:
+        """Submit every row of ``items`` (N x ...) and wait for all: one frame's candidates, batched with whatever
+        other callers submit meanwhile."""
+        futures = [self.submit(item) for item in items]
+        return [future.result() for future in futures]
 
     def _run(self) -> None:
         stopping = False
@@ -77,15 +95,17 @@ class MicroBatcher:
                     stopping = True
                     break
                 items.append(following)
-            inputs, futures = zip(*items, strict=True)  # type: ignore[call-overload]
+            inputs, futures, submitted = zip(*items, strict=True)  # type: ignore[call-overload]
+            started = time.perf_counter()
             try:
                 outputs = self.predict(np.stack(inputs))
             except Exception as exc:  # every waiting caller gets the failure, none hangs
                 for future in futures:
                     future.set_exception(exc)
             else:
-                for future, output in zip(futures, outputs, strict=True):
-                    future.set_result(output)
+                compute_ms = (time.perf_counter() - started) * 1000.0
+                for future, output, at in zip(futures, outputs, submitted, strict=True):
+                    future.set_result(Batched(output, len(items), (started - at) * 1000.0, compute_ms))
             self.stats.batches += 1
             self.stats.items += len(items)
             self.stats.largest_batch = max(self.stats.largest_batch, len(items))

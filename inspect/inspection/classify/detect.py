@@ -1,4 +1,4 @@
-"""Detection geometry on numpy arrays: candidate crops, box refinement, NMS and the DeepPCB detection metric.
+"""Detections from classified candidates: box refinement, fragment merging, NMS, and the DeepPCB detection metric.
 
 Boxes are float arrays N x 4 of (x1, y1, x2, y2) in pixels. The metric is the official DeepPCB one: a
 detection matches an unmatched ground-truth box of the same class at IoU > 0.33, detections taken in
@@ -11,6 +11,7 @@ the detections reported at the operating threshold.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from inspection.classify.card import DetectorSettings
 from inspection.classify.metrics import bootstrap_intervals, compared
+from inspection.types import Detection, Region
 
 MATCH_IOU = 0.33
 
@@ -34,19 +36,6 @@ def iou_matrix(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
     area_other = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
     union = area[:, None] + area_other[None, :] - overlap
     return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
-
-
-def crop_squares(boxes: np.ndarray, *, size: tuple[int, int], context: float, min_side_px: int) -> np.ndarray:
-    """Square crops (N x 4, integer xyxy) centred on each box, side = context x its longer side, inside the image."""
-    boxes = np.asarray(boxes, float).reshape(-1, 4)
-    height, width = size
-    longer = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    side = np.minimum(np.maximum(min_side_px, np.round(context * longer)), min(height, width)).astype(int)
-    centre_x = ((boxes[:, 0] + boxes[:, 2]) / 2).astype(int)
-    centre_y = ((boxes[:, 1] + boxes[:, 3]) / 2).astype(int)
-    left = np.clip(centre_x - side // 2, 0, width - side)
-    top = np.clip(centre_y - side // 2, 0, height - side)
-    return np.stack([left, top, left + side, top + side], axis=1)
 
 
 def refine_boxes(boxes: np.ndarray, kinds: list[str], *, settings: DetectorSettings,
@@ -235,3 +224,55 @@ def _per_class_ap(ranked: list[tuple[str, float, bool]], truth_counts: dict[str,
 def _mean_ap(per_class_ap: dict[str, float]) -> float:
     valid = [ap for ap in per_class_ap.values() if not np.isnan(ap)]
     return round(float(np.mean(valid)), 5) if valid else 0.0
+
+
+@dataclass(frozen=True)
+class NamedCandidates:
+    """What the classifier made of a frame's candidate regions."""
+
+    detections: tuple[Detection, ...]
+    """The reported defects, each with its grown box (``box_xyxy_px``) and the model's sha256."""
+    hypotheses: Hypotheses | None
+    """The ranked list behind them (every candidate's score for every defect class), when asked for."""
+
+
+def name_candidates(regions: Sequence[Region], probabilities: np.ndarray, *, class_names: Sequence[str],
+                    good_class: str, min_score: float, settings: DetectorSettings, size: tuple[int, int],
+                    model_sha256: str, rank: bool = False) -> NamedCandidates:
+    """Detections from candidate regions and their class probabilities (N x classes).
+
+    A candidate is reported as its most likely defect class when that class's probability reaches
+    ``min_score`` (the good class means "false alarm"); candidates of one class whose grown boxes overlap are
+    joined (the pieces of one broken defect), boxes are grown to the class's reported size
+    (``settings.box_growth``) and overlaps suppressed (``settings.nms_iou``). With ``rank``, the ranked
+    hypotheses for threshold-free average precision come along.
+    """
+    names = list(class_names)
+    good_index = names.index(good_class)
+    defect_indices = [i for i in range(len(names)) if i != good_index]
+    if not regions:
+        empty = Hypotheses(np.zeros((0, 4)), (), np.zeros(0))
+        return NamedCandidates((), empty if rank else None)
+    candidate_boxes = np.array([region.box_xyxy_px for region in regions], float).reshape(-1, 4)
+    defect_probabilities = probabilities.copy()
+    defect_probabilities[:, good_index] = -1.0
+    best = defect_probabilities.argmax(1)
+    scores = defect_probabilities[np.arange(len(best)), best]
+    keep = np.where(scores >= min_score)[0]
+    kinds = [names[index] for index in best[keep]]
+    leaders, boxes = merge_fragments(candidate_boxes[keep], kinds, scores[keep], settings=settings, size=size)
+    kept = nms(boxes, scores[keep][leaders], iou_threshold=settings.nms_iou)
+    detections = tuple(
+        Detection(kinds[i], float(scores[keep][i]), regions[keep[i]], box_xyxy_px=tuple(float(v) for v in box),
+                  model_sha256=model_sha256)
+        for i, box in zip(leaders[kept], boxes[kept], strict=True))
+    if not rank:
+        return NamedCandidates(detections, None)
+    reported = Hypotheses(boxes[kept], tuple(d.kind for d in detections),
+                          np.array([d.score for d in detections], float))
+    reported_pairs = np.zeros(probabilities.shape, bool)  # (candidate, class) behind a detection
+    reported_pairs[keep, best[keep]] = True
+    hypotheses = ranked_hypotheses(reported, candidate_boxes, probabilities[:, defect_indices],
+                                   reported_pairs[:, defect_indices], class_names=[names[i] for i in defect_indices],
+                                   settings=settings, size=size)
+    return NamedCandidates(detections, hypotheses)

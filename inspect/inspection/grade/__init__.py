@@ -1,22 +1,25 @@
-"""Grading: the recipe's rules turn measured regions into a verdict (pass / review / fail) and its reason."""
+"""Grading: the recipe's rules turn detections into a verdict (pass / review / fail) and its reason: by class
+(a station with a classifier) or by size (one without), and a graded wafer's by yield and pattern."""
 
 from __future__ import annotations
 
-from inspection.recipe import GradeSettings, LotRules
-from inspection.types import Detection, Measurements, Verdict
+from collections.abc import Sequence
+
+from inspection.recipe import ClassifySettings, GradeSettings, LotRules
+from inspection.types import Detection, Region, Verdict
 
 
-def detections_of(measurements: Measurements, *, settings: GradeSettings) -> tuple[Detection, ...]:
-    """Regions large enough to report. Without a classifier the class is the defect's polarity."""
+def polarity_detections(regions: Sequence[Region], *, settings: GradeSettings) -> tuple[Detection, ...]:
+    """Regions large enough to report, for a station without a classifier: the class is the defect's polarity."""
     return tuple(
         Detection("bright" if region.mean_diff > 0 else "dark", min(1.0, region.max_abs_diff / 255.0), region)
-        for region in measurements.regions
+        for region in regions
         if region.area_um2 >= settings.review_area_um2
     )
 
 
-def verdict_of(detections: tuple[Detection, ...], *, settings: GradeSettings) -> tuple[Verdict, str]:
-    """The verdict and the rule that decided it."""
+def size_verdict(detections: Sequence[Detection], *, settings: GradeSettings) -> tuple[Verdict, str]:
+    """The verdict by defect size and count, and the rule that decided it."""
     if not detections:
         return Verdict.PASS, "no defect region reaches review_area_um2"
     largest = max(detections, key=lambda d: d.region.area_um2)
@@ -27,6 +30,28 @@ def verdict_of(detections: tuple[Detection, ...], *, settings: GradeSettings) ->
         return Verdict.FAIL, f"{len(detections)} defects > max_detections {settings.max_detections}"
     return Verdict.REVIEW, (f"{len(detections)} defect(s), largest {largest.region.area_um2:.0f} um2 "
                             f"< fail_area_um2 {settings.fail_area_um2:g}")
+
+
+def class_verdict(detections: Sequence[Detection], *, rules: ClassifySettings) -> tuple[Verdict, str]:
+    """The verdict by defect class, and the rule that decided it.
+
+    A detection counts when its area reaches its class's ``min_area_um2`` (when one is set). The part fails on
+    a counted detection of a ``fail_classes`` class, else goes to review on one of a ``review_classes`` class,
+    else passes (classes the rules do not name are stored, and do not change the verdict).
+    """
+    counted = [d for d in detections if d.region.area_um2 >= rules.min_area_um2.get(d.kind, 0.0)]
+    for verdict, classes, rule in ((Verdict.FAIL, rules.fail_classes, "fail_classes"),
+                                   (Verdict.REVIEW, rules.review_classes, "review_classes")):
+        hits = [d for d in counted if d.kind in classes]
+        if hits:
+            worst = max(hits, key=lambda d: d.score)
+            return verdict, (f"{len(hits)} defect(s) of {rule} ({', '.join(sorted({d.kind for d in hits}))}); "
+                             f"{worst.kind} {worst.score:.3f} at {worst.region.box_xyxy_px}, "
+                             f"{worst.region.area_um2:.0f} um2")
+    if not detections:
+        return Verdict.PASS, "no defect"
+    return Verdict.PASS, (f"{len(detections)} detection(s) ({', '.join(sorted({d.kind for d in detections}))}), "
+                          "none of fail_classes or review_classes at its min_area_um2")
 
 
 def wafer_verdict(*, yield_fraction: float, defect_density_per_cm2: float, pattern: str, pattern_confidence: float,

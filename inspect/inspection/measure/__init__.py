@@ -1,4 +1,4 @@
-"""Measurement: golden-template comparison and connected regions with calibrated features.
+"""Measurement: golden-template comparison, candidate regions with calibrated features and their crops.
 
 The comparison is a variation model: each pixel of the aligned frame must stay within the reference's
 local min/max over a small window (the band absorbs residual misalignment and edge jitter) plus a grey-level
@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inspection.recipe import InspectSettings
-from inspection.types import AlignedFrame, Measurements, Region
+from inspection.types import Region
 
 
 @dataclass(frozen=True)
@@ -61,20 +60,6 @@ def regions(deviation_map: np.ndarray, *, valid: np.ndarray | None = None, min_a
     return tuple(sorted(found, key=lambda r: r.area_px, reverse=True))
 
 
-def compare_to_golden(aligned: AlignedFrame, band: ToleranceBand, *, settings: InspectSettings,
-                      pixel_size_um: float) -> Measurements:
-    """Defect regions of an aligned frame against the golden reference's tolerance band."""
-    dx, dy = aligned.shift_px
-    height, width = aligned.image.shape
-    # Pixels the alignment shifted in from outside the frame carry no information.
-    margin_x, margin_y = int(np.ceil(abs(dx))) + 1, int(np.ceil(abs(dy))) + 1
-    valid = np.zeros((height, width), bool)
-    valid[margin_y : height - margin_y, margin_x : width - margin_x] = True
-    found = regions(deviation(aligned.image, band), valid=valid, min_area_px=settings.min_area_px,
-                    pixel_size_um=pixel_size_um)
-    return Measurements(aligned, found, pixel_size_um)
-
-
 def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.ndarray, band_px: int,
                        tolerance_grey: float, open_px: int, close_px: int, min_area_px: int,
                        pixel_size_um: float, edge_zone_px: int = 0, edge_open_px: int = 0,
@@ -120,3 +105,28 @@ def _opened(mask: np.ndarray, size_px: int) -> np.ndarray:
     if size_px <= 1:
         return mask
     return cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((size_px, size_px), np.uint8))
+
+
+def crop_squares(boxes: np.ndarray, *, size: tuple[int, int], context: float, min_side_px: int) -> np.ndarray:
+    """Square crops (N x 4, integer xyxy) centred on each box, side = context x its longer side, inside the image."""
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    height, width = size
+    longer = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    side = np.minimum(np.maximum(min_side_px, np.round(context * longer)), min(height, width)).astype(int)
+    centre_x = ((boxes[:, 0] + boxes[:, 2]) / 2).astype(int)
+    centre_y = ((boxes[:, 1] + boxes[:, 3]) / 2).astype(int)
+    left = np.clip(centre_x - side // 2, 0, width - side)
+    top = np.clip(centre_y - side // 2, 0, height - side)
+    return np.stack([left, top, left + side, top + side], axis=1)
+
+
+def candidate_crops(image: np.ndarray, reference: np.ndarray, boxes: np.ndarray, *, context: float,
+                    min_side_px: int) -> list[np.ndarray]:
+    """One h x w x 3 crop per candidate box (N x 4 xyxy px): (image, reference, |difference|), stored as BGR.
+
+    ``reference`` is drawn in the image's coordinates. Each crop is the square of :func:`crop_squares`, so a
+    classifier sees the candidate, the golden at the same place and where they differ.
+    """
+    stacked = np.dstack([image, reference, cv2.absdiff(image, reference)])
+    squares = crop_squares(boxes, size=image.shape, context=context, min_side_px=min_side_px)
+    return [stacked[y0:y1, x0:x1] for x0, y0, x1, y1 in squares]

@@ -17,7 +17,7 @@ from typing import Any
 
 from inspection.types import FrameResult, InspectionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY,
@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS runs (
     recipe_name TEXT NOT NULL,
     recipe_sha256 TEXT NOT NULL,
     host TEXT NOT NULL,
-    software_version TEXT NOT NULL
+    software_version TEXT NOT NULL,
+    model_sha256 TEXT,
+    reason TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY,
@@ -46,7 +48,9 @@ CREATE TABLE IF NOT EXISTS results (
     stage_latency_ms TEXT NOT NULL,
     shift_px TEXT,
     truth TEXT,
-    image_path TEXT
+    image_path TEXT,
+    model_sha256 TEXT,
+    inference TEXT
 );
 CREATE INDEX IF NOT EXISTS results_by_time ON results(acquired_at);
 CREATE INDEX IF NOT EXISTS results_by_verdict ON results(verdict);
@@ -59,11 +63,19 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 """
+_MIGRATIONS = {
+    # from version: the statements that bring a database of that version to the next
+    1: ("ALTER TABLE runs ADD COLUMN model_sha256 TEXT", "ALTER TABLE runs ADD COLUMN reason TEXT",
+        "ALTER TABLE results ADD COLUMN model_sha256 TEXT", "ALTER TABLE results ADD COLUMN inference TEXT"),
+}
+"""Version 2 (0.2): the classifier on the line. Runs name their model and why they failed; results name the
+model that classified their detections and how inference went (candidates, batch sizes, wait in the batcher)."""
 RESULT_COLUMNS = (
     "id", "run_id", "source", "frame_counter", "path", "acquired_at", "committed_at", "latency_ms", "verdict",
-    "reason", "n_detections", "detections", "stage_latency_ms", "shift_px", "truth", "image_path",
+    "reason", "n_detections", "detections", "stage_latency_ms", "shift_px", "truth", "image_path", "model_sha256",
+    "inference",
 )
-_JSON_COLUMNS = ("detections", "stage_latency_ms", "shift_px", "truth")
+_JSON_COLUMNS = ("detections", "stage_latency_ms", "shift_px", "truth", "inference")
 
 
 class StoreError(InspectionError, RuntimeError):
@@ -105,31 +117,60 @@ def connect(path: Path, *, read_only: bool, table: str = "results", schema_versi
     return connection
 
 
+def migrate(connection: sqlite3.Connection, *, path: Path) -> int:
+    """Bring a results database of an earlier schema version to this software's, in place and in one transaction
+    (every row kept; a failure leaves the file as it was). Returns the version found."""
+    found = connection.execute("PRAGMA user_version").fetchone()[0]
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "results" not in tables or found >= SCHEMA_VERSION:
+        return found
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        for version in range(found, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[version]:
+                connection.execute(statement)
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        connection.execute("ROLLBACK")
+        raise StoreError(f"{path}: cannot migrate the results database from schema version {found} to "
+                         f"{SCHEMA_VERSION} ({exc}); it was left as it was") from None
+    return found
+
+
 class ResultStore:
-    """Writes runs, results and events. Use from one thread (the line loop's writer)."""
+    """Writes runs, results and events. Use from one thread (the line loop's writer).
+
+    A database of an earlier schema version is migrated in place on opening; a newer one is refused.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._connection = connect(self.path, read_only=False)
+        self._connection.isolation_level = None  # explicit transactions: the migration's and one per part
+        self.migrated_from = migrate(self._connection, path=self.path)
+        self._connection.isolation_level = ""
         with self._connection:
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=FULL")
             self._connection.executescript(_SCHEMA)
             self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str) -> int:
+    def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str,
+                  model_sha256: str | None = None) -> int:
         with self._connection:
             cursor = self._connection.execute(
-                "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version)"
-                " VALUES (?, 'running', ?, ?, ?, ?, ?)",
-                (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version),
+                "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version,"
+                " model_sha256) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+                (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version, model_sha256),
             )
         return int(cursor.lastrowid or 0)
 
-    def finish_run(self, run_id: int, *, status: str) -> None:
+    def finish_run(self, run_id: int, *, status: str, reason: str | None = None) -> None:
         with self._connection:
             self._connection.execute(
-                "UPDATE runs SET finished_at = ?, status = ? WHERE run_id = ?", (_now(), status, run_id)
+                "UPDATE runs SET finished_at = ?, status = ?, reason = ? WHERE run_id = ?",
+                (_now(), status, reason, run_id)
             )
 
     def add_result(self, run_id: int, result: FrameResult, *, image_path: str | None = None) -> int:
@@ -142,7 +183,8 @@ class ResultStore:
             json.dumps({k: round(v, 3) for k, v in result.stage_latency_ms.items()}),
             json.dumps([round(v, 3) for v in result.shift_px]) if result.shift_px is not None else None,
             json.dumps([t.to_dict() for t in result.truth]) if result.truth is not None else None,
-            image_path,
+            image_path, result.model_sha256,
+            json.dumps(result.extras) if result.extras else None,
         )
         with self._connection:
             cursor = self._connection.execute(

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from inspection.bench import seeded_inputs, time_calls
 from inspection.classify.card import CardError, read_card
+from inspection.classify.timing import seeded_inputs, time_calls
 from inspection.train.models import build_model
 
 

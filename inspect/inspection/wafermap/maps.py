@@ -10,10 +10,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from inspection.types import InspectionError
+from inspection.types import WAFERMAP_PATTERNS, InspectionError
 
 NO_DIE, GOOD, FAILED = 0, 1, 2
-PATTERNS = ("Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-full", "Random", "Scratch", "none")
+PATTERNS = WAFERMAP_PATTERNS
 """The WM-811K failure patterns, in the label order of the shared data set."""
 
 ROOT_CAUSES = {

@@ -1,18 +1,17 @@
-"""Wiring: the stage chain a recipe asks for, and the line loop that runs it on a camera.
+"""The line loop (wiring): camera frames through the recipe's chain into the results store.
 
-The loop is a bounded pipeline of threads: acquisition -> queue -> inspection workers -> queue -> writer.
-Both queues are bounded, so a slow stage makes acquisition wait (backpressure) instead of memory growing;
-OpenCV releases the GIL, so workers run in parallel. Only the writer (the calling thread) touches the
+A bounded pipeline of threads: acquisition -> queue -> inspection workers -> queue -> writer. Both queues are
+bounded, so a slow stage makes acquisition wait (backpressure) instead of memory growing; OpenCV and ONNX
+Runtime release the GIL, so workers run in parallel, and the chain's one micro-batcher gathers the candidates
+of the frames the workers hold into shared batches. Only the writer (the calling thread) touches the
 database, and a frame counts only once its result is committed. Setting ``stop`` drains the frames in flight.
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
-import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,30 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from inspection.acquire import Camera, CameraError, SkippedInput, read_image, stream_frames
-from inspection.align import align
-from inspection.calibrate import load_flatfield
-from inspection.grade import detections_of, verdict_of
-from inspection.measure import ToleranceBand, compare_to_golden, tolerance_band
-from inspection.preprocess import FlatField, preprocess, preprocess_frame
-from inspection.recipe import Recipe, synthetic_reference
+from inspection.acquire import Camera, CameraError, SkippedInput, stream_frames
+from inspection.chain.chain import Chain
 from inspection.report import ResultStore, draw_detections, save_png
-from inspection.synthetic import golden_image
-from inspection.types import Frame, FrameResult, Verdict
-
-log = logging.getLogger("inspection.pipeline")
-
-
-def load_reference(recipe: Recipe, *, flatfield: FlatField | None = None) -> np.ndarray:
-    """The recipe's golden reference, preprocessed exactly as the frames will be."""
-    golden = recipe.reference.golden
-    if golden.startswith("sim:"):
-        kind, size_px = synthetic_reference(golden)
-        image, layout, bit_depth = golden_image(kind, size_px=size_px), "mono", 8
-    else:
-        image, layout, bit_depth = read_image(golden)
-    return preprocess(image, layout=layout, bit_depth=bit_depth, settings=recipe.preprocess,  # type: ignore[arg-type]
-                      flatfield=flatfield)
+from inspection.types import Frame, Verdict
 
 
 def teach_reference(camera: Camera, *, frames: int, timeout_s: float) -> Frame:
@@ -66,61 +45,6 @@ def teach_reference(camera: Camera, *, frames: int, timeout_s: float) -> Frame:
     return Frame(image, first.layout, first.bit_depth, first.source_id, first.frame_counter, first.timestamp_s)
 
 
-@dataclass(frozen=True)
-class Inspector:
-    """The recipe's stage chain for one frame: preprocess -> align -> measure -> grade."""
-
-    recipe: Recipe
-    reference: np.ndarray
-    band: ToleranceBand
-    flatfield: FlatField | None = None
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe) -> Inspector:
-        flatfield = None if recipe.preprocess.flatfield is None else load_flatfield(recipe.preprocess.flatfield)
-        reference = load_reference(recipe, flatfield=flatfield)
-        band = tolerance_band(reference, band_px=recipe.inspect.band_px, tolerance_grey=recipe.inspect.tolerance_grey)
-        return cls(recipe, reference, band, flatfield)
-
-    def __call__(self, frame: Frame) -> tuple[FrameResult, np.ndarray | None]:
-        """The frame's result and the 8-bit image it was judged on (None if preprocessing failed)."""
-        recipe = self.recipe
-        latency_ms: dict[str, float] = {}
-        stage, image = "preprocess", None
-        started = time.perf_counter()
-
-        def lap(name: str) -> None:
-            nonlocal started
-            now = time.perf_counter()
-            latency_ms[name] = (now - started) * 1000.0
-            started = now
-
-        try:
-            image = preprocess_frame(frame, recipe.preprocess, flatfield=self.flatfield)
-            lap(stage)
-            stage = "align"
-            aligned = align(frame, image, self.reference, settings=recipe.align)
-            lap(stage)
-            stage = "measure"
-            measurements = compare_to_golden(aligned, self.band, settings=recipe.inspect,
-                                             pixel_size_um=recipe.pixel_size_um)
-            lap(stage)
-            stage = "grade"
-            detections = detections_of(measurements, settings=recipe.grade)
-            verdict, reason = verdict_of(detections, settings=recipe.grade)
-            lap(stage)
-        except Exception as exc:  # a part that cannot be judged is stored as an error, never dropped
-            if not isinstance(exc, ValueError):
-                log.error("frame %s/%d: %s failed:\n%s", frame.source_id, frame.frame_counter, stage,
-                          traceback.format_exc())
-            result = FrameResult(frame.source_id, frame.frame_counter, frame.timestamp_s, Verdict.ERROR, (),
-                                 latency_ms, reason=f"{stage}: {exc}", path=frame.path, truth=frame.truth)
-            return result, image
-        result = FrameResult(frame.source_id, frame.frame_counter, frame.timestamp_s, verdict, detections,
-                             latency_ms, reason=reason, path=frame.path, shift_px=aligned.shift_px, truth=frame.truth)
-        return result, aligned.image
-
-
 @dataclass
 class LineStats:
     """What the line loop has committed so far; read by the status line."""
@@ -135,9 +59,9 @@ class LineStats:
     recent_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
     recent_commit_s: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
 
-    def record(self, result: FrameResult, latency_ms: float) -> None:
+    def record(self, verdict: Verdict, latency_ms: float) -> None:
         self.committed += 1
-        self.verdicts[str(result.verdict)] += 1
+        self.verdicts[str(verdict)] += 1
         self.late += latency_ms > self.latency_budget_ms
         self.recent_latency_ms.append(latency_ms)
         self.recent_commit_s.append(time.monotonic())
@@ -161,15 +85,15 @@ class LineStats:
 _DONE = object()
 
 
-def run_line(camera: Camera, inspector: Callable[[Frame], tuple[FrameResult, np.ndarray | None]],
-             store: ResultStore, *, run_id: int, recipe: Recipe, stop: threading.Event,
+def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, stop: threading.Event,
              max_frames: int | None = None, save_ng_dir: Path | None = None,
              on_status: Callable[[LineStats], None] | None = None, status_interval_s: float = 0.5) -> LineStats:
     """Acquire, inspect and commit until ``max_frames``, the source's end, or ``stop``; then drain and return.
 
-    Raises the camera's error if it cannot be opened (nothing is committed then).
+    Raises the camera's error if it cannot be opened, and a RecipeError if its first frame does not fit the
+    recipe's golden (nothing is committed then).
     """
-    settings = recipe.pipeline
+    settings = chain.recipe.pipeline
     stats = LineStats(latency_budget_ms=settings.latency_budget_ms)
     frames_q: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_depth)
     results_q: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_depth)
@@ -178,8 +102,11 @@ def run_line(camera: Camera, inspector: Callable[[Frame], tuple[FrameResult, np.
     def acquire() -> None:
         try:
             with camera:
-                for frame in stream_frames(camera, timeout_s=settings.fetch_timeout_s, stop=stop,
-                                           max_frames=max_frames, on_skipped=results_q.put):
+                frames = stream_frames(camera, timeout_s=settings.fetch_timeout_s, stop=stop, max_frames=max_frames,
+                                       on_skipped=results_q.put)
+                for index, frame in enumerate(frames):
+                    if index == 0:
+                        chain.check_frame_size(frame, camera=camera.uri)
                     frames_q.put(frame)  # blocks while the workers are behind: backpressure
                     stats.max_queue_depth = max(stats.max_queue_depth, frames_q.qsize())
         except BaseException as exc:
@@ -190,7 +117,7 @@ def run_line(camera: Camera, inspector: Callable[[Frame], tuple[FrameResult, np.
 
     def work() -> None:
         while (frame := frames_q.get()) is not _DONE:
-            results_q.put(inspector(frame))
+            results_q.put(chain(frame))
         results_q.put(_DONE)
 
     threads = [threading.Thread(target=acquire, name="acquire", daemon=True)]
@@ -210,15 +137,15 @@ def run_line(camera: Camera, inspector: Callable[[Frame], tuple[FrameResult, np.
             stats.skipped.append(item)
             store.add_event(run_id, kind="skipped", source=item.path, detail=item.reason)
         elif item is not None:
-            result, image = item
+            result = item.result()
             image_path = None
-            if save_ng_dir is not None and image is not None and result.verdict != Verdict.PASS:
+            if save_ng_dir is not None and item.image is not None and result.verdict != Verdict.PASS:
                 name = f"run{run_id:04d}_{result.frame_counter:07d}_{result.verdict}.png"
-                picture = draw_detections(image, result.detections, verdict=result.verdict,
+                picture = draw_detections(item.image, result.detections, verdict=result.verdict,
                                           title=f"{result.source_id} #{result.frame_counter}")
                 image_path = str(save_png(save_ng_dir / name, picture))
             store.add_result(run_id, result, image_path=image_path)
-            stats.record(result, (time.time() - result.acquired_at_s) * 1000.0)
+            stats.record(result.verdict, (time.time() - result.acquired_at_s) * 1000.0)
         if on_status is not None and time.monotonic() >= next_status:
             on_status(stats)
             next_status = time.monotonic() + status_interval_s

@@ -18,14 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspection.acquire.lot import MANIFEST_COLUMNS, MANIFEST_NAME
 from inspection.measure.grid import DieGrid, cell_origins_xy_px, die_crops
-from inspection.synthetic import DIE_CLASSES, die_design, draw_die_defect, wafer_coverage
+from inspection.sim.frames import DIE_CLASSES, die_design, draw_die_defect, wafer_coverage
 from inspection.wafermap.maps import FAILED, PATTERNS, die_map_of
 from inspection.wafermap.synthetic import render_wafer_map
 
 DEFECT_CLASSES = DIE_CLASSES[1:]
-MANIFEST_NAME = "lot.csv"
-MANIFEST_COLUMNS = ("image", "wafer_id", "lot_id", "slot", "truth_pattern", "truth_dies")
 _BACKGROUND, _STREET = 20.0, 60.0
 
 

@@ -1,0 +1,63 @@
+"""A lot of wafer images: a manifest CSV (``lot.csv``), or a folder of images.
+
+The manifest's columns are ``image, wafer_id`` and optionally ``lot_id, slot, truth_pattern, truth_dies``
+(paths relative to the manifest's folder); errors name the file, line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from inspection.acquire.folder import IMAGE_SUFFIXES
+from inspection.types import InspectionError, LotItem
+
+MANIFEST_NAME = "lot.csv"
+MANIFEST_COLUMNS = ("image", "wafer_id", "lot_id", "slot", "truth_pattern", "truth_dies")
+REQUIRED_COLUMNS, OPTIONAL_COLUMNS = MANIFEST_COLUMNS[:2], MANIFEST_COLUMNS[2:]
+
+
+class LotInputError(InspectionError, ValueError):
+    """A lot folder or manifest that cannot be read; the message names the file, line and column."""
+
+
+def read_lot(source: str | Path) -> list[LotItem]:
+    """The wafers of a lot: a manifest CSV, a folder holding ``lot.csv``, or a folder of images (wafer id = file
+    stem, lot id = folder name, slot = position in name order)."""
+    source = Path(source)
+    if source.is_dir() and (source / MANIFEST_NAME).is_file():
+        source = source / MANIFEST_NAME
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise LotInputError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) and no {MANIFEST_NAME}")
+        return [LotItem(str(p), p.stem, source.resolve().name, slot) for slot, p in enumerate(images, 1)]
+    if not source.is_file():
+        raise LotInputError(f"{source}: no such folder or manifest file")
+    with source.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+        if missing or unknown:
+            raise LotInputError(f"{source}:1: columns {header}; missing {missing}, unknown {unknown}; expected "
+                                f"{', '.join(REQUIRED_COLUMNS)} and optionally {', '.join(OPTIONAL_COLUMNS)}")
+        items, seen = [], set()
+        for line, row in enumerate(reader, 2):
+            wafer_id = (row.get("wafer_id") or "").strip()
+            if not wafer_id or not (row.get("image") or "").strip():
+                raise LotInputError(f"{source}:{line}: image and wafer_id must not be empty")
+            slot_text = (row.get("slot") or str(line - 1)).strip()
+            if not slot_text.isdigit():
+                raise LotInputError(f"{source}:{line}: slot {slot_text!r} is not a whole number")
+            lot_id = (row.get("lot_id") or source.parent.resolve().name).strip()
+            if (lot_id, wafer_id) in seen:
+                raise LotInputError(f"{source}:{line}: wafer {wafer_id} of lot {lot_id} is listed twice")
+            seen.add((lot_id, wafer_id))
+            truth_dies = (row.get("truth_dies") or "").strip()
+            items.append(LotItem(str(source.parent / row["image"].strip()), wafer_id, lot_id, int(slot_text),
+                                 (row.get("truth_pattern") or "").strip() or None,
+                                 str(source.parent / truth_dies) if truth_dies else None))
+    if not items:
+        raise LotInputError(f"{source}: the manifest lists no wafers")
+    return items

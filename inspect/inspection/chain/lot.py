@@ -1,0 +1,224 @@
+"""Lot grading (wiring only): wafer images through the recipe's chain, on a process pool or Ray, into the lot store.
+
+Per wafer the ``wafer-lot`` chain reads nothing itself: the runner reads the image (acquire), the chain finds
+the wafer and its dies, classifies every die through its micro-batcher, localises the defects, classifies the
+die map's pattern and grades the wafer. Each worker process builds the chain once from the recipe, so the
+local process pool and Ray run exactly the same code; only the driver writes results, one transaction per
+wafer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from inspection.acquire import ImageReadError, read_image
+from inspection.chain.chain import Chain, Part, build_chain
+from inspection.progress import progress
+from inspection.recipe import Recipe
+from inspection.report.lots import LotStore
+from inspection.sim.lot import read_truth
+from inspection.types import Frame, GradedWafer, InspectionError, LotItem, Verdict
+
+THUMBNAILS_PER_WAFER = 4
+Engine = Literal["local", "ray"]
+
+
+def grade_wafer(chain: Chain, item: LotItem) -> GradedWafer:
+    """One wafer through the chain; a wafer that cannot be read or graded is ``failed`` with the reason."""
+    started = time.perf_counter()
+    try:
+        pixels, layout, bit_depth = read_image(item.image_path)
+    except ImageReadError as exc:
+        return GradedWafer(item, "failed", str(exc), Verdict.ERROR, {})
+    read_ms = (time.perf_counter() - started) * 1000
+    part = chain(Frame(pixels, layout, bit_depth, item.lot_id, item.slot, time.time(), path=item.image_path))
+    timings = {"read": read_ms, **part.latency_ms}
+    if part.verdict == Verdict.ERROR:
+        reason = str(part.error) if part.error is not None else f"internal error in {part.reason}"
+        return GradedWafer(item, "failed", reason, Verdict.ERROR, timings)
+    try:
+        return _graded(chain, item, part, timings)
+    except InspectionError as exc:  # an unreadable truth file fails the wafer, with the file named
+        return GradedWafer(item, "failed", str(exc), Verdict.ERROR, timings)
+
+
+def _graded(chain: Chain, item: LotItem, part: Part, timings: dict[str, float]) -> GradedWafer:
+    """The store's record of a graded wafer."""
+    located, recipe, classifier = part.dies, chain.recipe, chain.classifier
+    assert located is not None and classifier is not None and recipe.wafer is not None and part.pattern is not None
+    assert part.die_scores is not None and part.defective is not None and part.die_classes is not None
+    assert part.die_map is not None and part.yield_fraction is not None and part.defect_density_per_cm2 is not None
+    class_names = classifier.card.class_names
+    rows = np.array([d.row for d in located.dies], np.int32)
+    cols = np.array([d.column for d in located.dies], np.int32)
+    centres_mm = np.array([d.centre_mm for d in located.dies], np.float64)
+    scores, defective = part.die_scores, part.defective
+    dies = {
+        "row": rows, "col": cols, "x_mm": centres_mm[:, 0], "y_mm": centres_mm[:, 1],
+        "class_index": part.die_classes.astype(np.int32), "defect_score": scores.astype(np.float64),
+        "defective": defective, **part.defect_boxes_um, "truth_class": _truth_classes(item, rows, cols, class_names),
+    }
+    worst = [i for i in np.argsort(-scores)[:THUMBNAILS_PER_WAFER] if defective[i]]
+    thumbnails = [(int(rows[i]), int(cols[i]), class_names[part.die_classes[i]], float(scores[i]),
+                   cv2.imencode(".png", located.crops[i])[1].tobytes()) for i in worst]
+    fit, pixel_um = located.fit, recipe.pixel_size_um
+    geometry = {
+        "centre_xy_px": [round(v, 3) for v in fit.centre_xy_px], "diameter_mm": round(2 * (fit.radius_mm or 0), 3),
+        "notch_angle_deg": round(fit.notch_angle_deg, 3), "notch_kind": fit.notch_kind,
+        "edge_rms_px": round(fit.edge_rms_px, 3),
+        "die_pitch_um": [round(p * pixel_um, 2) for p in located.grid.pitch_xy_px],
+        "die_size_um": [round(located.crops.shape[2] * pixel_um, 1), round(located.crops.shape[1] * pixel_um, 1)],
+        "dies": len(rows), "image_size_px": [part.frame.width_px, part.frame.height_px],
+    }
+    return GradedWafer(item, "graded", part.reason, part.verdict, timings, part.pattern["pattern"],
+                       float(part.pattern["confidence"]), part.pattern["root_cause"], part.yield_fraction,
+                       part.defect_density_per_cm2, part.die_map, (int(rows.min()), int(cols.min())), geometry, dies,
+                       tuple(class_names), thumbnails)
+
+
+def _truth_classes(item: LotItem, rows: np.ndarray, cols: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """Truth class per graded die (index into the model's classes; -1 where the truth has no such die)."""
+    truth = np.full(len(rows), -1, np.int32)
+    if item.truth_dies is None:
+        return truth
+    try:
+        lookup = read_truth(item.truth_dies).class_by_cell()
+    except ValueError as exc:
+        raise InspectionError(str(exc)) from None
+    for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
+        name = lookup.get((int(r), int(c)))
+        if name is not None:
+            truth[i] = class_names.index(name) if name in class_names else -1
+    return truth
+
+
+# --- running a lot: a local process pool or Ray, the driver committing each wafer as it arrives -------------
+
+_WORKER: Chain | None = None
+
+
+def _init_worker(recipe: Recipe, threads: int) -> None:
+    global _WORKER
+    _WORKER = build_chain(recipe, threads=threads)
+
+
+def _grade_in_worker(item: LotItem) -> GradedWafer:
+    assert _WORKER is not None, "worker not initialised"
+    return _safe_grade(_WORKER, item)
+
+
+def _safe_grade(chain: Chain, item: LotItem) -> GradedWafer:
+    """One wafer, never raising: a bug in a stage fails that wafer (with the error) and the lot goes on."""
+    try:
+        return grade_wafer(chain, item)
+    except Exception as exc:  # the lot must go on; the reason is stored and reported
+        return GradedWafer(item, "failed", f"internal error: {type(exc).__name__}: {exc}", Verdict.ERROR, {})
+
+
+def _grade_remote(recipe: Recipe, threads: int, item: LotItem) -> GradedWafer:
+    """Ray task body: each Ray worker process builds the chain once and keeps it."""
+    global _WORKER
+    if _WORKER is None or _WORKER.recipe != recipe:
+        _WORKER = build_chain(recipe, threads=threads)
+    return _safe_grade(_WORKER, item)
+
+
+def grade_items(items: Sequence[LotItem], recipe: Recipe, *, workers: int = 1, engine: Engine = "local",
+                ray_address: str | None = None) -> Iterator[GradedWafer]:
+    """Grade ``items``, yielding each wafer as soon as it is done (in completion order)."""
+    if not items:
+        return
+    threads = 0 if workers == 1 else 1
+    if engine == "ray":
+        yield from _grade_on_ray(items, recipe, workers=workers, threads=threads, address=ray_address)
+    elif workers == 1:
+        with build_chain(recipe) as chain:
+            for item in items:
+                yield _safe_grade(chain, item)
+    else:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(recipe, threads)) as pool:
+            pending: set[Future[GradedWafer]] = set()
+            queue = iter(items)
+            for item in queue:  # keep two wafers per worker in flight: bounded memory, busy workers
+                pending.add(pool.submit(_grade_in_worker, item))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+                    following = next(queue, None)
+                    if following is not None:
+                        pending.add(pool.submit(_grade_in_worker, following))
+
+
+def _grade_on_ray(items: Sequence[LotItem], recipe: Recipe, *, workers: int, threads: int,
+                  address: str | None) -> Iterator[GradedWafer]:
+    try:
+        import ray
+    except ImportError:
+        raise InspectionError("--engine ray needs Ray: pip install 'wafer-inspect[cluster]'") from None
+    address = address or os.environ.get("RAY_ADDRESS")
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1)(_grade_remote)
+        recipe_ref = ray.put(recipe)
+        pending = [task.remote(recipe_ref, threads, item) for item in items]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for reference in done:
+                yield ray.get(reference)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+
+@dataclass(frozen=True)
+class LotRun:
+    run_id: int
+    graded_now: int
+    skipped: int
+    """Wafers already in the database from an earlier (perhaps interrupted) run."""
+    elapsed_s: float
+
+
+def run_lot(items: Sequence[LotItem], recipe: Recipe, *, db_path: str | Path, workers: int = 1,
+            engine: Engine = "local", ray_address: str | None = None, software_version: str = "",
+            on_wafer: Callable[[GradedWafer], None] | None = None) -> LotRun:
+    """Grade the wafers of ``items`` not yet in the database, committing each as it finishes (so an interrupted
+    run resumes where it stopped), with a progress bar."""
+    store = LotStore(db_path)
+    try:
+        finished = store.finished()
+        todo = [item for item in items if (item.lot_id, item.wafer_id) not in finished]
+        run_id = store.start_run(recipe_name=recipe.name, recipe_sha256=recipe.sha256(), engine=engine,
+                                 workers=workers, software_version=software_version)
+        started = time.perf_counter()
+        status = "interrupted"
+        try:
+            graded = grade_items(todo, recipe, workers=workers, engine=engine, ray_address=ray_address)
+            for wafer in progress(graded, total=len(todo), label="wafers"):
+                store.add_wafer(run_id, wafer)
+                if on_wafer is not None:
+                    on_wafer(wafer)
+            status = "finished"
+        finally:
+            store.finish_run(run_id, status=status)
+        return LotRun(run_id, len(todo), len(items) - len(todo), time.perf_counter() - started)
+    finally:
+        store.close()

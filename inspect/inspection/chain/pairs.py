@@ -1,0 +1,156 @@
+"""PCB template/test pairs through the recipe's chain (wiring only): one board, or the DeepPCB metric over a list.
+
+The ``pcb`` chain registers the template onto the board under test, finds where they differ with the model
+card's detector settings, lets the CNN name each candidate (open, short, mousebite, spur, copper, pin-hole, or
+a false alarm), joins the pieces of one broken defect, grows boxes to the annotators' size and suppresses
+overlaps: the same chain ``inspect run`` runs on a camera's frames, here fed pairs whose template is given.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspection.acquire import read_image
+from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
+from inspection.chain.chain import Chain, Part
+from inspection.classify.card import DetectorSettings
+from inspection.classify.detect import (
+    Hypotheses,
+    Outcomes,
+    detection_intervals,
+    match_detections,
+    outcomes_report,
+)
+from inspection.preprocess import to_gray
+from inspection.progress import progress
+from inspection.sim.frames import perturb
+from inspection.types import Detection, Frame, InspectionError, Verdict
+
+CANDIDATE_SETTINGS = DetectorSettings(
+    band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, edge_margin_px=10,
+    edge_zone_px=2, edge_open_px=3, edge_keep_min_area_px=6, edge_keep_max_side_px=12, crop_context=1.5,
+    crop_min_side_px=32,
+    box_growth={kind: (1.0, 22.0) for kind in DEEPPCB_TYPES}, nms_iou=0.15, min_score=0.5,
+    fitted_on="defaults before fitting",
+)
+"""The candidate stage a new PCB model is trained on (datasets/deeppcb_crops.py fits the box growth)."""
+
+
+def find_candidates(chain: Chain, test: np.ndarray, template: np.ndarray) -> Part:
+    """A grey test board and its template through a :func:`~inspection.chain.chain.candidate_chain`: the part
+    with the registered template (``reference``), the ``fit`` and the candidate ``regions``."""
+    part = chain(Frame(test, "mono", 8, "test", 0, 0.0), reference=Frame(template, "mono", 8, "template", 0, 0.0))
+    if part.error is not None:
+        raise part.error
+    return part
+
+
+def read_grey_frame(path: Path, counter: int) -> Frame:
+    """A board image as a grey frame (DeepPCB stores some as RGB with equal channels), dtype kept."""
+    image, layout, bit_depth = read_image(path)
+    return Frame(to_gray(image, layout=layout), "mono", bit_depth, str(path), counter, time.time(), path=str(path))
+
+
+def inspect_pair(chain: Chain, test: Path, template: Path) -> Part:
+    """One board against its template; an error part when the pair cannot be inspected (the reason names the file)."""
+    part = chain(read_grey_frame(test, 0), reference=read_grey_frame(template, 0))
+    if part.verdict == Verdict.ERROR:
+        raise InspectionError(f"{test} against {template}: {part.reason}")
+    return part
+
+
+def reported(detections: tuple[Detection, ...]) -> Hypotheses:
+    """A part's detections as a ranked list (their reported boxes, classes and scores)."""
+    boxes = np.array([d.box_xyxy_px or d.region.box_xyxy_px for d in detections], float).reshape(-1, 4)
+    return Hypotheses(boxes, tuple(d.kind for d in detections), np.array([d.score for d in detections], float))
+
+
+def evaluate_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int = 2, max_shift_px: float = 0.0,
+                   max_angle_deg: float = 0.0, seed: int = 0, baseline: Chain | None = None) -> dict[str, Any]:
+    """The DeepPCB metric over ``pairs`` (optionally with each test image moved by a seeded random rigid
+    transform), its 95% bootstrap intervals over the pairs (``ci95``) and the end-to-end speed: image reading,
+    registration, candidates, classification, NMS. Precision, recall and F-score count the reported
+    detections; AP ranks every hypothesis.
+
+    With ``baseline``, a second model inspects the same (equally moved) pairs; ``baseline`` in the result
+    holds its figures, the difference (this model minus the baseline) and that difference's paired interval.
+    """
+    class_names = list(DEEPPCB_TYPES)
+    outcomes, truth, failed, elapsed_s = _inspect_pairs(chain, pairs, workers=workers, max_shift_px=max_shift_px,
+                                                        max_angle_deg=max_angle_deg, seed=seed)
+    report = outcomes_report(outcomes, truth, class_names=class_names)
+    result = {**report, "ci95": detection_intervals(outcomes, truth, class_names=class_names) if pairs else {},
+              "images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs), "workers": workers,
+              "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed, "failed": failed}
+    if baseline is not None:
+        baseline_outcomes, _, baseline_failed, baseline_elapsed_s = _inspect_pairs(
+            baseline, pairs, workers=workers, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg, seed=seed)
+        baseline_report = outcomes_report(baseline_outcomes, truth, class_names=class_names)
+        headline = ("precision", "recall", "f_score", "map")
+        result["baseline"] = {
+            **{name: baseline_report[name] for name in (*headline, "map_at_min_score", "per_class_ap")},
+            "images_per_s": round(len(pairs) / baseline_elapsed_s, 2), "failed": baseline_failed,
+            "difference": {name: round(report[name] - baseline_report[name], 5) for name in headline},
+            "difference_ci95": detection_intervals(outcomes, truth, class_names=class_names,
+                                                   baseline=baseline_outcomes) if pairs else {},
+        }
+    return result
+
+
+def _inspect_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int, max_shift_px: float,
+                   max_angle_deg: float, seed: int) -> tuple[Outcomes, list[tuple[str, ...]], list[str], float]:
+    """Per pair, what the model made of it (kept per pair so that intervals resample whole pairs), its
+    ground-truth classes, the pairs that failed with their reasons, and the seconds it all took."""
+    perturbations = np.random.default_rng(seed).spawn(len(pairs))
+
+    def one(index: int) -> tuple[PcbPair, Part | str, np.ndarray, tuple[str, ...]]:
+        pair = pairs[index]
+        try:
+            test, template = read_grey_frame(pair.test_path, index), read_grey_frame(pair.template_path, index)
+        except InspectionError as exc:
+            return pair, str(exc), pair.boxes, pair.kinds
+        truth_boxes, truth_kinds = pair.boxes, pair.kinds
+        if max_shift_px or max_angle_deg:
+            moved, truth_boxes, inside = perturb(test.image, truth_boxes, rng=perturbations[index],
+                                                 max_shift_px=max_shift_px, max_angle_deg=max_angle_deg)
+            test = replace(test, image=moved)
+            truth_boxes = truth_boxes[inside]
+            truth_kinds = tuple(kind for kind, keep in zip(truth_kinds, inside, strict=True) if keep)
+        part = chain(test, reference=template)
+        if part.verdict == Verdict.ERROR:
+            return pair, f"{pair.test_path}: {part.reason}", truth_boxes, truth_kinds
+        return pair, part, truth_boxes, truth_kinds
+
+    detections: list[list[tuple[str, float, bool]]] = []
+    ranked: list[list[tuple[str, float, bool]]] = []
+    truth: list[tuple[str, ...]] = []
+    failed: list[str] = []
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for pair, result, truth_boxes, truth_kinds in progress(pool.map(one, range(len(pairs))), total=len(pairs),
+                                                               label="inspecting pairs"):
+            truth.append(truth_kinds)
+            if isinstance(result, str):
+                failed.append(f"{pair.name}: {result}")
+                detections.append([])
+                ranked.append([])
+                continue
+            assert result.hypotheses is not None, "the chain was built without rank_hypotheses"
+            detections.append(_matched(reported(result.detections), truth_boxes, truth_kinds))
+            ranked.append(_matched(result.hypotheses, truth_boxes, truth_kinds))
+    return (detections, ranked), truth, failed, time.perf_counter() - started
+
+
+def _matched(hypotheses: Hypotheses, truth_boxes: np.ndarray,
+             truth_kinds: tuple[str, ...]) -> list[tuple[str, float, bool]]:
+    """(class, score, whether it matches a ground-truth box) of each hypothesis of one image."""
+    hits = match_detections(hypotheses.boxes, list(hypotheses.kinds), hypotheses.scores, truth_boxes,
+                            list(truth_kinds))
+    return [(kind, float(score), bool(hit)) for kind, score, hit in zip(hypotheses.kinds, hypotheses.scores, hits,
+                                                                        strict=True)]

@@ -1,0 +1,40 @@
+"""Timing an inference call the same way for every runtime (the core, and PyTorch eager in ``train``)."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspection.classify.card import read_card
+
+
+def seeded_inputs(model_dir: Path, batch_size: int) -> np.ndarray:
+    """The same seeded batch (batch_size x the card's input shape) for every runtime compared."""
+    card, _ = read_card(model_dir)
+    shape = (batch_size, card.input.channels, card.input.height, card.input.width)
+    return np.random.default_rng(1234).standard_normal(shape, dtype=np.float32)
+
+
+def time_calls(call: Callable[[], object], *, batch_size: int, seconds: float) -> dict[str, Any]:
+    """Images/s, p50/p99 latency per call and peak RSS of ``call`` repeated for ``seconds`` after a warm-up."""
+    for _ in range(3):  # warm-up: allocations, kernel selection
+        call()
+    latencies = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds or len(latencies) < 5:
+        before = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - before)
+    elapsed = time.perf_counter() - started
+    return {
+        "batch_size": batch_size, "calls": len(latencies),
+        "images_per_s": round(batch_size * len(latencies) / elapsed, 1),
+        "latency_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 3),
+        "latency_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
