@@ -129,18 +129,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                          f"FOLDER --recipe {args.recipe}`")
     uri = _line_camera(recipe, args.camera)
     camera = open_camera(uri)
-    chain = build_chain(recipe, device=args.device)
     store = ResultStore(args.db)
     run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256=recipe.sha256(),
-                             software_version=software_version(), model_sha256=chain.model_sha256)
-    stop = threading.Event()
-    _install_stop_handlers(stop)
-    status, failure = "failed", None
-    model = f", model {recipe.classify.model} on {chain.classifier.providers[0]}" if (
-        recipe.classify is not None and chain.classifier is not None) else ", no classifier (verdicts by size)"
-    print(f"inspect: run {run_id}: camera {uri}, recipe {recipe.name} ({recipe.source_path}){model}, "
-          f"results -> {args.db}", file=sys.stderr)
+                             software_version=software_version())
+    status, failure, chain = "failed", None, None
     try:
+        chain = build_chain(recipe, device=args.device)
+        store.set_run_model(run_id, model_sha256=chain.model_sha256)
+        stop = threading.Event()
+        _install_stop_handlers(stop)
+        model = (f", model {recipe.classify.model} on {chain.classifier.providers[0]}"
+                 if recipe.classify is not None and chain.classifier is not None else
+                 ", no classifier (verdicts by size)")
+        print(f"inspect: run {run_id}: camera {uri}, recipe {recipe.name} ({recipe.source_path}){model}, "
+              f"results -> {args.db}", file=sys.stderr)
         stats = run_line(camera, chain, store, run_id=run_id, stop=stop, max_frames=args.frames,
                          save_ng_dir=args.save_ng, on_status=_StatusPrinter(quiet=args.quiet))
         status = "stopped" if stop.is_set() else "completed"
@@ -152,7 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         store.finish_run(run_id, status=status, reason=failure)
         store.close()
-        chain.close()
+        if chain is not None:
+            chain.close()
     if not args.quiet and sys.stderr.isatty():
         sys.stderr.write("\n")
     print(stats.status_line(), file=sys.stderr)

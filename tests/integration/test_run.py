@@ -261,3 +261,89 @@ def test_run_refuses_a_database_that_is_not_ours_and_leaves_it_alone(tmp_path: P
     assert process.returncode == 2 and "not a wafer-inspect results database" in process.stderr
     assert precious.read_bytes() == before
     assert np.array_equal(np.frombuffer(precious.read_bytes(), np.uint8), np.frombuffer(before, np.uint8))
+
+
+DEEPPCB = REPO_ROOT.parent / "shared" / "data" / "deeppcb"
+
+
+@pytest.mark.skipif(not (DEEPPCB / "trainval.txt").is_file(), reason=f"no DeepPCB data at {DEEPPCB}")
+def test_the_pcb_line_stores_what_pcb_eval_finds_on_the_same_real_boards(tmp_path: Path) -> None:
+    from inspection.acquire.deeppcb import read_pair_list
+    from inspection.chain.pairs import inspect_pair
+    from inspection.classify.detect import match_detections
+
+    lines = [line for line in (DEEPPCB / "trainval.txt").read_text().splitlines() if line.startswith("group44000")]
+    lines = lines[:24]
+    listing = tmp_path / "pairs.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    pairs = read_pair_list(DEEPPCB, listing)
+    folder = tmp_path / "boards"  # a line's folder: each board under test beside its golden template
+    folder.mkdir()
+    for pair in pairs:
+        for source in (pair.test_path, pair.template_path):
+            (folder / source.name).symlink_to(source)
+    db = tmp_path / "pcb.db"
+    process = run_cli("run", "--camera", f"folder:{folder}", "--recipe", "pcb-deeppcb", "--db", str(db))
+    assert "glob=*_test*" in process.stderr and "pcb-patchnet-l-v7 on CPUExecutionProvider" in process.stderr
+    rows = {Path(r["path"]).name: r for r in results_json(db)}
+    assert len(rows) == len(pairs) == 24 and all(r["verdict"] != "error" for r in rows.values())
+
+    # The same chain, pair by pair, as inspect pcb inspect runs it: the very same detections.
+    with build_chain(load_recipe("pcb-deeppcb")) as chain:
+        for pair in pairs[:6]:
+            part = inspect_pair(chain, pair.test_path, pair.template_path)
+            stored = rows[pair.test_path.name]["detections"]
+            assert [(d["kind"], d["score"], d["reported_box_xyxy_px"]) for d in stored] == [
+                (d.kind, round(d.score, 4), [round(v, 1) for v in d.box_xyxy_px or ()]) for d in part.detections]
+
+    # inspect pcb eval on the same pairs: its precision, recall and F-score are those of the stored detections.
+    report = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--json").stdout)
+    hits = detections = 0
+    for pair in pairs:
+        stored = rows[pair.test_path.name]["detections"]
+        boxes = np.array([d["reported_box_xyxy_px"] for d in stored], float).reshape(-1, 4)
+        matched = match_detections(boxes, [d["kind"] for d in stored], np.array([d["score"] for d in stored]),
+                                   pair.boxes, list(pair.kinds))
+        hits, detections = hits + int(matched.sum()), detections + len(stored)
+    truth = sum(len(pair.kinds) for pair in pairs)
+    assert report["detections"] == detections and report["pairs"] == 24
+    assert report["precision"] == pytest.approx(hits / detections, abs=1e-4)
+    assert report["recall"] == pytest.approx(hits / truth, abs=1e-4)
+    assert report["f_score"] > 0.9
+
+
+def _run_failure(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[tuple[str, str]]]:
+    db = tmp_path / "bad.db"
+    process = run_cli("run", "--frames", "5", "--db", str(db), *args, check=False)
+    assert "Traceback" not in process.stderr
+    assert results_json(db) == []  # nothing but the failed run's record
+    with sqlite3.connect(db) as connection:
+        return process, connection.execute("SELECT status, reason FROM runs").fetchall()
+
+
+def test_a_recipe_the_model_cannot_serve_fails_the_run_before_any_frame(tmp_path: Path) -> None:
+    recipe = tmp_path / "station.yaml"
+    model = REPO_ROOT / "models" / "wafer-line-patchnet-v1"
+    recipe.write_text("name: s\nkind: wafer-die\npixel_size_um: 5\nreference: {golden: 'sim:wafer'}\n"
+                      f"classify: {{model: {model}, fail_classes: [particle, crack]}}\n")
+    process, runs = _run_failure(tmp_path, "--recipe", str(recipe), "--camera", "sim:wafer")
+    assert process.returncode == 2 and "station.yaml: classify rules name crack" in process.stderr
+    assert runs == [("failed", runs[0][1])] and "crack" in runs[0][1]
+    process, runs = _run_failure(tmp_path, "--device", "cuda")
+    assert process.returncode == 2 and "--device cuda: ONNX Runtime here has no CUDAExecutionProvider (present: " \
+        in process.stderr and "CPUExecutionProvider" in process.stderr
+
+
+def test_a_run_whose_every_frame_is_an_error_exits_non_zero(tmp_path: Path) -> None:
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):  # nothing like the wafer: registration refuses every frame
+        cv2.imwrite(str(folder / f"{index}.png"), rng.integers(0, 256, (512, 512), dtype=np.uint8))
+    db = tmp_path / "noise.db"
+    process = run_cli("run", "--camera", f"folder:{folder}", "--db", str(db), check=False)
+    assert process.returncode == 1 and "every one of the 3 frame(s) ended in error" in process.stderr
+    rows = results_json(db)
+    assert [r["verdict"] for r in rows] == ["error"] * 3 and all("no reliable match" in r["reason"] for r in rows)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT status FROM runs").fetchone() == ("failed",)

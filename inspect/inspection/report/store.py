@@ -158,6 +158,7 @@ class ResultStore:
 
     def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str,
                   model_sha256: str | None = None) -> int:
+        """A new run (status ``running``) and its id."""
         with self._connection:
             cursor = self._connection.execute(
                 "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version,"
@@ -165,6 +166,10 @@ class ResultStore:
                 (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version, model_sha256),
             )
         return int(cursor.lastrowid or 0)
+
+    def set_run_model(self, run_id: int, *, model_sha256: str | None) -> None:
+        with self._connection:
+            self._connection.execute("UPDATE runs SET model_sha256 = ? WHERE run_id = ?", (model_sha256, run_id))
 
     def finish_run(self, run_id: int, *, status: str, reason: str | None = None) -> None:
         with self._connection:
