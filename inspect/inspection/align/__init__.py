@@ -21,6 +21,52 @@ class AlignmentError(InspectionError, ValueError):
     """The frame could not be registered to its reference; the message says why."""
 
 
+class PhaseReference:
+    """A reference prepared once for phase correlation: its Hann-windowed spectrum, kept for every frame.
+
+    OpenCV's ``phaseCorrelate`` transforms both images and builds the window on every call; a line compares
+    every frame with the same golden, so half of that work is done once here. The result is the same (the
+    normalised cross-power spectrum's peak, its 5 x 5 weighted centroid for the subpixel shift, and the sum
+    of that neighbourhood as the response).
+    """
+
+    def __init__(self, reference: np.ndarray, *, scale: float = 1.0) -> None:
+        self.shape = reference.shape
+        self.scale = scale
+        """Correlate images resized by this factor (0.5: a quarter of the pixels, about 0.2 px accuracy)."""
+        scaled = self._scaled(reference)
+        self.window = cv2.createHanningWindow((scaled.shape[1], scaled.shape[0]), cv2.CV_32F)
+        self.spectrum = cv2.dft(scaled.astype(np.float32) * self.window, flags=cv2.DFT_COMPLEX_OUTPUT)
+
+    def _scaled(self, image: np.ndarray) -> np.ndarray:
+        if self.scale == 1.0:
+            return image
+        size = (max(8, round(image.shape[1] * self.scale)), max(8, round(image.shape[0] * self.scale)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    def shift_of(self, image: np.ndarray) -> tuple[float, float, float]:
+        """(dx, dy, response): where ``image`` sits relative to the reference, in pixels, and the peak's
+        strength (about 1 for a clean match, near 0 for none)."""
+        if image.shape != self.shape:
+            raise AlignmentError(f"frame is {image.shape[1]}x{image.shape[0]} px but the reference is "
+                                 f"{self.shape[1]}x{self.shape[0]} px")
+        spectrum = cv2.dft(self._scaled(image).astype(np.float32) * self.window, flags=cv2.DFT_COMPLEX_OUTPUT)
+        cross = cv2.mulSpectrums(spectrum, self.spectrum, 0, conjB=True)
+        magnitude = cv2.magnitude(cross[..., 0], cross[..., 1])
+        cross /= (magnitude + np.float32(1e-12))[..., None]
+        surface = cv2.idft(cross, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+        _, _, _, (peak_x, peak_y) = cv2.minMaxLoc(surface)
+        height, width = surface.shape
+        offsets = np.arange(-2, 3)
+        patch = surface[np.ix_((peak_y + offsets) % height, (peak_x + offsets) % width)]
+        response = float(patch.sum())
+        dx = peak_x + float(patch.sum(axis=0) @ offsets) / response
+        dy = peak_y + float(patch.sum(axis=1) @ offsets) / response
+        # The surface wraps around: a peak past the middle is a negative shift.
+        dx, dy = (dx - width if dx > width / 2 else dx), (dy - height if dy > height / 2 else dy)
+        return dx / self.scale, dy / self.scale, response
+
+
 def estimate_shift(image: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
     """(dx, dy, response): where ``image`` sits relative to ``reference``, in pixels, and the peak's strength.
 
@@ -29,9 +75,7 @@ def estimate_shift(image: np.ndarray, reference: np.ndarray) -> tuple[float, flo
     if image.shape != reference.shape:
         raise AlignmentError(f"frame is {image.shape[1]}x{image.shape[0]} px but the reference is "
                              f"{reference.shape[1]}x{reference.shape[0]} px")
-    window = cv2.createHanningWindow((image.shape[1], image.shape[0]), cv2.CV_32F)
-    (dx, dy), response = cv2.phaseCorrelate(reference.astype(np.float32), image.astype(np.float32), window)
-    return float(dx), float(dy), float(response)
+    return PhaseReference(reference).shift_of(image)
 
 
 @dataclass(frozen=True)
@@ -162,11 +206,13 @@ def warp_reference(reference: np.ndarray, fit: RigidFit, *, margin_px: int = 2) 
     return warped, covered > 0
 
 
-def register(image: np.ndarray, reference: np.ndarray, *, settings: AlignSettings) -> RigidFit:
+def register(image: np.ndarray, reference: np.ndarray, *, settings: AlignSettings,
+             prepared: PhaseReference | None = None) -> RigidFit:
     """Where the preprocessed grey ``image`` sits against its ``reference`` (same size), by the recipe's method.
 
     ``phase``: a subpixel translation by phase correlation, its normalised peak as the score; ``rigid``:
     rotation and translation (:func:`register_rigid`); ``none``: the fixture holds the part (identity).
+    ``prepared``, the reference's :class:`PhaseReference`, saves transforming it again for every frame.
     Raises AlignmentError when the score is below ``settings.min_score`` or the shift beyond
     ``settings.max_shift_px``.
     """
@@ -177,7 +223,7 @@ def register(image: np.ndarray, reference: np.ndarray, *, settings: AlignSetting
         return RigidFit(np.eye(2, 3, dtype=np.float32), 1.0)
     if settings.method == "rigid":
         return register_rigid(image, reference, max_shift_px=settings.max_shift_px, min_score=settings.min_score)
-    dx, dy, response = estimate_shift(image, reference)
+    dx, dy, response = (prepared or PhaseReference(reference, scale=settings.phase_scale)).shift_of(image)
     if response < settings.min_score:
         raise AlignmentError(f"no reliable match to the reference (phase-correlation response {response:.3f} "
                              f"< min_score {settings.min_score})")

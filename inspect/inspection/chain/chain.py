@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inspection.acquire import read_beside, read_image
-from inspection.align import RigidFit, register, warp_reference
+from inspection.align import PhaseReference, RigidFit, register, warp_reference
 from inspection.calibrate import load_flatfield
 from inspection.classify import Classifier, MicroBatcher, SessionSettings
 from inspection.classify.card import DetectorSettings
@@ -146,19 +146,22 @@ class Register:
     margin_px: int
     beside: BesideRule | None = None
     """Where a frame's own golden lies, when the caller does not bring it."""
+    prepared: PhaseReference | None = None
+    """The recipe's golden prepared for phase correlation once, for every frame."""
     name: str = "align"
 
     def __call__(self, part: Part) -> None:
         assert part.image is not None
         if part.reference_frame is None and self.beside is not None:
             part.reference_frame = read_beside(part.frame, test=self.beside.test, template=self.beside.template)
+        prepared = None
         if part.reference_frame is not None:
             golden = self.preprocess.grey(part.reference_frame)
         elif self.golden is not None:
-            golden = self.golden
+            golden, prepared = self.golden, self.prepared
         else:
             raise InspectionError("the recipe's golden comes from beside each frame, and this frame brought none")
-        part.fit = register(part.image, golden, settings=self.settings)
+        part.fit = register(part.image, golden, settings=self.settings, prepared=prepared)
         part.reference, part.valid = warp_reference(golden, part.fit, margin_px=self.margin_px)
 
 
@@ -417,7 +420,7 @@ def _classifier(recipe: Recipe, *, device: Device | None, threads: int) -> Class
         raise RecipeError(f"{where}: classify.model: {settings.model}: no such model folder (relative paths are "
                           "taken from the recipe's folder, else the working directory)")
     classifier = Classifier(settings.model, precision=settings.precision, device=device or settings.device,
-                            settings=SessionSettings(intra_op_threads=threads))
+                            settings=SessionSettings(intra_op_threads=threads, spinning=False))
     card, names = classifier.card, classifier.class_names
     unknown = [name for name in settings.rule_classes() if name not in names]
     if unknown:
@@ -481,8 +484,11 @@ def build_chain(recipe: Recipe, *, device: Device | None = None, rank_hypotheses
     detector = (candidates or classical_detector(recipe)) if classifier is None else classifier.card.detector
     assert detector is not None
     assert recipe.reference is not None
-    stages += [Register(prepare, load_golden(recipe, prepare), recipe.align or AlignSettings(),
-                        margin_px=detector.edge_margin_px, beside=recipe.reference.beside),
+    golden, align = load_golden(recipe, prepare), recipe.align or AlignSettings()
+    prepared = (PhaseReference(golden, scale=align.phase_scale) if golden is not None and align.method == "phase"
+                else None)
+    stages += [Register(prepare, golden, align, margin_px=detector.edge_margin_px, beside=recipe.reference.beside,
+                        prepared=prepared),
                FindCandidates(detector, recipe.pixel_size_um)]
     if classifier is not None and batcher is not None and classify is not None:
         min_score = detector.min_score if classify.min_score is None else classify.min_score

@@ -49,6 +49,9 @@ class SessionSettings:
     inter_op_threads: int = 0
     optimisation: Literal["disable", "basic", "extended", "all"] = "all"
     memory_arena: bool = True
+    spinning: bool = True
+    """Whether ONNX Runtime's idle threads spin waiting for the next call (fastest back-to-back calls); off where
+    other threads (a line's inspection workers) need the cores between batches."""
 
     def options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
@@ -56,6 +59,9 @@ class SessionSettings:
         options.inter_op_num_threads = self.inter_op_threads
         options.graph_optimization_level = _OPTIMISATION[self.optimisation]
         options.enable_cpu_mem_arena = self.memory_arena
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         return options
 
 

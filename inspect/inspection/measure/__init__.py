@@ -17,33 +17,42 @@ from inspection.types import Region
 
 @dataclass(frozen=True)
 class ToleranceBand:
-    """Per-pixel lower and upper grey limits derived from a golden reference."""
+    """Per-pixel grey limits derived from a golden reference (H x W uint8): a pixel leaves the band when it is
+    below ``lower`` or above ``upper``."""
 
     lower: np.ndarray
     upper: np.ndarray
 
 
 def tolerance_band(reference: np.ndarray, *, band_px: int, tolerance_grey: float) -> ToleranceBand:
-    """The reference's local min/max over a (2*band_px+1)^2 window, widened by ``tolerance_grey``."""
+    """The 8-bit reference's local min/max over a (2*band_px+1)^2 window, widened by ``tolerance_grey``.
+
+    Pixels are whole grey levels, so leaving [min - t, max + t] is leaving [min - floor(t), max + floor(t)]:
+    the band is kept in 8 bits (saturating at 0 and 255), where OpenCV's saturating arithmetic is fastest.
+    """
     kernel = np.ones((2 * band_px + 1, 2 * band_px + 1), np.uint8)
-    local_min = cv2.erode(reference, kernel).astype(np.float32)
-    local_max = cv2.dilate(reference, kernel).astype(np.float32)
-    return ToleranceBand(local_min - tolerance_grey, local_max + tolerance_grey)
+    whole = int(np.floor(tolerance_grey))
+    return ToleranceBand(cv2.subtract(cv2.erode(reference, kernel), whole),
+                         cv2.add(cv2.dilate(reference, kernel), whole))
 
 
 def deviation(image: np.ndarray, band: ToleranceBand) -> np.ndarray:
-    """Signed grey levels by which each pixel leaves the band (0 inside it)."""
-    pixels = image.astype(np.float32)
-    return np.where(pixels > band.upper, pixels - band.upper, np.minimum(pixels - band.lower, 0.0))
+    """Signed grey levels (H x W int16) by which each pixel of the 8-bit ``image`` leaves the band (0 inside)."""
+    brighter = cv2.subtract(image, band.upper)  # saturates at 0 inside the band
+    darker = cv2.subtract(band.lower, image)
+    return cv2.subtract(brighter, darker, dtype=cv2.CV_16S)
 
 
-def regions(deviation_map: np.ndarray, *, valid: np.ndarray | None = None, min_area_px: int,
+def regions(deviation_map: np.ndarray, *, mask: np.ndarray | None = None, min_area_px: int,
             pixel_size_um: float) -> tuple[Region, ...]:
-    """Connected regions (8-connectivity) of non-zero deviation, largest first, with calibrated features."""
-    mask = deviation_map != 0
-    if valid is not None:
-        mask &= valid
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    """Connected regions (8-connectivity), largest first, with calibrated features.
+
+    ``deviation_map`` (H x W, grey levels) gives each region's mean and largest deviation; the regions are
+    the connected pieces of ``mask`` (H x W, uint8 or bool, non-zero inside; default: where the deviation is
+    not zero).
+    """
+    pieces = (deviation_map != 0).astype(np.uint8) if mask is None else mask.astype(np.uint8, copy=False)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(pieces, connectivity=8)
     found = []
     for label in range(1, count):
         area = int(stats[label, cv2.CC_STAT_AREA])
@@ -95,9 +104,8 @@ def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.nd
         mask = np.where(near_edge, _opened(deviating, edge_open_px), mask).astype(np.uint8)
     if close_px > 1:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((close_px, close_px), np.uint8))
-    # Pixels the closing added between pieces get a token deviation so they belong to the region.
-    filled = np.where(mask.astype(bool), np.where(deviation_map != 0, deviation_map, np.float32(1e-3)), 0.0)
-    return regions(filled, min_area_px=min_area_px, pixel_size_um=pixel_size_um)
+    # Pixels the closing added between pieces belong to the region (with no deviation of their own).
+    return regions(deviation_map, mask=mask, min_area_px=min_area_px, pixel_size_um=pixel_size_um)
 
 
 def _opened(mask: np.ndarray, size_px: int) -> np.ndarray:
