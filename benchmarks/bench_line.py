@@ -71,14 +71,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--deeppcb", type=Path, default=Path(__file__).parents[2] / "shared" / "data" / "deeppcb")
-    parser.add_argument("--pcb-groups", default="44000", help="DeepPCB groups whose boards feed the PCB line")
+    parser.add_argument("--pcb-groups", default="44000,13000,20085,50600",
+                        help="DeepPCB groups whose boards (and templates beside them) feed the PCB line, as one folder")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     runs = [bench("wafer-die", "sim:wafer?seed=3&defect_rate=0.3", args.frames)]
-    for group in args.pcb_groups.split(","):
-        folder = args.deeppcb / f"group{group}" / group
-        if folder.is_dir():
-            runs.append(bench("pcb-deeppcb", f"folder:{folder}?glob=*_test*", None))
+    groups = [args.deeppcb / f"group{group}" / group for group in args.pcb_groups.split(",")]
+    if all(folder.is_dir() for folder in groups):
+        with tempfile.TemporaryDirectory() as boards:  # one line folder: each board beside its template
+            for folder in groups:
+                for image in folder.glob("*.jpg"):
+                    (Path(boards) / image.name).symlink_to(image.resolve())
+            runs.append(bench("pcb-deeppcb", f"folder:{boards}?glob=*_test*", None))
+            runs[-1]["boards"] = f"DeepPCB groups {args.pcb_groups}"
     record = {
         "benchmark": "line-loop",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
