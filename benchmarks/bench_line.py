@@ -29,6 +29,7 @@ from inspection.acquire import open_camera
 from inspection.bench import machine, save_record
 from inspection.chain.chain import build_chain
 from inspection.chain.line import run_line
+from inspection.classify.detect import iou_matrix
 from inspection.recipe import load_recipe
 from inspection.report import ResultStore
 
@@ -46,13 +47,14 @@ def bench(recipe_name: str, uri: str, frames: int | None) -> dict[str, object]:
         elapsed_s = time.perf_counter() - started
         store.close()
         with sqlite3.connect(db) as connection:
-            rows = connection.execute("SELECT latency_ms, stage_latency_ms FROM results").fetchall()
+            rows = connection.execute("SELECT latency_ms, stage_latency_ms, detections, truth FROM results").fetchall()
         batches = chain.batcher.stats if chain.batcher is not None else None
     latency = np.array([r[0] for r in rows])
     stages = [json.loads(r[1]) for r in rows]
     names = sorted({name for s in stages for name in s})
     mean_stage_ms = {name: round(float(np.mean([s.get(name, 0.0) for s in stages])), 3) for name in names}
     busy_ms = sum(v for k, v in mean_stage_ms.items() if k != "batch_wait")
+    named = class_accuracy([(json.loads(r[2]), json.loads(r[3])) for r in rows if r[3] is not None])
     return {
         "recipe": recipe_name, "camera": uri, "frames": stats.committed, "workers": recipe.pipeline.workers,
         "fps": round(stats.committed / elapsed_s, 2),
@@ -64,7 +66,32 @@ def bench(recipe_name: str, uri: str, frames: int | None) -> dict[str, object]:
             "items": batches.items, "batches": batches.batches, "largest": batches.largest_batch,
             "mean": round(batches.items / max(1, batches.batches), 2)},
         "verdicts": dict(stats.verdicts),
+        **({"injected_defects": named} if named["defects"] else {}),
     }
+
+
+def class_accuracy(frames: list[tuple[list[dict], list[dict]]]) -> dict[str, object]:
+    """Of the simulator's injected defects: how many a detection of the right class overlaps, how many one of
+    another class, how many none; and the detections that overlap no defect."""
+    right = wrong = missed = false_detections = 0
+    confusion: dict[str, int] = {}
+    for detections, truth in frames:
+        boxes = np.array([d["box_xyxy_px"] for d in detections], float).reshape(-1, 4)
+        truth_boxes = np.array([t["box_xyxy_px"] for t in truth], float).reshape(-1, 4)
+        overlaps = iou_matrix(truth_boxes, boxes)
+        for index, defect in enumerate(truth):
+            if not len(boxes) or overlaps[index].max() == 0:
+                missed += 1
+                continue
+            named = detections[int(overlaps[index].argmax())]["kind"]
+            right, wrong = right + (named == defect["kind"]), wrong + (named != defect["kind"])
+            key = f"{defect['kind']} -> {named}"
+            confusion[key] = confusion.get(key, 0) + 1
+        false_detections += int((overlaps.max(axis=0, initial=0) == 0).sum()) if len(boxes) else 0
+    defects = right + wrong + missed
+    return {"defects": defects, "right_class": right, "wrong_class": wrong, "missed": missed,
+            "false_detections": false_detections, "class_accuracy": round(right / defects, 4) if defects else None,
+            "confusion": confusion}
 
 
 def main() -> None:
@@ -96,7 +123,8 @@ def main() -> None:
     for run in runs:
         print(f"{run['recipe']:12} {run['frames']:4} frames: {run['fps']:7.1f} fps  p50 {run['latency_p50_ms']:6.1f} ms"
               f"  p99 {run['latency_p99_ms']:6.1f} ms  CNN share {run['cnn_share_of_stage_time']}  "
-              f"batches {run['batches']}  stages {run['mean_stage_ms']}")
+              f"batches {run['batches']}  stages {run['mean_stage_ms']}"
+              + (f"  injected defects {run['injected_defects']}" if "injected_defects" in run else ""))
     print(f"written to {path}")
 
 
