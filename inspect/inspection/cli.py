@@ -841,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     wm_train = wafermap_commands.add_parser("train", help="train a wafer-map CNN (real and/or synthetic maps)")
     wm_train.add_argument("data", type=Path, nargs="?", help="labelled maps in the WM-811K npz layout")
-    wm_train.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/wafermap-patchnet-v1")
+    wm_train.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/wafermap-patchnet-v6")
     wm_train.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic maps per pattern")
     wm_train.add_argument("--img-size", type=int, default=48, metavar="N", help="map resized to N x N (default 48)")
     wm_train.add_argument("--epochs", type=int, default=15)

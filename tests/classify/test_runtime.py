@@ -31,8 +31,8 @@ def test_session_settings_do_not_change_the_answer() -> None:
 
 
 def test_shipped_models_load_and_state_their_compute() -> None:
-    for name in ("die-patchnet-v1", "pcb-patchnet-v4", "pcb-patchnet-l-v5", "pcb-patchnet-l-v6",
-                 "pcb-patchnet-l-v7"):
+    for name in ("die-patchnet-v1", "pcb-patchnet-l-v5", "pcb-patchnet-l-v7", "wafer-die-patchnet-v1",
+                 "wafer-line-patchnet-v1"):
         classifier = Classifier(REPO_ROOT / "models" / name)
         assert classifier.card.flops_per_image and classifier.card.flops_per_image > 1e7
     assert Classifier(DIE_MODEL, precision="int8").onnx_path.name == "model-int8.onnx"

@@ -113,20 +113,21 @@ def test_inspect_one_real_board(tmp_path: Path) -> None:
 def test_eval_compares_two_models_on_the_same_moved_pairs(tmp_path: Path) -> None:
     listing = _list_file(tmp_path, HELD_OUT_LINES[:8])
     moved = ["--shift-px", "20", "--rotate-deg", "1", "--seed", "3", "--json"]
-    v4 = REPO_ROOT / "models" / "pcb-patchnet-v4"
+    other = REPO_ROOT / "models" / "pcb-patchnet-l-v7"  # a second model of the same classes
     report = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(HELD_OUT_MODEL),
-                                "--fp32", "--compare", str(v4), *moved).stdout)
-    alone = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(v4), "--fp32",
+                                "--fp32", "--compare", str(other), *moved).stdout)
+    alone = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(other), "--fp32",
                                *moved).stdout)
     baseline = report["baseline"]
     # The baseline saw the same moved boards as when it is evaluated alone.
-    assert baseline["model"] == str(v4) and baseline["f_score"] == alone["f_score"] and baseline["map"] == alone["map"]
+    assert baseline["model"] == str(other)
+    assert baseline["f_score"] == alone["f_score"] and baseline["map"] == alone["map"]
     for name in ("precision", "recall", "f_score", "map"):
         assert baseline["difference"][name] == pytest.approx(report[name] - baseline[name], abs=1e-5)
         low, high = baseline["difference_ci95"][name]
         assert low <= baseline["difference"][name] <= high
-    itself = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(v4), "--fp32",
-                                "--compare", str(v4), *moved).stdout)["baseline"]
+    itself = json.loads(run_cli("pcb", "eval", str(DEEPPCB), "--list", str(listing), "--model", str(other), "--fp32",
+                                "--compare", str(other), *moved).stdout)["baseline"]
     assert set(itself["difference"].values()) == {0.0} and itself["difference_ci95"]["f_score"] == [0.0, 0.0]
 
 
