@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO_ROOT, run_cli
 
 
@@ -72,13 +70,3 @@ def test_inference_path_does_not_import_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_cli_lists_the_architectures_and_loss_weightings_training_builds() -> None:
-    pytest.importorskip("torch", reason="training needs the [train] extra")
-    from inspection.cli import CLASS_WEIGHTINGS, TRAIN_ARCHITECTURES
-    from inspection.train import ARCHITECTURES
-    from inspection.train.loop import CLASS_WEIGHTINGS as TRAINING_CLASS_WEIGHTINGS
-
-    assert TRAIN_ARCHITECTURES == ARCHITECTURES
-    assert CLASS_WEIGHTINGS == TRAINING_CLASS_WEIGHTINGS

@@ -1,11 +1,24 @@
 """Training (torch, torchvision, albumentations): the only package that imports torch.
 
-Install with ``pip install 'wafer-inspect[train]'``. The line never imports this package: it runs the
-exported ONNX model through :mod:`inspection.classify`.
+Install with ``pip install 'wafer-inspect[train]'``. The line never imports this package's training code: it
+runs the exported ONNX model through :mod:`inspection.classify`. Importing the package itself loads nothing
+heavy (the command line reads :mod:`inspection.train.choices` from it); torch loads with the first use of
+``train``, ``TrainConfig``, ``export_model`` or ``quantize_int8``.
 """
 
-from inspection.train.export import ExportError, export_model, quantize_int8
-from inspection.train.loop import TrainConfig, TrainingError, train
-from inspection.train.models import ARCHITECTURES
+from __future__ import annotations
 
-__all__ = ["ARCHITECTURES", "ExportError", "TrainConfig", "TrainingError", "export_model", "quantize_int8", "train"]
+import importlib
+from typing import Any
+
+from inspection.train.choices import ARCHITECTURES, CLASS_WEIGHTINGS
+
+_LAZY = {"TrainConfig": "loop", "TrainingError": "loop", "train": "loop", "ExportError": "export",
+         "export_model": "export", "quantize_int8": "export"}
+__all__ = ["ARCHITECTURES", "CLASS_WEIGHTINGS", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'inspection.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"inspection.train.{_LAZY[name]}"), name)

@@ -23,6 +23,7 @@ from inspection.acquire.labelled import LabelledImages, list_labelled_folder, st
 from inspection.classify.card import InputSpec, ModelCard, Normalisation
 from inspection.classify.metrics import classification_report, confusion_matrix
 from inspection.progress import progress
+from inspection.train.choices import CLASS_WEIGHT_POWERS, CLASS_WEIGHTINGS
 from inspection.train.data import AugmentedImages, augmentation, load_units
 from inspection.train.export import export_model
 from inspection.train.models import build_model
@@ -92,9 +93,6 @@ def _warmup_cosine(total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-CLASS_WEIGHT_POWERS = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}
-"""Each class weighting as the power of 1/count."""
-CLASS_WEIGHTINGS = tuple(CLASS_WEIGHT_POWERS)
 
 
 def class_weights(counts: np.ndarray, weighting: str) -> np.ndarray:

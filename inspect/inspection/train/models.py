@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-ARCHITECTURES = ("patchnet", "patchnet-l", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
+from inspection.train.choices import ARCHITECTURES
 
 # Output channels and convolutions per stage. The large variant spends its extra weights in the last two
 # stages (14x14 and 7x7 at a 56 px input), where they cost little time: 4.3x the weights for 1.4x the time.

@@ -1,0 +1,41 @@
+"""The ``inspect`` command (also ``python -m inspection``): one module per command group."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from inspection.cli import bench, calibrate, grade, line, models, pcb, synth, wafermap
+from inspection.cli.common import CommandParser, software_version
+from inspection.types import InspectionError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="inspect", description="wafer-inspect: wafer and PCB defect inspection.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"wafer-inspect {software_version()}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (line, models, synth, grade, bench, wafermap, calibrate, pcb):
+        group.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("run", "teach") and args.frames is not None and args.frames < 1:
+        print(f"inspect: error: --frames must be at least 1, got {args.frames}", file=sys.stderr)
+        return 2
+    try:
+        return args.handler(args)
+    except InspectionError as exc:
+        print(f"inspect: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `inspect results | head` closed the pipe: not an error
+        sys.stderr.close()
+        return 0

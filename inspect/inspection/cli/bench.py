@@ -1,0 +1,59 @@
+"""``inspect bench``: the inference core against PyTorch."""
+
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from inspection.classify import Classifier
+from inspection.cli.common import (
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from inspection.bench import format_table, run_bench, write_record
+
+    try:
+        batch_sizes = tuple(int(size) for size in args.batch_sizes.split(","))
+    except ValueError:
+        raise UsageError(f"--batch-sizes {args.batch_sizes!r}: expected integers such as 1,8,32") from None
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise UsageError(f"--batch-sizes {args.batch_sizes!r}: every batch size must be at least 1")
+    Classifier(args.model, device=args.device)  # a wrong folder or device fails here, before any worker starts
+    record = run_bench(args.model, device=args.device, batch_sizes=batch_sizes, seconds=args.seconds,
+                       int8=args.int8, stream_fps=args.stream_fps)
+    path = write_record(record, args.out)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(format_table(record))
+    print(f"inspect: recorded in {path}", file=sys.stderr)
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser(
+        "bench", help="throughput and latency of the inference core vs plain PyTorch, on CPU or GPU",
+        description="For each batch size: images/s, p50/p99 latency and peak memory of the ONNX Runtime core, "
+                    "of PyTorch eager (one at a time and batched, when torch is installed) on the same model and "
+                    "inputs, the model's GFLOP/image against this machine's measured matmul GFLOP/s, and a "
+                    "simulated camera stream through the micro-batcher. Recorded in benchmarks/results/.",
+    )
+    bench.add_argument("model", type=Path, help="model folder (model.onnx + model.json)")
+    bench.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu",
+                       help="where the core runs")
+    bench.add_argument("--batch-sizes", default="1,8,32,128", metavar="A,B", help="default 1,8,32,128")
+    bench.add_argument("--seconds", type=float, default=3.0, help="measuring time per configuration (default 3)")
+    bench.add_argument("--int8", action="store_true", help="also the INT8 variant (inspect export --int8)")
+    bench.add_argument("--stream-fps", type=float, default=200.0, help="simulated camera rate (default 200)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bench.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="where the record is written")
+    bench.set_defaults(handler=cmd_bench)

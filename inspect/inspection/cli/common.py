@@ -1,0 +1,70 @@
+"""Shared by the command groups: the usage error, the version, the --device option, intervals."""
+
+
+from __future__ import annotations
+
+import argparse
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from inspection.types import InspectionError
+
+if TYPE_CHECKING:
+    pass
+
+
+
+class UsageError(InspectionError, ValueError):
+    """A command-line request that cannot be carried out as given."""
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("wafer-inspect")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"),
+                        help="where the classifier runs (default: the recipe's classify.device)")
+
+
+def print_baseline(baseline: dict[str, Any], *, unit: str) -> None:
+    """The --compare lines of the classifiers' evals: the baseline's figures and the paired differences."""
+    difference, paired = baseline["difference"], baseline["difference_ci95"]
+    print(f"against {baseline['model']}: accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
+          f"difference {difference['accuracy']:+.4f} {interval_text(paired['accuracy'], signed=True)} and "
+          f"{difference['macro_f1']:+.4f} {interval_text(paired['macro_f1'], signed=True)}; paired 95% intervals, "
+          f"same {unit}")
+    print("  recall difference: " + ", ".join(
+        f"{name} {value:+.4f} {interval_text(paired['recall'][name], signed=True)}"
+        for name, value in difference["recall"].items()))
+
+
+def interval_text(bounds: list[float] | None, *, signed: bool = False) -> str:
+    """A 95% interval as printed beside its figure, [low, high] (signed for differences), or [-] where it is
+    undefined."""
+    if bounds is None:
+        return "[-]"
+    return f"[{bounds[0]:+.4f}, {bounds[1]:+.4f}]" if signed else f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        no_default = action.default in (None, False, argparse.SUPPRESS) or isinstance(
+            action, argparse._StoreConstAction | argparse._CountAction)
+        if not action.option_strings or no_default or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose sub-commands (made from it) show each option's default in ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)

@@ -1,0 +1,95 @@
+"""``inspect grade``: offline grading of wafer lots."""
+
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from inspection.chain.chain import build_chain
+from inspection.cli.common import (
+    UsageError,
+    add_device_option,
+    software_version,
+)
+from inspection.recipe import load_recipe
+from inspection.types import GradedWafer
+
+if TYPE_CHECKING:
+    pass
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from inspection.acquire.lot import read_lot
+    from inspection.chain.lot import run_lot
+    from inspection.report.lot_report import write_lot_outputs
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    recipe = load_recipe(args.recipe)
+    if recipe.kind != "wafer-lot" or recipe.classify is None or recipe.wafermap is None:
+        raise UsageError(f"recipe {recipe.name!r} is a {recipe.kind} recipe; inspect grade takes a wafer-lot recipe "
+                         "(bundled: wafer-lot)")
+    update: dict[str, Any] = {}
+    if args.model is not None or args.device is not None:
+        update["classify"] = recipe.classify.model_copy(update={
+            k: v for k, v in (("model", None if args.model is None else str(args.model)), ("device", args.device))
+            if v is not None})
+    if args.map_model is not None:
+        update["wafermap"] = recipe.wafermap.model_copy(update={"model": str(args.map_model)})
+    recipe = recipe.model_copy(update=update)
+    build_chain(recipe).close()  # a missing model or a rule it cannot meet fails here, before any worker starts
+    items = read_lot(args.source)
+    db_path = args.out / "grade.sqlite"
+
+    def report(wafer: GradedWafer) -> None:
+        if args.quiet:
+            return
+        if wafer.status == "graded":
+            line = (f"{wafer.item.wafer_id}: {wafer.verdict} yield {wafer.yield_fraction:.1%} {wafer.pattern} "
+                    f"({wafer.pattern_confidence:.2f}) - {wafer.reason}")
+        else:
+            line = f"{wafer.item.wafer_id}: failed to grade - {wafer.reason}"
+        print(line, file=sys.stderr, flush=True)
+
+    run = run_lot(items, recipe, db_path=db_path, workers=args.workers, engine=args.engine,
+                  ray_address=args.ray_address, software_version=software_version(), on_wafer=report)
+    outputs, figures = write_lot_outputs(db_path, args.out,
+                                         title=f"Lot grading: {', '.join(sorted({i.lot_id for i in items}))}",
+                                         recipe_name=recipe.name, station=args.station)
+    wph = run.graded_now / run.elapsed_s * 3600 if run.graded_now else 0.0
+    summary = {"graded_now": run.graded_now, "skipped_already_graded": run.skipped,
+               "elapsed_s": round(run.elapsed_s, 2), "wafers_per_hour": round(wph), **figures, "database": str(db_path),
+               "outputs": {k: str(v) for k, v in outputs.items()}}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    grade = commands.add_parser(
+        "grade", help="grade a lot of wafer images offline: die maps, patterns, verdicts, KLARF, HTML report",
+        description="Per wafer: preprocess, wafer edge and notch, die grid (checked against the recipe), die "
+                    "classifier, die map, wafer-map pattern and root cause, verdict from the recipe's rules; each "
+                    "wafer committed to OUT/grade.sqlite as it finishes (a re-run skips finished wafers). Then "
+                    "OUT/report.html, wafers.csv, lot.json, klarf/*.klarf and maps/*.sinf|*.e142.xml|*.png.")
+    grade.add_argument("source", type=Path, metavar="FOLDER|MANIFEST",
+                       help="a folder of wafer images (or one holding lot.csv), or a manifest CSV with columns image, "
+                            "wafer_id[, lot_id, slot, truth_pattern, truth_dies]")
+    grade.add_argument("--recipe", default="wafer-lot",
+                       help="wafer-lot recipe YAML or the bundled 'wafer-lot' (default)")
+    add_device_option(grade)
+    grade.add_argument("--out", type=Path, required=True, help="output folder (database and reports)")
+    grade.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                       help="wafers graded at once (processes, or Ray tasks; default: the CPU count)")
+    grade.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: a process pool; ray: Ray tasks (local Ray unless --ray-address or RAY_ADDRESS)")
+    grade.add_argument("--ray-address", metavar="ADDR", help="a Ray cluster to join, e.g. ray://head:10001")
+    grade.add_argument("--model", type=Path, help="die classifier model folder (default: the recipe's)")
+    grade.add_argument("--map-model", type=Path, help="wafer-map model folder (default: the recipe's)")
+    grade.add_argument("--station", default="wafer-inspect", help="station name written into KLARF files")
+    grade.add_argument("--quiet", action="store_true", help="no per-wafer lines")
+    grade.set_defaults(handler=cmd_grade)

@@ -1,0 +1,198 @@
+"""``inspect run``, ``inspect teach``, ``inspect results``: the line loop, its golden and its results."""
+
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from inspection.acquire import SCHEMES, CameraError, open_camera
+from inspection.chain.chain import build_chain
+from inspection.chain.line import LineStats, run_line, teach_reference
+from inspection.cli.common import (
+    UsageError,
+    add_device_option,
+    software_version,
+)
+from inspection.recipe import BUNDLED_RECIPES, Recipe, load_recipe
+from inspection.report import ResultStore, read_results, save_png
+from inspection.report.store import RESULT_COLUMNS
+from inspection.types import InspectionError, Verdict
+
+if TYPE_CHECKING:
+    pass
+
+DEFAULT_DB = Path("results/inspect.db")
+
+
+class _StatusPrinter:
+    """A live status line: rewritten in place on a terminal, one line every few seconds in a log."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self._last_print = 0.0
+
+    def __call__(self, stats: LineStats) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            sys.stderr.write("\r\033[K" + stats.status_line())
+            sys.stderr.flush()
+        elif time.monotonic() - self._last_print >= 5.0:
+            print(stats.status_line(), file=sys.stderr, flush=True)
+            self._last_print = time.monotonic()
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            print("\ninspect: second signal: aborting now (committed results are safe)", file=sys.stderr)
+            os._exit(130)
+        stop.set()
+        print(f"\ninspect: {signal.Signals(signum).name}: finishing the frames in flight "
+              "(signal again to abort)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+def _line_camera(recipe: Recipe, uri: str | None) -> str:
+    """The camera URI to open: ``--camera`` or the recipe's; a folder whose frames bring their golden beside them
+    lists only the frames (``glob=*TEST*``) unless the URI names its own ``glob``."""
+    uri = uri or recipe.camera
+    if not uri:
+        raise CameraError(f"recipe {recipe.name!r} names no camera; give --camera URI "
+                          f"({', '.join(s + ':...' for s in SCHEMES)})")
+    beside = recipe.reference.beside if recipe.reference is not None else None
+    if beside is not None and uri.startswith("folder:") and "glob=" not in uri:
+        uri += ("&" if "?" in uri else "?") + f"glob=*{beside.test}*"
+    return uri
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    if recipe.kind == "wafer-lot":
+        raise UsageError(f"recipe {recipe.name!r} is a wafer-lot recipe: grade its wafers with `inspect grade "
+                         f"FOLDER --recipe {args.recipe}`")
+    uri = _line_camera(recipe, args.camera)
+    camera = open_camera(uri)
+    store = ResultStore(args.db)
+    run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256=recipe.sha256(),
+                             software_version=software_version())
+    status, failure, chain = "failed", None, None
+    try:
+        chain = build_chain(recipe, device=args.device)
+        store.set_run_model(run_id, model_sha256=chain.model_sha256)
+        stop = threading.Event()
+        _install_stop_handlers(stop)
+        model = (f", model {recipe.classify.model} on {chain.classifier.providers[0]}"
+                 if recipe.classify is not None and chain.classifier is not None else
+                 ", no classifier (verdicts by size)")
+        print(f"inspect: run {run_id}: camera {uri}, recipe {recipe.name} ({recipe.source_path}){model}, "
+              f"results -> {args.db}", file=sys.stderr)
+        stats = run_line(camera, chain, store, run_id=run_id, stop=stop, max_frames=args.frames,
+                         save_ng_dir=args.save_ng, on_status=_StatusPrinter(quiet=args.quiet))
+        status = "stopped" if stop.is_set() else "completed"
+        if stats.committed and stats.verdicts["error"] == stats.committed:
+            status, failure = "failed", f"every one of the {stats.committed} frame(s) ended in error"
+    except InspectionError as exc:
+        failure = str(exc)
+        raise
+    finally:
+        store.finish_run(run_id, status=status, reason=failure)
+        store.close()
+        if chain is not None:
+            chain.close()
+    if not args.quiet and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print(stats.status_line(), file=sys.stderr)
+    if chain.batcher is not None and chain.batcher.stats.batches:
+        batches = chain.batcher.stats
+        print(f"inspect: classifier: {batches.items} candidate(s) in {batches.batches} batch(es), mean batch "
+              f"{batches.items / batches.batches:.2f}, largest {batches.largest_batch}", file=sys.stderr)
+    for skipped in stats.skipped:
+        print(f"inspect: skipped {skipped.reason}", file=sys.stderr)
+    print(f"inspect: run {run_id} {status}: {stats.committed} result(s) committed to {args.db}"
+          + (f", pictures of non-passing parts in {args.save_ng}" if args.save_ng else ""), file=sys.stderr)
+    if failure:
+        print(f"inspect: error: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    with open_camera(args.camera) as camera:
+        golden = teach_reference(camera, frames=args.frames, timeout_s=args.timeout)
+    image = golden.image if golden.layout != "rgb" else golden.image[:, :, ::-1]  # PNG files are BGR in OpenCV
+    path = save_png(args.out, image)
+    print(f"inspect: golden reference {path}: {golden.width_px}x{golden.height_px} {golden.layout} "
+          f"{golden.bit_depth}-bit, the median of {args.frames} frames from {golden.source_id}", file=sys.stderr)
+    hint = f"reference: {{golden: {path.name}}}"
+    if golden.bit_depth not in (8, 16):
+        hint += f" and preprocess: {{bit_depth: {golden.bit_depth}}}"
+    print(f"inspect: use it in a recipe beside it: {hint}", file=sys.stderr)
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    rows = read_results(args.db, verdict=args.verdict, since=args.since, run_id=args.run)
+    out = sys.stdout
+    if args.format == "json":
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+        return 0
+    writer = csv.writer(out)
+    writer.writerow(RESULT_COLUMNS)
+    for row in rows:
+        writer.writerow([json.dumps(v) if isinstance(v, list | dict) else v for v in row.values()])
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser(
+        "run", help="inspect a camera stream on the line, committing each verdict to SQLite",
+        description="Acquire -> preprocess -> align -> candidates -> CNN (batched across frames) -> grade, one "
+                    "verdict per frame, each committed to the results database before it counts. Ctrl-C or "
+                    "SIGTERM finish the frames in flight.",
+    )
+    run.add_argument("--camera", metavar="URI", help="folder:PATH[?glob=G&watch=1], genicam:[PRODUCER.cti][?serial=S], "
+                     "pylon:[SERIAL|emu], opencv:INDEX|URL, sim:wafer|pcb[?fps=F&seed=S&defect_rate=R] "
+                     "(default: the recipe's camera)")
+    run.add_argument("--recipe", default="wafer-die", metavar="FILE",
+                     help=f"recipe YAML file or a bundled one ({', '.join(BUNDLED_RECIPES)}); default: wafer-die")
+    add_device_option(run)
+    run.add_argument("--frames", type=int, metavar="N", help="stop after N frames (default: until the source ends)")
+    run.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")
+    run.add_argument("--save-ng", type=Path, metavar="DIR", help="save pictures of non-passing parts here")
+    run.add_argument("-q", "--quiet", action="store_true", help="no live status line")
+    run.set_defaults(handler=cmd_run)
+
+    teach = commands.add_parser(
+        "teach", help="teach a golden reference image from a camera (median of good parts)",
+        description="Grab N frames of defect-free parts and write their per-pixel median as the golden "
+                    "reference a recipe compares against (pixels, layout and bit depth kept).",
+    )
+    teach.add_argument("--camera", required=True, metavar="URI", help="the station's camera URI")
+    teach.add_argument("--out", required=True, type=Path, metavar="PNG", help="where to write the golden image")
+    teach.add_argument("--frames", type=int, default=9, metavar="N", help="frames to take the median of (default 9)")
+    teach.add_argument("--timeout", type=float, default=5.0, metavar="S", help="fetch timeout per frame (default 5 s)")
+    teach.set_defaults(handler=cmd_teach)
+
+    results = commands.add_parser("results", help="print stored results as CSV or JSON lines")
+    results.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")
+    results.add_argument("--format", choices=("csv", "json"), default="csv",
+                         help="csv (one header row) or json (one object per line)")
+    results.add_argument("--verdict", choices=[str(v) for v in Verdict], help="only results with this verdict")
+    results.add_argument("--since", metavar="ISO", help="only results acquired at or after this time (UTC if naive)")
+    results.add_argument("--run", type=int, metavar="ID", help="only results of this run")
+    results.set_defaults(handler=cmd_results)

@@ -1,0 +1,202 @@
+"""``inspect train``, ``inspect export``, ``inspect eval``: defect classifiers."""
+
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import ValidationError
+
+from inspection.classify import Classifier, ModelCard, evaluate_folder
+from inspection.classify.card import DetectorSettings
+from inspection.cli.common import (
+    UsageError,
+    interval_text,
+    print_baseline,
+)
+from inspection.train.choices import ARCHITECTURES, CLASS_WEIGHTINGS
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--class-weights", choices=CLASS_WEIGHTINGS, default="inverse",
+                        help="loss weight per class: inverse (1/count, default), sqrt (1/sqrt(count): rare classes "
+                             "over-predicted less) or none")
+    parser.add_argument("--ema", type=float, metavar="DECAY",
+                        help="validate and export a moving average of the weights (per step, e.g. 0.999)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, metavar="SHARE",
+                        help="spread this share of each target over the other classes (e.g. 0.1), for labels "
+                             "annotators disagree on")
+    parser.add_argument("--val-fraction", type=float, default=0.2, metavar="SHARE",
+                        help="share of each class held out to pick the best epoch and check the export (default "
+                             "0.2); a smaller share leaves more to train on")
+
+
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``add_training_options`` adds, under the names training takes them by."""
+    return {"class_weighting": args.class_weights, "ema_decay": args.ema, "label_smoothing": args.label_smoothing,
+            "val_fraction": args.val_fraction}
+
+
+def load_train_package() -> ModuleType:
+    """The training package, with torch loaded: or a usage error saying which extra to install."""
+    try:
+        import inspection.train.export
+        import inspection.train.loop
+    except ImportError as exc:
+        raise UsageError(f"training needs the [train] extra (torch, torchvision, albumentations, onnx): "
+                         f"pip install 'wafer-inspect[train]' ({exc})") from None
+    return inspection.train
+
+
+def print_card_summary(card: ModelCard, model_dir: Path) -> None:
+    val = card.metrics["val"]
+    print(f"inspect: {model_dir}/model.onnx + model.json: {card.arch}, classes {', '.join(card.class_names)}",
+          file=sys.stderr)
+    print(f"  validation (ONNX Runtime, {val['samples']} images): accuracy {val['accuracy']:.4f}, "
+          f"macro-F1 {val['macro_f1']:.4f}", file=sys.stderr)
+    t = card.thresholds
+    if t.defect_score is not None:
+        print(f"  operating point: defect score >= {t.defect_score:.6f} catches {t.val_defect_recall:.4%} of "
+              f"defects (target {t.target_defect_recall:.3%}) at {t.val_overkill:.4%} overkill", file=sys.stderr)
+    print(f"  parity with torch on {card.parity.samples} images: max |dp| {card.parity.max_abs_diff:.2e}, "
+          f"argmax agreement {card.parity.argmax_agreement:.2%}", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    train_package = load_train_package()
+    config = train_package.TrainConfig(
+        folder=args.folder, out=args.out, arch=args.arch, img_size=args.img_size, colour=args.colour,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, device=args.device, seed=args.seed,
+        weights=args.weights, resume=args.resume, patience=args.patience, good_class=args.good_class,
+        target_recall=args.target_recall, flips=not args.no_flips, rot90=not args.no_rot90, **training_options(args),
+        command="inspect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    card = train_package.train(config)
+    print_card_summary(card, args.out)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    train_package = load_train_package()
+    if args.int8:
+        if args.calib is None:
+            raise UsageError("--int8 needs --calib FOLDER (real images to calibrate the quantiser on)")
+        if not (args.model / "model.json").is_file():
+            train_package.export_model(args.model, opset=args.opset)
+        variant = train_package.quantize_int8(args.model, calibration_folder=args.calib, eval_folder=args.eval)
+        print(f"inspect: {args.model / variant.file}: INT8 from {variant.calibration_images} calibration images; "
+              f"on {variant.evaluated_on}:", file=sys.stderr)
+        for precision in ("fp32", "int8"):
+            numbers = getattr(variant, precision)
+            print(f"  {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()), file=sys.stderr)
+        return 0
+    card = train_package.export_model(args.model, opset=args.opset, detector=_detector_settings(args.detector))
+    print_card_summary(card, args.model)
+    return 0
+
+
+def _detector_settings(path: Path | None) -> DetectorSettings | None:
+    if path is None:
+        return None
+    try:
+        return DetectorSettings.model_validate_json(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"--detector {path}: cannot be read ({exc.strerror})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"--detector {path}: invalid detector settings: {problems}") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    classifier = Classifier(args.model, precision=args.precision)
+    # The baseline is always FP32, so `--int8 --compare` the same folder measures what quantisation costs.
+    baseline = None if args.compare is None else Classifier(args.compare)
+    report = evaluate_folder(classifier, args.folder, baseline=baseline)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['model']} on {args.folder}: {report['samples']} images")
+    interval = report["ci95"]
+    print(f"accuracy {report['accuracy']:.4f} {interval_text(interval['accuracy'])}  "
+          f"macro-F1 {report['macro_f1']:.4f} {interval_text(interval['macro_f1'])}; "
+          "[low, high]: 95% bootstrap interval")
+    print(f"{'class':<18}{'precision':>10}{'recall':>10}{'recall 95%':>18}{'f1':>10}{'support':>9}")
+    for name, row in report["per_class"].items():
+        recall_interval = interval_text(interval["recall"][name])
+        print(f"{name:<18}{row['precision']:>10.4f}{row['recall']:>10.4f}{recall_interval:>18}"
+              f"{row['f1']:>10.4f}{row['support']:>9}")
+    print("confusion (rows true, columns predicted):")
+    for name, row in zip(report["class_names"], report["confusion"], strict=True):
+        print(f"  {name:<18}" + " ".join(f"{v:>6}" for v in row))
+    if "operating_point" in report:
+        point = report["operating_point"]
+        print(f"defect score >= {point['defect_score_threshold']:.6f}: defect recall {point['defect_recall']:.4%} "
+              f"({point['defects']} defects), overkill {point['overkill']:.4%} ({point['good']} good)")
+    if "baseline" in report:
+        print_baseline(report["baseline"], unit="images")
+        if "operating_point" in report["baseline"]:
+            point = report["baseline"]["operating_point"]
+            print(f"  its defect recall {point['defect_recall']:.4%}, overkill {point['overkill']:.4%} at its own "
+                  f"threshold {point['defect_score_threshold']:.6f}")
+    for skipped in report["skipped"]:
+        print(f"skipped {skipped}")
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train", help="train a defect classifier from a labelled folder and export it to ONNX with its card",
+        description="Reads FOLDER/<class>/* (or FOLDER/train|val|test/<class>/*; otherwise a stratified split "
+                    "by seed), trains from scratch (or from --weights), keeps the epoch with the best validation "
+                    "macro-F1 and writes OUT/model.onnx, OUT/model.json, confusion.png and training.png.",
+    )
+    train.add_argument("folder", type=Path, help="labelled image folder")
+    train.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/die-patchnet-v1")
+    train.add_argument("--arch", default="patchnet", choices=ARCHITECTURES,
+                       help="network (default patchnet: a compact CNN for small patches)")
+    train.add_argument("--img-size", type=int, default=64, metavar="N", help="input size N x N (default 64)")
+    train.add_argument("--colour", choices=("gray", "rgb"), default="gray", help="input colour (default gray)")
+    train.add_argument("--epochs", type=int, default=30, metavar="E", help="passes over the training images")
+    train.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per training step")
+    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine decay)")
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
+    train.add_argument("--seed", type=int, default=0, help="split, initialisation and augmentation")
+    train.add_argument("--weights", type=Path, metavar="PT", help="initialise from a local state dict")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument("--patience", type=int, default=6, help="stop after this many epochs without improvement")
+    train.add_argument("--good-class", default="good", help="the defect-free class (default good)")
+    train.add_argument("--target-recall", type=float, default=0.999,
+                       help="defect recall the operating point must reach on validation (default 0.999)")
+    train.add_argument("--no-flips", action="store_true", help="no flip augmentation (orientation matters)")
+    train.add_argument("--no-rot90", action="store_true", help="no 90-degree rotation augmentation")
+    add_training_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    export = commands.add_parser("export", help="re-export a trained model to ONNX, or add an INT8 variant")
+    export.add_argument("model", type=Path, help="model folder written by inspect train")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--int8", action="store_true", help="static INT8 quantisation with ONNX Runtime")
+    export.add_argument("--calib", type=Path, metavar="FOLDER", help="labelled images to calibrate INT8 on")
+    export.add_argument("--eval", type=Path, metavar="FOLDER", help="labelled images to compare FP32 and INT8 on "
+                        "(default: the calibration folder)")
+    export.add_argument("--detector", type=Path, metavar="JSON", help="golden-template detector settings to put "
+                        "in the card (PCB models; written by datasets/deeppcb_crops.py)")
+    export.set_defaults(handler=cmd_export)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model on a labelled folder with the line's ONNX code")
+    evaluate.add_argument("model", type=Path, help="model folder (model.onnx + model.json)")
+    evaluate.add_argument("folder", type=Path, help="labelled image folder (classes among the model's)")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    evaluate.add_argument("--int8", dest="precision", action="store_const", const="int8", default="fp32",
+                          help="evaluate the INT8 variant")
+    evaluate.add_argument("--compare", type=Path, metavar="MODEL",
+                          help="also evaluate this model's FP32 graph (same classes) on the same images: the "
+                               "difference and its paired 95%% interval (with --int8 and the same folder: what "
+                               "quantisation costs)")
+    evaluate.set_defaults(handler=cmd_eval)
