@@ -30,7 +30,7 @@ from inspection.acquire import read_beside, read_image
 from inspection.align import PhaseReference, RigidFit, register, warp_reference
 from inspection.calibrate import load_flatfield
 from inspection.classify import Classifier, MicroBatcher, SessionSettings
-from inspection.classify.card import DetectorSettings
+from inspection.classify.card import DetectorSettings, ModelCard
 from inspection.classify.detect import Hypotheses, name_candidates
 from inspection.classify.prepare import prepare_batch
 from inspection.classify.runtime import Device
@@ -183,6 +183,15 @@ class FindCandidates:
             edge_keep_max_side_px=d.edge_keep_max_side_px)
 
 
+def _batched(batcher: MicroBatcher, crops: Sequence[np.ndarray], *, card: ModelCard, part: Part) -> np.ndarray:
+    """Class probabilities (N x classes) of 3-channel 8-bit crops, through the shared micro-batcher; the part
+    keeps the sizes of the batches they rode in and their longest wait."""
+    batched = batcher.run(prepare_batch([(crop, "bgr", 8) for crop in crops], card=card))
+    part.batch_sizes = sorted({b.batch_size for b in batched}, reverse=True)
+    part.batch_wait_ms = max(b.queued_ms for b in batched)
+    return np.stack([b.output for b in batched])
+
+
 @dataclass(frozen=True)
 class ClassifyCandidates:
     """The CNN names every candidate, through the micro-batcher shared by all of the chain's callers."""
@@ -204,10 +213,7 @@ class ClassifyCandidates:
             boxes = np.array([region.box_xyxy_px for region in part.regions], float)
             crops = candidate_crops(part.image, part.reference, boxes, context=card.detector.crop_context,
                                     min_side_px=card.detector.crop_min_side_px)
-            batched = self.batcher.run(prepare_batch([(crop, "bgr", 8) for crop in crops], card=card))
-            part.probabilities = np.stack([b.output for b in batched])
-            part.batch_sizes = sorted({b.batch_size for b in batched}, reverse=True)
-            part.batch_wait_ms = max(b.queued_ms for b in batched)
+            part.probabilities = _batched(self.batcher, crops, card=card, part=part)
         named = name_candidates(part.regions, part.probabilities, class_names=card.class_names,
                                 good_class=card.thresholds.good_class, min_score=self.min_score,
                                 settings=card.detector, size=part.image.shape, model_sha256=card.onnx_sha256,
@@ -266,12 +272,8 @@ class ClassifyDies:
         part.model_sha256 = card.onnx_sha256
         good_index = card.good_index
         assert good_index is not None  # checked by build_chain
-        inputs = die_inputs(part.dies.crops, part.dies.golden)
-        batched = self.batcher.run(prepare_batch([(die, "bgr", 8) for die in inputs], card=card))
-        probabilities = np.stack([b.output for b in batched])
+        probabilities = _batched(self.batcher, die_inputs(part.dies.crops, part.dies.golden), card=card, part=part)
         part.probabilities = probabilities
-        part.batch_sizes = sorted({b.batch_size for b in batched}, reverse=True)
-        part.batch_wait_ms = max(b.queued_ms for b in batched)
         part.die_scores = self.classifier.defect_scores(probabilities)
         part.defective = part.die_scores >= self.defect_score
         without_good = probabilities.copy()
