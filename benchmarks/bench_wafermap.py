@@ -21,7 +21,8 @@ import numpy as np
 
 from inspection.bench import machine, save_record
 from inspection.progress import progress
-from inspection.wafermap import PATTERNS, read_npz, render_wafer_map
+from inspection.sim.wafermaps import render_wafer_map
+from inspection.wafermap import PATTERNS, read_npz
 from inspection.wafermap.classify import WaferMapModelPool
 
 RESULTS = Path(__file__).parent / "results"

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspection.wafermap import PATTERNS, MapSet, render_wafer_map, write_npz, write_sinf
+from inspection.sim.wafermaps import render_wafer_map
+from inspection.wafermap import PATTERNS, MapSet, write_npz, write_sinf
 from inspection.wafermap.classify import map_image
 from tests.conftest import REPO_ROOT, run_cli
 from tests.wafermap.test_maps import WM811K

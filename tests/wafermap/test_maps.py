@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from inspection.sim.wafermaps import render_wafer_map
 from inspection.wafermap import (
     FAILED,
     GOOD,
@@ -18,7 +19,6 @@ from inspection.wafermap import (
     read_e142,
     read_npz,
     read_sinf,
-    render_wafer_map,
     resize_map,
     write_e142,
     write_npz,

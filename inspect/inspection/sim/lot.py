@@ -21,8 +21,8 @@ import numpy as np
 from inspection.acquire.lot import MANIFEST_COLUMNS, MANIFEST_NAME
 from inspection.measure.grid import DieGrid, cell_origins_xy_px, die_crops
 from inspection.sim.frames import DIE_CLASSES, die_design, draw_die_defect, wafer_coverage
+from inspection.sim.wafermaps import render_wafer_map
 from inspection.wafermap.maps import FAILED, PATTERNS, die_map_of
-from inspection.wafermap.synthetic import render_wafer_map
 
 DEFECT_CLASSES = DIE_CLASSES[1:]
 _BACKGROUND, _STREET = 20.0, 60.0

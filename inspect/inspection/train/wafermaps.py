@@ -18,8 +18,9 @@ from inspection.classify.card import ModelCard
 from inspection.classify.metrics import classification_report, confusion_matrix
 from inspection.progress import progress
 from inspection.report import save_png
+from inspection.sim.wafermaps import render_wafer_map
 from inspection.train.loop import TrainConfig, TrainingError, train
-from inspection.wafermap import PATTERNS, MapSet, render_wafer_map
+from inspection.wafermap import PATTERNS, MapSet
 from inspection.wafermap.classical import FEATURE_VERSION, ClassicalWaferMapModel, feature_matrix, forward
 from inspection.wafermap.classify import TASK, map_image
 

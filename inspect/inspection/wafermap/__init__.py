@@ -1,4 +1,4 @@
-"""Die-level wafer maps: encoding checks, state-preserving resize, file formats, synthetic patterns, root causes."""
+"""Die-level wafer maps: encoding checks, state-preserving resize, file formats, root causes."""
 
 from pathlib import Path
 
@@ -17,12 +17,11 @@ from inspection.wafermap.maps import (
     resize_map,
     yield_fraction,
 )
-from inspection.wafermap.synthetic import render_wafer_map
 
 __all__ = [
     "FAILED", "GOOD", "NO_DIE", "PATTERNS", "ROOT_CAUSES", "MapSet", "WaferMapError", "check_map",
     "failure_density", "read_e142",
-    "read_map_file", "read_npz", "read_sinf", "render_wafer_map", "resize_map", "write_e142", "write_npz",
+    "read_map_file", "read_npz", "read_sinf", "resize_map", "write_e142", "write_npz",
     "write_sinf", "yield_fraction",
 ]
 
