@@ -6,18 +6,13 @@ import numpy as np
 import pytest
 
 from inspection.chain.pairs import CANDIDATE_SETTINGS
-from inspection.classify.detect import (
-    Hypotheses,
+from inspection.classify.detect import Hypotheses, iou_matrix, merge_fragments, nms, ranked_hypotheses, refine_boxes
+from inspection.evaluate.detection import (
     average_precision,
     detection_intervals,
     detection_report,
-    iou_matrix,
     match_detections,
-    merge_fragments,
-    nms,
     outcomes_report,
-    ranked_hypotheses,
-    refine_boxes,
 )
 from inspection.measure import crop_squares
 

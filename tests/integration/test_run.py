@@ -270,7 +270,7 @@ DEEPPCB = REPO_ROOT.parent / "shared" / "data" / "deeppcb"
 def test_the_pcb_line_stores_what_pcb_eval_finds_on_the_same_real_boards(tmp_path: Path) -> None:
     from inspection.acquire.deeppcb import read_pair_list
     from inspection.chain.pairs import inspect_pair
-    from inspection.classify.detect import match_detections
+    from inspection.evaluate.detection import match_detections
 
     lines = [line for line in (DEEPPCB / "trainval.txt").read_text().splitlines() if line.startswith("group44000")]
     lines = lines[:24]

@@ -20,13 +20,9 @@ from inspection.acquire import read_image
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
 from inspection.chain.chain import Chain, Part
 from inspection.classify.card import DetectorSettings
-from inspection.classify.detect import (
-    Hypotheses,
-    Outcomes,
-    detection_intervals,
-    match_detections,
-    outcomes_report,
-)
+from inspection.classify.detect import Hypotheses
+from inspection.evaluate.detection import Outcomes
+from inspection.evaluate.pairs import matched, pairs_report
 from inspection.preprocess import to_gray
 from inspection.progress import progress
 from inspection.sim.frames import perturb
@@ -81,25 +77,17 @@ def evaluate_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int = 2, max_
     With ``baseline``, a second model inspects the same (equally moved) pairs; ``baseline`` in the result
     holds its figures, the difference (this model minus the baseline) and that difference's paired interval.
     """
-    class_names = list(DEEPPCB_TYPES)
     outcomes, truth, failed, elapsed_s = _inspect_pairs(chain, pairs, workers=workers, max_shift_px=max_shift_px,
                                                         max_angle_deg=max_angle_deg, seed=seed)
-    report = outcomes_report(outcomes, truth, class_names=class_names)
-    result = {**report, "ci95": detection_intervals(outcomes, truth, class_names=class_names) if pairs else {},
-              "images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs), "workers": workers,
-              "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed, "failed": failed}
-    if baseline is not None:
-        baseline_outcomes, _, baseline_failed, baseline_elapsed_s = _inspect_pairs(
-            baseline, pairs, workers=workers, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg, seed=seed)
-        baseline_report = outcomes_report(baseline_outcomes, truth, class_names=class_names)
-        headline = ("precision", "recall", "f_score", "map")
-        result["baseline"] = {
-            **{name: baseline_report[name] for name in (*headline, "map_at_min_score", "per_class_ap")},
-            "images_per_s": round(len(pairs) / baseline_elapsed_s, 2), "failed": baseline_failed,
-            "difference": {name: round(report[name] - baseline_report[name], 5) for name in headline},
-            "difference_ci95": detection_intervals(outcomes, truth, class_names=class_names,
-                                                   baseline=baseline_outcomes) if pairs else {},
-        }
+    baseline_run = None if baseline is None else _inspect_pairs(
+        baseline, pairs, workers=workers, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg, seed=seed)
+    result = pairs_report(outcomes, truth, class_names=list(DEEPPCB_TYPES),
+                          baseline=None if baseline_run is None else baseline_run[0])
+    result.update({"images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs), "workers": workers,
+                   "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed, "failed": failed})
+    if baseline_run is not None:
+        result["baseline"].update({"images_per_s": round(len(pairs) / baseline_run[3], 2),
+                                   "failed": baseline_run[2]})
     return result
 
 
@@ -142,15 +130,6 @@ def _inspect_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int, max_shif
                 ranked.append([])
                 continue
             assert result.hypotheses is not None, "the chain was built without rank_hypotheses"
-            detections.append(_matched(reported(result.detections), truth_boxes, truth_kinds))
-            ranked.append(_matched(result.hypotheses, truth_boxes, truth_kinds))
+            detections.append(matched(reported(result.detections), truth_boxes, truth_kinds))
+            ranked.append(matched(result.hypotheses, truth_boxes, truth_kinds))
     return (detections, ranked), truth, failed, time.perf_counter() - started
-
-
-def _matched(hypotheses: Hypotheses, truth_boxes: np.ndarray,
-             truth_kinds: tuple[str, ...]) -> list[tuple[str, float, bool]]:
-    """(class, score, whether it matches a ground-truth box) of each hypothesis of one image."""
-    hits = match_detections(hypotheses.boxes, list(hypotheses.kinds), hypotheses.scores, truth_boxes,
-                            list(truth_kinds))
-    return [(kind, float(score), bool(hit)) for kind, score, hit in zip(hypotheses.kinds, hypotheses.scores, hits,
-                                                                        strict=True)]

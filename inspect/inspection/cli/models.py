@@ -13,13 +13,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inspection.classify import Classifier, ModelCard, evaluate_folder
+from inspection.classify import Classifier, ModelCard
 from inspection.classify.card import DetectorSettings
 from inspection.cli.common import (
     UsageError,
     interval_text,
     print_baseline,
 )
+from inspection.evaluate.folders import evaluate_folder
 from inspection.train.choices import ARCHITECTURES, CLASS_WEIGHTINGS
 
 

@@ -87,7 +87,8 @@ def cmd_wafermap_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_wafermap_eval(args: argparse.Namespace) -> int:
-    from inspection.wafermap.classify import WaferMapModelPool, evaluate_maps, load_wafermap_model
+    from inspection.evaluate.maps import evaluate_maps
+    from inspection.wafermap.classify import WaferMapModelPool, load_wafermap_model
 
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: expected 1 or more")

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from inspection.classify.metrics import confusion_matrix
+from inspection.evaluate.metrics import confusion_matrix
 from inspection.report.lots import read_die_truth, read_dies, read_thumbnails, read_wafers
 from inspection.report.pictures import draw_confusion, draw_wafer_map, save_png
 from inspection.wafermap.formats import write_e142, write_sinf

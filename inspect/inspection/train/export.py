@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from inspection.acquire.labelled import LabelledImages, list_labelled_folder
-from inspection.classify import Classifier, evaluate_folder
+from inspection.classify import Classifier
 from inspection.classify.card import (
     DetectorSettings,
     InputSpec,
@@ -26,8 +26,9 @@ from inspection.classify.card import (
     read_card,
     sha256_of,
 )
-from inspection.classify.metrics import classification_report, confusion_matrix, operating_point
 from inspection.classify.prepare import normalise
+from inspection.evaluate.folders import evaluate_folder
+from inspection.evaluate.metrics import classification_report, confusion_matrix, operating_point
 from inspection.report import draw_confusion, draw_curves, save_png
 from inspection.train.data import load_units
 from inspection.train.models import build_model

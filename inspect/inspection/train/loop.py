@@ -21,7 +21,7 @@ from torch import nn
 
 from inspection.acquire.labelled import LabelledImages, list_labelled_folder, stratified_split
 from inspection.classify.card import InputSpec, ModelCard, Normalisation
-from inspection.classify.metrics import classification_report, confusion_matrix
+from inspection.evaluate.metrics import classification_report, confusion_matrix
 from inspection.progress import progress
 from inspection.train.choices import CLASS_WEIGHT_POWERS, CLASS_WEIGHTINGS
 from inspection.train.data import AugmentedImages, augmentation, load_units

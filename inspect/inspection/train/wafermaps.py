@@ -15,7 +15,7 @@ import numpy as np
 
 from inspection.acquire.labelled import stratified_split
 from inspection.classify.card import ModelCard
-from inspection.classify.metrics import classification_report, confusion_matrix
+from inspection.evaluate.metrics import classification_report, confusion_matrix
 from inspection.progress import progress
 from inspection.report import save_png
 from inspection.sim.wafermaps import render_wafer_map

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from inspection.classify.card import CardError, class_order
-from inspection.classify.metrics import (
+from inspection.evaluate.metrics import (
     bootstrap_intervals,
     classification_intervals,
     classification_report,

@@ -1,0 +1,42 @@
+"""The DeepPCB metric over template/test pairs: what a detector made of each pair, scored against its annotated
+boxes, with 95% bootstrap intervals over the pairs and, for two detectors on the same pairs, the paired
+difference. Running the detector is the pair runner's (:mod:`inspection.chain.pairs`); this scores it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from inspection.classify.detect import Hypotheses
+from inspection.evaluate.detection import Outcomes, detection_intervals, match_detections, outcomes_report
+
+HEADLINE = ("precision", "recall", "f_score", "map")
+
+
+def matched(hypotheses: Hypotheses, truth_boxes: np.ndarray,
+            truth_kinds: tuple[str, ...]) -> list[tuple[str, float, bool]]:
+    """(class, score, whether it matches a ground-truth box) of each hypothesis of one image."""
+    hits = match_detections(hypotheses.boxes, list(hypotheses.kinds), hypotheses.scores, truth_boxes,
+                            list(truth_kinds))
+    return [(kind, float(score), bool(hit)) for kind, score, hit in zip(hypotheses.kinds, hypotheses.scores, hits,
+                                                                        strict=True)]
+
+
+def pairs_report(outcomes: Outcomes, truth: list[tuple[str, ...]], *, class_names: list[str],
+                 baseline: Outcomes | None = None) -> dict[str, Any]:
+    """Precision, recall, F-score (of the reported detections), mAP (over every hypothesis) and per-class AP,
+    with their 95% bootstrap intervals over the pairs (``ci95``). With ``baseline``, another detector's
+    outcomes on the same pairs: ``baseline`` holds its figures, the difference (this one minus the baseline)
+    and that difference's paired interval (both scored on the same resamples)."""
+    report = outcomes_report(outcomes, truth, class_names=class_names)
+    result = {**report, "ci95": detection_intervals(outcomes, truth, class_names=class_names) if truth else {}}
+    if baseline is not None:
+        theirs = outcomes_report(baseline, truth, class_names=class_names)
+        result["baseline"] = {
+            **{name: theirs[name] for name in (*HEADLINE, "map_at_min_score", "per_class_ap")},
+            "difference": {name: round(report[name] - theirs[name], 5) for name in HEADLINE},
+            "difference_ci95": detection_intervals(outcomes, truth, class_names=class_names,
+                                                   baseline=baseline) if truth else {},
+        }
+    return result
