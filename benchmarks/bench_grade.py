@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from inspection.acquire.lot import read_lot
-from inspection.bench import machine, save_record
 from inspection.chain.lot import run_lot
+from inspection.classify.timing import machine
 from inspection.recipe import load_recipe
 from inspection.report.lot_report import lot_figures
+from inspection.report.records import save_record
 from inspection.sim.lot import make_lot
 
 RESULTS = Path(__file__).parent / "results"

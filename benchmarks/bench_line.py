@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from inspection.acquire import open_camera
-from inspection.bench import machine, save_record
 from inspection.chain.chain import build_chain
 from inspection.chain.line import run_line
 from inspection.classify.detect import iou_matrix
+from inspection.classify.timing import machine
 from inspection.recipe import load_recipe
 from inspection.report import ResultStore
+from inspection.report.records import save_record
 
 RESULTS = Path(__file__).parent / "results"
 

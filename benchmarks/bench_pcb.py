@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from inspection.acquire.deeppcb import read_pair_list
-from inspection.bench import machine, save_record
 from inspection.chain.chain import Chain, build_chain
 from inspection.chain.pairs import evaluate_pairs, read_grey_frame
+from inspection.classify.timing import machine
 from inspection.progress import progress
 from inspection.recipe import load_recipe
+from inspection.report.records import save_record
 
 RESULTS = Path(__file__).parent / "results"
 

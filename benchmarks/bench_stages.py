@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from inspection.align import estimate_shift, register, warp_reference
-from inspection.bench import machine, save_record
+from inspection.classify.timing import machine
 from inspection.grade import polarity_detections, size_verdict
 from inspection.measure import deviation, regions, tolerance_band
 from inspection.preprocess import denoise, equalize, to_uint8
 from inspection.progress import progress
 from inspection.recipe import AlignSettings, GradeSettings
+from inspection.report.records import save_record
 from inspection.sim.frames import golden_image, render_frame
 
 RESULTS = Path(__file__).parent / "results"

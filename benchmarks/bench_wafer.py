@@ -19,9 +19,10 @@ import cv2
 import numpy as np
 
 from inspection.align.wafer import find_wafer
-from inspection.bench import machine, save_record
+from inspection.classify.timing import machine
 from inspection.measure.grid import die_crops, find_die_grid
 from inspection.progress import progress
+from inspection.report.records import save_record
 from inspection.sim.frames import WaferGeometry, render_wafer_geometry
 
 RESULTS = Path(__file__).parent / "results"

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.bench import machine, save_record
+from inspection.classify.timing import machine
 from inspection.progress import progress
+from inspection.report.records import save_record
 from inspection.sim.wafermaps import render_wafer_map
 from inspection.wafermap import PATTERNS, read_npz
 from inspection.wafermap.classify import WaferMapModelPool

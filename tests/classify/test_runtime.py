@@ -6,8 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from inspection.bench import machine, save_record
 from inspection.classify import Classifier, DeviceError, SessionSettings, providers_for
+from inspection.classify.timing import machine
+from inspection.report.records import save_record
 from tests.conftest import REPO_ROOT, run_cli
 
 DIE_MODEL = REPO_ROOT / "models" / "die-patchnet-v1"

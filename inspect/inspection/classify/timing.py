@@ -1,7 +1,10 @@
-"""Timing an inference call the same way for every runtime (the core, and PyTorch eager in ``train``)."""
+"""Timing an inference call the same way for every runtime (the core, and PyTorch eager in ``train``), and the
+machine it ran on (every benchmark record names it)."""
 
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import time
 from collections.abc import Callable
@@ -38,3 +41,16 @@ def time_calls(call: Callable[[], object], *, batch_size: int, seconds: float) -
         "latency_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def machine() -> dict[str, Any]:
+    cpu, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "avx512": "avx512f" in flags}

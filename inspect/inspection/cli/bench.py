@@ -1,25 +1,35 @@
 """``inspect bench``: the inference core against PyTorch."""
 
-
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from inspection.classify import Classifier
+from inspection.classify.card import read_card
 from inspection.cli.common import (
     UsageError,
 )
+from inspection.report.records import save_record
 
-if TYPE_CHECKING:
-    pass
+
+def _eager(model_dir: Path) -> Callable[..., dict[str, Any]] | None:
+    """PyTorch eager on the model's weights, when torch is installed and the card names its state dict."""
+    card, _ = read_card(model_dir)
+    if card.torch_weights is None or importlib.util.find_spec("torch") is None:
+        return None
+    from inspection.train.eager import measure_eager  # the worker processes run it
+
+    return measure_eager
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from inspection.bench import format_table, run_bench, write_record
+    from inspection.classify.bench import format_table, run_bench
 
     try:
         batch_sizes = tuple(int(size) for size in args.batch_sizes.split(","))
@@ -29,8 +39,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-sizes {args.batch_sizes!r}: every batch size must be at least 1")
     Classifier(args.model, device=args.device)  # a wrong folder or device fails here, before any worker starts
     record = run_bench(args.model, device=args.device, batch_sizes=batch_sizes, seconds=args.seconds,
-                       int8=args.int8, stream_fps=args.stream_fps)
-    path = write_record(record, args.out)
+                       int8=args.int8, stream_fps=args.stream_fps, eager=_eager(args.model))
+    path = save_record(record, args.out, name=f"bench-{args.model.name}-{args.device}")
     if args.json:
         print(json.dumps(record))
     else:

@@ -1,20 +1,15 @@
 """``inspect calibrate camera|flatfield``: station calibration."""
 
-
 from __future__ import annotations
 
 import argparse
 import glob
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from inspection.cli.common import (
     UsageError,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def _glob(pattern: str, *, option: str) -> list[Path]:

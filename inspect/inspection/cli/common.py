@@ -1,17 +1,12 @@
 """Shared by the command groups: the usage error, the version, the --device option, intervals."""
 
-
 from __future__ import annotations
 
 import argparse
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from inspection.types import InspectionError
-
-if TYPE_CHECKING:
-    pass
-
 
 
 class UsageError(InspectionError, ValueError):

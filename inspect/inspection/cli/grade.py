@@ -1,6 +1,5 @@
 """``inspect grade``: offline grading of wafer lots."""
 
-
 from __future__ import annotations
 
 import argparse
@@ -8,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from inspection.chain.chain import build_chain
 from inspection.cli.common import (
@@ -18,9 +17,6 @@ from inspection.cli.common import (
 )
 from inspection.recipe import load_recipe
 from inspection.types import GradedWafer
-
-if TYPE_CHECKING:
-    pass
 
 
 def cmd_grade(args: argparse.Namespace) -> int:

@@ -1,6 +1,5 @@
 """``inspect run``, ``inspect teach``, ``inspect results``: the line loop, its golden and its results."""
 
-
 from __future__ import annotations
 
 import argparse
@@ -13,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from inspection.acquire import SCHEMES, CameraError, open_camera
 from inspection.chain.chain import build_chain
@@ -27,9 +25,6 @@ from inspection.recipe import BUNDLED_RECIPES, Recipe, load_recipe
 from inspection.report import ResultStore, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
 from inspection.types import InspectionError, Verdict
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_DB = Path("results/inspect.db")
 

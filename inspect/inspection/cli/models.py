@@ -1,6 +1,5 @@
 """``inspect train``, ``inspect export``, ``inspect eval``: defect classifiers."""
 
-
 from __future__ import annotations
 
 import argparse

@@ -1,13 +1,11 @@
 """``inspect pcb inspect|eval``: PCB boards against their golden template."""
 
-
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,9 +17,6 @@ from inspection.cli.common import (
 )
 from inspection.recipe import Recipe, load_recipe
 from inspection.report import draw_boxes, save_png
-
-if TYPE_CHECKING:
-    pass
 
 
 def _pcb_recipe(args: argparse.Namespace, *, model: Path | None = None, precision: str | None = None) -> Recipe:

@@ -1,12 +1,10 @@
 """``inspect synth dies|lot``: generated data with ground truth."""
 
-
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from inspection.cli.common import (
     UsageError,
@@ -14,9 +12,6 @@ from inspection.cli.common import (
 from inspection.progress import progress
 from inspection.report import save_png
 from inspection.sim.frames import DIE_CLASSES, render_die
-
-if TYPE_CHECKING:
-    pass
 
 
 def cmd_synth_lot(args: argparse.Namespace) -> int:

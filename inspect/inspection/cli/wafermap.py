@@ -1,6 +1,5 @@
 """``inspect wafermap show|classify|eval|train``: die-level wafer maps."""
 
-
 from __future__ import annotations
 
 import argparse

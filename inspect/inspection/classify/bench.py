@@ -1,4 +1,5 @@
-"""``inspect bench``: throughput and latency of the inference core against plain PyTorch, on one machine, in one run.
+"""The inference core's benchmark (``inspect bench``): throughput and latency of ONNX Runtime against plain
+PyTorch, on one machine, in one run.
 
 Every configuration runs in a fresh process, so each one's peak resident memory is its own. Inputs are the
 same seeded tensors for ONNX Runtime and torch. Efficiency compares the achieved FLOP rate with the
@@ -7,11 +8,7 @@ machine's own matrix-multiply rate measured in the same run (numpy float32 GEMM)
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import multiprocessing
-import os
-import platform
 import resource
 import time
 from collections.abc import Callable
@@ -25,34 +22,8 @@ import numpy as np
 from inspection.classify import Classifier, MicroBatcher
 from inspection.classify.card import read_card
 from inspection.classify.runtime import Device
-from inspection.classify.timing import seeded_inputs, time_calls
+from inspection.classify.timing import machine, seeded_inputs, time_calls
 from inspection.progress import progress
-
-
-def machine() -> dict[str, Any]:
-    cpu, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "avx512": "avx512f" in flags}
-
-
-def save_record(record: dict[str, Any], folder: Path, *, name: str) -> Path:
-    """Write a benchmark record as ``folder/<name>-<UTC date>-<host>.json`` (it carries its machine); a later
-    run on the same day gets ``-2``, ``-3``, ... rather than replacing a record the README may quote."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{name}-{datetime.now(UTC):%Y%m%d}-{record['machine']['host']}"
-    path, run = folder / f"{stem}.json", 1
-    while path.exists():
-        run += 1
-        path = folder / f"{stem}-{run}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
 
 
 def matmul_gflops(*, size: int = 2048, repeats: int = 5) -> float:
@@ -110,20 +81,21 @@ def _isolated(function: Callable[..., dict[str, Any]], *args: object) -> dict[st
 
 def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int, ...] = (1, 8, 32, 128),
               seconds: float = 3.0, int8: bool = False, stream_fps: float = 200.0, stream_max_batch: int = 8,
-              stream_max_wait_ms: float = 10.0) -> dict[str, Any]:
-    """Benchmark a model folder; returns the record that ``inspect bench --json`` prints."""
+              stream_max_wait_ms: float = 10.0,
+              eager: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Benchmark a model folder; returns the record that ``inspect bench --json`` prints.
+
+    ``eager`` measures PyTorch eager on the same weights and inputs (``inspection.train.eager.measure_eager``,
+    passed in by the command line, which alone may load the training code).
+    """
     card, _ = read_card(model_dir)
-    with_torch = importlib.util.find_spec("torch") is not None and card.torch_weights is not None
     jobs: list[tuple[str, Callable[..., dict[str, Any]], tuple[object, ...]]] = []
     for size in batch_sizes:
         jobs.append(("core", _core, (model_dir, device, "fp32", size, seconds)))
     if int8:
         jobs += [("core-int8", _core, (model_dir, device, "int8", size, seconds)) for size in batch_sizes]
-    if with_torch:
-        from inspection.train.eager import measure_eager  # torch is imported only in the spawned worker
-
-        jobs += [("torch-eager", measure_eager, (model_dir, device, size, seconds))
-                 for size in sorted({1, *batch_sizes})]
+    if eager is not None:
+        jobs += [("torch-eager", eager, (model_dir, device, size, seconds)) for size in sorted({1, *batch_sizes})]
     rows = []
     peak = matmul_gflops()
     for name, function, args in progress(jobs, total=len(jobs), label="benchmarking", every_s=0.0):
@@ -147,7 +119,7 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
         "model": str(model_dir), "arch": card.arch, "input": card.input.model_dump(), "device": device,
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "versions": {name: metadata.version(name) for name in ("wafer-inspect", "onnxruntime", "numpy")}
-        | ({"torch": metadata.version("torch")} if with_torch else {}),
+        | ({"torch": metadata.version("torch")} if eager is not None else {}),
         "seconds_per_config": seconds,
         "gflops_per_image": round(flops / 1e9, 4) if flops else None,
         "matmul_gflops": round(peak, 1),
@@ -162,18 +134,6 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
         "stream": stream,
         "configs": rows,
     }
-
-
-def write_record(record: dict[str, Any], folder: Path) -> Path:
-    import json
-
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    path = folder / f"bench-{Path(record['model']).name}-{record['device']}-{stamp}-{record['machine']['host']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
-
-
 def format_table(record: dict[str, Any]) -> str:
     lines = [f"{record['model']} ({record['arch']}, {record['gflops_per_image']} GFLOP/image) on "
              f"{record['machine']['cpu']} x{record['machine']['cores']}, device {record['device']}",
@@ -192,4 +152,3 @@ def format_table(record: dict[str, Any]) -> str:
                  f"{stream['latency_p99_ms']:.2f} ms, bound {stream['bound_ms']:.2f} ms, mean batch "
                  f"{stream['mean_batch']}: {'within' if stream['within_bound'] else 'OVER'} the bound")
     return "\n".join(lines)
-
