@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,11 @@ def test_a_chain_whose_model_does_not_fit_the_recipe_is_refused_naming_file_and_
     assert "recipe.yaml: classify.model: " in message and "gone: no such model folder" in message
     message = _chain_error(tmp_path, {"model": str(REPO_ROOT / "models" / "die-patchnet-v1")})
     assert "takes 1-channel input; a wafer-die chain gives it 3-channel crops" in message
+    tampered = tmp_path / "tampered"
+    shutil.copytree(REPO_ROOT / "models" / "wafer-line-patchnet-v1", tampered)
+    (tampered / "model.onnx").write_bytes((tampered / "model.onnx").read_bytes() + b"\0")
+    message = _chain_error(tmp_path, {"model": str(tampered)})
+    assert "recipe.yaml: classify.model " in message and "does not match the card's" in message
     message = _chain_error(tmp_path, {"device": "cuda"})
     assert "--device cuda: ONNX Runtime here has no CUDAExecutionProvider (present: " in message
 

@@ -30,7 +30,7 @@ from inspection.acquire import read_beside, read_image
 from inspection.align import PhaseReference, RigidFit, register, warp_reference
 from inspection.calibrate import load_flatfield
 from inspection.classify import Classifier, MicroBatcher, SessionSettings
-from inspection.classify.card import DetectorSettings, ModelCard
+from inspection.classify.card import CardError, DetectorSettings, ModelCard
 from inspection.classify.detect import Hypotheses, name_candidates
 from inspection.classify.prepare import prepare_batch
 from inspection.classify.runtime import Device
@@ -421,8 +421,11 @@ def _classifier(recipe: Recipe, *, device: Device | None, threads: int) -> Class
     if not Path(settings.model).is_dir():
         raise RecipeError(f"{where}: classify.model: {settings.model}: no such model folder (relative paths are "
                           "taken from the recipe's folder, else the working directory)")
-    classifier = Classifier(settings.model, precision=settings.precision, device=device or settings.device,
-                            settings=SessionSettings(intra_op_threads=threads, spinning=False))
+    try:
+        classifier = Classifier(settings.model, precision=settings.precision, device=device or settings.device,
+                                settings=SessionSettings(intra_op_threads=threads, spinning=False))
+    except CardError as exc:  # a card that is invalid or does not match its ONNX file: name the recipe too
+        raise RecipeError(f"{where}: classify.model {settings.model}: {exc}") from None
     card, names = classifier.card, classifier.class_names
     unknown = [name for name in settings.rule_classes() if name not in names]
     if unknown:
