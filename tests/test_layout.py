@@ -70,3 +70,27 @@ def test_inference_path_does_not_import_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_option_with_a_default_shows_it_in_help() -> None:
+    import argparse
+
+    from inspection.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        text = "".join(parser.format_help().split())  # help wraps lines, also at hyphens
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+                  and not isinstance(action, argparse._StoreConstAction | argparse._CountAction | argparse._HelpAction
+                                     | argparse._VersionAction)):
+                shown = "default:" + "".join(str(action.default).split()) in text or "default" in (action.help or "")
+                if not shown:
+                    missing.append(f"{path} {action.option_strings[0]}")
+
+    walk(build_parser(), "inspect")
+    assert not missing, missing
