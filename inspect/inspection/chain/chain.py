@@ -37,7 +37,7 @@ from inspection.classify.runtime import Device
 from inspection.grade import class_verdict, polarity_detections, size_verdict, wafer_verdict
 from inspection.measure import candidate_crops, difference_regions
 from inspection.measure.dies import DieLayout, defect_boxes_um, die_inputs, locate_dies
-from inspection.preprocess import FlatField, preprocess
+from inspection.preprocess import FlatField, preprocess_frame
 from inspection.recipe import (
     AlignSettings,
     BesideRule,
@@ -96,7 +96,6 @@ class Part:
     defect_density_per_cm2: float | None = None
     verdict: Verdict = Verdict.ERROR
     reason: str = "not inspected"
-    failed_stage: str | None = None
     error: InspectionError | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
 
@@ -131,8 +130,7 @@ class Preprocess:
         part.image = self.grey(part.frame)
 
     def grey(self, frame: Frame) -> np.ndarray:
-        return preprocess(frame.image, layout=frame.layout, bit_depth=frame.bit_depth, settings=self.recipe.preprocess,
-                          flatfield=self.flatfield)
+        return preprocess_frame(frame, self.recipe.preprocess, flatfield=self.flatfield)
 
 
 @dataclass(frozen=True)
@@ -351,7 +349,7 @@ class Chain:
                 else:
                     log.error("frame %s/%d: %s failed:\n%s", frame.source_id, frame.frame_counter, stage.name,
                               traceback.format_exc())
-                part.verdict, part.reason, part.failed_stage = Verdict.ERROR, f"{stage.name}: {exc}", stage.name
+                part.verdict, part.reason = Verdict.ERROR, f"{stage.name}: {exc}"
                 part.latency_ms[stage.name] = (time.perf_counter() - started) * 1000.0
                 return part
             part.latency_ms[stage.name] = (time.perf_counter() - started) * 1000.0
