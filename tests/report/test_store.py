@@ -94,9 +94,12 @@ def test_a_version_1_database_is_migrated_in_place_with_every_row_intact(tmp_pat
     assert [r["verdict"] for r in rows] == [row[8] for row in before] and rows[0]["model_sha256"] is None
     # The migrated database takes new runs with the new columns.
     store = ResultStore(db)
-    run_id = store.start_run(camera="c", recipe_name="r", recipe_sha256="s", software_version="0.2", model_sha256="ab")
+    run_id = store.start_run(camera="c", recipe_name="r", recipe_sha256="s", software_version="0.2")
+    store.set_run_model(run_id, model_sha256="ab")
     store.close()
     assert run_id == 2
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT model_sha256 FROM runs WHERE run_id = 2").fetchone() == ("ab",)
 
 
 def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -156,14 +156,13 @@ class ResultStore:
             self._connection.executescript(_SCHEMA)
             self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str,
-                  model_sha256: str | None = None) -> int:
-        """A new run (status ``running``) and its id."""
+    def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str) -> int:
+        """A new run (status ``running``) and its id; its model is named once loaded (:meth:`set_run_model`)."""
         with self._connection:
             cursor = self._connection.execute(
-                "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version,"
-                " model_sha256) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
-                (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version, model_sha256),
+                "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version)"
+                " VALUES (?, 'running', ?, ?, ?, ?, ?)",
+                (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version),
             )
         return int(cursor.lastrowid or 0)
 
