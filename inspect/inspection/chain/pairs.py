@@ -20,13 +20,13 @@ from inspection.acquire import read_image
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
 from inspection.chain.chain import Chain, Part
 from inspection.classify.card import DetectorSettings
-from inspection.classify.detect import Hypotheses
+from inspection.classify.detect import as_hypotheses
 from inspection.evaluate.detection import Outcomes
 from inspection.evaluate.pairs import matched, pairs_report
 from inspection.preprocess import to_gray
 from inspection.progress import progress
 from inspection.sim.frames import perturb
-from inspection.types import Detection, Frame, InspectionError, Verdict
+from inspection.types import Frame, InspectionError, Verdict
 
 CANDIDATE_SETTINGS = DetectorSettings(
     band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, edge_margin_px=10,
@@ -59,12 +59,6 @@ def inspect_pair(chain: Chain, test: Path, template: Path) -> Part:
     if part.verdict == Verdict.ERROR:
         raise InspectionError(f"{test} against {template}: {part.reason}")
     return part
-
-
-def reported(detections: tuple[Detection, ...]) -> Hypotheses:
-    """A part's detections as a ranked list (their reported boxes, classes and scores)."""
-    boxes = np.array([d.box_xyxy_px or d.region.box_xyxy_px for d in detections], float).reshape(-1, 4)
-    return Hypotheses(boxes, tuple(d.kind for d in detections), np.array([d.score for d in detections], float))
 
 
 def evaluate_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int = 2, max_shift_px: float = 0.0,
@@ -130,6 +124,6 @@ def _inspect_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int, max_shif
                 ranked.append([])
                 continue
             assert result.hypotheses is not None, "the chain was built without rank_hypotheses"
-            detections.append(matched(reported(result.detections), truth_boxes, truth_kinds))
+            detections.append(matched(as_hypotheses(result.detections), truth_boxes, truth_kinds))
             ranked.append(matched(result.hypotheses, truth_boxes, truth_kinds))
     return (detections, ranked), truth, failed, time.perf_counter() - started

@@ -115,6 +115,12 @@ def ranked_hypotheses(detections: Hypotheses, candidate_boxes: np.ndarray, proba
     return Hypotheses(boxes[kept], tuple(kinds[i] for i in kept), scores[kept])
 
 
+def as_hypotheses(detections: Sequence[Detection]) -> Hypotheses:
+    """Detections as a ranked list: their reported boxes (the region's where none was grown), classes, scores."""
+    boxes = np.array([d.box_xyxy_px or d.region.box_xyxy_px for d in detections], float).reshape(-1, 4)
+    return Hypotheses(boxes, tuple(d.kind for d in detections), np.array([d.score for d in detections], float))
+
+
 @dataclass(frozen=True)
 class NamedCandidates:
     """What the classifier made of a frame's candidate regions."""
@@ -157,8 +163,7 @@ def name_candidates(regions: Sequence[Region], probabilities: np.ndarray, *, cla
         for i, box in zip(leaders[kept], boxes[kept], strict=True))
     if not rank:
         return NamedCandidates(detections, None)
-    reported = Hypotheses(boxes[kept], tuple(d.kind for d in detections),
-                          np.array([d.score for d in detections], float))
+    reported = as_hypotheses(detections)
     reported_pairs = np.zeros(probabilities.shape, bool)  # (candidate, class) behind a detection
     reported_pairs[keep, best[keep]] = True
     hypotheses = ranked_hypotheses(reported, candidate_boxes, probabilities[:, defect_indices],
