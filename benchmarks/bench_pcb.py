@@ -59,10 +59,9 @@ def main() -> None:
     args = parser.parse_args()
     pairs = read_pair_list(args.root, args.list)
     recipe = load_recipe(args.recipe)
+    recipe = recipe.with_classify(precision=args.precision, model=str(args.model) if args.model else None)
     assert recipe.classify is not None
-    classify = recipe.classify.model_copy(update={"precision": args.precision,
-                                                  **({"model": str(args.model)} if args.model else {})})
-    chain = build_chain(recipe.model_copy(update={"classify": classify}), rank_hypotheses=True, threads=1)
+    chain = build_chain(recipe, rank_hypotheses=True, threads=1)
     evaluate_pairs(chain, pairs[:10], workers=2)  # warm-up: page cache, ONNX Runtime arenas
     runs = {}
     for workers in (1, 2):
@@ -74,7 +73,7 @@ def main() -> None:
     assert chain.classifier is not None
     record = {
         "benchmark": "pcb", "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-        "model": classify.model, "onnx": str(chain.classifier.onnx_path), "list": str(args.list),
+        "model": recipe.classify.model, "onnx": str(chain.classifier.onnx_path), "list": str(args.list),
         "pairs": len(pairs), "runs": runs, "stage_ms_one_thread": stage_ms, "candidates_per_pair": candidates_per_pair,
     }
     path = save_record(record, args.out, name="pcb")

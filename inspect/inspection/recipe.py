@@ -293,6 +293,14 @@ class Recipe(_Section):
             raise ValueError("; ".join(problems))
         return self
 
+    def with_classify(self, **changes: Any) -> Recipe:
+        """This recipe with some ``classify`` settings replaced (a None leaves one as it is): a command line's
+        ``--model``, ``--device``, ``--int8`` ... A recipe without a classifier comes back as it is."""
+        given = {name: value for name, value in changes.items() if value is not None}
+        if self.classify is None or not given:
+            return self
+        return self.model_copy(update={"classify": self.classify.model_copy(update=given)})
+
     def sha256(self) -> str:
         """Fingerprint of the validated content (stored with every run, so results name the exact recipe)."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

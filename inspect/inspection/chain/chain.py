@@ -33,7 +33,6 @@ from inspection.classify import Classifier, MicroBatcher, SessionSettings
 from inspection.classify.card import CardError, DetectorSettings, ModelCard
 from inspection.classify.detect import Hypotheses, name_candidates
 from inspection.classify.prepare import prepare_batch
-from inspection.classify.runtime import Device
 from inspection.grade import class_verdict, polarity_detections, size_verdict, wafer_verdict
 from inspection.measure import candidate_crops, difference_regions
 from inspection.measure.dies import DieLayout, defect_boxes_um, die_inputs, locate_dies
@@ -411,7 +410,7 @@ def load_golden(recipe: Recipe, stage: Preprocess) -> np.ndarray | None:
     return stage.grey(frame)
 
 
-def _classifier(recipe: Recipe, *, device: Device | None, threads: int) -> Classifier:
+def _classifier(recipe: Recipe, *, threads: int) -> Classifier:
     """The recipe's classifier, checked against what the recipe and its chain need from it."""
     settings = recipe.classify
     assert settings is not None
@@ -420,7 +419,7 @@ def _classifier(recipe: Recipe, *, device: Device | None, threads: int) -> Class
         raise RecipeError(f"{where}: classify.model: {settings.model}: no such model folder (relative paths are "
                           "taken from the recipe's folder, else the working directory)")
     try:
-        classifier = Classifier(settings.model, precision=settings.precision, device=device or settings.device,
+        classifier = Classifier(settings.model, precision=settings.precision, device=settings.device,
                                 settings=SessionSettings(intra_op_threads=threads, spinning=False))
     except CardError as exc:  # a card that is invalid or does not match its ONNX file: name the recipe too
         raise RecipeError(f"{where}: classify.model {settings.model}: {exc}") from None
@@ -454,20 +453,21 @@ def candidate_chain(recipe: Recipe, candidates: DetectorSettings) -> Chain:
     return build_chain(without_model, candidates=candidates)
 
 
-def build_chain(recipe: Recipe, *, device: Device | None = None, rank_hypotheses: bool = False,
-                threads: int = 0, candidates: DetectorSettings | None = None) -> Chain:
-    """The chain of ``recipe``'s kind with its models loaded and checked.
+def build_chain(recipe: Recipe, *, rank_hypotheses: bool = False, threads: int = 0,
+                candidates: DetectorSettings | None = None) -> Chain:
+    """The chain of ``recipe``'s kind with its models loaded and checked (a command line's ``--device`` and the
+    like come in through :meth:`Recipe.with_classify`).
 
-    ``device`` overrides the recipe's ``classify.device``; ``rank_hypotheses`` keeps every candidate's score
-    for every class (for average precision); ``threads`` bounds ONNX Runtime's threads per operator (0: one
-    per core); ``candidates`` replaces a classifier-free recipe's candidate settings (the candidates a model
-    is about to be trained on). Raises RecipeError (naming the recipe's file and field) for a missing model,
-    rules naming classes the model does not have, or a model that does not fit the chain.
+    ``rank_hypotheses`` keeps every candidate's score for every class (for average precision); ``threads``
+    bounds ONNX Runtime's threads per operator (0: one per core); ``candidates`` replaces a classifier-free
+    recipe's candidate settings (the candidates a model is about to be trained on). Raises RecipeError (naming
+    the recipe's file and field) for a missing model, rules naming classes the model does not have, or a model
+    that does not fit the chain.
     """
     flatfield = None if recipe.preprocess.flatfield is None else load_flatfield(recipe.preprocess.flatfield)
     prepare = Preprocess(recipe, flatfield)
     classify = recipe.classify
-    classifier = None if classify is None else _classifier(recipe, device=device, threads=threads)
+    classifier = None if classify is None else _classifier(recipe, threads=threads)
     batcher = None if classify is None or classifier is None else MicroBatcher(
         classifier.predict, max_batch=classify.max_batch, max_wait_ms=classify.max_wait_ms)
     stages: list[Stage] = [prepare]

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from inspection.chain.chain import build_chain
 from inspection.cli.common import (
@@ -30,14 +29,10 @@ def cmd_grade(args: argparse.Namespace) -> int:
     if recipe.kind != "wafer-lot" or recipe.classify is None or recipe.wafermap is None:
         raise UsageError(f"recipe {recipe.name!r} is a {recipe.kind} recipe; inspect grade takes a wafer-lot recipe "
                          "(bundled: wafer-lot)")
-    update: dict[str, Any] = {}
-    if args.model is not None or args.device is not None:
-        update["classify"] = recipe.classify.model_copy(update={
-            k: v for k, v in (("model", None if args.model is None else str(args.model)), ("device", args.device))
-            if v is not None})
+    recipe = recipe.with_classify(model=None if args.model is None else str(args.model), device=args.device)
     if args.map_model is not None:
-        update["wafermap"] = recipe.wafermap.model_copy(update={"model": str(args.map_model)})
-    recipe = recipe.model_copy(update=update)
+        wafermap = recipe.wafermap.model_copy(update={"model": str(args.map_model)})
+        recipe = recipe.model_copy(update={"wafermap": wafermap})
     build_chain(recipe).close()  # a missing model or a rule it cannot meet fails here, before any worker starts
     items = read_lot(args.source)
     db_path = args.out / "grade.sqlite"

@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              software_version=software_version())
     status, failure, chain = "failed", None, None
     try:
-        chain = build_chain(recipe, device=args.device)
+        chain = build_chain(recipe.with_classify(device=args.device))
         store.set_run_model(run_id, model_sha256=chain.model_sha256)
         stop = threading.Event()
         _install_stop_handlers(stop)

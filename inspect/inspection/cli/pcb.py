@@ -25,10 +25,8 @@ def _pcb_recipe(args: argparse.Namespace, *, model: Path | None = None, precisio
     if recipe.kind != "pcb" or recipe.classify is None:
         raise UsageError(f"--recipe {args.recipe}: a {recipe.kind} recipe; inspect pcb takes a pcb recipe "
                          "(bundled: pcb-deeppcb)")
-    overrides = {"model": None if model is None else str(model), "precision": precision, "device": args.device,
-                 "min_score": args.min_score}
-    classify = recipe.classify.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    return recipe.model_copy(update={"classify": classify})
+    return recipe.with_classify(model=None if model is None else str(model), precision=precision, device=args.device,
+                                min_score=args.min_score)
 
 
 def cmd_pcb_inspect(args: argparse.Namespace) -> int:
