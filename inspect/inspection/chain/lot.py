@@ -19,10 +19,10 @@ from typing import Literal
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from inspection.acquire import ImageReadError, read_image
 from inspection.chain.chain import Chain, Part, build_chain
-from inspection.progress import progress
 from inspection.recipe import Recipe
 from inspection.report.lots import LotStore
 from inspection.sim.lot import read_truth
@@ -212,7 +212,7 @@ def run_lot(items: Sequence[LotItem], recipe: Recipe, *, db_path: str | Path, wo
         status = "interrupted"
         try:
             graded = grade_items(todo, recipe, workers=workers, engine=engine, ray_address=ray_address)
-            for wafer in progress(graded, total=len(todo), label="wafers"):
+            for wafer in tqdm(graded, total=len(todo), desc="wafers"):
                 store.add_wafer(run_id, wafer)
                 if on_wafer is not None:
                     on_wafer(wafer)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.acquire import read_image
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
@@ -24,7 +25,6 @@ from inspection.classify.detect import as_hypotheses
 from inspection.evaluate.detection import Outcomes
 from inspection.evaluate.pairs import matched, pairs_report
 from inspection.preprocess import to_gray
-from inspection.progress import progress
 from inspection.sim.frames import perturb
 from inspection.types import Frame, InspectionError, Verdict
 
@@ -115,8 +115,8 @@ def _inspect_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int, max_shif
     failed: list[str] = []
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for pair, result, truth_boxes, truth_kinds in progress(pool.map(one, range(len(pairs))), total=len(pairs),
-                                                               label="inspecting pairs"):
+        for pair, result, truth_boxes, truth_kinds in tqdm(pool.map(one, range(len(pairs))), total=len(pairs),
+                                                               desc="inspecting pairs"):
             truth.append(truth_kinds)
             if isinstance(result, str):
                 failed.append(f"{pair.name}: {result}")

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.classify import Classifier, MicroBatcher
 from inspection.classify.card import read_card
 from inspection.classify.runtime import Device
 from inspection.classify.timing import machine, seeded_inputs, time_calls
-from inspection.progress import progress
 
 
 def matmul_gflops(*, size: int = 2048, repeats: int = 5) -> float:
@@ -98,7 +98,7 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
         jobs += [("torch-eager", eager, (model_dir, device, size, seconds)) for size in sorted({1, *batch_sizes})]
     rows = []
     peak = matmul_gflops()
-    for name, function, args in progress(jobs, total=len(jobs), label="benchmarking", every_s=0.0):
+    for name, function, args in tqdm(jobs, total=len(jobs), desc="benchmarking"):
         rows.append({"config": name, **_isolated(function, *args)})
     stream = _isolated(_stream, model_dir, device, stream_fps, stream_max_batch, stream_max_wait_ms,
                        max(seconds, 2.0))

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from inspection.chain.chain import build_chain
 from inspection.cli.common import (
     UsageError,
@@ -45,7 +47,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
                     f"({wafer.pattern_confidence:.2f}) - {wafer.reason}")
         else:
             line = f"{wafer.item.wafer_id}: failed to grade - {wafer.reason}"
-        print(line, file=sys.stderr, flush=True)
+        tqdm.write(line, file=sys.stderr)  # above the bar, which is redrawn below it
 
     run = run_lot(items, recipe, db_path=db_path, workers=args.workers, engine=args.engine,
                   ray_address=args.ray_address, software_version=software_version(), on_wafer=report)

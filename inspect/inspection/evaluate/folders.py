@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.acquire import ImageReadError
 from inspection.acquire.labelled import list_labelled_folder
@@ -20,7 +21,6 @@ from inspection.evaluate.metrics import (
     confusion_matrix,
     recall_overkill,
 )
-from inspection.progress import progress
 
 log = logging.getLogger("inspection.evaluate")
 
@@ -72,7 +72,7 @@ def _folder_probabilities(classifier: Classifier, paths: Sequence[Path], *,
     were skipped."""
     probabilities, read, skipped = [], [], []
     chunks = predict_files(classifier.predict, paths, card=classifier.card, batch_size=batch_size)
-    for chunk, outputs in progress(chunks, total=-(-len(paths) // batch_size), label="evaluating"):
+    for chunk, outputs in tqdm(chunks, total=-(-len(paths) // batch_size), desc="evaluating"):
         for reason in chunk.skipped:
             log.warning("skipped %s", reason)
         skipped.extend(chunk.skipped)

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.classify import CardError
 from inspection.classify.card import class_order
@@ -15,7 +16,6 @@ from inspection.evaluate.metrics import (
     classification_report,
     confusion_matrix,
 )
-from inspection.progress import progress
 from inspection.wafermap.classify import WaferMapModel
 from inspection.wafermap.formats import MapSet
 
@@ -63,5 +63,5 @@ def _classified(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int) 
     started = time.perf_counter()
     batches = range(0, len(map_set.maps), batch_size)
     outputs = [classifier.probabilities(map_set.maps[start : start + batch_size], batch_size=batch_size)
-               for start in progress(batches, total=len(batches), label="classifying maps")]
+               for start in tqdm(batches, total=len(batches), desc="classifying maps")]
     return np.concatenate(outputs), time.perf_counter() - started

@@ -3,7 +3,6 @@
 from inspection.report.pictures import (
     draw_boxes,
     draw_confusion,
-    draw_curves,
     draw_detections,
     draw_wafer_map,
     save_png,
@@ -16,7 +15,6 @@ __all__ = [
     "StoreError",
     "draw_boxes",
     "draw_confusion",
-    "draw_curves",
     "draw_detections",
     "draw_wafer_map",
     "read_events",

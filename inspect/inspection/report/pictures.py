@@ -82,31 +82,6 @@ def draw_confusion(confusion: np.ndarray, *, class_names: list[str] | tuple[str,
     return picture
 
 
-def draw_curves(series: dict[str, list[float]], *, title: str, size: tuple[int, int] = (640, 360)) -> np.ndarray:
-    """Line plot of named per-epoch series (each scaled to its own range), with a legend."""
-    width, height = size
-    picture = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 50, 20, 40, 40
-    cv2.putText(picture, title, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.rectangle(picture, (left, top), (width - right, height - bottom), (180, 180, 180), 1)
-    palette = [(200, 80, 30), (30, 140, 230), (40, 160, 40), (160, 40, 160)]
-    for k, (name, values) in enumerate(series.items()):
-        if not values:
-            continue
-        lo, hi = min(values), max(values)
-        span = hi - lo or 1.0
-        xs = [left + (width - left - right) * i / max(1, len(values) - 1) for i in range(len(values))]
-        ys = [height - bottom - (height - top - bottom) * (v - lo) / span for v in values]
-        points = np.array([[round(x), round(y)] for x, y in zip(xs, ys, strict=True)], np.int32)
-        colour = palette[k % len(palette)]
-        cv2.polylines(picture, [points], False, colour, 2, cv2.LINE_AA)
-        cv2.putText(picture, f"{name} ({lo:.3g}..{hi:.3g})", (left + 8 + 190 * k, height - 14),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.38, colour, 1, cv2.LINE_AA)
-    cv2.putText(picture, "epoch", (width // 2, height - 28), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (90, 90, 90), 1,
-                cv2.LINE_AA)
-    return picture
-
-
 _DIE_COLOURS_BGR = np.array([(38, 38, 38), (96, 178, 96), (40, 40, 220)], np.uint8)  # no die, good, failed
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from inspection.acquire import ImageReadError, read_image
 from inspection.acquire.labelled import LabelledImages
 from inspection.classify.card import InputSpec, Normalisation
 from inspection.classify.prepare import normalise, unit_image
-from inspection.progress import progress
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would otherwise ask the network
 import albumentations as A
@@ -37,8 +37,8 @@ class PreparedImages:
 def load_units(data: LabelledImages, *, spec: InputSpec, label: str) -> PreparedImages:
     """Read and prepare every image once (unreadable ones are skipped and listed), as the line would."""
     units, labels, paths, skipped = [], [], [], []
-    for path, image_label in progress(zip(data.paths, data.labels.tolist(), strict=True), total=len(data.paths),
-                                      label=label):
+    for path, image_label in tqdm(zip(data.paths, data.labels.tolist(), strict=True), total=len(data.paths),
+                                      desc=label):
         try:
             image, layout, bit_depth = read_image(path)
         except ImageReadError as exc:

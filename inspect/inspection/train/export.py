@@ -29,7 +29,8 @@ from inspection.classify.card import (
 from inspection.classify.prepare import normalise
 from inspection.evaluate.folders import evaluate_folder
 from inspection.evaluate.metrics import classification_report, confusion_matrix, operating_point
-from inspection.report import draw_confusion, draw_curves, save_png
+from inspection.report import draw_confusion, save_png
+from inspection.train.curves import save_training_curves
 from inspection.train.data import load_units
 from inspection.train.models import build_model
 from inspection.types import InspectionError
@@ -162,10 +163,9 @@ def export_model(model_dir: Path, *, opset: int = OPSET, detector: DetectorSetti
     Classifier(model_dir)  # the line's loader accepts it: sha256, input name and shape, dynamic batch
     save_png(model_dir / "confusion.png", draw_confusion(confusion, class_names=class_names,
                                                          title=f"{base['arch']} validation (ONNX Runtime)"))
-    history = checkpoint["training"]["history"]
-    save_png(model_dir / "training.png", draw_curves(
-        {key: [epoch[key] for epoch in history] for key in ("train_loss", "val_loss", "val_macro_f1")},
-        title=f"{base['arch']}: best epoch {checkpoint['training']['best_epoch']}"))
+    training = checkpoint["training"]
+    save_training_curves(training["history"], model_dir / "training.png", title=f"{base['arch']} training",
+                         best_epoch=training["best_epoch"])
     return card
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
+from tqdm import tqdm
 
 from inspection.acquire.labelled import LabelledImages, list_labelled_folder, stratified_split
 from inspection.classify.card import InputSpec, ModelCard, Normalisation
 from inspection.evaluate.metrics import classification_report, confusion_matrix
-from inspection.progress import progress
 from inspection.train.choices import CLASS_WEIGHT_POWERS, CLASS_WEIGHTINGS
 from inspection.train.data import AugmentedImages, augmentation, load_units
 from inspection.train.export import export_model
@@ -233,11 +233,12 @@ def train(config: TrainConfig) -> ModelCard:
     }
     for epoch in range(first_epoch, config.epochs + 1):
         if epoch - best_epoch > config.patience and best_epoch > 0:
-            print(f"early stop: no better validation macro-F1 for {config.patience} epochs", file=sys.stderr)
+            tqdm.write(f"early stop: no better validation macro-F1 for {config.patience} epochs", file=sys.stderr)
             break
         model.train()
         running, seen = 0.0, 0
-        for images, targets in progress(train_loader, total=len(train_loader), label=f"epoch {epoch}/{config.epochs}"):
+        for images, targets in tqdm(train_loader, total=len(train_loader), desc=f"epoch {epoch}/{config.epochs}",
+                                    leave=False):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(images.to(device)), targets.to(device))
             loss.backward()
@@ -251,7 +252,7 @@ def train(config: TrainConfig) -> ModelCard:
         val_loss, report = _evaluate(validated, val_loader, loss_fn, device, class_names)
         history.append({"epoch": epoch, "train_loss": round(running / seen, 5), "val_loss": round(val_loss, 5),
                         "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]})
-        print(f"epoch {epoch}: train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
+        tqdm.write(f"epoch {epoch}: train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
               f"val accuracy {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}", file=sys.stderr)
         if report["macro_f1"] > best_f1:
             best_f1, best_epoch = report["macro_f1"], epoch

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.acquire.labelled import stratified_split
 from inspection.classify.card import ModelCard
 from inspection.evaluate.metrics import classification_report, confusion_matrix
-from inspection.progress import progress
 from inspection.report import save_png
 from inspection.sim.wafermaps import render_wafer_map
 from inspection.train.loop import TrainConfig, TrainingError, train
@@ -45,7 +45,7 @@ def write_map_folder(folder: Path, maps: list[tuple[str, str, np.ndarray]], *, s
     """Draw the training maps into ``folder/<pattern>/<name>.png`` as the classifier will see them."""
     if folder.exists():
         shutil.rmtree(folder)
-    for pattern, name, die_map in progress(maps, total=len(maps), label="writing maps"):
+    for pattern, name, die_map in tqdm(maps, total=len(maps), desc="writing maps"):
         save_png(folder / pattern / f"{name}.png", map_image(die_map, size=size, channels=channels))
 
 
@@ -75,7 +75,7 @@ def fit_classical(out: Path, *, real: MapSet | None, synthetic_per_pattern: int,
     y = np.array([PATTERNS.index(pattern) for pattern, _, _ in maps])
     chunks = range(0, len(maps), 1024)
     x = np.concatenate([feature_matrix([m for _, _, m in maps[start : start + 1024]])
-                        for start in progress(chunks, total=len(chunks), label="features (1,024 maps a step)")])
+                        for start in tqdm(chunks, total=len(chunks), desc="features (1,024 maps a step)")])
     is_val = stratified_split(y, val_fraction=val_fraction, seed=seed)
     mean, std = x[~is_val].mean(axis=0), x[~is_val].std(axis=0) + 1e-6
     x = (x - mean) / std
@@ -89,7 +89,7 @@ def fit_classical(out: Path, *, real: MapSet | None, synthetic_per_pattern: int,
     train_index = np.flatnonzero(~is_val)
     best: tuple[float, dict[str, np.ndarray], dict[str, Any]] = (-1.0, weights, {})
     step = 0
-    for _ in progress(range(epochs), total=epochs, label="fitting"):
+    for _ in tqdm(range(epochs), total=epochs, desc="fitting"):
         order = rng.permutation(train_index)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
