@@ -88,18 +88,34 @@ class Defect:
 
 @dataclass(frozen=True)
 class Region:
-    """A connected region with its calibrated features."""
+    """A connected region with its calibrated features.
+
+    The line's regions (``measure.regions``) are measured on the difference to the golden; the metrology's
+    blobs (``measure.metrology.blobs``) on a grey image against the background level they were asked for. Both
+    are this one record; the shape fields that only the metrology computes are None on the line.
+    """
 
     label: int
     area_px: int
     area_um2: float
     box_xyxy_px: tuple[int, int, int, int]
+    """Left, top, right (exclusive), bottom (exclusive)."""
     centroid_xy_px: tuple[float, float]
     mean_diff: float
-    """Mean signed grey-level deviation from the reference band (positive: brighter than the reference)."""
+    """Mean signed grey-level deviation from the reference (the golden's tolerance band on the line, the
+    background level for blobs); positive: brighter than the reference."""
     max_abs_diff: float
+    """Largest absolute grey-level deviation from the same reference."""
+    area_subpx: float | None = None
+    """Area in px from each pixel's grey-level coverage between background and foreground (blobs only)."""
+    orientation_deg: float | None = None
+    """Direction of the major axis, counter-clockwise from +x on screen (blobs only)."""
+    eccentricity: float | None = None
+    """0 for a circle, towards 1 for a line (blobs only)."""
 
     def to_dict(self) -> dict[str, Any]:
+        shape = {name: round(value, 3) for name in ("area_subpx", "orientation_deg", "eccentricity")
+                 if (value := getattr(self, name)) is not None}
         return {
             "label": self.label,
             "area_px": self.area_px,
@@ -108,6 +124,7 @@ class Region:
             "centroid_xy_px": [round(c, 3) for c in self.centroid_xy_px],
             "mean_diff": round(self.mean_diff, 3),
             "max_abs_diff": round(self.max_abs_diff, 3),
+            **shape,
         }
 
 

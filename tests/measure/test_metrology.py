@@ -39,7 +39,8 @@ def test_blob_orientation_eccentricity_and_grey() -> None:
     [blob] = blobs(image, threshold=120, background=20, foreground=220, pixel_size_um=1.0)
     assert blob.orientation_deg == pytest.approx(30, abs=1.0)
     assert blob.eccentricity == pytest.approx(np.sqrt(1 - (10 / 30) ** 2), abs=0.02)
-    assert blob.max_grey == pytest.approx(220, abs=1) and 150 < blob.mean_grey <= 220
+    # grey levels relative to the background (20)
+    assert blob.max_abs_diff == pytest.approx(200, abs=1) and 130 < blob.mean_diff <= 200
     with pytest.raises(MeasureError, match="no contrast"):
         blobs(image, threshold=120, background=20, foreground=20, pixel_size_um=1.0)
 

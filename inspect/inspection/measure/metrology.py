@@ -7,38 +7,42 @@ stays unbiased for small blobs whose edges cut through pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 from skimage.measure import CircleModel, label, regionprops
 
-from inspection.types import InspectionError
+from inspection.types import InspectionError, Region
 
 
 class MeasureError(InspectionError, ValueError):
     """A measurement that cannot be made on this input; the message says why."""
 
 
-@dataclass(frozen=True)
-class Blob:
-    area_px: int
-    area_subpx: float
-    area_um2: float
-    """From area_subpx through the pixel size."""
-    box_xyxy_px: tuple[int, int, int, int]
-    centroid_xy_px: tuple[float, float]
-    """Coverage-weighted, like area_subpx."""
-    orientation_deg: float
-    """Direction of the major axis, counter-clockwise from +x on screen."""
-    eccentricity: float
-    mean_grey: float
-    max_grey: float
-
-
 def blobs(image: np.ndarray, *, threshold: float, background: float, foreground: float, pixel_size_um: float,
-          min_area_px: int = 1) -> list[Blob]:
-    """Connected regions brighter than ``threshold`` (darker when foreground < background), largest first."""
+          min_area_px: int = 1) -> list[Region]:
+    """Connected regions brighter than ``threshold`` (darker when foreground < background), largest first.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray
+        Grey image, any real dtype.
+    threshold : float
+        Grey level that separates the blobs from the background.
+    background, foreground : float
+        Grey levels of plain background and of plain blob; a pixel's coverage is its grey level's fraction of
+        the way from one to the other.
+    pixel_size_um : float
+        Side of one pixel on the object, in micrometres.
+    min_area_px : int, optional
+        Smaller regions are left out.
+
+    Returns
+    -------
+    list of Region
+        With ``area_subpx`` (coverage-weighted, unbiased for small blobs whose edges cut through pixels),
+        ``area_um2`` from it, a coverage-weighted centroid, ``orientation_deg`` and ``eccentricity``;
+        ``mean_diff``/``max_abs_diff`` are grey levels relative to ``background``.
+    """
     if image.ndim != 2:
         raise MeasureError(f"expected a grey image, got shape {image.shape}")
     if foreground == background:
@@ -59,16 +63,16 @@ def blobs(image: np.ndarray, *, threshold: float, background: float, foreground:
         area_subpx = float(weights.sum())
         rows, columns = np.mgrid[y0 : y0 + weights.shape[0], x0 : x0 + weights.shape[1]]
         centroid = (float((weights * columns).sum() / area_subpx), float((weights * rows).sum() / area_subpx))
-        found.append(Blob(
-            area_px=int(region.area), area_subpx=area_subpx, area_um2=area_subpx * pixel_size_um**2,
-            box_xyxy_px=(int(left), int(top), int(right), int(bottom)),
-            centroid_xy_px=centroid,
+        deviation = region.image_intensity[region.image] - background
+        found.append(Region(
+            label=int(region.label), area_px=int(region.area), area_um2=area_subpx * pixel_size_um**2,
+            box_xyxy_px=(int(left), int(top), int(right), int(bottom)), centroid_xy_px=centroid,
+            mean_diff=float(deviation.mean()), max_abs_diff=float(np.abs(deviation).max()), area_subpx=area_subpx,
             # scikit-image measures orientation from the row axis; turn it into degrees from +x, counter-clockwise.
             orientation_deg=float((np.degrees(region.orientation) - 90.0) % 180.0),
-            eccentricity=float(region.eccentricity), mean_grey=float(region.intensity_mean),
-            max_grey=float(region.intensity_max),
+            eccentricity=float(region.eccentricity),
         ))
-    return sorted(found, key=lambda blob: blob.area_subpx, reverse=True)
+    return sorted(found, key=lambda blob: blob.area_subpx or 0.0, reverse=True)
 
 
 def profile_along(image: np.ndarray, start_xy_px: tuple[float, float], end_xy_px: tuple[float, float], *,
