@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inspection.report.lots import read_dies, read_wafers
+from inspection.report.lots import read_dies, read_thumbnails, read_wafers
 from inspection.sim.lot import read_truth, truth_map
 from inspection.wafermap.formats import read_e142, read_sinf
 from inspection.wafermap.klarf import klarf_die_map, read_klarf
@@ -104,6 +104,18 @@ def test_csv_and_json_hold_every_wafer(graded: tuple[Path, dict]) -> None:
     assert len(report["wafers"]) == 7 and report["figures"]["graded"] == 4
     graded_records = [w for w in report["wafers"] if w["status"] == "graded"]
     assert all(np.array(w["die_map"]).ndim == 2 for w in graded_records)
+
+
+def test_report_shows_truth_beside_the_grade_and_names_dies_as_the_klarf_does(graded: tuple[Path, dict]) -> None:
+    out, _ = graded
+    page = (out / "report.html").read_text()
+    assert "<th>truth pattern</th>" in page
+    graded_wafers = [w for w in read_wafers(out / "grade.sqlite") if w["status"] == "graded"]
+    for wafer in graded_wafers:  # each yield bar in its verdict's colour
+        assert f"class='bar {wafer['verdict']}' style='width:{100 * wafer['yield_fraction']:.1f}%'" in page
+        assert f"truth {wafer['truth_pattern']}" in page  # the map's caption
+    thumbnail = read_thumbnails(out / "grade.sqlite", graded_wafers[0]["id"])[0]
+    assert f"die XINDEX {thumbnail['col']}, YINDEX {-thumbnail['row']}:" in page
 
 
 def _chromium() -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inspection.report import draw_wafer_map, tile_pictures
+from inspection.report import draw_confusion, draw_detections, draw_wafer_map, tile_pictures
+from inspection.types import Verdict
 
 
 def test_a_narrow_map_keeps_its_whole_title() -> None:
@@ -27,3 +28,22 @@ def test_tile_pictures_places_every_picture_in_a_cell_as_large_as_the_largest() 
     assert (sheet[40:, :] == 255).all() and (sheet[30:, 40:] == 255).all()
     with pytest.raises(ValueError, match="no pictures"):
         tile_pictures([], columns=2)
+
+
+def test_confusion_names_every_class_in_full_and_greys_out_zeros() -> None:
+    names = ("Center", "Edge-Ring", "a class name far longer than seven letters")
+    confusion = np.array([[5, 0, 1], [0, 7, 0], [2, 0, 9]])
+    picture = draw_confusion(confusion, class_names=names, title="truth vs graded")
+    short = draw_confusion(confusion, class_names=("a", "b", "c"), title="truth vs graded")
+    # Room for the whole longest name on both axes: wider (row names) and taller (upright column names).
+    assert picture.shape[0] > short.shape[0] + 200 and picture.shape[1] > short.shape[1] + 200
+
+
+def test_a_not_good_picture_carries_the_reason_under_its_title() -> None:
+    image = np.full((120, 200), 90, np.uint8)
+    plain = draw_detections(image, (), verdict=Verdict.ERROR, title="cam0 #7")
+    explained = draw_detections(image, (), verdict=Verdict.ERROR, title="cam0 #7",
+                                reason="register: the frame is 120x200 px, the golden 240x400 px")
+    assert explained.shape[0] == plain.shape[0] + 18
+    # The frame itself is not covered by the bars, and the second bar holds the reason's light ink.
+    assert (explained[-120:] == 90).all() and (explained[18:36] > 200).any()

@@ -142,7 +142,7 @@ def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, s
             if save_ng_dir is not None and item.image is not None and result.verdict != Verdict.PASS:
                 name = f"run{run_id:04d}_{result.frame_counter:07d}_{result.verdict}.png"
                 picture = draw_detections(item.image, result.detections, verdict=result.verdict,
-                                          title=f"{result.source_id} #{result.frame_counter}")
+                                          title=f"{result.source_id} #{result.frame_counter}", reason=result.reason)
                 image_path = str(save_png(save_ng_dir / name, picture))
             store.add_result(run_id, result, image_path=image_path)
             stats.record(result.verdict, (time.time() - result.acquired_at_s) * 1000.0)

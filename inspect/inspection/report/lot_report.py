@@ -85,7 +85,9 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222}
 table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f2f2f2}.pass{color:#1a7f37}.fail{color:#cf222e}.review{color:#9a6700}.error{color:#8250df}
-.bar{background:#60b260;height:12px}.barbox{width:200px;background:#eee}
+.bar{height:12px;background:#60b260}.bar.fail{background:#cf222e}.bar.review{background:#d4a72c}
+.barbox{width:200px;background:#eee}.miss{background:#fff0f0}
+figure{margin:0}figcaption{font-size:15px;margin:0 0 4px}figcaption b{font-size:17px}
 .wafer{display:inline-block;vertical-align:top;margin:8px;padding:8px;border:1px solid #ddd;width:380px}
 .wafer img.map{width:360px}.thumbs img{width:64px;height:64px;image-rendering:pixelated;margin:2px}
 """
@@ -113,16 +115,24 @@ def _write_html(db_path: str | Path, path: Path, *, title: str, wafers: list[dic
         summary_rows.append(("pattern accuracy vs truth", f"{truth['accuracy']:.2%} ({truth['correct']} of "
                                                           f"{truth['wafers']})"))
     parts += [f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in summary_rows]
+    truth_known = any(w["truth_pattern"] for w in wafers)
+    truth_header = "<th>truth pattern</th>" if truth_known else ""
     parts.append("</table><h2>Wafers</h2><table id='wafers'><tr><th>lot</th><th>wafer</th><th>slot</th>"
-                 "<th>verdict</th><th>yield</th><th></th><th>pattern</th><th>root-cause hint</th><th>reason</th></tr>")
+                 f"<th>verdict</th><th>yield</th><th></th><th>pattern</th>{truth_header}<th>root-cause hint</th>"
+                 "<th>reason</th></tr>")
     for w in wafers:
         yield_text = f"{w['yield_fraction']:.2%}" if w["yield_fraction"] is not None else "-"
-        bar = (f"<div class='barbox'><div class='bar' style='width:{100 * w['yield_fraction']:.1f}%'></div></div>"
-               if w["yield_fraction"] is not None else "")
+        bar = ("" if w["yield_fraction"] is None else f"<div class='barbox'><div class='bar {e(w['verdict'])}' "
+               f"style='width:{100 * w['yield_fraction']:.1f}%'></div></div>")
         pattern = f"{w['pattern']} ({w['pattern_confidence']:.2f})" if w["pattern"] else "-"
+        truth_cell = ""
+        if truth_known:
+            missed = w["truth_pattern"] and w["pattern"] and w["truth_pattern"] != w["pattern"]
+            truth_cell = f"<td{' class=miss' if missed else ''}>{e(w['truth_pattern'] or '-')}</td>"
         parts.append(f"<tr class='wafer-row'><td>{e(w['lot_id'])}</td><td>{e(w['wafer_id'])}</td><td>{w['slot']}</td>"
                      f"<td class='{e(w['verdict'])}'>{e(w['verdict'])}</td><td>{yield_text}</td><td>{bar}</td>"
-                     f"<td>{e(pattern)}</td><td>{e(w['root_cause'] or '-')}</td><td>{e(w['reason'])}</td></tr>")
+                     f"<td>{e(pattern)}</td>{truth_cell}<td>{e(w['root_cause'] or '-')}</td><td>{e(w['reason'])}</td>"
+                     "</tr>")
     parts.append("</table>")
     failed = [w for w in wafers if w["status"] != "graded"]
     if failed:
@@ -137,17 +147,23 @@ def _write_html(db_path: str | Path, path: Path, *, title: str, wafers: list[dic
                                      np.array([index[w["pattern"]] for w in with_truth]), n_classes=len(PATTERNS))
         picture = draw_confusion(confusion, class_names=PATTERNS, title="wafer pattern: truth (rows) vs graded")
         parts.append(f"<h2>Pattern confusion against ground truth</h2><img id='confusion' src='{_data_uri(picture)}'>")
-    parts.append("<h2>Wafer maps and worst dies</h2>")
+    parts.append("<h2>Wafer maps and worst dies</h2><p>Dies are named by their KLARF "
+                 "index (XINDEX to the right, YINDEX up, 0,0 the centre die), as in the lot's KLARF files.</p>")
     for w in wafers:
         if w["die_map"] is None:
             continue
         picture = draw_wafer_map(w["die_map"], title=f"{w['wafer_id']}: {w['verdict']}",
                                  subtitle=f"yield {w['yield_fraction']:.1%}, {w['pattern']} "
                                           f"({w['pattern_confidence']:.2f})")
-        thumbs = "".join(f"<img src='{_png_uri(t['png'])}' title='die ({t['row']}, {t['col']}) {e(t['class'])} "
-                         f"{t['defect_score']:.3f}' alt='{e(t['class'])}'>" for t in read_thumbnails(db_path, w["id"]))
-        parts.append(f"<div class='wafer'><img class='map' src='{_data_uri(picture)}' alt='{e(w['wafer_id'])} map'>"
-                     f"<div>{e(w['root_cause'] or '')}</div><div class='thumbs'>{thumbs}</div></div>")
+        truth = f", truth {e(w['truth_pattern'])}" if w["truth_pattern"] else ""
+        caption = (f"<b>{e(w['wafer_id'])}</b> <span class='{e(w['verdict'])}'>{e(w['verdict'])}</span>, yield "
+                   f"{w['yield_fraction']:.1%}, {e(w['pattern'])} ({w['pattern_confidence']:.2f}){truth}")
+        thumbs = "".join(f"<img src='{_png_uri(t['png'])}' title='die XINDEX {t['col']}, YINDEX {-t['row']}: "
+                         f"{e(t['class'])} {t['defect_score']:.3f}' alt='{e(t['class'])}'>"
+                         for t in read_thumbnails(db_path, w["id"]))
+        parts.append(f"<figure class='wafer'><figcaption>{caption}</figcaption><img class='map' "
+                     f"src='{_data_uri(picture)}' alt='{e(w['wafer_id'])} map'><div>{e(w['root_cause'] or '')}</div>"
+                     f"<div class='thumbs'>{thumbs}</div></figure>")
     parts.append(f"<p>Made {datetime.now(UTC).isoformat(timespec='seconds')} from {e(str(db_path))}.</p>"
                  "</body></html>")
     path = Path(path)

@@ -14,19 +14,42 @@ _COLOURS_BGR = {Verdict.FAIL: (40, 40, 230), Verdict.REVIEW: (0, 170, 255), Verd
                 Verdict.ERROR: (200, 60, 200)}
 
 
-def draw_detections(image: np.ndarray, detections: tuple[Detection, ...], *, verdict: Verdict,
-                    title: str) -> np.ndarray:
-    """An 8-bit BGR copy of the grey ``image`` with each detection boxed and labelled, and a title bar."""
+def draw_detections(image: np.ndarray, detections: tuple[Detection, ...], *, verdict: Verdict, title: str,
+                    reason: str = "") -> np.ndarray:
+    """An 8-bit BGR copy of the grey ``image`` with each detection boxed and labelled, and a title bar.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        The frame as inspected.
+    detections : tuple of Detection
+        Boxed in the verdict's colour, each labelled with its class and area in um^2.
+    verdict : Verdict
+        Written first in the title bar, which takes its colour.
+    title : str
+        The rest of the title bar (source and frame counter, for instance).
+    reason : str, optional
+        Why the part got its verdict (the rule, or the stage that failed); a second line of the bar.
+
+    Returns
+    -------
+    (H + bar, W, 3) uint8 ndarray
+        The picture, the bar above the frame so that it covers nothing.
+    """
     colour = _COLOURS_BGR[verdict]
-    picture = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    frame = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     for detection in detections:
         x0, y0, x1, y1 = detection.region.box_xyxy_px
-        cv2.rectangle(picture, (x0 - 2, y0 - 2), (x1 + 1, y1 + 1), colour, 1)
+        cv2.rectangle(frame, (x0 - 2, y0 - 2), (x1 + 1, y1 + 1), colour, 1)
         label = f"{detection.kind} {detection.region.area_um2:.0f}um2"
-        cv2.putText(picture, label, (x0, max(10, y0 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
-    cv2.rectangle(picture, (0, 0), (picture.shape[1], 18), (0, 0, 0), -1)
+        cv2.putText(frame, label, (x0, max(10, y0 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
+    bar_px = 36 if reason else 18
+    picture = np.zeros((frame.shape[0] + bar_px, frame.shape[1], 3), np.uint8)
+    picture[bar_px:] = frame
     cv2.putText(picture, f"{verdict.upper()}  {title}", (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1,
                 cv2.LINE_AA)
+    if reason:
+        cv2.putText(picture, reason, (4, 31), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (235, 235, 235), 1, cv2.LINE_AA)
     return picture
 
 
@@ -57,28 +80,52 @@ def save_png(path: str | Path, picture: np.ndarray) -> Path:
 
 
 def draw_confusion(confusion: np.ndarray, *, class_names: list[str] | tuple[str, ...], title: str) -> np.ndarray:
-    """A confusion matrix as a picture: rows true, columns predicted, cells shaded by row share, with counts."""
+    """A confusion matrix as a picture: rows true, columns predicted, cells shaded by row share, with counts.
+
+    Parameters
+    ----------
+    confusion : (N, N) integer ndarray
+        ``confusion[true, predicted]`` counts.
+    class_names : sequence of str
+        N names, written in full: rows on the left, columns turned upright above the matrix.
+    title : str
+        Written above.
+
+    Returns
+    -------
+    (H, W, 3) uint8 ndarray
+        The picture (BGR); the diagonal is shaded blue, errors red, both by the share of their row.
+    """
     n = len(class_names)
-    cell, left, top = 56, 130, 60
-    picture = np.full((top + n * cell + 40, left + n * cell + 20, 3), 255, np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(picture, title, (8, 22), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(picture, "predicted ->", (left, 48), font, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
+    font, scale, ink = cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0)
+    cell = 52
+    names_px = max(cv2.getTextSize(name, font, scale, 1)[0][0] for name in class_names) + 12
+    left, top = names_px + 22, 50 + names_px
+    picture = np.full((top + n * cell + 12, max(left + n * cell + 12, 24 + cv2.getTextSize(
+        title, font, 0.55, 1)[0][0]), 3), 255, np.uint8)
+    cv2.putText(picture, title, (8, 22), font, 0.55, ink, 1, cv2.LINE_AA)
+    # Column names upright: written on a strip, turned a quarter anti-clockwise.
+    strip = np.full((cell * n, names_px, 3), 255, np.uint8)
+    for j, name in enumerate(class_names):
+        cv2.putText(strip, name, (4, j * cell + cell // 2 + 6), font, scale, ink, 1, cv2.LINE_AA)
+    picture[50 : 50 + names_px, left : left + n * cell] = np.rot90(strip)
+    cv2.putText(picture, "predicted", (left, 44), font, 0.45, (90, 90, 90), 1, cv2.LINE_AA)
+    caption = np.full((20, n * cell, 3), 255, np.uint8)
+    cv2.putText(caption, "true", (n * cell // 2 - 14, 15), font, 0.45, (90, 90, 90), 1, cv2.LINE_AA)
+    picture[top : top + n * cell, 0:20] = np.rot90(caption)
     rows = confusion.sum(axis=1, keepdims=True).clip(min=1)
     for i in range(n):
-        cv2.putText(picture, class_names[i][:16], (6, top + i * cell + cell // 2 + 4), font, 0.4, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(picture, class_names[i], (22, top + i * cell + cell // 2 + 6), font, scale, ink, 1, cv2.LINE_AA)
         for j in range(n):
             share = confusion[i, j] / rows[i, 0]
             x, y = left + j * cell, top + i * cell
             shade = int(255 - 200 * share)
             colour = (255, shade, shade) if i == j else (shade, shade, 255)
             cv2.rectangle(picture, (x, y), (x + cell - 2, y + cell - 2), colour, -1)
-            cv2.putText(picture, str(int(confusion[i, j])), (x + 6, y + cell // 2 + 4), font, 0.42, (0, 0, 0), 1,
-                        cv2.LINE_AA)
-    for j in range(n):
-        cv2.putText(picture, class_names[j][:7], (left + j * cell + 2, top + n * cell + 16), font, 0.36, (0, 0, 0),
-                    1, cv2.LINE_AA)
+            count = str(int(confusion[i, j]))
+            width = cv2.getTextSize(count, font, scale, 1)[0][0]
+            cv2.putText(picture, count, (x + (cell - 2 - width) // 2, y + cell // 2 + 5), font, scale,
+                        ink if confusion[i, j] else (170, 170, 170), 1, cv2.LINE_AA)
     return picture
 
 
