@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.acquire.deeppcb import read_pair_list
 from inspection.chain.chain import Chain, build_chain
 from inspection.chain.pairs import evaluate_pairs, read_grey_frame
 from inspection.classify.timing import machine
-from inspection.progress import progress
 from inspection.recipe import load_recipe
 from inspection.report.records import save_record
 
@@ -35,7 +35,7 @@ def stage_times_ms(chain: Chain, pairs: list) -> tuple[dict[str, float], float]:
     mean number of candidates per pair."""
     samples: dict[str, list[float]] = {}
     candidate_counts = []
-    for pair in progress(pairs, total=len(pairs), label="stages"):
+    for pair in tqdm(pairs, total=len(pairs), desc="stages"):
         started = time.perf_counter()
         test, template = read_grey_frame(pair.test_path, 0), read_grey_frame(pair.template_path, 0)
         samples.setdefault("read", []).append((time.perf_counter() - started) * 1000)

@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.align import estimate_shift, register, warp_reference
 from inspection.classify.timing import machine
 from inspection.grade import polarity_detections, size_verdict
 from inspection.measure import deviation, regions, tolerance_band
 from inspection.preprocess import denoise, equalize, to_uint8
-from inspection.progress import progress
 from inspection.recipe import AlignSettings, GradeSettings
 from inspection.report.records import save_record
 from inspection.sim.frames import golden_image, render_frame
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    results = {f"{s}x{s}": stages_at(s, args.repeats) for s in progress(sizes, total=len(sizes), label="stages")}
+    results = {f"{s}x{s}": stages_at(s, args.repeats) for s in tqdm(sizes, total=len(sizes), desc="stages")}
     record = {"benchmark": "stages", "unit": "ms per frame (median)", "date": datetime.now(UTC).isoformat(
         timespec="seconds"), "machine": machine(), "results": results}
     path = save_record(record, args.out, name="stages")

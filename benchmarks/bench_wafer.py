@@ -17,11 +17,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from inspection.align.wafer import find_wafer
 from inspection.classify.timing import machine
 from inspection.measure.grid import die_crops, find_die_grid
-from inspection.progress import progress
 from inspection.report.records import save_record
 from inspection.sim.frames import WaferGeometry, render_wafer_geometry
 
@@ -37,7 +37,7 @@ def main() -> None:
     samples: dict[str, list[float]] = {"find_wafer": [], "canonical_turn": [], "die_grid": [], "die_crops": [],
                                        "total": []}
     dies = 0
-    for repeat in progress(range(args.repeats), total=args.repeats, label="frames"):
+    for repeat in tqdm(range(args.repeats), total=args.repeats, desc="frames"):
         geometry = WaferGeometry((1024.0 + repeat, 1020.0), 960.0, 271.5, (58.3, 61.7), (12.0, 9.0), 4.0)
         image, _ = render_wafer_geometry(geometry, size_px=size, seed=repeat)
         started = time.perf_counter()

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.classify.timing import machine
-from inspection.progress import progress
 from inspection.report.records import save_record
 from inspection.sim.wafermaps import render_wafer_map
 from inspection.wafermap import PATTERNS, read_npz
@@ -51,7 +51,7 @@ def main() -> None:
         source = f"generated, {per_pattern} per pattern, seed 2026"
     results = []
     runs = [(model, workers) for model in args.models for workers in args.workers]
-    for model, workers in progress(runs, total=len(runs), label="configurations"):
+    for model, workers in tqdm(runs, total=len(runs), desc="configurations"):
         with WaferMapModelPool(model, workers=workers) as pool:
             pool.probabilities(maps[:512])  # workers started, model loaded, caches warm
             seconds = []

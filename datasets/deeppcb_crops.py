@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
+from tqdm import tqdm
 
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair, read_pair_list
 from inspection.align import AlignmentError
@@ -37,7 +38,6 @@ from inspection.chain.pairs import CANDIDATE_SETTINGS, find_candidates, read_gre
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import iou_matrix
 from inspection.measure import candidate_crops
-from inspection.progress import progress
 from inspection.recipe import load_recipe
 from inspection.report import save_png
 from inspection.sim.frames import perturb
@@ -167,8 +167,8 @@ def main() -> None:
     lists: dict[str, list[str]] = defaultdict(list)
     list_lines = [line for line in (args.root / args.list).read_text().splitlines() if line.strip()]
     rngs = iter(np.random.default_rng(args.seed).spawn(len(pairs) * args.moved_copies))
-    for pair, line, test_pair in progress(zip(pairs, list_lines, is_test, strict=True), total=len(pairs),
-                                          label="candidates"):
+    for pair, line, test_pair in tqdm(zip(pairs, list_lines, is_test, strict=True), total=len(pairs),
+                                          desc="candidates"):
         split = "test" if test_pair else "train"
         lists[split].append(line)
         test, template = read_grey_frame(pair.test_path, 0).image, read_grey_frame(pair.template_path, 0).image

@@ -18,9 +18,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.measure.dies import die_inputs, locate_dies
-from inspection.progress import progress
 from inspection.recipe import load_recipe
 from inspection.report import save_png
 from inspection.sim.lot import LotSpec, render_lot_wafer
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                    die_pitch_um=recipe.wafer.die_pitch_um, street_um=recipe.wafer.street_um,
                    edge_exclusion_mm=recipe.wafer.edge_exclusion_mm)
     counts: Counter[str] = Counter()
-    for index in progress(range(args.wafers), total=args.wafers, label="wafers"):
+    for index in tqdm(range(args.wafers), total=args.wafers, desc="wafers"):
         seed = args.seed + index
         image, truth = render_lot_wafer(spec, PATTERNS[index % len(PATTERNS)], index, seed=seed,
                                         defect_rate=args.defect_rate)

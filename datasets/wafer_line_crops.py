@@ -21,12 +21,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from inspection.chain.chain import candidate_chain
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import iou_matrix
 from inspection.measure import candidate_crops
-from inspection.progress import progress
 from inspection.recipe import load_recipe
 from inspection.report import save_png
 from inspection.sim.frames import WAFER_DEFECTS, render_frame
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe("wafer-die")
     chain = candidate_chain(recipe, DETECTOR)  # without its classifier: that is what this folder trains
     counts: Counter[str] = Counter()
-    for index in progress(range(args.frames), total=args.frames, label="frames"):
+    for index in tqdm(range(args.frames), total=args.frames, desc="frames"):
         image, truth = render_frame("wafer", index, seed=args.seed, defect_rate=args.defect_rate)
         part = chain(Frame(image, "mono", 8, "sim:wafer", index, 0.0, truth=truth))
         if part.reference is None or part.image is None:

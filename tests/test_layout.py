@@ -94,3 +94,18 @@ def test_every_option_with_a_default_shows_it_in_help() -> None:
 
     walk(build_parser(), "inspect")
     assert not missing, missing
+
+
+def test_every_benchmark_and_dataset_script_starts() -> None:
+    # Scripts are outside the package, so nothing else imports them: a moved module would break them silently.
+    scripts = sorted([*(REPO_ROOT / "benchmarks").glob("*.py"), *(REPO_ROOT / "datasets").glob("*.py")])
+    assert len(scripts) >= 8
+    code = ("import runpy, sys\n"
+            "for path in sys.argv[1:]:\n"
+            "    sys.argv = [path, '--help']\n"
+            "    try:\n"
+            "        runpy.run_path(path, run_name='__main__')\n"
+            "    except SystemExit as stop:\n"
+            "        assert stop.code in (0, None), (path, stop.code)\n")
+    out = subprocess.run([sys.executable, "-c", code, *map(str, scripts)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -60,7 +60,8 @@ def test_sim_wafer_run_names_each_defect_with_the_cnn_and_grades_by_class(tmp_pa
     rejected = [r for r in rows if r["verdict"] != "pass"]
     for row in rejected:
         picture = cv2.imread(row["image_path"])
-        assert picture is not None and picture.shape == (512, 512, 3)
+        # The whole frame under a two-line bar: the verdict and source, then the reason (never drawn over the part).
+        assert picture is not None and picture.shape == (512 + 36, 512, 3)
     assert all(r["image_path"] is None for r in rows if r["verdict"] == "pass")
     assert len(results_json(db, "--verdict", "fail")) == sum(r["verdict"] == "fail" for r in rows)
 

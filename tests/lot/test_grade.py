@@ -179,6 +179,7 @@ def test_interrupted_run_resumes_to_the_same_result(graded: tuple[Path, dict], l
     assert _wafer_state(db) == _wafer_state(reference / "grade.sqlite")
 
 
+@pytest.mark.slow
 def test_ray_engine_gives_the_local_result(graded: tuple[Path, dict], graded_lot_source: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray")
     reference, _ = graded

@@ -110,6 +110,7 @@ def test_inspect_one_real_board(tmp_path: Path) -> None:
 
 
 @needs_deeppcb
+@pytest.mark.slow
 def test_eval_compares_two_models_on_the_same_moved_pairs(tmp_path: Path) -> None:
     listing = _list_file(tmp_path, HELD_OUT_LINES[:8])
     moved = ["--shift-px", "20", "--rotate-deg", "1", "--seed", "3", "--json"]
@@ -132,6 +133,7 @@ def test_eval_compares_two_models_on_the_same_moved_pairs(tmp_path: Path) -> Non
 
 
 @needs_deeppcb
+@pytest.mark.slow
 def test_eval_with_the_int8_variant_against_its_fp32_graph(tmp_path: Path) -> None:
     listing = _list_file(tmp_path, HELD_OUT_LINES[:6])
     default = REPO_ROOT / "models" / "pcb-patchnet-l-v7"
@@ -152,6 +154,7 @@ def _list_file(tmp_path: Path, lines: list[str]) -> Path:
 
 
 @needs_deeppcb
+@pytest.mark.slow
 @pytest.mark.parametrize("moved", [False, True])
 def test_eval_on_held_out_boards_meets_the_metric(tmp_path: Path, moved: bool) -> None:
     listing = _list_file(tmp_path, HELD_OUT_LINES)

@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 pytest.importorskip("torch", reason="training needs the [train] extra")
 onnxruntime = pytest.importorskip("onnxruntime")
 

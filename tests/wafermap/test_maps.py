@@ -186,6 +186,7 @@ def test_synthetic_patterns_follow_a_product_footprint() -> None:
         render_wafer_map("none", 0, footprint=np.ones(5, bool))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not WM811K.is_file(), reason=f"WM-811K data not found at {WM811K}")
 def test_reads_the_shared_wm811k_set_and_draws_a_map(tmp_path: Path) -> None:
     data = read_npz(WM811K)

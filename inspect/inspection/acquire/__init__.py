@@ -127,9 +127,21 @@ SCHEMES: dict[str, Callable[[str, str, str], Camera]] = {
 
 
 def open_camera(uri: str) -> Camera:
-    """The camera named by ``uri`` (not yet opened: use it as a context manager).
+    """The camera named by ``uri``, not yet opened: use it as a context manager.
 
-    Raises CameraError naming the URI and what was expected or found.
+    Parameters
+    ----------
+    uri : str
+        ``folder:``, ``genicam:``, ``pylon:``, ``opencv:`` or ``sim:`` with its options (README, "Camera URIs").
+
+    Returns
+    -------
+    Camera
+
+    Raises
+    ------
+    CameraError
+        Naming the URI and what was expected or found.
     """
     scheme, sep, rest = uri.partition(":")
     if not sep or scheme not in SCHEMES:

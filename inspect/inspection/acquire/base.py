@@ -109,7 +109,29 @@ def _reconnect(camera: Camera, backoff: Backoff, stop: threading.Event) -> bool:
 def stream_frames(camera: Camera, *, timeout_s: float, stop: threading.Event, max_frames: int | None = None,
                   backoff: Backoff | None = None,
                   on_skipped: Callable[[SkippedInput], None] | None = None) -> Iterator[Frame]:
-    """Frames from an opened camera until ``max_frames``, exhaustion, ``stop``, or a failed reconnect."""
+    """Frames from an opened camera until ``max_frames``, exhaustion, ``stop``, or a failed reconnect.
+
+    A fetch that times out is logged and retried; a camera that drops out is reopened with back-off.
+
+    Parameters
+    ----------
+    camera : Camera
+        Opened (inside its ``with``).
+    timeout_s : float
+        Longest wait for one frame, in seconds.
+    stop : threading.Event
+        Set to end the stream after the frame in hand.
+    max_frames : int, optional
+        Stop after this many frames.
+    backoff : Backoff, optional
+        Reconnect delays; default: exponential from 0.5 s.
+    on_skipped : callable, optional
+        Called with each input the camera skipped (an unreadable file, say).
+
+    Yields
+    ------
+    Frame
+    """
     backoff = backoff or Backoff()
     delivered = 0
     waited_s = 0.0

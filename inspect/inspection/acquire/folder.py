@@ -26,11 +26,29 @@ class ImageReadError(InspectionError, ValueError):
 
 
 def read_image(path: str | Path, *, bit_depth: int | None = None) -> tuple[np.ndarray, Layout, int]:
-    """Decode an image file as (pixels, layout, bit depth), keeping its dtype (8 or 16 bit).
+    """Decode an image file, keeping its dtype (8 or 16 bit).
 
     Colour files come back as BGR (OpenCV's order) and say so; a fourth (alpha) channel is dropped.
-    ``bit_depth`` states the significant bits of 16-bit files (e.g. 12 for a 12-bit camera's PNGs); 8-bit
-    files are always 8-bit.
+
+    Parameters
+    ----------
+    path : str or Path
+        A PNG, TIFF, BMP or JPEG file.
+    bit_depth : int, optional
+        The significant bits of 16-bit files (e.g. 12 for a 12-bit camera's PNGs); 8-bit files are always
+        8-bit.
+
+    Returns
+    -------
+    pixels : (H, W) or (H, W, 3) ndarray
+        uint8 or uint16.
+    layout : {"mono", "bgr"}
+    bit_depth : int
+
+    Raises
+    ------
+    ImageReadError
+        Naming the file and what was wrong (unreadable, not an image, pixel type, channels, bit depth).
     """
     path = Path(path)
     try:
@@ -137,8 +155,26 @@ class FolderCamera(Camera):
 
 
 def read_beside(frame: Frame, *, test: str, template: str) -> Frame:
-    """The golden of a frame read from a file: the file beside it whose name has ``test`` replaced by
-    ``template`` (``00041000_test.jpg`` -> ``00041000_temp.jpg``), as a frame of the same source."""
+    """The golden of a frame read from a file: the file beside it with ``test`` in its name replaced by ``template``.
+
+    ``00041000_test.jpg`` -> ``00041000_temp.jpg``, read as a frame of the same source.
+
+    Parameters
+    ----------
+    frame : Frame
+        A frame of a file source (``frame.path`` set).
+    test, template : str
+        The parts of the file names that differ (the recipe's ``reference.beside``).
+
+    Returns
+    -------
+    Frame
+
+    Raises
+    ------
+    ImageReadError
+        When the frame has no file, its name lacks ``test``, or the template cannot be read.
+    """
     if frame.path is None:
         raise ImageReadError(f"frame {frame.frame_counter} of {frame.source_id} has no file, so no golden beside it "
                              "(reference.beside needs a folder camera)")

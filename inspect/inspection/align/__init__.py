@@ -16,6 +16,10 @@ import numpy as np
 from inspection.recipe import AlignSettings
 from inspection.types import InspectionError
 
+__all__ = ["AlignmentError", "PhaseReference", "RigidFit", "estimate_shift", "grey_spread", "match", "register",
+           "register_rigid", "wafer", "warp_reference"]
+"""The registration of a part to its golden here; template matching in ``match``, wafer edge and notch in ``wafer``."""
+
 
 class AlignmentError(InspectionError, ValueError):
     """The frame could not be registered to its reference; the message says why."""
@@ -45,8 +49,25 @@ class PhaseReference:
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def shift_of(self, image: np.ndarray) -> tuple[float, float, float]:
-        """(dx, dy, response): where ``image`` sits relative to the reference, in pixels, and the peak's
-        strength (about 1 for a clean match, near 0 for none)."""
+        """Where ``image`` sits relative to the reference.
+
+        Parameters
+        ----------
+        image : (H, W) ndarray
+            Grey image of the reference's size.
+
+        Returns
+        -------
+        dx, dy : float
+            Shift in pixels (the image's content is the reference's moved by it).
+        response : float
+            The correlation peak's strength: about 1 for a clean match, near 0 for none.
+
+        Raises
+        ------
+        AlignmentError
+            When the sizes differ (both named).
+        """
         if image.shape != self.shape:
             raise AlignmentError(f"frame is {image.shape[1]}x{image.shape[0]} px but the reference is "
                                  f"{self.shape[1]}x{self.shape[0]} px")
@@ -68,9 +89,19 @@ class PhaseReference:
 
 
 def estimate_shift(image: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
-    """(dx, dy, response): where ``image`` sits relative to ``reference``, in pixels, and the peak's strength.
+    """Where ``image`` sits relative to ``reference``, by phase correlation.
 
-    The response is phase correlation's normalised peak in [0, 1]; low values mean no reliable match.
+    Parameters
+    ----------
+    image, reference : (H, W) ndarray
+        Grey images of one size.
+
+    Returns
+    -------
+    dx, dy : float
+        Shift in pixels.
+    response : float
+        Phase correlation's normalised peak in [0, 1]; low values mean no reliable match.
     """
     return PhaseReference(reference).shift_of(image)  # which refuses images of another size
 
@@ -96,7 +127,18 @@ class RigidFit:
 
 
 def grey_spread(image: np.ndarray) -> float:
-    """Standard deviation of the grey levels (OpenCV's one pass: numpy's ``std`` copies the frame to float64)."""
+    """Standard deviation of the grey levels (OpenCV's one pass: numpy's ``std`` copies the frame to float64).
+
+    Parameters
+    ----------
+    image : (H, W) ndarray
+        Grey image.
+
+    Returns
+    -------
+    float
+        In grey levels; near 0 for a blank frame.
+    """
     return float(cv2.meanStdDev(image)[1][0, 0])
 
 
@@ -141,8 +183,28 @@ def register_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: fl
     """Register a grey ``image`` to its ``reference`` of the same size: rotation and translation, subpixel.
 
     A coarse normalised-correlation search over angles on a 1/8 pyramid level starts ECC (enhanced
-    correlation coefficient) maximisation, refined level by level. Raises AlignmentError, naming the reason,
-    for different sizes, a blank image or a pair that does not correlate.
+    correlation coefficient) maximisation, refined level by level.
+
+    Parameters
+    ----------
+    image, reference : (H, W) uint8 ndarray
+        The part and its golden, grey, of one size.
+    max_shift_px : float, optional
+        Largest translation searched, in pixels.
+    max_angle_deg : float, optional
+        Largest rotation searched, in degrees either way.
+    min_score : float, optional
+        Lowest acceptable ECC correlation.
+
+    Returns
+    -------
+    RigidFit
+        The 2 x 3 matrix that maps the image's coordinates to the reference's, and the score.
+
+    Raises
+    ------
+    AlignmentError
+        Naming the reason, for different sizes, a blank image or a pair that does not correlate.
     """
     if image.shape != reference.shape or image.ndim != 2:
         raise AlignmentError(f"image is {'x'.join(map(str, image.shape[::-1]))} px but the reference is "
@@ -191,7 +253,24 @@ def _checked(fit: RigidFit, *, min_score: float) -> RigidFit:
 
 
 def warp_reference(reference: np.ndarray, fit: RigidFit, *, margin_px: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """(reference drawn in the image's coordinates, mask of the pixels it covers, shrunk by ``margin_px``)."""
+    """The reference drawn in the image's coordinates.
+
+    Parameters
+    ----------
+    reference : (H, W) uint8 ndarray
+        The golden.
+    fit : RigidFit
+        As :func:`register` found it.
+    margin_px : int, optional
+        The coverage mask is shrunk by this many pixels, so interpolated border pixels are not compared.
+
+    Returns
+    -------
+    warped : (H, W) uint8 ndarray
+        The reference resampled onto the image's pixel grid (0 outside it).
+    covered : (H, W) bool ndarray
+        The pixels the reference covers.
+    """
     height, width = reference.shape
     warped = cv2.warpAffine(reference, fit.matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -205,13 +284,30 @@ def warp_reference(reference: np.ndarray, fit: RigidFit, *, margin_px: int = 2) 
 
 def register(image: np.ndarray, reference: np.ndarray, *, settings: AlignSettings,
              prepared: PhaseReference | None = None) -> RigidFit:
-    """Where the preprocessed grey ``image`` sits against its ``reference`` (same size), by the recipe's method.
+    """Where the preprocessed grey ``image`` sits against its ``reference``, by the recipe's method.
 
     ``phase``: a subpixel translation by phase correlation, its normalised peak as the score; ``rigid``:
     rotation and translation (:func:`register_rigid`); ``none``: the fixture holds the part (identity).
-    ``prepared``, the reference's :class:`PhaseReference`, saves transforming it again for every frame.
-    Raises AlignmentError when the score is below ``settings.min_score`` or the shift beyond
-    ``settings.max_shift_px``.
+
+    Parameters
+    ----------
+    image, reference : (H, W) uint8 ndarray
+        The part and its golden, of one size.
+    settings : AlignSettings
+        The recipe's ``align`` section: method, ``max_shift_px``, ``min_score``, ``phase_scale``.
+    prepared : PhaseReference, optional
+        The reference's prepared spectrum, which saves transforming it again for every frame.
+
+    Returns
+    -------
+    RigidFit
+        Maps the image's coordinates to the reference's.
+
+    Raises
+    ------
+    AlignmentError
+        When the sizes differ, the score is below ``settings.min_score`` or the shift beyond
+        ``settings.max_shift_px``.
     """
     if image.shape != reference.shape:
         raise AlignmentError(f"frame is {image.shape[1]}x{image.shape[0]} px but the reference is "

@@ -62,7 +62,25 @@ def _best(image: np.ndarray, template: np.ndarray, angles: np.ndarray) -> tuple[
 
 def find_template(image: np.ndarray, template: np.ndarray, *, angle_range_deg: tuple[float, float] = (-10.0, 10.0),
                   min_score: float = 0.6, levels: int | None = None) -> Match:
-    """The best placement of ``template`` in ``image`` (both grey): centre row/column (subpixel), angle, score."""
+    """The best placement of ``template`` in ``image``: pyramid search over angles, then ECC subpixel refinement.
+
+    Parameters
+    ----------
+    image, template : 2-D uint8 ndarray
+        Grey; the template smaller than the image.
+    angle_range_deg : tuple of float, optional
+        Turns searched, in degrees.
+    min_score : float, optional
+        Lowest acceptable normalised correlation.
+    levels : int, optional
+        Pyramid levels; default: as many as keep the template at least about 24 px across.
+
+    Returns
+    -------
+    Match
+        Centre row and column (subpixel), angle in degrees and score; falsy, with its reason, when nothing
+        reaches ``min_score``.
+    """
     if image.ndim != 2 or template.ndim != 2:
         raise AlignmentError(f"image and template must be grey (2-D); got shapes {image.shape} and {template.shape}")
     if template.shape[0] > image.shape[0] or template.shape[1] > image.shape[1]:
@@ -118,7 +136,32 @@ def fiducial_homography(image: np.ndarray, fiducial: np.ndarray, nominal_xy_px: 
     """Homography from a panel's nominal coordinates to the image, from its fiducial marks.
 
     Each fiducial is searched (rotation-aware, subpixel) within ``search_radius_px`` of its nominal position;
-    at least four must be found. Raises AlignmentError naming the marks that were not found.
+    at least four must be found.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        The panel.
+    fiducial : (h, w) uint8 ndarray
+        The mark's template.
+    nominal_xy_px : (N, 2) ndarray
+        Where the marks should be, (x, y) in pixels; N >= 4.
+    search_radius_px : float
+        How far from its nominal position a mark is searched.
+    min_score : float, optional
+        Lowest acceptable correlation of a mark.
+
+    Returns
+    -------
+    homography : (3, 3) float ndarray
+        Maps nominal (x, y, 1) to image coordinates.
+    matches : list of Match
+        One per mark, in order (a mark outside the image or not found is a falsy Match with its reason).
+
+    Raises
+    ------
+    AlignmentError
+        Naming the marks that were not found.
     """
     nominal = np.asarray(nominal_xy_px, np.float64).reshape(-1, 2)
     if len(nominal) < 4:

@@ -91,7 +91,26 @@ def _edge_radii(image: np.ndarray, centre: tuple[float, float], radius: float,
 def find_wafer(image: np.ndarray, *, pixel_size_um: float | None = None) -> WaferFit:
     """Centre, radius and notch of the (brighter) wafer on a darker background in a grey frame.
 
-    Raises AlignmentError for blank or saturated frames and frames with no wafer in view.
+    Subpixel edge points on 1,440 rays from the bright region's centre, a RANSAC circle fit (twice, the
+    second time from the fitted circle), then the notch (or flat) as the deepest run of rays whose edge falls
+    short of the circle.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        Grey frame with the whole wafer in view.
+    pixel_size_um : float, optional
+        When given, the fit carries the radius in millimetres too.
+
+    Returns
+    -------
+    WaferFit
+        Centre and radius in pixels, edge RMS, notch angle and kind.
+
+    Raises
+    ------
+    AlignmentError
+        For blank or saturated frames and frames with no wafer in view.
     """
     if image.ndim != 2 or image.size == 0:
         raise AlignmentError(f"expected a grey image, got an array of shape {image.shape}")

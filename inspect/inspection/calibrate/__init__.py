@@ -19,6 +19,9 @@ from inspection.acquire import ImageReadError, read_image
 from inspection.preprocess import FlatField, to_gray
 from inspection.types import InspectionError
 
+__all__ = ["CalibrationError", "CameraCalibration", "calibrate_camera", "load_flatfield", "make_flatfield",
+           "write_calibration"]
+
 
 class CalibrationError(InspectionError, ValueError):
     """A calibration that cannot be made or would be poor; the message says which images and why."""
@@ -59,10 +62,34 @@ class CameraCalibration:
 
 def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], square_mm: float, station: str,
                      min_boards: int = 5, max_rms_px: float = 0.5) -> CameraCalibration:
-    """Intrinsics and distortion from views of a flat checkerboard (``inner_corners`` = columns x rows).
+    """Intrinsics and distortion from views of a flat checkerboard.
 
-    Refuses, naming the images, when fewer than ``min_boards`` boards are found, the views differ in size,
-    or the RMS reprojection error exceeds ``max_rms_px``.
+    Parameters
+    ----------
+    paths : list of Path
+        Images of the board in different poses, all of one size.
+    inner_corners : tuple of int
+        Inner corners of the board, columns x rows (OpenCV's convention).
+    square_mm : float
+        Side of one square, in millimetres.
+    station : str
+        The station's name, recorded and used as the folder name by :func:`write_calibration`.
+    min_boards : int, optional
+        Fewest views in which the board must be found.
+    max_rms_px : float, optional
+        Largest acceptable RMS reprojection error, in pixels.
+
+    Returns
+    -------
+    CameraCalibration
+        Camera matrix, distortion, RMS and per-image errors, micrometres per pixel at the median board distance,
+        and the images rejected with the reason.
+
+    Raises
+    ------
+    CalibrationError
+        Naming the images, when fewer than ``min_boards`` boards are found, the views differ in size, or the
+        RMS reprojection error exceeds ``max_rms_px``.
     """
     if not paths:
         raise CalibrationError("no calibration images given")
@@ -115,6 +142,20 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
 
 
 def write_calibration(calibration: CameraCalibration, root: Path) -> Path:
+    """Write ``root/<station>/camera.yaml`` atomically (a reader never sees half a file).
+
+    Parameters
+    ----------
+    calibration : CameraCalibration
+        As :func:`calibrate_camera` made it.
+    root : Path
+        The calibration folder (``calibration/`` by default on the command line).
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
     path = root / calibration.station / "camera.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(".camera.yaml.partial")
@@ -141,7 +182,30 @@ def _mean_frame(paths: list[Path], *, what: str) -> tuple[np.ndarray, int]:
 
 
 def make_flatfield(dark_paths: list[Path], flat_paths: list[Path], *, station: str, root: Path) -> Path:
-    """Mean dark and flat frames to ``root/station/flatfield.npz``; refuses a flat no brighter than the dark."""
+    """Mean dark and flat frames to ``root/station/flatfield.npz``.
+
+    Parameters
+    ----------
+    dark_paths : list of Path
+        Frames taken with the light off (or the lens capped), all of one size.
+    flat_paths : list of Path
+        Frames of an even, bright field, the size of the dark frames.
+    station : str
+        The station's folder under ``root``.
+    root : Path
+        The calibration folder.
+
+    Returns
+    -------
+    Path
+        The npz written.
+
+    Raises
+    ------
+    CalibrationError
+        When no frames are given, sizes differ (the file named) or the flat is not brighter than the dark
+        everywhere.
+    """
     dark, bit_depth = _mean_frame(dark_paths, what="dark")
     flat, _ = _mean_frame(flat_paths, what="flat")
     if dark.shape != flat.shape:
@@ -161,7 +225,17 @@ def make_flatfield(dark_paths: list[Path], flat_paths: list[Path], *, station: s
 
 
 def load_flatfield(path: str | Path) -> FlatField:
-    """The dark/flat pair written by ``inspect calibrate flatfield`` (a station folder or its flatfield.npz)."""
+    """The dark/flat pair written by ``inspect calibrate flatfield``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A station folder or its ``flatfield.npz``.
+
+    Returns
+    -------
+    FlatField
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "flatfield.npz"

@@ -148,9 +148,31 @@ def prepare_files(paths: Sequence[Path], *, card: ModelCard) -> PreparedChunk:
 def predict_files(predict: Callable[[np.ndarray], np.ndarray], paths: Sequence[Path], *, card: ModelCard,
                   batch_size: int = 64, decode_workers: int = 2,
                   prefetch_batches: int = 2) -> Iterator[tuple[PreparedChunk, np.ndarray | None]]:
-    """(chunk, outputs) per batch of ``paths``, in order: decoding of the next batches overlaps inference.
+    """Classify image files in batches, decoding the next batches while the current one runs.
 
     At most ``prefetch_batches`` decoded batches wait for inference at any time.
+
+    Parameters
+    ----------
+    predict : callable
+        Takes a prepared (N, C, H, W) float32 batch, returns (N, classes) probabilities (``Classifier.predict``).
+    paths : sequence of Path
+        Image files, any size, 8 or 16 bit.
+    card : ModelCard
+        Says how to prepare an image (colour, size, resize, normalisation).
+    batch_size : int, optional
+        Images per batch.
+    decode_workers : int, optional
+        Threads that read and prepare images.
+    prefetch_batches : int, optional
+        Prepared batches allowed to wait.
+
+    Yields
+    ------
+    chunk : PreparedChunk
+        The batch's paths and the ones that could not be read (with the reason).
+    outputs : (N, classes) ndarray or None
+        Probabilities for the readable images of the chunk, in order; None when none was readable.
     """
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool:

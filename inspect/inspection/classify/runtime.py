@@ -31,7 +31,23 @@ class DeviceError(InspectionError, RuntimeError):
 
 
 def providers_for(device: Device) -> list[str]:
-    """The provider list for ``device``: ``auto`` takes the best present (TensorRT, CUDA, then CPU)."""
+    """ONNX Runtime's execution providers for ``device``, best first.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda", "trt", "auto"}
+        ``auto`` takes the best present: TensorRT, CUDA, then CPU.
+
+    Returns
+    -------
+    list of str
+        Provider names, ending with the CPU provider as the fallback for nodes the others cannot run.
+
+    Raises
+    ------
+    DeviceError
+        When the device's provider is not in this ONNX Runtime (the providers present are listed).
+    """
     present = ort.get_available_providers()
     if device == "auto":
         return [p for p in _PROVIDERS["trt"] if p in present]

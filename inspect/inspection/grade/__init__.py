@@ -8,9 +8,24 @@ from collections.abc import Sequence
 from inspection.recipe import ClassifySettings, GradeSettings, LotRules
 from inspection.types import Detection, Region, Verdict
 
+__all__ = ["class_verdict", "polarity_detections", "size_verdict", "wafer_verdict"]
+
 
 def polarity_detections(regions: Sequence[Region], *, settings: GradeSettings) -> tuple[Detection, ...]:
-    """Regions large enough to report, for a station without a classifier: the class is the defect's polarity."""
+    """Regions large enough to report, for a station without a classifier: the class is the defect's polarity.
+
+    Parameters
+    ----------
+    regions : sequence of Region
+        Candidate regions of the part.
+    settings : GradeSettings
+        The recipe's ``grade`` section (``review_area_um2`` is the smallest reported area).
+
+    Returns
+    -------
+    tuple of Detection
+        ``dark`` (below the golden's band) or ``bright`` (above it), score 1.
+    """
     return tuple(
         Detection("bright" if region.mean_diff > 0 else "dark", min(1.0, region.max_abs_diff / 255.0), region)
         for region in regions
@@ -19,7 +34,20 @@ def polarity_detections(regions: Sequence[Region], *, settings: GradeSettings) -
 
 
 def size_verdict(detections: Sequence[Detection], *, settings: GradeSettings) -> tuple[Verdict, str]:
-    """The verdict by defect size and count, and the rule that decided it."""
+    """The verdict by defect size and count, and the rule that decided it.
+
+    Parameters
+    ----------
+    detections : sequence of Detection
+        The part's reported regions.
+    settings : GradeSettings
+        ``fail_area_um2``, ``review_area_um2`` and ``max_detections``.
+
+    Returns
+    -------
+    verdict : Verdict
+    reason : str
+    """
     if not detections:
         return Verdict.PASS, "no defect region reaches review_area_um2"
     largest = max(detections, key=lambda d: d.region.area_um2)
@@ -38,6 +66,19 @@ def class_verdict(detections: Sequence[Detection], *, rules: ClassifySettings) -
     A detection counts when its area reaches its class's ``min_area_um2`` (when one is set). The part fails on
     a counted detection of a ``fail_classes`` class, else goes to review on one of a ``review_classes`` class,
     else passes (classes the rules do not name are stored, and do not change the verdict).
+
+    Parameters
+    ----------
+    detections : sequence of Detection
+        The part's named candidates.
+    rules : ClassifySettings
+        The recipe's ``classify`` section.
+
+    Returns
+    -------
+    verdict : Verdict
+    reason : str
+        The rule that decided it, with the detection that fired it.
     """
     counted = [d for d in detections if d.region.area_um2 >= rules.min_area_um2.get(d.kind, 0.0)]
     for verdict, classes, rule in ((Verdict.FAIL, rules.fail_classes, "fail_classes"),
@@ -56,8 +97,29 @@ def class_verdict(detections: Sequence[Detection], *, rules: ClassifySettings) -
 
 def wafer_verdict(*, yield_fraction: float, defect_density_per_cm2: float, pattern: str, pattern_confidence: float,
                   rules: LotRules) -> tuple[Verdict, str]:
-    """A graded wafer's verdict and the rule that decided it (forbidden pattern, yield floor, defect density,
-    review band, in that order)."""
+    """A graded wafer's verdict and the rule that decided it.
+
+    The rules are tried in order: forbidden pattern, yield floor, defect density, review band; the first that
+    fires decides.
+
+    Parameters
+    ----------
+    yield_fraction : float
+        Good dies over all dies, in [0, 1].
+    defect_density_per_cm2 : float
+        Failed dies per cm^2 of inspected wafer.
+    pattern : str
+        The wafer-map pattern.
+    pattern_confidence : float
+        The pattern classifier's probability for it.
+    rules : LotRules
+        The recipe's ``rules`` section.
+
+    Returns
+    -------
+    verdict : Verdict
+    reason : str
+    """
     if pattern in rules.forbidden_patterns:
         if pattern_confidence >= rules.min_pattern_confidence:
             return Verdict.FAIL, f"forbidden pattern {pattern} (confidence {pattern_confidence:.3f})"

@@ -14,6 +14,11 @@ import numpy as np
 
 from inspection.types import Region
 
+__all__ = ["ToleranceBand", "candidate_crops", "crop_squares", "deviation", "dies", "difference_regions", "grid",
+           "metrology", "regions", "tolerance_band"]
+"""Candidates of a part here; the dies of a wafer in ``dies``, the die grid in ``grid``, calibrated metrology
+(blobs, subpixel edges, line and circle fits) in ``metrology``."""
+
 
 @dataclass(frozen=True)
 class ToleranceBand:
@@ -29,6 +34,20 @@ def tolerance_band(reference: np.ndarray, *, band_px: int, tolerance_grey: float
 
     Pixels are whole grey levels, so leaving [min - t, max + t] is leaving [min - floor(t), max + floor(t)]:
     the band is kept in 8 bits (saturating at 0 and 255), where OpenCV's saturating arithmetic is fastest.
+
+    Parameters
+    ----------
+    reference : (H, W) uint8 ndarray
+        The registered golden, in the image's coordinates.
+    band_px : int
+        Half-width of the window, in pixels: how far an edge may sit from where the golden has it.
+    tolerance_grey : float
+        Grey levels allowed beyond the window's min and max.
+
+    Returns
+    -------
+    ToleranceBand
+        ``low`` and ``high``, (H, W) uint8.
     """
     kernel = np.ones((2 * band_px + 1, 2 * band_px + 1), np.uint8)
     whole = int(np.floor(tolerance_grey))
@@ -37,7 +56,20 @@ def tolerance_band(reference: np.ndarray, *, band_px: int, tolerance_grey: float
 
 
 def deviation(image: np.ndarray, band: ToleranceBand) -> np.ndarray:
-    """Signed grey levels (H x W int16) by which each pixel of the 8-bit ``image`` leaves the band (0 inside)."""
+    """By how many grey levels each pixel of ``image`` leaves the band.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        The part, registered to the band's reference.
+    band : ToleranceBand
+        From :func:`tolerance_band`.
+
+    Returns
+    -------
+    (H, W) int16 ndarray
+        Positive above the band, negative below, 0 inside.
+    """
     brighter = cv2.subtract(image, band.upper)  # saturates at 0 inside the band
     darker = cv2.subtract(band.lower, image)
     return cv2.subtract(brighter, darker, dtype=cv2.CV_16S)
@@ -47,9 +79,22 @@ def regions(deviation_map: np.ndarray, *, mask: np.ndarray | None = None, min_ar
             pixel_size_um: float) -> tuple[Region, ...]:
     """Connected regions (8-connectivity), largest first, with calibrated features.
 
-    ``deviation_map`` (H x W, grey levels) gives each region's mean and largest deviation; the regions are
-    the connected pieces of ``mask`` (H x W, uint8 or bool, non-zero inside; default: where the deviation is
-    not zero).
+    Parameters
+    ----------
+    deviation_map : (H, W) ndarray
+        Signed grey-level deviation (as :func:`deviation` gives); each region's mean and largest deviation
+        are read from it.
+    mask : (H, W) uint8 or bool ndarray, optional
+        Non-zero inside the regions; default: where the deviation is not zero.
+    min_area_px : int
+        Smaller regions are dropped.
+    pixel_size_um : float
+        Side of one pixel on the part, in micrometres, for ``area_um2``.
+
+    Returns
+    -------
+    tuple of Region
+        Boxes and centroids in pixels of ``deviation_map``.
     """
     pieces = (deviation_map != 0).astype(np.uint8) if mask is None else mask.astype(np.uint8, copy=False)
     if not cv2.countNonZero(pieces):
@@ -91,6 +136,28 @@ def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.nd
     ``edge_keep_min_area_px`` after the plain opening and no longer than ``edge_keep_max_side_px`` either way; 0:
     none) is spared the edge zone's opening: a shallow mouse-bite or a hairline open on a track's edge is as thin
     as a jitter strip but short, where a strip runs along the edge.
+
+    Parameters
+    ----------
+    image, reference : (H, W) uint8 ndarray
+        The part and its golden drawn in the part's coordinates.
+    valid : (H, W) bool ndarray
+        Where the golden covers the part (outside, nothing is compared).
+    band_px, tolerance_grey
+        The tolerance band (:func:`tolerance_band`).
+    open_px, close_px : int
+        Sides of the opening and closing, in pixels (0: none).
+    min_area_px : int
+        Smaller regions are dropped.
+    pixel_size_um : float
+        Micrometres per pixel, for ``area_um2``.
+    edge_zone_px, edge_open_px, edge_keep_min_area_px, edge_keep_max_side_px : int, optional
+        The edge zone, as above; all 0: none.
+
+    Returns
+    -------
+    tuple of Region
+        Largest first, in the image's pixel coordinates.
     """
     deviation_map = deviation(image, tolerance_band(reference, band_px=band_px, tolerance_grey=tolerance_grey))
     deviating = ((deviation_map != 0) & valid).astype(np.uint8)
@@ -124,7 +191,24 @@ def _opened(mask: np.ndarray, size_px: int) -> np.ndarray:
 
 
 def crop_squares(boxes: np.ndarray, *, size: tuple[int, int], context: float, min_side_px: int) -> np.ndarray:
-    """Square crops (N x 4, integer xyxy) centred on each box, side = context x its longer side, inside the image."""
+    """Square crops centred on each box, inside the image.
+
+    Parameters
+    ----------
+    boxes : (N, 4) ndarray
+        Candidate boxes, xyxy in pixels.
+    size : tuple of int
+        The image's (height, width).
+    context : float
+        A crop's side as a multiple of its box's longer side.
+    min_side_px : int
+        The smallest side of a crop, in pixels.
+
+    Returns
+    -------
+    (N, 4) int ndarray
+        The crops, xyxy in pixels; each is moved inside the image (and shrunk only when the image is smaller).
+    """
     boxes = np.asarray(boxes, float).reshape(-1, 4)
     height, width = size
     longer = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
@@ -138,10 +222,26 @@ def crop_squares(boxes: np.ndarray, *, size: tuple[int, int], context: float, mi
 
 def candidate_crops(image: np.ndarray, reference: np.ndarray, boxes: np.ndarray, *, context: float,
                     min_side_px: int) -> list[np.ndarray]:
-    """One h x w x 3 crop per candidate box (N x 4 xyxy px): (image, reference, |difference|), stored as BGR.
+    """One crop per candidate box: (image, reference, |difference|), the three as the channels of a BGR picture.
 
-    ``reference`` is drawn in the image's coordinates. Each crop is the square of :func:`crop_squares`, so a
-    classifier sees the candidate, the golden at the same place and where they differ.
+    Each crop is the square of :func:`crop_squares`, so a classifier sees the candidate, the golden at the same
+    place and where they differ.
+
+    Parameters
+    ----------
+    image, reference : (H, W) uint8 ndarray
+        The part and its golden drawn in the part's coordinates.
+    boxes : (N, 4) ndarray
+        Candidate boxes, xyxy in pixels.
+    context : float
+        A crop's side as a multiple of its box's longer side.
+    min_side_px : int
+        The smallest side of a crop, in pixels.
+
+    Returns
+    -------
+    list of (h, w, 3) uint8 ndarray
+        N crops, each of its own size (the classifier resizes them).
     """
     stacked = np.dstack([image, reference, cv2.absdiff(image, reference)])
     squares = crop_squares(boxes, size=image.shape, context=context, min_side_px=min_side_px)

@@ -77,7 +77,29 @@ def _street_positions(profile: np.ndarray, *, min_pitch_px: float) -> tuple[floa
 
 def find_die_grid(image: np.ndarray, *, centre_xy_px: tuple[float, float], radius_px: float,
                   min_pitch_px: float = 8.0) -> DieGrid:
-    """Street pitch and origin of an axis-aligned wafer (turn it to canonical first) inside its circle."""
+    """Street pitch and origin of an axis-aligned wafer (turn it to canonical first) inside its circle.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        The wafer, notch down, its grid axis-aligned.
+    centre_xy_px : tuple of float
+        The wafer's centre, (x, y) in pixels.
+    radius_px : float
+        The wafer's radius, in pixels.
+    min_pitch_px : float, optional
+        The smallest die pitch searched, in pixels.
+
+    Returns
+    -------
+    DieGrid
+        Pitch and origin in x and y, subpixel.
+
+    Raises
+    ------
+    GridError
+        When the frame shows no regular streets.
+    """
     half = int(0.9 * radius_px / np.sqrt(2))
     cx, cy = round(centre_xy_px[0]), round(centre_xy_px[1])
     left, top = max(0, cx - half), max(0, cy - half)
@@ -91,8 +113,19 @@ def find_die_grid(image: np.ndarray, *, centre_xy_px: tuple[float, float], radiu
 
 
 def centre_cell(grid: DieGrid, *, centre_xy_px: tuple[float, float]) -> tuple[int, int]:
-    """(row, column) of the grid cell holding the wafer centre, counted from the grid origin; die indices are
-    counted from this cell."""
+    """The grid cell that holds the wafer centre; die indices are counted from it.
+
+    Parameters
+    ----------
+    grid : DieGrid
+    centre_xy_px : tuple of float
+        The wafer's centre, (x, y) in pixels.
+
+    Returns
+    -------
+    row, column : int
+        Counted from the grid origin.
+    """
     (pitch_x, pitch_y), (origin_x, origin_y) = grid.pitch_xy_px, grid.origin_xy_px
     return (int(np.floor((centre_xy_px[1] - origin_y) / pitch_y)),
             int(np.floor((centre_xy_px[0] - origin_x) / pitch_x)))
@@ -100,7 +133,21 @@ def centre_cell(grid: DieGrid, *, centre_xy_px: tuple[float, float]) -> tuple[in
 
 def cell_origins_xy_px(grid: DieGrid, *, centre_xy_px: tuple[float, float], rows: np.ndarray,
                        columns: np.ndarray) -> np.ndarray:
-    """N x 2 top-left corners (the street crossings, subpixel) of the cells of die indices ``rows``, ``columns``."""
+    """Top-left corners (the street crossings, subpixel) of the cells of given die indices.
+
+    Parameters
+    ----------
+    grid : DieGrid
+    centre_xy_px : tuple of float
+        The wafer's centre, (x, y) in pixels.
+    rows, columns : (N,) int ndarray
+        Die indices, counted from the centre cell.
+
+    Returns
+    -------
+    (N, 2) float ndarray
+        (x, y) in pixels.
+    """
     centre_row, centre_column = centre_cell(grid, centre_xy_px=centre_xy_px)
     (pitch_x, pitch_y), (origin_x, origin_y) = grid.pitch_xy_px, grid.origin_xy_px
     return np.column_stack([origin_x + (np.asarray(columns) + centre_column) * pitch_x,
@@ -109,7 +156,25 @@ def cell_origins_xy_px(grid: DieGrid, *, centre_xy_px: tuple[float, float], rows
 
 def die_crops(grid: DieGrid, *, centre_xy_px: tuple[float, float], radius_px: float, edge_exclusion_px: float = 0.0,
               pixel_size_um: float | None = None) -> list[Die]:
-    """Every die cell that lies wholly inside the wafer (less the edge exclusion), with its index and position."""
+    """Every die cell that lies wholly inside the wafer (less the edge exclusion), with its index and position.
+
+    Parameters
+    ----------
+    grid : DieGrid
+    centre_xy_px : tuple of float
+        The wafer's centre, (x, y) in pixels.
+    radius_px : float
+        The wafer's radius, in pixels.
+    edge_exclusion_px : float, optional
+        Dies reaching into this rim are left out.
+    pixel_size_um : float, optional
+        When given, each die's position from the wafer centre is also in millimetres.
+
+    Returns
+    -------
+    list of Die
+        Box in pixels, (row, column) index from the centre cell, position.
+    """
     (pitch_x, pitch_y), (origin_x, origin_y) = grid.pitch_xy_px, grid.origin_xy_px
     cx, cy = centre_xy_px
     usable = radius_px - edge_exclusion_px
@@ -139,10 +204,27 @@ def _band_origin(band: np.ndarray, *, pitch_px: float, min_pitch_px: float) -> f
 
 def grid_angle_deg(image: np.ndarray, *, centre_xy_px: tuple[float, float], radius_px: float, grid: DieGrid,
                    min_pitch_px: float = 8.0) -> float:
-    """Residual turn of an almost axis-aligned die grid, in degrees (image coordinates, y down: a positive angle
-    turns +x towards +y), from how far the streets move between two bands on either side of the centre.
+    """Residual turn of an almost axis-aligned die grid, from how far the streets move between two bands.
 
     A notch places the wafer to a fraction of a degree; the streets, a wafer wide, place it ten times better.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        The wafer, turned to canonical by its notch.
+    centre_xy_px : tuple of float
+        The wafer's centre, (x, y) in pixels.
+    radius_px : float
+        The wafer's radius, in pixels.
+    grid : DieGrid
+        As :func:`find_die_grid` found it.
+    min_pitch_px : float, optional
+        The smallest die pitch searched, in pixels.
+
+    Returns
+    -------
+    float
+        Degrees in image coordinates (y down: a positive angle turns +x towards +y).
     """
     cx, cy = round(centre_xy_px[0]), round(centre_xy_px[1])
     reach, offset, half_band = int(0.6 * radius_px), int(0.35 * radius_px), int(0.12 * radius_px)

@@ -77,7 +77,24 @@ def blobs(image: np.ndarray, *, threshold: float, background: float, foreground:
 
 def profile_along(image: np.ndarray, start_xy_px: tuple[float, float], end_xy_px: tuple[float, float], *,
                   step_px: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """(distance from start in px, grey level) sampled bilinearly along the segment."""
+    """Grey levels sampled bilinearly along a segment.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray
+        Grey image.
+    start_xy_px, end_xy_px : tuple of float
+        The segment's ends, (x, y) in pixels; at least 2 px apart.
+    step_px : float, optional
+        Sampling step along the segment, in pixels.
+
+    Returns
+    -------
+    distance_px : (N,) float ndarray
+        From ``start_xy_px``.
+    grey : (N,) float ndarray
+        The interpolated grey levels.
+    """
     length = float(np.hypot(end_xy_px[0] - start_xy_px[0], end_xy_px[1] - start_xy_px[1]))
     if length < 2:
         raise MeasureError(f"the measuring segment is {length:.2f} px long; at least 2 px are needed")
@@ -91,11 +108,27 @@ def profile_along(image: np.ndarray, start_xy_px: tuple[float, float], end_xy_px
 
 def edges_along(image: np.ndarray, start_xy_px: tuple[float, float], end_xy_px: tuple[float, float], *,
                 min_contrast: float = 20.0, smoothing_px: float = 1.5) -> list[tuple[float, int]]:
-    """Subpixel edges along a segment: (distance from start in px, +1 rising / -1 falling), in order.
+    """Subpixel edges along a segment, in order.
 
     An edge is a peak of the Gaussian-smoothed derivative stronger than ``min_contrast`` grey levels per
     pixel, refined by a parabola through the peak and its neighbours (HALCON's ``measure_pos`` in spirit).
     Smoothing of 1.5 px keeps the bias of pixel-sampled edges below 0.04 px.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray
+        Grey image.
+    start_xy_px, end_xy_px : tuple of float
+        The segment's ends, (x, y) in pixels.
+    min_contrast : float, optional
+        Weakest edge, in grey levels per pixel.
+    smoothing_px : float, optional
+        Sigma of the Gaussian smoothing, in pixels.
+
+    Returns
+    -------
+    list of (float, int)
+        (distance from the start in px, +1 rising / -1 falling) per edge.
     """
     step_px = 0.25
     distance, values = profile_along(image, start_xy_px, end_xy_px, step_px=step_px)
@@ -120,7 +153,27 @@ def edges_along(image: np.ndarray, start_xy_px: tuple[float, float], end_xy_px: 
 
 def edge_to_edge_px(image: np.ndarray, start_xy_px: tuple[float, float], end_xy_px: tuple[float, float], *,
                     min_contrast: float = 20.0) -> float:
-    """Distance between the first and the last edge along the segment (a width or a gap), subpixel."""
+    """Distance between the first and the last edge along a segment (a width or a gap), subpixel.
+
+    Parameters
+    ----------
+    image : (H, W) ndarray
+        Grey image.
+    start_xy_px, end_xy_px : tuple of float
+        The segment's ends, (x, y) in pixels, across the feature.
+    min_contrast : float, optional
+        Weakest edge, in grey levels per pixel.
+
+    Returns
+    -------
+    float
+        In pixels (multiply by the pixel size for micrometres).
+
+    Raises
+    ------
+    MeasureError
+        When fewer than two edges are found.
+    """
     edges = edges_along(image, start_xy_px, end_xy_px, min_contrast=min_contrast)
     if len(edges) < 2:
         raise MeasureError(f"found {len(edges)} edge(s) along the segment; two are needed for a distance")
@@ -128,7 +181,22 @@ def edge_to_edge_px(image: np.ndarray, start_xy_px: tuple[float, float], end_xy_
 
 
 def fit_line(points_xy: np.ndarray) -> tuple[tuple[float, float], tuple[float, float], float]:
-    """Least-squares line through N x 2 points (Huber-weighted): (point on it, unit direction, RMS distance)."""
+    """Least-squares line through points, Huber-weighted so a few outliers do not pull it.
+
+    Parameters
+    ----------
+    points_xy : (N, 2) ndarray
+        Points, (x, y) in pixels; N >= 2.
+
+    Returns
+    -------
+    point_xy : tuple of float
+        A point on the line.
+    direction_xy : tuple of float
+        Its unit direction.
+    rms_px : float
+        RMS distance of the points from the line.
+    """
     points = np.asarray(points_xy, np.float32).reshape(-1, 2)
     if len(points) < 2:
         raise MeasureError(f"a line needs at least 2 points, got {len(points)}")
@@ -138,7 +206,21 @@ def fit_line(points_xy: np.ndarray) -> tuple[tuple[float, float], tuple[float, f
 
 
 def fit_circle(points_xy: np.ndarray) -> tuple[tuple[float, float], float, float]:
-    """Geometric least-squares circle through N x 2 points: (centre, radius, RMS distance)."""
+    """Geometric least-squares circle through points.
+
+    Parameters
+    ----------
+    points_xy : (N, 2) ndarray
+        Points, (x, y) in pixels; N >= 3, not all on one line.
+
+    Returns
+    -------
+    centre_xy : tuple of float
+    radius : float
+        In pixels.
+    rms_px : float
+        RMS distance of the points from the circle.
+    """
     points = np.asarray(points_xy, np.float64).reshape(-1, 2)
     if len(points) < 3:
         raise MeasureError(f"a circle needs at least 3 points, got {len(points)}")

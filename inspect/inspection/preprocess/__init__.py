@@ -14,9 +14,25 @@ import numpy as np
 from inspection.recipe import PreprocessSettings
 from inspection.types import Frame, Layout
 
+__all__ = ["FlatField", "crop", "denoise", "equalize", "flat_field_correct", "preprocess", "preprocess_frame",
+           "to_gray", "to_uint8"]
+
 
 def to_gray(image: np.ndarray, *, layout: Layout) -> np.ndarray:
-    """A single-channel view of ``image``, keeping its dtype."""
+    """A single-channel view of ``image``, keeping its dtype.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, 3) ndarray
+        Pixels as the camera delivered them.
+    layout : {"mono", "rgb", "bgr"}
+        The channel order (``Frame.layout``); a mono image is returned as it is.
+
+    Returns
+    -------
+    (H, W) ndarray
+        Grey levels, same dtype as ``image``.
+    """
     if layout == "mono":
         return image
     code = cv2.COLOR_RGB2GRAY if layout == "rgb" else cv2.COLOR_BGR2GRAY
@@ -43,7 +59,27 @@ class FlatField:
 
 
 def flat_field_correct(image: np.ndarray, flatfield: FlatField, *, bit_depth: int) -> np.ndarray:
-    """(pixel - dark) x gain: even response over the field of view, same dtype, clipped to the bit depth."""
+    """Even out the response over the field of view: (pixel - dark) x gain.
+
+    Parameters
+    ----------
+    image : (H, W) unsigned integer ndarray
+        Raw grey levels, the size of the flat field's frames.
+    flatfield : FlatField
+        The station's mean dark and flat frames.
+    bit_depth : int
+        Significant bits of ``image``; corrected values are clipped to ``2**bit_depth - 1``.
+
+    Returns
+    -------
+    (H, W) ndarray
+        Same dtype as ``image``.
+
+    Raises
+    ------
+    ValueError
+        When the frame and the flat field differ in size (both sizes named).
+    """
     if image.shape != flatfield.dark.shape:
         raise ValueError(f"frame is {image.shape[1]}x{image.shape[0]} px but the flat field is "
                          f"{flatfield.dark.shape[1]}x{flatfield.dark.shape[0]} px")
@@ -52,7 +88,20 @@ def flat_field_correct(image: np.ndarray, flatfield: FlatField, *, bit_depth: in
 
 
 def to_uint8(image: np.ndarray, *, bit_depth: int) -> np.ndarray:
-    """Scale ``bit_depth``-bit pixels to 8 bits by dropping the low bits (values above the range saturate)."""
+    """Scale ``bit_depth``-bit pixels to 8 bits by dropping the low bits (values above the range saturate).
+
+    Parameters
+    ----------
+    image : (H, W) unsigned integer ndarray
+        Grey levels.
+    bit_depth : int
+        Significant bits of ``image`` (1 to 16); fewer than 8 are stretched to 0..255.
+
+    Returns
+    -------
+    (H, W) uint8 ndarray
+        ``image`` itself when it is already 8-bit.
+    """
     if image.dtype == np.uint8 and bit_depth == 8:
         return image
     max_value = (1 << bit_depth) - 1
@@ -64,6 +113,22 @@ def to_uint8(image: np.ndarray, *, bit_depth: int) -> np.ndarray:
 
 
 def denoise(image: np.ndarray, *, method: str, kernel_px: int) -> np.ndarray:
+    """Smooth sensor noise with the recipe's filter.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        Grey levels.
+    method : {"none", "median", "gaussian"}
+        The filter.
+    kernel_px : int
+        Odd side of the filter's window, in pixels.
+
+    Returns
+    -------
+    (H, W) uint8 ndarray
+        ``image`` itself for ``"none"``.
+    """
     if method == "median":
         return cv2.medianBlur(image, kernel_px)
     if method == "gaussian":
@@ -74,11 +139,44 @@ def denoise(image: np.ndarray, *, method: str, kernel_px: int) -> np.ndarray:
 
 
 def equalize(image: np.ndarray, *, clip_limit: float, tile_grid: int = 8) -> np.ndarray:
-    """Contrast-limited adaptive histogram equalisation (CLAHE)."""
+    """Contrast-limited adaptive histogram equalisation (CLAHE).
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        Grey levels.
+    clip_limit : float
+        OpenCV's contrast limit per tile.
+    tile_grid : int, optional
+        Tiles per side.
+
+    Returns
+    -------
+    (H, W) uint8 ndarray
+    """
     return cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile_grid, tile_grid)).apply(image)
 
 
 def crop(image: np.ndarray, *, roi_xywh_px: tuple[int, int, int, int]) -> np.ndarray:
+    """The region of interest of ``image``, as a view.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray
+        Any image.
+    roi_xywh_px : tuple of int
+        Left, top, width and height in pixels.
+
+    Returns
+    -------
+    (height, width) or (height, width, C) ndarray
+        A view into ``image``.
+
+    Raises
+    ------
+    ValueError
+        When the region leaves the frame (both named).
+    """
     x, y, width, height = roi_xywh_px
     if x < 0 or y < 0 or x + width > image.shape[1] or y + height > image.shape[0]:
         raise ValueError(
@@ -89,7 +187,29 @@ def crop(image: np.ndarray, *, roi_xywh_px: tuple[int, int, int, int]) -> np.nda
 
 def preprocess(image: np.ndarray, *, layout: Layout, bit_depth: int, settings: PreprocessSettings,
                flatfield: FlatField | None = None) -> np.ndarray:
-    """The recipe's preprocessing chain: an 8-bit grey image ready for alignment and measurement."""
+    """The recipe's preprocessing chain: an 8-bit grey image ready for alignment and measurement.
+
+    Grey conversion, flat-field correction, region of interest, bit-depth scaling, denoising and CLAHE, in
+    that order, each as ``settings`` says.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, 3) unsigned integer ndarray
+        Pixels as delivered.
+    layout : {"mono", "rgb", "bgr"}
+        Channel order of ``image``.
+    bit_depth : int
+        Significant bits of ``image``; the recipe's ``preprocess.bit_depth`` overrides it when set.
+    settings : PreprocessSettings
+        The recipe's ``preprocess`` section.
+    flatfield : FlatField, optional
+        The station's dark and flat frames, applied before the bit-depth scaling.
+
+    Returns
+    -------
+    (h, w) uint8 ndarray
+        C-contiguous; ``(h, w)`` is the region of interest's size when one is set.
+    """
     grey = to_gray(image, layout=layout)
     if flatfield is not None:
         grey = flat_field_correct(grey, flatfield, bit_depth=settings.bit_depth or bit_depth)
@@ -103,5 +223,20 @@ def preprocess(image: np.ndarray, *, layout: Layout, bit_depth: int, settings: P
 
 
 def preprocess_frame(frame: Frame, settings: PreprocessSettings, *, flatfield: FlatField | None = None) -> np.ndarray:
+    """:func:`preprocess` on a frame, with the frame's own layout and bit depth.
+
+    Parameters
+    ----------
+    frame : Frame
+        As a camera or file source delivered it.
+    settings : PreprocessSettings
+        The recipe's ``preprocess`` section.
+    flatfield : FlatField, optional
+        The station's dark and flat frames.
+
+    Returns
+    -------
+    (h, w) uint8 ndarray
+    """
     return preprocess(frame.image, layout=frame.layout, bit_depth=frame.bit_depth, settings=settings,
                       flatfield=flatfield)

@@ -54,7 +54,23 @@ def draw_detections(image: np.ndarray, detections: tuple[Detection, ...], *, ver
 
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: list[str], *, title: str) -> np.ndarray:
-    """An 8-bit BGR copy of the grey ``image`` with each box (float xyxy px) outlined and labelled."""
+    """An 8-bit BGR copy of the grey ``image`` with each box outlined and labelled, and a title bar.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        The board or part.
+    boxes : (N, 4) ndarray
+        Boxes, xyxy in pixels (floats are rounded).
+    labels : list of str
+        N labels, written above their boxes.
+    title : str
+        Written in the bar at the top (which covers the first 18 rows).
+
+    Returns
+    -------
+    (H, W, 3) uint8 ndarray
+    """
     picture = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     colour = _COLOURS_BGR[Verdict.FAIL]
     for (x0, y0, x1, y1), label in zip(np.asarray(boxes).reshape(-1, 4).round().astype(int), labels, strict=True):
@@ -67,7 +83,20 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: list[str], *, title
 
 
 def save_png(path: str | Path, picture: np.ndarray) -> Path:
-    """Write ``picture`` to ``path`` via a temporary file, so a reader never sees half a PNG."""
+    """Write ``picture`` to ``path`` via a temporary file, so a reader never sees half a PNG.
+
+    Parameters
+    ----------
+    path : str or Path
+        The PNG to write; missing folders are made.
+    picture : (H, W) or (H, W, 3) uint8 ndarray
+        Grey or BGR.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".png", picture)
@@ -133,7 +162,24 @@ _DIE_COLOURS_BGR = np.array([(38, 38, 38), (96, 178, 96), (40, 40, 220)], np.uin
 
 
 def draw_wafer_map(die_map: np.ndarray, *, title: str, subtitle: str = "", cell_px: int | None = None) -> np.ndarray:
-    """A die map as a picture: good dies green, failed dies red, no die dark, with a grid on large cells."""
+    """A die map as a picture: good dies green, failed dies red, no die dark, with a grid on large cells.
+
+    Parameters
+    ----------
+    die_map : (rows, cols) uint8 ndarray
+        0 no die, 1 good, 2 failed.
+    title : str
+        First line above the map.
+    subtitle : str, optional
+        Second line, smaller.
+    cell_px : int, optional
+        Side of one die in pixels; default: the map fits in about 480 px.
+
+    Returns
+    -------
+    (h, w, 3) uint8 ndarray
+        BGR, at least 360 px wide and as wide as the longer text line.
+    """
     rows, cols = die_map.shape
     cell = cell_px or max(2, min(24, 480 // max(rows, cols)))
     picture = np.repeat(np.repeat(_DIE_COLOURS_BGR[die_map], cell, axis=0), cell, axis=1)
@@ -154,7 +200,19 @@ def draw_wafer_map(die_map: np.ndarray, *, title: str, subtitle: str = "", cell_
 
 
 def tile_pictures(pictures: list[np.ndarray], *, columns: int) -> np.ndarray:
-    """Pictures of any sizes on a white sheet, ``columns`` a row, each in a cell as large as the largest."""
+    """Pictures of any sizes on a white sheet, ``columns`` a row, each in a cell as large as the largest.
+
+    Parameters
+    ----------
+    pictures : list of (h, w, 3) uint8 ndarray
+        In reading order.
+    columns : int
+        Pictures per row.
+
+    Returns
+    -------
+    (H, W, 3) uint8 ndarray
+    """
     if not pictures:
         raise ValueError("no pictures to tile")
     cell_h = max(p.shape[0] for p in pictures)

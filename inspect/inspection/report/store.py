@@ -209,7 +209,24 @@ class ResultStore:
 
 def read_results(path: str | Path, *, verdict: str | None = None, since: str | None = None,
                  run_id: int | None = None) -> Iterator[dict[str, Any]]:
-    """Stored results in commit order, JSON columns decoded; ``since`` is an ISO-8601 time (UTC if naive)."""
+    """Stored results in commit order, JSON columns decoded.
+
+    Parameters
+    ----------
+    path : str or Path
+        The results database, opened read-only.
+    verdict : {"pass", "fail", "review", "error"}, optional
+        Only results with this verdict.
+    since : str, optional
+        Only results acquired at or after this ISO-8601 time (UTC if no zone is given).
+    run_id : int, optional
+        Only this run's results.
+
+    Yields
+    ------
+    dict
+        One stored result: its columns, detections and stage timings decoded from JSON.
+    """
     connection = connect(Path(path), read_only=True)
     clauses, params = [], []
     if verdict is not None:
@@ -235,6 +252,20 @@ def read_results(path: str | Path, *, verdict: str | None = None, since: str | N
 
 
 def read_events(path: str | Path, *, run_id: int | None = None) -> list[dict[str, Any]]:
+    """Stored events (skipped inputs and the like), in the order they were stored.
+
+    Parameters
+    ----------
+    path : str or Path
+        The results database, opened read-only.
+    run_id : int, optional
+        Only this run's events.
+
+    Returns
+    -------
+    list of dict
+        ``run_id``, ``at`` (ISO-8601 UTC), ``kind``, ``source`` and ``detail``.
+    """
     connection = connect(Path(path), read_only=True)
     try:
         query = "SELECT run_id, at, kind, source, detail FROM events"

@@ -27,7 +27,22 @@ __all__ = [
 
 
 def read_map_file(path: str | Path, *, index: int | None = None) -> tuple[np.ndarray, str | None]:
-    """(die map, its label if the file carries one) from a .npz (map ``index``), E142 .xml or SINF file."""
+    """A die map from a file, by its extension.
+
+    Parameters
+    ----------
+    path : str or Path
+        A .npz (WM-811K layout), .xml (SEMI E142) or SINF file.
+    index : int, optional
+        Which map of an npz (default the first).
+
+    Returns
+    -------
+    die_map : (rows, cols) uint8 ndarray
+        0 no die, 1 good, 2 failed.
+    label : str or None
+        The map's pattern label when the file carries one.
+    """
     path = Path(path)
     if not path.is_file():
         raise WaferMapError(f"{path}: no such file")

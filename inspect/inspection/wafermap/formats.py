@@ -24,7 +24,19 @@ class MapSet:
 
 
 def read_npz(path: str | Path) -> MapSet:
-    """The npz layout of ../shared/data/wm811k: flat, offsets, shapes, optional label and label_names."""
+    """Wafer maps in the npz layout of ../shared/data/wm811k.
+
+    Parameters
+    ----------
+    path : str or Path
+        An npz with ``flat``, ``offsets``, ``shapes`` and optionally ``label`` and ``label_names``; pickled
+        objects are refused.
+
+    Returns
+    -------
+    MapSet
+        The maps (views into ``flat``) and their labels.
+    """
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -52,6 +64,20 @@ def read_npz(path: str | Path) -> MapSet:
 
 
 def write_npz(path: str | Path, map_set: MapSet) -> Path:
+    """Write maps in the npz layout :func:`read_npz` reads.
+
+    Parameters
+    ----------
+    path : str or Path
+        The npz to write.
+    map_set : MapSet
+        Maps and their labels.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     shapes = np.array([m.shape for m in map_set.maps], np.int32).reshape(-1, 2)
@@ -65,7 +91,28 @@ def write_npz(path: str | Path, map_set: MapSet) -> Path:
 
 
 def read_sinf(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    """(die map, bin codes, header) of a SINF file. ``__`` is no die; bins listed in BCEQU are good."""
+    """A SINF text bin map.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file: header lines, then ``RowData:`` lines of hexadecimal bins; ``__`` is no die.
+
+    Returns
+    -------
+    die_map : (rows, cols) uint8 ndarray
+        0 no die, 1 good (a bin listed in BCEQU), 2 failed.
+    bins : (rows, cols) int ndarray
+        The bin codes (-1 for no die).
+    header : dict of str to str
+        The header's fields.
+
+    Raises
+    ------
+    WaferMapError
+        Naming the file (and line) when a line is not KEY:VALUE, a bin is not hexadecimal, or rows or columns
+        disagree with the header.
+    """
     path = Path(path)
     header: dict[str, str] = {}
     rows: list[list[str]] = []
@@ -105,7 +152,26 @@ def read_sinf(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]
 
 
 def write_sinf(path: str | Path, die_map: np.ndarray, *, wafer_id: str, lot: str = "", device: str = "") -> Path:
-    """A SINF bin map: good dies bin 01 (BCEQU), failed dies bin 02, no die ``__``."""
+    """Write a SINF bin map: good dies bin 01 (BCEQU), failed dies bin 02, no die ``__``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to write.
+    die_map : (rows, cols) ndarray
+        0 no die, 1 good, 2 failed.
+    wafer_id : str
+        The wafer's id (``WAFER``).
+    lot : str, optional
+        The lot's id (``LOT``).
+    device : str, optional
+        The product (``DEVICE``).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     die_map = check_map(die_map, source=str(path))
     codes = {NO_DIE: "__", GOOD: "01", FAILED: "02"}
     lines = [f"DEVICE:{device}", f"LOT:{lot}", f"WAFER:{wafer_id}", "FNLOC:0", f"ROWCT:{die_map.shape[0]}",
@@ -121,7 +187,25 @@ def _e142(tag: str) -> str:
 
 
 def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
-    """(die map, info) of a SEMI E142 substrate map (hexadecimal BinCodeMap with Pass/Fail bin definitions)."""
+    """A SEMI E142 substrate map (hexadecimal BinCodeMap with Pass/Fail bin definitions).
+
+    Parameters
+    ----------
+    path : str or Path
+        The XML file; external entities and DTDs are refused.
+
+    Returns
+    -------
+    die_map : (rows, cols) uint8 ndarray
+        0 no die (the null bin), 1 pass, 2 fail.
+    info : dict of str to str
+        ``substrate_id``.
+
+    Raises
+    ------
+    WaferMapError
+        Naming the file and what disagrees (rows or columns against the layout, an unknown bin).
+    """
     path = Path(path)
     try:
         root = ET.parse(path).getroot()
@@ -156,7 +240,22 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
 
 
 def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str) -> Path:
-    """A SEMI E142 substrate map: bins 01 (Pass), 02 (Fail), null bin FF for positions without a die."""
+    """Write a SEMI E142 substrate map: bins 01 (Pass), 02 (Fail), null bin FF for positions without a die.
+
+    Parameters
+    ----------
+    path : str or Path
+        The XML file to write.
+    die_map : (rows, cols) ndarray
+        0 no die, 1 good, 2 failed.
+    substrate_id : str
+        The wafer's id.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     die_map = check_map(die_map, source=str(path))
     ET.register_namespace("", E142_NAMESPACE)
     root = ET.Element(_e142("MapData"))

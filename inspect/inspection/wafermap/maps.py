@@ -34,7 +34,24 @@ class WaferMapError(InspectionError, ValueError):
 
 
 def check_map(die_map: np.ndarray, *, source: str) -> np.ndarray:
-    """``die_map`` as a uint8 array after checking it is 2-D, holds dies, and uses only 0/1/2."""
+    """A die map checked: 2-D, holds dies, only the WM-811K states.
+
+    Parameters
+    ----------
+    die_map : (rows, cols) ndarray
+        0 no die, 1 good, 2 failed.
+    source : str
+        Where the map came from (a file and index), named in errors.
+
+    Returns
+    -------
+    (rows, cols) uint8 ndarray
+
+    Raises
+    ------
+    WaferMapError
+        Naming ``source`` and the problem.
+    """
     array = np.asarray(die_map)
     if array.ndim != 2:
         raise WaferMapError(f"{source}: a wafer map is a 2-D array of die states, got shape {array.shape}")
@@ -61,7 +78,18 @@ def die_map_of(rows: np.ndarray, cols: np.ndarray, failed: np.ndarray) -> np.nda
 
 
 def yield_fraction(die_map: np.ndarray) -> float:
-    """Good dies / all dies."""
+    """Good dies over all dies.
+
+    Parameters
+    ----------
+    die_map : (rows, cols) ndarray
+        0 no die, 1 good, 2 failed.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
     dies = np.count_nonzero(die_map)
     return float(np.count_nonzero(die_map == GOOD) / dies) if dies else 0.0
 
@@ -122,6 +150,19 @@ def resize_map(die_map: np.ndarray, *, size: int, method: str = "majority") -> n
     ``nearest`` samples the source die under each cell's centre. ``majority`` gives each cell the most
     frequent state of the source dies falling into it (failed wins a tie, so defects are not thinned away);
     cells that receive no source die (upsampling) fall back to nearest.
+
+    Parameters
+    ----------
+    die_map : (rows, cols) uint8 ndarray
+        0 no die, 1 good, 2 failed.
+    size : int
+        Cells per side of the output.
+    method : {"majority", "nearest"}, optional
+
+    Returns
+    -------
+    (size, size) uint8 ndarray
+        States 0, 1, 2.
     """
     if method not in ("nearest", "majority"):
         raise ValueError(f"resize method {method!r}; expected nearest or majority")
@@ -131,10 +172,22 @@ def resize_map(die_map: np.ndarray, *, size: int, method: str = "majority") -> n
 
 
 def failure_density(die_map: np.ndarray, *, size: int) -> np.ndarray:
-    """Share of failed dies among the dies falling into each cell of a ``size`` x ``size`` grid (0 where none).
+    """Share of failed dies among the dies falling into each cell of a ``size`` x ``size`` grid.
 
     A density, not a state: beside a majority-vote map it keeps thin structures such as a one-die-wide
     scratch visible after a large reduction.
+
+    Parameters
+    ----------
+    die_map : (rows, cols) uint8 ndarray
+        0 no die, 1 good, 2 failed.
+    size : int
+        Cells per side of the output.
+
+    Returns
+    -------
+    (size, size) float32 ndarray
+        In [0, 1]; 0 where a cell holds no die.
     """
     counts = _cell_counts(die_map, size=size).astype(np.float64)
     failed, dies = counts[:, :, FAILED], counts[:, :, GOOD] + counts[:, :, FAILED]
