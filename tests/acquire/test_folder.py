@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from inspection.acquire import CameraError, FrameTimeout, SourceExhausted, open_camera, stream_frames
+from inspection.acquire.headers import image_size_px
 
 
 def test_reads_8_and_16_bit_files_of_every_format_in_name_order(tmp_path: Path) -> None:
@@ -80,6 +83,61 @@ def test_watch_takes_a_file_only_once_it_is_completely_written(tmp_path: Path) -
     with pytest.raises(FrameTimeout):
         camera.grab(timeout_s=0.2)  # nothing new: a timeout, never a hang
     camera.close()
+
+
+def test_a_writer_that_pauses_longer_than_settle_s_does_not_lose_its_part(tmp_path: Path) -> None:
+    _, encoded = cv2.imencode(".png", np.full((32, 32), 77, np.uint8))
+    payload = encoded.tobytes()
+    target = tmp_path / "paused.png"
+    target.write_bytes(payload[: len(payload) // 2])  # half written, then the writer stalls past settle_s
+    camera = open_camera(f"folder:{tmp_path}?watch=1&settle_s=0.1")
+    camera.open()
+
+    def grab_until(seconds: float) -> object:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                return camera.grab(timeout_s=0.1)
+            except FrameTimeout:
+                continue
+        return None
+
+    assert grab_until(1.0) is None  # the half file is skipped, not delivered
+    [skipped] = camera.take_skipped()
+    assert skipped.path == str(target) and "read again if the file changes" in skipped.reason
+    assert grab_until(0.5) is None and camera.take_skipped() == []  # unchanged: not read over and over
+    target.write_bytes(payload)  # the writer finishes
+    frame = grab_until(5.0)
+    assert frame is not None and frame.path == str(target) and (frame.image == 77).all()
+    camera.close()
+
+
+def test_a_header_that_claims_an_absurd_size_is_skipped_before_decoding(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((16, 16), np.uint8))
+    (tmp_path / "b.png").write_bytes(_png_header(60000, 60000))
+    cv2.imwrite(str(tmp_path / "c.png"), np.zeros((16, 16), np.uint8))
+    cv2.imwrite(str(tmp_path / "d.png"), np.zeros((64, 64), np.uint8))
+    skipped = []
+    with open_camera(f"folder:{tmp_path}?max_pixels=1024") as camera:
+        frames = list(stream_frames(camera, timeout_s=1, stop=threading.Event(), on_skipped=skipped.append))
+    assert [Path(f.path).name for f in frames] == ["a.png", "c.png"]
+    assert [Path(s.path).name for s in skipped] == ["b.png", "d.png"]
+    assert "states 60000 x 60000 px, more than the 1,024 px allowed" in skipped[0].reason
+    assert "states 64 x 64 px" in skipped[1].reason
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])
+def test_image_size_is_read_from_the_header(suffix: str) -> None:
+    for image in (np.zeros((37, 53), np.uint8), np.zeros((37, 53, 3), np.uint8)):
+        _, encoded = cv2.imencode(suffix, image)
+        assert image_size_px(encoded.tobytes()) == (53, 37)
+    assert image_size_px(b"\x89PNG\r\n\x1a\n") is None and image_size_px(b"GIF89a....") is None
+
+
+def _png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"IDAT"
 
 
 def test_folder_errors(tmp_path: Path) -> None:

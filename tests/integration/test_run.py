@@ -8,10 +8,12 @@ import json
 import os
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -116,14 +118,20 @@ def test_folder_with_a_corrupt_image_stores_the_others_and_names_it(tmp_path: Pa
     for index in range(6):
         cv2.imwrite(str(folder / f"wafer_{index:02d}.png"), render_frame("wafer", index, seed=9)[0])
     (folder / "wafer_03.png").write_bytes(b"\x89PNG truncated by a network copy")
+    # 74 bytes whose header claims 60000 x 60000 px: refused before decoding, never the end of the line.
+    ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    (folder / "wafer_04.png").write_bytes(bomb + bytes(74 - len(bomb)))
     db = tmp_path / "lot.db"
     process = run_cli("run", "--camera", f"folder:{folder}", "--db", str(db))
     rows = results_json(db)
-    assert len(rows) == 5
-    assert "wafer_03.png" not in {Path(r["path"]).name for r in rows}
-    assert "skipped" in process.stderr and "wafer_03.png" in process.stderr
+    assert len(rows) == 4
+    assert not {"wafer_03.png", "wafer_04.png"} & {Path(r["path"]).name for r in rows}
+    assert "skipped" in process.stderr and "wafer_03.png" in process.stderr and "Traceback" not in process.stderr
     events = read_events(db)
-    assert [(e["kind"], Path(e["source"]).name) for e in events] == [("skipped", "wafer_03.png")]
+    assert [(e["kind"], Path(e["source"]).name) for e in events] == [("skipped", "wafer_03.png"),
+                                                                    ("skipped", "wafer_04.png")]
+    assert "60000 x 60000 px" in events[1]["detail"]
 
 
 def _start_endless_run(db: Path) -> subprocess.Popen[str]:

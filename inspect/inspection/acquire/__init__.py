@@ -1,6 +1,6 @@
 """Acquisition: every source of frames behind one :class:`Camera` interface, opened from a URI.
 
-- ``folder:PATH[?glob=PATTERN&watch=1&settle_s=S&bit_depth=B]``
+- ``folder:PATH[?glob=PATTERN&watch=1&settle_s=S&bit_depth=B&max_pixels=N]``
 - ``genicam:[PRODUCER.cti][?serial=S&pixel_format=F]``
 - ``pylon:[SERIAL|emu][?pixel_format=F]``
 - ``opencv:INDEX|URL[?latest=1&buffer=N]``
@@ -25,6 +25,7 @@ from inspection.acquire.base import (
     stream_frames,
 )
 from inspection.acquire.folder import ImageReadError, read_beside, read_image
+from inspection.acquire.headers import MAX_IMAGE_PIXELS
 from inspection.types import SIM_KINDS
 
 __all__ = [
@@ -70,11 +71,15 @@ _flag.__name__ = "flag (1/0)"
 def _folder(uri: str, target: str, query: str) -> Camera:
     from inspection.acquire.folder import FolderCamera
 
-    opts = _options(uri, query, {"glob": str, "watch": _flag, "settle_s": float, "bit_depth": int})
+    opts = _options(uri, query, {"glob": str, "watch": _flag, "settle_s": float, "bit_depth": int,
+                                 "max_pixels": int})
     if not target:
         raise CameraError(f"{uri}: expected folder:PATH")
+    if opts.get("max_pixels", 1) < 1:
+        raise CameraError(f"{uri}: max_pixels must be at least 1, got {opts['max_pixels']}")
     return FolderCamera(uri, Path(target), watch=opts.get("watch", False), settle_s=opts.get("settle_s", 0.5),
-                        bit_depth=opts.get("bit_depth"), glob=opts.get("glob", "*"))
+                        bit_depth=opts.get("bit_depth"), glob=opts.get("glob", "*"),
+                        max_pixels=opts.get("max_pixels", MAX_IMAGE_PIXELS))
 
 
 def _genicam(uri: str, target: str, query: str) -> Camera:

@@ -1,9 +1,11 @@
-"""``folder:PATH[?glob=PATTERN&watch=1&settle_s=0.5&bit_depth=N]``: image files in name order (those whose name
-matches ``glob``, default all), optionally watched for new ones.
+"""``folder:PATH[?glob=PATTERN&watch=1&settle_s=0.5&bit_depth=N&max_pixels=N]``: image files in name order (those
+whose name matches ``glob``, default all), optionally watched for new ones.
 
 In watch mode a file is taken only once its size and modification time have stayed the same for
 ``settle_s`` seconds, so a file still being written (by a camera PC copying over the network, say) is never
-read half-finished. A file that cannot be decoded is reported and skipped; it never stops the line.
+read half-finished. A file that cannot be decoded (or whose header states more than ``max_pixels``) is
+reported and skipped; it never stops the line. In watch mode a skipped file is read again once it changes:
+a writer that paused longer than ``settle_s`` does not lose its part.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import cv2
 import numpy as np
 
 from inspection.acquire.base import Camera, CameraError, FrameTimeout, SkippedInput, SourceExhausted
+from inspection.acquire.headers import MAX_IMAGE_PIXELS, image_size_px
 from inspection.types import Frame, InspectionError, Layout
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
@@ -25,7 +28,8 @@ class ImageReadError(InspectionError, ValueError):
     """A file that is not a readable 8/16-bit image."""
 
 
-def read_image(path: str | Path, *, bit_depth: int | None = None) -> tuple[np.ndarray, Layout, int]:
+def read_image(path: str | Path, *, bit_depth: int | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, Layout, int]:
     """Decode an image file, keeping its dtype (8 or 16 bit).
 
     Colour files come back as BGR (OpenCV's order) and say so; a fourth (alpha) channel is dropped.
@@ -37,6 +41,8 @@ def read_image(path: str | Path, *, bit_depth: int | None = None) -> tuple[np.nd
     bit_depth : int, optional
         The significant bits of 16-bit files (e.g. 12 for a 12-bit camera's PNGs); 8-bit files are always
         8-bit.
+    max_pixels : int, optional
+        A file whose header states more pixels is refused before it is decoded.
 
     Returns
     -------
@@ -48,14 +54,22 @@ def read_image(path: str | Path, *, bit_depth: int | None = None) -> tuple[np.nd
     Raises
     ------
     ImageReadError
-        Naming the file and what was wrong (unreadable, not an image, pixel type, channels, bit depth).
+        Naming the file and what was wrong (unreadable, too large, not an image, pixel type, channels, bit
+        depth).
     """
     path = Path(path)
     try:
         encoded = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+    size = image_size_px(encoded[:65536].tobytes())
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageReadError(f"{path}: its header states {size[0]} x {size[1]} px, more than the {max_pixels:,} px "
+                             "allowed (max_pixels)")
+    try:
+        image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+    except cv2.error as exc:  # OpenCV's own limits and decoder failures, as assertions
+        raise ImageReadError(f"{path}: cannot be decoded: {str(exc).strip().splitlines()[-1]}") from None
     if image is None:
         raise ImageReadError(f"{path}: not a decodable PNG/TIFF/BMP/JPEG image ({encoded.size} bytes)")
     if image.dtype not in (np.uint8, np.uint16):
@@ -76,14 +90,17 @@ def read_image(path: str | Path, *, bit_depth: int | None = None) -> tuple[np.nd
 
 class FolderCamera(Camera):
     def __init__(self, uri: str, folder: Path, *, watch: bool, settle_s: float, bit_depth: int | None,
-                 glob: str = "*") -> None:
+                 glob: str = "*", max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         self.uri = uri
         self.folder = folder
         self.glob = glob
         self.watch = watch
         self.settle_s = settle_s
         self.bit_depth = bit_depth
+        self.max_pixels = max_pixels
         self._seen: set[Path] = set()
+        self._failed: dict[Path, tuple[int, int]] = {}
+        """Files skipped in watch mode, with their (size, mtime) then: read again once that changes."""
         self._pending: list[Path] = []
         self._signatures: dict[Path, tuple[int, int]] = {}
         self._skipped: list[SkippedInput] = []
@@ -116,6 +133,8 @@ class FolderCamera(Camera):
             except FileNotFoundError:
                 continue
             signature = (stat.st_size, stat.st_mtime_ns)
+            if self._failed.get(path) == signature:
+                continue
             unchanged = self._signatures.get(path) == signature
             self._signatures[path] = signature
             if unchanged and stat.st_size > 0 and time.time() - stat.st_mtime >= self.settle_s:
@@ -135,13 +154,20 @@ class FolderCamera(Camera):
                 time.sleep(_POLL_S)
                 continue
             path = self._pending.pop(0)
-            self._seen.add(path)
-            self._signatures.pop(path, None)
+            signature = self._signatures.pop(path, None)
             try:
-                image, layout, bits = read_image(path, bit_depth=self.bit_depth)
+                image, layout, bits = read_image(path, bit_depth=self.bit_depth, max_pixels=self.max_pixels)
             except ImageReadError as exc:
-                self._skipped.append(SkippedInput(self.uri, str(path), str(exc)))
+                retry = self.watch and signature is not None
+                self._skipped.append(SkippedInput(self.uri, str(path), str(exc) + (
+                    "; read again if the file changes" if retry else "")))
+                if retry:
+                    self._failed[path] = signature
+                else:
+                    self._seen.add(path)
                 continue
+            self._seen.add(path)
+            self._failed.pop(path, None)
             frame = Frame(image, layout, bits, self.uri, self._counter, time.time(), path=str(path))
             self._counter += 1
             return frame
