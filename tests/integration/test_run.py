@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import resource
 import signal
 import sqlite3
 import struct
@@ -356,3 +357,42 @@ def test_a_run_whose_every_frame_is_an_error_exits_non_zero(tmp_path: Path) -> N
     assert [r["verdict"] for r in rows] == ["error"] * 3 and all("no reliable match" in r["reason"] for r in rows)
     with sqlite3.connect(db) as connection:
         assert connection.execute("SELECT status FROM runs").fetchone() == ("failed",)
+
+
+def test_a_full_disk_stops_the_line_with_one_line_and_keeps_what_was_committed(tmp_path: Path) -> None:
+    db = tmp_path / "line.db"
+
+    def small_disk() -> None:  # writes past 400 kB fail, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+
+    process = subprocess.run([sys.executable, "-m", "inspection", "run", "--camera", "sim:wafer?defect_rate=0.5",
+                              "--frames", "5000", "--db", str(db), "-q"], preexec_fn=small_disk,
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 2 and "Traceback" not in process.stderr, process.stderr[-3000:]
+    [error] = [line for line in process.stderr.splitlines() if line.startswith("inspect: error:")]
+    assert str(db) in error and "cannot write the results database" in error and "committed result(s)" in error
+    rows = results_json(db)  # the file is whole and every committed part is in it
+    assert 1 <= len(rows) < 5000 and len({r["frame_counter"] for r in rows}) == len(rows)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        [(status, reason)] = connection.execute("SELECT status, reason FROM runs").fetchall()
+    assert status == "failed" and "cannot write the results database" in reason
+
+
+def test_a_picture_that_cannot_be_saved_never_costs_the_part_its_result(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    db = tmp_path / "line.db"
+    process = run_cli("run", "--frames", "12", "--db", str(db), "--save-ng", str(blocker / "ng"), "-q")
+    rows = results_json(db)
+    assert len(rows) == 12 and any(r["verdict"] != "pass" for r in rows)
+    assert all(r["image_path"] is None for r in rows)
+    events = read_events(db)
+    assert [e["kind"] for e in events] == ["picture-not-saved"]  # once, not once per part
+    assert "could not be saved" in process.stderr and "Traceback" not in process.stderr
+
+
+def test_a_database_where_nothing_can_be_written_is_named_with_the_cause(tmp_path: Path) -> None:
+    process = run_cli("run", "--frames", "3", "--db", "/proc/wafer-inspect-test.db", check=False)
+    assert process.returncode == 2 and "Traceback" not in process.stderr
+    assert "/proc/wafer-inspect-test.db: cannot open the wafer-inspect results database" in process.stderr
+    assert "not a wafer-inspect" not in process.stderr

@@ -9,6 +9,7 @@ database, and a frame counts only once its result is committed. Setting ``stop``
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -22,8 +23,10 @@ import numpy as np
 
 from inspection.acquire import Camera, CameraError, SkippedInput, stream_frames
 from inspection.chain.chain import Chain
-from inspection.report import ResultStore, draw_detections, save_png
+from inspection.report import ResultStore, StoreError, draw_detections, save_png
 from inspection.types import Frame, Verdict
+
+log = logging.getLogger("inspection.line")
 
 
 def teach_reference(camera: Camera, *, frames: int, timeout_s: float) -> Frame:
@@ -55,6 +58,7 @@ class LineStats:
     verdicts: Counter[str] = field(default_factory=Counter)
     late: int = 0
     skipped: list[SkippedInput] = field(default_factory=list)
+    pictures_not_saved: int = 0
     max_queue_depth: int = 0
     recent_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
     recent_commit_s: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
@@ -85,13 +89,40 @@ class LineStats:
 _DONE = object()
 
 
+def _commit(item: Any, store: ResultStore, stats: LineStats, *, run_id: int, save_ng_dir: Path | None) -> None:
+    """Store one item of the results queue: a skipped input as an event, a part as its result (with its picture
+    when it did not pass; a picture that cannot be saved is logged and never costs the part its result)."""
+    if isinstance(item, SkippedInput):
+        stats.skipped.append(item)
+        store.add_event(run_id, kind="skipped", source=item.path, detail=item.reason)
+        return
+    result = item.result()
+    image_path = None
+    if save_ng_dir is not None and item.image is not None and result.verdict != Verdict.PASS:
+        name = f"run{run_id:04d}_{result.frame_counter:07d}_{result.verdict}.png"
+        picture = draw_detections(item.image, result.detections, verdict=result.verdict,
+                                  title=f"{result.source_id} #{result.frame_counter}", reason=result.reason)
+        try:
+            image_path = str(save_png(save_ng_dir / name, picture))
+        except OSError as exc:
+            stats.pictures_not_saved += 1
+            if stats.pictures_not_saved == 1:  # once per run: a read-only or full folder fails every picture
+                log.warning("cannot save pictures in %s (%s); results are stored without them", save_ng_dir,
+                            exc.strerror or exc)
+                store.add_event(run_id, kind="picture-not-saved", source=str(save_ng_dir / name),
+                                detail=str(exc.strerror or exc))
+    store.add_result(run_id, result, image_path=image_path)
+    stats.record(result.verdict, (time.time() - result.acquired_at_s) * 1000.0)
+
+
 def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, stop: threading.Event,
              max_frames: int | None = None, save_ng_dir: Path | None = None,
              on_status: Callable[[LineStats], None] | None = None, status_interval_s: float = 0.5) -> LineStats:
     """Acquire, inspect and commit until ``max_frames``, the source's end, or ``stop``; then drain and return.
 
-    Raises the camera's error if it cannot be opened, and a RecipeError if its first frame does not fit the
-    recipe's golden (nothing is committed then).
+    Raises the camera's error if it cannot be opened, a RecipeError if its first frame does not fit the
+    recipe's golden (nothing is committed then), and a StoreError when the database stops taking results (the
+    line stops acquiring and drains first; what was committed stays).
     """
     settings = chain.recipe.pipeline
     stats = LineStats(latency_budget_ms=settings.latency_budget_ms)
@@ -126,6 +157,8 @@ def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, s
         thread.start()
 
     workers_done, next_status = 0, time.monotonic() + status_interval_s
+    store_failure: StoreError | None = None
+    not_stored = 0
     while workers_done < settings.workers:
         try:
             item = results_q.get(timeout=status_interval_s)
@@ -133,24 +166,24 @@ def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, s
             item = None
         if item is _DONE:
             workers_done += 1
-        elif isinstance(item, SkippedInput):
-            stats.skipped.append(item)
-            store.add_event(run_id, kind="skipped", source=item.path, detail=item.reason)
+        elif item is not None and store_failure is not None:  # draining after the database failed
+            not_stored += not isinstance(item, SkippedInput)
         elif item is not None:
-            result = item.result()
-            image_path = None
-            if save_ng_dir is not None and item.image is not None and result.verdict != Verdict.PASS:
-                name = f"run{run_id:04d}_{result.frame_counter:07d}_{result.verdict}.png"
-                picture = draw_detections(item.image, result.detections, verdict=result.verdict,
-                                          title=f"{result.source_id} #{result.frame_counter}", reason=result.reason)
-                image_path = str(save_png(save_ng_dir / name, picture))
-            store.add_result(run_id, result, image_path=image_path)
-            stats.record(result.verdict, (time.time() - result.acquired_at_s) * 1000.0)
+            try:
+                _commit(item, store, stats, run_id=run_id, save_ng_dir=save_ng_dir)
+            except StoreError as exc:
+                # The database takes no more (a full disk, a read-only file): stop acquiring, let the frames in
+                # flight finish, and end the run with the reason; every earlier commit stays in the file.
+                store_failure, not_stored = exc, 1
+                stop.set()
         if on_status is not None and time.monotonic() >= next_status:
             on_status(stats)
             next_status = time.monotonic() + status_interval_s
     for thread in threads:
         thread.join()
+    if store_failure is not None:
+        raise StoreError(f"{store_failure}; the line stopped after {stats.committed} committed result(s), "
+                         f"{not_stored} part(s) in flight not stored")
     if failure:
         raise failure[0]
     return stats

@@ -22,7 +22,7 @@ from inspection.cli.common import (
     software_version,
 )
 from inspection.recipe import BUNDLED_RECIPES, Recipe, load_recipe
-from inspection.report import ResultStore, read_results, save_png
+from inspection.report import ResultStore, StoreError, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
 from inspection.types import InspectionError, Verdict
 
@@ -104,7 +104,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         failure = str(exc)
         raise
     finally:
-        store.finish_run(run_id, status=status, reason=failure)
+        try:
+            store.finish_run(run_id, status=status, reason=failure)
+        except StoreError as exc:  # the database that failed the run may not take its end either
+            print(f"inspect: error: run {run_id} could not be marked {status}: {exc}", file=sys.stderr)
         store.close()
         if chain is not None:
             chain.close()
@@ -117,8 +120,13 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{batches.items / batches.batches:.2f}, largest {batches.largest_batch}", file=sys.stderr)
     for skipped in stats.skipped:
         print(f"inspect: skipped {skipped.reason}", file=sys.stderr)
-    print(f"inspect: run {run_id} {status}: {stats.committed} result(s) committed to {args.db}"
-          + (f", pictures of non-passing parts in {args.save_ng}" if args.save_ng else ""), file=sys.stderr)
+    pictures = ""
+    if args.save_ng:
+        pictures = (f", {stats.pictures_not_saved} picture(s) of non-passing parts could not be saved in "
+                    f"{args.save_ng}" if stats.pictures_not_saved else f", pictures of non-passing parts in "
+                    f"{args.save_ng}")
+    print(f"inspect: run {run_id} {status}: {stats.committed} result(s) committed to {args.db}{pictures}",
+          file=sys.stderr)
     if failure:
         print(f"inspect: error: {failure}", file=sys.stderr)
         return 1

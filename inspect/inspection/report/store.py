@@ -82,6 +82,12 @@ class StoreError(InspectionError, RuntimeError):
     """A database that cannot be used; the file is left as it was."""
 
 
+def _write_failure(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The one-line error for a database that cannot take a write (full disk, read-only file or folder, I/O)."""
+    return StoreError(f"{path}: cannot write the results database ({exc}); check that its disk has space and that "
+                      "the file and its folder are writable")
+
+
 def iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="microseconds")
 
@@ -106,6 +112,11 @@ def connect(path: Path, *, read_only: bool, table: str = "results", schema_versi
             connection = sqlite3.connect(path, timeout=10, check_same_thread=False)
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
+    except sqlite3.OperationalError as exc:  # cannot open or read: permissions, a read-only or full disk, I/O
+        raise StoreError(f"{path}: cannot open the {what} ({exc}); check the path, its permissions and its "
+                         "disk") from None
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: not a {what} ({exc})") from None
     if version > schema_version:
@@ -147,35 +158,42 @@ class ResultStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._connection = connect(self.path, read_only=False)
-        self._connection.isolation_level = None  # explicit transactions: the migration's and one per part
-        self.migrated_from = migrate(self._connection, path=self.path)
-        self._connection.isolation_level = ""
-        with self._connection:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=FULL")
-            self._connection.executescript(_SCHEMA)
-            self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        try:
+            self._connection.isolation_level = None  # explicit transactions: the migration's and one per part
+            self.migrated_from = migrate(self._connection, path=self.path)
+            self._connection.isolation_level = ""
+            with self._connection:
+                self._connection.execute("PRAGMA journal_mode=WAL")
+                self._connection.execute("PRAGMA synchronous=FULL")
+                self._connection.executescript(_SCHEMA)
+                self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            self._connection.close()
+            raise _write_failure(self.path, exc) from None
+
+    def _commit(self, statement: str, parameters: tuple[Any, ...]) -> int:
+        """Run one statement in its own transaction; a database that cannot take it raises StoreError (the
+        transaction is rolled back, so the file holds every earlier commit and nothing half-written)."""
+        try:
+            with self._connection:
+                return int(self._connection.execute(statement, parameters).lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise _write_failure(self.path, exc) from None
 
     def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str) -> int:
         """A new run (status ``running``) and its id; its model is named once loaded (:meth:`set_run_model`)."""
-        with self._connection:
-            cursor = self._connection.execute(
-                "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version)"
-                " VALUES (?, 'running', ?, ?, ?, ?, ?)",
-                (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version),
-            )
-        return int(cursor.lastrowid or 0)
+        return self._commit(
+            "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version)"
+            " VALUES (?, 'running', ?, ?, ?, ?, ?)",
+            (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version),
+        )
 
     def set_run_model(self, run_id: int, *, model_sha256: str | None) -> None:
-        with self._connection:
-            self._connection.execute("UPDATE runs SET model_sha256 = ? WHERE run_id = ?", (model_sha256, run_id))
+        self._commit("UPDATE runs SET model_sha256 = ? WHERE run_id = ?", (model_sha256, run_id))
 
     def finish_run(self, run_id: int, *, status: str, reason: str | None = None) -> None:
-        with self._connection:
-            self._connection.execute(
-                "UPDATE runs SET finished_at = ?, status = ?, reason = ? WHERE run_id = ?",
-                (_now(), status, reason, run_id)
-            )
+        self._commit("UPDATE runs SET finished_at = ?, status = ?, reason = ? WHERE run_id = ?",
+                     (_now(), status, reason, run_id))
 
     def add_result(self, run_id: int, result: FrameResult, *, image_path: str | None = None) -> int:
         """Commit one part's result (its own transaction) and return its row id."""
@@ -190,18 +208,12 @@ class ResultStore:
             image_path, result.model_sha256,
             json.dumps(result.extras) if result.extras else None,
         )
-        with self._connection:
-            cursor = self._connection.execute(
-                f"INSERT INTO results ({', '.join(RESULT_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})", row
-            )
-        return int(cursor.lastrowid or 0)
+        return self._commit(
+            f"INSERT INTO results ({', '.join(RESULT_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})", row)
 
     def add_event(self, run_id: int, *, kind: str, source: str, detail: str) -> None:
-        with self._connection:
-            self._connection.execute(
-                "INSERT INTO events (run_id, at, kind, source, detail) VALUES (?, ?, ?, ?, ?)",
-                (run_id, _now(), kind, source, detail),
-            )
+        self._commit("INSERT INTO events (run_id, at, kind, source, detail) VALUES (?, ?, ?, ?, ?)",
+                     (run_id, _now(), kind, source, detail))
 
     def close(self) -> None:
         self._connection.close()
