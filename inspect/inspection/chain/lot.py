@@ -9,7 +9,10 @@ wafer.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -106,8 +109,26 @@ def _truth_classes(item: LotItem, rows: np.ndarray, cols: np.ndarray, class_name
 _WORKER: Chain | None = None
 
 
-def _init_worker(recipe: Recipe, threads: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker process end when its parent does, whatever signal ended the parent (SIGKILL included).
+
+    Linux's parent-death signal; elsewhere the pool's own shutdown is all there is. Ctrl-C is the parent's to
+    handle: a worker ignores SIGINT, so the terminal gets one message, not a traceback per process.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(recipe: Recipe, threads: int, parent_pid: int) -> None:
     global _WORKER
+    _die_with_parent(parent_pid)
     _WORKER = build_chain(recipe, threads=threads)
 
 
@@ -145,7 +166,8 @@ def grade_items(items: Sequence[LotItem], recipe: Recipe, *, workers: int = 1, e
             for item in items:
                 yield _safe_grade(chain, item)
     else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(recipe, threads)) as pool:
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(recipe, threads, os.getpid()))
+        try:
             pending: set[Future[GradedWafer]] = set()
             queue = iter(items)
             for item in queue:  # keep two wafers per worker in flight: bounded memory, busy workers
@@ -159,6 +181,8 @@ def grade_items(items: Sequence[LotItem], recipe: Recipe, *, workers: int = 1, e
                     following = next(queue, None)
                     if following is not None:
                         pending.add(pool.submit(_grade_in_worker, following))
+        finally:  # done or interrupted: wafers not started are dropped (a re-run grades them)
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _grade_on_ray(items: Sequence[LotItem], recipe: Recipe, *, workers: int, threads: int,

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except InspectionError as exc:
         print(f"inspect: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was committed stays; no traceback for a stop the user asked for
+        print("inspect: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `inspect results | head` closed the pipe: not an error
         sys.stderr.close()
         return 0

@@ -49,8 +49,13 @@ def cmd_grade(args: argparse.Namespace) -> int:
             line = f"{wafer.item.wafer_id}: failed to grade - {wafer.reason}"
         tqdm.write(line, file=sys.stderr)  # above the bar, which is redrawn below it
 
-    run = run_lot(items, recipe, db_path=db_path, workers=args.workers, engine=args.engine,
-                  ray_address=args.ray_address, software_version=software_version(), on_wafer=report)
+    try:
+        run = run_lot(items, recipe, db_path=db_path, workers=args.workers, engine=args.engine,
+                      ray_address=args.ray_address, software_version=software_version(), on_wafer=report)
+    except KeyboardInterrupt:
+        print(f"inspect: interrupted; every wafer graded so far is in {db_path}: run the same command again to "
+              "grade the rest", file=sys.stderr)
+        return 130
     outputs, figures = write_lot_outputs(db_path, args.out,
                                          title=f"Lot grading: {', '.join(sorted({i.lot_id for i in items}))}",
                                          recipe_name=recipe.name, station=args.station)
