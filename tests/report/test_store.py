@@ -111,3 +111,10 @@ def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="schema version 99 is newer than this software's 2"):
         ResultStore(db)
     assert db.read_bytes() == before
+
+
+def test_text_cells_that_would_start_a_formula_are_kept_as_text() -> None:
+    from inspection.report.tables import spreadsheet_safe
+
+    row = ["=1+1", "+A1", "-2+3", "@SUM(A1)", "\tx", "wafer-01", -0.5, 3, None, ""]
+    assert spreadsheet_safe(row) == ["'=1+1", "'+A1", "'-2+3", "'@SUM(A1)", "'\tx", "wafer-01", -0.5, 3, None, ""]

@@ -24,6 +24,7 @@ from inspection.cli.common import (
 from inspection.recipe import BUNDLED_RECIPES, Recipe, load_recipe
 from inspection.report import ResultStore, StoreError, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
+from inspection.report.tables import spreadsheet_safe
 from inspection.types import InspectionError, Verdict
 
 DEFAULT_DB = Path("results/inspect.db")
@@ -157,7 +158,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     writer = csv.writer(out)
     writer.writerow(RESULT_COLUMNS)
     for row in rows:
-        writer.writerow([json.dumps(v) if isinstance(v, list | dict) else v for v in row.values()])
+        writer.writerow(spreadsheet_safe(json.dumps(v) if isinstance(v, list | dict) else v for v in row.values()))
     return 0
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from inspection.evaluate.metrics import confusion_matrix
 from inspection.report.lots import read_die_truth, read_dies, read_thumbnails, read_wafers
 from inspection.report.pictures import draw_confusion, draw_wafer_map, save_png
+from inspection.report.tables import spreadsheet_safe
 from inspection.wafermap.formats import write_e142, write_sinf
 from inspection.wafermap.klarf import klarf_for_wafer, write_klarf
 from inspection.wafermap.maps import PATTERNS
@@ -184,7 +185,7 @@ def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recip
     with (out / "wafers.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
-        writer.writerows([w[c] for c in CSV_COLUMNS] for w in wafers)
+        writer.writerows(spreadsheet_safe(w[c] for c in CSV_COLUMNS) for w in wafers)
     records = []
     for w in wafers:
         record = {c: w[c] for c in CSV_COLUMNS}
