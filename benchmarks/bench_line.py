@@ -44,7 +44,9 @@ def bench(recipe_name: str, uri: str, frames: int | None) -> dict[str, object]:
         store = ResultStore(db)
         run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256="", software_version="")
         started = time.perf_counter()
-        stats = run_line(open_camera(uri), chain, store, run_id=run_id, stop=threading.Event(), max_frames=frames)
+        camera = open_camera(uri)
+        camera.open()
+        stats = run_line(camera, chain, store, run_id=run_id, stop=threading.Event(), max_frames=frames)
         elapsed_s = time.perf_counter() - started
         store.close()
         with sqlite3.connect(db) as connection:

@@ -131,3 +131,44 @@ def test_not_a_recipe(tmp_path: Path) -> None:
     bad_yaml.write_text("name: [unclosed")
     with pytest.raises(RecipeError, match=r"bad\.yaml: not valid YAML"):
         load_recipe(bad_yaml)
+
+
+def test_a_recipe_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: Linie-3 Prüfplatz\nkind: wafer-die\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=rf"{path}: not UTF-8 text \(byte 16\)"):
+        load_recipe(path)
+
+
+def test_an_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10**9 values expanded
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(levels) + "\nname: *a8\n")
+    with pytest.raises(RecipeError, match="expands to more than 100,000 values"):
+        load_recipe(path)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(RecipeError, match="a recipe is at most 1,048,576"):
+        load_recipe(huge)
+
+
+@pytest.mark.parametrize(("section", "field", "value", "expected"), [
+    (None, "pixel_size_um", "1e400", "finite number"),
+    (None, "pixel_size_um", ".nan", "finite number"),
+    (None, "pixel_size_um", "20000", "less than or equal to 10000"),
+    ("pipeline", "fetch_timeout_s", ".inf", "finite number"),
+    ("inspect", "min_area_px", "1.0e+12", "less than or equal to 100000000"),
+    ("inspect", "min_area_px", "1.0e+35", "exceeded maximum size"),
+    ("grade", "fail_area_um2", "1.0e+300", "less than or equal to 1000000000000"),
+    ("preprocess", "roi_xywh_px", "[-5, 0, 10, 10]", "greater than or equal to 0"),
+])
+def test_numbers_no_station_can_mean_are_refused_at_load(tmp_path: Path, section: str | None, field: str,
+                                                         value: str, expected: str) -> None:
+    data = {key: dict(value) if isinstance(value, dict) else value for key, value in GOOD.items()}
+    (data if section is None else data.setdefault(section, {}))[field] = "VALUE"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data).replace("VALUE", value))  # the literal as a person would type it
+    with pytest.raises(RecipeError, match=expected) as caught:
+        load_recipe(path)
+    assert field in str(caught.value)

@@ -21,7 +21,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import yaml
@@ -38,8 +38,13 @@ class RecipeError(InspectionError, ValueError):
     """A recipe that cannot be used, with every problem found in it."""
 
 
+_AREA_LIMIT_UM2 = 1e12
+"""A square metre: no defect or rule on a wafer or board is larger."""
+_Pixels = Annotated[int, Field(ge=0, le=1_000_000)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every number finite
 
 
 class PreprocessSettings(_Section):
@@ -48,8 +53,8 @@ class PreprocessSettings(_Section):
     denoise: Literal["none", "median", "gaussian"] = "none"
     denoise_kernel_px: int = Field(3, ge=3, le=31)
     clahe: bool = False
-    clahe_clip_limit: float = Field(2.0, gt=0)
-    roi_xywh_px: tuple[int, int, int, int] | None = None
+    clahe_clip_limit: float = Field(2.0, gt=0, le=1000)
+    roi_xywh_px: tuple[_Pixels, _Pixels, _Pixels, _Pixels] | None = None
     """Region of interest (x, y, width, height) in pixels; None keeps the whole frame."""
     flatfield: str | None = None
     """Station folder (or its flatfield.npz) written by `inspect calibrate flatfield`; None: no correction."""
@@ -99,7 +104,7 @@ class AlignSettings(_Section):
     method: Literal["phase", "rigid", "none"] = "phase"
     """``phase``: subpixel translation by phase correlation; ``rigid``: rotation and translation (boards that
     sit turned); ``none``: the fixture holds the part in place."""
-    max_shift_px: float = Field(20.0, gt=0)
+    max_shift_px: float = Field(20.0, gt=0, le=10_000)
     min_score: float = Field(0.2, ge=0, le=1)
     """Below this correlation the frame is not trusted and gets an error verdict."""
     phase_scale: float = Field(1.0, ge=0.125, le=1.0)
@@ -110,22 +115,22 @@ class AlignSettings(_Section):
 class InspectSettings(_Section):
     """How candidates are found without a model card's detector settings (a ``wafer-die`` station)."""
 
-    tolerance_grey: float = Field(30.0, gt=0)
+    tolerance_grey: float = Field(30.0, gt=0, le=255)
     """Grey levels (8-bit scale) a pixel may leave the reference's local min/max band before it is a defect."""
     band_px: int = Field(1, ge=0, le=10)
     """Half-width of the local min/max band, absorbing residual misalignment and edge jitter."""
-    min_area_px: int = Field(4, ge=1)
+    min_area_px: int = Field(4, ge=1, le=100_000_000)
     """Connected regions smaller than this are sensor noise, not defects."""
 
 
 class GradeSettings(_Section):
     """Verdicts by size, for a station that has no classifier yet (candidates are named by polarity)."""
 
-    review_area_um2: float = Field(..., ge=0)
+    review_area_um2: float = Field(..., ge=0, le=_AREA_LIMIT_UM2)
     """Regions at least this large are reported as detections; a part with any goes to review at least."""
-    fail_area_um2: float = Field(..., ge=0)
+    fail_area_um2: float = Field(..., ge=0, le=_AREA_LIMIT_UM2)
     """A detection at least this large fails the part."""
-    max_detections: int = Field(0, ge=0)
+    max_detections: int = Field(0, ge=0, le=1_000_000)
     """More detections than this fail the part whatever their size (0: only size decides)."""
 
     @model_validator(mode="after")
@@ -157,7 +162,7 @@ class ClassifySettings(_Section):
     """A detection of one of these classes fails the part."""
     review_classes: tuple[str, ...] = ()
     """A detection of one of these classes sends the part to review (when nothing fails it)."""
-    min_area_um2: dict[str, float] = Field(default_factory=dict)
+    min_area_um2: dict[str, Annotated[float, Field(ge=0, le=_AREA_LIMIT_UM2)]] = Field(default_factory=dict)
     """Per class: detections smaller than this (in square micrometres) do not count for the verdict."""
 
     @model_validator(mode="after")
@@ -165,9 +170,6 @@ class ClassifySettings(_Section):
         both = sorted(set(self.fail_classes) & set(self.review_classes))
         if both:
             raise ValueError(f"classes {both} are in both fail_classes and review_classes")
-        negative = {k: v for k, v in self.min_area_um2.items() if v < 0}
-        if negative:
-            raise ValueError(f"min_area_um2 must not be negative, got {negative}")
         return self
 
     def rule_classes(self) -> list[str]:
@@ -179,22 +181,22 @@ class PipelineSettings(_Section):
     queue_depth: int = Field(8, ge=1, le=1024)
     """Frames waiting between stages; when full, acquisition waits (backpressure) instead of memory growing."""
     workers: int = Field(2, ge=1, le=64)
-    fetch_timeout_s: float = Field(2.0, gt=0)
-    latency_budget_ms: float = Field(250.0, gt=0)
+    fetch_timeout_s: float = Field(2.0, gt=0, le=3600)
+    latency_budget_ms: float = Field(250.0, gt=0, le=3_600_000)
     """Frames whose acquire-to-commit latency exceeds this are counted as late."""
 
 
 class WaferLayout(_Section):
     """The product's wafer as the recipe states it; a frame that disagrees is not graded."""
 
-    diameter_mm: float = Field(..., gt=0)
+    diameter_mm: float = Field(..., gt=0, le=1000)
     diameter_tolerance: float = Field(0.03, gt=0, lt=1)
     """Relative tolerance on the measured diameter."""
-    die_pitch_um: tuple[float, float]
+    die_pitch_um: tuple[Annotated[float, Field(gt=0, le=1_000_000)], Annotated[float, Field(gt=0, le=1_000_000)]]
     """Die pitch (x, y) in micrometres, street included."""
     pitch_tolerance: float = Field(0.02, gt=0, lt=1)
-    street_um: float = Field(..., ge=0)
-    edge_exclusion_mm: float = Field(3.0, ge=0)
+    street_um: float = Field(..., ge=0, le=1_000_000)
+    edge_exclusion_mm: float = Field(3.0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _positive_pitch(self) -> WaferLayout:
@@ -216,7 +218,7 @@ class LotRules(_Section):
     """A wafer yielding less fails."""
     review_band: float = Field(0.0, ge=0, le=1)
     """A wafer within this much above the floor goes to review."""
-    max_defect_density_per_cm2: float | None = Field(None, gt=0)
+    max_defect_density_per_cm2: float | None = Field(None, gt=0, le=1_000_000)
     forbidden_patterns: tuple[str, ...] = ()
     """Patterns that fail the wafer whatever its yield (a process excursion to stop)."""
     min_pattern_confidence: float = Field(0.5, ge=0, le=1)
@@ -244,7 +246,7 @@ class Recipe(_Section):
     kind: Literal["wafer-die", "pcb", "wafer-lot"]
     camera: str | None = None
     """The camera URI used when ``inspect run`` is given no ``--camera``."""
-    pixel_size_um: float = Field(..., gt=0)
+    pixel_size_um: float = Field(..., gt=0, le=10_000)
     preprocess: PreprocessSettings = PreprocessSettings()
     reference: ReferenceSettings | None = None
     align: AlignSettings | None = None
@@ -342,10 +344,39 @@ def parse_recipe(data: Any, *, source: str) -> Recipe:
     return _validate(data, Recipe, source=source)
 
 
+_MAX_RECIPE_BYTES = 1 << 20
+_MAX_RECIPE_VALUES = 100_000
+"""A recipe is a page of settings: a larger file, or one whose aliases expand to more values (a "billion
+laughs"), is refused before anything walks it."""
+
+
+def _check_expansion(data: Any, *, path: Path) -> None:
+    """Count the values of ``data`` as a walk would meet them (aliases expanded), stopping at the limit."""
+    stack, seen = [data], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > _MAX_RECIPE_VALUES:
+            raise RecipeError(f"{path}: expands to more than {_MAX_RECIPE_VALUES:,} values (YAML aliases?); a "
+                              "recipe is a page of settings")
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 def _read_yaml(name_or_path: str | Path) -> tuple[Any, Path]:
     path = Path(name_or_path)
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > _MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: {path.stat().st_size:,} bytes; a recipe is at most {_MAX_RECIPE_BYTES:,}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
+        except OSError as exc:
+            raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     elif str(name_or_path) in BUNDLED_RECIPES:
         resource = resources.files("inspection") / "recipes" / f"{name_or_path}.yaml"
         text = resource.read_text(encoding="utf-8")
@@ -359,9 +390,11 @@ def _read_yaml(name_or_path: str | Path) -> tuple[Any, Path]:
             f"(bundled: {', '.join(BUNDLED_RECIPES)})"
         )
     try:
-        return yaml.safe_load(text), path
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    _check_expansion(data, path=path)
+    return data, path
 
 
 def _beside_recipe(path: Path, given: str) -> str:

@@ -235,6 +235,7 @@ def test_a_slow_stage_makes_acquisition_wait_instead_of_queueing(tmp_path: Path)
     store = ResultStore(tmp_path / "slow.db")
     run_id = store.start_run(camera=camera.uri, recipe_name=chain.recipe.name, recipe_sha256="", software_version="t")
     with chain:
+        camera.open()
         stats = run_line(camera, chain, store, run_id=run_id, stop=threading.Event(), max_frames=80)
     store.close()
     assert stats.committed == 80 and camera.grabbed == 80
@@ -396,3 +397,31 @@ def test_a_database_where_nothing_can_be_written_is_named_with_the_cause(tmp_pat
     assert process.returncode == 2 and "Traceback" not in process.stderr
     assert "/proc/wafer-inspect-test.db: cannot open the wafer-inspect results database" in process.stderr
     assert "not a wafer-inspect" not in process.stderr
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("folder:{tmp}/missing", "does not exist"),
+    ("folder:{tmp}/a-file", "is a file"),
+    ("opencv:{tmp}/missing.mp4", "cannot open stream"),
+    ("opencv:99", "cannot open device index 99"),
+    ("sim:wafer?fps=-1", "fps must be within"),
+    ("sim:wafer?fps=nan", "must be a finite number"),
+    ("sim:wafer?size=0", "size must be within"),
+])
+def test_a_wrong_camera_fails_before_the_database_is_touched(tmp_path: Path, uri: str, expected: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    db = tmp_path / "never.db"
+    process = run_cli("run", "--camera", uri.format(tmp=tmp_path), "--frames", "2", "--db", str(db), check=False)
+    assert process.returncode == 2 and expected in process.stderr and "Traceback" not in process.stderr
+    assert not db.exists()
+
+
+def test_a_region_of_interest_outside_the_golden_is_a_recipe_error(tmp_path: Path) -> None:
+    recipe = tmp_path / "roi.yaml"
+    recipe.write_text("name: roi\nkind: wafer-die\npixel_size_um: 5\nreference: {golden: 'sim:wafer'}\n"
+                      "preprocess: {roi_xywh_px: [0, 0, 4000, 4000]}\n"
+                      "grade: {review_area_um2: 100, fail_area_um2: 400}\n")
+    process = run_cli("run", "--recipe", str(recipe), "--camera", "sim:wafer", "--frames", "2", "--db",
+                      str(tmp_path / "r.db"), check=False)
+    assert process.returncode == 2 and "Traceback" not in process.stderr
+    assert f"{recipe}: preprocess.roi_xywh_px (0, 0, 4000, 4000)" in process.stderr

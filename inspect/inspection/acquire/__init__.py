@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ def _options(uri: str, query: str, allowed: dict[str, Callable[[str], Any]]) -> 
             options[key] = allowed[key](raw)
         except ValueError:
             raise CameraError(f"{uri}: option {key}={raw!r} is not a valid {allowed[key].__name__}") from None
+        if isinstance(options[key], float) and not math.isfinite(options[key]):
+            raise CameraError(f"{uri}: option {key}={raw!r} must be a finite number")
     return options
 
 
@@ -77,6 +80,11 @@ def _folder(uri: str, target: str, query: str) -> Camera:
         raise CameraError(f"{uri}: expected folder:PATH")
     if opts.get("max_pixels", 1) < 1:
         raise CameraError(f"{uri}: max_pixels must be at least 1, got {opts['max_pixels']}")
+    if not 0 <= opts.get("settle_s", 0.5) <= 3600:
+        raise CameraError(f"{uri}: settle_s must be within 0..3600 seconds, got {opts['settle_s']}")
+    if opts.get("bit_depth") is not None and not 9 <= opts["bit_depth"] <= 16:
+        raise CameraError(f"{uri}: bit_depth states the significant bits of 16-bit files: 9..16, got "
+                          f"{opts['bit_depth']}")
     return FolderCamera(uri, Path(target), watch=opts.get("watch", False), settle_s=opts.get("settle_s", 0.5),
                         bit_depth=opts.get("bit_depth"), glob=opts.get("glob", "*"),
                         max_pixels=opts.get("max_pixels", MAX_IMAGE_PIXELS))
@@ -117,6 +125,8 @@ def _sim(uri: str, target: str, query: str) -> Camera:
         raise CameraError(f"{uri}: bit_depth must be 8, 10, 12, 14 or 16, got {opts['bit_depth']}")
     if not 64 <= opts.get("size", 512) <= 8192:
         raise CameraError(f"{uri}: size must be within 64..8192 pixels, got {opts['size']}")
+    if not 0 <= opts.get("fps", 0.0) <= 10_000:
+        raise CameraError(f"{uri}: fps must be within 0..10000 (0: as fast as the line takes them), got {opts['fps']}")
     return SimCamera(uri, target, fps=opts.get("fps", 0.0), seed=opts.get("seed", 0),  # type: ignore[arg-type]
                      defect_rate=opts.get("defect_rate", 0.3), size_px=opts.get("size", 512),
                      bit_depth=opts.get("bit_depth", 8))

@@ -107,6 +107,8 @@ class FolderCamera(Camera):
         self._counter = 0
 
     def open(self) -> None:
+        if self.folder.is_file():
+            raise CameraError(f"{self.uri}: {self.folder} is a file; a folder camera reads the image files of a folder")
         if not self.folder.is_dir():
             raise CameraError(f"{self.uri}: folder {self.folder} does not exist")
         if not self.watch:

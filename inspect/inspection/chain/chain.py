@@ -357,7 +357,13 @@ class Chain:
         return part
 
     def check_frame_size(self, frame: Frame, *, camera: str) -> None:
-        """Refuse a camera whose frames do not fit the recipe's golden (said once, at the first frame)."""
+        """Refuse a camera whose frames do not fit the recipe's region of interest or golden (said once, at the
+        first frame)."""
+        roi = self.recipe.preprocess.roi_xywh_px
+        if roi is not None and (roi[0] + roi[2] > frame.width_px or roi[1] + roi[3] > frame.height_px):
+            raise RecipeError(f"{self.recipe.source_path or self.recipe.name}: preprocess.roi_xywh_px {roi} "
+                              f"(x, y, width, height) reaches outside camera {camera}'s {frame.width_px}x"
+                              f"{frame.height_px} px frames")
         register_stage = next((stage for stage in self.stages if isinstance(stage, Register)), None)
         if register_stage is None or register_stage.golden is None:
             return
@@ -407,6 +413,10 @@ def load_golden(recipe: Recipe, stage: Preprocess) -> np.ndarray | None:
     else:
         image, layout, bit_depth = read_image(golden)
         frame = Frame(image, layout, bit_depth, golden, 0, 0.0)
+    roi = recipe.preprocess.roi_xywh_px
+    if roi is not None and (roi[0] + roi[2] > frame.width_px or roi[1] + roi[3] > frame.height_px):
+        raise RecipeError(f"{recipe.source_path or recipe.name}: preprocess.roi_xywh_px {roi} (x, y, width, height) "
+                          f"reaches outside the golden's {frame.width_px}x{frame.height_px} px ({golden})")
     return stage.grey(frame)
 
 

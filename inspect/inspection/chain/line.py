@@ -120,9 +120,10 @@ def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, s
              on_status: Callable[[LineStats], None] | None = None, status_interval_s: float = 0.5) -> LineStats:
     """Acquire, inspect and commit until ``max_frames``, the source's end, or ``stop``; then drain and return.
 
-    Raises the camera's error if it cannot be opened, a RecipeError if its first frame does not fit the
-    recipe's golden (nothing is committed then), and a StoreError when the database stops taking results (the
-    line stops acquiring and drains first; what was committed stays).
+    ``camera`` comes opened (so a wrong camera fails before anything is stored) and is closed here. Raises a
+    RecipeError if its first frame does not fit the recipe's region of interest or golden (nothing is committed
+    then), and a StoreError when the database stops taking results (the line stops acquiring and drains first;
+    what was committed stays).
     """
     settings = chain.recipe.pipeline
     stats = LineStats(latency_budget_ms=settings.latency_budget_ms)
@@ -132,17 +133,17 @@ def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, s
 
     def acquire() -> None:
         try:
-            with camera:
-                frames = stream_frames(camera, timeout_s=settings.fetch_timeout_s, stop=stop, max_frames=max_frames,
-                                       on_skipped=results_q.put)
-                for index, frame in enumerate(frames):
-                    if index == 0:
-                        chain.check_frame_size(frame, camera=camera.uri)
-                    frames_q.put(frame)  # blocks while the workers are behind: backpressure
-                    stats.max_queue_depth = max(stats.max_queue_depth, frames_q.qsize())
+            frames = stream_frames(camera, timeout_s=settings.fetch_timeout_s, stop=stop, max_frames=max_frames,
+                                   on_skipped=results_q.put)
+            for index, frame in enumerate(frames):
+                if index == 0:
+                    chain.check_frame_size(frame, camera=camera.uri)
+                frames_q.put(frame)  # blocks while the workers are behind: backpressure
+                stats.max_queue_depth = max(stats.max_queue_depth, frames_q.qsize())
         except BaseException as exc:
             failure.append(exc)
         finally:
+            camera.close()
             for _ in range(settings.workers):
                 frames_q.put(_DONE)
 

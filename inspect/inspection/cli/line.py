@@ -82,9 +82,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                          f"FOLDER --recipe {args.recipe}`")
     uri = _line_camera(recipe, args.camera)
     camera = open_camera(uri)
-    store = ResultStore(args.db)
-    run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256=recipe.sha256(),
-                             software_version=software_version())
+    camera.open()  # a wrong camera fails here, before the database is created or touched
+    try:
+        store = ResultStore(args.db)
+        run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256=recipe.sha256(),
+                                 software_version=software_version())
+    except BaseException:
+        camera.close()
+        raise
     status, failure, chain = "failed", None, None
     try:
         chain = build_chain(recipe.with_classify(device=args.device))
@@ -110,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except StoreError as exc:  # the database that failed the run may not take its end either
             print(f"inspect: error: run {run_id} could not be marked {status}: {exc}", file=sys.stderr)
         store.close()
+        camera.close()  # run_line closed it, unless the run ended before it started
         if chain is not None:
             chain.close()
     if not args.quiet and sys.stderr.isatty():
