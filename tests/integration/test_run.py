@@ -182,9 +182,13 @@ def test_killed_process_loses_no_committed_row(tmp_path: Path) -> None:
     rows = results_json(db)
     assert len(rows) >= seen
     assert all(r["verdict"] in ("pass", "fail", "review") and r["stage_latency_ms"] for r in rows)
-    # The same database takes the next run.
+    # The same database takes the next run, which closes the killed one as interrupted.
     run_cli("run", "--camera", "sim:wafer", "--frames", "3", "--db", str(db))
     assert len(results_json(db, "--run", "2")) == 3
+    with sqlite3.connect(db) as connection:
+        runs = connection.execute("SELECT run_id, status, reason FROM runs ORDER BY run_id").fetchall()
+    assert [r[:2] for r in runs] == [(1, "interrupted"), (2, "completed")]
+    assert f"pid {process.pid}" in runs[0][2] and "ended without finishing" in runs[0][2]
 
 
 class CountingCamera(Camera):

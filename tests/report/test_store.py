@@ -85,7 +85,7 @@ def test_a_version_1_database_is_migrated_in_place_with_every_row_intact(tmp_pat
     assert store.migrated_from == 1
     store.close()
     with sqlite3.connect(db) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 3
         after = connection.execute("SELECT * FROM results ORDER BY id").fetchall()
         runs_after = connection.execute("SELECT * FROM runs").fetchall()
     assert len(before) == 6 and [row[:16] for row in after] == before and all(row[16:] == (None, None) for row in after)
@@ -108,7 +108,7 @@ def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     with sqlite3.connect(db) as connection:
         connection.execute("PRAGMA user_version=99")
     before = db.read_bytes()
-    with pytest.raises(StoreError, match="schema version 99 is newer than this software's 2"):
+    with pytest.raises(StoreError, match="schema version 99 is newer than this software's 3"):
         ResultStore(db)
     assert db.read_bytes() == before
 

@@ -8,6 +8,7 @@ dashboard) never block the line.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sqlite3
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 from inspection.types import FrameResult, InspectionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY,
@@ -30,7 +31,8 @@ CREATE TABLE IF NOT EXISTS runs (
     host TEXT NOT NULL,
     software_version TEXT NOT NULL,
     model_sha256 TEXT,
-    reason TEXT
+    reason TEXT,
+    pid INTEGER
 );
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY,
@@ -67,9 +69,12 @@ _MIGRATIONS = {
     # from version: the statements that bring a database of that version to the next
     1: ("ALTER TABLE runs ADD COLUMN model_sha256 TEXT", "ALTER TABLE runs ADD COLUMN reason TEXT",
         "ALTER TABLE results ADD COLUMN model_sha256 TEXT", "ALTER TABLE results ADD COLUMN inference TEXT"),
+    2: ("ALTER TABLE runs ADD COLUMN pid INTEGER",),
 }
 """Version 2 (0.2): the classifier on the line. Runs name their model and why they failed; results name the
-model that classified their detections and how inference went (candidates, batch sizes, wait in the batcher)."""
+model that classified their detections and how inference went (candidates, batch sizes, wait in the batcher).
+Version 3: runs name the process that writes them, so a run whose process was killed is found and closed.
+"""
 RESULT_COLUMNS = (
     "id", "run_id", "source", "frame_counter", "path", "acquired_at", "committed_at", "latency_ms", "verdict",
     "reason", "n_detections", "detections", "stage_latency_ms", "shift_px", "truth", "image_path", "model_sha256",
@@ -86,6 +91,16 @@ def _write_failure(path: Path, exc: sqlite3.Error) -> StoreError:
     """The one-line error for a database that cannot take a write (full disk, read-only file or folder, I/O)."""
     return StoreError(f"{path}: cannot write the results database ({exc}); check that its disk has space and that "
                       "the file and its folder are writable")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def iso_utc(epoch_s: float) -> str:
@@ -170,6 +185,19 @@ class ResultStore:
         except sqlite3.Error as exc:
             self._connection.close()
             raise _write_failure(self.path, exc) from None
+        self.closed_runs = self._close_abandoned_runs()
+
+    def _close_abandoned_runs(self) -> list[int]:
+        """Mark ``interrupted`` the runs of this host left ``running`` by a process that no longer exists (killed,
+        crashed, power cut): a run's status then says what happened to it. Returns their ids."""
+        rows = self._connection.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?",
+                                        (platform.node(),)).fetchall()
+        abandoned = [(run_id, pid) for run_id, pid in rows if pid is None or not _process_alive(pid)]
+        for run_id, pid in abandoned:
+            process = "its process" if pid is None else f"its process (pid {pid})"
+            self._commit("UPDATE runs SET status = 'interrupted', reason = ? WHERE run_id = ?",
+                         (f"{process} ended without finishing the run: killed, crashed or the power failed", run_id))
+        return [run_id for run_id, _ in abandoned]
 
     def _commit(self, statement: str, parameters: tuple[Any, ...]) -> int:
         """Run one statement in its own transaction; a database that cannot take it raises StoreError (the
@@ -183,9 +211,9 @@ class ResultStore:
     def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str) -> int:
         """A new run (status ``running``) and its id; its model is named once loaded (:meth:`set_run_model`)."""
         return self._commit(
-            "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version)"
-            " VALUES (?, 'running', ?, ?, ?, ?, ?)",
-            (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version),
+            "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version, pid)"
+            " VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+            (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version, os.getpid()),
         )
 
     def set_run_model(self, run_id: int, *, model_sha256: str | None) -> None:
