@@ -10,10 +10,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inspection.types import InspectionError
 
@@ -27,15 +27,22 @@ class CardError(InspectionError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _inside_folder(name: str) -> str:
+    """A file the card names is a plain name inside the model's folder: no path, no way out of the folder."""
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"{name!r} must be a file name inside the model folder (no folders, no '..')")
+    return name
 
 
 class InputSpec(_Strict):
     name: str = "images"
     layout: Literal["NCHW"] = "NCHW"
     channels: Literal[1, 3]
-    height: int = Field(..., ge=8)
-    width: int = Field(..., ge=8)
+    height: int = Field(..., ge=8, le=4096)
+    width: int = Field(..., ge=8, le=4096)
     dtype: Literal["float32"] = "float32"
     resize: Literal["area"] = "area"
     """cv2.INTER_AREA from the image's size to height x width."""
@@ -45,7 +52,8 @@ class Normalisation(_Strict):
     scale: Literal["bit_depth"] = "bit_depth"
     """Pixels are divided by 2**bit_depth - 1 (the frame's stated bit depth) to lie in [0, 1]."""
     mean: list[float]
-    std: list[float]
+    std: list[Annotated[float, Field(gt=0)]]
+    """One per input channel; a zero would turn every input into infinities."""
 
 
 class Thresholds(_Strict):
@@ -67,7 +75,7 @@ class Parity(_Strict):
 
 
 class Int8Variant(_Strict):
-    file: str
+    file: Annotated[str, AfterValidator(_inside_folder)]
     sha256: str
     calibration_images: int
     evaluated_on: str
@@ -124,7 +132,7 @@ class ModelCard(_Strict):
     output_name: str = "probabilities"
     thresholds: Thresholds
     opset: int
-    onnx_file: str = "model.onnx"
+    onnx_file: Annotated[str, AfterValidator(_inside_folder)] = "model.onnx"
     onnx_sha256: str
     training: dict[str, Any]
     metrics: dict[str, Any]
@@ -135,6 +143,19 @@ class ModelCard(_Strict):
     """The network's state dict beside the ONNX file, for retraining and eager benchmarks; the line never reads it."""
     int8: Int8Variant | None = None
     detector: DetectorSettings | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCard:
+        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"class_names must be two or more distinct names, got {self.class_names}")
+        good = self.thresholds.good_class
+        if good is not None and good not in self.class_names:
+            raise ValueError(f"thresholds.good_class {good!r} is not one of class_names {self.class_names}")
+        for name, values in (("mean", self.normalisation.mean), ("std", self.normalisation.std)):
+            if len(values) != self.input.channels:
+                raise ValueError(f"normalisation.{name} has {len(values)} value(s) for {self.input.channels} "
+                                 "input channel(s)")
+        return self
 
     @property
     def good_index(self) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,23 +41,40 @@ def read_npz(path: str | Path) -> MapSet:
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise WaferMapError(f"{path}: not a readable npz file ({exc})") from None
-    missing = {"flat", "offsets", "shapes"} - set(data.files)
-    if missing:
-        raise WaferMapError(f"{path}: missing array(s) {', '.join(sorted(missing))}; expected flat, offsets, "
-                            "shapes (and optionally label, label_names)")
-    flat, offsets, shapes = data["flat"], data["offsets"], data["shapes"]
-    if len(offsets) != len(shapes) + 1 or offsets[-1] != len(flat):
-        raise WaferMapError(f"{path}: offsets ({len(offsets)}) must be one longer than shapes ({len(shapes)}) and "
-                            f"end at len(flat) ({len(flat)})")
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise WaferMapError(f"{path}: a single array, not an npz archive of flat, offsets and shapes")
+        with data:
+            missing = {"flat", "offsets", "shapes"} - set(data.files)
+            if missing:
+                raise WaferMapError(f"{path}: missing array(s) {', '.join(sorted(missing))}; expected flat, offsets, "
+                                    "shapes (and optionally label, label_names)")
+            arrays = {name: data[name] for name in ("flat", "offsets", "shapes", "label", "label_names")
+                      if name in data.files}
+    except WaferMapError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # not npz, truncated, object arrays
+        raise WaferMapError(f"{path}: not a readable npz file of numeric arrays ({exc})") from None
+    flat, offsets, shapes = arrays["flat"], arrays["offsets"], arrays["shapes"]
+    for name, array, ndim in (("flat", flat, 1), ("offsets", offsets, 1), ("shapes", shapes, 2)):
+        if array.dtype.kind not in "iu" or array.ndim != ndim:
+            raise WaferMapError(f"{path}: {name} must be a {ndim}-D integer array, got {array.dtype} with shape "
+                                f"{array.shape}")
+    if len(shapes) == 0 or shapes.shape[1] != 2:
+        raise WaferMapError(f"{path}: shapes must hold (rows, cols) of at least one map, got shape {shapes.shape}")
+    if (shapes < 1).any() or (shapes > 100_000).any():
+        raise WaferMapError(f"{path}: map shapes must be within 1..100000 dies a side")
+    if len(offsets) != len(shapes) + 1 or offsets[0] != 0 or offsets[-1] != len(flat) or (np.diff(offsets) < 0).any():
+        raise WaferMapError(f"{path}: offsets ({len(offsets)}) must rise from 0, be one longer than shapes "
+                            f"({len(shapes)}) and end at len(flat) ({len(flat)})")
     maps = []
     for index, (start, end, shape) in enumerate(zip(offsets[:-1], offsets[1:], shapes, strict=True)):
-        if end - start != int(np.prod(shape)):
+        if end - start != int(shape[0]) * int(shape[1]):
             raise WaferMapError(f"{path}: map {index} has {end - start} values for shape {tuple(shape)}")
         maps.append(check_map(flat[start:end].reshape(shape), source=f"{path} map {index}"))
-    labels = data["label"].astype(np.int64) if "label" in data.files else None
-    names = tuple(str(n) for n in data["label_names"]) if "label_names" in data.files else PATTERNS
+    if "label" in arrays and (arrays["label"].dtype.kind not in "iu" or arrays["label"].ndim != 1):
+        raise WaferMapError(f"{path}: label must be a 1-D integer array, got {arrays['label'].dtype}")
+    labels = arrays["label"].astype(np.int64) if "label" in arrays else None
+    names = tuple(str(n) for n in arrays["label_names"]) if "label_names" in arrays else PATTERNS
     if labels is not None and (len(labels) != len(maps) or labels.min() < 0 or labels.max() >= len(names)):
         raise WaferMapError(f"{path}: {len(labels)} labels for {len(maps)} maps, or a label outside "
                             f"0..{len(names) - 1}")
@@ -218,11 +236,15 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     bin_map = root.find(f".//{prefix}BinCodeMap", ns)
     if dimension is None or bin_map is None:
         raise WaferMapError(f"{path}: no Layout Dimension or BinCodeMap element; not an E142 substrate map")
-    columns, row_count = int(dimension.get("X", "0")), int(dimension.get("Y", "0"))
+    size = (dimension.get("X", ""), dimension.get("Y", ""))
+    if not all(text.isdigit() and 1 <= int(text) <= 100_000 for text in size):
+        raise WaferMapError(f"{path}: Dimension X={size[0]!r} Y={size[1]!r}; expected whole numbers within 1..100000")
+    columns, row_count = int(size[0]), int(size[1])
     null_bin = bin_map.get("NullBin", "FF").upper()
     width = len(null_bin)
-    passing = {d.get("BinCode", "").upper() for d in bin_map.iterfind(f".//{prefix}BinDefinition", ns)
-               if d.get("BinQuality", "").lower() == "pass"}
+    definitions = {d.get("BinCode", "").upper(): d.get("BinQuality", "").lower()
+                   for d in bin_map.iterfind(f".//{prefix}BinDefinition", ns)}
+    passing = {code for code, quality in definitions.items() if quality == "pass"}
     rows = [(row.text or "").strip().upper() for row in bin_map.iterfind(f"{prefix}BinCode", ns)]
     if len(rows) != row_count:
         raise WaferMapError(f"{path}: Dimension Y={row_count} but the BinCodeMap has {len(rows)} BinCode rows")
@@ -232,8 +254,12 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
             raise WaferMapError(f"{path}: BinCode row {r + 1} holds {len(row) // width} dies; Dimension X={columns}")
         for c in range(columns):
             code = row[c * width : (c + 1) * width]
-            if code != null_bin:
-                states[r, c] = GOOD if code in passing else FAILED
+            if code == null_bin:
+                continue
+            if definitions and code not in definitions:  # as the SINF reader refuses a bin it cannot read
+                raise WaferMapError(f"{path}: BinCode row {r + 1}, die {c + 1}: bin {code!r} is not among the "
+                                    f"BinDefinitions ({', '.join(sorted(definitions))}) nor the NullBin {null_bin!r}")
+            states[r, c] = GOOD if code in passing else FAILED
     substrate = root.find(f".//{prefix}SubstrateMap", ns)
     info = {"substrate_id": substrate.get("SubstrateId", "") if substrate is not None else ""}
     return check_map(states, source=str(path)), info

@@ -7,6 +7,7 @@ right, YINDEX up; XREL / YREL place a defect from its die's lower-left corner, i
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -97,6 +98,21 @@ def _records(text: str, source: str) -> list[list[str]]:
     return records
 
 
+def _finite(text: str) -> float:
+    """A KLARF number: finite and of a size a wafer can have (coordinates, sizes and counts)."""
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > 1e12:
+        raise ValueError(f"{text!r} is not a finite number within +-1e12")
+    return value
+
+
+def _index(text: str) -> int:
+    """A KLARF die index or class number: a whole number of at most 9 digits."""
+    if not re.fullmatch(r"[+-]?\d{1,9}", text):
+        raise ValueError(f"{text!r} is not a whole number of at most 9 digits")
+    return int(text)
+
+
 def read_klarf(path: str | Path) -> Klarf:
     """Parse a KLARF 1.x file (the records written by :func:`write_klarf` and the common ones of other tools)."""
     source = str(path)
@@ -133,18 +149,20 @@ def read_klarf(path: str | Path) -> Klarf:
 
     try:
         lookup = numbers("ClassLookup", 2)
-        class_names = {int(number): str(name) for number, name in lookup}
+        class_names = {_index(number): str(name) for number, name in lookup}
         plan = numbers("SampleTestPlan", 2)
-        tested = [(int(x), int(y)) for x, y in plan]
+        tested = [(_index(x), _index(y)) for x, y in plan]
         rows = numbers("DefectList", len(defect_spec))
-        defects = [{name: float(v) for name, v in zip(defect_spec, row, strict=True)} for row in rows]
+        defects = [{name: _finite(v) for name, v in zip(defect_spec, row, strict=True)} for row in rows]
         summary_rows = numbers("SummaryList", len(summary_spec)) if summary_spec else np.empty((0, 0))
-        summary = {name: float(v) for name, v in zip(summary_spec, summary_rows[0], strict=True)} \
+        summary = {name: _finite(v) for name, v in zip(summary_spec, summary_rows[0], strict=True)} \
             if len(summary_rows) else {}
-        pitch = tuple(float(v) for v in values["DiePitch"][:2])
-        centre = tuple(float(v) for v in values.get("SampleCenterLocation", ["0", "0"])[:2])
+        pitch = tuple(_finite(v) for v in values["DiePitch"][:2])
+        centre = tuple(_finite(v) for v in values.get("SampleCenterLocation", ["0", "0"])[:2])
     except (ValueError, IndexError) as exc:
         raise KlarfError(f"{source}: a number was expected: {exc}") from None
+    if len(pitch) != 2 or not all(0 < p <= 1_000_000 for p in pitch):
+        raise KlarfError(f"{source}: DiePitch {values['DiePitch'][:2]}; expected two pitches within 0..1000000 um")
     slot_text = values.get("Slot", ["0"])[0]
     if not re.fullmatch(r"\d+", slot_text):
         raise KlarfError(f"{source}: Slot {slot_text!r} is not a whole number")
