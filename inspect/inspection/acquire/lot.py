@@ -7,6 +7,8 @@ The manifest's columns are ``image, wafer_id`` and optionally ``lot_id, slot, tr
 from __future__ import annotations
 
 import csv
+import io
+import re
 from pathlib import Path
 
 from inspection.acquire.folder import IMAGE_SUFFIXES
@@ -19,6 +21,34 @@ REQUIRED_COLUMNS, OPTIONAL_COLUMNS = MANIFEST_COLUMNS[:2], MANIFEST_COLUMNS[2:]
 
 class LotInputError(InspectionError, ValueError):
     """A lot folder or manifest that cannot be read; the message names the file, line and column."""
+
+
+def _manifest_items(source: Path, text: str) -> list[LotItem]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    if missing or unknown:
+        raise LotInputError(f"{source}:1: columns {header}; missing {missing}, unknown {unknown}; expected "
+                            f"{', '.join(REQUIRED_COLUMNS)} and optionally {', '.join(OPTIONAL_COLUMNS)}")
+    items, seen = [], set()
+    for line, row in enumerate(reader, 2):
+        wafer_id = (row.get("wafer_id") or "").strip()
+        image = (row.get("image") or "").strip()
+        if not wafer_id or not image:
+            raise LotInputError(f"{source}:{line}: image and wafer_id must not be empty")
+        slot_text = (row.get("slot") or str(line - 1)).strip()
+        if not re.fullmatch(r"[0-9]{1,9}", slot_text):
+            raise LotInputError(f"{source}:{line}: slot {slot_text!r} is not a whole number")
+        lot_id = (row.get("lot_id") or source.parent.resolve().name).strip()
+        if (lot_id, wafer_id) in seen:
+            raise LotInputError(f"{source}:{line}: wafer {wafer_id} of lot {lot_id} is listed twice")
+        seen.add((lot_id, wafer_id))
+        truth_dies = (row.get("truth_dies") or "").strip()
+        items.append(LotItem(str(source.parent / image), wafer_id, lot_id, int(slot_text),
+                             (row.get("truth_pattern") or "").strip() or None,
+                             str(source.parent / truth_dies) if truth_dies else None))
+    return items
 
 
 def read_lot(source: str | Path) -> list[LotItem]:
@@ -34,30 +64,16 @@ def read_lot(source: str | Path) -> list[LotItem]:
         return [LotItem(str(p), p.stem, source.resolve().name, slot) for slot, p in enumerate(images, 1)]
     if not source.is_file():
         raise LotInputError(f"{source}: no such folder or manifest file")
-    with source.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
-        if missing or unknown:
-            raise LotInputError(f"{source}:1: columns {header}; missing {missing}, unknown {unknown}; expected "
-                                f"{', '.join(REQUIRED_COLUMNS)} and optionally {', '.join(OPTIONAL_COLUMNS)}")
-        items, seen = [], set()
-        for line, row in enumerate(reader, 2):
-            wafer_id = (row.get("wafer_id") or "").strip()
-            if not wafer_id or not (row.get("image") or "").strip():
-                raise LotInputError(f"{source}:{line}: image and wafer_id must not be empty")
-            slot_text = (row.get("slot") or str(line - 1)).strip()
-            if not slot_text.isdigit():
-                raise LotInputError(f"{source}:{line}: slot {slot_text!r} is not a whole number")
-            lot_id = (row.get("lot_id") or source.parent.resolve().name).strip()
-            if (lot_id, wafer_id) in seen:
-                raise LotInputError(f"{source}:{line}: wafer {wafer_id} of lot {lot_id} is listed twice")
-            seen.add((lot_id, wafer_id))
-            truth_dies = (row.get("truth_dies") or "").strip()
-            items.append(LotItem(str(source.parent / row["image"].strip()), wafer_id, lot_id, int(slot_text),
-                                 (row.get("truth_pattern") or "").strip() or None,
-                                 str(source.parent / truth_dies) if truth_dies else None))
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LotInputError(f"{source}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
+    except OSError as exc:
+        raise LotInputError(f"{source}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        items = _manifest_items(source, text)
+    except csv.Error as exc:
+        raise LotInputError(f"{source}: not a readable CSV manifest ({exc})") from None
     if not items:
         raise LotInputError(f"{source}: the manifest lists no wafers")
     return items
