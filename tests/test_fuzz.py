@@ -148,3 +148,13 @@ def test_model_cards(changes: list[tuple[str, Any]]) -> None:
         (model / "model.json").write_text(json.dumps(card))
         with contextlib.suppress(InspectionError):
             read_card(model)
+
+
+@EXAMPLES
+@given(EDITS)
+def test_model_card_bytes(edits: list[tuple[float, bytes, int]]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        model = Path(shutil.copytree(REPO_ROOT / "models" / "die-patchnet-v1", Path(folder) / "m"))
+        (model / "model.json").write_bytes(_mutated((model / "model.json").read_bytes(), edits))
+        with contextlib.suppress(InspectionError):
+            read_card(model)

@@ -189,7 +189,9 @@ def read_card(folder: str | Path, *, precision: Literal["fp32", "int8"] = "fp32"
     if not card_path.is_file():
         raise CardError(f"{folder}: no model card (model.json); expected a folder written by `inspect train`")
     try:
-        card = ModelCard.model_validate(json.loads(card_path.read_text()))
+        card = ModelCard.model_validate(json.loads(card_path.read_text(encoding="utf-8")))
+    except UnicodeDecodeError as exc:
+        raise CardError(f"{card_path}: not UTF-8 text (byte {exc.start}); the card is JSON") from None
     except json.JSONDecodeError as exc:
         raise CardError(f"{card_path}: not valid JSON ({exc})") from None
     except ValidationError as exc:
