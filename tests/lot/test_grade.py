@@ -270,3 +270,23 @@ def test_a_formula_in_a_manifest_never_reaches_a_spreadsheet_as_one(graded_lot_s
     [row] = list(csv.DictReader((out / "wafers.csv").open(newline="", encoding="utf-8")))
     assert row["wafer_id"] == "'" + hostile and row["lot_id"] == "'@SUM(1+1)"
     assert [w["wafer_id"] for w in read_wafers(out / "grade.sqlite")] == [hostile]  # stored as given
+
+
+def test_a_full_disk_ends_grading_with_one_line_and_every_graded_wafer_kept(lot_copy: Path, tmp_path: Path) -> None:
+    import resource
+
+    def small_disk() -> None:  # writes past 300 kB fail, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    out = tmp_path / "out"
+    process = subprocess.run([sys.executable, "-m", "inspection", "grade", str(lot_copy), "--out", str(out),
+                              "--quiet"], cwd=REPO_ROOT, preexec_fn=small_disk, capture_output=True, text=True,
+                             timeout=300)
+    assert process.returncode == 2 and "Traceback" not in process.stderr, process.stderr[-3000:]
+    [error] = [line for line in process.stderr.splitlines() if line.startswith("inspect: error:")]
+    assert "grade.sqlite" in error and "cannot write" in error
+    kept = read_wafers(out / "grade.sqlite")
+    assert 1 <= len(kept) < 7  # whole wafers only; a re-run with room grades the rest
+    resumed = json.loads(run_cli("grade", str(lot_copy), "--out", str(out), "--quiet", cwd=REPO_ROOT,
+                                 timeout=300).stdout)
+    assert resumed["skipped_already_graded"] == len(kept) and resumed["graded_now"] == 7 - len(kept)

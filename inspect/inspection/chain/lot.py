@@ -28,6 +28,7 @@ from inspection.acquire import ImageReadError, read_image
 from inspection.chain.chain import Chain, Part, build_chain
 from inspection.recipe import Recipe
 from inspection.report.lots import LotStore
+from inspection.report.store import StoreError
 from inspection.sim.lot import read_truth
 from inspection.types import Frame, GradedWafer, InspectionError, LotItem, Verdict
 
@@ -242,7 +243,11 @@ def run_lot(items: Sequence[LotItem], recipe: Recipe, *, db_path: str | Path, wo
                     on_wafer(wafer)
             status = "finished"
         finally:
-            store.finish_run(run_id, status=status)
+            try:
+                store.finish_run(run_id, status=status)
+            except StoreError:  # the database that failed the lot may not take its end either
+                if status == "finished":
+                    raise
         return LotRun(run_id, len(todo), len(items) - len(todo), time.perf_counter() - started)
     finally:
         store.close()

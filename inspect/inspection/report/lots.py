@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from inspection.report.store import StoreError, connect
+from inspection.report.store import StoreError, connect, write_failure
 from inspection.types import GradedWafer
 
 LOT_SCHEMA_VERSION = 1
@@ -112,11 +112,15 @@ class LotStore:
         self.path = Path(path)
         self._connection = connect(self.path, read_only=False, table="wafers", schema_version=LOT_SCHEMA_VERSION,
                                    what=_WHAT)
-        with self._connection:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=FULL")
-            self._connection.executescript(_SCHEMA)
-            self._connection.execute(f"PRAGMA user_version={LOT_SCHEMA_VERSION}")
+        try:
+            with self._connection:
+                self._connection.execute("PRAGMA journal_mode=WAL")
+                self._connection.execute("PRAGMA synchronous=FULL")
+                self._connection.executescript(_SCHEMA)
+                self._connection.execute(f"PRAGMA user_version={LOT_SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            self._connection.close()
+            raise write_failure(self.path, exc) from None
 
     def finished(self) -> set[tuple[str, str]]:
         """(lot_id, wafer_id) of every wafer already stored, graded or failed-to-grade."""
@@ -124,17 +128,23 @@ class LotStore:
 
     def start_run(self, *, recipe_name: str, recipe_sha256: str, engine: str, workers: int,
                   software_version: str) -> int:
-        with self._connection:
-            cursor = self._connection.execute(
-                "INSERT INTO grade_runs (started_at, status, recipe_name, recipe_sha256, engine, workers, host,"
-                " software_version) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
-                (_now(), recipe_name, recipe_sha256, engine, workers, platform.node(), software_version))
+        try:
+            with self._connection:
+                cursor = self._connection.execute(
+                    "INSERT INTO grade_runs (started_at, status, recipe_name, recipe_sha256, engine, workers, host,"
+                    " software_version) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+                    (_now(), recipe_name, recipe_sha256, engine, workers, platform.node(), software_version))
+        except sqlite3.Error as exc:
+            raise write_failure(self.path, exc) from None
         return int(cursor.lastrowid or 0)
 
     def finish_run(self, run_id: int, *, status: str) -> None:
-        with self._connection:
-            self._connection.execute("UPDATE grade_runs SET finished_at = ?, status = ? WHERE run_id = ?",
-                                     (_now(), status, run_id))
+        try:
+            with self._connection:
+                self._connection.execute("UPDATE grade_runs SET finished_at = ?, status = ? WHERE run_id = ?",
+                                         (_now(), status, run_id))
+        except sqlite3.Error as exc:
+            raise write_failure(self.path, exc) from None
 
     def add_wafer(self, run_id: int, wafer: GradedWafer) -> int:
         """Commit one wafer with its dies and thumbnails in one transaction; returns its row id."""
@@ -150,6 +160,13 @@ class LotStore:
             item.truth_pattern, _now(),
         )
         names = list(wafer.class_names)
+        try:
+            return self._insert_wafer(row, names, dies, n_dies, wafer)
+        except sqlite3.Error as exc:  # rolled back: the file holds every earlier wafer and nothing half-written
+            raise write_failure(self.path, exc) from None
+
+    def _insert_wafer(self, row: tuple[Any, ...], names: list[str], dies: dict[str, Any] | None, n_dies: int | None,
+                      wafer: GradedWafer) -> int:
         with self._connection:
             cursor = self._connection.execute(
                 f"INSERT INTO wafers ({', '.join(WAFER_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})", row)

@@ -87,7 +87,7 @@ class StoreError(InspectionError, RuntimeError):
     """A database that cannot be used; the file is left as it was."""
 
 
-def _write_failure(path: Path, exc: sqlite3.Error) -> StoreError:
+def write_failure(path: Path, exc: sqlite3.Error) -> StoreError:
     """The one-line error for a database that cannot take a write (full disk, read-only file or folder, I/O)."""
     return StoreError(f"{path}: cannot write the results database ({exc}); check that its disk has space and that "
                       "the file and its folder are writable")
@@ -184,7 +184,7 @@ class ResultStore:
                 self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             self._connection.close()
-            raise _write_failure(self.path, exc) from None
+            raise write_failure(self.path, exc) from None
         self.closed_runs = self._close_abandoned_runs()
 
     def _close_abandoned_runs(self) -> list[int]:
@@ -206,7 +206,7 @@ class ResultStore:
             with self._connection:
                 return int(self._connection.execute(statement, parameters).lastrowid or 0)
         except sqlite3.Error as exc:
-            raise _write_failure(self.path, exc) from None
+            raise write_failure(self.path, exc) from None
 
     def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str) -> int:
         """A new run (status ``running``) and its id; its model is named once loaded (:meth:`set_run_model`)."""
