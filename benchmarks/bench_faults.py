@@ -270,7 +270,8 @@ def hostile_inputs(count: int, rng: random.Random, work: Path, *, through_cli: i
         process = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
         if "Traceback" in process.stderr:
             cli_tracebacks.append(f"{' '.join(command[3:5])}: {process.stderr.strip().splitlines()[-1][:200]}")
-    return {"inputs": count, **outcome, "crashes": crashes[:20], "through_the_command_line": through_cli,
+    return {"inputs": count, "refused cleanly": outcome["refused cleanly"], "accepted": outcome["accepted"],
+            "crashed": outcome["crashed"], "crashes": crashes[:20], "through_the_command_line": through_cli,
             "command_line_tracebacks": cli_tracebacks}
 
 
