@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO_ROOT, run_cli
 
@@ -109,3 +113,32 @@ def test_every_benchmark_and_dataset_script_starts() -> None:
             "        assert stop.code in (0, None), (path, stop.code)\n")
     out = subprocess.run([sys.executable, "-c", code, *map(str, scripts)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_runs_every_default_from_an_empty_folder(tmp_path: Path) -> None:
+    """What a line PC gets from `pip install wafer-inspect`: the shipped models travel inside the package."""
+    dist, site, empty = tmp_path / "dist", tmp_path / "site", tmp_path / "empty"
+    empty.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                    str(REPO_ROOT)], check=True, capture_output=True)
+    [wheel] = dist.glob("wafer_inspect-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(site), "HOME": str(tmp_path)}  # the wheel's package, not the checkout's
+
+    def inspect(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "inspection", *args], cwd=empty, env=env, capture_output=True,
+                              text=True, timeout=600, check=True)
+
+    code = "import inspection.model_paths as m; print(m.bundled_models_folder())"
+    where = subprocess.run([sys.executable, "-c", code], cwd=empty, env=env, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert where.startswith(str(site))
+    shipped = sorted(p.name for p in Path(where).iterdir())
+    assert "wafer-line-patchnet-v1" in shipped and not list(Path(where).glob("*/weights.pt"))
+    inspect("synth", "lot", "lot", "--wafers", "2")
+    summary = json.loads(inspect("grade", "lot", "--out", "graded", "--quiet").stdout)
+    assert summary["graded"] == 2
+    inspect("run", "--frames", "3", "--db", "line.db", "-q")
+    assert "Center" in inspect("wafermap", "classify", "graded/maps/LOT0000_wafer-01.sinf").stdout

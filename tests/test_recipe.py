@@ -58,7 +58,10 @@ def test_a_chain_whose_model_does_not_fit_the_recipe_is_refused_naming_file_and_
     assert "recipe.yaml: classify rules name crack, which the model" in message
     assert "(its classes: good, particle, scratch, stain)" in message
     message = _chain_error(tmp_path, {"model": str(tmp_path / "gone")})
-    assert "recipe.yaml: classify.model: " in message and "gone: no such model folder" in message
+    assert "recipe.yaml: classify.model: " in message and "gone: no model there" in message
+    message = _chain_error(tmp_path, {"model": "models/gone"})  # relative: every place looked in is named
+    assert "recipe.yaml: classify.model: model 'models/gone' not found; looked in: " in message
+    assert str(tmp_path / "models" / "gone") in message and "bundled_models/gone" in message
     message = _chain_error(tmp_path, {"model": str(REPO_ROOT / "models" / "die-patchnet-v1")})
     assert "takes 1-channel input; a wafer-die chain gives it 3-channel crops" in message
     tampered = tmp_path / "tampered"

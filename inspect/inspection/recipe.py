@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from inspection.model_paths import ModelNotFoundError, find_model
 from inspection.types import SIM_KINDS, WAFERMAP_PATTERNS, InspectionError, SimKind
 
 BUNDLED_RECIPES = ("wafer-die", "pcb-deeppcb", "wafer-lot")
@@ -397,12 +398,12 @@ def _read_yaml(name_or_path: str | Path) -> tuple[Any, Path]:
     return data, path
 
 
-def _beside_recipe(path: Path, given: str) -> str:
-    """A folder or file named by a recipe: relative to the recipe's folder when it is there, else as given
-    (relative to the working directory)."""
-    candidate = Path(given)
-    beside = path.parent / candidate
-    return str(beside.resolve() if not candidate.is_absolute() and beside.exists() else candidate)
+def _model_folder(path: Path, field: str, given: str) -> str:
+    """A model named by a recipe, from the model search path (the recipe's folder first)."""
+    try:
+        return str(find_model(given, recipe_folder=path.parent))
+    except ModelNotFoundError as exc:
+        raise RecipeError(f"{path}: {field}: {exc}") from None
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
@@ -425,7 +426,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         update["reference"] = recipe.reference.model_copy(update={"golden": str(golden_path)})
     if recipe.classify is not None:
         update["classify"] = recipe.classify.model_copy(
-            update={"model": _beside_recipe(path, recipe.classify.model)})
+            update={"model": _model_folder(path, "classify.model", recipe.classify.model)})
     if recipe.wafermap is not None:
-        update["wafermap"] = recipe.wafermap.model_copy(update={"model": _beside_recipe(path, recipe.wafermap.model)})
+        update["wafermap"] = recipe.wafermap.model_copy(
+            update={"model": _model_folder(path, "wafermap.model", recipe.wafermap.model)})
     return recipe.model_copy(update=update)

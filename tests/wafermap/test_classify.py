@@ -125,7 +125,7 @@ def test_classical_model_trains_and_serves_the_same_commands(tmp_path: Path) -> 
     assert itself["difference"]["accuracy"] == 0 and itself["difference_ci95"]["macro_f1"] == [0.0, 0.0]
     process = run_cli("wafermap", "eval", str(data), "--model", str(out), "--compare", str(tmp_path / "nothing"),
                       check=False)
-    assert process.returncode == 2 and "--compare" in process.stderr and "no such model folder" in process.stderr
+    assert process.returncode == 2 and "--compare" in process.stderr and "no model there" in process.stderr
     result = json.loads(run_cli("wafermap", "classify", str(data), "--index", "4", "--model", str(out),
                                 "--json").stdout)
     assert result["map"].endswith("#4") and result["pattern"] in PATTERNS

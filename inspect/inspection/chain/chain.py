@@ -21,7 +21,6 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,6 +35,7 @@ from inspection.classify.prepare import prepare_batch
 from inspection.grade import class_verdict, polarity_detections, size_verdict, wafer_verdict
 from inspection.measure import candidate_crops, difference_regions
 from inspection.measure.dies import DieLayout, defect_boxes_um, die_inputs, locate_dies
+from inspection.model_paths import ModelNotFoundError, find_model
 from inspection.preprocess import FlatField, preprocess_frame
 from inspection.recipe import (
     AlignSettings,
@@ -425,11 +425,12 @@ def _classifier(recipe: Recipe, *, threads: int) -> Classifier:
     settings = recipe.classify
     assert settings is not None
     where = recipe.source_path or recipe.name
-    if not Path(settings.model).is_dir():
-        raise RecipeError(f"{where}: classify.model: {settings.model}: no such model folder (relative paths are "
-                          "taken from the recipe's folder, else the working directory)")
     try:
-        classifier = Classifier(settings.model, precision=settings.precision, device=settings.device,
+        model = find_model(settings.model)
+    except ModelNotFoundError as exc:
+        raise RecipeError(f"{where}: classify.model: {exc}") from None
+    try:
+        classifier = Classifier(model, precision=settings.precision, device=settings.device,
                                 settings=SessionSettings(intra_op_threads=threads, spinning=False))
     except CardError as exc:  # a card that is invalid or does not match its ONNX file: name the recipe too
         raise RecipeError(f"{where}: classify.model {settings.model}: {exc}") from None
@@ -488,11 +489,13 @@ def build_chain(recipe: Recipe, *, rank_hypotheses: bool = False, threads: int =
         if threshold is None:
             raise RecipeError(f"{recipe.source_path}: classify.defect_score is not set and the card of "
                               f"{classify and classify.model} has no operating point")
-        if not Path(recipe.wafermap.model).is_dir():
-            raise RecipeError(f"{recipe.source_path}: wafermap.model: {recipe.wafermap.model}: no such model folder")
+        try:
+            map_model = find_model(recipe.wafermap.model)
+        except ModelNotFoundError as exc:
+            raise RecipeError(f"{recipe.source_path}: wafermap.model: {exc}") from None
         stages += [LocateDies(recipe), ClassifyDies(classifier, batcher, threshold),
                    LocaliseDefects(recipe.pixel_size_um),
-                   WaferPattern(load_wafermap_model(recipe.wafermap.model, threads=threads)), GradeWafer(recipe)]
+                   WaferPattern(load_wafermap_model(map_model, threads=threads)), GradeWafer(recipe)]
         return Chain(recipe, stages, classifier=classifier, batcher=batcher)
     detector = (candidates or classical_detector(recipe)) if classifier is None else classifier.card.detector
     assert detector is not None

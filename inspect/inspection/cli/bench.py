@@ -14,6 +14,7 @@ from inspection.classify import Classifier
 from inspection.classify.card import read_card
 from inspection.cli.common import (
     UsageError,
+    model_folder,
 )
 from inspection.report.records import save_record
 
@@ -57,7 +58,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     "inputs, the model's GFLOP/image against this machine's measured matmul GFLOP/s, and a "
                     "simulated camera stream through the micro-batcher. Recorded in benchmarks/results/.",
     )
-    bench.add_argument("model", type=Path, help="model folder (model.onnx + model.json)")
+    bench.add_argument("model", type=model_folder, help="model folder (model.onnx + model.json)")
     bench.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu",
                        help="where the core runs")
     bench.add_argument("--batch-sizes", default="1,8,32,128", metavar="A,B", help="default 1,8,32,128")

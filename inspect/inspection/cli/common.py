@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+from inspection.model_paths import ModelNotFoundError, find_model
 from inspection.types import InspectionError
 
 
@@ -63,3 +65,11 @@ class CommandParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+def model_folder(reference: str) -> Path:
+    """argparse type of a model argument: the folder the model search path finds (``NAME`` works anywhere)."""
+    try:
+        return find_model(reference)
+    except ModelNotFoundError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -14,6 +14,7 @@ from inspection.chain.chain import build_chain
 from inspection.cli.common import (
     UsageError,
     add_device_option,
+    model_folder,
     software_version,
 )
 from inspection.recipe import load_recipe
@@ -86,8 +87,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     grade.add_argument("--engine", choices=("local", "ray"), default="local",
                        help="local: a process pool; ray: Ray tasks (local Ray unless --ray-address or RAY_ADDRESS)")
     grade.add_argument("--ray-address", metavar="ADDR", help="a Ray cluster to join, e.g. ray://head:10001")
-    grade.add_argument("--model", type=Path, help="die classifier model folder (default: the recipe's)")
-    grade.add_argument("--map-model", type=Path, help="wafer-map model folder (default: the recipe's)")
+    grade.add_argument("--model", type=model_folder, help="die classifier model folder (default: the recipe's)")
+    grade.add_argument("--map-model", type=model_folder, help="wafer-map model folder (default: the recipe's)")
     grade.add_argument("--station", default="wafer-inspect", help="station name written into KLARF files")
     grade.add_argument("--quiet", action="store_true", help="no per-wafer lines")
     grade.set_defaults(handler=cmd_grade)

@@ -17,9 +17,11 @@ from inspection.classify.card import DetectorSettings
 from inspection.cli.common import (
     UsageError,
     interval_text,
+    model_folder,
     print_baseline,
 )
 from inspection.evaluate.folders import evaluate_folder
+from inspection.model_paths import installed_models, search_folders
 from inspection.train.choices import ARCHITECTURES, CLASS_WEIGHTINGS
 
 
@@ -149,7 +151,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    found = installed_models()
+    rows = []
+    for name, folder in found:
+        card_path = folder / "model.json"
+        if card_path.is_file():
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+            rows.append({"name": name, "task": card.get("task"), "classes": card.get("class_names"),
+                         "int8": card.get("int8") is not None, "folder": str(folder)})
+        else:
+            rows.append({"name": name, "task": "wafer-map (classical)", "classes": None, "int8": False,
+                         "folder": str(folder)})
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    for row in rows:
+        classes = ", ".join(row["classes"]) if row["classes"] else "the nine WM-811K patterns"
+        print(f"{row['name']:<24} {row['task']:<22} {'fp32+int8' if row['int8'] else 'fp32':<10} {classes}")
+        print(f"{'':<24} {row['folder']}")
+    where = ", ".join(str(folder) for folder, as_written in search_folders() if not as_written)
+    print(f"({len(rows)} model(s); a recipe or --model names one by its name from any folder; searched: {where})",
+          file=sys.stderr)
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    models = commands.add_parser(
+        "models", help="list the models a recipe or --model can name from any folder",
+        description="The models on the search path's shared folders (WAFER_INSPECT_MODELS, the user's models "
+                    "folder, the models installed with the package), each with its task, precisions and classes. "
+                    "Beside these, a recipe's own folder and the working directory are searched first.")
+    models.add_argument("--json", action="store_true", help="one JSON object per model")
+    models.set_defaults(handler=cmd_models)
+
     train = commands.add_parser(
         "train", help="train a defect classifier from a labelled folder and export it to ONNX with its card",
         description="Reads FOLDER/<class>/* (or FOLDER/train|val|test/<class>/*; otherwise a stratified split "
@@ -190,12 +226,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=cmd_export)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on a labelled folder with the line's ONNX code")
-    evaluate.add_argument("model", type=Path, help="model folder (model.onnx + model.json)")
+    evaluate.add_argument("model", type=model_folder, help="model folder (model.onnx + model.json)")
     evaluate.add_argument("folder", type=Path, help="labelled image folder (classes among the model's)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     evaluate.add_argument("--int8", dest="precision", action="store_const", const="int8", default="fp32",
                           help="evaluate the INT8 variant")
-    evaluate.add_argument("--compare", type=Path, metavar="MODEL",
+    evaluate.add_argument("--compare", type=model_folder, metavar="MODEL",
                           help="also evaluate this model's FP32 graph (same classes) on the same images: the "
                                "difference and its paired 95%% interval (with --int8 and the same folder: what "
                                "quantisation costs)")

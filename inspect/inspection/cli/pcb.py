@@ -14,6 +14,7 @@ from inspection.cli.common import (
     UsageError,
     add_device_option,
     interval_text,
+    model_folder,
 )
 from inspection.recipe import Recipe, load_recipe
 from inspection.report import draw_boxes, save_png
@@ -121,12 +122,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     pcb_eval.add_argument("--shift-px", type=float, default=0.0, help="move each test image by up to this much")
     pcb_eval.add_argument("--rotate-deg", type=float, default=0.0, help="turn each test image by up to this much")
     pcb_eval.add_argument("--seed", type=int, default=0, help="seed of the moves")
-    pcb_eval.add_argument("--compare", type=Path, metavar="MODEL", help="also evaluate this model on the same "
+    pcb_eval.add_argument("--compare", type=model_folder, metavar="MODEL", help="also evaluate this model on the same "
                           "(equally moved) pairs: the difference and its paired 95%% interval")
     for sub in (pcb_inspect, pcb_eval):
         sub.add_argument("--recipe", default="pcb-deeppcb", metavar="FILE",
                          help="pcb recipe YAML or the bundled pcb-deeppcb (default): its chain and classify section")
-        sub.add_argument("--model", type=Path, help="PCB model folder (default: the recipe's classify.model)")
+        sub.add_argument("--model", type=model_folder, help="PCB model folder (default: the recipe's classify.model)")
         sub.add_argument("--min-score", type=float, help="report defects at least this likely (default: the recipe's, "
                          "else the card's)")
         add_device_option(sub)

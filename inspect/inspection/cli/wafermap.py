@@ -15,6 +15,7 @@ import numpy as np
 from inspection.cli.common import (
     UsageError,
     interval_text,
+    model_folder,
     print_baseline,
 )
 from inspection.cli.models import (
@@ -23,6 +24,7 @@ from inspection.cli.models import (
     print_card_summary,
     training_options,
 )
+from inspection.model_paths import ModelNotFoundError, find_model
 from inspection.report import draw_wafer_map, save_png, tile_pictures
 from inspection.train.choices import ARCHITECTURES
 from inspection.wafermap import ROOT_CAUSES, read_map_file, read_npz, yield_fraction
@@ -31,17 +33,22 @@ if TYPE_CHECKING:
     from inspection.wafermap.classify import WaferMapModel
     from inspection.wafermap.formats import MapSet
 
-DEFAULT_WAFERMAP_MODEL = Path("models/wafermap-patchnet-v5")
+DEFAULT_WAFERMAP_MODEL = "wafermap-patchnet-v5"
+"""Found on the model search path (inspection.model_paths), so the default works from any folder."""
 
 
 def cmd_wafermap_show(args: argparse.Namespace) -> int:
     die_map, label = read_map_file(args.path, index=args.index)
     dies = int(np.count_nonzero(die_map))
     title = f"{args.path.name}" + (f" #{args.index}" if args.index is not None else "")
-    if args.model.is_dir():
-        from inspection.wafermap.classify import classify_maps
+    try:
+        model_dir = find_model(args.model)
+    except ModelNotFoundError:
+        model_dir = None  # show draws the map without a prediction
+    if model_dir is not None:
+        from inspection.wafermap.classify import classify_maps, load_wafermap_model
 
-        predicted = classify_maps(_wafermap_model(args), [die_map])[0]
+        predicted = classify_maps(load_wafermap_model(model_dir), [die_map])[0]
         title += f"  {predicted['pattern']} ({predicted['confidence']:.2f})"
         subtitle = f"likely cause: {predicted['root_cause']}" + (f"; labelled {label}" if label else "")
     else:
@@ -53,17 +60,10 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wafermap_model_dir(model_dir: Path, *, option: str = "--model") -> Path:
-    if not model_dir.is_dir():
-        raise UsageError(f"{option} {model_dir}: no such model folder (the shipped one is "
-                         f"{DEFAULT_WAFERMAP_MODEL} in the repository; run from its root or give {option} DIR)")
-    return model_dir
-
-
 def _wafermap_model(args: argparse.Namespace) -> WaferMapModel:
     from inspection.wafermap.classify import load_wafermap_model  # ONNX Runtime loads only for map commands
 
-    return load_wafermap_model(_wafermap_model_dir(args.model))
+    return load_wafermap_model(args.model)
 
 
 def cmd_wafermap_classify(args: argparse.Namespace) -> int:
@@ -92,9 +92,9 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: expected 1 or more")
     map_set = read_npz(args.data)
-    model_dirs = [_wafermap_model_dir(args.model)]
+    model_dirs = [args.model]
     if args.compare is not None:
-        model_dirs.append(_wafermap_model_dir(args.compare, option="--compare"))
+        model_dirs.append(args.compare)
     with ExitStack() as stack:
         if args.workers == 1:
             models = [load_wafermap_model(model_dir) for model_dir in model_dirs]
@@ -165,28 +165,28 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     show.add_argument("path", type=Path, help=".npz (WM-811K layout), .xml (SEMI E142) or SINF text file")
     show.add_argument("--index", type=int, help="which map of an npz file (default 0)")
     show.add_argument("--out", type=Path, required=True, metavar="PNG", help="the picture to write")
-    show.add_argument("--model", type=Path, default=DEFAULT_WAFERMAP_MODEL,
+    show.add_argument("--model", default=DEFAULT_WAFERMAP_MODEL,
                       help=f"classify with this model when the folder exists (default {DEFAULT_WAFERMAP_MODEL})")
     show.set_defaults(handler=cmd_wafermap_show)
 
     classify = wafermap_commands.add_parser("classify", help="pattern, confidence, top-3, yield and root cause")
     classify.add_argument("paths", type=Path, nargs="+", help=".npz, SINF or E142 XML files")
     classify.add_argument("--index", type=int, help="which map of npz files (default 0)")
-    classify.add_argument("--model", type=Path, default=DEFAULT_WAFERMAP_MODEL,
+    classify.add_argument("--model", type=model_folder, default=DEFAULT_WAFERMAP_MODEL,
                           help=f"wafer-map model folder (default {DEFAULT_WAFERMAP_MODEL})")
     classify.add_argument("--json", action="store_true", help="one JSON object per map")
     classify.set_defaults(handler=cmd_wafermap_classify)
 
     wm_eval = wafermap_commands.add_parser("eval", help="accuracy, macro-F1 and per-class metrics on labelled maps")
     wm_eval.add_argument("data", type=Path, help="labelled maps in the WM-811K npz layout")
-    wm_eval.add_argument("--model", type=Path, default=DEFAULT_WAFERMAP_MODEL,
+    wm_eval.add_argument("--model", type=model_folder, default=DEFAULT_WAFERMAP_MODEL,
                          help=f"wafer-map model folder (default {DEFAULT_WAFERMAP_MODEL})")
     wm_eval.add_argument("--workers", type=int, default=1,
                          help="processes sharing the maps (one thread each); 2 uses both cores of a 2-core machine")
     wm_eval.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     wm_eval.add_argument("--errors", type=Path, metavar="PNG",
                          help="draw the 48 most confident misclassified maps (truth -> prediction) into PNG")
-    wm_eval.add_argument("--compare", type=Path, metavar="MODEL",
+    wm_eval.add_argument("--compare", type=model_folder, metavar="MODEL",
                          help="also evaluate this model on the same maps: the difference and its paired 95%% interval")
     wm_eval.set_defaults(handler=cmd_wafermap_eval)
 
