@@ -63,6 +63,11 @@ def test_card_is_the_whole_contract(model: Path) -> None:
     assert [h["epoch"] for h in training["history"]] == [1, 2, 3]
     val = card["metrics"]["val"]
     assert val["samples"] == 48 and len(val["confusion"]) == 6
+    import onnx  # the ONNX file carries the contract too, for tools that read only it
+
+    metadata = {prop.key: prop.value for prop in onnx.load(str(model / "model.onnx")).metadata_props}
+    assert json.loads(metadata["class_names"]) == card["class_names"]
+    assert json.loads(metadata["input"]) == card["input"] and metadata["training_data_hash"] == training["data_hash"]
     for picture in ("confusion.png", "training.png"):
         assert cv2.imread(str(model / picture)) is not None
 

@@ -168,6 +168,62 @@ class ModelCard(_Strict):
         return path
 
 
+def onnx_metadata(card: ModelCard) -> dict[str, str]:
+    """The card's essentials as the ONNX file's ``metadata_props``, so that tools which read an ONNX file alone
+    (as Ultralytics' runtimes read class names from it) learn the contract: values are JSON text."""
+    return {
+        "task": card.task,
+        "arch": card.arch,
+        "class_names": json.dumps(card.class_names),
+        "names": json.dumps(dict(enumerate(card.class_names))),  # {index: name}, the Ultralytics convention
+        "input": json.dumps(card.input.model_dump(mode="json")),
+        "normalisation": json.dumps(card.normalisation.model_dump(mode="json")),
+        "preprocessing_version": str(card.preprocessing_version),
+        "thresholds": json.dumps(card.thresholds.model_dump(mode="json")),
+        "training_data_hash": str(card.training.get("data_hash", "")),
+    }
+
+
+_CHECKED_METADATA = ("task", "class_names", "input", "normalisation", "preprocessing_version")
+"""What the runtime compares with the card: what decides how inputs are prepared and outputs named."""
+
+
+def check_onnx_metadata(card: ModelCard, metadata: dict[str, str], *, path: Path) -> None:
+    """Refuse an ONNX file whose metadata says another contract than its card.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The model folder's card.
+    metadata : dict of str to str
+        The ONNX file's ``metadata_props`` (``InferenceSession.get_modelmeta().custom_metadata_map``); a file
+        exported before metadata was written has none, and is judged by its card alone.
+    path : Path
+        The ONNX file, named in the error.
+
+    Raises
+    ------
+    CardError
+        Naming the first field that differs, with both values.
+    """
+    expected = onnx_metadata(card)
+    for key in _CHECKED_METADATA:
+        if key not in metadata:
+            continue
+        said, wanted = metadata[key], expected[key]
+        same = said == wanted if key in ("task", "preprocessing_version") else _json(said) == _json(wanted)
+        if not same:
+            raise CardError(f"{path}: its metadata says {key} = {said}, its card {wanted}: the ONNX file and "
+                            "model.json are of different models")
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def class_order(source: Sequence[str], target: Sequence[str]) -> np.ndarray:
     """For each class of ``source`` (a baseline model's), its index among ``target`` (the evaluated model's):
     indexing with it puts the baseline's predictions in the model's class order. Models of other classes do

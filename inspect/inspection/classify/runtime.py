@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from inspection.classify.card import CardError, read_card
+from inspection.classify.card import CardError, check_onnx_metadata, read_card
 from inspection.types import InspectionError
 
 Device = Literal["auto", "cpu", "cuda", "trt"]
@@ -107,6 +107,7 @@ class Classifier:
                             f"{spec.name}[batch, {', '.join(map(str, expected))}]")
         if not isinstance(inputs[0].shape[0], str):
             raise CardError(f"{self.onnx_path}: batch axis is fixed at {inputs[0].shape[0]}; expected a dynamic one")
+        check_onnx_metadata(self.card, self.session.get_modelmeta().custom_metadata_map, path=self.onnx_path)
         self.on_cuda = self.session.get_providers()[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
     @property

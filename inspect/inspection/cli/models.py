@@ -158,10 +158,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         card_path = folder / "model.json"
         if card_path.is_file():
             card = json.loads(card_path.read_text(encoding="utf-8"))
-            rows.append({"name": name, "task": card.get("task"), "classes": card.get("class_names"),
-                         "int8": card.get("int8") is not None, "folder": str(folder)})
+            precisions = ("numpy (classical)" if card.get("kind") == "classical" else
+                          "fp32+int8" if card.get("int8") else "fp32")
+            rows.append({"name": name, "task": card.get("task"), "precisions": precisions,
+                         "classes": card.get("class_names"), "folder": str(folder)})
         else:
-            rows.append({"name": name, "task": "wafer-map (classical)", "classes": None, "int8": False,
+            rows.append({"name": name, "task": "wafermap", "precisions": "numpy (classical)", "classes": None,
                          "folder": str(folder)})
     if args.json:
         for row in rows:
@@ -169,7 +171,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         classes = ", ".join(row["classes"]) if row["classes"] else "the nine WM-811K patterns"
-        print(f"{row['name']:<24} {row['task']:<22} {'fp32+int8' if row['int8'] else 'fp32':<10} {classes}")
+        print(f"{row['name']:<24} {row['task']:<15} {row['precisions']:<18} {classes}")
         print(f"{'':<24} {row['folder']}")
     where = ", ".join(str(folder) for folder, as_written in search_folders() if not as_written)
     print(f"({len(rows)} model(s); a recipe or --model names one by its name from any folder; searched: {where})",

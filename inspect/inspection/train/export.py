@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -23,6 +25,7 @@ from inspection.classify.card import (
     Normalisation,
     Parity,
     Thresholds,
+    onnx_metadata,
     read_card,
     sha256_of,
 )
@@ -159,6 +162,7 @@ def export_model(model_dir: Path, *, opset: int = OPSET, detector: DetectorSetti
                       tolerance=PARITY_TOLERANCE),
         flops_per_image=count_flops(network, spec), torch_weights=WEIGHTS_FILE, detector=detector,
     )
+    card.onnx_sha256 = stamp_metadata(onnx_path, card)
     card.write(model_dir)
     Classifier(model_dir)  # the line's loader accepts it: sha256, input name and shape, dynamic batch
     save_png(model_dir / "confusion.png", draw_confusion(confusion, class_names=class_names,
@@ -167,6 +171,27 @@ def export_model(model_dir: Path, *, opset: int = OPSET, detector: DetectorSetti
     save_training_curves(training["history"], model_dir / "training.png", title=f"{base['arch']} training",
                          best_epoch=training["best_epoch"])
     return card
+
+
+def stamp_metadata(onnx_path: Path, card: ModelCard) -> str:
+    """Write the card's essentials into an ONNX file (``metadata_props``, ``doc_string``, ``model_version``),
+    atomically; returns the file's new sha256 for the card.
+
+    ``model_version`` is the time of stamping (UTC, YYYYMMDDHHMM), so a later export has a larger version.
+    """
+    model = onnx.load(str(onnx_path))
+    del model.metadata_props[:]
+    for key, value in onnx_metadata(card).items():
+        model.metadata_props.add(key=key, value=value)
+    model.doc_string = (f"wafer-inspect {card.task} model ({card.arch}): classes {', '.join(card.class_names)}; "
+                        f"input {card.input.name} [batch, {card.input.channels}, {card.input.height}, "
+                        f"{card.input.width}] float32 scaled by the bit depth and normalised as the metadata says; "
+                        "output probabilities [batch, classes]. Its card is model.json beside it.")
+    model.model_version = int(datetime.now(UTC).strftime("%Y%m%d%H%M"))
+    partial = onnx_path.with_name(f".{onnx_path.name}.partial")
+    onnx.save(model, str(partial))
+    os.replace(partial, onnx_path)
+    return sha256_of(onnx_path)
 
 
 class _CalibrationReader:
@@ -204,7 +229,7 @@ def quantize_int8(model_dir: Path, *, calibration_folder: Path, eval_folder: Pat
                     calibrate_method=CalibrationMethod.MinMax)
     preprocessed.unlink()
     evaluated_on = eval_folder or calibration_folder
-    variant = Int8Variant(file=INT8_FILE, sha256=sha256_of(output), calibration_images=len(batch),
+    variant = Int8Variant(file=INT8_FILE, sha256=stamp_metadata(output, card), calibration_images=len(batch),
                           evaluated_on=str(evaluated_on), fp32={}, int8={})
     card.int8 = variant
     card.write(model_dir)
