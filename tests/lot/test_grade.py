@@ -83,9 +83,12 @@ def test_klarf_reads_back_to_the_database(graded: tuple[Path, dict]) -> None:
         assert (klarf.lot_id, klarf.wafer_id, klarf.slot) == ("LOT-T", wafer["wafer_id"], wafer["slot"])
         assert len(klarf.defects) == len(failed) == klarf.summary["NDEFECT"] == wafer["n_defective"]
         assert len(klarf.tested_dies) == len(dies) == klarf.summary["NDIE"]
+        # KLARF's class table: 0 Unclassified, then the die model's defect classes
+        assert klarf.class_names[0] == "Unclassified" and "good" not in klarf.class_names.values()
         for defect, die in zip(klarf.defects, failed, strict=True):
             assert (defect["XINDEX"], defect["YINDEX"]) == (die["col"], -die["row"])
-            assert klarf.class_names[int(defect["CLASSNUMBER"])] == die["class"]
+            expected = "Unclassified" if die["class"] == "good" else die["class"]
+            assert klarf.class_names[int(defect["CLASSNUMBER"])] == expected
             assert defect["XREL"] == pytest.approx(die["x_rel_um"], abs=1e-3)
             assert 0 <= defect["XREL"] <= klarf.die_pitch_um[0] and 0 <= defect["YREL"] <= klarf.die_pitch_um[1]
         die_map, _ = klarf_die_map(klarf)
@@ -290,3 +293,32 @@ def test_a_full_disk_ends_grading_with_one_line_and_every_graded_wafer_kept(lot_
     resumed = json.loads(run_cli("grade", str(lot_copy), "--out", str(out), "--quiet", cwd=REPO_ROOT,
                                  timeout=300).stdout)
     assert resumed["skipped_already_graded"] == len(kept) and resumed["graded_now"] == 7 - len(kept)
+
+
+def test_klarf_files_read_in_independent_readers_without_options(graded: tuple[Path, dict], tmp_path: Path) -> None:
+    klarfio = pytest.importorskip("klarfio")
+    klarf_reader = pytest.importorskip("klarf_reader.klarf")
+    from inspection.report.lot_report import write_lot_outputs
+
+    out, _ = graded
+    graded_wafers = [w for w in read_wafers(out / "grade.sqlite") if w["status"] == "graded"]
+    for path in sorted((out / "klarf").glob("*.klarf")):  # the default, KLARF 1.8
+        ours = read_klarf(path)
+        theirs = klarfio.klarf(str(path)).data["FileRecord_1.8"][f"LotRecord_{ours.lot_id}"]
+        wafer = theirs[f"WaferRecord_{ours.wafer_id}"]
+        assert len(wafer["DefectList"]["Data"]) == len(ours.defects)
+        assert theirs["DiePitch"] == [round(v * 1000) for v in ours.die_pitch_um]  # nanometres in 1.8
+        assert theirs["ClassLookupList"]["Data"][0][1] == "Unclassified"
+    flat = tmp_path / "flat"
+    write_lot_outputs(out / "grade.sqlite", flat, title="t", recipe_name="wafer-lot", station="s",
+                      klarf_version="1.2")
+    paths = sorted((flat / "klarf").glob("*.klarf"))
+    assert len(paths) == len(graded_wafers)
+    for path in paths:
+        ours = read_klarf(path)
+        content = klarf_reader.Klarf.load_from_file(path)
+        [wafer] = content.wafers
+        assert (content.lot_id, wafer.id, wafer.slot) == (ours.lot_id, ours.wafer_id, ours.slot)
+        assert len(wafer.defects) == len(ours.defects) and content.die_pitch.x == ours.die_pitch_um[0]
+        assert [d.class_number for d in wafer.defects] == [int(d["CLASSNUMBER"]) for d in ours.defects]
+        klarfio.klarf(str(path))  # klarfio opens the 1.2 layout too

@@ -65,7 +65,8 @@ def _klarf(tmp_path: Path) -> Path:
                   [{"DEFECTID": 1, "XREL": 10.0, "YREL": 20.0, "XINDEX": 1, "YINDEX": 0, "XSIZE": 5.0, "YSIZE": 5.0,
                     "DEFECTAREA": 25.0, "DSIZE": 5.0, "CLASSNUMBER": 1, "TEST": 1, "CLUSTERNUMBER": 0,
                     "ROUGHBINNUMBER": 1, "FINEBINNUMBER": 1, "REVIEWSAMPLE": 0, "IMAGECOUNT": 0}])
-    return write_klarf(tmp_path / "w1.klarf", klarf, station="s", recipe="r", moment=datetime(2026, 12, 1, tzinfo=UTC))
+    return write_klarf(tmp_path / "w1.klarf", klarf, station="s", recipe="r", moment=datetime(2026, 12, 1, tzinfo=UTC),
+                       version="1.2")
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
@@ -92,3 +93,15 @@ def _replace_record(text: str, old: str, new: str) -> str:
     plan_line = text.index("\n", start)  # SampleTestPlan N, then one line per die
     first_die_end = text.index("\n", plan_line + 1)
     return text[: plan_line + 1] + new.split("\n", 1)[1] + text[first_die_end:]
+
+
+@pytest.mark.parametrize(("new", "expected"), [("{1e999, 8000000}", "finite number"),
+                                               ("{-5, 8000000}", "expected two pitches")])
+def test_nested_klarf_numbers_no_wafer_can_have_are_refused(tmp_path: Path, new: str, expected: str) -> None:
+    path = _klarf(tmp_path)
+    write_klarf(path, read_klarf(path), station="s", recipe="r", moment=datetime(2026, 12, 1, tzinfo=UTC))
+    text = path.read_text()
+    assert "Field DiePitch 2 {8000000, 8000000}" in text
+    path.write_text(text.replace("Field DiePitch 2 {8000000, 8000000}", f"Field DiePitch 2 {new}"))
+    with pytest.raises(KlarfError, match=expected):
+        read_klarf(path)

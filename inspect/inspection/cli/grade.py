@@ -19,6 +19,7 @@ from inspection.cli.common import (
 )
 from inspection.recipe import load_recipe
 from inspection.types import GradedWafer
+from inspection.wafermap.klarf import KLARF_VERSIONS
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
@@ -59,7 +60,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
         return 130
     outputs, figures = write_lot_outputs(db_path, args.out,
                                          title=f"Lot grading: {', '.join(sorted({i.lot_id for i in items}))}",
-                                         recipe_name=recipe.name, station=args.station)
+                                         recipe_name=recipe.name, station=args.station,
+                                         klarf_version=args.klarf_version)
     wph = run.graded_now / run.elapsed_s * 3600 if run.graded_now else 0.0
     summary = {"graded_now": run.graded_now, "skipped_already_graded": run.skipped,
                "elapsed_s": round(run.elapsed_s, 2), "wafers_per_hour": round(wph), **figures, "database": str(db_path),
@@ -90,5 +92,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     grade.add_argument("--model", type=model_folder, help="die classifier model folder (default: the recipe's)")
     grade.add_argument("--map-model", type=model_folder, help="wafer-map model folder (default: the recipe's)")
     grade.add_argument("--station", default="wafer-inspect", help="station name written into KLARF files")
+    grade.add_argument("--klarf-version", choices=KLARF_VERSIONS, default="1.8",
+                       help="KLARF 1.8 (nested records, nanometres) or 1.2 (flat records, micrometres) for readers "
+                            "that take only the older layout")
     grade.add_argument("--quiet", action="store_true", help="no per-wafer lines")
     grade.set_defaults(handler=cmd_grade)

@@ -21,7 +21,7 @@ from inspection.report.lots import read_die_truth, read_dies, read_thumbnails, r
 from inspection.report.pictures import draw_confusion, draw_wafer_map, save_png
 from inspection.report.tables import spreadsheet_safe
 from inspection.wafermap.formats import write_e142, write_sinf
-from inspection.wafermap.klarf import klarf_for_wafer, write_klarf
+from inspection.wafermap.klarf import KlarfVersion, klarf_for_wafer, write_klarf
 from inspection.wafermap.maps import PATTERNS
 
 OPERATING_POINTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 0.9)
@@ -172,8 +172,8 @@ def _write_html(db_path: str | Path, path: Path, *, title: str, wafers: list[dic
     return path
 
 
-def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recipe_name: str,
-                      station: str) -> tuple[dict[str, Path], dict[str, Any]]:
+def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recipe_name: str, station: str,
+                      klarf_version: KlarfVersion = "1.8") -> tuple[dict[str, Path], dict[str, Any]]:
     """report.html, wafers.csv, lot.json, klarf/*.klarf, maps/*.sinf, maps/*.e142.xml and maps/*.png; returns
     their paths and the lot's figures (:func:`lot_figures`)."""
     out = Path(out)
@@ -194,7 +194,7 @@ def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recip
             stem = _safe_name(f"{w['lot_id']}_{w['wafer_id']}")
             dies = read_dies(db_path, w["id"])
             write_klarf(out / "klarf" / f"{stem}.klarf", klarf_for_wafer(w, dies), station=station,
-                        recipe=recipe_name, moment=moment)
+                        recipe=recipe_name, moment=moment, version=klarf_version)
             write_sinf(out / "maps" / f"{stem}.sinf", w["die_map"], wafer_id=w["wafer_id"], lot=w["lot_id"],
                        device=recipe_name)
             write_e142(out / "maps" / f"{stem}.e142.xml", w["die_map"], substrate_id=w["wafer_id"])

@@ -1,8 +1,11 @@
-"""KLARF 1.8 (KLA Results File) defect lists: written per graded wafer, read back, and turned into die maps.
+"""KLARF (KLA Results File) defect lists: written per graded wafer, read back, and turned into die maps.
 
-A KLARF file is a sequence of records ``Keyword values...;``. Lists (``ClassLookup``, ``SampleTestPlan``,
-``DefectList``, ``SummaryList``) carry their rows inside the record. Die indices are KLARF's: XINDEX to the
-right, YINDEX up; XREL / YREL place a defect from its die's lower-left corner, in micrometres.
+Two layouts. KLARF 1.8 (the default) nests ``Record``s (file, lot, wafer, test, summary) holding ``Field``s
+and ``List``s with typed ``Columns`` and ``Data`` rows, lengths in nanometres. KLARF 1.2 is a flat sequence of
+records ``Keyword values...;`` whose lists carry their rows inside the record, lengths in micrometres. Both are
+read; :class:`Klarf` holds micrometres either way. Die indices are KLARF's: XINDEX to the right, YINDEX up;
+XREL / YREL place a defect from its die's lower-left corner. Class 0 is "Unclassified" (a die that failed
+although its most likely class was good); the model's defect classes follow from 1.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -55,10 +58,48 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', "'") + '"'
 
 
-def write_klarf(path: str | Path, klarf: Klarf, *, station: str, recipe: str, moment: datetime) -> Path:
+KlarfVersion = Literal["1.8", "1.2"]
+KLARF_VERSIONS: tuple[KlarfVersion, ...] = ("1.8", "1.2")
+_INTEGER_FIELDS = ("DEFECTID", "XINDEX", "YINDEX", "CLASSNUMBER", "TEST", "ROUGHBINNUMBER", "IMAGECOUNT", "TESTNO",
+                   "NDEFECT", "NDIE", "NDEFDIE")
+_LENGTH_FIELDS = ("XREL", "YREL", "XSIZE", "YSIZE", "DSIZE")
+"""Lengths: micrometres in KLARF 1.2 and in :class:`Klarf`, nanometres in KLARF 1.8 (areas: um^2 and nm^2)."""
+
+
+def write_klarf(path: str | Path, klarf: Klarf, *, station: str, recipe: str, moment: datetime,
+                version: KlarfVersion = "1.8") -> Path:
+    """Write one wafer's defects as KLARF.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to write.
+    klarf : Klarf
+        The wafer: lot and wafer ids, die pitch and centre in micrometres, class table, tested dies, defects.
+    station : str
+        The inspection station's name (``InspectionStationID``).
+    recipe : str
+        The recipe's name (``DeviceID``, and the setup or recipe id).
+    moment : datetime
+        When the wafer was inspected (``ResultTimestamp``).
+    version : {"1.8", "1.2"}, optional
+        KLARF 1.8 (nested records, nanometres) or 1.2 (flat records, micrometres).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
+    text = _nested18(klarf, station=station, recipe=recipe, moment=moment) if version == "1.8" else \
+        _flat12(klarf, station=station, recipe=recipe, moment=moment)
+    path.write_text(text, encoding="ascii", errors="replace")
+    return path
+
+
+def _flat12(klarf: Klarf, *, station: str, recipe: str, moment: datetime) -> str:
     lines = [
-        "FileVersion 1 8;", f"FileTimestamp {_stamp(moment)};",
+        "FileVersion 1 2;", f"FileTimestamp {_stamp(moment)};",
         f'InspectionStationID "WAFER-INSPECT" "wafer-inspect" {_quote(station)};', "SampleType WAFER;",
         f"ResultTimestamp {_stamp(moment)};", f"LotID {_quote(klarf.lot_id)};", "SampleSize 1 300;",
         f"DeviceID {_quote(recipe)};", f"SetupID {_quote(recipe)} {_stamp(moment)};", 'StepID "AOI";',
@@ -74,16 +115,80 @@ def write_klarf(path: str | Path, klarf: Klarf, *, station: str, recipe: str, mo
         f"DefectRecordSpec {len(DEFECT_FIELDS)} {' '.join(DEFECT_FIELDS)};", "DefectList",
     ]
     for defect in klarf.defects:
-        values = []
-        for name in DEFECT_FIELDS:
-            value = defect[name]
-            values.append(str(int(value)) if name in ("DEFECTID", "XINDEX", "YINDEX", "CLASSNUMBER", "TEST",
-                                                       "ROUGHBINNUMBER", "IMAGECOUNT") else f"{value:.3f}")
-        lines.append(" " + " ".join(values))
+        lines.append(" " + " ".join(str(int(defect[name])) if name in _INTEGER_FIELDS else f"{defect[name]:.3f}"
+                                    for name in DEFECT_FIELDS))
     lines += [";", f"SummarySpec {len(SUMMARY_FIELDS)}", " ".join(SUMMARY_FIELDS) + ";", "SummaryList",
               " " + " ".join(f"{klarf.summary.get(name, 0):g}" for name in SUMMARY_FIELDS) + ";", "EndOfFile;"]
-    path.write_text("\n".join(lines) + "\n", encoding="ascii", errors="replace")
-    return path
+    return "\n".join(lines) + "\n"
+
+
+def _nm(value_um: float) -> int:
+    return round(value_um * 1000)
+
+
+def _nested18(klarf: Klarf, *, station: str, recipe: str, moment: datetime) -> str:
+    day, time = f"{moment:%m-%d-%Y}", f"{moment:%H:%M:%S}"
+
+    def field(name: str, *values: object) -> str:
+        return f"Field {name} {len(values)} {{{', '.join(_value18(v) for v in values)}}}"
+
+    def listing(name: str, columns: list[tuple[str, str]], rows: list[list[object]], indent: str) -> list[str]:
+        header = ", ".join(f"{kind} {column}" for kind, column in columns)
+        return [f"{indent}List {name}", f"{indent}{{", f"{indent}  Columns {len(columns)} {{ {header} }}",
+                f"{indent}  Data {len(rows)}", f"{indent}  {{",
+                *[f"{indent}    {' '.join(_value18(v) for v in row)};" for row in rows], f"{indent}  }}", f"{indent}}}"]
+
+    defect_columns = [("int32" if name in _INTEGER_FIELDS or name in _LENGTH_FIELDS else "float", name)
+                      for name in DEFECT_FIELDS]
+    defect_rows = [[int(d[name]) if name in _INTEGER_FIELDS else _nm(d[name]) if name in _LENGTH_FIELDS
+                    else float(d[name]) * 1e6 if name == "DEFECTAREA" else float(d[name]) for name in DEFECT_FIELDS]
+                   for d in klarf.defects]
+    summary_columns = [("float" if name == "DEFDENSITY" else "int32", name) for name in SUMMARY_FIELDS]
+    summary_rows = [[float(klarf.summary.get(name, 0)) if name == "DEFDENSITY" else int(klarf.summary.get(name, 0))
+                     for name in SUMMARY_FIELDS]]
+    area_nm2 = len(klarf.tested_dies) * klarf.die_pitch_um[0] * klarf.die_pitch_um[1] * 1e6
+    lines = [
+        'Record FileRecord "1.8"', "{",
+        f"  Record LotRecord {_quote(klarf.lot_id)}", "  {",
+        f"    {field('DeviceID', recipe)}",
+        f"    {field('DiePitch', _nm(klarf.die_pitch_um[0]), _nm(klarf.die_pitch_um[1]))}",
+        f"    {field('InspectionStationID', 'WAFER-INSPECT', 'wafer-inspect', station)}",
+        f"    {field('OrientationMarkLocation', 'DOWN')}",
+        f"    {field('RecipeID', recipe, day, time)}",
+        f"    {field('ResultTimestamp', day, time)}",
+        f"    {field('SampleOrientationMarkType', 'NOTCH')}",
+        f"    {field('SampleSize', 1, 300)}",
+        f"    {field('SampleType', 'WAFER')}",
+        f"    {field('StepID', 'AOI')}",
+        *listing("ClassLookupList", [("int32", "CLASSNUMBER"), ("string", "CLASSNAME"), ("string", "CLASSCODE")],
+                 [[number, name, ""] for number, name in sorted(klarf.class_names.items())], "    "),
+        f"    Record WaferRecord {_quote(klarf.wafer_id)}", "    {",
+        f"      {field('DieOrigin', 0, 0)}",
+        f"      {field('SampleCenterLocation', _nm(klarf.sample_centre_um[0]), _nm(klarf.sample_centre_um[1]))}",
+        f"      {field('SlotNumber', klarf.slot)}",
+        *listing("DefectList", defect_columns, defect_rows, "      "),
+        '      Record TestRecord "1"', "      {",
+        f"        {field('AreaPerTest', area_nm2)}",
+        *listing("SampleTestPlanList", [("int32", "XINDEX"), ("int32", "YINDEX")],
+                 [[x, y] for x, y in klarf.tested_dies], "        "),
+        "      }",
+        "      Record SummaryRecord", "      {",
+        *listing("TestSummaryList", summary_columns, summary_rows, "        "),
+        "      }",
+        "    }",
+        "  }",
+        f"  {field('FileTimestamp', day, time)}",
+        "}", "EndOfFile;",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _value18(value: object) -> str:
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, float):
+        return f"{value:.6e}"
+    return str(value)
 
 
 def _records(text: str, source: str) -> list[list[str]]:
@@ -98,11 +203,12 @@ def _records(text: str, source: str) -> list[list[str]]:
     return records
 
 
-def _finite(text: str) -> float:
-    """A KLARF number: finite and of a size a wafer can have (coordinates, sizes and counts)."""
+def _finite(text: str, *, limit: float = 1e12) -> float:
+    """A KLARF number: finite and of a size a wafer can have (coordinates, sizes and counts; ``limit`` 1e18 for
+    KLARF 1.8's nanometres and square nanometres)."""
     value = float(text)
-    if not math.isfinite(value) or abs(value) > 1e12:
-        raise ValueError(f"{text!r} is not a finite number within +-1e12")
+    if not math.isfinite(value) or abs(value) > limit:
+        raise ValueError(f"{text!r} is not a finite number within +-{limit:g}")
     return value
 
 
@@ -114,12 +220,34 @@ def _index(text: str) -> int:
 
 
 def read_klarf(path: str | Path) -> Klarf:
-    """Parse a KLARF 1.x file (the records written by :func:`write_klarf` and the common ones of other tools)."""
+    """Read a KLARF file: 1.8 (nested records) or 1.1/1.2 (flat records), its first wafer.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file, as :func:`write_klarf` or another tool wrote it.
+
+    Returns
+    -------
+    Klarf
+        Lengths in micrometres whatever the file's version.
+
+    Raises
+    ------
+    KlarfError
+        Naming the file and the record or value that could not be read.
+    """
     source = str(path)
     try:
         text = Path(path).read_text(encoding="ascii", errors="replace")
     except OSError as exc:
         raise KlarfError(f"{source}: cannot be read: {exc.strerror or exc}") from None
+    if re.match(r"\s*Record\s+FileRecord\b", text, re.IGNORECASE):
+        return _read_nested(text, source)
+    return _read_flat(text, source)
+
+
+def _read_flat(text: str, source: str) -> Klarf:
     header: dict[str, str] = {}
     values: dict[str, list[str]] = {}
     defect_spec: list[str] = []
@@ -170,6 +298,163 @@ def read_klarf(path: str | Path) -> Klarf:
                  (pitch[0], pitch[1]), (centre[0], centre[1]), class_names, tested, defects, summary, header)
 
 
+_TOKEN = re.compile(r'"[^"]*"|[{};,]|[^\s{};,"]+')
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+@dataclass
+class _Node:
+    """A KLARF 1.8 ``Record`` with its ``Field`` values and ``List`` tables (rows as dicts by column)."""
+
+    kind: str
+    name: str
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    lists: dict[str, list[dict[str, str | None]]] = field(default_factory=dict)
+    records: list[_Node] = field(default_factory=list)
+
+    def find(self, kind: str) -> list[_Node]:
+        return [record for record in self.records if record.kind == kind]
+
+    def value(self, name: str, *others: _Node) -> list[str] | None:
+        """A field of this record, else of the enclosing ones given (innermost first)."""
+        for node in (self, *others):
+            if name in node.fields:
+                return node.fields[name]
+        return None
+
+
+def _unquote(token: str) -> str:
+    return token[1:-1] if token.startswith('"') else token
+
+
+def _parse18(tokens: list[str], source: str) -> _Node:
+    position = 0
+
+    def take(expected: str | None = None) -> str:
+        nonlocal position
+        if position >= len(tokens):
+            raise KlarfError(f"{source}: the file ends inside a record (a closing brace is missing)")
+        token = tokens[position]
+        position += 1
+        if expected is not None and token != expected:
+            raise KlarfError(f"{source}: expected {expected!r}, found {token[:40]!r} (token {position})")
+        return token
+
+    def block(node: _Node) -> None:
+        take("{")
+        while (token := take()) != "}":
+            if token == "Record":
+                name = take()
+                label = _unquote(take()) if position < len(tokens) and tokens[position] != "{" else ""
+                child = _Node(name, label)
+                block(child)
+                node.records.append(child)
+            elif token == "Field":
+                name, _count = take(), take()
+                take("{")
+                values = []
+                while (value := take()) != "}":
+                    if value != ",":
+                        values.append(_unquote(value))
+                node.fields[name] = values
+            elif token == "List":
+                name = take()
+                node.lists[name] = table()
+            else:
+                raise KlarfError(f"{source}: expected Record, Field or List, found {token[:40]!r}")
+
+    def table() -> list[dict[str, str | None]]:
+        take("{")
+        columns: list[str] = []
+        rows: list[dict[str, str | None]] = []
+        while (token := take()) != "}":
+            if token == "Columns":
+                take()
+                take("{")
+                names = []
+                while (word := take()) != "}":
+                    if word != ",":
+                        names.append(word)
+                columns = names[1::2]  # "type name, type name, ..."
+            elif token == "Data":
+                take()
+                take("{")
+                row: list[str | None] = []
+                while (word := take()) != "}":
+                    if word == ";":
+                        if len(row) != len(columns):
+                            raise KlarfError(f"{source}: a data row has {len(row)} values for {len(columns)} columns")
+                        rows.append(dict(zip(columns, row, strict=True)))
+                        row = []
+                    elif word == "{":  # a compound value (``Images 3 { ... }``): kept as one empty value
+                        depth = 1
+                        while depth:
+                            depth += {"{": 1, "}": -1}.get(take(), 0)
+                        row[-2:] = [None]
+                    else:
+                        row.append(None if word == "N" else _unquote(word))
+            else:
+                raise KlarfError(f"{source}: expected Columns or Data in a list, found {token[:40]!r}")
+        return rows
+
+    take("Record")
+    name = take()
+    root = _Node(name, _unquote(take()))
+    block(root)
+    return root
+
+
+def _read_nested(text: str, source: str) -> Klarf:
+    try:
+        root = _parse18(_TOKEN.findall(text), source)
+    except RecursionError:
+        raise KlarfError(f"{source}: records nested deeper than a KLARF file has") from None
+    if not root.name.startswith("1."):
+        raise KlarfError(f"{source}: FileRecord {root.name!r}; expected a KLARF 1.x file")
+    lots = root.find("LotRecord")
+    wafers = lots[0].find("WaferRecord") if lots else []
+    if not wafers:
+        raise KlarfError(f"{source}: no LotRecord holding a WaferRecord")
+    lot, wafer = lots[0], wafers[0]
+    try:
+        pitch_nm = wafer.value("DiePitch", lot, root)
+        if pitch_nm is None:
+            raise KlarfError(f"{source}: no DiePitch field")
+        pitch = tuple(_finite(v, limit=1e18) / 1000 for v in pitch_nm[:2])
+        centre = tuple(_finite(v, limit=1e18) / 1000
+                       for v in (wafer.value("SampleCenterLocation", lot) or ["0", "0"])[:2])
+        class_rows = lot.lists.get("ClassLookupList") or root.lists.get("ClassLookupList") or []
+        class_names = {_index(str(row["CLASSNUMBER"])): str(row.get("CLASSNAME") or "") for row in class_rows}
+        tested = [(_index(str(row["XINDEX"])), _index(str(row["YINDEX"])))
+                  for test in wafer.find("TestRecord") for row in test.lists.get("SampleTestPlanList", [])]
+        defects = [_defect18(row) for row in wafer.lists.get("DefectList", [])]
+        summaries = [row for record in wafer.find("SummaryRecord") for row in record.lists.get("TestSummaryList", [])]
+        summary = {name: _finite(str(value)) for name, value in summaries[0].items()
+                   if name in SUMMARY_FIELDS and value is not None} if summaries else {}
+        slot = _index((wafer.value("SlotNumber") or ["0"])[0])
+    except (KeyError, ValueError, IndexError) as exc:
+        raise KlarfError(f"{source}: a number was expected: {exc}") from None
+    if len(pitch) != 2 or not all(0 < p <= 1_000_000 for p in pitch):
+        raise KlarfError(f"{source}: DiePitch {pitch_nm}; expected two pitches within 0..1000000000 nm")
+    header = {name: " ".join(values) for node in (root, lot, wafer) for name, values in node.fields.items()}
+    return Klarf(lot.name, wafer.name, slot, (pitch[0], pitch[1]), (centre[0], centre[1]), class_names, tested,
+                 defects, summary, header)
+
+
+def _defect18(row: dict[str, str | None]) -> dict[str, float]:
+    """A KLARF 1.8 defect row's standard columns (DEFECT_FIELDS) in micrometres; other tools' columns (image
+    lists, design coordinates, vendor classes) are left out."""
+    defect = {}
+    for name, value in row.items():
+        if name not in DEFECT_FIELDS or value is None or not _NUMBER.fullmatch(value):
+            continue
+        number = _finite(value, limit=1e18)
+        defect[name] = number / 1000 if name in _LENGTH_FIELDS else number / 1e6 if name == "DEFECTAREA" else number
+    if "XINDEX" not in defect or "YINDEX" not in defect:
+        raise ValueError("a defect row without XINDEX and YINDEX")
+    return defect
+
+
 def klarf_die_map(klarf: Klarf) -> tuple[np.ndarray, tuple[int, int]]:
     """The WM-811K die map of a KLARF (tested dies good, dies with a defect failed) and the (XINDEX, YINDEX) of
     its top-left cell. Rows run down the screen (YINDEX decreasing)."""
@@ -178,6 +463,9 @@ def klarf_die_map(klarf: Klarf) -> tuple[np.ndarray, tuple[int, int]]:
         raise KlarfError("the KLARF lists neither tested dies nor defects: no die map")
     xs, ys = np.array([i[0] for i in indices]), np.array([i[1] for i in indices])
     x_min, y_max = int(xs.min()), int(ys.max())
+    if xs.max() - x_min >= 10_000 or y_max - ys.min() >= 10_000:
+        raise KlarfError(f"die indices span {int(xs.max()) - x_min + 1} x {y_max - int(ys.min()) + 1} dies; a wafer "
+                         "map has at most 10000 a side")
     die_map = np.full((int(ys.max() - ys.min()) + 1, int(xs.max() - x_min) + 1), NO_DIE, np.uint8)
     die_map[y_max - ys, xs - x_min] = GOOD
     for defect in klarf.defects:
@@ -187,13 +475,23 @@ def klarf_die_map(klarf: Klarf) -> tuple[np.ndarray, tuple[int, int]]:
     return die_map, (x_min, y_max)
 
 
-def klarf_for_wafer(wafer: dict[str, Any], dies: list[dict[str, Any]]) -> Klarf:
-    """A graded wafer (``report.lots`` rows) as KLARF: failed dies are the defects, each at its located defect."""
-    names = list(wafer["class_names"])
+UNCLASSIFIED = "Unclassified"
+
+
+def klarf_for_wafer(wafer: dict[str, Any], dies: list[dict[str, Any]], *, good_class: str = "good") -> Klarf:
+    """A graded wafer (``report.lots`` rows) as KLARF: failed dies are the defects, each at its located defect.
+
+    The class table is KLARF's: 0 "Unclassified" (a die that failed on its defect score although its most likely
+    class was ``good_class``), then the model's defect classes from 1.
+    """
+    names = [UNCLASSIFIED, *(name for name in wafer["class_names"] if name != good_class)]
     pitch = tuple(float(v) for v in wafer["geometry"]["die_pitch_um"])
     centre_die = next((d for d in dies if d["row"] == 0 and d["col"] == 0), None)
     centre = ((pitch[0] / 2 - centre_die["x_mm"] * 1000, pitch[1] / 2 - centre_die["y_mm"] * 1000)
               if centre_die else (pitch[0] / 2, pitch[1] / 2))
+    def number_of(name: str) -> int:
+        return names.index(name) if name in names else 0
+
     defects = []
     for die in dies:
         if not die["defective"]:
@@ -202,7 +500,7 @@ def klarf_for_wafer(wafer: dict[str, Any], dies: list[dict[str, Any]]) -> Klarf:
             "DEFECTID": len(defects) + 1, "XREL": die["x_rel_um"], "YREL": die["y_rel_um"], "XINDEX": die["col"],
             "YINDEX": -die["row"], "XSIZE": die["x_size_um"], "YSIZE": die["y_size_um"],
             "DEFECTAREA": die["area_um2"], "DSIZE": float(np.sqrt(die["area_um2"])),
-            "CLASSNUMBER": names.index(die["class"]), "TEST": 1, "ROUGHBINNUMBER": names.index(die["class"]),
+            "CLASSNUMBER": number_of(die["class"]), "TEST": 1, "ROUGHBINNUMBER": number_of(die["class"]),
             "IMAGECOUNT": 0,
         })
     n_dies = len(dies)
