@@ -95,8 +95,15 @@ def test_klarf_reads_back_to_the_database(graded: tuple[Path, dict]) -> None:
         assert np.array_equal(die_map, wafer["die_map"])
         sinf_map, _, header = read_sinf(out / "maps" / f"LOT-T_{wafer['wafer_id']}.sinf")
         assert np.array_equal(sinf_map, wafer["die_map"]) and header["WAFER"] == wafer["wafer_id"]
-        e142_map, _ = read_e142(out / "maps" / f"LOT-T_{wafer['wafer_id']}.e142.xml")
+        # notch down as the KLARF says; die size from the measured pitch (8 mm), in the header's unit (mm)
+        assert klarf.header["OrientationMarkLocation"] == "DOWN" and header["FNLOC"] == "180"
+        assert float(header["XDIES"]) == pytest.approx(klarf.die_pitch_um[0] / 1000, abs=1e-4)
+        assert float(header["XDIES"]) == pytest.approx(8.0, rel=0.02)
+        e142_path = out / "maps" / f"LOT-T_{wafer['wafer_id']}.e142.xml"
+        e142_map, _ = read_e142(e142_path)
         assert np.array_equal(e142_map, wafer["die_map"])
+        text = e142_path.read_text()
+        assert 'AxisDirection="DownRight"' in text and '<ChildLayout LayoutId="Devices"' in text
 
 
 def test_csv_and_json_hold_every_wafer(graded: tuple[Path, dict]) -> None:

@@ -204,3 +204,25 @@ def test_show_draws_sinf_and_names_bad_files(tmp_path: Path) -> None:
     (tmp_path / "bad.sinf").write_text("ROWCT:2\nCOLCT:2\nRowData:01 01\n")
     process = run_cli("wafermap", "show", str(tmp_path / "bad.sinf"), "--out", str(tmp_path / "b.png"), check=False)
     assert process.returncode == 2 and "ROWCT says 2 rows, the file has 1 RowData lines" in process.stderr
+
+
+def test_e142_with_a_wafer_layout_and_a_child_device_layout_reads_the_device_grid(tmp_path: Path) -> None:
+    die_map = np.array([[0, 1, 1, 0], [1, 2, 1, 1], [0, 1, 1, 0]], np.uint8)
+    path = write_e142(tmp_path / "w.xml", die_map, substrate_id="W", die_size_mm=(8.0, 8.0), wafer_diameter_mm=300)
+    text = path.read_text()
+    assert '<Dimension X="1" Y="1" />' in text and '<Dimension X="4" Y="3" />' in text
+    assert 'LayoutSpecifier="WaferLayout/Devices"' in text and 'Orientation="180"' in text
+    assert np.array_equal(read_e142(path)[0], die_map)
+    # A writer that names no layout path: the layout whose rows match the bin map's is the grid.
+    bare = tmp_path / "bare.xml"
+    bare.write_text(text.replace('LayoutSpecifier="WaferLayout/Devices"', 'LayoutSpecifier="WaferLayout"'))
+    assert np.array_equal(read_e142(bare)[0], die_map)
+
+
+def test_sinf_states_notch_down_and_the_die_size() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_sinf(Path(folder) / "w.sinf", np.ones((2, 3), np.uint8), wafer_id="W", die_size_mm=(8.0, 7.5))
+        _, _, header = read_sinf(path)
+    assert (header["FNLOC"], header["DUTMS"], header["XDIES"], header["YDIES"]) == ("180", "mm", "8.0000", "7.5000")

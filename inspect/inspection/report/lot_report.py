@@ -195,9 +195,12 @@ def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recip
             dies = read_dies(db_path, w["id"])
             write_klarf(out / "klarf" / f"{stem}.klarf", klarf_for_wafer(w, dies), station=station,
                         recipe=recipe_name, moment=moment, version=klarf_version)
+            pitch_mm = tuple(v / 1000 for v in w["geometry"]["die_pitch_um"])
+            die_size_mm = (pitch_mm[0], pitch_mm[1])
             write_sinf(out / "maps" / f"{stem}.sinf", w["die_map"], wafer_id=w["wafer_id"], lot=w["lot_id"],
-                       device=recipe_name)
-            write_e142(out / "maps" / f"{stem}.e142.xml", w["die_map"], substrate_id=w["wafer_id"])
+                       device=recipe_name, die_size_mm=die_size_mm)
+            write_e142(out / "maps" / f"{stem}.e142.xml", w["die_map"], substrate_id=w["wafer_id"],
+                       die_size_mm=die_size_mm, wafer_diameter_mm=w["geometry"].get("diameter_mm"))
             save_png(out / "maps" / f"{stem}.png", draw_wafer_map(w["die_map"], title=f"{w['wafer_id']}: "
                                                                    f"{w['verdict']}", subtitle=f"{w['pattern']}"))
             record["die_map"] = w["die_map"].tolist()

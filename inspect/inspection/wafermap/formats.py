@@ -169,8 +169,12 @@ def read_sinf(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]
     return check_map(states, source=str(path)), bins, header
 
 
-def write_sinf(path: str | Path, die_map: np.ndarray, *, wafer_id: str, lot: str = "", device: str = "") -> Path:
+def write_sinf(path: str | Path, die_map: np.ndarray, *, wafer_id: str, lot: str = "", device: str = "",
+               die_size_mm: tuple[float, float] | None = None) -> Path:
     """Write a SINF bin map: good dies bin 01 (BCEQU), failed dies bin 02, no die ``__``.
+
+    The map is notch down, as the maps are drawn and the KLARF says (``FNLOC:180``); ``XDIES``/``YDIES`` are
+    the die pitch in millimetres (``DUTMS:mm``) when it is known.
 
     Parameters
     ----------
@@ -184,6 +188,8 @@ def write_sinf(path: str | Path, die_map: np.ndarray, *, wafer_id: str, lot: str
         The lot's id (``LOT``).
     device : str, optional
         The product (``DEVICE``).
+    die_size_mm : tuple of float, optional
+        The die pitch (x, y) in millimetres; without it, 1 x 1.
 
     Returns
     -------
@@ -192,8 +198,10 @@ def write_sinf(path: str | Path, die_map: np.ndarray, *, wafer_id: str, lot: str
     """
     die_map = check_map(die_map, source=str(path))
     codes = {NO_DIE: "__", GOOD: "01", FAILED: "02"}
-    lines = [f"DEVICE:{device}", f"LOT:{lot}", f"WAFER:{wafer_id}", "FNLOC:0", f"ROWCT:{die_map.shape[0]}",
-             f"COLCT:{die_map.shape[1]}", "BCEQU:01", "REFPX:0", "REFPY:0", "DUTMS:mm", "XDIES:1", "YDIES:1"]
+    size_x, size_y = die_size_mm or (1.0, 1.0)
+    lines = [f"DEVICE:{device}", f"LOT:{lot}", f"WAFER:{wafer_id}", "FNLOC:180", f"ROWCT:{die_map.shape[0]}",
+             f"COLCT:{die_map.shape[1]}", "BCEQU:01", "REFPX:0", "REFPY:0", "DUTMS:mm", f"XDIES:{size_x:.4f}",
+             f"YDIES:{size_y:.4f}"]
     lines += ["RowData:" + " ".join(codes[int(v)] for v in row) for row in die_map]
     path = Path(path)
     path.write_text("\n".join(lines) + "\n", encoding="ascii")
@@ -202,6 +210,27 @@ def write_sinf(path: str | Path, die_map: np.ndarray, *, wafer_id: str, lot: str
 
 def _e142(tag: str) -> str:
     return f"{{{E142_NAMESPACE}}}{tag}"
+
+
+def _map_dimension(root: ET.Element, ns: dict[str, str], prefix: str, bin_map: ET.Element | None) -> ET.Element | None:
+    """The ``Dimension`` of the layout the bin map is of: the layout the substrate map's ``LayoutSpecifier`` names
+    (its last part), followed down its ``ChildLayout``s to the device grid; failing that, the layout whose rows
+    match the bin map's, else the first."""
+    layouts = {layout.get("LayoutId", ""): layout for layout in root.iterfind(f".//{prefix}Layout", ns)}
+    rows = str(len(bin_map.findall(f"{prefix}BinCode", ns))) if bin_map is not None else ""
+    substrate_map = root.find(f".//{prefix}SubstrateMap", ns)
+    layout = layouts.get((substrate_map.get("LayoutSpecifier", "") if substrate_map is not None else "").split("/")[-1])
+    for _ in range(len(layouts)):  # down the child layouts (bounded: a cycle of ids ends here)
+        child = layout.find(f".//{prefix}ChildLayout", ns) if layout is not None else None
+        if child is None or child.get("LayoutId") not in layouts:
+            break
+        layout = layouts[child.get("LayoutId", "")]
+    named = layout.find(f"{prefix}Dimension", ns) if layout is not None else None
+    if named is not None and named.get("Y") == rows:
+        return named
+    dimensions = [d for candidate in layouts.values() if (d := candidate.find(f"{prefix}Dimension", ns)) is not None]
+    return next((d for d in dimensions if d.get("Y") == rows), named if named is not None else
+                (dimensions[0] if dimensions else None))
 
 
 def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
@@ -232,8 +261,8 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     namespace = re.match(r"\{(.*)\}", root.tag)
     ns = {"e": namespace.group(1)} if namespace else {"e": ""}
     prefix = "e:" if namespace else ""
-    dimension = root.find(f".//{prefix}Dimension", ns)
     bin_map = root.find(f".//{prefix}BinCodeMap", ns)
+    dimension = _map_dimension(root, ns, prefix, bin_map)
     if dimension is None or bin_map is None:
         raise WaferMapError(f"{path}: no Layout Dimension or BinCodeMap element; not an E142 substrate map")
     size = (dimension.get("X", ""), dimension.get("Y", ""))
@@ -265,8 +294,13 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     return check_map(states, source=str(path)), info
 
 
-def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str) -> Path:
+def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str,
+               die_size_mm: tuple[float, float] | None = None, wafer_diameter_mm: float | None = None) -> Path:
     """Write a SEMI E142 substrate map: bins 01 (Pass), 02 (Fail), null bin FF for positions without a die.
+
+    The layout is the one community writers emit: a top-level wafer layout (one position, the wafer's size)
+    whose child layout ``Devices`` holds the die grid; the map's first row is the top one (``OriginLocation
+    UpperLeft``, ``AxisDirection DownRight``) with the notch down (``Orientation 180``).
 
     Parameters
     ----------
@@ -276,6 +310,10 @@ def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str) -> P
         0 no die, 1 good, 2 failed.
     substrate_id : str
         The wafer's id.
+    die_size_mm : tuple of float, optional
+        The die pitch (x, y) in millimetres (``DeviceSize`` of the device layout).
+    wafer_diameter_mm : float, optional
+        The wafer's diameter (``DeviceSize`` of the wafer layout).
 
     Returns
     -------
@@ -285,14 +323,23 @@ def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str) -> P
     die_map = check_map(die_map, source=str(path))
     ET.register_namespace("", E142_NAMESPACE)
     root = ET.Element(_e142("MapData"))
-    layout = ET.SubElement(ET.SubElement(root, _e142("Layouts")), _e142("Layout"), LayoutId="WaferLayout",
-                           DefaultUnits="mm")
-    ET.SubElement(layout, _e142("Dimension"), X=str(die_map.shape[1]), Y=str(die_map.shape[0]))
+    layouts = ET.SubElement(root, _e142("Layouts"))
+    wafer = ET.SubElement(layouts, _e142("Layout"), LayoutId="WaferLayout", DefaultUnits="mm", TopLevel="true")
+    ET.SubElement(wafer, _e142("Dimension"), X="1", Y="1")
+    if wafer_diameter_mm:
+        ET.SubElement(wafer, _e142("DeviceSize"), X=f"{wafer_diameter_mm:g}", Y=f"{wafer_diameter_mm:g}")
+    ET.SubElement(ET.SubElement(wafer, _e142("ChildLayouts")), _e142("ChildLayout"), LayoutId="Devices")
+    devices = ET.SubElement(layouts, _e142("Layout"), LayoutId="Devices", DefaultUnits="mm")
+    ET.SubElement(devices, _e142("Dimension"), X=str(die_map.shape[1]), Y=str(die_map.shape[0]))
+    if die_size_mm:
+        ET.SubElement(devices, _e142("DeviceSize"), X=f"{die_size_mm[0]:g}", Y=f"{die_size_mm[1]:g}")
+        ET.SubElement(devices, _e142("StepSize"), X=f"{die_size_mm[0]:g}", Y=f"{die_size_mm[1]:g}")
     ET.SubElement(ET.SubElement(root, _e142("Substrates")), _e142("Substrate"), SubstrateType="Wafer",
                   SubstrateId=substrate_id)
     substrate_map = ET.SubElement(ET.SubElement(root, _e142("SubstrateMaps")), _e142("SubstrateMap"),
-                                  SubstrateType="Wafer", SubstrateId=substrate_id, LayoutSpecifier="WaferLayout",
-                                  OriginLocation="UpperLeft", Orientation="0")
+                                  SubstrateType="Wafer", SubstrateId=substrate_id,
+                                  LayoutSpecifier="WaferLayout/Devices", OriginLocation="UpperLeft",
+                                  AxisDirection="DownRight", Orientation="180")
     overlay = ET.SubElement(substrate_map, _e142("Overlay"), MapName="BinMap", MapVersion="1")
     bin_map = ET.SubElement(overlay, _e142("BinCodeMap"), BinType="HexaDecimal", NullBin="FF")
     definitions = ET.SubElement(bin_map, _e142("BinDefinitions"))
