@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inspection.model_paths import ModelNotFoundError, find_model
 from inspection.types import SIM_KINDS, WAFERMAP_PATTERNS, InspectionError, SimKind
@@ -178,6 +178,41 @@ class ClassifySettings(_Section):
         return sorted({*self.fail_classes, *self.review_classes, *self.min_area_um2})
 
 
+class TriggerSettings(_Section):
+    """When the camera takes a picture."""
+
+    mode: Literal["free-run", "software", "hardware"] = "free-run"
+    """``free-run``: continuously; ``software``: when the line asks for a frame (it fires the camera's
+    TriggerSoftware before each grab); ``hardware``: on an edge of ``line`` (a PLC or a light barrier)."""
+    line: str = Field("Line1", min_length=1, max_length=32)
+    """The input line of a hardware trigger (the camera's TriggerSource name)."""
+    edge: Literal["rising", "falling"] = "rising"
+
+
+class CameraSettings(_Section):
+    """The station's camera and how it is set up, applied when the run opens it and read back into the run."""
+
+    uri: str = Field(..., min_length=1)
+    """The camera URI (README, "Camera URIs"); ``inspect run --camera`` replaces it and keeps the settings."""
+    exposure_us: float | None = Field(None, gt=0, le=10_000_000)
+    gain_db: float | None = Field(None, ge=0, le=60)
+    trigger: TriggerSettings = TriggerSettings()
+    pixel_format: str | None = Field(None, min_length=1, max_length=32)
+    """A GenICam pixel format (Mono8 ... Mono16, RGB8, BGR8, Bayer{RG,GR,GB,BG}{8,10,12,16}); Bayer is
+    demosaiced to BGR."""
+    buffer: Literal["oldest-first", "newest-only"] = "oldest-first"
+    """``oldest-first``: every triggered part, in order; ``newest-only``: the latest frame (monitoring)."""
+    user_set: str | None = Field(None, min_length=1, max_length=32)
+    """A user set stored in the camera (UserSetSelector value) loaded before the settings above."""
+    feature_file: str | None = None
+    """A pylon feature file (``.pfs``, saved from the vendor's viewer) loaded before the settings above;
+    relative to the recipe's folder."""
+
+    def requested(self) -> dict[str, Any]:
+        """The settings a camera is asked to apply (the URI and defaults left out)."""
+        return self.model_dump(exclude={"uri"}, exclude_defaults=True)
+
+
 class PipelineSettings(_Section):
     queue_depth: int = Field(8, ge=1, le=1024)
     """Frames waiting between stages; when full, acquisition waits (backpressure) instead of memory growing."""
@@ -245,8 +280,14 @@ _SECTIONS_OF_KIND: dict[str, tuple[set[str], set[str]]] = {
 class Recipe(_Section):
     name: str = Field(..., min_length=1)
     kind: Literal["wafer-die", "pcb", "wafer-lot"]
-    camera: str | None = None
-    """The camera URI used when ``inspect run`` is given no ``--camera``."""
+    camera: CameraSettings | None = None
+    """The station's camera: a URI, or a section with the URI and its set-up (exposure, gain, trigger, pixel
+    format, buffer strategy, user set or feature file)."""
+
+    @field_validator("camera", mode="before")
+    @classmethod
+    def _camera_uri(cls, value: Any) -> Any:
+        return {"uri": value} if isinstance(value, str) else value
     pixel_size_um: float = Field(..., gt=0, le=10_000)
     preprocess: PreprocessSettings = PreprocessSettings()
     reference: ReferenceSettings | None = None
@@ -424,6 +465,12 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
                 " or a synthetic reference 'sim:wafer' / 'sim:pcb'"
             )
         update["reference"] = recipe.reference.model_copy(update={"golden": str(golden_path)})
+    if recipe.camera is not None and recipe.camera.feature_file:
+        feature_file = (path.parent / recipe.camera.feature_file).resolve()
+        if not feature_file.is_file():
+            raise RecipeError(f"{path}: camera.feature_file: {recipe.camera.feature_file}: no such file (looked for "
+                              f"{feature_file})")
+        update["camera"] = recipe.camera.model_copy(update={"feature_file": str(feature_file)})
     if recipe.classify is not None:
         update["classify"] = recipe.classify.model_copy(
             update={"model": _model_folder(path, "classify.model", recipe.classify.model)})

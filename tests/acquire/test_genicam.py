@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from inspection.acquire import CameraError, open_camera, stream_frames
+from inspection.recipe import CameraSettings
 
 pytestmark = pytest.mark.camera
 
@@ -53,3 +54,23 @@ def test_unsupported_pixel_format_lists_what_the_device_offers(viky_cti: Path) -
     offered = r"pixel format 'Mono12' is not offered by the device; it offers RGBa8, Mono8"
     with pytest.raises(CameraError, match=offered):
         open_camera(f"genicam:{viky_cti}?pixel_format=Mono12").open()
+
+
+def test_a_recipe_sets_the_virtual_cameras_format_and_buffer_and_names_a_node_it_lacks(viky_cti: Path) -> None:
+    camera = open_camera(f"genicam:{viky_cti}")
+    camera.set_up(CameraSettings(uri=f"genicam:{viky_cti}", pixel_format="Mono8", buffer="newest-only"))
+    with camera:
+        frames = list(stream_frames(camera, timeout_s=3, stop=threading.Event(), max_frames=2))
+    assert camera.applied == {"pixel_format": "Mono8", "buffer": "newest-only"}
+    assert frames[0].layout == "mono"
+    camera = open_camera(f"genicam:{viky_cti}")
+    camera.set_up(CameraSettings(uri=f"genicam:{viky_cti}", exposure_us=5000))
+    with pytest.raises(CameraError, match="the camera has no ExposureTime or ExposureTimeAbs node"):
+        camera.open()
+
+
+def test_a_source_without_settings_refuses_them_by_name() -> None:
+    camera = open_camera("sim:wafer")
+    with pytest.raises(CameraError, match=r"sim:wafer: exposure_us, gain_db cannot be set on this source"):
+        camera.set_up(CameraSettings(uri="sim:wafer", exposure_us=100, gain_db=1))
+    camera.set_up(CameraSettings(uri="sim:wafer"))  # nothing asked: fine

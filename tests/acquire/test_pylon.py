@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from inspection.acquire import CameraError, open_camera, stream_frames
+from inspection.acquire import CameraError, FrameTimeout, open_camera, stream_frames
+from inspection.recipe import CameraSettings
 
 pytestmark = pytest.mark.camera
 
@@ -53,3 +55,57 @@ def test_unknown_serial_lists_the_cameras_found() -> None:
     message = str(error.value)
     assert "no camera with serial '1234-5678'" in message
     assert "serial 0815-0000 (Emulation, BaslerCamEmu)" in message and "serial 0815-0001" in message
+
+
+def _recipe_camera(**settings: object) -> CameraSettings:
+    return CameraSettings(uri="pylon:emu", **settings)  # type: ignore[arg-type]
+
+
+def test_a_recipe_sets_exposure_gain_trigger_format_and_buffer_and_reads_them_back() -> None:
+    camera = open_camera("pylon:emu")
+    camera.set_up(_recipe_camera(exposure_us=5000, gain_db=6.0, pixel_format="BayerRG8", buffer="newest-only",
+                                 trigger={"mode": "software"}))
+    with camera:
+        frames = list(stream_frames(camera, timeout_s=3, stop=threading.Event(), max_frames=3))
+    applied = camera.applied
+    assert applied is not None
+    assert applied["exposure_us"] == pytest.approx(5000) and applied["gain_db"] == pytest.approx(6.0, abs=0.05)
+    assert applied["pixel_format"] == "BayerRG8" and applied["buffer"] == "newest-only"
+    assert applied["trigger"] == {"mode": "software", "TriggerMode": "On", "TriggerSource": "Software"}
+    # one software trigger per grab delivered every frame; the Bayer mosaic arrives demosaiced
+    assert len(frames) == 3 and frames[0].layout == "bgr" and frames[0].image.shape == (1040, 1024, 3)
+
+
+def test_a_hardware_trigger_is_set_on_its_line_and_edge() -> None:
+    camera = open_camera("pylon:emu")
+    camera.set_up(_recipe_camera(trigger={"mode": "hardware", "line": "Line2", "edge": "falling"}))
+    with camera:
+        assert camera.applied is not None
+        assert camera.applied["trigger"] == {"mode": "hardware", "TriggerMode": "On", "TriggerSource": "Line2",
+                                             "TriggerActivation": "FallingEdge"}
+        with pytest.raises(FrameTimeout):  # no edge on the emulator's line: a timeout, never a hang
+            camera.grab(timeout_s=0.3)
+
+
+def test_a_feature_file_from_the_vendor_viewer_is_loaded_before_the_recipe_values(tmp_path: Path) -> None:
+    from pypylon import pylon
+
+    camera = open_camera("pylon:emu")
+    with camera:  # the station's set-up saved as the pylon Viewer saves it
+        nodes = camera._camera.GetNodeMap()
+        nodes.GetNode("ExposureTime").SetValue(2500.0)
+        nodes.GetNode("Gain").SetValue(3.0)
+        pylon.FeaturePersistence.Save(str(tmp_path / "station.pfs"), nodes)
+    camera = open_camera("pylon:emu")
+    camera.set_up(_recipe_camera(feature_file=str(tmp_path / "station.pfs"), gain_db=9.0))
+    with camera:
+        nodes = camera._camera.GetNodeMap()
+        assert nodes.GetNode("ExposureTime").GetValue() == pytest.approx(2500.0)  # from the file
+        assert camera.applied is not None and camera.applied["gain_db"] == pytest.approx(9.0, abs=0.05)
+
+
+def test_a_value_the_camera_refuses_names_the_node() -> None:
+    camera = open_camera("pylon:emu")
+    camera.set_up(_recipe_camera(trigger={"mode": "hardware", "line": "Line9"}))
+    with pytest.raises(CameraError, match=r"TriggerSource = 'Line9' refused"):
+        camera.open()

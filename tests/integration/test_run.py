@@ -429,3 +429,24 @@ def test_a_region_of_interest_outside_the_golden_is_a_recipe_error(tmp_path: Pat
                       str(tmp_path / "r.db"), check=False)
     assert process.returncode == 2 and "Traceback" not in process.stderr
     assert f"{recipe}: preprocess.roi_xywh_px (0, 0, 4000, 4000)" in process.stderr
+
+
+@pytest.mark.camera
+def test_a_recipe_sets_the_camera_up_and_the_run_keeps_what_the_camera_read_back(tmp_path: Path,
+                                                                               pylon_emulator: None) -> None:
+    golden = tmp_path / "golden.png"
+    run_cli("teach", "--camera", "pylon:emu?pixel_format=Mono8", "--out", str(golden), "--frames", "3")
+    (tmp_path / "station.yaml").write_text(
+        "name: station\nkind: wafer-die\npixel_size_um: 10\nreference: {golden: golden.png}\nalign: {method: none}\n"
+        "grade: {review_area_um2: 500, fail_area_um2: 5000}\n"
+        "camera:\n  uri: pylon:emu\n  exposure_us: 4000\n  gain_db: 3\n  pixel_format: Mono8\n"
+        "  trigger: {mode: software}\n  buffer: oldest-first\n"
+    )
+    db = tmp_path / "station.db"
+    process = run_cli("run", "--recipe", str(tmp_path / "station.yaml"), "--frames", "4", "--db", str(db))
+    assert "inspect: camera set up:" in process.stderr
+    assert len(results_json(db)) == 4  # a software trigger per frame
+    [event] = [e for e in read_events(db) if e["kind"] == "camera-settings"]
+    applied = json.loads(event["detail"])
+    assert applied["exposure_us"] == pytest.approx(4000) and applied["gain_db"] == pytest.approx(3, abs=0.05)
+    assert applied["trigger"]["TriggerSource"] == "Software" and applied["pixel_format"] == "Mono8"

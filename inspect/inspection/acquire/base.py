@@ -13,7 +13,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+from inspection.recipe import CameraSettings
 from inspection.types import Frame, InspectionError
 
 log = logging.getLogger("inspection.acquire")
@@ -48,6 +50,22 @@ class Camera(ABC):
     """A source of frames. Use as a context manager, or call ``open``/``close``."""
 
     uri: str
+    configurable = False
+    """Whether the source has settings (exposure, gain, trigger, ...) that :meth:`set_up` can ask for."""
+    settings: CameraSettings | None = None
+    applied: dict[str, Any] | None = None
+    """The settings as read back from the camera after it was opened with them."""
+
+    def set_up(self, settings: CameraSettings) -> None:
+        """Ask for ``settings`` to be applied (and read back into :attr:`applied`) when the camera is opened.
+
+        Raises CameraError for a source that has no such settings (folders, video, the simulator), naming them.
+        """
+        requested = settings.requested()
+        if requested and not self.configurable:
+            raise CameraError(f"{self.uri}: {', '.join(requested)} cannot be set on this source; camera settings "
+                              "apply to genicam: and pylon: cameras")
+        self.settings = settings
 
     @abstractmethod
     def open(self) -> None:

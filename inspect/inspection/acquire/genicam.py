@@ -13,6 +13,7 @@ from typing import Any
 
 from inspection.acquire.base import Camera, CameraDisconnected, CameraError, FrameTimeout
 from inspection.acquire.pixels import device_spelling, pixel_format, to_image
+from inspection.acquire.setup import apply_settings
 from inspection.types import Frame
 
 GENTL_PATH_VARIABLE = "GENICAM_GENTL64_PATH"
@@ -36,7 +37,31 @@ def _shipped_producer_hint() -> str:
     return f" (the genicam package ships a producer of virtual cameras: {viky})" if viky.is_file() else ""
 
 
+class _HarvestersNodes:
+    """harvesters' node map through :class:`inspection.acquire.setup.NodeAccess`."""
+
+    def __init__(self, node_map: Any) -> None:
+        self.node_map = node_map
+
+    def has(self, name: str) -> bool:
+        return hasattr(self.node_map, name)
+
+    def get(self, name: str) -> Any:
+        return getattr(self.node_map, name).value
+
+    def set(self, name: str, value: Any) -> None:
+        getattr(self.node_map, name).value = value
+
+    def symbols(self, name: str) -> tuple[str, ...]:
+        return tuple(getattr(self.node_map, name).symbolics)
+
+    def execute(self, name: str) -> None:
+        getattr(self.node_map, name).execute()
+
+
 class GenICamCamera(Camera):
+    configurable = True
+
     def __init__(self, uri: str, producer: str, *, serial: str | None, pixel_format_name: str | None) -> None:
         self.uri = uri
         self.serial = serial
@@ -55,6 +80,7 @@ class GenICamCamera(Camera):
                 )
         self._harvester: Any = None
         self._acquirer: Any = None
+        self._software_trigger = False
         self._source_id = uri
 
     def open(self) -> None:
@@ -82,14 +108,31 @@ class GenICamCamera(Camera):
             index = matches[0]
         self._source_id = f"genicam:{found[index][1]}"
         self._acquirer = self._harvester.create(index)
-        if self.pixel_format_name:
-            node = self._acquirer.remote_device.node_map.PixelFormat
-            try:
-                node.value = device_spelling(self.pixel_format_name, tuple(node.symbolics))
-            except ValueError as exc:
-                self.close()
-                raise CameraError(f"{self.uri}: {exc}") from None
+        try:
+            if self.pixel_format_name:
+                node = self._acquirer.remote_device.node_map.PixelFormat
+                try:
+                    node.value = device_spelling(self.pixel_format_name, tuple(node.symbolics))
+                except ValueError as exc:
+                    raise CameraError(f"{self.uri}: {exc}") from None
+            if self.settings is not None:
+                self.applied = apply_settings(self.settings, _HarvestersNodes(self._acquirer.remote_device.node_map),
+                                              uri=self.uri, set_buffer=self._set_buffer)
+        except CameraError:
+            self.close()
+            raise
+        self._software_trigger = self.settings is not None and self.settings.trigger.mode == "software"
         self._acquirer.start()
+
+    def _set_buffer(self, strategy: str) -> str:
+        stream = self._acquirer.data_streams[0].node_map
+        if not hasattr(stream, "StreamBufferHandlingMode"):
+            if strategy == "oldest-first":
+                return strategy  # the GenTL default
+            raise CameraError(f"{self.uri}: the producer's stream has no StreamBufferHandlingMode node for "
+                              f"buffer: {strategy}")
+        stream.StreamBufferHandlingMode.value = "NewestOnly" if strategy == "newest-only" else "OldestFirst"
+        return "newest-only" if stream.StreamBufferHandlingMode.value == "NewestOnly" else "oldest-first"
 
     def grab(self, *, timeout_s: float) -> Frame:
         from genicam.gentl import GenericException
@@ -97,6 +140,8 @@ class GenICamCamera(Camera):
         if self._acquirer is None:
             raise CameraDisconnected(f"{self.uri}: not open")
         try:
+            if self._software_trigger:  # the line asks for this frame
+                self._acquirer.remote_device.node_map.TriggerSoftware.execute()
             buffer = self._acquirer.try_fetch(timeout=timeout_s)
         except GenericException as exc:
             raise CameraDisconnected(f"{self.uri}: fetch failed: {exc}") from None

@@ -13,18 +13,52 @@ from typing import Any
 
 from inspection.acquire.base import Camera, CameraDisconnected, CameraError, FrameTimeout
 from inspection.acquire.pixels import device_spelling, pixel_format, to_image
+from inspection.acquire.setup import apply_settings
 from inspection.types import Frame
 
 log = logging.getLogger("inspection.acquire")
 EMULATOR_DEVICE_CLASS = "BaslerCamEmu"
 
 
+class _PylonNodes:
+    """pypylon's node map through :class:`inspection.acquire.setup.NodeAccess`."""
+
+    def __init__(self, camera: Any) -> None:
+        from pypylon import genicam
+
+        self.node_map, self.genicam = camera.GetNodeMap(), genicam
+
+    def _node(self, name: str) -> Any:
+        return self.node_map.GetNode(name)
+
+    def has(self, name: str) -> bool:
+        try:
+            return self.genicam.IsAvailable(self._node(name))
+        except self.genicam.GenericException:
+            return False
+
+    def get(self, name: str) -> Any:
+        return self._node(name).GetValue()
+
+    def set(self, name: str, value: Any) -> None:
+        self._node(name).SetValue(value)
+
+    def symbols(self, name: str) -> tuple[str, ...]:
+        return tuple(self._node(name).Symbolics)
+
+    def execute(self, name: str) -> None:
+        self._node(name).Execute()
+
+
 class PylonCamera(Camera):
+    configurable = True
+
     def __init__(self, uri: str, serial: str, *, pixel_format_name: str | None) -> None:
         self.uri = uri
         self.serial = serial
         self.pixel_format_name = pixel_format_name
         self._camera: Any = None
+        self._software_trigger = False
         self._format = pixel_format("Mono8")
         self._source_id = uri
 
@@ -56,11 +90,25 @@ class PylonCamera(Camera):
             node = self._camera.PixelFormat
             if self.pixel_format_name:
                 node.Value = device_spelling(self.pixel_format_name, tuple(node.Symbolics))
+            strategy = pylon.GrabStrategy_OneByOne
+            if self.settings is not None:
+                if self.settings.feature_file:  # the vendor viewer's saved set-up, before the recipe's own values
+                    pylon.FeaturePersistence.Load(self.settings.feature_file, self._camera.GetNodeMap(), True)
+                newest = self.settings.buffer == "newest-only"
+                strategy = pylon.GrabStrategy_LatestImageOnly if newest else pylon.GrabStrategy_OneByOne
+                self.applied = apply_settings(self.settings, _PylonNodes(self._camera), uri=self.uri,
+                                              set_buffer=lambda wanted: wanted)  # the grab strategy below
+                if self.settings.feature_file:
+                    self.applied["feature_file"] = self.settings.feature_file
+                self._software_trigger = self.settings.trigger.mode == "software"
             self._format = pixel_format(node.Value)
-            self._camera.StartGrabbing(pylon.GrabStrategy_OneByOne)
+            self._camera.StartGrabbing(strategy)
         except ValueError as exc:
             self.close()
             raise CameraError(f"{self.uri}: {exc}") from None
+        except CameraError:
+            self.close()
+            raise
         except genicam.GenericException as exc:
             self.close()
             raise CameraError(f"{self.uri}: cannot open {self._source_id}: {exc}") from None
@@ -71,6 +119,9 @@ class PylonCamera(Camera):
         if self._camera is None:
             raise CameraDisconnected(f"{self.uri}: not open")
         try:
+            ready_ms = max(1, round(timeout_s * 1000))
+            if self._software_trigger and self._camera.WaitForFrameTriggerReady(ready_ms, pylon.TimeoutHandling_Return):
+                self._camera.ExecuteSoftwareTrigger()  # the line asks for this frame
             result = self._camera.RetrieveResult(max(1, round(timeout_s * 1000)), pylon.TimeoutHandling_Return)
         except genicam.GenericException as exc:
             raise CameraDisconnected(f"{self.uri}: grab failed: {exc}") from None

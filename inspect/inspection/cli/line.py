@@ -65,7 +65,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 def _line_camera(recipe: Recipe, uri: str | None) -> str:
     """The camera URI to open: ``--camera`` or the recipe's; a folder whose frames bring their golden beside them
     lists only the frames (``glob=*TEST*``) unless the URI names its own ``glob``."""
-    uri = uri or recipe.camera
+    uri = uri or (recipe.camera.uri if recipe.camera is not None else None)
     if not uri:
         raise CameraError(f"recipe {recipe.name!r} names no camera; give --camera URI "
                           f"({', '.join(s + ':...' for s in SCHEMES)})")
@@ -82,11 +82,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                          f"FOLDER --recipe {args.recipe}`")
     uri = _line_camera(recipe, args.camera)
     camera = open_camera(uri)
+    if recipe.camera is not None:
+        camera.set_up(recipe.camera)  # exposure, gain, trigger ...: applied when opened, read back
     camera.open()  # a wrong camera fails here, before the database is created or touched
     try:
         store = ResultStore(args.db)
         run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256=recipe.sha256(),
                                  software_version=software_version())
+        if camera.applied:
+            store.add_event(run_id, kind="camera-settings", source=uri, detail=json.dumps(camera.applied))
+            print(f"inspect: camera set up: {json.dumps(camera.applied)}", file=sys.stderr)
     except BaseException:
         camera.close()
         raise
