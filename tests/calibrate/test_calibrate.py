@@ -44,6 +44,11 @@ def test_calibration_recovers_the_intrinsics(tmp_path: Path) -> None:
     assert abs(fx - 1100) / 1100 <= 0.005 and abs(fy - 1100) / 1100 <= 0.005
     assert card["rms_reprojection_px"] <= 0.3
     assert len(card["per_image_rms_px"]) == 8 and card["image_size_px"] == [800, 600]
+    # The per-view errors agree with OpenCV's own overall RMS (the same corners per view: RMS of the RMSs),
+    # an independent computation of the same residuals.
+    per_view = np.array(list(card["per_image_rms_px"].values()))
+    assert float(np.sqrt(np.mean(per_view**2))) == pytest.approx(card["rms_reprojection_px"], rel=0.01)
+    assert per_view.max() < 0.2
     assert card["um_per_px"] == pytest.approx(np.median(distances) / 1100 * 1000, rel=0.02)
 
 

@@ -116,7 +116,7 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
             rejected[str(path)] = f"no {columns}x{rows} checkerboard found"
             continue
         size = grey.shape[::-1]
-        found[str(path)] = corners
+        found[str(path)] = corners.reshape(-1, 2).astype(np.float32)  # (N, 2) whatever the OpenCV version returns
     if len(found) < min_boards or size is None:
         reasons = "; ".join(f"{Path(p).name}: {why}" for p, why in list(rejected.items())[:5])
         raise CalibrationError(f"only {len(found)} of {len(paths)} images show a {columns}x{rows} board; at least "
@@ -127,7 +127,8 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
     per_image = {}
     for name, rvec, tvec in zip(names, rvecs, tvecs, strict=True):
         projected, _ = cv2.projectPoints(board, rvec, tvec, matrix, dist)
-        per_image[name] = float(np.sqrt(np.mean(np.sum((projected - found[name]) ** 2, axis=2))))
+        residuals = projected.reshape(-1, 2) - found[name]  # both (N, 2): one residual per corner, no broadcasting
+        per_image[name] = float(np.sqrt(np.mean(np.sum(residuals**2, axis=1))))
     if rms > max_rms_px:
         worst = sorted(per_image.items(), key=lambda item: -item[1])[:3]
         raise CalibrationError(f"RMS reprojection error {rms:.3f} px exceeds {max_rms_px} px; worst views: "
