@@ -126,7 +126,8 @@ def _reconnect(camera: Camera, backoff: Backoff, stop: threading.Event) -> bool:
 
 def stream_frames(camera: Camera, *, timeout_s: float, stop: threading.Event, max_frames: int | None = None,
                   backoff: Backoff | None = None,
-                  on_skipped: Callable[[SkippedInput], None] | None = None) -> Iterator[Frame]:
+                  on_skipped: Callable[[SkippedInput], None] | None = None,
+                  on_reconnect: Callable[[], None] | None = None) -> Iterator[Frame]:
     """Frames from an opened camera until ``max_frames``, exhaustion, ``stop``, or a failed reconnect.
 
     A fetch that times out is logged and retried; a camera that drops out is reopened with back-off.
@@ -145,6 +146,8 @@ def stream_frames(camera: Camera, *, timeout_s: float, stop: threading.Event, ma
         Reconnect delays; default: exponential from 0.5 s.
     on_skipped : callable, optional
         Called with each input the camera skipped (an unreadable file, say).
+    on_reconnect : callable, optional
+        Called after each successful reconnect.
 
     Yields
     ------
@@ -166,6 +169,8 @@ def stream_frames(camera: Camera, *, timeout_s: float, stop: threading.Event, ma
             log.warning("camera %s: %s", camera.uri, exc)
             if not _reconnect(camera, backoff, stop):
                 break
+            if on_reconnect is not None:
+                on_reconnect()
             continue
         finally:
             for skipped in camera.take_skipped():

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from inspection.acquire import Camera, CameraError, SkippedInput, stream_frames
 from inspection.chain.chain import Chain
+from inspection.chain.hooks import HookDispatcher, LineEvent
 from inspection.report import ResultStore, StoreError, draw_detections, save_png
 from inspection.types import Frame, Verdict
 
@@ -89,13 +90,14 @@ class LineStats:
 _DONE = object()
 
 
-def _commit(item: Any, store: ResultStore, stats: LineStats, *, run_id: int, save_ng_dir: Path | None) -> None:
+def _commit(item: Any, store: ResultStore, stats: LineStats, *, run_id: int, save_ng_dir: Path | None) -> LineEvent:
     """Store one item of the results queue: a skipped input as an event, a part as its result (with its picture
-    when it did not pass; a picture that cannot be saved is logged and never costs the part its result)."""
+    when it did not pass; a picture that cannot be saved is logged and never costs the part its result).
+    Returns the event to tell the hooks."""
     if isinstance(item, SkippedInput):
         stats.skipped.append(item)
         store.add_event(run_id, kind="skipped", source=item.path, detail=item.reason)
-        return
+        return LineEvent("skipped", run_id, skipped=item)
     result = item.result()
     image_path = None
     if save_ng_dir is not None and item.image is not None and result.verdict != Verdict.PASS:
@@ -111,16 +113,20 @@ def _commit(item: Any, store: ResultStore, stats: LineStats, *, run_id: int, sav
                             exc.strerror or exc)
                 store.add_event(run_id, kind="picture-not-saved", source=str(save_ng_dir / name),
                                 detail=str(exc.strerror or exc))
-    store.add_result(run_id, result, image_path=image_path)
-    stats.record(result.verdict, (time.time() - result.acquired_at_s) * 1000.0)
+    row_id = store.add_result(run_id, result, image_path=image_path)
+    latency_ms = (time.time() - result.acquired_at_s) * 1000.0
+    stats.record(result.verdict, latency_ms)
+    return LineEvent("result", run_id, result=result, row_id=row_id, latency_ms=latency_ms)
 
 
 def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, stop: threading.Event,
              max_frames: int | None = None, save_ng_dir: Path | None = None,
-             on_status: Callable[[LineStats], None] | None = None, status_interval_s: float = 0.5) -> LineStats:
+             on_status: Callable[[LineStats], None] | None = None, status_interval_s: float = 0.5,
+             hooks: HookDispatcher | None = None) -> LineStats:
     """Acquire, inspect and commit until ``max_frames``, the source's end, or ``stop``; then drain and return.
 
-    ``camera`` comes opened (so a wrong camera fails before anything is stored) and is closed here. Raises a
+    ``hooks`` are told of every committed result, skipped input and camera reconnect (they never make the line
+    wait). ``camera`` comes opened (so a wrong camera fails before anything is stored) and is closed here. Raises a
     RecipeError if its first frame does not fit the recipe's region of interest or golden (nothing is committed
     then), and a StoreError when the database stops taking results (the line stops acquiring and drains first;
     what was committed stays).
@@ -130,11 +136,13 @@ def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, s
     frames_q: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_depth)
     results_q: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_depth)
     failure: list[BaseException] = []
+    publish = hooks.publish if hooks is not None else (lambda event: None)
 
     def acquire() -> None:
         try:
             frames = stream_frames(camera, timeout_s=settings.fetch_timeout_s, stop=stop, max_frames=max_frames,
-                                   on_skipped=results_q.put)
+                                   on_skipped=results_q.put, on_reconnect=lambda: publish(LineEvent("reconnect",
+                                                                                                   run_id)))
             for index, frame in enumerate(frames):
                 if index == 0:
                     chain.check_frame_size(frame, camera=camera.uri)
@@ -171,7 +179,8 @@ def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, s
             not_stored += not isinstance(item, SkippedInput)
         elif item is not None:
             try:
-                _commit(item, store, stats, run_id=run_id, save_ng_dir=save_ng_dir)
+                event = _commit(item, store, stats, run_id=run_id, save_ng_dir=save_ng_dir)
+                publish(replace(event, frames_waiting=frames_q.qsize()))
             except StoreError as exc:
                 # The database takes no more (a full disk, a read-only file): stop acquiring, let the frames in
                 # flight finish, and end the run with the reason; every earlier commit stays in the file.

@@ -15,7 +15,9 @@ from types import FrameType
 
 from inspection.acquire import SCHEMES, CameraError, open_camera
 from inspection.chain.chain import build_chain
+from inspection.chain.hooks import Hook, HookDispatcher, installed_hooks, load_hook
 from inspection.chain.line import LineStats, run_line, teach_reference
+from inspection.chain.metrics import LineMetrics
 from inspection.cli.common import (
     UsageError,
     add_device_option,
@@ -75,12 +77,29 @@ def _line_camera(recipe: Recipe, uri: str | None) -> str:
     return uri
 
 
+def _hooks(args: argparse.Namespace) -> list[Hook]:
+    """The run's result hooks: the metrics endpoint, --hook callables, installed entry points."""
+    hooks: list[Hook] = []
+    if args.metrics_port is not None:
+        metrics = LineMetrics()
+        try:
+            metrics.serve(args.metrics_port, host=args.metrics_host)
+        except OSError as exc:
+            raise UsageError(f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host} "
+                             f"({exc.strerror or exc})") from None
+        print(f"inspect: metrics on http://{args.metrics_host}:{args.metrics_port}/metrics", file=sys.stderr)
+        hooks.append(metrics)
+    hooks += [load_hook(spec) for spec in args.hook]
+    return hooks + installed_hooks()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     if recipe.kind == "wafer-lot":
         raise UsageError(f"recipe {recipe.name!r} is a wafer-lot recipe: grade its wafers with `inspect grade "
                          f"FOLDER --recipe {args.recipe}`")
     uri = _line_camera(recipe, args.camera)
+    hooks = _hooks(args)  # a hook that cannot load, or a port in use, fails before the camera or database
     camera = open_camera(uri)
     if recipe.camera is not None:
         camera.set_up(recipe.camera)  # exposure, gain, trigger ...: applied when opened, read back
@@ -95,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BaseException:
         camera.close()
         raise
-    status, failure, chain = "failed", None, None
+    status, failure, chain, dispatcher = "failed", None, None, None
     try:
         chain = build_chain(recipe.with_classify(device=args.device))
         store.set_run_model(run_id, model_sha256=chain.model_sha256)
@@ -106,8 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                  ", no classifier (verdicts by size)")
         print(f"inspect: run {run_id}: camera {uri}, recipe {recipe.name} ({recipe.source_path}){model}, "
               f"results -> {args.db}", file=sys.stderr)
+        dispatcher = HookDispatcher(hooks)
         stats = run_line(camera, chain, store, run_id=run_id, stop=stop, max_frames=args.frames,
-                         save_ng_dir=args.save_ng, on_status=_StatusPrinter(quiet=args.quiet))
+                         save_ng_dir=args.save_ng, on_status=_StatusPrinter(quiet=args.quiet), hooks=dispatcher)
         status = "stopped" if stop.is_set() else "completed"
         if stats.committed and stats.verdicts["error"] == stats.committed:
             status, failure = "failed", f"every one of the {stats.committed} frame(s) ended in error"
@@ -121,6 +141,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"inspect: error: run {run_id} could not be marked {status}: {exc}", file=sys.stderr)
         store.close()
         camera.close()  # run_line closed it, unless the run ended before it started
+        if dispatcher is not None:
+            dispatcher.close()
+            if dispatcher.dropped or dispatcher.errors:
+                print(f"inspect: result hooks: {dispatcher.dropped} event(s) dropped (hooks too slow), errors "
+                      f"{dict(dispatcher.errors) or 0}", file=sys.stderr)
         if chain is not None:
             chain.close()
     if not args.quiet and sys.stderr.isatty():
@@ -189,6 +214,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--frames", type=int, metavar="N", help="stop after N frames (default: until the source ends)")
     run.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")
     run.add_argument("--save-ng", type=Path, metavar="DIR", help="save pictures of non-passing parts here")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve Prometheus metrics on this port (http://HOST:PORT/metrics) while the run lasts")
+    run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                     help="address the metrics endpoint listens on (0.0.0.0: every interface)")
+    run.add_argument("--hook", action="append", default=[], metavar="MODULE:FUNCTION",
+                     help="call this after every commit with the line's event (repeatable; a class is instantiated "
+                          "once); it runs on its own thread and can neither stall nor stop the line")
     run.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     run.set_defaults(handler=cmd_run)
 
