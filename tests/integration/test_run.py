@@ -36,7 +36,7 @@ def test_sim_wafer_run_names_each_defect_with_the_cnn_and_grades_by_class(tmp_pa
     db, ng = tmp_path / "line.db", tmp_path / "ng"
     process = run_cli("run", "--camera", "sim:wafer?seed=4&defect_rate=0.4", "--frames", "30", "--db", str(db),
                       "--save-ng", str(ng))
-    assert "model models/wafer-line-patchnet-v1 on CPUExecutionProvider" in process.stderr
+    assert "wafer-line-patchnet-v1 on CPUExecutionProvider" in process.stderr
     assert "candidate(s) in" in process.stderr and "mean batch" in process.stderr
     rows = results_json(db)
     assert len(rows) == 30

@@ -106,7 +106,7 @@ def test_klarf_round_trip_and_die_map(tmp_path: Path) -> None:
     path = write_klarf(tmp_path / "w.klarf", klarf, station="AOI-1", recipe="r",
                        moment=datetime(2026, 11, 22, tzinfo=UTC))
     text = path.read_text()
-    assert text.startswith("FileVersion 1 8;") and text.rstrip().endswith("EndOfFile;")
+    assert text.startswith('Record FileRecord "1.8"') and text.rstrip().endswith("EndOfFile;")
     back = read_klarf(path)
     assert (back.lot_id, back.wafer_id, back.slot, back.die_pitch_um) == ("LOT 7", "W-03", 3, (8000.0, 7500.0))
     assert back.class_names == klarf.class_names and back.tested_dies == klarf.tested_dies
