@@ -67,3 +67,33 @@ def test_residual_grid_turn_to_a_hundredth_of_a_degree(turn_deg: float) -> None:
     found = grid_angle_deg(turned, centre_xy_px=(1024.0, 1024.0), radius_px=930.0, grid=grid)
     # getRotationMatrix2D turns counter-clockwise on screen: +x towards -y, a negative angle in image terms.
     assert found == pytest.approx(-turn_deg, abs=0.01)
+
+
+def _grid_frame(pitch_px: float, seed: int, *, size: int = 1024) -> tuple[np.ndarray, float]:
+    """A renderer of its own (not the project's): 3 px streets at a sub-pixel pitch (supersampled), dies with a
+    dark pad and a block at the same place in every die, a 15% illumination gradient, blur 0.8 px, noise 3."""
+    rng = np.random.default_rng(seed)
+    start = rng.uniform(0, pitch_px)
+    factor = 4
+    coordinate = (np.arange(size * factor) + 0.5) / factor - 0.5
+    street = (np.mod(coordinate - start, pitch_px) < 3.0).astype(np.float64).reshape(size, factor).mean(axis=1)
+    share = np.mod(np.arange(size) - start, pitch_px) / pitch_px  # where in its die each pixel row/column lies
+    image = np.full((size, size), 180.0)
+    image[np.ix_((share > 0.2) & (share < 0.35), (share > 0.45) & (share < 0.6))] = 90  # a pad
+    image[np.ix_((share > 0.6) & (share < 0.85), (share > 0.2) & (share < 0.4))] = 120  # a block
+    streets = np.maximum(street[None, :], street[:, None])
+    image = image * (1 - streets) + 60 * streets
+    image *= 1 + 0.15 * np.linspace(-0.5, 0.5, size)[None, :] + 0.075 * np.linspace(-0.5, 0.5, size)[:, None]
+    image = cv2.GaussianBlur(image, (0, 0), 0.8) + rng.normal(0, 3, (size, size))
+    return np.clip(image, 0, 255).astype(np.uint8), start + 1.5  # the street centre
+
+
+@pytest.mark.parametrize("pitch_px", [16.51, 19.51, 20.51, 27.5, 33.0, 47.2, 60.0])
+def test_pitch_and_origin_hold_for_sub_pixel_pitches_gradients_and_dies_with_content(pitch_px: float) -> None:
+    for seed in range(2):
+        image, street_centre = _grid_frame(pitch_px, seed)
+        grid = find_die_grid(image, centre_xy_px=(512, 512), radius_px=700)
+        for axis in (0, 1):  # never a multiple of the pitch, never half a pixel off
+            assert abs(grid.pitch_xy_px[axis] - pitch_px) <= 0.05
+            offset = (grid.origin_xy_px[axis] - street_centre + pitch_px / 2) % pitch_px - pitch_px / 2
+            assert abs(offset) <= 0.2

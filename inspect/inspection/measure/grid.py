@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from inspection.types import InspectionError
 
@@ -53,22 +54,38 @@ def _dip_centres(depth: np.ndarray, *, origin: float, pitch: float, half_window:
 
 
 def _street_positions(profile: np.ndarray, *, min_pitch_px: float) -> tuple[float, float, int]:
-    """(pitch, origin, streets) of the dips of a 1-D profile."""
-    detrended = profile - np.median(profile)
-    spectrum = np.fft.rfft(detrended, n=2 * len(detrended))
-    autocorrelation = np.fft.irfft(spectrum * np.conj(spectrum))[: len(detrended)]
+    """(pitch, origin, streets) of the dips of a 1-D profile (the grey of the streets against the dies').
+
+    The dips are measured against the profile's upper envelope, so an illumination gradient does not bury the
+    streets on the dark side. The pitch is the first strong peak of the dips' autocorrelation, refined to a
+    fraction of a pixel (a pitch near x.5 px would otherwise be read 0.5 px off, and the double of a pitch
+    can correlate better than the pitch itself), then fitted to every street's centroid.
+    """
+    envelope_px = max(16, len(profile) // 8)
+    envelope = ndimage.gaussian_filter1d(ndimage.maximum_filter1d(profile, size=envelope_px), envelope_px / 4)
+    depth = np.maximum(envelope - profile, 0.0)
+    centred = depth - depth.mean()
+    spectrum = np.fft.rfft(centred, n=2 * len(centred))
+    autocorrelation = np.fft.irfft(spectrum * np.conj(spectrum))[: len(centred)]
     lag_start = int(np.ceil(min_pitch_px))
-    if len(autocorrelation) < 3 * lag_start:
+    lag_end = len(autocorrelation) // 3
+    if lag_end < lag_start + 3:
         raise GridError(f"the profile ({len(profile)} px) is too short for a pitch of at least {min_pitch_px} px")
-    peak = lag_start + int(np.argmax(autocorrelation[lag_start : len(autocorrelation) // 2]))
-    if autocorrelation[peak] <= 0.2 * autocorrelation[0]:
+    lags = np.arange(lag_start, lag_end)
+    values = autocorrelation[lag_start:lag_end]
+    peaks = [i for i in range(1, len(values) - 1) if values[i] >= values[i - 1] and values[i] > values[i + 1]]
+    if not peaks or values[max(peaks, key=lambda i: values[i])] <= 0.2 * autocorrelation[0]:
         raise GridError("no periodic street pattern (autocorrelation peak too weak)")
-    depth = np.maximum(np.median(profile) - profile, 0.0)
-    half_window = max(2, peak // 4)
-    pitch, origin = float(peak), float(np.argmax(depth[: peak + 1]))
-    # The second pass searches around the fitted positions, so the integer first guess does not bias windows.
-    for _ in range(2):
-        indices, centres = _dip_centres(depth, origin=origin, pitch=pitch, half_window=half_window)
+    strongest = max(values[i] for i in peaks)
+    first = next(i for i in peaks if values[i] >= 0.6 * strongest)  # the pitch, not one of its multiples
+    below, at, above = values[first - 1], values[first], values[first + 1]
+    pitch = float(lags[first] + 0.5 * (below - above) / (below - 2 * at + above))  # parabola through the peak
+    # Street centroids weigh only the street's own dip, not the dies' noise around it.
+    weights = np.maximum(depth - 0.3 * float(np.percentile(depth, 99)), 0.0)
+    half_window = max(2, int(pitch // 4))
+    origin = float(np.argmax(weights[: int(np.ceil(pitch)) + 1]))
+    for _ in range(3):  # each pass searches around the fitted positions
+        indices, centres = _dip_centres(weights, origin=origin, pitch=pitch, half_window=half_window)
         if len(centres) < 3:
             raise GridError(f"only {len(centres)} streets found; at least 3 are needed for a pitch")
         pitch, origin = (float(v) for v in np.polyfit(np.array(indices, float), np.array(centres), 1))
@@ -107,8 +124,10 @@ def find_die_grid(image: np.ndarray, *, centre_xy_px: tuple[float, float], radiu
     if min(square.shape) < 4 * min_pitch_px:
         raise GridError(f"the square inside the wafer is {square.shape[1]}x{square.shape[0]} px: too small for a "
                         f"die grid of pitch >= {min_pitch_px} px")
-    pitch_x, origin_x, streets_x = _street_positions(square.mean(axis=0), min_pitch_px=min_pitch_px)
-    pitch_y, origin_y, streets_y = _street_positions(square.mean(axis=1), min_pitch_px=min_pitch_px)
+    # A street is dark across the whole square, a die's pads and blocks only in some of its rows: a high
+    # percentile across the square keeps the streets and drops the dies' content.
+    pitch_x, origin_x, streets_x = _street_positions(np.percentile(square, 75, axis=0), min_pitch_px=min_pitch_px)
+    pitch_y, origin_y, streets_y = _street_positions(np.percentile(square, 75, axis=1), min_pitch_px=min_pitch_px)
     return DieGrid((pitch_x, pitch_y), (origin_x + left, origin_y + top), (streets_x, streets_y))
 
 
