@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from inspection.report.store import StoreError, connect, write_failure
+from inspection.report.store import StoreError, connect, create_schema, write_failure
 from inspection.types import GradedWafer
 
 LOT_SCHEMA_VERSION = 1
@@ -112,15 +112,7 @@ class LotStore:
         self.path = Path(path)
         self._connection = connect(self.path, read_only=False, table="wafers", schema_version=LOT_SCHEMA_VERSION,
                                    what=_WHAT)
-        try:
-            with self._connection:
-                self._connection.execute("PRAGMA journal_mode=WAL")
-                self._connection.execute("PRAGMA synchronous=FULL")
-                self._connection.executescript(_SCHEMA)
-                self._connection.execute(f"PRAGMA user_version={LOT_SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            self._connection.close()
-            raise write_failure(self.path, exc) from None
+        create_schema(self._connection, schema=_SCHEMA, version=LOT_SCHEMA_VERSION, path=self.path)
 
     def finished(self) -> set[tuple[str, str]]:
         """(lot_id, wafer_id) of every wafer already stored, graded or failed-to-grade."""

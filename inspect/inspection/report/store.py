@@ -143,6 +143,20 @@ def connect(path: Path, *, read_only: bool, table: str = "results", schema_versi
     return connection
 
 
+def create_schema(connection: sqlite3.Connection, *, schema: str, version: int, path: Path) -> None:
+    """Durable settings (WAL, synchronous=FULL) and the tables, in one transaction; a database that cannot take
+    them (a read-only file, a full disk) is closed and reported as StoreError."""
+    try:
+        with connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.executescript(schema)
+            connection.execute(f"PRAGMA user_version={version}")
+    except sqlite3.Error as exc:
+        connection.close()
+        raise write_failure(path, exc) from None
+
+
 def migrate(connection: sqlite3.Connection, *, path: Path) -> int:
     """Bring a results database of an earlier schema version to this software's, in place and in one transaction
     (every row kept; a failure leaves the file as it was). Returns the version found."""
@@ -177,14 +191,10 @@ class ResultStore:
             self._connection.isolation_level = None  # explicit transactions: the migration's and one per part
             self.migrated_from = migrate(self._connection, path=self.path)
             self._connection.isolation_level = ""
-            with self._connection:
-                self._connection.execute("PRAGMA journal_mode=WAL")
-                self._connection.execute("PRAGMA synchronous=FULL")
-                self._connection.executescript(_SCHEMA)
-                self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             self._connection.close()
             raise write_failure(self.path, exc) from None
+        create_schema(self._connection, schema=_SCHEMA, version=SCHEMA_VERSION, path=self.path)
         self.closed_runs = self._close_abandoned_runs()
 
     def _close_abandoned_runs(self) -> list[int]:
