@@ -113,9 +113,13 @@ def test_eval_compares_two_models_on_the_same_images(model: Path, tmp_path: Path
     # Models of other classes do not compare; the error names both class lists.
     renamed = tmp_path / "renamed"
     shutil.copytree(model, renamed)
-    card = card_of(renamed)
-    card["class_names"] = [name.replace("stain", "smudge") for name in card["class_names"]]
-    (renamed / "model.json").write_text(json.dumps(card))
+    from inspection.classify.card import ModelCard
+    from inspection.train.export import stamp_metadata
+
+    card = ModelCard.model_validate(card_of(renamed))  # a model of other classes: its card and its ONNX file say so
+    card.class_names = [name.replace("stain", "smudge") for name in card.class_names]
+    card.onnx_sha256 = stamp_metadata(renamed / card.onnx_file, card)
+    card.write(renamed)
     process = run_cli("eval", str(model), str(test_folder), "--compare", str(renamed), check=False)
     assert process.returncode == 2 and "smudge" in process.stderr
     assert "only models of the same classes" in process.stderr
