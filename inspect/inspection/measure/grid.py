@@ -53,6 +53,15 @@ def _dip_centres(depth: np.ndarray, *, origin: float, pitch: float, half_window:
     return indices, centres
 
 
+def _street_profile(block: np.ndarray, *, axis: int) -> np.ndarray:
+    """The grey of each column (``axis=0``) or row (``axis=1``) of a block of the wafer, as streets see it.
+
+    A street is dark across the whole block, a die's pads and blocks only in some of its rows: a high percentile
+    across the block keeps the streets and drops the dies' content (a mean would keep both).
+    """
+    return np.percentile(block, 75, axis=axis)
+
+
 def _street_positions(profile: np.ndarray, *, min_pitch_px: float) -> tuple[float, float, int]:
     """(pitch, origin, streets) of the dips of a 1-D profile (the grey of the streets against the dies').
 
@@ -124,10 +133,8 @@ def find_die_grid(image: np.ndarray, *, centre_xy_px: tuple[float, float], radiu
     if min(square.shape) < 4 * min_pitch_px:
         raise GridError(f"the square inside the wafer is {square.shape[1]}x{square.shape[0]} px: too small for a "
                         f"die grid of pitch >= {min_pitch_px} px")
-    # A street is dark across the whole square, a die's pads and blocks only in some of its rows: a high
-    # percentile across the square keeps the streets and drops the dies' content.
-    pitch_x, origin_x, streets_x = _street_positions(np.percentile(square, 75, axis=0), min_pitch_px=min_pitch_px)
-    pitch_y, origin_y, streets_y = _street_positions(np.percentile(square, 75, axis=1), min_pitch_px=min_pitch_px)
+    pitch_x, origin_x, streets_x = _street_positions(_street_profile(square, axis=0), min_pitch_px=min_pitch_px)
+    pitch_y, origin_y, streets_y = _street_positions(_street_profile(square, axis=1), min_pitch_px=min_pitch_px)
     return DieGrid((pitch_x, pitch_y), (origin_x + left, origin_y + top), (streets_x, streets_y))
 
 
@@ -216,8 +223,8 @@ def die_crops(grid: DieGrid, *, centre_xy_px: tuple[float, float], radius_px: fl
 
 
 def _band_origin(band: np.ndarray, *, pitch_px: float, min_pitch_px: float) -> float:
-    """Street origin (modulo the pitch) of the mean profile across a band."""
-    _, origin, _ = _street_positions(band.mean(axis=0), min_pitch_px=min_pitch_px)
+    """Street origin (modulo the pitch) of the street profile across a band."""
+    _, origin, _ = _street_positions(_street_profile(band, axis=0), min_pitch_px=min_pitch_px)
     return origin % pitch_px
 
 
