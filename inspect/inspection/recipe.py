@@ -178,6 +178,22 @@ class ClassifySettings(_Section):
         return sorted({*self.fail_classes, *self.review_classes, *self.min_area_um2})
 
 
+class AnomalyStageSettings(_Section):
+    """An anomaly model trained on good parts only (``inspect train-anomaly``): its regions are candidates like
+    the golden-template difference's, or, on a station without a golden, the detections themselves."""
+
+    model: str
+    """Model folder (model.onnx + model.json), found like classify.model."""
+    device: Literal["auto", "cpu", "cuda", "trt"] = "cpu"
+    threshold: float | None = Field(None, gt=0, lt=1)
+    """Map score from which a cell is anomalous; None takes the card's (chosen on held-out good images). A
+    recipe may only raise it."""
+    max_batch: int = Field(8, ge=1, le=1024)
+    """The inference core scores this many whole images (from any frames) in one batch ..."""
+    max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    """... or the images that arrived this long after the first, whichever comes first."""
+
+
 class TriggerSettings(_Section):
     """When the camera takes a picture."""
 
@@ -271,8 +287,8 @@ class LotRules(_Section):
 
 _SECTIONS_OF_KIND: dict[str, tuple[set[str], set[str]]] = {
     # kind: (required sections, allowed optional sections)
-    "wafer-die": ({"reference"}, {"align", "inspect", "grade", "classify"}),
-    "pcb": ({"reference", "classify"}, {"align"}),
+    "wafer-die": ({"reference"}, {"align", "inspect", "grade", "classify", "anomaly"}),
+    "pcb": ({"reference", "classify"}, {"align", "anomaly"}),
     "wafer-lot": ({"wafer", "classify", "wafermap", "rules"}, set()),
 }
 
@@ -295,6 +311,7 @@ class Recipe(_Section):
     inspect: InspectSettings | None = None
     grade: GradeSettings | None = None
     classify: ClassifySettings | None = None
+    anomaly: AnomalyStageSettings | None = None
     wafer: WaferLayout | None = None
     wafermap: WaferMapSettings | None = None
     rules: LotRules | None = None
@@ -317,13 +334,22 @@ class Recipe(_Section):
     @model_validator(mode="after")
     def _sections_fit_the_kind(self) -> Recipe:
         required, optional = _SECTIONS_OF_KIND[self.kind]
-        given = {name for name in ("reference", "align", "inspect", "grade", "classify", "wafer", "wafermap", "rules")
+        if self.anomaly is not None and self.reference is None and self.kind != "wafer-lot":
+            # No golden: the anomaly model finds the defects alone, the CNN (which compares with a golden)
+            # has nothing to compare with, and the verdict is by size.
+            required, optional = {"anomaly", "grade"}, set()
+        given = {name for name in ("reference", "align", "inspect", "grade", "classify", "anomaly", "wafer",
+                                   "wafermap", "rules")
                  if getattr(self, name) is not None}
         missing, foreign = sorted(required - given), sorted(given - required - optional)
         problems = []
         if missing:
             problems.append(f"a {self.kind} recipe needs {', '.join(missing)}")
-        if foreign:
+        if foreign and "anomaly" in required:
+            problems.append(f"a {self.kind} recipe without reference (the anomaly model alone finds the defects, "
+                            f"grade judges them by size) takes no {', '.join(foreign)} section; the CNN and "
+                            "alignment need a golden")
+        elif foreign:
             problems.append(f"a {self.kind} recipe takes no {', '.join(foreign)} section")
         if self.kind == "wafer-die" and self.classify is None and self.grade is None:
             problems.append("a wafer-die recipe needs classify (the CNN names each candidate) or grade (verdicts "

@@ -112,9 +112,12 @@ class Region:
     """Direction of the major axis, counter-clockwise from +x on screen (blobs only)."""
     eccentricity: float | None = None
     """0 for a circle, towards 1 for a line (blobs only)."""
+    anomaly_score: float | None = None
+    """The highest score of an anomaly model's map inside the region (regions an anomaly model found, which
+    have no reference: their grey-level deviations are 0)."""
 
     def to_dict(self) -> dict[str, Any]:
-        shape = {name: round(value, 3) for name in ("area_subpx", "orientation_deg", "eccentricity")
+        shape = {name: round(value, 3) for name in ("area_subpx", "orientation_deg", "eccentricity", "anomaly_score")
                  if (value := getattr(self, name)) is not None}
         return {
             "label": self.label,

@@ -29,8 +29,9 @@ from inspection.acquire import read_beside, read_image
 from inspection.align import PhaseReference, RigidFit, register, warp_reference
 from inspection.calibrate import load_flatfield
 from inspection.classify import Classifier, MicroBatcher, SessionSettings
+from inspection.classify.anomaly import AnomalyModel, anomaly_regions
 from inspection.classify.card import CardError, DetectorSettings, ModelCard
-from inspection.classify.detect import Hypotheses, name_candidates
+from inspection.classify.detect import Hypotheses, NamedCandidates, iou_matrix, join_anomalies, name_candidates
 from inspection.classify.prepare import prepare_batch
 from inspection.grade import class_verdict, polarity_detections, size_verdict, wafer_verdict
 from inspection.measure import candidate_crops, difference_regions
@@ -71,6 +72,8 @@ class Part:
     valid: np.ndarray | None = None
     """Pixels the registered golden covers (candidates are sought there only)."""
     fit: RigidFit | None = None
+    anomaly_map: np.ndarray | None = None
+    """The anomaly model's score map (h x w, one cell per ``map_stride_px`` square of the image)."""
     regions: tuple[Region, ...] = ()
     probabilities: np.ndarray | None = None
     """Candidates (or dies) x classes."""
@@ -180,6 +183,32 @@ class FindCandidates:
             edge_keep_max_side_px=d.edge_keep_max_side_px)
 
 
+@dataclass(frozen=True)
+class FindAnomalies:
+    """The anomaly model scores the whole image through its own micro-batcher; its regions join the candidates
+    (those overlapping a golden-difference candidate are not repeated)."""
+
+    model: AnomalyModel
+    batcher: MicroBatcher
+    threshold: float
+    pixel_size_um: float
+    name: str = "anomaly"
+
+    def __call__(self, part: Part) -> None:
+        assert part.image is not None
+        frame = part.frame
+        prepared = self.model.prepare(part.image, layout="mono", bit_depth=8, source=frame.path or frame.source_id)
+        (scored,) = self.batcher.run(prepared[None])
+        part.anomaly_map = scored.output[0]
+        found = anomaly_regions(part.anomaly_map, threshold=self.threshold, stride_px=self.model.settings.map_stride_px,
+                                image_shape=part.image.shape, pixel_size_um=self.pixel_size_um)
+        if part.regions and found:
+            known = np.array([region.box_xyxy_px for region in part.regions], float)
+            overlaps = iou_matrix(np.array([region.box_xyxy_px for region in found], float), known) > 0
+            found = tuple(region for region, overlap in zip(found, overlaps.any(1), strict=True) if not overlap)
+        part.regions = (*part.regions, *found)
+
+
 def _batched(batcher: MicroBatcher, crops: Sequence[np.ndarray], *, card: ModelCard, part: Part) -> np.ndarray:
     """Class probabilities (N x classes) of 3-channel 8-bit crops, through the shared micro-batcher; the part
     keeps the sizes of the batches they rode in and their longest wait."""
@@ -211,11 +240,22 @@ class ClassifyCandidates:
             crops = candidate_crops(part.image, part.reference, boxes, context=card.detector.crop_context,
                                     min_side_px=card.detector.crop_min_side_px)
             part.probabilities = _batched(self.batcher, crops, card=card, part=part)
-        named = name_candidates(part.regions, part.probabilities, class_names=card.class_names,
-                                good_class=card.thresholds.good_class, min_score=self.min_score,
-                                settings=card.detector, size=part.image.shape, model_sha256=card.onnx_sha256,
-                                rank=self.rank)
-        part.detections, part.hypotheses = named.detections, named.hypotheses
+        from_anomaly = np.array([region.anomaly_score is not None for region in part.regions], bool)
+
+        def named(chosen: np.ndarray, *, rank: bool) -> NamedCandidates:
+            assert card.detector is not None and card.thresholds.good_class is not None and part.image is not None
+            regions = [region for region, keep in zip(part.regions, chosen, strict=True) if keep]
+            return name_candidates(regions, part.probabilities[chosen], class_names=card.class_names,
+                                   good_class=card.thresholds.good_class, min_score=self.min_score,
+                                   settings=card.detector, size=part.image.shape, model_sha256=card.onnx_sha256,
+                                   rank=rank)
+
+        result = named(~from_anomaly, rank=self.rank)
+        if from_anomaly.any():
+            result = join_anomalies(result, named(from_anomaly, rank=False),
+                                    [region for region, keep in zip(part.regions, from_anomaly, strict=True) if keep],
+                                    part.probabilities[from_anomaly], min_score=self.min_score)
+        part.detections, part.hypotheses = result.detections, result.hypotheses
 
 
 @dataclass(frozen=True)
@@ -329,11 +369,13 @@ class Chain:
     """
 
     def __init__(self, recipe: Recipe, stages: Sequence[Stage], *, classifier: Classifier | None = None,
-                 batcher: MicroBatcher | None = None) -> None:
+                 batcher: MicroBatcher | None = None, anomaly_batcher: MicroBatcher | None = None) -> None:
         self.recipe = recipe
         self.stages = tuple(stages)
         self.classifier = classifier
         self.batcher = batcher
+        self.anomaly_batcher = anomaly_batcher
+        """The anomaly model's own batcher (whole images, not candidate crops)."""
 
     def __call__(self, frame: Frame, *, reference: Frame | None = None) -> Part:
         """Run every stage on ``frame`` (against ``reference`` when it brings its own golden)."""
@@ -364,6 +406,17 @@ class Chain:
             raise RecipeError(f"{self.recipe.source_path or self.recipe.name}: preprocess.roi_xywh_px {roi} "
                               f"(x, y, width, height) reaches outside camera {camera}'s {frame.width_px}x"
                               f"{frame.height_px} px frames")
+        anomaly_stage = next((stage for stage in self.stages if isinstance(stage, FindAnomalies)), None)
+        if anomaly_stage is not None:
+            height, width = self.stages[0].grey(frame).shape  # type: ignore[attr-defined]
+            spec = anomaly_stage.model.card.input
+            if (height, width) != (spec.height, spec.width):
+                assert self.recipe.anomaly is not None
+                raise RecipeError(
+                    f"{self.recipe.source_path or self.recipe.name}: anomaly.model ({self.recipe.anomaly.model}) "
+                    f"was trained on {spec.width}x{spec.height} px images but camera {camera} delivers "
+                    f"{width}x{height} px frames (after preprocessing); train one on this camera's good parts: "
+                    "inspect train-anomaly GOOD_FOLDER --out MODEL")
         register_stage = next((stage for stage in self.stages if isinstance(stage, Register)), None)
         if register_stage is None or register_stage.golden is None:
             return
@@ -382,8 +435,9 @@ class Chain:
         return None if self.classifier is None else self.classifier.card.onnx_sha256
 
     def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
+        for batcher in (self.batcher, self.anomaly_batcher):
+            if batcher is not None:
+                batcher.close()
 
     def __enter__(self) -> Chain:
         return self
@@ -435,7 +489,8 @@ def _classifier(recipe: Recipe, *, threads: int) -> Classifier:
     except CardError as exc:  # a card that is invalid or does not match its ONNX file: name the recipe too
         raise RecipeError(f"{where}: classify.model {settings.model}: {exc}") from None
     card, names = classifier.card, classifier.class_names
-    unknown = [name for name in settings.rule_classes() if name not in names]
+    reported = [*names, "anomaly"] if recipe.anomaly is not None else names
+    unknown = [name for name in settings.rule_classes() if name not in reported]
     if unknown:
         raise RecipeError(f"{where}: classify rules name {', '.join(unknown)}, which the model {settings.model} "
                           f"does not have (its classes: {', '.join(names)})")
@@ -453,6 +508,24 @@ def _classifier(recipe: Recipe, *, threads: int) -> Classifier:
             raise RecipeError(f"{where}: classify.min_score {settings.min_score} is below the card's "
                               f"{card.detector.min_score}: a recipe may only tighten what the model was tuned for")
     return classifier
+
+
+def _anomaly_stage(recipe: Recipe, *, threads: int) -> FindAnomalies:
+    """The recipe's anomaly model, checked, with its own micro-batcher."""
+    settings = recipe.anomaly
+    assert settings is not None
+    where = recipe.source_path or recipe.name
+    try:
+        model = AnomalyModel(find_model(settings.model), device=settings.device,
+                             settings=SessionSettings(intra_op_threads=threads, spinning=False))
+    except (ModelNotFoundError, CardError) as exc:
+        raise RecipeError(f"{where}: anomaly.model {settings.model}: {exc}") from None
+    card_threshold = model.settings.threshold
+    if settings.threshold is not None and settings.threshold < card_threshold:
+        raise RecipeError(f"{where}: anomaly.threshold {settings.threshold} is below the card's {card_threshold} "
+                          "(chosen on held-out good images for its false-alarm rate): a recipe may only raise it")
+    batcher = MicroBatcher(model.score_maps, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
+    return FindAnomalies(model, batcher, settings.threshold or card_threshold, recipe.pixel_size_um)
 
 
 def candidate_chain(recipe: Recipe, candidates: DetectorSettings) -> Chain:
@@ -482,6 +555,11 @@ def build_chain(recipe: Recipe, *, rank_hypotheses: bool = False, threads: int =
     batcher = None if classify is None or classifier is None else MicroBatcher(
         classifier.predict, max_batch=classify.max_batch, max_wait_ms=classify.max_wait_ms)
     stages: list[Stage] = [prepare]
+    anomalies = None if recipe.anomaly is None else _anomaly_stage(recipe, threads=threads)
+    anomaly_batcher = None if anomalies is None else anomalies.batcher
+    if anomalies is not None and recipe.reference is None:  # no golden: the anomaly model alone
+        stages += [anomalies, NameByPolarity(recipe), GradePart(recipe)]
+        return Chain(recipe, stages, anomaly_batcher=anomaly_batcher)
     if recipe.kind == "wafer-lot":
         assert classifier is not None and batcher is not None and recipe.wafermap is not None
         threshold = classify.defect_score if classify is not None and classify.defect_score else None
@@ -506,10 +584,12 @@ def build_chain(recipe: Recipe, *, rank_hypotheses: bool = False, threads: int =
     stages += [Register(prepare, golden, align, margin_px=detector.edge_margin_px, beside=recipe.reference.beside,
                         prepared=prepared),
                FindCandidates(detector, recipe.pixel_size_um)]
+    if anomalies is not None:
+        stages.append(anomalies)
     if classifier is not None and batcher is not None and classify is not None:
         min_score = detector.min_score if classify.min_score is None else classify.min_score
         stages.append(ClassifyCandidates(classifier, batcher, min_score, rank_hypotheses))
     else:
         stages.append(NameByPolarity(recipe))
     stages.append(GradePart(recipe))
-    return Chain(recipe, stages, classifier=classifier, batcher=batcher)
+    return Chain(recipe, stages, classifier=classifier, batcher=batcher, anomaly_batcher=anomaly_batcher)

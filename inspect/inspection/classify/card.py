@@ -121,6 +121,22 @@ class DetectorSettings(_Strict):
         return self
 
 
+class AnomalySettings(_Strict):
+    """How an anomaly model's score map becomes regions; the threshold was chosen on held-out good images."""
+
+    map_stride_px: int = Field(..., ge=1, le=64)
+    """Image pixels per cell of the score map, along each axis."""
+    binarise_at: float = Field(..., gt=0, lt=1)
+    """The graph binarises its unit-range input at this level before anything else (scans of bare boards)."""
+    threshold: float = Field(..., gt=0, lt=1)
+    """A map cell scoring at or above this is anomalous; touching anomalous cells make one region."""
+    target_false_alarms_per_image: float = Field(..., ge=0)
+    val_false_alarms_per_image: float = Field(..., ge=0)
+    """Regions per held-out good image at ``threshold`` (every one a false alarm)."""
+    val_images: int = Field(..., ge=1)
+    val_folder: str
+
+
 class ModelCard(_Strict):
     format: Literal["wafer-inspect-model/1"] = CARD_FORMAT
     task: str
@@ -143,6 +159,8 @@ class ModelCard(_Strict):
     """The network's state dict beside the ONNX file, for retraining and eager benchmarks; the line never reads it."""
     int8: Int8Variant | None = None
     detector: DetectorSettings | None = None
+    anomaly: AnomalySettings | None = None
+    """An anomaly model's map settings (task ``anomaly``; output: a score map, N x 1 x H/stride x W/stride)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
@@ -155,6 +173,8 @@ class ModelCard(_Strict):
             if len(values) != self.input.channels:
                 raise ValueError(f"normalisation.{name} has {len(values)} value(s) for {self.input.channels} "
                                  "input channel(s)")
+        if (self.task == "anomaly") != (self.anomaly is not None):
+            raise ValueError("an anomaly section belongs to a card of task 'anomaly', and such a card needs one")
         return self
 
     @property
@@ -181,6 +201,7 @@ def onnx_metadata(card: ModelCard) -> dict[str, str]:
         "preprocessing_version": str(card.preprocessing_version),
         "thresholds": json.dumps(card.thresholds.model_dump(mode="json")),
         "training_data_hash": str(card.training.get("data_hash", "")),
+        **({"anomaly": json.dumps(card.anomaly.model_dump(mode="json"))} if card.anomaly is not None else {}),
     }
 
 

@@ -170,3 +170,79 @@ def name_candidates(regions: Sequence[Region], probabilities: np.ndarray, *, cla
                                    reported_pairs[:, defect_indices], class_names=[names[i] for i in defect_indices],
                                    settings=settings, size=size)
     return NamedCandidates(detections, hypotheses)
+
+
+def unexplained_anomalies(regions: Sequence[Region], probabilities: np.ndarray, detections: Sequence[Detection], *,
+                          min_score: float) -> tuple[Detection, ...]:
+    """The anomaly model's regions that the classifier could not name: reported as ``anomaly``.
+
+    A region an anomaly model found (``anomaly_score`` set) becomes an ``anomaly`` detection when no class of the
+    classifier, the good class included, reaches ``min_score`` for it (a defect unlike any the CNN was trained
+    on) and no reported detection overlaps it. A region the classifier confidently calls good is a false alarm.
+
+    Parameters
+    ----------
+    regions : sequence of Region
+        The part's candidates, in the order of ``probabilities``' rows.
+    probabilities : (N, classes) float array
+        The classifier's probabilities for each candidate.
+    detections : sequence of Detection
+        What the classifier reported.
+    min_score : float
+        The probability a class needs to name a candidate.
+
+    Returns
+    -------
+    tuple of Detection
+        Kind ``anomaly``, score the region's ``anomaly_score``, box the region's.
+    """
+    reported = as_hypotheses(detections).boxes
+    found = []
+    for region, row in zip(regions, probabilities, strict=True):
+        if region.anomaly_score is None or row.max() >= min_score:
+            continue
+        box = np.array([region.box_xyxy_px], float)
+        if len(reported) and (iou_matrix(box, reported) > 0).any():
+            continue
+        found.append(Detection("anomaly", region.anomaly_score, region, box_xyxy_px=tuple(map(float, box[0]))))
+    return tuple(found)
+
+
+def join_anomalies(named: NamedCandidates, anomalous: NamedCandidates, anomaly_regions: Sequence[Region],
+                   anomaly_probabilities: np.ndarray, *, min_score: float) -> NamedCandidates:
+    """The golden difference's named candidates with what the anomaly model's own regions add.
+
+    The difference's detections stand as they are (an anomaly region never merges with or suppresses them);
+    a detection named from an anomaly region is added where it overlaps none of them, and an anomaly region
+    that no class fits becomes an ``anomaly`` detection (:func:`unexplained_anomalies`). Added detections are
+    appended to the ranked hypotheses too.
+
+    Parameters
+    ----------
+    named : NamedCandidates
+        :func:`name_candidates` of the difference's regions.
+    anomalous : NamedCandidates
+        :func:`name_candidates` of the anomaly model's regions (those overlapping no difference region).
+    anomaly_regions : sequence of Region
+        Those regions, in the order of ``anomaly_probabilities``' rows.
+    anomaly_probabilities : (N, classes) float array
+        The classifier's probabilities for them.
+    min_score : float
+        The probability a class needs to name a candidate.
+
+    Returns
+    -------
+    NamedCandidates
+    """
+    reported = as_hypotheses(named.detections).boxes
+    added = [d for d in anomalous.detections
+             if not len(reported) or not (iou_matrix(as_hypotheses([d]).boxes, reported) > 0).any()]
+    added += unexplained_anomalies(anomaly_regions, anomaly_probabilities, (*named.detections, *added),
+                                   min_score=min_score)
+    if named.hypotheses is None or not added:
+        return NamedCandidates((*named.detections, *added), named.hypotheses)
+    extra = as_hypotheses(added)
+    hypotheses = Hypotheses(np.concatenate([named.hypotheses.boxes.reshape(-1, 4), extra.boxes]),
+                            (*named.hypotheses.kinds, *extra.kinds),
+                            np.concatenate([named.hypotheses.scores, extra.scores]))
+    return NamedCandidates((*named.detections, *added), hypotheses)

@@ -16,16 +16,21 @@ from inspection.cli.common import (
     interval_text,
     model_folder,
 )
-from inspection.recipe import Recipe, load_recipe
+from inspection.recipe import AnomalyStageSettings, Recipe, load_recipe
 from inspection.report import draw_boxes, save_png
 
 
-def _pcb_recipe(args: argparse.Namespace, *, model: Path | None = None, precision: str | None = None) -> Recipe:
-    """The PCB recipe with the command line's model, precision, device and min_score in its classify section."""
+def _pcb_recipe(args: argparse.Namespace, *, model: Path | None = None, precision: str | None = None,
+                anomaly: Path | None = None) -> Recipe:
+    """The PCB recipe with the command line's model, precision, device and min_score in its classify section,
+    and ``anomaly`` (an anomaly model's folder) as its anomaly stage."""
     recipe = load_recipe(args.recipe)
     if recipe.kind != "pcb" or recipe.classify is None:
         raise UsageError(f"--recipe {args.recipe}: a {recipe.kind} recipe; inspect pcb takes a pcb recipe "
                          "(bundled: pcb-deeppcb)")
+    if anomaly is not None:
+        recipe = recipe.model_copy(update={"anomaly": AnomalyStageSettings(model=str(anomaly),
+                                                                           device=args.device or "cpu")})
     return recipe.with_classify(model=None if model is None else str(model), precision=precision, device=args.device,
                                 min_score=args.min_score)
 
@@ -33,7 +38,7 @@ def _pcb_recipe(args: argparse.Namespace, *, model: Path | None = None, precisio
 def cmd_pcb_inspect(args: argparse.Namespace) -> int:
     from inspection.chain.pairs import inspect_pair
 
-    with build_chain(_pcb_recipe(args, model=args.model, precision=args.precision)) as chain:
+    with build_chain(_pcb_recipe(args, model=args.model, precision=args.precision, anomaly=args.anomaly)) as chain:
         part = inspect_pair(chain, args.test, args.template)
     assert part.image is not None and part.fit is not None
     boxes = [d.box_xyxy_px or d.region.box_xyxy_px for d in part.detections]
@@ -62,7 +67,7 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
     from inspection.acquire.deeppcb import read_pair_list
     from inspection.chain.pairs import evaluate_pairs
 
-    recipe = _pcb_recipe(args, model=args.model, precision=args.precision)
+    recipe = _pcb_recipe(args, model=args.model, precision=args.precision, anomaly=args.anomaly)
     assert recipe.classify is not None
     chain = build_chain(recipe, rank_hypotheses=True, threads=1)
     # The baseline is always FP32, so `--int8 --compare` the same model measures what quantisation costs.
@@ -128,6 +133,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--recipe", default="pcb-deeppcb", metavar="FILE",
                          help="pcb recipe YAML or the bundled pcb-deeppcb (default): its chain and classify section")
         sub.add_argument("--model", type=model_folder, help="PCB model folder (default: the recipe's classify.model)")
+        sub.add_argument("--anomaly", type=model_folder, metavar="MODEL",
+                         help="also run this anomaly model (inspect train-anomaly): its regions join the candidates "
+                         "the CNN names, and are reported as 'anomaly' where no class fits (--compare runs without)")
         sub.add_argument("--min-score", type=float, help="report defects at least this likely (default: the recipe's, "
                          "else the card's)")
         add_device_option(sub)

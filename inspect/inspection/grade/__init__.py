@@ -24,9 +24,11 @@ def polarity_detections(regions: Sequence[Region], *, settings: GradeSettings) -
     Returns
     -------
     tuple of Detection
-        ``dark`` (below the golden's band) or ``bright`` (above it), score 1.
+        ``dark`` (below the golden's band) or ``bright`` (above it), scored by the deviation; ``anomaly`` for a
+        region an anomaly model found, scored by the model.
     """
     return tuple(
+        Detection("anomaly", region.anomaly_score, region) if region.anomaly_score is not None else
         Detection("bright" if region.mean_diff > 0 else "dark", min(1.0, region.max_abs_diff / 255.0), region)
         for region in regions
         if region.area_um2 >= settings.review_area_um2

@@ -1,6 +1,7 @@
 """Reporting: the only stage that writes results (SQLite store, pictures, exports)."""
 
 from inspection.report.pictures import (
+    draw_anomaly_map,
     draw_boxes,
     draw_confusion,
     draw_detections,
@@ -13,6 +14,7 @@ from inspection.report.store import ResultStore, StoreError, read_events, read_r
 __all__ = [
     "ResultStore",
     "StoreError",
+    "draw_anomaly_map",
     "draw_boxes",
     "draw_confusion",
     "draw_detections",

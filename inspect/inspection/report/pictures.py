@@ -82,6 +82,41 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: list[str], *, title
     return picture
 
 
+def draw_anomaly_map(image: np.ndarray, score_map: np.ndarray, *, threshold: float, truth_boxes: np.ndarray,
+                     found_boxes: np.ndarray, title: str) -> np.ndarray:
+    """The grey ``image`` with an anomaly model's scores as a heat overlay (cells at or above ``threshold``
+    opaque, the rest faint), annotated boxes in green and the model's regions in red, and a title bar.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 ndarray
+        The board.
+    score_map : (h, w) float ndarray
+        Scores 0..1, one cell per H/h x W/w pixels.
+    threshold : float
+        The operating threshold.
+    truth_boxes, found_boxes : (N, 4) and (M, 4) ndarrays
+        xyxy in pixels: the annotation and the regions reported.
+    title : str
+        Written in the bar at the top.
+
+    Returns
+    -------
+    (H, W, 3) uint8 ndarray
+    """
+    height, width = image.shape
+    scores = cv2.resize(score_map.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+    heat = cv2.applyColorMap((scores * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    weight = np.where(scores >= threshold, 0.8, 0.35 * scores)[..., None]
+    picture = (cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) * (1 - weight) + heat * weight).astype(np.uint8)
+    for boxes, colour in ((truth_boxes, (0, 200, 0)), (found_boxes, _COLOURS_BGR[Verdict.FAIL])):
+        for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4).round().astype(int):
+            cv2.rectangle(picture, (int(x0), int(y0)), (int(x1), int(y1)), colour, 1)
+    cv2.rectangle(picture, (0, 0), (width, 18), (0, 0, 0), -1)
+    cv2.putText(picture, title, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    return picture
+
+
 def save_png(path: str | Path, picture: np.ndarray) -> Path:
     """Write ``picture`` to ``path`` via a temporary file, so a reader never sees half a PNG.
 

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: a training run may have no display
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 
 def save_training_curves(history: Sequence[dict[str, Any]], path: str | Path, *, title: str,
@@ -46,6 +47,47 @@ def save_training_curves(history: Sequence[dict[str, Any]], path: str | Path, *,
             axes.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
+    figure.suptitle(title)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def save_anomaly_curves(history: Sequence[dict[str, Any]], thresholds: np.ndarray, false_alarms: np.ndarray,
+                        path: str | Path, *, title: str, chosen_threshold: float, target_false_alarms: float) -> Path:
+    """Draw an anomaly model's training loss and its false alarms on held-out good images against the threshold.
+
+    Parameters
+    ----------
+    history : sequence of dict
+        ``step`` and ``loss`` (the mean over the steps since the previous entry).
+    thresholds, false_alarms : (K,) float arrays
+        Map thresholds and the regions per held-out good image at each.
+    path : str or Path
+        The PNG to write.
+    title : str
+        The figure's title.
+    chosen_threshold, target_false_alarms : float
+        The card's threshold and the false-alarm rate it was chosen for, marked on the right panel.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    figure, (losses, alarms) = plt.subplots(1, 2, figsize=(9.0, 3.6), layout="constrained")
+    losses.plot([e["step"] for e in history], [e["loss"] for e in history])
+    losses.set(xlabel="step", ylabel="weighted binary cross-entropy", title="training loss", yscale="log")
+    alarms.plot(thresholds, false_alarms, marker="o", markersize=2)
+    alarms.axvline(chosen_threshold, color="grey", linestyle="--", linewidth=1,
+                   label=f"threshold {chosen_threshold:.3f}")
+    alarms.axhline(target_false_alarms, color="tab:red", linestyle=":", linewidth=1,
+                   label=f"target {target_false_alarms:g} per image")
+    alarms.set(xlabel="map threshold", ylabel="false alarms per good image", title="held-out good images",
+               yscale="symlog")
+    for axes in (losses, alarms):
+        axes.grid(alpha=0.3)
+    alarms.legend(fontsize="small")
     figure.suptitle(title)
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -183,10 +183,13 @@ def stamp_metadata(onnx_path: Path, card: ModelCard) -> str:
     del model.metadata_props[:]
     for key, value in onnx_metadata(card).items():
         model.metadata_props.add(key=key, value=value)
+    output = ("output probabilities [batch, classes]" if card.anomaly is None else
+              f"output {card.output_name} [batch, 1, height/{card.anomaly.map_stride_px}, "
+              f"width/{card.anomaly.map_stride_px}], scores 0..1, threshold in the metadata")
     model.doc_string = (f"wafer-inspect {card.task} model ({card.arch}): classes {', '.join(card.class_names)}; "
                         f"input {card.input.name} [batch, {card.input.channels}, {card.input.height}, "
                         f"{card.input.width}] float32 scaled by the bit depth and normalised as the metadata says; "
-                        "output probabilities [batch, classes]. Its card is model.json beside it.")
+                        f"{output}. Its card is model.json beside it.")
     model.model_version = int(datetime.now(UTC).strftime("%Y%m%d%H%M"))
     partial = onnx_path.with_name(f".{onnx_path.name}.partial")
     onnx.save(model, str(partial))

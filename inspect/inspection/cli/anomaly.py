@@ -1,0 +1,103 @@
+"""``inspect train-anomaly``, ``inspect eval-anomaly``: anomaly models trained on good parts only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from inspection.cli.common import UsageError, interval_text, model_folder
+
+
+def cmd_train_anomaly(args: argparse.Namespace) -> int:
+    try:
+        from inspection.train.anomaly import train_anomaly
+    except ImportError as exc:
+        raise UsageError(f"training needs the [train] extra (torch, torchvision, albumentations, onnx): "
+                         f"pip install 'wafer-inspect[train]' ({exc})") from None
+    if not 0 < args.held_out < 1:
+        raise UsageError(f"--held-out must lie between 0 and 1 (a share of the good images), got {args.held_out}")
+    if args.steps < 1 or args.batch < 1:
+        raise UsageError(f"--steps and --batch must be at least 1, got {args.steps} and {args.batch}")
+    card = train_anomaly(args.good_folder, args.out, steps=args.steps, batch=args.batch,
+                         held_out_fraction=args.held_out, false_alarms_per_image=args.false_alarms, seed=args.seed,
+                         threads=args.threads)
+    settings = card.anomaly
+    assert settings is not None
+    print(f"inspect: {args.out}/model.onnx + model.json: {card.arch}, {card.input.width}x{card.input.height} px, "
+          f"trained on {card.training['fitted_images']} good images in {card.training['seconds']:.0f} s",
+          file=sys.stderr)
+    print(f"  threshold {settings.threshold:.3f}: {settings.val_false_alarms_per_image:.3f} false alarms per held-out "
+          f"good image (target {settings.target_false_alarms_per_image:g}, {settings.val_images} images)",
+          file=sys.stderr)
+    print(f"  parity with torch on {card.parity.samples} images: max |d score| {card.parity.max_abs_diff:.2e}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_eval_anomaly(args: argparse.Namespace) -> int:
+    from inspection.acquire.deeppcb import read_pair_list
+    from inspection.chain.pairs import evaluate_anomaly_pairs
+    from inspection.classify.anomaly import AnomalyModel
+
+    pairs = read_pair_list(args.root, args.list)
+    if args.groups:
+        wanted = set(args.groups.split(","))
+        unknown = wanted - {pair.group for pair in pairs}
+        if unknown:
+            raise UsageError(f"--groups {', '.join(sorted(unknown))}: not in {args.list} (its groups: "
+                             f"{', '.join(sorted({pair.group for pair in pairs}))})")
+        pairs = [pair for pair in pairs if pair.group in wanted]
+    model = AnomalyModel(args.model, device=args.device)
+    report = evaluate_anomaly_pairs(model, pairs, workers=args.workers, threshold=args.threshold,
+                                    target_false_alarms_per_image=args.target_false_alarms, pictures=args.pictures)
+    report = {"model": str(args.model), "list": str(args.list), **report}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{args.model} on {report['defective_images']} boards of groups {', '.join(report['groups'])} (their "
+          f"templates as good boards), without the templates at test time; {report['ms_per_image']:.1f} ms a board")
+    print(f"image AUROC {report['image_auroc']:.4f}; pixel AUROC against the annotated boxes "
+          f"{report['pixel_auroc_boxes']:.4f}")
+    for name, title in (("at_card_threshold", "card's threshold"), ("at_target", "target false alarms")):
+        point, interval = report[name], report["ci95"][name]
+        print(f"{title} {point['threshold']:.3f}: recall {point['recall']:.4f} {interval_text(interval['recall'])}, "
+              f"{point['false_alarms_per_image']:.2f} false alarms per board "
+              f"{interval_text(interval['false_alarms_per_image'])}, {point['false_alarms_per_good_image']:.2f} per "
+              "good board")
+        print("  recall per defect: " + ", ".join(f"{kind} {point[f'recall_{kind}']:.3f}"
+                                                  for kind in report["defects"]))
+    print("[low, high]: 95% bootstrap interval over the boards")
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train-anomaly", help="train an anomaly model from a folder of good images only")
+    train.add_argument("good_folder", type=Path, help="images of good parts, one size, grey")
+    train.add_argument("--out", type=Path, required=True, help="model folder to write (model.onnx, model.json)")
+    train.add_argument("--steps", type=int, default=4000, help="optimiser steps (about 9 a second on 2 cores)")
+    train.add_argument("--batch", type=int, default=24, help="crops per step")
+    train.add_argument("--held-out", type=float, default=0.15,
+                       help="share of the good images kept out to choose the threshold and check parity")
+    train.add_argument("--false-alarms", type=float, default=1.0,
+                       help="the threshold allows this many false alarms per held-out good image")
+    train.add_argument("--seed", type=int, default=0, help="seeds the split, the crops and the synthetic defects")
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
+    train.set_defaults(handler=cmd_train_anomaly)
+
+    evaluate = commands.add_parser("eval-anomaly", help="an anomaly model on DeepPCB pairs, without the templates")
+    evaluate.add_argument("model", type=model_folder, help="anomaly model folder (inspect train-anomaly)")
+    evaluate.add_argument("root", type=Path, help="folder the list's paths are relative to")
+    evaluate.add_argument("--list", type=Path, required=True, help="pairs, one 'IMAGE.jpg ANNOTATION.txt' a line")
+    evaluate.add_argument("--groups", help="only these board groups, comma-separated (e.g. 44000,50600)")
+    evaluate.add_argument("--threshold", type=float, help="map threshold (default: the card's)")
+    evaluate.add_argument("--target-false-alarms", type=float, default=1.0,
+                          help="the second operating point: this many false alarms per board")
+    evaluate.add_argument("--workers", type=int, default=2, help="boards read and scored in parallel")
+    evaluate.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu",
+                          help="where the anomaly model runs")
+    evaluate.add_argument("--pictures", type=Path, metavar="DIR",
+                          help="draw the first 6 boards with their score maps, annotated boxes and regions")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    evaluate.set_defaults(handler=cmd_eval_anomaly)

@@ -1,0 +1,161 @@
+"""Anomaly-model metrics on score maps: image AUROC, per-defect recall at a false-alarm rate per image, and
+pixel AUROC over annotated boxes, with bootstrap intervals over the images.
+
+A defect counts as found when a region of the thresholded map overlaps its annotated box; a region that
+overlaps no box is a false alarm. Boxes stand in for masks where only boxes are annotated (DeepPCB): the pixel
+AUROC counts every map cell inside a box as anomalous, so it understates a model that marks the defect itself
+and not the annotator's margin around it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from inspection.classify.anomaly import anomaly_regions
+from inspection.classify.detect import iou_matrix
+from inspection.evaluate.metrics import bootstrap_intervals
+
+__all__ = ["anomaly_report", "auroc"]
+
+
+def auroc(scores: np.ndarray, is_positive: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative (ties count
+    half), NaN without both kinds.
+
+    Parameters
+    ----------
+    scores : (N,) float array
+    is_positive : (N,) bool array
+
+    Returns
+    -------
+    float
+    """
+    scores, is_positive = np.asarray(scores, float), np.asarray(is_positive, bool)
+    positives, negatives = int(is_positive.sum()), int((~is_positive).sum())
+    if not positives or not negatives:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), float)
+    sorted_scores = scores[order]
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average_rank = first + (counts + 1) / 2.0  # ties share their mean rank (1-based)
+    ranks[order] = np.repeat(average_rank, counts)
+    return float((ranks[is_positive].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def _outcomes(score_map: np.ndarray, truth_boxes: np.ndarray, *, threshold: float, stride_px: int,
+              image_shape: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """Which annotated boxes a region overlaps, and how many regions overlap none."""
+    regions = anomaly_regions(score_map, threshold=threshold, stride_px=stride_px, image_shape=image_shape,
+                              pixel_size_um=1.0)
+    boxes = np.array([region.box_xyxy_px for region in regions], float).reshape(-1, 4)
+    if not len(truth_boxes):
+        return np.zeros(0, bool), len(boxes)
+    overlaps = iou_matrix(boxes, truth_boxes) > 0
+    return overlaps.any(0), int((~overlaps.any(1)).sum())
+
+
+def _figures(found: list[np.ndarray], false_alarms: np.ndarray, kinds: list[tuple[str, ...]], images: np.ndarray,
+             *, kind_names: Sequence[str]) -> dict[str, float]:
+    hits, totals = Counter(), Counter()
+    for index in images:
+        for kind, hit in zip(kinds[index], found[index], strict=True):
+            totals[kind] += 1
+            hits[kind] += int(hit)
+    figures = {f"recall_{kind}": hits[kind] / totals[kind] if totals[kind] else float("nan") for kind in kind_names}
+    figures["recall"] = sum(hits.values()) / max(1, sum(totals.values()))
+    figures["false_alarms_per_image"] = float(false_alarms[images].mean())
+    return figures
+
+
+def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.ndarray],
+                   truth_kinds: Sequence[tuple[str, ...]], good_maps: Sequence[np.ndarray], *, stride_px: int,
+                   image_shape: tuple[int, int], threshold: float, target_false_alarms_per_image: float = 1.0,
+                   resamples: int = 1000) -> dict[str, Any]:
+    """Everything ``inspect eval-anomaly`` reports about score maps of annotated defective images and of good
+    images.
+
+    Parameters
+    ----------
+    defect_maps : sequence of (h, w) float arrays
+        Score maps of images with annotated defects.
+    truth_boxes : sequence of (K, 4) float arrays
+        Per defective image, its annotated boxes (x1, y1, x2, y2) in image pixels.
+    truth_kinds : sequence of tuple of str
+        Per defective image, the defect type of each box.
+    good_maps : sequence of (h, w) float arrays
+        Score maps of good images (for the image AUROC and the false alarms on good parts).
+    stride_px : int
+        Image pixels per map cell.
+    image_shape : (H, W)
+        The images' size in pixels.
+    threshold : float
+        The operating threshold (the card's).
+    target_false_alarms_per_image : float
+        The second operating point: the lowest threshold whose false alarms per defective image are at most
+        this (chosen on these very images: what a line tuning on its own boards would reach).
+    resamples : int
+        Bootstrap resamples over the defective images (0: no intervals).
+
+    Returns
+    -------
+    dict
+        ``image_auroc``, ``pixel_auroc_boxes``, ``at_card_threshold`` and ``at_target`` (per-defect recall,
+        overall recall, false alarms per defective and per good image, the threshold), and ``ci95`` for the
+        figures at both points.
+    """
+    kind_names = sorted({kind for kinds in truth_kinds for kind in kinds})
+    kinds = [tuple(k) for k in truth_kinds]
+    image_scores = np.r_[[m.max() for m in defect_maps], [m.max() for m in good_maps]]
+    is_defective = np.r_[np.ones(len(defect_maps), bool), np.zeros(len(good_maps), bool)]
+    cell_scores, cell_inside = [], []
+    for score_map, boxes in zip(defect_maps, truth_boxes, strict=True):
+        inside = np.zeros(score_map.shape, bool)
+        for x1, y1, x2, y2 in np.asarray(boxes, float).reshape(-1, 4):
+            rows = slice(int(y1) // stride_px, int(np.ceil(y2 / stride_px)))
+            inside[rows, int(x1) // stride_px : int(np.ceil(x2 / stride_px))] = True
+        cell_scores.append(score_map.ravel())
+        cell_inside.append(inside.ravel())
+
+    def point(at: float) -> tuple[list[np.ndarray], np.ndarray, float]:
+        outcomes = [_outcomes(m, np.asarray(b, float).reshape(-1, 4), threshold=at, stride_px=stride_px,
+                              image_shape=image_shape) for m, b in zip(defect_maps, truth_boxes, strict=True)]
+        good_alarms = np.mean([_outcomes(m, np.zeros((0, 4)), threshold=at, stride_px=stride_px,
+                                         image_shape=image_shape)[1] for m in good_maps]) if good_maps else np.nan
+        return [o[0] for o in outcomes], np.array([o[1] for o in outcomes], float), float(good_alarms)
+
+    every = np.arange(len(defect_maps))
+    report: dict[str, Any] = {
+        "defective_images": len(defect_maps), "good_images": len(good_maps),
+        "defects": dict(sorted(Counter(k for ks in kinds for k in ks).items())),
+        "image_auroc": round(auroc(image_scores, is_defective), 5),
+        "pixel_auroc_boxes": round(auroc(np.concatenate(cell_scores), np.concatenate(cell_inside)), 5),
+    }
+    candidates = np.r_[np.arange(0.05, 0.99, 0.01), np.arange(0.99, 0.9995, 0.001)].round(4)
+    low, high = 0, len(candidates) - 1  # bisect for the lowest threshold meeting the target (alarms fall with it)
+    while low < high:
+        middle = (low + high) // 2
+        alarms = [_outcomes(m, np.asarray(b, float).reshape(-1, 4), threshold=float(candidates[middle]),
+                            stride_px=stride_px, image_shape=image_shape)[1]
+                  for m, b in zip(defect_maps, truth_boxes, strict=True)]
+        low, high = (low, middle) if np.mean(alarms) <= target_false_alarms_per_image else (middle + 1, high)
+    target_threshold = float(candidates[low])
+    ci95: dict[str, Any] = {}
+    for name, at in (("at_card_threshold", threshold), ("at_target", target_threshold)):
+        found, alarms, good_alarms = point(at)
+        figures = _figures(found, alarms, kinds, every, kind_names=kind_names)
+        report[name] = {"threshold": round(at, 4), **{k: round(v, 4) for k, v in figures.items()},
+                        "false_alarms_per_good_image": round(good_alarms, 4)}
+        if resamples:
+            ci95[name] = bootstrap_intervals(lambda images, f=found, a=alarms: _figures(f, a, kinds, images,
+                                                                                        kind_names=kind_names),
+                                             len(defect_maps), resamples=resamples)
+    report["at_target"]["target_false_alarms_per_image"] = target_false_alarms_per_image
+    if resamples:
+        report["ci95"] = ci95
+    return report

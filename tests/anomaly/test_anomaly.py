@@ -1,0 +1,216 @@
+"""Anomaly detection from good images only: synthetic defects, the score map's regions, the metrics, training
+and export with its card, the chain without and with a golden, bad input; and the shipped model on real
+DeepPCB boards of groups it never saw (skipped where ../shared/data is absent)."""
+
+from __future__ import annotations
+
+from itertools import product
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspection.acquire.good import GoodFolderError, read_good_folder
+from inspection.chain.chain import build_chain
+from inspection.classify.anomaly import AnomalyInputError, AnomalyModel, anomaly_regions
+from inspection.evaluate.anomaly import anomaly_report, auroc
+from inspection.recipe import RecipeError, parse_recipe
+from inspection.sim.defects import draw_defects
+from inspection.sim.frames import golden_image
+from inspection.types import Frame, Verdict
+from tests.conftest import REPO_ROOT, run_cli
+
+DEEPPCB = REPO_ROOT.parent / "shared" / "data" / "deeppcb"
+needs_deeppcb = pytest.mark.skipif(not (DEEPPCB / "trainval.txt").is_file(), reason=f"no DeepPCB data at {DEEPPCB}")
+SHIPPED = REPO_ROOT / "models" / "pcb-anomaly-v1"
+
+
+def test_synthetic_defects_change_exactly_their_mask() -> None:
+    binary = (golden_image("pcb", size_px=128) > 127).astype(np.uint8)
+    drawn, changed = draw_defects(binary, 3, rng=np.random.default_rng(4))
+    assert changed.sum() >= 6 and set(np.unique(drawn)) <= {0, 1}
+    assert np.array_equal(drawn != binary, changed)
+    again, _ = draw_defects(binary, 3, rng=np.random.default_rng(4))
+    assert np.array_equal(again, drawn)
+    unchanged, none = draw_defects(binary, 0, rng=np.random.default_rng(4))
+    assert np.array_equal(unchanged, binary) and not none.any()
+
+
+def test_regions_are_cells_scaled_to_image_pixels() -> None:
+    score_map = np.zeros((10, 12), np.float32)
+    score_map[2:4, 3:6] = [[0.6, 0.9, 0.6], [0.6, 0.7, 0.2]]
+    score_map[9, 11] = 0.8  # a region at the corner, clipped to the image
+    regions = anomaly_regions(score_map, threshold=0.5, stride_px=4, image_shape=(38, 46), pixel_size_um=2.0)
+    assert [r.box_xyxy_px for r in regions] == [(12, 8, 24, 16), (44, 36, 46, 38)]
+    assert [r.area_px for r in regions] == [5 * 16, 16]
+    assert regions[0].anomaly_score == pytest.approx(0.9) and regions[0].area_um2 == 5 * 16 * 4.0
+
+
+def test_auroc_is_the_share_of_positive_negative_pairs_ranked_right() -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 6, 40).astype(float)  # many ties
+    positive = rng.random(40) < 0.4
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p, n in product(scores[positive], scores[~positive])]
+    assert auroc(scores, positive) == pytest.approx(np.mean(pairs))
+    assert np.isnan(auroc(scores, np.ones(40, bool)))
+
+
+def test_report_counts_found_defects_and_false_alarms() -> None:
+    stride = 4
+    found_map, missed_map = np.zeros((16, 16)), np.zeros((16, 16))
+    found_map[2, 2] = 0.9   # inside the first image's box: found
+    found_map[12, 12] = 0.8  # far from any box: a false alarm
+    boxes = [np.array([[4.0, 4.0, 16.0, 16.0]]), np.array([[40.0, 40.0, 50.0, 50.0]])]
+    good = [np.zeros((16, 16)), np.full((16, 16), 0.1)]
+    good[1][5, 5] = 0.95
+    report = anomaly_report([found_map, missed_map], boxes, [("open",), ("spur",)], good, stride_px=stride,
+                            image_shape=(64, 64), threshold=0.5, resamples=50)
+    card = report["at_card_threshold"]
+    assert card["recall_open"] == 1.0 and card["recall_spur"] == 0.0 and card["recall"] == 0.5
+    assert card["false_alarms_per_image"] == 0.5 and card["false_alarms_per_good_image"] == 0.5
+    assert report["image_auroc"] == pytest.approx(1.5 / 4)  # 0.9 beats 0, loses to 0.95; 0 ties 0, loses too
+    assert report["at_target"]["false_alarms_per_image"] <= 1.0
+    assert report["ci95"]["at_card_threshold"]["recall"][0] <= 0.5 <= report["ci95"]["at_card_threshold"]["recall"][1]
+
+
+def _good_folder(folder: Path, *, count: int = 6, size_px: int = 96) -> Path:
+    folder.mkdir()
+    board = golden_image("pcb", size_px=256)
+    for index in range(count):
+        top, left = 16 * index, 20 * index
+        cv2.imwrite(str(folder / f"good_{index}.png"), board[top : top + size_px, left : left + size_px])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A briefly trained model: what the tests check is the contract around it, not its accuracy."""
+    pytest.importorskip("torch")
+    from inspection.train.anomaly import train_anomaly
+
+    root = tmp_path_factory.mktemp("anomaly")
+    train_anomaly(_good_folder(root / "good"), root / "model", steps=15, batch=4, held_out_fraction=0.34)
+    return root / "model"
+
+
+def test_training_writes_a_model_the_line_loads(small_model: Path) -> None:
+    model = AnomalyModel(small_model)
+    card = model.card
+    assert card.task == "anomaly" and card.input.channels == 1 and (card.input.height, card.input.width) == (96, 96)
+    assert card.parity.max_abs_diff <= card.parity.tolerance and card.parity.samples == 2
+    settings = model.settings
+    assert settings.map_stride_px == 4 and 0 < settings.threshold < 1
+    assert settings.val_false_alarms_per_image <= settings.target_false_alarms_per_image or settings.threshold > 0.99
+    assert len(card.training["held_out_images"]) == 2 and card.flops_per_image and card.flops_per_image > 1e6
+    assert (small_model / "training.png").is_file()
+    image = golden_image("pcb", size_px=96)
+    maps = model.score_maps(model.prepare(image, layout="mono", bit_depth=8, source="board")[None])
+    assert maps.shape == (1, 1, 24, 24) and maps.min() >= 0.0 and maps.max() <= 1.0
+
+
+def test_images_unlike_the_training_ones_are_refused_by_name(small_model: Path) -> None:
+    model = AnomalyModel(small_model)
+    with pytest.raises(AnomalyInputError, match=r"board\.png: 128x96 px, but .* trained on 96x96 px"):
+        model.prepare(np.zeros((96, 128), np.uint8), layout="mono", bit_depth=8, source="board.png")
+    colour = np.zeros((96, 96, 3), np.uint8)
+    colour[..., 2] = 255
+    with pytest.raises(AnomalyInputError, match=r"board\.png: a colour image"):
+        model.prepare(colour, layout="bgr", bit_depth=8, source="board.png")
+    grey_as_rgb = np.repeat(golden_image("pcb", size_px=96)[..., None], 3, axis=2)  # some scanners write these
+    assert model.prepare(grey_as_rgb, layout="bgr", bit_depth=8, source="board.png").shape == (1, 96, 96)
+
+
+def test_bad_good_folders_are_refused_by_name(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(GoodFolderError, match="empty: no images"):
+        read_good_folder(empty)
+    mixed = _good_folder(tmp_path / "mixed", count=2)
+    cv2.imwrite(str(mixed / "good_9.png"), np.zeros((64, 80), np.uint8))
+    with pytest.raises(GoodFolderError, match=r"good_9\.png: 80x64 px, 8-bit, but good_0\.png is 96x96 px"):
+        read_good_folder(mixed)
+    colour = _good_folder(tmp_path / "colour", count=2)
+    cv2.imwrite(str(colour / "good_5.png"), np.dstack([np.zeros((96, 96), np.uint8)] * 2 + [np.ones((96, 96),
+                                                                                                   np.uint8)]))
+    with pytest.raises(GoodFolderError, match=r"good_5\.png: a colour image"):
+        read_good_folder(colour)
+    process = run_cli("train-anomaly", str(empty), "--out", str(tmp_path / "m"), check=False)
+    assert process.returncode == 2 and "empty: no images" in process.stderr
+
+
+def _recipe(model: Path, **sections: object) -> dict:
+    return {"name": "board", "kind": "pcb", "pixel_size_um": 20.0, "anomaly": {"model": str(model)}, **sections}
+
+
+def test_chain_without_a_golden_reports_anomalies(small_model: Path) -> None:
+    recipe = parse_recipe(_recipe(small_model, grade={"review_area_um2": 0, "fail_area_um2": 1e6}), source="t")
+    image = golden_image("pcb", size_px=96)
+    with build_chain(recipe) as chain:
+        part = chain(Frame(image, "mono", 8, "board", 0, 0.0))
+        wrong = chain(Frame(np.zeros((64, 64), np.uint8), "mono", 8, "small", 1, 0.0))
+    assert part.anomaly_map is not None and part.anomaly_map.shape == (24, 24)
+    assert part.verdict in (Verdict.PASS, Verdict.REVIEW) and "anomaly" in part.latency_ms
+    assert all(d.kind == "anomaly" and d.region.anomaly_score is not None for d in part.detections)
+    assert wrong.verdict == Verdict.ERROR and "small: 64x64 px" in wrong.reason
+
+
+def test_recipes_that_cannot_work_are_refused(small_model: Path) -> None:
+    with pytest.raises(RecipeError, match=r"without reference .* takes no classify section"):
+        parse_recipe(_recipe(small_model, grade={"review_area_um2": 0, "fail_area_um2": 1},
+                             classify={"model": "pcb-patchnet-l-v7"}), source="t")
+    with pytest.raises(RecipeError, match="needs grade"):
+        parse_recipe(_recipe(small_model), source="t")
+    threshold = AnomalyModel(small_model).settings.threshold
+    low = _recipe(small_model, grade={"review_area_um2": 0, "fail_area_um2": 1})
+    low["anomaly"]["threshold"] = threshold / 2
+    with pytest.raises(RecipeError, match=r"anomaly\.threshold .* below the card's"):
+        build_chain(parse_recipe(low, source="t"))
+
+
+@needs_deeppcb
+def test_shipped_model_finds_defects_on_boards_of_unseen_groups(tmp_path: Path) -> None:
+    """The shipped model was trained on templates of groups 00041, 13000 and 20085 only."""
+    process = run_cli("eval-anomaly", str(SHIPPED), str(DEEPPCB), "--list", "trainval.txt", "--groups", "50600",
+                      "--json", timeout=300)
+    import json
+
+    report = json.loads(process.stdout)
+    assert report["defective_images"] == 50 and report["groups"] == ["50600"]
+    assert report["image_auroc"] > 0.9 and report["at_card_threshold"]["recall"] > 0.85
+
+
+@needs_deeppcb
+def test_with_the_golden_todays_detections_stand_and_anomalies_only_add() -> None:
+    folder = DEEPPCB / "group92000" / "92000"
+    test, template = folder / "92000003_test.jpg", folder / "92000003_temp.jpg"
+    import json
+
+    def detections(*extra: str) -> list[dict]:
+        process = run_cli("pcb", "inspect", str(test), "--template", str(template), "--json", *extra, timeout=300)
+        return json.loads(process.stdout)["detections"]
+
+    today, combined = detections(), detections("--anomaly", str(SHIPPED))
+    assert today and all(d in combined for d in today)
+    assert all(d["kind"] != "anomaly" or d["score"] >= 0.9 for d in combined)
+
+
+def test_anomalies_join_without_touching_the_difference_detections() -> None:
+    from inspection.classify.detect import Hypotheses, NamedCandidates, join_anomalies
+    from inspection.types import Detection, Region
+
+    def region(box: tuple[int, int, int, int], score: float | None) -> Region:
+        return Region(1, 16, 16.0, box, (box[0] + 2.0, box[1] + 2.0), 0.0, 0.0, anomaly_score=score)
+
+    today = Detection("open", 0.9, region((0, 0, 10, 10), None), box_xyxy_px=(0.0, 0.0, 10.0, 10.0))
+    named = NamedCandidates((today,), Hypotheses(np.array([[0.0, 0, 10, 10]]), ("open",), np.array([0.9])))
+    regions = [region((5, 5, 15, 15), 0.99), region((40, 40, 50, 50), 0.98), region((80, 80, 90, 90), 0.97)]
+    overlapping = Detection("short", 0.95, regions[0], box_xyxy_px=(5.0, 5.0, 15.0, 15.0))
+    elsewhere = Detection("spur", 0.8, regions[1], box_xyxy_px=(40.0, 40.0, 50.0, 50.0))
+    anomalous = NamedCandidates((overlapping, elsewhere), None)
+    # classes: good, open, short, spur; the third region fits no class (no probability reaches 0.5)
+    probabilities = np.array([[0.0, 0.0, 0.95, 0.05], [0.1, 0.0, 0.1, 0.8], [0.3, 0.3, 0.2, 0.2]])
+    joined = join_anomalies(named, anomalous, regions, probabilities, min_score=0.5)
+    assert [d.kind for d in joined.detections] == ["open", "spur", "anomaly"]
+    assert joined.detections[2].score == pytest.approx(0.97)
+    assert joined.hypotheses is not None and joined.hypotheses.kinds == ("open", "spur", "anomaly")
