@@ -29,11 +29,14 @@ def write(tmp_path: Path, data: object, name: str = "recipe.yaml") -> Path:
 @pytest.mark.parametrize("name", BUNDLED_RECIPES)
 def test_bundled_recipes_load_and_build_their_chain(name: str) -> None:
     recipe = load_recipe(name)
-    assert name.startswith(recipe.kind) and recipe.classify is not None
-    assert len(recipe.sha256()) == 64
+    assert name.startswith(recipe.kind) and len(recipe.sha256()) == 64
     with build_chain(recipe) as chain:
-        assert chain.classifier is not None and chain.batcher is not None
         assert chain.stages[0].name == "preprocess"
+        if recipe.classify is not None:
+            assert chain.classifier is not None and chain.batcher is not None
+        else:  # pcb-anomaly: the anomaly model alone, no golden
+            assert recipe.anomaly is not None and chain.anomaly_batcher is not None
+            assert [stage.name for stage in chain.stages] == ["preprocess", "anomaly", "classify", "grade"]
 
 
 def test_old_recipes_get_one_message_saying_what_to_change(tmp_path: Path) -> None:

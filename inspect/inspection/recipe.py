@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from inspection.model_paths import ModelNotFoundError, find_model
 from inspection.types import SIM_KINDS, WAFERMAP_PATTERNS, InspectionError, SimKind
 
-BUNDLED_RECIPES = ("wafer-die", "pcb-deeppcb", "wafer-lot")
+BUNDLED_RECIPES = ("wafer-die", "pcb-deeppcb", "pcb-anomaly", "wafer-lot")
 RENAMED_BUNDLED = {"wafer": "wafer-die", "pcb": "pcb-deeppcb"}
 """Bundled recipe names of versions before 0.2, and what replaced them."""
 
@@ -474,7 +474,8 @@ def _model_folder(path: Path, field: str, given: str) -> str:
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load a recipe file, or one of the bundled recipes by name (``wafer-die``, ``pcb-deeppcb``, ``wafer-lot``).
+    """Load a recipe file, or one of the bundled recipes by name (``wafer-die``, ``pcb-deeppcb``, ``pcb-anomaly``,
+    ``wafer-lot``).
 
     A relative ``reference.golden`` image is resolved against the recipe's folder (and must exist); model
     folders against the recipe's folder when they are there, else the working directory.

@@ -168,6 +168,7 @@ def test_recipes_that_cannot_work_are_refused(small_model: Path) -> None:
         build_chain(parse_recipe(low, source="t"))
 
 
+@pytest.mark.slow
 @needs_deeppcb
 def test_shipped_model_finds_defects_on_boards_of_unseen_groups(tmp_path: Path) -> None:
     """The shipped model was trained on templates of groups 00041, 13000 and 20085 only."""
@@ -214,3 +215,23 @@ def test_anomalies_join_without_touching_the_difference_detections() -> None:
     assert [d.kind for d in joined.detections] == ["open", "spur", "anomaly"]
     assert joined.detections[2].score == pytest.approx(0.97)
     assert joined.hypotheses is not None and joined.hypotheses.kinds == ("open", "spur", "anomaly")
+
+
+@needs_deeppcb
+def test_line_loop_runs_the_anomaly_recipe_on_a_folder_camera(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    for name in ("92000000", "92000001"):
+        shutil.copy(DEEPPCB / "group92000" / "92000" / f"{name}_test.jpg", boards)
+    shutil.copy(DEEPPCB / "group92000" / "92000" / "92000000_temp.jpg", boards / "92000000_good.jpg")
+    db = tmp_path / "line.db"
+    run_cli("run", "--recipe", "pcb-anomaly", "--camera", f"folder:{boards}", "--frames", "3", "--db", str(db))
+    rows = {Path(r["path"]).name: r for r in map(json.loads, run_cli("results", "--db", str(db), "--format",
+                                                                     "json").stdout.splitlines())}
+    assert len(rows) == 3 and all(r["verdict"] != "error" for r in rows.values())
+    defective = [rows[f"{name}_test.jpg"] for name in ("92000000", "92000001")]
+    assert all(r["n_detections"] >= 3 and {d["kind"] for d in r["detections"]} == {"anomaly"} for r in defective)
+    assert rows["92000000_good.jpg"]["n_detections"] < min(r["n_detections"] for r in defective)
