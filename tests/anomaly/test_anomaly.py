@@ -235,3 +235,11 @@ def test_line_loop_runs_the_anomaly_recipe_on_a_folder_camera(tmp_path: Path) ->
     defective = [rows[f"{name}_test.jpg"] for name in ("92000000", "92000001")]
     assert all(r["n_detections"] >= 3 and {d["kind"] for d in r["detections"]} == {"anomaly"} for r in defective)
     assert rows["92000000_good.jpg"]["n_detections"] < min(r["n_detections"] for r in defective)
+
+
+def test_a_region_spread_over_the_board_finds_nothing() -> None:
+    everywhere = np.full((16, 16), 0.9)  # one region covering the board overlaps every box, localising none
+    report = anomaly_report([everywhere], [np.array([[4.0, 4.0, 16.0, 16.0]])], [("open",)], [], stride_px=4,
+                            image_shape=(64, 64), threshold=0.5, resamples=0)
+    assert report["at_card_threshold"]["recall"] == 0.0
+    assert report["at_card_threshold"]["false_alarms_per_image"] == 1.0
