@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from inspection.acquire import SCHEMES, CameraError, open_camera
 from inspection.chain.chain import build_chain
@@ -29,7 +30,11 @@ from inspection.report.store import RESULT_COLUMNS
 from inspection.report.tables import spreadsheet_safe
 from inspection.types import InspectionError, Verdict
 
+if TYPE_CHECKING:
+    from inspection.chain.opcua import OpcUaServer
+
 DEFAULT_DB = Path("results/inspect.db")
+OPCUA_PASSWORD_VARIABLE = "INSPECT_OPCUA_PASSWORD"
 
 
 class _StatusPrinter:
@@ -77,6 +82,28 @@ def _line_camera(recipe: Recipe, uri: str | None) -> str:
     return uri
 
 
+def _opcua(args: argparse.Namespace, recipe: Recipe) -> OpcUaServer | None:
+    """The OPC UA server --opcua asks for, started (a port in use fails before the camera or database)."""
+    if args.opcua is None:
+        return None
+    from inspection.chain.opcua import NAMESPACE, OpcUaServer, TriggerGate  # asyncua only for a run that asks
+
+    users = {}
+    if args.opcua_user is not None:
+        password = os.environ.get(OPCUA_PASSWORD_VARIABLE)
+        if not password:
+            raise UsageError(f"--opcua-user {args.opcua_user}: set its password in the environment variable "
+                             f"{OPCUA_PASSWORD_VARIABLE} (never on the command line)")
+        users[args.opcua_user] = password
+    server = OpcUaServer(args.opcua, recipe=f"{recipe.name} ({recipe.sha256()[:12]})", users=users,
+                         gate=TriggerGate())
+    server.start()
+    print(f"inspect: OPC UA on {args.opcua} (namespace {NAMESPACE}); "
+          + (f"{args.opcua_user} may trigger, start and stop" if users else "read-only: no --opcua-user"),
+          file=sys.stderr)
+    return server
+
+
 def _hooks(args: argparse.Namespace) -> list[Hook]:
     """The run's result hooks: the metrics endpoint, --hook callables, installed entry points."""
     hooks: list[Hook] = []
@@ -100,7 +127,23 @@ def cmd_run(args: argparse.Namespace) -> int:
                          f"FOLDER --recipe {args.recipe}`")
     uri = _line_camera(recipe, args.camera)
     hooks = _hooks(args)  # a hook that cannot load, or a port in use, fails before the camera or database
+    opcua = _opcua(args, recipe)
+    if opcua is not None:
+        hooks.insert(0, opcua)
+    try:
+        return _run(args, recipe, uri, hooks, opcua)
+    finally:
+        if opcua is not None:
+            opcua.close()
+
+
+def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], opcua: OpcUaServer | None) -> int:
+    from inspection.chain.opcua import TriggeredCamera
+
+
     camera = open_camera(uri)
+    if opcua is not None:  # a frame per PLC trigger
+        camera = TriggeredCamera(camera, opcua.gate)
     if recipe.camera is not None:
         camera.set_up(recipe.camera)  # exposure, gain, trigger ...: applied when opened, read back
     camera.open()  # a wrong camera fails here, before the database is created or touched
@@ -218,6 +261,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                      help="serve Prometheus metrics on this port (http://HOST:PORT/metrics) while the run lasts")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                      help="address the metrics endpoint listens on (0.0.0.0: every interface)")
+    run.add_argument("--opcua", metavar="opc.tcp://HOST:PORT",
+                     help="serve the vision system over OPC UA (OPC 40100 style: state, Start/Stop/Reset, the PLC "
+                          "trigger handshake, each part's result and an event); frames are then grabbed per trigger")
+    run.add_argument("--opcua-user", metavar="NAME",
+                     help="the user who may write (trigger) and call methods; its password comes from "
+                          f"${OPCUA_PASSWORD_VARIABLE}. Without one, the server is read-only")
     run.add_argument("--hook", action="append", default=[], metavar="MODULE:FUNCTION",
                      help="call this after every commit with the line's event (repeatable; a class is instantiated "
                           "once); it runs on its own thread and can neither stall nor stop the line")

@@ -1,0 +1,285 @@
+"""The line's OPC UA server (``inspect run ... --opcua opc.tcp://HOST:PORT``), modelled on the OPC UA Machine
+Vision companion specification (OPC 40100): a vision system object with its state, its recipe, the methods
+Start, Stop and Reset, a hardware-style trigger handshake, the last part's result (raised as an event when it
+commits) and counters.
+
+Handshake: the PLC sets ``Trigger``; the station answers ``Busy``, grabs one frame (a camera in software-trigger
+mode is triggered by that grab), inspects and commits it, writes ``Result`` and sets ``ResultReady``; the PLC
+reads the result and clears ``Trigger``, and the station clears ``ResultReady``. A trigger while the system is
+not ``Operational`` (after Stop) or still busy is refused and counted.
+
+Security: anyone may connect, browse, read and subscribe; writing a variable or calling a method needs a user
+named by the station (``--opcua-user``, password from ``INSPECT_OPCUA_PASSWORD``); everything else is refused
+with ``BadUserAccessDenied`` and logged. The server runs its own asyncio loop in a thread; the line never waits
+on it (results reach it through the hook dispatcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
+from asyncua.server.user_managers import UserManager
+
+from inspection.acquire import Camera, FrameTimeout
+from inspection.chain.hooks import LineEvent
+from inspection.recipe import CameraSettings
+from inspection.types import Frame, InspectionError
+
+log = logging.getLogger("inspection.opcua")
+NAMESPACE = "urn:wafer-inspect:vision"
+STATES = ("Preoperational", "Operational", "Halted", "Error")
+
+_READ_REQUESTS = (
+    "CreateSession", "ActivateSession", "CloseSession", "GetEndpoints", "FindServers", "Read", "Browse",
+    "BrowseNext", "TranslateBrowsePathsToNodeIds", "RegisterNodes", "UnregisterNodes", "CreateSubscription",
+    "ModifySubscription", "DeleteSubscriptions", "SetPublishingMode", "Publish", "Republish",
+    "CreateMonitoredItems", "ModifyMonitoredItems", "DeleteMonitoredItems", "SetMonitoringMode",
+)
+_WRITE_REQUESTS = ("Write", "Call")
+
+
+class OpcUaError(InspectionError, RuntimeError):
+    """The OPC UA server cannot start (endpoint, port); the message names the endpoint."""
+
+
+class TriggerGate:
+    """PLC triggers on their way to the camera: the line grabs one frame per trigger."""
+
+    def __init__(self) -> None:
+        self._pending = threading.Semaphore(0)
+        self.last_trigger_s = 0.0
+
+    def release(self) -> None:
+        self.last_trigger_s = time.perf_counter()
+        self._pending.release()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._pending.acquire(timeout=timeout_s)
+
+
+class TriggeredCamera(Camera):
+    """A camera that delivers a frame only when the PLC triggered one; a camera in software-trigger mode fires
+    its trigger in that grab."""
+
+    def __init__(self, camera: Camera, gate: TriggerGate) -> None:
+        self.camera, self.gate, self.uri = camera, gate, camera.uri
+        self.configurable = camera.configurable
+
+    def set_up(self, settings: CameraSettings) -> None:
+        self.camera.set_up(settings)
+
+    @property
+    def applied(self) -> dict[str, Any] | None:  # type: ignore[override]
+        return self.camera.applied
+
+    def open(self) -> None:
+        self.camera.open()
+
+    def grab(self, *, timeout_s: float) -> Frame:
+        if not self.gate.wait(timeout_s):
+            raise FrameTimeout(f"{self.uri}: no trigger from the PLC within {timeout_s} s")
+        return self.camera.grab(timeout_s=timeout_s)
+
+    def close(self) -> None:
+        self.camera.close()
+
+
+class _Permissions(PermissionRuleset):
+    """Anonymous sessions read, browse and subscribe; the station's users may also write and call."""
+
+    def __init__(self) -> None:
+        def ids(names: tuple[str, ...]) -> set[ua.NodeId]:
+            return {ua.NodeId(getattr(ua.ObjectIds, f"{name}Request_Encoding_DefaultBinary")) for name in names}
+
+        self._reading, self._writing = ids(_READ_REQUESTS), ids(_WRITE_REQUESTS)
+
+    def check_validity(self, user: User, action_type_id: ua.NodeId, body: Any) -> bool:
+        if action_type_id in self._reading:
+            return True
+        allowed = action_type_id in self._writing and user is not None and user.role in (UserRole.User,
+                                                                                         UserRole.Admin)
+        if not allowed:
+            log.warning("OPC UA: refused request %s from %s", action_type_id.Identifier,
+                        "an anonymous session" if user is None or user.role == UserRole.Anonymous else user.name)
+        return allowed
+
+
+class _Users(UserManager):
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        if username is None:  # anonymous (certificate users are not configured: a certificate alone reads only)
+            return User(role=UserRole.Anonymous)
+        expected = self.users.get(username or "")
+        if expected is not None and hmac.compare_digest(expected.encode(), (password or "").encode()):
+            return User(role=UserRole.User, name=username)
+        log.warning("OPC UA: refused login of %r (unknown user or wrong password)", username)
+        return None
+
+
+class OpcUaServer:
+    """The vision system's OPC UA server; a line hook (call it with each :class:`LineEvent`).
+
+    Parameters
+    ----------
+    endpoint : str
+        ``opc.tcp://HOST:PORT`` to listen on.
+    recipe : str
+        The active recipe's name (and short sha256), shown as ``ActiveRecipe``.
+    users : dict of str to str
+        User names and passwords allowed to write and call; none: the server is read-only.
+    gate : TriggerGate
+        Where PLC triggers go (the line's :class:`TriggeredCamera` takes them).
+    """
+
+    def __init__(self, endpoint: str, *, recipe: str, users: dict[str, str], gate: TriggerGate) -> None:
+        self.endpoint, self.recipe, self.users, self.gate = endpoint, recipe, users, gate
+        self.counts: Counter[str] = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="opcua", daemon=True)
+        self._nodes: dict[str, Any] = {}
+
+    # --- life cycle (called from the line's threads) -------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen; raises OpcUaError when the endpoint cannot be served."""
+        self._thread.start()
+        self._ready.wait(timeout=30)
+        if self._failure is not None or not self._ready.is_set():
+            raise OpcUaError(f"--opcua {self.endpoint}: cannot serve it ({self._failure or 'no answer in 30 s'})")
+        self._call(self._set("State", "Operational"))
+
+    def __call__(self, event: LineEvent) -> None:
+        if event.kind == "result" and event.result is not None:
+            self._call(self._publish(event))
+
+    def close(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout=10)
+
+    def _call(self, coroutine: Any) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
+
+    # --- the server's own thread -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported by start(), or logged when the server dies later
+            self._failure = exc
+            self._ready.set()
+            log.error("OPC UA server on %s stopped: %s", self.endpoint, exc)
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        server = Server(user_manager=_Users(self.users))
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("wafer-inspect vision system")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity], permission_ruleset=_Permissions())
+        server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
+        namespace = await server.register_namespace(NAMESPACE)
+        system = await server.nodes.objects.add_object(namespace, "VisionSystem")
+        result = await system.add_object(namespace, "Result")
+        counters = await system.add_object(namespace, "Counters")
+        variables: list[tuple[Any, str, Any, ua.VariantType, bool]] = [
+            (system, "State", "Preoperational", ua.VariantType.String, False),
+            (system, "ActiveRecipe", self.recipe, ua.VariantType.String, False),
+            (system, "Trigger", False, ua.VariantType.Boolean, True),
+            (system, "Busy", False, ua.VariantType.Boolean, False),
+            (system, "ResultReady", False, ua.VariantType.Boolean, False),
+            (result, "PartId", 0, ua.VariantType.UInt32, False),
+            (result, "Verdict", "", ua.VariantType.String, False),
+            (result, "Reason", "", ua.VariantType.String, False),
+            (result, "DefectClasses", [], ua.VariantType.String, False),
+            (result, "DefectCounts", [], ua.VariantType.UInt32, False),
+            (result, "LatencyMs", 0.0, ua.VariantType.Double, False),
+            (result, "TriggerToResultMs", 0.0, ua.VariantType.Double, False),
+            (result, "Time", datetime.now(UTC), ua.VariantType.DateTime, False),
+        ]
+        variables += [(counters, name, 0, ua.VariantType.UInt32, False)
+                      for name in ("Parts", "Pass", "Fail", "Review", "Error", "RefusedTriggers")]
+        for parent, name, value, variant, writable in variables:
+            node = await parent.add_variable(namespace, name, ua.Variant(value, variant))
+            if writable:
+                await node.set_writable()
+            self._nodes[name] = node
+        for name, action in (("Start", "Operational"), ("Stop", "Halted"), ("Reset", "Operational")):
+            await system.add_method(namespace, name, self._method(name, action), [], [])
+        self._event = await server.get_event_generator(ua.ObjectIds.BaseEventType, system)
+        async with server:
+            self._ready.set()
+            log.info("OPC UA: %s serving %s", self.endpoint, NAMESPACE)
+            await self._watch_trigger()
+
+    def _method(self, name: str, state: str) -> Any:
+        async def call(parent: ua.NodeId) -> list[ua.Variant]:
+            if name == "Reset":
+                for flag in ("Busy", "ResultReady", "Trigger"):
+                    await self._set(flag, False)
+            await self._set("State", state)
+            log.info("OPC UA: %s called; state %s", name, state)
+            return []
+        return call
+
+    async def _set(self, name: str, value: Any) -> None:
+        node = self._nodes[name]
+        await node.write_value(ua.Variant(value, (await node.read_data_type_as_variant_type())))
+
+    async def _watch_trigger(self) -> None:
+        """Poll the PLC's trigger every millisecond (a local read): a rising edge starts a part, a falling edge
+        ends the handshake."""
+        assert self._stop is not None
+        previous = False
+        while not self._stop.is_set():
+            trigger = bool(await self._nodes["Trigger"].read_value())
+            if trigger and not previous:
+                state, busy = await self._nodes["State"].read_value(), await self._nodes["Busy"].read_value()
+                if state != "Operational" or busy:
+                    self.counts["RefusedTriggers"] += 1
+                    await self._set("RefusedTriggers", self.counts["RefusedTriggers"])
+                    log.warning("OPC UA: trigger refused (state %s%s)", state, ", busy" if busy else "")
+                else:
+                    await self._set("ResultReady", False)
+                    await self._set("Busy", True)
+                    self.gate.release()
+            elif previous and not trigger:
+                await self._set("ResultReady", False)
+            previous = trigger
+            await asyncio.sleep(0.001)
+
+    async def _publish(self, event: LineEvent) -> None:
+        result = event.result
+        assert result is not None
+        kinds = Counter(detection.kind for detection in result.detections)
+        self.counts["Parts"] += 1
+        self.counts[str(result.verdict).capitalize()] += 1
+        await self._set("PartId", result.frame_counter)
+        await self._set("Verdict", str(result.verdict))
+        await self._set("Reason", result.reason)
+        await self._set("DefectClasses", sorted(kinds))
+        await self._set("DefectCounts", [kinds[kind] for kind in sorted(kinds)])
+        await self._set("LatencyMs", float(event.latency_ms))
+        await self._set("TriggerToResultMs", (time.perf_counter() - self.gate.last_trigger_s) * 1000.0)
+        await self._set("Time", datetime.now(UTC))
+        for name in ("Parts", "Pass", "Fail", "Review", "Error"):
+            await self._set(name, self.counts[name])
+        await self._set("Busy", False)
+        await self._set("ResultReady", True)
+        await self._event.trigger(message=f"part {result.frame_counter}: {result.verdict} ({result.reason})")

@@ -1,0 +1,178 @@
+"""The line's OPC UA server driven by an independent asyncua client, as a PLC would: the trigger handshake for
+every part against the simulator and a folder camera, verdicts equal to the database's, the methods, and the
+security rules (anonymous reads only; a wrong password is refused)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from inspection.sim.frames import render_frame
+from tests.conftest import results_json
+
+asyncua = pytest.importorskip("asyncua")
+from asyncua import Client, ua  # noqa: E402
+
+NAMESPACE = "urn:wafer-inspect:vision"
+PASSWORD = "line-7-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_line(tmp_path: Path, camera: str) -> tuple[subprocess.Popen[str], str, Path]:
+    """``inspect run`` with an OPC UA server; it grabs a frame per trigger until it is told to stop."""
+    endpoint, db = f"opc.tcp://127.0.0.1:{_free_port()}", tmp_path / "line.db"
+    line = subprocess.Popen(
+        [sys.executable, "-m", "inspection", "run", "--recipe", "wafer-die", "--camera", camera, "--db", str(db),
+         "--opcua", endpoint, "--opcua-user", "plc", "-q"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "INSPECT_OPCUA_PASSWORD": PASSWORD})
+    return line, endpoint, db
+
+
+async def _node(client: Client, *path: str) -> ua.Node:
+    index = await client.get_namespace_index(NAMESPACE)
+    return await client.nodes.objects.get_child([f"{index}:{name}" for name in ("VisionSystem", *path)])
+
+
+async def _connect(endpoint: str, *, user: str | None = None, password: str | None = None) -> Client:
+    client = Client(endpoint, timeout=10)
+    if user is not None:
+        client.set_user(user)
+        client.set_password(password or "")
+    for _ in range(100):  # the line starts its server after loading the recipe
+        try:
+            await client.connect()
+            return client
+        except (TimeoutError, OSError):
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"no OPC UA server at {endpoint}")
+
+
+async def _handshake(client: Client, parts: int) -> list[tuple[int, str, float]]:
+    trigger, ready, busy = [await _node(client, name) for name in ("Trigger", "ResultReady", "Busy")]
+    part_id, verdict, latency = [await _node(client, "Result", name) for name in ("PartId", "Verdict",
+                                                                                   "TriggerToResultMs")]
+    seen = []
+    for _ in range(parts):
+        await trigger.write_value(ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)))
+        deadline = time.monotonic() + 20
+        while not await ready.read_value():
+            assert time.monotonic() < deadline, "no result within 20 s of the trigger"
+            await asyncio.sleep(0.002)
+        seen.append((await part_id.read_value(), await verdict.read_value(), await latency.read_value()))
+        await trigger.write_value(ua.DataValue(ua.Variant(False, ua.VariantType.Boolean)))
+        while await ready.read_value():
+            await asyncio.sleep(0.002)
+        assert not await busy.read_value()
+    return seen
+
+
+def _stop(line: subprocess.Popen[str]) -> str:
+    """SIGTERM, as a line controller stops a station: the run drains and ends well."""
+    line.send_signal(signal.SIGTERM)
+    _, errors = line.communicate(timeout=60)
+    assert line.returncode == 0, errors
+    return errors
+
+
+def _drive(tmp_path: Path, camera: str, parts: int) -> None:
+    line, endpoint, db = _start_line(tmp_path, camera)
+
+    async def plc() -> list[tuple[int, str, float]]:
+        client = await _connect(endpoint, user="plc", password=PASSWORD)
+        try:
+            seen = await _handshake(client, parts)
+            counters = {name: await (await _node(client, "Counters", name)).read_value()
+                        for name in ("Parts", "Pass", "Fail", "Review", "Error")}
+            assert counters["Parts"] == parts == sum(v for k, v in counters.items() if k != "Parts")
+            return seen
+        finally:
+            await client.disconnect()
+
+    try:
+        seen = asyncio.run(plc())
+        _stop(line)
+    finally:
+        line.kill()
+    stored = {row["frame_counter"]: row["verdict"] for row in results_json(db)}
+    assert len(stored) == parts and {part: verdict for part, verdict, _ in seen} == stored
+    latencies = [latency for _, _, latency in seen]
+    assert all(0 < latency < 5000 for latency in latencies)
+
+
+def test_plc_handshake_against_the_simulator(tmp_path: Path) -> None:
+    _drive(tmp_path, "sim:wafer?seed=3", 100)
+
+
+def test_plc_handshake_against_a_folder_camera(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(100):
+        cv2.imwrite(str(folder / f"part_{index:04d}.png"), render_frame("wafer", index, seed=5)[0])
+    _drive(tmp_path, f"folder:{folder}", 100)
+
+
+def test_anonymous_clients_read_but_cannot_trigger_or_call(tmp_path: Path) -> None:
+    line, endpoint, _ = _start_line(tmp_path, "sim:wafer")
+
+    async def outsiders() -> None:
+        client = await _connect(endpoint)
+        try:
+            assert await (await _node(client, "State")).read_value() == "Operational"
+            assert (await (await _node(client, "ActiveRecipe")).read_value()).startswith("wafer-aoi-station (")
+            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+                await (await _node(client, "Trigger")).write_value(ua.DataValue(ua.Variant(True,
+                                                                                           ua.VariantType.Boolean)))
+            system = await _node(client)
+            index = await client.get_namespace_index(NAMESPACE)
+            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+                await system.call_method(f"{index}:Stop")
+        finally:
+            await client.disconnect()
+        with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+            await _connect(endpoint, user="plc", password="wrong")
+        plc = await _connect(endpoint, user="plc", password=PASSWORD)
+        try:
+            system, index = await _node(plc), await plc.get_namespace_index(NAMESPACE)
+            await system.call_method(f"{index}:Stop")
+            assert await (await _node(plc, "State")).read_value() == "Halted"
+            trigger = await _node(plc, "Trigger")
+            await trigger.write_value(ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)))
+            await asyncio.sleep(0.2)  # refused while halted: nothing is grabbed
+            assert await (await _node(plc, "Counters", "RefusedTriggers")).read_value() == 1
+            with pytest.raises(ua.UaStatusCodeError):
+                await trigger.write_value(ua.DataValue(ua.Variant("yes", ua.VariantType.String)))
+            await trigger.write_value(ua.DataValue(ua.Variant(False, ua.VariantType.Boolean)))
+            await system.call_method(f"{index}:Start")
+            await _handshake(plc, 1)
+        finally:
+            await plc.disconnect()
+
+    try:
+        asyncio.run(outsiders())
+        errors = _stop(line)
+    finally:
+        line.kill()
+    assert "refused" in errors
+
+
+def test_a_user_without_a_password_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    process = subprocess.run([sys.executable, "-m", "inspection", "run", "--recipe", "wafer-die", "--camera",
+                              "sim:wafer", "--opcua", "opc.tcp://127.0.0.1:4999", "--opcua-user", "plc", "--db",
+                              str(tmp_path / "x.db")], capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in os.environ.items() if k != "INSPECT_OPCUA_PASSWORD"})
+    assert process.returncode == 2 and "INSPECT_OPCUA_PASSWORD" in process.stderr
+    assert not (tmp_path / "x.db").exists()
