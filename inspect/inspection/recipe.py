@@ -238,6 +238,15 @@ class PipelineSettings(_Section):
     """Frames whose acquire-to-commit latency exceeds this are counted as late."""
 
 
+class OpcUaSettings(_Section):
+    """The station's OPC UA server for the line (``inspect run --opcua`` overrides the endpoint)."""
+
+    endpoint: str = Field(..., pattern=r"^opc\.tcp://[^/\s]+:\d{1,5}/?$")
+    """``opc.tcp://HOST:PORT`` to listen on."""
+    user: str | None = Field(None, min_length=1, max_length=64)
+    """The user who may trigger, start and stop; the password comes from ``INSPECT_OPCUA_PASSWORD``."""
+
+
 class WaferLayout(_Section):
     """The product's wafer as the recipe states it; a frame that disagrees is not graded."""
 
@@ -316,6 +325,7 @@ class Recipe(_Section):
     wafermap: WaferMapSettings | None = None
     rules: LotRules | None = None
     pipeline: PipelineSettings = PipelineSettings()
+    opcua: OpcUaSettings | None = None
     source_path: str | None = Field(None, exclude=True)
     """The file the recipe was read from (set by :func:`load_recipe`)."""
 

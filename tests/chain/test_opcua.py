@@ -176,3 +176,33 @@ def test_a_user_without_a_password_is_refused_before_anything_starts(tmp_path: P
                              env={k: v for k, v in os.environ.items() if k != "INSPECT_OPCUA_PASSWORD"})
     assert process.returncode == 2 and "INSPECT_OPCUA_PASSWORD" in process.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_the_recipe_names_the_endpoint_and_user(tmp_path: Path) -> None:
+    import yaml
+
+    from inspection.recipe import RecipeError, load_recipe
+
+    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}"
+    station = yaml.safe_load((Path(load_recipe("wafer-die").source_path or "")).read_text())
+    recipe = tmp_path / "station.yaml"
+    recipe.write_text(yaml.safe_dump({**station, "opcua": {"endpoint": endpoint, "user": "plc"}}))
+    line = subprocess.Popen([sys.executable, "-m", "inspection", "run", "--recipe", str(recipe), "--camera",
+                             "sim:wafer", "--db", str(tmp_path / "line.db"), "-q"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "INSPECT_OPCUA_PASSWORD": PASSWORD})
+
+    async def plc() -> None:
+        client = await _connect(endpoint, user="plc", password=PASSWORD)
+        try:
+            assert len(await _handshake(client, 3)) == 3
+        finally:
+            await client.disconnect()
+
+    try:
+        asyncio.run(plc())
+        assert "plc may trigger" in _stop(line)
+    finally:
+        line.kill()
+    recipe.write_text(yaml.safe_dump({**station, "opcua": {"endpoint": "http://127.0.0.1:4840"}}))
+    with pytest.raises(RecipeError, match=r"opcua\.endpoint: got 'http://127\.0\.0\.1:4840'"):
+        load_recipe(recipe)

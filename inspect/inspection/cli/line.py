@@ -84,23 +84,24 @@ def _line_camera(recipe: Recipe, uri: str | None) -> str:
 
 def _opcua(args: argparse.Namespace, recipe: Recipe) -> OpcUaServer | None:
     """The OPC UA server --opcua asks for, started (a port in use fails before the camera or database)."""
-    if args.opcua is None:
+    endpoint = args.opcua or (recipe.opcua.endpoint if recipe.opcua is not None else None)
+    if endpoint is None:
         return None
     from inspection.chain.opcua import NAMESPACE, OpcUaServer, TriggerGate  # asyncua only for a run that asks
 
+    user = args.opcua_user or (recipe.opcua.user if recipe.opcua is not None else None)
     users = {}
-    if args.opcua_user is not None:
+    if user is not None:
         password = os.environ.get(OPCUA_PASSWORD_VARIABLE)
         if not password:
-            raise UsageError(f"--opcua-user {args.opcua_user}: set its password in the environment variable "
-                             f"{OPCUA_PASSWORD_VARIABLE} (never on the command line)")
-        users[args.opcua_user] = password
-    server = OpcUaServer(args.opcua, recipe=f"{recipe.name} ({recipe.sha256()[:12]})", users=users,
+            raise UsageError(f"OPC UA user {user}: set its password in the environment variable "
+                             f"{OPCUA_PASSWORD_VARIABLE} (never on the command line or in the recipe)")
+        users[user] = password
+    server = OpcUaServer(endpoint, recipe=f"{recipe.name} ({recipe.sha256()[:12]})", users=users,
                          gate=TriggerGate())
     server.start()
-    print(f"inspect: OPC UA on {args.opcua} (namespace {NAMESPACE}); "
-          + (f"{args.opcua_user} may trigger, start and stop" if users else "read-only: no --opcua-user"),
-          file=sys.stderr)
+    print(f"inspect: OPC UA on {endpoint} (namespace {NAMESPACE}); "
+          + (f"{user} may trigger, start and stop" if users else "read-only: no user named"), file=sys.stderr)
     return server
 
 
@@ -263,10 +264,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                      help="address the metrics endpoint listens on (0.0.0.0: every interface)")
     run.add_argument("--opcua", metavar="opc.tcp://HOST:PORT",
                      help="serve the vision system over OPC UA (OPC 40100 style: state, Start/Stop/Reset, the PLC "
-                          "trigger handshake, each part's result and an event); frames are then grabbed per trigger")
+                          "trigger handshake, each part's result and an event); frames are then grabbed per trigger "
+                          "(default: the recipe's opcua.endpoint, if any)")
     run.add_argument("--opcua-user", metavar="NAME",
                      help="the user who may write (trigger) and call methods; its password comes from "
-                          f"${OPCUA_PASSWORD_VARIABLE}. Without one, the server is read-only")
+                          f"${OPCUA_PASSWORD_VARIABLE}. Without one (here or as the recipe's opcua.user), the "
+                          "server is read-only")
     run.add_argument("--hook", action="append", default=[], metavar="MODULE:FUNCTION",
                      help="call this after every commit with the line's event (repeatable; a class is instantiated "
                           "once); it runs on its own thread and can neither stall nor stop the line")
