@@ -243,3 +243,13 @@ def test_a_region_spread_over_the_board_finds_nothing() -> None:
                             image_shape=(64, 64), threshold=0.5, resamples=0)
     assert report["at_card_threshold"]["recall"] == 0.0
     assert report["at_card_threshold"]["false_alarms_per_image"] == 1.0
+
+
+def test_pro_is_one_for_a_perfect_map_and_weighs_regions_equally() -> None:
+    from inspection.evaluate.anomaly import pro_auc
+
+    outside = np.random.default_rng(0).random(1000)  # every false-positive rate is reached
+    assert pro_auc([np.full(4, 2.0), np.full(100, 2.0)], outside) == pytest.approx(1.0, abs=0.01)
+    # the small region scores above every outside cell, the large one below all: half the overlap up to 0.3
+    assert pro_auc([np.full(4, 2.0), np.full(100, -1.0)], outside) == pytest.approx(0.5, abs=0.01)
+    assert np.isnan(pro_auc([], outside))

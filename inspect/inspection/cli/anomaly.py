@@ -58,8 +58,8 @@ def cmd_eval_anomaly(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.model} on {report['defective_images']} boards of groups {', '.join(report['groups'])} (their "
           f"templates as good boards), without the templates at test time; {report['ms_per_image']:.1f} ms a board")
-    print(f"image AUROC {report['image_auroc']:.4f}; pixel AUROC against the annotated boxes "
-          f"{report['pixel_auroc_boxes']:.4f}")
+    print(f"image AUROC {report['image_auroc']:.4f}; against the annotated boxes: pixel AUROC "
+          f"{report['pixel_auroc_boxes']:.4f}, PRO to a false-positive rate of 0.3 {report['pro_auc_boxes']:.4f}")
     for name, title in (("at_card_threshold", "card's threshold"), ("at_target", "target false alarms")):
         point, interval = report[name], report["ci95"][name]
         print(f"{title} {point['threshold']:.3f}: recall {point['recall']:.4f} {interval_text(interval['recall'])}, "

@@ -20,7 +20,7 @@ from inspection.classify.anomaly import anomaly_regions
 from inspection.classify.detect import iou_matrix
 from inspection.evaluate.metrics import bootstrap_intervals
 
-__all__ = ["anomaly_report", "auroc"]
+__all__ = ["anomaly_report", "auroc", "pro_auc"]
 
 MAX_REGION_TO_BOX_AREA = 4.0
 
@@ -49,6 +49,41 @@ def auroc(scores: np.ndarray, is_positive: np.ndarray) -> float:
     average_rank = first + (counts + 1) / 2.0  # ties share their mean rank (1-based)
     ranks[order] = np.repeat(average_rank, counts)
     return float((ranks[is_positive].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def pro_auc(box_scores: Sequence[np.ndarray], outside_scores: np.ndarray, *, max_fpr: float = 0.3) -> float:
+    """Area under the per-region-overlap curve up to ``max_fpr``, normalised to 0..1 (Bergmann et al., MVTec AD).
+
+    For each threshold, the overlap is the mean over the annotated regions of the share of each region's cells at
+    or above it (every region weighs the same, whatever its size), and the false-positive rate is the share of
+    cells outside every region at or above it.
+
+    Parameters
+    ----------
+    box_scores : sequence of (K_i,) float arrays
+        The scores of each annotated region's cells.
+    outside_scores : (M,) float array
+        The scores of the cells outside every annotated region.
+    max_fpr : float
+        The false-positive rate up to which the curve is integrated.
+
+    Returns
+    -------
+    float
+        NaN without regions or outside cells.
+    """
+    if not len(box_scores) or not len(outside_scores):
+        return float("nan")
+    levels = np.unique(np.quantile(np.concatenate([*box_scores, outside_scores]), np.linspace(0, 1, 401)))
+    outside = np.sort(outside_scores)
+    fpr = 1.0 - np.searchsorted(outside, levels, side="left") / len(outside)
+    overlap = np.mean([1.0 - np.searchsorted(np.sort(b), levels, side="left") / len(b) for b in box_scores], axis=0)
+    order = np.argsort(fpr)
+    fpr, overlap = np.r_[0.0, fpr[order]], np.r_[0.0, overlap[order]]
+    keep = fpr <= max_fpr
+    end = np.interp(max_fpr, fpr, overlap)
+    curve_x, curve_y = np.r_[fpr[keep], max_fpr], np.r_[overlap[keep], end]
+    return float(np.sum(np.diff(curve_x) * (curve_y[1:] + curve_y[:-1]) / 2.0) / max_fpr)
 
 
 def _outcomes(score_map: np.ndarray, truth_boxes: np.ndarray, *, threshold: float, stride_px: int,
@@ -110,7 +145,8 @@ def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.n
     Returns
     -------
     dict
-        ``image_auroc``, ``pixel_auroc_boxes``, ``at_card_threshold`` and ``at_target`` (per-defect recall,
+        ``image_auroc``, ``pixel_auroc_boxes``, ``pro_auc_boxes`` (to a false-positive rate of 0.3),
+        ``at_card_threshold`` and ``at_target`` (per-defect recall,
         overall recall, false alarms per defective and per good image, the threshold), and ``ci95`` for the
         figures at both points.
     """
@@ -118,12 +154,14 @@ def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.n
     kinds = [tuple(k) for k in truth_kinds]
     image_scores = np.r_[[m.max() for m in defect_maps], [m.max() for m in good_maps]]
     is_defective = np.r_[np.ones(len(defect_maps), bool), np.zeros(len(good_maps), bool)]
-    cell_scores, cell_inside = [], []
+    cell_scores, cell_inside, box_scores = [], [], []
     for score_map, boxes in zip(defect_maps, truth_boxes, strict=True):
         inside = np.zeros(score_map.shape, bool)
         for x1, y1, x2, y2 in np.asarray(boxes, float).reshape(-1, 4):
-            rows = slice(int(y1) // stride_px, int(np.ceil(y2 / stride_px)))
-            inside[rows, int(x1) // stride_px : int(np.ceil(x2 / stride_px))] = True
+            cells = (slice(int(y1) // stride_px, int(np.ceil(y2 / stride_px))),
+                     slice(int(x1) // stride_px, int(np.ceil(x2 / stride_px))))
+            inside[cells] = True
+            box_scores.append(score_map[cells].ravel())
         cell_scores.append(score_map.ravel())
         cell_inside.append(inside.ravel())
 
@@ -140,6 +178,7 @@ def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.n
         "defects": dict(sorted(Counter(k for ks in kinds for k in ks).items())),
         "image_auroc": round(auroc(image_scores, is_defective), 5),
         "pixel_auroc_boxes": round(auroc(np.concatenate(cell_scores), np.concatenate(cell_inside)), 5),
+        "pro_auc_boxes": round(pro_auc(box_scores, np.concatenate(cell_scores)[~np.concatenate(cell_inside)]), 5),
     }
     # The threshold of the highest recall among those meeting the target (regions merge and split as the
     # threshold moves, so neither count is monotonic in it: every candidate is tried).
