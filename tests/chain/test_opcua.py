@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -206,3 +207,44 @@ def test_the_recipe_names_the_endpoint_and_user(tmp_path: Path) -> None:
     recipe.write_text(yaml.safe_dump({**station, "opcua": {"endpoint": "http://127.0.0.1:4840"}}))
     with pytest.raises(RecipeError, match=r"opcua\.endpoint: got 'http://127\.0\.0\.1:4840'"):
         load_recipe(recipe)
+
+
+def test_a_recipe_is_selected_while_halted(tmp_path: Path) -> None:
+    import yaml
+
+    from inspection.recipe import load_recipe
+
+    station = yaml.safe_load((Path(load_recipe("wafer-die").source_path or "")).read_text())
+    other = tmp_path / "night-shift.yaml"
+    other.write_text(yaml.safe_dump({**station, "name": "night-shift"}))
+    line, endpoint, db = _start_line(tmp_path, "sim:wafer")
+
+    async def mes() -> None:
+        client = await _connect(endpoint, user="plc", password=PASSWORD)
+        try:
+            system, index = await _node(client), await client.get_namespace_index(NAMESPACE)
+            with pytest.raises(ua.UaStatusCodeError, match="BadInvalidState"):  # running: stop first
+                await system.call_method(f"{index}:SelectRecipe", ua.Variant(str(other), ua.VariantType.String))
+            await _handshake(client, 2)
+            await system.call_method(f"{index}:Stop")
+            with pytest.raises(ua.UaStatusCodeError, match="BadInvalidArgument"):
+                await system.call_method(f"{index}:SelectRecipe", ua.Variant("no-such-recipe",
+                                                                             ua.VariantType.String))
+            active = await system.call_method(f"{index}:SelectRecipe", ua.Variant(str(other), ua.VariantType.String))
+            assert active.startswith("night-shift (")
+            assert await (await _node(client, "ActiveRecipe")).read_value() == active
+            await system.call_method(f"{index}:Start")
+            assert len(await _handshake(client, 2)) == 2
+        finally:
+            await client.disconnect()
+
+    try:
+        asyncio.run(mes())
+        errors = _stop(line)
+    finally:
+        line.kill()
+    assert "no-such-recipe" in errors
+    assert [row["verdict"] != "error" for row in results_json(db)] == [True] * 4
+    with sqlite3.connect(db) as connection:
+        kinds = [kind for (kind,) in connection.execute("select kind from events")]
+    assert kinds.count("recipe-selected") == 1

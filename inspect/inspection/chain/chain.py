@@ -434,6 +434,16 @@ class Chain:
     def model_sha256(self) -> str | None:
         return None if self.classifier is None else self.classifier.card.onnx_sha256
 
+    def replace_with(self, other: Chain) -> None:
+        """Take ``other``'s recipe, stages and models, closing this chain's: a recipe selected between parts
+        (nothing may be in flight). The caller keeps its pipeline settings (queue depth, workers)."""
+        retired = (self.batcher, self.anomaly_batcher)
+        self.recipe, self.stages, self.classifier = other.recipe, other.stages, other.classifier
+        self.batcher, self.anomaly_batcher = other.batcher, other.anomaly_batcher
+        for batcher in retired:
+            if batcher is not None:
+                batcher.close()
+
     def close(self) -> None:
         for batcher in (self.batcher, self.anomaly_batcher):
             if batcher is not None:

@@ -1,7 +1,7 @@
 """The line's OPC UA server (``inspect run ... --opcua opc.tcp://HOST:PORT``), modelled on the OPC UA Machine
 Vision companion specification (OPC 40100): a vision system object with its state, its recipe, the methods
-Start, Stop and Reset, a hardware-style trigger handshake, the last part's result (raised as an event when it
-commits) and counters.
+Start, Stop, Reset and SelectRecipe (while halted), a hardware-style trigger handshake, the last part's result
+(raised as an event when it commits) and counters.
 
 Handshake: the PLC sets ``Trigger``; the station answers ``Busy``, grabs one frame (a camera in software-trigger
 mode is triggered by that grab), inspects and commits it, writes ``Result`` and sets ``ResultReady``; the PLC
@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,10 +142,17 @@ class OpcUaServer:
         User names and passwords allowed to write and call; none: the server is read-only.
     gate : TriggerGate
         Where PLC triggers go (the line's :class:`TriggeredCamera` takes them).
+
+    Attributes
+    ----------
+    select_recipe : callable, optional
+        Called by the SelectRecipe method with the recipe's name or file while the system is halted and idle;
+        returns the new ``ActiveRecipe`` text, or raises InspectionError (the call is refused, the reason logged).
     """
 
     def __init__(self, endpoint: str, *, recipe: str, users: dict[str, str], gate: TriggerGate) -> None:
         self.endpoint, self.recipe, self.users, self.gate = endpoint, recipe, users, gate
+        self.select_recipe: Callable[[str], str] | None = None
         self.counts: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -222,6 +230,8 @@ class OpcUaServer:
             self._nodes[name] = node
         for name, action in (("Start", "Operational"), ("Stop", "Halted"), ("Reset", "Operational")):
             await system.add_method(namespace, name, self._method(name, action), [], [])
+        await system.add_method(namespace, "SelectRecipe", self._select, [ua.VariantType.String],
+                                [ua.VariantType.String])
         self._event = await server.get_event_generator(ua.ObjectIds.BaseEventType, system)
         async with server:
             self._ready.set()
@@ -237,6 +247,23 @@ class OpcUaServer:
             log.info("OPC UA: %s called; state %s", name, state)
             return []
         return call
+
+    async def _select(self, parent: ua.NodeId, name: ua.Variant | str) -> list[ua.Variant] | ua.StatusCode:
+        """SelectRecipe(name): only while Halted and not busy; the new chain is built off the server's loop."""
+        name = name.Value if isinstance(name, ua.Variant) else name
+        state, busy = await self._nodes["State"].read_value(), await self._nodes["Busy"].read_value()
+        if state != "Halted" or busy or self.select_recipe is None:
+            log.warning("OPC UA: SelectRecipe(%r) refused: state %s%s (Stop the system first)", name, state,
+                        ", busy" if busy else "")
+            return ua.StatusCode(ua.StatusCodes.BadInvalidState)
+        try:
+            active = await asyncio.get_running_loop().run_in_executor(None, self.select_recipe, str(name))
+        except InspectionError as exc:
+            log.warning("OPC UA: SelectRecipe(%r) refused: %s", name, exc)
+            return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        await self._set("ActiveRecipe", active)
+        log.info("OPC UA: recipe %s selected", active)
+        return [ua.Variant(active, ua.VariantType.String)]
 
     async def _set(self, name: str, value: Any) -> None:
         node = self._nodes[name]

@@ -10,12 +10,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from inspection.acquire import SCHEMES, CameraError, open_camera
-from inspection.chain.chain import build_chain
+from inspection.chain.chain import Chain, build_chain
 from inspection.chain.hooks import Hook, HookDispatcher, installed_hooks, load_hook
 from inspection.chain.line import LineStats, run_line, teach_reference
 from inspection.chain.metrics import LineMetrics
@@ -105,6 +106,24 @@ def _opcua(args: argparse.Namespace, recipe: Recipe) -> OpcUaServer | None:
     return server
 
 
+def _recipe_selector(args: argparse.Namespace, chain: Chain, store: ResultStore, *, run_id: int
+                     ) -> Callable[[str], str]:
+    """What OPC UA's SelectRecipe does: build the named recipe's chain and put it in place between parts; the
+    selection is stored as an event of the run (its results name the recipe by that event)."""
+
+    def select(name: str) -> str:
+        recipe = load_recipe(name)
+        if recipe.kind == "wafer-lot":
+            raise UsageError(f"recipe {recipe.name!r} is a wafer-lot recipe; the line runs wafer-die and pcb recipes")
+        chain.replace_with(build_chain(recipe.with_classify(device=args.device)))
+        active = f"{recipe.name} ({recipe.sha256()[:12]})"
+        store.add_event(run_id, kind="recipe-selected", source=str(recipe.source_path or name),
+                        detail=f"{active}, model {chain.model_sha256 or 'none'}")
+        return active
+
+    return select
+
+
 def _hooks(args: argparse.Namespace) -> list[Hook]:
     """The run's result hooks: the metrics endpoint, --hook callables, installed entry points."""
     hooks: list[Hook] = []
@@ -162,6 +181,8 @@ def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], 
     try:
         chain = build_chain(recipe.with_classify(device=args.device))
         store.set_run_model(run_id, model_sha256=chain.model_sha256)
+        if opcua is not None:
+            opcua.select_recipe = _recipe_selector(args, chain, store, run_id=run_id)
         stop = threading.Event()
         _install_stop_handlers(stop)
         model = (f", model {recipe.classify.model} on {chain.classifier.providers[0]}"
