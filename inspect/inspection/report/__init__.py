@@ -9,7 +9,7 @@ from inspection.report.pictures import (
     save_png,
     tile_pictures,
 )
-from inspection.report.store import ResultStore, StoreError, read_events, read_results
+from inspection.report.store import ResultStore, StoreError, read_events, read_results, read_runs
 
 __all__ = [
     "ResultStore",
@@ -21,6 +21,7 @@ __all__ = [
     "draw_wafer_map",
     "read_events",
     "read_results",
+    "read_runs",
     "save_png",
     "tile_pictures",
 ]

@@ -258,7 +258,7 @@ class ResultStore:
 
 
 def read_results(path: str | Path, *, verdict: str | None = None, since: str | None = None,
-                 run_id: int | None = None) -> Iterator[dict[str, Any]]:
+                 run_id: int | None = None, last: int | None = None) -> Iterator[dict[str, Any]]:
     """Stored results in commit order, JSON columns decoded.
 
     Parameters
@@ -271,6 +271,8 @@ def read_results(path: str | Path, *, verdict: str | None = None, since: str | N
         Only results acquired at or after this ISO-8601 time (UTC if no zone is given).
     run_id : int, optional
         Only this run's results.
+    last : int, optional
+        Only the newest ``last`` of those (still yielded in commit order).
 
     Yields
     ------
@@ -290,13 +292,50 @@ def read_results(path: str | Path, *, verdict: str | None = None, since: str | N
         params.append(str(run_id))
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     try:
-        cursor = connection.execute(f"SELECT {', '.join(RESULT_COLUMNS)} FROM results{where} ORDER BY id", params)
+        columns = ", ".join(RESULT_COLUMNS)
+        query = f"SELECT {columns} FROM results{where} ORDER BY id"
+        if last is not None:
+            query = f"SELECT {columns} FROM (SELECT * FROM results{where} ORDER BY id DESC LIMIT ?) ORDER BY id"
+            params.append(str(int(last)))
+        cursor = connection.execute(query, params)
         for values in cursor:
             row = dict(zip(RESULT_COLUMNS, values, strict=True))
             for column in _JSON_COLUMNS:
                 if row[column] is not None:
                     row[column] = json.loads(row[column])
             yield row
+    finally:
+        connection.close()
+
+
+RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "camera", "recipe_name", "recipe_sha256", "host",
+               "software_version", "model_sha256", "reason")
+
+
+def read_runs(path: str | Path) -> list[dict[str, Any]]:
+    """Every run, newest first, with its result counts by verdict.
+
+    Parameters
+    ----------
+    path : str or Path
+        The results database, opened read-only.
+
+    Returns
+    -------
+    list of dict
+        The run's columns (``RUN_COLUMNS``) and ``verdicts``: {verdict: count}.
+    """
+    connection = connect(Path(path), read_only=True)
+    try:
+        runs = [dict(zip(RUN_COLUMNS, values, strict=True)) for values in
+                connection.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run_id DESC")]
+        counts: dict[int, dict[str, int]] = {}
+        for run_id, verdict, count in connection.execute(
+                "SELECT run_id, verdict, COUNT(*) FROM results GROUP BY run_id, verdict"):
+            counts.setdefault(run_id, {})[verdict] = count
+        for run in runs:
+            run["verdicts"] = counts.get(run["run_id"], {})
+        return runs
     finally:
         connection.close()
 

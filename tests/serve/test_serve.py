@@ -1,0 +1,102 @@
+"""``inspect serve`` over a real line's database: the JSON status, the run history, pictures by id only, bad
+requests refused, a new commit seen at once, and the station page in a real browser (Debian's Chromium,
+headless), whose screenshot the README shows."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from inspection.serve import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def line_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    run_cli("run", "--recipe", "wafer-die", "--camera", "sim:wafer?seed=2", "--frames", "40", "--db",
+            str(root / "line.db"), "--save-ng", str(root / "ng"), "-q")
+    return root / "line.db"
+
+
+def test_status_history_and_pictures(line_db: Path) -> None:
+    client = TestClient(create_app(line_db))
+    status = client.get("/api/status").json()
+    counts = status["run"]["verdicts"]
+    assert sum(counts.values()) == 40 and status["fps"] > 0 and status["latency_p99_ms"] >= status["latency_p50_ms"]
+    assert status["rejected"] and all(part["verdict"] != "pass" for part in status["rejected"])
+    picture = client.get(f"/pictures/{status['rejected'][0]['id']}")
+    assert picture.status_code == 200 and picture.content[:4] == b"\x89PNG"
+    history = client.get("/runs").text
+    assert "wafer-aoi-station" in history and "/runs/1" in history
+    assert client.get("/runs/1").text.count("<tr>") == 41
+    assert client.get("/").status_code == 200 and "/api/status" in client.get("/").text
+
+
+def test_bad_requests_are_refused_and_paths_never_come_from_the_url(line_db: Path) -> None:
+    client = TestClient(create_app(line_db))
+    assert client.get("/pictures/abc").status_code == 422
+    assert client.get("/pictures/-1").status_code == 422
+    assert client.get("/pictures/999999").status_code == 404
+    assert client.get("/pictures/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
+    assert client.get("/runs/77").status_code == 404
+    assert client.post("/api/status", content=b"x" * 1_000_000).status_code == 405
+    assert TestClient(create_app(line_db.parent / "none.db")).get("/api/status").json()["run"] is None
+
+
+def test_a_new_commit_is_on_the_status_at_once(line_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "live.db"
+    shutil.copy(line_db, db)
+    client = TestClient(create_app(db))
+    before = client.get("/api/status").json()
+    run_cli("run", "--recipe", "wafer-die", "--camera", "sim:wafer", "--frames", "1", "--db", str(db), "-q")
+    seen = time.perf_counter()
+    after = client.get("/api/status").json()
+    assert after["run"]["run_id"] == before["run"]["run_id"] + 1 and sum(after["run"]["verdicts"].values()) == 1
+    assert time.perf_counter() - seen < 1.0  # the page asks every 0.5 s: within 1 s of a commit
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_station_page_in_a_real_browser(line_db: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no headless Chromium here (apt-get install chromium)")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "inspection", "serve", "--db", str(line_db), "--port",
+                               str(port)], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        browse = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                  "--virtual-time-budget=3000", "--window-size=1280,900"]
+        dom = subprocess.run([*browse, "--dump-dom", f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
+                             timeout=120).stdout
+        screenshot = tmp_path / "station.png"
+        subprocess.run([*browse, f"--screenshot={screenshot}", f"http://127.0.0.1:{port}/"], capture_output=True,
+                       timeout=120)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert "run 1 (completed), recipe wafer-aoi-station" in dom  # filled in by the page's script
+    assert '<img src="/pictures/' in dom
+    assert screenshot.is_file() and screenshot.stat().st_size > 20_000
