@@ -100,3 +100,19 @@ def test_station_page_in_a_real_browser(line_db: Path, tmp_path: Path) -> None:
     assert "run 1 (completed), recipe wafer-aoi-station" in dom  # filled in by the page's script
     assert '<img src="/pictures/' in dom
     assert screenshot.is_file() and screenshot.stat().st_size > 20_000
+
+
+def test_lot_reports_are_listed_and_served_from_their_folder(line_db: Path, tmp_path: Path) -> None:
+    lots = tmp_path / "lots"
+    run_cli("synth", "lot", str(tmp_path / "lot-a"), "--wafers", "2", timeout=300)
+    run_cli("grade", str(tmp_path / "lot-a"), "--out", str(lots / "lot-a"), "--workers", "1", timeout=600)
+    client = TestClient(create_app(line_db, lots=lots))
+    page = client.get("/lots").text
+    assert 'href="/lot-files/lot-a/report.html"' in page and "<td>2</td>" in page
+    report = client.get("/lot-files/lot-a/report.html")
+    assert report.status_code == 200 and "<img class='map'" in report.text  # the wafer maps
+    klarf = sorted((lots / "lot-a" / "klarf").iterdir())[0].name
+    assert client.get(f"/lot-files/lot-a/klarf/{klarf}").text.startswith("Record FileRecord")
+    assert client.get("/lot-files/../line.db").status_code == 404
+    assert client.get("/lot-files/lot-a/%2e%2e/%2e%2e/line.db").status_code == 404
+    assert TestClient(create_app(line_db)).get("/lots").status_code == 404

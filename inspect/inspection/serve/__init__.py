@@ -1,13 +1,16 @@
 """``inspect serve``: the station and its history in a browser, read from the results database.
 
 The pages only read: the live station (frames/s, latency, verdict counts and the last parts that did not pass,
-with their pictures), the run history and each run's results. Pictures are served by result id from the path
-the line stored (``inspect run --save-ng``), never from a path in the URL. It binds to localhost unless told
-otherwise.
+with their pictures), the run history and each run's results, and the lot reports ``inspect grade`` wrote
+(each lot's report page with its wafer maps, KLARF and bin maps, served as files from the lots folder).
+Pictures are served by result id from the path the line stored (``inspect run --save-ng``), never from a path
+in the URL. It binds to localhost unless told otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -17,11 +20,12 @@ import numpy as np
 from fastapi import FastAPI, HTTPException
 from fastapi import Path as PathParameter
 from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from inspection.report import read_results, read_runs
 from inspection.report.store import connect
 
-__all__ = ["create_app", "station_status"]
+__all__ = ["create_app", "lot_reports", "station_status"]
 
 REJECTED = ("fail", "review", "error")
 _STYLE = """<style>body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}
@@ -78,7 +82,8 @@ _STATION_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>wafer
 <div class="tile pass" id="pass">0<small>pass</small></div><div class="tile fail" id="fail">0<small>fail</small></div>
 <div class="tile review" id="review">0<small>review</small></div>
 <div class="tile error" id="error">0<small>error</small></div></div>
-<h2>Last parts that did not pass</h2><div class="parts" id="parts"></div><p><a href="/runs">run history</a></p>
+<h2>Last parts that did not pass</h2><div class="parts" id="parts"></div>
+<p><a href="/runs">run history</a> · <a href="/lots">lot reports</a></p>
 <script>
 function tile(id, value, label) { document.getElementById(id).innerHTML = value + '<small>' + label + '</small>'; }
 function text(value) { const node = document.createElement('span'); node.textContent = value; return node.innerHTML; }
@@ -111,13 +116,38 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def create_app(db: Path) -> FastAPI:
-    """The web application over ``db`` (read-only).
+def lot_reports(lots: Path) -> list[dict[str, Any]]:
+    """The lot reports in ``lots`` (a folder of ``inspect grade --out`` folders, or one of them), by name.
+
+    Parameters
+    ----------
+    lots : Path
+        The folder to list.
+
+    Returns
+    -------
+    list of dict
+        ``name`` (the folder, relative to ``lots``; "." for ``lots`` itself) and ``figures`` (from its lot.json:
+        wafers, verdicts, mean yield, patterns; empty when it cannot be read).
+    """
+    found = []
+    for report in sorted(lots.glob("report.html")) + sorted(lots.glob("*/report.html")):
+        figures: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # a lot without its figures is still listed
+            figures = json.loads((report.parent / "lot.json").read_text(encoding="utf-8")).get("figures", {})
+        found.append({"name": report.parent.relative_to(lots).as_posix(), "figures": figures})
+    return found
+
+
+def create_app(db: Path, *, lots: Path | None = None) -> FastAPI:
+    """The web application over ``db`` and, when given, the lot reports in ``lots`` (read-only).
 
     Parameters
     ----------
     db : Path
         The results database the line writes (it may not exist yet: the pages wait for it).
+    lots : Path, optional
+        A folder of lot reports (``inspect grade ... --out LOTS/NAME``), listed at ``/lots``.
 
     Returns
     -------
@@ -174,6 +204,23 @@ def create_app(db: Path) -> FastAPI:
             raise HTTPException(404, f"result {result_id} has no stored picture")
         return FileResponse(path)
 
+    @app.get("/lots", response_class=HTMLResponse)
+    def lots_page() -> str:
+        if lots is None:
+            raise HTTPException(404, "no lots folder is served (inspect serve --lots DIR)")
+        rows = []
+        for lot in lot_reports(lots):
+            figures, name = lot["figures"], lot["name"]
+            rows.append([f'<a href="/lot-files/{escape(name)}/report.html">{escape(name)}</a>',
+                         str(figures.get("wafers", "")),
+                         " ".join(f"{escape(k)} {v}" for k, v in sorted(figures.get("verdicts", {}).items())),
+                         "" if figures.get("mean_yield") is None else f"{figures['mean_yield']:.2%}"])
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>lots</title>{_STYLE}</head><body>"
+                "<h1>Lot reports</h1>" + _table(rows, ["lot", "wafers", "verdicts", "mean yield"])
+                + "<p><a href='/'>station</a></p></body></html>")
+
+    if lots is not None:  # the reports' own files (StaticFiles refuses any path outside the folder)
+        app.mount("/lot-files", StaticFiles(directory=lots, check_dir=True), name="lot-files")
     return app
 
 
