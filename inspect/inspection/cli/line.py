@@ -158,11 +158,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], opcua: OpcUaServer | None) -> int:
-    from inspection.chain.opcua import TriggeredCamera
-
-
     camera = open_camera(uri)
     if opcua is not None:  # a frame per PLC trigger
+        from inspection.chain.opcua import TriggeredCamera  # asyncua only for a run that asks
+
         camera = TriggeredCamera(camera, opcua.gate)
     if recipe.camera is not None:
         camera.set_up(recipe.camera)  # exposure, gain, trigger ...: applied when opened, read back
