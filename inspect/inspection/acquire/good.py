@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.acquire.folder import IMAGE_SUFFIXES, read_image
+from inspection.acquire.pixels import is_grey
 from inspection.types import InspectionError
 
 __all__ = ["GoodFolderError", "GoodImages", "read_good_folder"]
@@ -74,10 +75,10 @@ def read_good_folder(folder: str | Path) -> GoodImages:
     images, first_size, first_depth = [], None, None
     for path in paths:
         image, _layout, bit_depth = read_image(path)
+        if not is_grey(image):
+            raise GoodFolderError(f"{path}: a colour image (3 different channels); the anomaly model takes grey "
+                                  "images: convert the folder to grey")
         if image.ndim == 3:
-            if not (np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])):
-                raise GoodFolderError(f"{path}: a colour image (3 different channels); the anomaly model takes grey "
-                                      "images: convert the folder to grey")
             image = np.ascontiguousarray(image[..., 0])
         if first_size is None:
             first_size, first_depth = image.shape, bit_depth

@@ -91,3 +91,18 @@ def to_image(data: np.ndarray, *, width: int, height: int, fmt: PixelFormat) -> 
     if fmt.channels_in_buffer == 1:
         return flat.reshape(height, width).copy()
     return flat.reshape(height, width, fmt.channels_in_buffer)[:, :, :3].copy()
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an image holds grey levels only: one channel, or three equal ones (some scanners store grey so).
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, 3) ndarray
+
+    Returns
+    -------
+    bool
+    """
+    return image.ndim == 2 or (np.array_equal(image[..., 0], image[..., 1])
+                               and np.array_equal(image[..., 1], image[..., 2]))

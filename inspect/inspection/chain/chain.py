@@ -31,7 +31,7 @@ from inspection.calibrate import load_flatfield
 from inspection.classify import Classifier, MicroBatcher, SessionSettings
 from inspection.classify.anomaly import AnomalyModel, anomaly_regions
 from inspection.classify.card import CardError, DetectorSettings, ModelCard
-from inspection.classify.detect import Hypotheses, NamedCandidates, iou_matrix, join_anomalies, name_candidates
+from inspection.classify.detect import Hypotheses, NamedCandidates, join_anomalies, name_candidates, overlaps_any
 from inspection.classify.prepare import prepare_batch
 from inspection.grade import class_verdict, polarity_detections, size_verdict, wafer_verdict
 from inspection.measure import candidate_crops, difference_regions
@@ -202,11 +202,9 @@ class FindAnomalies:
         part.anomaly_map = scored.output[0]
         found = anomaly_regions(part.anomaly_map, threshold=self.threshold, stride_px=self.model.settings.map_stride_px,
                                 image_shape=part.image.shape, pixel_size_um=self.pixel_size_um)
-        if part.regions and found:
-            known = np.array([region.box_xyxy_px for region in part.regions], float)
-            overlaps = iou_matrix(np.array([region.box_xyxy_px for region in found], float), known) > 0
-            found = tuple(region for region, overlap in zip(found, overlaps.any(1), strict=True) if not overlap)
-        part.regions = (*part.regions, *found)
+        known = np.array([region.box_xyxy_px for region in part.regions], float).reshape(-1, 4)
+        repeated = overlaps_any(np.array([region.box_xyxy_px for region in found], float).reshape(-1, 4), known)
+        part.regions = (*part.regions, *(region for region, again in zip(found, repeated, strict=True) if not again))
 
 
 def _batched(batcher: MicroBatcher, crops: Sequence[np.ndarray], *, card: ModelCard, part: Part) -> np.ndarray:
@@ -241,19 +239,19 @@ class ClassifyCandidates:
                                     min_side_px=card.detector.crop_min_side_px)
             part.probabilities = _batched(self.batcher, crops, card=card, part=part)
         from_anomaly = np.array([region.anomaly_score is not None for region in part.regions], bool)
+        anomalous = [region for region in part.regions if region.anomaly_score is not None]
 
-        def named(chosen: np.ndarray, *, rank: bool) -> NamedCandidates:
+        def named(regions: Sequence[Region], probabilities: np.ndarray, *, rank: bool) -> NamedCandidates:
             assert card.detector is not None and card.thresholds.good_class is not None and part.image is not None
-            regions = [region for region, keep in zip(part.regions, chosen, strict=True) if keep]
-            return name_candidates(regions, part.probabilities[chosen], class_names=card.class_names,
+            return name_candidates(regions, probabilities, class_names=card.class_names,
                                    good_class=card.thresholds.good_class, min_score=self.min_score,
                                    settings=card.detector, size=part.image.shape, model_sha256=card.onnx_sha256,
                                    rank=rank)
 
-        result = named(~from_anomaly, rank=self.rank)
-        if from_anomaly.any():
-            result = join_anomalies(result, named(from_anomaly, rank=False),
-                                    [region for region, keep in zip(part.regions, from_anomaly, strict=True) if keep],
+        result = named([region for region in part.regions if region.anomaly_score is None],
+                       part.probabilities[~from_anomaly], rank=self.rank)
+        if anomalous:
+            result = join_anomalies(result, named(anomalous, part.probabilities[from_anomaly], rank=False), anomalous,
                                     part.probabilities[from_anomaly], min_score=self.min_score)
         part.detections, part.hypotheses = result.detections, result.hypotheses
 

@@ -160,6 +160,7 @@ class OpcUaServer:
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="opcua", daemon=True)
         self._nodes: dict[str, Any] = {}
+        self._types: dict[str, ua.VariantType] = {}
 
     # --- life cycle (called from the line's threads) -------------------------------------------------------
 
@@ -227,7 +228,7 @@ class OpcUaServer:
             node = await parent.add_variable(namespace, name, ua.Variant(value, variant))
             if writable:
                 await node.set_writable()
-            self._nodes[name] = node
+            self._nodes[name], self._types[name] = node, variant
         for name, action in (("Start", "Operational"), ("Stop", "Halted"), ("Reset", "Operational")):
             await system.add_method(namespace, name, self._method(name, action), [], [])
         await system.add_method(namespace, "SelectRecipe", self._select, [ua.VariantType.String],
@@ -266,8 +267,7 @@ class OpcUaServer:
         return [ua.Variant(active, ua.VariantType.String)]
 
     async def _set(self, name: str, value: Any) -> None:
-        node = self._nodes[name]
-        await node.write_value(ua.Variant(value, (await node.read_data_type_as_variant_type())))
+        await self._nodes[name].write_value(ua.Variant(value, self._types[name]))
 
     async def _watch_trigger(self) -> None:
         """Poll the PLC's trigger every millisecond (a local read): a rising edge starts a part, a falling edge

@@ -15,12 +15,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspection.acquire.pixels import is_grey
 from inspection.classify.card import AnomalySettings, CardError, ModelCard
 from inspection.classify.prepare import normalise, to_unit
 from inspection.classify.runtime import Classifier, Device, SessionSettings
 from inspection.types import InspectionError, Layout, Region
 
-__all__ = ["AnomalyInputError", "AnomalyModel", "anomaly_regions"]
+__all__ = ["THRESHOLD_GRID", "AnomalyInputError", "AnomalyModel", "anomaly_regions"]
+
+THRESHOLD_GRID = np.r_[np.arange(0.05, 0.99, 0.01), np.arange(0.99, 0.9995, 0.001)].round(4)
+"""The map thresholds a card's threshold is chosen from and evaluations sweep: fine near 1, where a model's
+scores on good images end."""
 
 
 class AnomalyInputError(InspectionError, ValueError):
@@ -77,8 +82,7 @@ class AnomalyModel:
             raise AnomalyInputError(f"{source}: {width}x{height} px, but the anomaly model {self.runtime.model_dir} "
                                     f"was trained on {spec.width}x{spec.height} px images; its map's scale is the "
                                     "image's, so nothing is resized")
-        if layout != "mono" and image.ndim == 3 and not (
-                np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])):
+        if not is_grey(image):
             raise AnomalyInputError(f"{source}: a colour image (3 different channels), but the anomaly model "
                                     f"{self.runtime.model_dir} takes {spec.channels}-channel grey images")
         unit = to_unit(image, layout=layout, bit_depth=bit_depth, channels=spec.channels)

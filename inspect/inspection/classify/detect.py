@@ -28,6 +28,11 @@ def iou_matrix(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
     return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
 
 
+def overlaps_any(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Whether each box in ``boxes`` (N x 4) overlaps any box in ``others`` (M x 4, M may be 0): N bools."""
+    return (iou_matrix(boxes, others) > 0).any(axis=1)
+
+
 def refine_boxes(boxes: np.ndarray, kinds: list[str], *, settings: DetectorSettings,
                  size: tuple[int, int]) -> np.ndarray:
     """Candidate boxes grown to the reported size of their class (``settings.box_growth``), kept in the image."""
@@ -196,16 +201,11 @@ def unexplained_anomalies(regions: Sequence[Region], probabilities: np.ndarray, 
     tuple of Detection
         Kind ``anomaly``, score the region's ``anomaly_score``, box the region's.
     """
-    reported = as_hypotheses(detections).boxes
-    found = []
-    for region, row in zip(regions, probabilities, strict=True):
-        if region.anomaly_score is None or row.max() >= min_score:
-            continue
-        box = np.array([region.box_xyxy_px], float)
-        if len(reported) and (iou_matrix(box, reported) > 0).any():
-            continue
-        found.append(Detection("anomaly", region.anomaly_score, region, box_xyxy_px=tuple(map(float, box[0]))))
-    return tuple(found)
+    boxes = np.array([region.box_xyxy_px for region in regions], float).reshape(-1, 4)
+    unreported = ~overlaps_any(boxes, as_hypotheses(detections).boxes)
+    return tuple(Detection("anomaly", region.anomaly_score, region, box_xyxy_px=tuple(map(float, box)))
+                 for region, row, box, free in zip(regions, probabilities, boxes, unreported, strict=True)
+                 if region.anomaly_score is not None and row.max() < min_score and free)
 
 
 def join_anomalies(named: NamedCandidates, anomalous: NamedCandidates, anomaly_regions: Sequence[Region],
@@ -234,9 +234,8 @@ def join_anomalies(named: NamedCandidates, anomalous: NamedCandidates, anomaly_r
     -------
     NamedCandidates
     """
-    reported = as_hypotheses(named.detections).boxes
-    added = [d for d in anomalous.detections
-             if not len(reported) or not (iou_matrix(as_hypotheses([d]).boxes, reported) > 0).any()]
+    clear = ~overlaps_any(as_hypotheses(anomalous.detections).boxes, as_hypotheses(named.detections).boxes)
+    added = [detection for detection, keep in zip(anomalous.detections, clear, strict=True) if keep]
     added += unexplained_anomalies(anomaly_regions, anomaly_probabilities, (*named.detections, *added),
                                    min_score=min_score)
     if named.hypotheses is None or not added:

@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 from inspection.cli.common import UsageError, interval_text, model_folder
+from inspection.cli.models import load_train_package
 
 
 def cmd_train_anomaly(args: argparse.Namespace) -> int:
-    try:
-        from inspection.train.anomaly import train_anomaly
-    except ImportError as exc:
-        raise UsageError(f"training needs the [train] extra (torch, torchvision, albumentations, onnx): "
-                         f"pip install 'wafer-inspect[train]' ({exc})") from None
+    load_train_package()  # a usage error naming the [train] extra where torch is missing
+    from inspection.train.anomaly import train_anomaly
+
     if not 0 < args.held_out < 1:
         raise UsageError(f"--held-out must lie between 0 and 1 (a share of the good images), got {args.held_out}")
     if args.steps < 1 or args.batch < 1:

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from inspection.classify.anomaly import anomaly_regions
+from inspection.classify.anomaly import THRESHOLD_GRID, anomaly_regions
 from inspection.classify.detect import iou_matrix
 from inspection.evaluate.metrics import bootstrap_intervals
 
-__all__ = ["anomaly_report", "auroc", "pro_auc"]
+__all__ = ["anomaly_report", "auroc", "false_alarms_per_image", "pro_auc"]
 
 MAX_REGION_TO_BOX_AREA = 4.0
 
@@ -100,6 +100,32 @@ def _outcomes(score_map: np.ndarray, truth_boxes: np.ndarray, *, threshold: floa
     return finds.any(0), int((~finds.any(1)).sum())
 
 
+def false_alarms_per_image(good_maps: Sequence[np.ndarray], *, threshold: float, stride_px: int,
+                           image_shape: tuple[int, int]) -> float:
+    """Regions per good image at ``threshold`` (on a good image, every region is a false alarm).
+
+    Parameters
+    ----------
+    good_maps : sequence of (h, w) float arrays
+        Score maps of good images.
+    threshold : float
+        The map threshold.
+    stride_px : int
+        Image pixels per map cell.
+    image_shape : (H, W)
+        The images' size in pixels.
+
+    Returns
+    -------
+    float
+        NaN without maps.
+    """
+    if not len(good_maps):
+        return float("nan")
+    return float(np.mean([len(anomaly_regions(m, threshold=threshold, stride_px=stride_px, image_shape=image_shape,
+                                              pixel_size_um=1.0)) for m in good_maps]))
+
+
 def _figures(found: list[np.ndarray], false_alarms: np.ndarray, kinds: list[tuple[str, ...]], images: np.ndarray,
              *, kind_names: Sequence[str]) -> dict[str, float]:
     hits, totals = Counter(), Counter()
@@ -152,12 +178,13 @@ def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.n
     """
     kind_names = sorted({kind for kinds in truth_kinds for kind in kinds})
     kinds = [tuple(k) for k in truth_kinds]
+    truth_boxes = [np.asarray(b, float).reshape(-1, 4) for b in truth_boxes]
     image_scores = np.r_[[m.max() for m in defect_maps], [m.max() for m in good_maps]]
     is_defective = np.r_[np.ones(len(defect_maps), bool), np.zeros(len(good_maps), bool)]
     cell_scores, cell_inside, box_scores = [], [], []
     for score_map, boxes in zip(defect_maps, truth_boxes, strict=True):
         inside = np.zeros(score_map.shape, bool)
-        for x1, y1, x2, y2 in np.asarray(boxes, float).reshape(-1, 4):
+        for x1, y1, x2, y2 in boxes:
             cells = (slice(int(y1) // stride_px, int(np.ceil(y2 / stride_px))),
                      slice(int(x1) // stride_px, int(np.ceil(x2 / stride_px))))
             inside[cells] = True
@@ -165,12 +192,11 @@ def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.n
         cell_scores.append(score_map.ravel())
         cell_inside.append(inside.ravel())
 
-    def point(at: float) -> tuple[list[np.ndarray], np.ndarray, float]:
-        outcomes = [_outcomes(m, np.asarray(b, float).reshape(-1, 4), threshold=at, stride_px=stride_px,
-                              image_shape=image_shape) for m, b in zip(defect_maps, truth_boxes, strict=True)]
-        good_alarms = np.mean([_outcomes(m, np.zeros((0, 4)), threshold=at, stride_px=stride_px,
-                                         image_shape=image_shape)[1] for m in good_maps]) if good_maps else np.nan
-        return [o[0] for o in outcomes], np.array([o[1] for o in outcomes], float), float(good_alarms)
+    def defective(at: float) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per defective image: which boxes a region finds, and its false alarms."""
+        outcomes = [_outcomes(m, b, threshold=at, stride_px=stride_px, image_shape=image_shape)
+                    for m, b in zip(defect_maps, truth_boxes, strict=True)]
+        return [found for found, _ in outcomes], np.array([alarms for _, alarms in outcomes], float)
 
     every = np.arange(len(defect_maps))
     report: dict[str, Any] = {
@@ -183,17 +209,15 @@ def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.n
     # The threshold of the highest recall among those meeting the target (regions merge and split as the
     # threshold moves, so neither count is monotonic in it: every candidate is tried).
     best = (-1.0, 1.0)
-    for candidate in np.r_[np.arange(0.05, 0.99, 0.01), np.arange(0.99, 0.9995, 0.001)].round(4):
-        outcomes = [_outcomes(m, np.asarray(b, float).reshape(-1, 4), threshold=float(candidate),
-                              stride_px=stride_px, image_shape=image_shape)
-                    for m, b in zip(defect_maps, truth_boxes, strict=True)]
-        if np.mean([alarms for _, alarms in outcomes]) <= target_false_alarms_per_image:
-            recall = float(np.concatenate([found for found, _ in outcomes]).mean())
-            best = max(best, (recall, float(candidate)))
+    for candidate in THRESHOLD_GRID:
+        found, alarms = defective(float(candidate))
+        if alarms.mean() <= target_false_alarms_per_image:
+            best = max(best, (float(np.concatenate(found).mean()), float(candidate)))
     target_threshold = best[1]
     ci95: dict[str, Any] = {}
     for name, at in (("at_card_threshold", threshold), ("at_target", target_threshold)):
-        found, alarms, good_alarms = point(at)
+        found, alarms = defective(at)
+        good_alarms = false_alarms_per_image(good_maps, threshold=at, stride_px=stride_px, image_shape=image_shape)
         figures = _figures(found, alarms, kinds, every, kind_names=kind_names)
         report[name] = {"threshold": round(at, 4), **{k: round(v, 4) for k, v in figures.items()},
                         "false_alarms_per_good_image": round(good_alarms, 4)}

@@ -53,6 +53,13 @@ def draw_detections(image: np.ndarray, detections: tuple[Detection, ...], *, ver
     return picture
 
 
+def _title_bar(picture: np.ndarray, title: str) -> np.ndarray:
+    """White ``title`` on a black bar over the picture's first 18 rows (in place); returns the picture."""
+    cv2.rectangle(picture, (0, 0), (picture.shape[1], 18), (0, 0, 0), -1)
+    cv2.putText(picture, title, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    return picture
+
+
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: list[str], *, title: str) -> np.ndarray:
     """An 8-bit BGR copy of the grey ``image`` with each box outlined and labelled, and a title bar.
 
@@ -77,9 +84,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: list[str], *, title
         cv2.rectangle(picture, (int(x0), int(y0)), (int(x1), int(y1)), colour, 2)
         cv2.putText(picture, label, (int(x0), max(30, int(y0) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1,
                     cv2.LINE_AA)
-    cv2.rectangle(picture, (0, 0), (picture.shape[1], 18), (0, 0, 0), -1)
-    cv2.putText(picture, title, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
-    return picture
+    return _title_bar(picture, title)
 
 
 def draw_anomaly_map(image: np.ndarray, score_map: np.ndarray, *, threshold: float, truth_boxes: np.ndarray,
@@ -112,9 +117,7 @@ def draw_anomaly_map(image: np.ndarray, score_map: np.ndarray, *, threshold: flo
     for boxes, colour in ((truth_boxes, (0, 200, 0)), (found_boxes, _COLOURS_BGR[Verdict.FAIL])):
         for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4).round().astype(int):
             cv2.rectangle(picture, (int(x0), int(y0)), (int(x1), int(y1)), colour, 1)
-    cv2.rectangle(picture, (0, 0), (width, 18), (0, 0, 0), -1)
-    cv2.putText(picture, title, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
-    return picture
+    return _title_bar(picture, title)
 
 
 def save_png(path: str | Path, picture: np.ndarray) -> Path:

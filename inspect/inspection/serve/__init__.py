@@ -41,7 +41,7 @@ def station_status(db: Path, *, window: int = 200) -> dict[str, Any]:
     Parameters
     ----------
     db : Path
-        The results database.
+        The results database (it may not exist yet).
     window : int
         The newest results that frames/s and latency are computed over.
 
@@ -52,7 +52,7 @@ def station_status(db: Path, *, window: int = 200) -> dict[str, Any]:
         ``latency_p99_ms`` and ``rejected``: the last six parts that did not pass (id, frame counter, verdict,
         reason, detections, whether a picture exists).
     """
-    runs = read_runs(db)
+    runs = read_runs(db) if db.is_file() else []
     if not runs:
         return {"run": None, "fps": 0.0, "latency_p50_ms": None, "latency_p99_ms": None, "rejected": []}
     run = runs[0]
@@ -166,8 +166,6 @@ def create_app(db: Path, *, lots: Path | None = None) -> FastAPI:
 
     @app.get("/api/status")
     def status() -> dict[str, Any]:
-        if not db.is_file():
-            return {"run": None, "fps": 0.0, "latency_p50_ms": None, "latency_p99_ms": None, "rejected": []}
         return station_status(db)
 
     @app.get("/api/runs")

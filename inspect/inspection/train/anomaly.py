@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from inspection.acquire.good import GoodImages, read_good_folder
-from inspection.classify.anomaly import AnomalyModel, anomaly_regions
+from inspection.classify.anomaly import THRESHOLD_GRID, AnomalyModel
 from inspection.classify.card import (
     AnomalySettings,
     InputSpec,
@@ -36,6 +36,7 @@ from inspection.classify.card import (
     Thresholds,
     sha256_of,
 )
+from inspection.evaluate import anomaly as anomaly_metrics
 from inspection.sim.defects import draw_defects
 from inspection.train.curves import save_anomaly_curves
 from inspection.train.export import OPSET, PARITY_TOLERANCE, WEIGHTS_FILE, ExportError, count_flops, stamp_metadata
@@ -118,15 +119,6 @@ def _training_batch(binaries: list[np.ndarray], *, crop_px: int, batch: int, rng
     targets = F.max_pool2d(torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)), MAP_STRIDE_PX,
                            ceil_mode=True)
     return images, targets
-
-
-def _false_alarm_curve(maps: list[np.ndarray], *, image_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Regions per good image against the threshold (every region on a good image is a false alarm)."""
-    thresholds = np.r_[np.arange(0.05, 0.99, 0.01), np.arange(0.99, 0.9995, 0.001)].round(4)
-    per_image = np.array([
-        np.mean([len(anomaly_regions(m, threshold=float(t), stride_px=MAP_STRIDE_PX, image_shape=image_shape,
-                                     pixel_size_um=1.0)) for m in maps]) for t in thresholds])
-    return thresholds, per_image
 
 
 def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 4000, batch: int = 24,
@@ -232,7 +224,11 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     if max_abs_diff > PARITY_TOLERANCE:
         raise ExportError(f"{onnx_path}: ONNX Runtime differs from torch on {len(held_out)} held-out images: max "
                           f"|d score| {max_abs_diff:.2e} (tolerance {PARITY_TOLERANCE:.0e})")
-    thresholds, false_alarms = _false_alarm_curve(onnx_maps, image_shape=(height, width))
+    thresholds = THRESHOLD_GRID
+    false_alarms = np.array([anomaly_metrics.false_alarms_per_image(onnx_maps, threshold=float(t),
+                                                                    stride_px=MAP_STRIDE_PX,
+                                                                    image_shape=(height, width))
+                             for t in thresholds])
     within = np.nonzero(false_alarms <= false_alarms_per_image)[0]
     chosen = int(within[0]) if len(within) else len(thresholds) - 1
 
