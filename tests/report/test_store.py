@@ -85,10 +85,11 @@ def test_a_version_1_database_is_migrated_in_place_with_every_row_intact(tmp_pat
     assert store.migrated_from == 1
     store.close()
     with sqlite3.connect(db) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
         after = connection.execute("SELECT * FROM results ORDER BY id").fetchall()
         runs_after = connection.execute("SELECT * FROM runs").fetchall()
-    assert len(before) == 6 and [row[:16] for row in after] == before and all(row[16:] == (None, None) for row in after)
+    assert len(before) == 6 and [row[:16] for row in after] == before
+    assert all(row[16:] == (None, None, None) for row in after)
     assert [row[:9] for row in runs_after] == runs_before
     rows = list(read_results(db))
     assert [r["verdict"] for r in rows] == [row[8] for row in before] and rows[0]["model_sha256"] is None
@@ -108,7 +109,7 @@ def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     with sqlite3.connect(db) as connection:
         connection.execute("PRAGMA user_version=99")
     before = db.read_bytes()
-    with pytest.raises(StoreError, match="schema version 99 is newer than this software's 3"):
+    with pytest.raises(StoreError, match="schema version 99 is newer than this software's 4"):
         ResultStore(db)
     assert db.read_bytes() == before
 

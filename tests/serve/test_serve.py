@@ -5,29 +5,19 @@ headless), whose screenshot the README shows."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli
+from tests.serve.conftest import served
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from inspection.serve import create_app  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def line_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("serve")
-    run_cli("run", "--recipe", "wafer-die", "--camera", "sim:wafer?seed=2", "--frames", "40", "--db",
-            str(root / "line.db"), "--save-ng", str(root / "ng"), "-q")
-    return root / "line.db"
 
 
 def test_status_history_and_pictures(line_db: Path) -> None:
@@ -51,7 +41,8 @@ def test_bad_requests_are_refused_and_paths_never_come_from_the_url(line_db: Pat
     assert client.get("/pictures/999999").status_code == 404
     assert client.get("/pictures/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
     assert client.get("/runs/77").status_code == 404
-    assert client.post("/api/status", content=b"x" * 1_000_000).status_code == 405
+    assert client.post("/api/status", content=b"x" * 1_000_000).status_code == 413  # refused unread
+    assert client.post("/api/status").status_code == 405
     assert TestClient(create_app(line_db.parent / "none.db")).get("/api/status").json()["run"] is None
 
 
@@ -67,36 +58,17 @@ def test_a_new_commit_is_on_the_status_at_once(line_db: Path, tmp_path: Path) ->
     assert time.perf_counter() - seen < 1.0  # the page asks every 0.5 s: within 1 s of a commit
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_station_page_in_a_real_browser(line_db: Path, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("no headless Chromium here (apt-get install chromium)")
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "inspection", "serve", "--db", str(line_db), "--port",
-                               str(port)], stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with served(line_db) as url:
         browse = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                   "--virtual-time-budget=3000", "--window-size=1280,900"]
-        dom = subprocess.run([*browse, "--dump-dom", f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
+        dom = subprocess.run([*browse, "--dump-dom", f"{url}/"], capture_output=True, text=True,
                              timeout=120).stdout
         screenshot = tmp_path / "station.png"
-        subprocess.run([*browse, f"--screenshot={screenshot}", f"http://127.0.0.1:{port}/"], capture_output=True,
-                       timeout=120)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        subprocess.run([*browse, f"--screenshot={screenshot}", f"{url}/"], capture_output=True, timeout=120)
     assert "run 1 (completed), recipe wafer-aoi-station" in dom  # filled in by the page's script
     assert '<img src="/pictures/' in dom
     assert screenshot.is_file() and screenshot.stat().st_size > 20_000

@@ -159,6 +159,10 @@ def test_unreadable_mixed_size_and_16_bit_images(tmp_path: Path) -> None:
     [
         (lambda root: (root / "empty").mkdir(), "empty: class folder holds no image files"),
         (lambda root: shutil.rmtree(root / "particle"), "expected at least 2"),
+        # one good image (a small review export): it can only train, so validation has no good image to set the
+        # good/defect operating point on
+        (lambda root: [path.unlink() for path in sorted((root / "good").iterdir())[1:]],
+         "the validation split holds 0 'good' and 1 defect image(s)"),
     ],
 )
 def test_bad_training_folders(tmp_path: Path, prepare, message: str) -> None:

@@ -432,6 +432,18 @@ class Chain:
     def model_sha256(self) -> str | None:
         return None if self.classifier is None else self.classifier.card.onnx_sha256
 
+    def detection_crops(self, part: Part) -> list[np.ndarray] | None:
+        """The crops of ``part``'s detections as the classifier cuts them (image, golden, |difference|, with its
+        card's context; a classifier-free chain's candidate settings otherwise): what an operator reviews and
+        ``inspect labels export`` hands to ``inspect train``. None for a part without a golden or detections."""
+        if part.image is None or part.reference is None or not part.detections:
+            return None
+        card = None if self.classifier is None else self.classifier.card
+        detector = card.detector if card is not None and card.detector is not None else classical_detector(self.recipe)
+        boxes = np.array([detection.region.box_xyxy_px for detection in part.detections], float)
+        return candidate_crops(part.image, part.reference, boxes, context=detector.crop_context,
+                               min_side_px=detector.crop_min_side_px)
+
     def replace_with(self, other: Chain) -> None:
         """Take ``other``'s recipe, stages and models, closing this chain's: a recipe selected between parts
         (nothing may be in flight). The caller keeps its pipeline settings (queue depth, workers)."""

@@ -90,30 +90,35 @@ class LineStats:
 _DONE = object()
 
 
-def _commit(item: Any, store: ResultStore, stats: LineStats, *, run_id: int, save_ng_dir: Path | None) -> LineEvent:
-    """Store one item of the results queue: a skipped input as an event, a part as its result (with its picture
-    when it did not pass; a picture that cannot be saved is logged and never costs the part its result).
-    Returns the event to tell the hooks."""
+def _commit(item: Any, store: ResultStore, stats: LineStats, *, run_id: int, save_ng_dir: Path | None,
+            chain: Chain) -> LineEvent:
+    """Store one item of the results queue: a skipped input as an event, a part as its result. A part that did
+    not pass gets its picture and the crops its detections were classified on (for review); a picture that
+    cannot be saved is logged and never costs the part its result. Returns the event to tell the hooks."""
     if isinstance(item, SkippedInput):
         stats.skipped.append(item)
         store.add_event(run_id, kind="skipped", source=item.path, detail=item.reason)
         return LineEvent("skipped", run_id, skipped=item)
     result = item.result()
-    image_path = None
+    image_path, crop_paths = None, None
     if save_ng_dir is not None and item.image is not None and result.verdict != Verdict.PASS:
-        name = f"run{run_id:04d}_{result.frame_counter:07d}_{result.verdict}.png"
+        stem = f"run{run_id:04d}_{result.frame_counter:07d}"
         picture = draw_detections(item.image, result.detections, verdict=result.verdict,
                                   title=f"{result.source_id} #{result.frame_counter}", reason=result.reason)
         try:
-            image_path = str(save_png(save_ng_dir / name, picture))
+            image_path = str(save_png(save_ng_dir / f"{stem}_{result.verdict}.png", picture))
+            crops = chain.detection_crops(item)
+            if crops is not None:
+                crop_paths = [str(save_png(save_ng_dir / "crops" / f"{stem}_{index:02d}.png", crop))
+                              for index, crop in enumerate(crops)]
         except OSError as exc:
             stats.pictures_not_saved += 1
             if stats.pictures_not_saved == 1:  # once per run: a read-only or full folder fails every picture
                 log.warning("cannot save pictures in %s (%s); results are stored without them", save_ng_dir,
                             exc.strerror or exc)
-                store.add_event(run_id, kind="picture-not-saved", source=str(save_ng_dir / name),
+                store.add_event(run_id, kind="picture-not-saved", source=str(save_ng_dir / stem),
                                 detail=str(exc.strerror or exc))
-    row_id = store.add_result(run_id, result, image_path=image_path)
+    row_id = store.add_result(run_id, result, image_path=image_path, crop_paths=crop_paths)
     latency_ms = (time.time() - result.acquired_at_s) * 1000.0
     stats.record(result.verdict, latency_ms)
     return LineEvent("result", run_id, result=result, row_id=row_id, latency_ms=latency_ms)
@@ -132,6 +137,7 @@ def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, s
     what was committed stays).
     """
     settings = chain.recipe.pipeline
+    save_ng_dir = None if save_ng_dir is None else save_ng_dir.resolve()  # stored paths hold from any folder
     stats = LineStats(latency_budget_ms=settings.latency_budget_ms)
     frames_q: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_depth)
     results_q: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_depth)
@@ -179,7 +185,7 @@ def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, s
             not_stored += not isinstance(item, SkippedInput)
         elif item is not None:
             try:
-                event = _commit(item, store, stats, run_id=run_id, save_ng_dir=save_ng_dir)
+                event = _commit(item, store, stats, run_id=run_id, save_ng_dir=save_ng_dir, chain=chain)
                 publish(replace(event, frames_waiting=frames_q.qsize()))
             except StoreError as exc:
                 # The database takes no more (a full disk, a read-only file): stop acquiring, let the frames in

@@ -11,14 +11,14 @@ import json
 import os
 import platform
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from inspection.types import FrameResult, InspectionError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY,
@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS results (
     truth TEXT,
     image_path TEXT,
     model_sha256 TEXT,
-    inference TEXT
+    inference TEXT,
+    crop_paths TEXT
 );
 CREATE INDEX IF NOT EXISTS results_by_time ON results(acquired_at);
 CREATE INDEX IF NOT EXISTS results_by_verdict ON results(verdict);
@@ -64,23 +65,36 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY,
+    result_id INTEGER NOT NULL REFERENCES results(id),
+    detection INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    model_label TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reviews_by_result ON reviews(result_id, detection);
 """
 _MIGRATIONS = {
     # from version: the statements that bring a database of that version to the next
     1: ("ALTER TABLE runs ADD COLUMN model_sha256 TEXT", "ALTER TABLE runs ADD COLUMN reason TEXT",
         "ALTER TABLE results ADD COLUMN model_sha256 TEXT", "ALTER TABLE results ADD COLUMN inference TEXT"),
     2: ("ALTER TABLE runs ADD COLUMN pid INTEGER",),
+    3: ("ALTER TABLE results ADD COLUMN crop_paths TEXT",),  # the reviews table comes with the schema script
 }
 """Version 2 (0.2): the classifier on the line. Runs name their model and why they failed; results name the
 model that classified their detections and how inference went (candidates, batch sizes, wait in the batcher).
 Version 3: runs name the process that writes them, so a run whose process was killed is found and closed.
+Version 4: defect review. Results keep the crops their detections were classified on (``crop_paths``, one per
+detection) and ``reviews`` holds what an operator said about each detection (every review kept; the newest counts).
 """
 RESULT_COLUMNS = (
     "id", "run_id", "source", "frame_counter", "path", "acquired_at", "committed_at", "latency_ms", "verdict",
     "reason", "n_detections", "detections", "stage_latency_ms", "shift_px", "truth", "image_path", "model_sha256",
-    "inference",
+    "inference", "crop_paths",
 )
-_JSON_COLUMNS = ("detections", "stage_latency_ms", "shift_px", "truth", "inference")
+_JSON_COLUMNS = ("detections", "stage_latency_ms", "shift_px", "truth", "inference", "crop_paths")
 
 
 class StoreError(InspectionError, RuntimeError):
@@ -178,6 +192,28 @@ def migrate(connection: sqlite3.Connection, *, path: Path) -> int:
     return found
 
 
+def open_for_writing(path: Path) -> tuple[sqlite3.Connection, int]:
+    """A writable connection to the results database at ``path`` (created if missing), migrated to this
+    software's schema; returns it and the schema version found."""
+    connection = connect(path, read_only=False)
+    try:
+        connection.isolation_level = None  # explicit transactions: the migration's, then one per write
+        migrated_from = migrate(connection, path=path)
+        connection.isolation_level = ""
+    except sqlite3.Error as exc:
+        connection.close()
+        raise write_failure(path, exc) from None
+    create_schema(connection, schema=_SCHEMA, version=SCHEMA_VERSION, path=path)
+    return connection, migrated_from
+
+
+def select_columns(connection: sqlite3.Connection, table: str, columns: Sequence[str]) -> str:
+    """``columns`` for a SELECT from ``table``, NULL for those an older schema lacks (a database written by an
+    earlier version is read as it is; only a writer migrates it)."""
+    present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    return ", ".join(column if column in present else f"NULL AS {column}" for column in columns)
+
+
 class ResultStore:
     """Writes runs, results and events. Use from one thread (the line loop's writer).
 
@@ -186,15 +222,7 @@ class ResultStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._connection = connect(self.path, read_only=False)
-        try:
-            self._connection.isolation_level = None  # explicit transactions: the migration's and one per part
-            self.migrated_from = migrate(self._connection, path=self.path)
-            self._connection.isolation_level = ""
-        except sqlite3.Error as exc:
-            self._connection.close()
-            raise write_failure(self.path, exc) from None
-        create_schema(self._connection, schema=_SCHEMA, version=SCHEMA_VERSION, path=self.path)
+        self._connection, self.migrated_from = open_for_writing(self.path)
         self.closed_runs = self._close_abandoned_runs()
 
     def _close_abandoned_runs(self) -> list[int]:
@@ -233,8 +261,10 @@ class ResultStore:
         self._commit("UPDATE runs SET finished_at = ?, status = ?, reason = ? WHERE run_id = ?",
                      (_now(), status, reason, run_id))
 
-    def add_result(self, run_id: int, result: FrameResult, *, image_path: str | None = None) -> int:
-        """Commit one part's result (its own transaction) and return its row id."""
+    def add_result(self, run_id: int, result: FrameResult, *, image_path: str | None = None,
+                   crop_paths: Sequence[str | None] | None = None) -> int:
+        """Commit one part's result (its own transaction) and return its row id; ``crop_paths`` names, per
+        detection, the file of the crop the classifier saw (None where none was saved)."""
         committed_s = datetime.now(UTC).timestamp()
         row = (
             run_id, result.source_id, result.frame_counter, result.path, iso_utc(result.acquired_at_s),
@@ -245,6 +275,7 @@ class ResultStore:
             json.dumps([t.to_dict() for t in result.truth]) if result.truth is not None else None,
             image_path, result.model_sha256,
             json.dumps(result.extras) if result.extras else None,
+            None if crop_paths is None else json.dumps(list(crop_paths)),
         )
         return self._commit(
             f"INSERT INTO results ({', '.join(RESULT_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})", row)
@@ -258,7 +289,8 @@ class ResultStore:
 
 
 def read_results(path: str | Path, *, verdict: str | None = None, since: str | None = None,
-                 run_id: int | None = None, last: int | None = None) -> Iterator[dict[str, Any]]:
+                 run_id: int | None = None, result_id: int | None = None, last: int | None = None
+                 ) -> Iterator[dict[str, Any]]:
     """Stored results in commit order, JSON columns decoded.
 
     Parameters
@@ -271,6 +303,8 @@ def read_results(path: str | Path, *, verdict: str | None = None, since: str | N
         Only results acquired at or after this ISO-8601 time (UTC if no zone is given).
     run_id : int, optional
         Only this run's results.
+    result_id : int, optional
+        Only the result with this id.
     last : int, optional
         Only the newest ``last`` of those (still yielded in commit order).
 
@@ -290,12 +324,15 @@ def read_results(path: str | Path, *, verdict: str | None = None, since: str | N
     if run_id is not None:
         clauses.append("run_id = ?")
         params.append(str(run_id))
+    if result_id is not None:
+        clauses.append("id = ?")
+        params.append(str(result_id))
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     try:
-        columns = ", ".join(RESULT_COLUMNS)
+        columns = select_columns(connection, "results", RESULT_COLUMNS)
         query = f"SELECT {columns} FROM results{where} ORDER BY id"
         if last is not None:
-            query = f"SELECT {columns} FROM (SELECT * FROM results{where} ORDER BY id DESC LIMIT ?) ORDER BY id"
+            query = f"SELECT * FROM (SELECT {columns} FROM results{where} ORDER BY id DESC LIMIT ?) ORDER BY id"
             params.append(str(int(last)))
         cursor = connection.execute(query, params)
         for values in cursor:

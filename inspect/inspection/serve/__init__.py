@@ -1,38 +1,56 @@
-"""``inspect serve``: the station and its history in a browser, read from the results database.
+"""``inspect serve``: the station and its history in a browser, read from the results database, and defect review.
 
-The pages only read: the live station (frames/s, latency, verdict counts and the last parts that did not pass,
-with their pictures), the run history and each run's results, and the lot reports ``inspect grade`` wrote
-(each lot's report page with its wafer maps, KLARF and bin maps, served as files from the lots folder).
-Pictures are served by result id from the path the line stored (``inspect run --save-ng``), never from a path
-in the URL. It binds to localhost unless told otherwise.
+The pages read: the live station (frames/s, latency, verdict counts and the last parts that did not pass, with
+their pictures), the run history and each run's results, each result with its detections and their crops, and
+the lot reports ``inspect grade`` wrote (each lot's report page with its wafer maps, KLARF and bin maps, served
+as files from the lots folder). Pictures and crops are served by result id from the paths the line stored
+(``inspect run --save-ng``), never from a path in the URL.
+
+The one write is a review: an operator confirms or re-labels a detection (``POST /api/reviews``), which needs
+the review token the server was started with (``INSPECT_REVIEW_TOKEN``); without one, review is off. Refused
+requests are logged and answered with their reason; request bodies over 16 KiB are refused unread. It binds to
+localhost unless told otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import cv2
 import numpy as np
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, Header, HTTPException
 from fastapi import Path as PathParameter
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
 
 from inspection.report import read_results, read_runs
+from inspection.report.reviews import ReviewError, UnknownResult, add_review, read_reviews, review_labels
 from inspection.report.store import connect
 
-__all__ = ["create_app", "lot_reports", "station_status"]
+ResultId = Annotated[int, PathParameter(ge=1, le=2**62)]
+__all__ = ["MAX_BODY_BYTES", "create_app", "lot_reports", "station_status"]
+
+log = logging.getLogger("inspection.serve")
+MAX_BODY_BYTES = 16 * 1024
+"""The largest request body taken (a review is about 100 bytes); larger ones are refused unread."""
+MIN_TOKEN_CHARS = 16
 
 REJECTED = ("fail", "review", "error")
 _STYLE = """<style>body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}th{background:#eee}.pass{color:#080}.fail{color:#c00}
 .review{color:#b60}.error{color:#808}.tiles{display:flex;gap:1.5em;margin:1em 0}.tile{font-size:28px}
 .tile small{display:block;font-size:13px;color:#666}.parts{display:flex;flex-wrap:wrap;gap:10px}
-.parts figure{margin:0;width:300px}.parts img{width:300px}figcaption{font-size:12px}</style>"""
+.parts figure{margin:0;width:300px}.parts img{width:300px}figcaption{font-size:12px}
+img.crop{image-rendering:pixelated;height:96px}img.picture{max-width:100%}</style>"""
 
 
 def station_status(db: Path, *, window: int = 200) -> dict[str, Any]:
@@ -100,9 +118,9 @@ async function refresh() {
     tile('p50', status.latency_p50_ms === null ? '-' : status.latency_p50_ms.toFixed(1), 'latency p50 ms');
     tile('p99', status.latency_p99_ms === null ? '-' : status.latency_p99_ms.toFixed(1), 'latency p99 ms');
     document.getElementById('parts').innerHTML = status.rejected.map(part =>
-      '<figure>' + (part.picture ? '<img src="/pictures/' + part.id + '">' : '') + '<figcaption class="' +
-      part.verdict + '">#' + part.frame_counter + ' ' + part.verdict + ': ' + text(part.reason) +
-      '</figcaption></figure>'
+      '<figure><a href="/results/' + part.id + '">' + (part.picture ? '<img src="/pictures/' + part.id + '">' : '') +
+      '</a><figcaption class="' + part.verdict + '"><a href="/results/' + part.id + '">#' + part.frame_counter +
+      '</a> ' + part.verdict + ': ' + text(part.reason) + '</figcaption></figure>'
     ).join('');
   } catch (error) { document.getElementById('run').textContent = 'no answer from the station: ' + error; }
 }
@@ -139,8 +157,69 @@ def lot_reports(lots: Path) -> list[dict[str, Any]]:
     return found
 
 
-def create_app(db: Path, *, lots: Path | None = None) -> FastAPI:
-    """The web application over ``db`` and, when given, the lot reports in ``lots`` (read-only).
+class ReviewRequest(BaseModel):
+    """``POST /api/reviews``: an operator's label for one detection."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    result_id: int = Field(ge=1, le=2**62)
+    detection: int = Field(ge=0, le=10_000)
+    label: str = Field(max_length=40)
+    reviewer: str = Field(max_length=40)
+
+
+class RequestGuard:
+    """ASGI middleware: refuses request bodies over :data:`MAX_BODY_BYTES` (by their Content-Length, or as they
+    stream in, unread past the limit) and logs every refused request with its client and status."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = f"{scope['method']} {scope['path']} from {(scope.get('client') or ('?',))[0]}"
+
+        refused: list[int] = []
+
+        async def logged_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                refused.append(message["status"])
+            elif message["type"] == "http.response.body" and refused:
+                log.warning("refused %s: HTTP %d %s", where, refused.pop(), message.get("body", b"")[:300].decode(
+                    "utf-8", "replace"))
+            await send(message)
+
+        too_large = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            await too_large(scope, receive, logged_send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY_BYTES:
+                await too_large(scope, receive, logged_send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, logged_send)
+
+
+def create_app(db: Path, *, lots: Path | None = None, review_token: str | None = None) -> FastAPI:
+    """The web application over ``db`` and, when given, the lot reports in ``lots``.
 
     Parameters
     ----------
@@ -148,14 +227,27 @@ def create_app(db: Path, *, lots: Path | None = None) -> FastAPI:
         The results database the line writes (it may not exist yet: the pages wait for it).
     lots : Path, optional
         A folder of lot reports (``inspect grade ... --out LOTS/NAME``), listed at ``/lots``.
+    review_token : str, optional
+        The token a review must bring (``Authorization: Bearer TOKEN``), at least 16 characters; None: review
+        is off and everything is read-only.
 
     Returns
     -------
     FastAPI
-        Pages ``/``, ``/runs``, ``/runs/{run_id}``, pictures ``/pictures/{result_id}`` and the JSON API
-        ``/api/status``, ``/api/runs``.
+        Pages ``/``, ``/runs``, ``/runs/{run_id}``, ``/results/{result_id}``, pictures
+        ``/pictures/{result_id}``, crops ``/crops/{result_id}/{detection}``, the JSON API ``/api/status``,
+        ``/api/runs``, ``/api/results/{result_id}`` and the one write, ``POST /api/reviews``.
+
+    Raises
+    ------
+    ValueError
+        A review token shorter than 16 characters.
     """
+    if review_token is not None and len(review_token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"the review token has {len(review_token)} characters; use at least {MIN_TOKEN_CHARS} "
+                         "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
     app = FastAPI(title="wafer-inspect station", docs_url=None, redoc_url=None)
+    app.add_middleware(RequestGuard)
 
     def runs() -> list[dict[str, Any]]:
         return read_runs(db) if db.is_file() else []
@@ -186,7 +278,8 @@ def create_app(db: Path, *, lots: Path | None = None) -> FastAPI:
     def run_results(run_id: int = PathParameter(..., ge=1, le=2**62)) -> str:
         if not any(run["run_id"] == run_id for run in runs()):
             raise HTTPException(404, f"no run {run_id} in {db.name}")
-        rows = [[str(row["frame_counter"]), f'<span class="{escape(row["verdict"])}">{escape(row["verdict"])}</span>',
+        rows = [[f'<a href="/results/{row["id"]}">{row["frame_counter"]}</a>',
+                 f'<span class="{escape(row["verdict"])}">{escape(row["verdict"])}</span>',
                  escape(row["reason"]), escape(", ".join(d["kind"] for d in row["detections"])),
                  f'{row["latency_ms"]:.1f}', f'<a href="/pictures/{row["id"]}">picture</a>' if row["image_path"]
                  else ""] for row in read_results(db, run_id=run_id, last=1000)]
@@ -195,10 +288,46 @@ def create_app(db: Path, *, lots: Path | None = None) -> FastAPI:
                     rows, ["frame", "verdict", "reason", "detections", "latency ms", ""])
                 + "<p><a href='/runs'>run history</a></p></body></html>")
 
+    @app.get("/api/results/{result_id}")
+    def api_result(result_id: ResultId) -> dict[str, Any]:
+        row = _result(db, result_id)
+        reviews = read_reviews(db, result_id=result_id)
+        return {**row, "reviews": {str(index): reviews[result_id, index] for _, index in reviews}}
+
+    @app.get("/results/{result_id}", response_class=HTMLResponse)
+    def result_page(result_id: ResultId) -> str:
+        row = _result(db, result_id)
+        return _result_html(row, read_reviews(db, result_id=result_id), review_labels(db, run_id=row["run_id"]),
+                            next_id=_next_to_review(db, row), review_on=review_token is not None)
+
+    @app.get("/crops/{result_id}/{detection}")
+    def crop(result_id: ResultId, detection: int = PathParameter(..., ge=0, le=10_000)) -> Response:
+        paths = _result(db, result_id)["crop_paths"] or []
+        if detection >= len(paths) or not paths[detection] or not Path(paths[detection]).is_file():
+            raise HTTPException(404, f"result {result_id} has no stored crop for detection {detection}")
+        return Response(_crop_strip(Path(paths[detection])), media_type="image/png")
+
+    @app.post("/api/reviews")
+    def post_review(review: ReviewRequest, authorization: Annotated[str | None, Header()] = None
+                    ) -> dict[str, Any]:
+        if review_token is None:
+            raise HTTPException(403, "review is off: start inspect serve with INSPECT_REVIEW_TOKEN set")
+        if authorization is None or not hmac.compare_digest(authorization.encode(), f"Bearer {review_token}".encode()):
+            raise HTTPException(401, "a valid review token is needed (Authorization: Bearer TOKEN)")
+        try:
+            stored = add_review(db, review.result_id, review.detection, label=review.label, reviewer=review.reviewer)
+        except UnknownResult as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ReviewError as exc:
+            raise HTTPException(422, str(exc)) from None
+        log.info("review: result %d detection %d %s -> %s by %s", review.result_id, review.detection,
+                 stored["model_label"], stored["label"], stored["reviewer"])
+        return stored
+
     @app.get("/pictures/{result_id}")
-    def picture(result_id: int = PathParameter(..., ge=1, le=2**62)) -> FileResponse:
-        path = _picture_path(db, result_id)
-        if path is None:
+    def picture(result_id: ResultId) -> FileResponse:
+        path = _result(db, result_id)["image_path"]
+        if not path or not Path(path).is_file():
             raise HTTPException(404, f"result {result_id} has no stored picture")
         return FileResponse(path)
 
@@ -222,15 +351,104 @@ def create_app(db: Path, *, lots: Path | None = None) -> FastAPI:
     return app
 
 
-def _picture_path(db: Path, result_id: int) -> Path | None:
-    """The picture the line stored for a result (by id: the URL never names a file)."""
-    if not db.is_file():
-        return None
+def _result(db: Path, result_id: int) -> dict[str, Any]:
+    """One stored result, or HTTP 404."""
+    row = next(read_results(db, result_id=result_id), None) if db.is_file() else None
+    if row is None:
+        raise HTTPException(404, f"no result {result_id} in {db.name}")
+    return row
+
+
+def _next_to_review(db: Path, row: dict[str, Any]) -> int | None:
+    """The id of the run's next result after ``row`` that did not pass, if any."""
     connection = connect(db, read_only=True)
     try:
-        row = connection.execute("SELECT image_path FROM results WHERE id = ?", (result_id,)).fetchone()
+        found = connection.execute("SELECT id FROM results WHERE run_id = ? AND id > ? AND verdict != 'pass' "
+                                   "ORDER BY id LIMIT 1", (row["run_id"], row["id"])).fetchone()
     finally:
         connection.close()
-    if row is None or not row[0] or not Path(row[0]).is_file():
-        return None
-    return Path(row[0])
+    return None if found is None else int(found[0])
+
+
+def _crop_strip(path: Path, *, min_height_px: int = 96) -> bytes:
+    """A saved crop (image, golden, |difference| as its three channels) as three grey tiles side by side, enlarged
+    without smoothing to at least ``min_height_px``: what a person compares."""
+    crop = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if crop is None:
+        raise HTTPException(404, f"{path.name}: the stored crop cannot be read")
+    tiles = [crop] if crop.ndim == 2 else [crop[..., channel] for channel in range(crop.shape[2])]
+    gap = np.full((crop.shape[0], 2), 255, np.uint8)
+    strip = np.hstack([part for tile in tiles for part in (tile, gap)][:-1])
+    scale = max(1, -(-min_height_px // strip.shape[0]))
+    strip = cv2.resize(strip, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    return cv2.imencode(".png", strip)[1].tobytes()
+
+
+_REVIEW_SCRIPT = """<script>
+const token = document.getElementById('token'), reviewer = document.getElementById('reviewer');
+token.value = sessionStorage.getItem('review-token') || '';
+reviewer.value = localStorage.getItem('reviewer') || '';
+async function review(index) {
+  sessionStorage.setItem('review-token', token.value);
+  localStorage.setItem('reviewer', reviewer.value);
+  const label = document.getElementById('label-' + index).value.trim();
+  const answer = await fetch('/api/reviews', {method: 'POST', headers: {'Content-Type': 'application/json',
+    'Authorization': 'Bearer ' + token.value}, body: JSON.stringify({result_id: RESULT_ID, detection: index,
+    label: label, reviewer: reviewer.value.trim()})});
+  const body = await answer.json();
+  const message = document.getElementById('message');
+  if (answer.ok) {
+    const cell = document.getElementById('reviewed-' + index);
+    cell.textContent = body.label + ' (' + body.reviewer + ')';
+    cell.className = body.label === body.model_label ? 'pass' : 'review';
+    message.textContent = 'saved: detection ' + index + ' is ' + body.label;
+  } else {
+    const detail = typeof body.detail === 'string' ? body.detail : body.detail.map(d => d.msg).join('; ');
+    message.textContent = 'not saved (' + answer.status + '): ' + detail;
+  }
+  return answer.ok;
+}
+async function reviewAll() { for (const button of document.querySelectorAll('button[data-detection]'))
+  if (!await review(Number(button.dataset.detection))) break; }
+</script>"""
+
+
+def _result_html(row: dict[str, Any], reviews: dict[tuple[int, int], dict[str, Any]], labels: list[str], *,
+                 next_id: int | None, review_on: bool) -> str:
+    """A result's page: its picture and, per detection, the crop the classifier saw, the model's class, the
+    current review and (with review on) the form to confirm or re-label it."""
+    result_id, crops = row["id"], row["crop_paths"] or []
+    rows = []
+    for index, detection in enumerate(row["detections"]):
+        reviewed = reviews.get((result_id, index))
+        crop = (f'<img class="crop" alt="crop {index}" src="/crops/{result_id}/{index}">'
+                if index < len(crops) and crops[index] else "no crop saved")
+        current = reviewed["label"] if reviewed else detection["kind"]
+        form = (f'<input id="label-{index}" list="labels" size="10" value="{escape(current)}"> '
+                f'<button data-detection="{index}" onclick="review({index})">save</button>') if review_on else ""
+        status = "not reviewed"
+        if reviewed:
+            agrees = "pass" if reviewed["label"] == reviewed["model_label"] else "review"
+            status = f'<span class="{agrees}">{escape(reviewed["label"])} ({escape(reviewed["reviewer"])})</span>'
+
+        rows.append([str(index), crop, escape(detection["kind"]), f'{detection["score"]:.3f}',
+                     f'{detection["area_um2"]:.0f}', f'<span id="reviewed-{index}">{status}</span>', form])
+    picture = f'<p><img class="picture" src="/pictures/{result_id}"></p>' if row["image_path"] else ""
+    tools = ""
+    if review_on and rows:
+        options = "".join(f'<option value="{escape(label)}">' for label in labels)
+        tools = (f'<p>review token <input id="token" type="password" size="24"> reviewer <input id="reviewer" '
+                 f'size="12"> <button onclick="reviewAll()">save all</button> <span id="message"></span></p>'
+                 f'<datalist id="labels">{options}</datalist>')
+    elif rows:
+        tools = "<p>Review is off (start inspect serve with INSPECT_REVIEW_TOKEN set to review).</p>"
+    following = f' · <a href="/results/{next_id}">next part that did not pass</a>' if next_id else ""
+    script = _REVIEW_SCRIPT.replace("RESULT_ID", str(result_id)) if review_on and rows else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>result {result_id}</title>{_STYLE}</head><body>"
+            f"<h1>Run {row['run_id']}, part #{row['frame_counter']}: <span class='{escape(row['verdict'])}'>"
+            f"{escape(row['verdict'])}</span></h1><p>{escape(row['reason'])} · {escape(row['source'])} · "
+            f"{row['latency_ms']:.1f} ms</p>{picture}{tools}"
+            + _table(rows, ["#", "crop (image | golden | difference)", "model says", "score", "area um2", "reviewed",
+                            "label" if review_on else ""])
+            + f"<p><a href='/runs/{row['run_id']}'>run {row['run_id']}</a>{following} · <a href='/'>station</a></p>"
+            + script + "</body></html>")

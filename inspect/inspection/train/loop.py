@@ -166,6 +166,14 @@ def train(config: TrainConfig) -> ModelCard:
     good_class = config.good_class if config.good_class in class_names else None
     if good_class is None and config.good_class is not None:
         log.warning("no class named %r: the card gets no good/defect operating point", config.good_class)
+    if good_class is not None:
+        val_good = int((val_set.labels == class_names.index(good_class)).sum())
+        if val_good == 0 or val_good == len(val_set.paths):
+            counts = ", ".join(f"{name} {count}" for name, count in data.class_counts().items())
+            raise TrainingError(f"{config.folder}: the validation split holds {val_good} {good_class!r} and "
+                                f"{len(val_set.paths) - val_good} defect image(s); the good/defect operating point "
+                                f"needs both, so {good_class!r} and a defect class each need at least 2 images "
+                                f"(found {counts})")
     spec = InputSpec(channels=1 if config.colour == "gray" else 3, height=config.img_size, width=config.img_size)
     train_units = load_units(train_set, spec=spec, label="reading train")
     val_units = load_units(val_set, spec=spec, label="reading val")

@@ -1,0 +1,205 @@
+"""Defect review: what an operator says about a detection, and the labelled folder that makes it training data.
+
+A review confirms a detection's class or names another (``good`` for a false reject). Every review is kept in
+the results database's ``reviews`` table; the newest for a detection counts. :func:`export_labels` writes each
+reviewed detection's crop (the image, golden and difference the classifier saw, saved by ``inspect run
+--save-ng``) into ``OUT/<label>/``, the folder layout ``inspect train`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from inspection.report.store import StoreError, connect, open_for_writing, write_failure
+from inspection.types import InspectionError
+
+__all__ = ["LABEL_PATTERN", "ReviewError", "UnknownResult", "add_review", "export_labels", "read_reviews",
+           "review_labels"]
+
+LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+"""A class name: lower-case letters, digits, ``_`` and ``-``, at most 40 characters (it becomes a folder name)."""
+REVIEWER_PATTERN = re.compile(r"[\w .@-]{1,40}")
+REVIEW_COLUMNS = ("result_id", "detection", "label", "model_label", "reviewer", "at")
+
+
+class ReviewError(InspectionError, ValueError):
+    """A review or an export that cannot be done as asked; nothing was written."""
+
+
+class UnknownResult(ReviewError):
+    """A review of a result the database does not hold."""
+
+
+def add_review(db: str | Path, result_id: int, detection: int, *, label: str, reviewer: str) -> dict[str, Any]:
+    """Record an operator's label for one detection of a stored result.
+
+    Parameters
+    ----------
+    db : str or Path
+        The results database (migrated to this software's schema if older).
+    result_id : int
+        The result's id (``results.id``).
+    detection : int
+        The detection's index in the result, from 0.
+    label : str
+        The class the operator gives it (:data:`LABEL_PATTERN`): the model's own to confirm it, another to
+        re-label it, ``good`` for a false reject.
+    reviewer : str
+        Who reviewed it (letters, digits, spaces, ``.@-_``; at most 40 characters).
+
+    Returns
+    -------
+    dict
+        The stored review (:data:`REVIEW_COLUMNS`).
+
+    Raises
+    ------
+    ReviewError
+        A malformed label or reviewer, no such result, or no such detection in it.
+    """
+    if not LABEL_PATTERN.fullmatch(label):
+        raise ReviewError(f"label {label!r}: expected lower-case letters, digits, '_' or '-' (at most 40, starting "
+                          "with a letter or digit)")
+    if not REVIEWER_PATTERN.fullmatch(reviewer):
+        raise ReviewError(f"reviewer {reviewer!r}: expected 1 to 40 letters, digits, spaces or '.@-_'")
+    path = Path(db)
+    connection, _ = open_for_writing(path)
+    try:
+        with connection:
+            row = connection.execute("SELECT detections FROM results WHERE id = ?", (result_id,)).fetchone()
+            if row is None:
+                raise UnknownResult(f"{path}: no result {result_id}")
+            detections = json.loads(row[0])
+            if not 0 <= detection < len(detections):
+                span = f"0..{len(detections) - 1}" if detections else "none"
+                raise ReviewError(f"result {result_id} has {len(detections)} detection(s) ({span}), not {detection}")
+            review = {"result_id": result_id, "detection": detection, "label": label,
+                      "model_label": detections[detection]["kind"], "reviewer": reviewer,
+                      "at": datetime.now(UTC).isoformat(timespec="microseconds")}
+            connection.execute(f"INSERT INTO reviews ({', '.join(REVIEW_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+                               tuple(review.values()))
+        return review
+    except sqlite3.Error as exc:
+        raise write_failure(path, exc) from None
+    finally:
+        connection.close()
+
+
+def read_reviews(db: str | Path, *, result_id: int | None = None, run_id: int | None = None
+                 ) -> dict[tuple[int, int], dict[str, Any]]:
+    """The newest review of each reviewed detection.
+
+    Parameters
+    ----------
+    db : str or Path
+        The results database, opened read-only (one written before reviews existed has none).
+    result_id, run_id : int, optional
+        Only this result's, or this run's, reviews.
+
+    Returns
+    -------
+    dict
+        (result id, detection index) -> the review (:data:`REVIEW_COLUMNS`, plus the result's ``run_id``,
+        ``model_sha256`` and ``crop_path``: the saved crop, None when the line saved none).
+    """
+    connection = connect(Path(db), read_only=True)
+    try:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "reviews" not in tables:
+            return {}
+        clauses, parameters = [], []
+        if result_id is not None:
+            clauses.append("v.result_id = ?")
+            parameters.append(result_id)
+        if run_id is not None:
+            clauses.append("r.run_id = ?")
+            parameters.append(run_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = connection.execute(
+            f"SELECT {', '.join('v.' + c for c in REVIEW_COLUMNS)}, r.run_id, r.model_sha256, r.crop_paths "
+            f"FROM reviews v JOIN results r ON r.id = v.result_id{where} ORDER BY v.id", parameters)
+        reviews: dict[tuple[int, int], dict[str, Any]] = {}
+        for values in rows:
+            review = dict(zip((*REVIEW_COLUMNS, "run_id", "model_sha256"), values[:-1], strict=True))
+            crop_paths = json.loads(values[-1]) if values[-1] else []
+            index = review["detection"]
+            review["crop_path"] = crop_paths[index] if index < len(crop_paths) else None
+            reviews[review["result_id"], index] = review  # a later review replaces an earlier one
+        return dict(sorted(reviews.items()))
+    finally:
+        connection.close()
+
+
+def review_labels(db: str | Path, *, run_id: int) -> list[str]:
+    """The labels a reviewer is offered for a run: ``good``, the classes its detections were given and every
+    label reviewed in ``db`` so far, sorted."""
+    connection = connect(Path(db), read_only=True)
+    try:
+        kinds = {row[0] for row in connection.execute(
+            "SELECT DISTINCT json_extract(d.value, '$.kind') FROM results, json_each(results.detections) AS d "
+            "WHERE results.run_id = ?", (run_id,))}
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "reviews" in tables:
+            kinds |= {row[0] for row in connection.execute("SELECT DISTINCT label FROM reviews")}
+    finally:
+        connection.close()
+    return sorted({"good", *(kind for kind in kinds if kind)})
+
+
+def export_labels(db: str | Path, out: str | Path, *, run_id: int | None = None) -> dict[str, Any]:
+    """Write every reviewed detection's crop into ``out/<label>/`` (the folder ``inspect train`` reads) and a
+    ``labels.json`` that says where each came from.
+
+    Parameters
+    ----------
+    db : str or Path
+        The results database, opened read-only.
+    out : str or Path
+        The folder to write; it must not exist or be empty (an earlier export is never mixed in).
+    run_id : int, optional
+        Only this run's reviews.
+
+    Returns
+    -------
+    dict
+        ``counts`` ({label: crops written}), ``relabelled`` (reviews whose label differs from the model's) and
+        ``without_crop`` (reviewed detections whose crop was not saved or is gone; not exported).
+
+    Raises
+    ------
+    ReviewError
+        ``out`` is not empty, or there is no reviewed detection with a crop to export.
+    """
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ReviewError(f"{target}: exists and is not an empty folder; export into a new folder")
+    reviews = read_reviews(db, run_id=run_id)
+    exportable = [review for review in reviews.values() if review["crop_path"] and Path(review["crop_path"]).is_file()]
+    if not exportable:
+        scope = f"run {run_id} of " if run_id is not None else ""
+        raise ReviewError(f"{scope}{db}: no reviewed detection with a saved crop ({len(reviews)} reviewed); review "
+                          "rejected parts in `inspect serve` of a line run with --save-ng DIR")
+    entries, counts = [], {}
+    try:
+        for review in exportable:
+            name = f"r{review['result_id']:08d}_d{review['detection']:02d}.png"
+            (target / review["label"]).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(review["crop_path"], target / review["label"] / name)
+            counts[review["label"]] = counts.get(review["label"], 0) + 1
+            entries.append({"file": f"{review['label']}/{name}", **{k: review[k] for k in (
+                "label", "model_label", "reviewer", "at", "run_id", "result_id", "detection", "model_sha256")}})
+        summary = {"database": str(Path(db).resolve()), "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                   "counts": dict(sorted(counts.items())),
+                   "relabelled": sum(entry["label"] != entry["model_label"] for entry in entries),
+                   "without_crop": len(reviews) - len(exportable)}
+        (target / "labels.json").write_text(json.dumps({**summary, "crops": entries}, indent=2) + "\n",
+                                            encoding="utf-8")
+    except OSError as exc:
+        raise StoreError(f"{target}: cannot write the labelled folder ({exc.strerror or exc})") from None
+    return summary

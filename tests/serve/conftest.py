@@ -1,0 +1,55 @@
+"""A real line's results database, and ``inspect serve`` over it as a user starts it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def line_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 frames of the bundled wafer station with the pictures and crops of the parts that did not pass."""
+    root = tmp_path_factory.mktemp("serve")
+    run_cli("run", "--recipe", "wafer-die", "--camera", "sim:wafer?seed=2", "--frames", "40", "--db",
+            str(root / "line.db"), "--save-ng", str(root / "ng"), "-q")
+    return root / "line.db"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def served(db: Path, *, review_token: str | None = None) -> Iterator[str]:
+    """``inspect serve --db DB`` on a free port (with ``INSPECT_REVIEW_TOKEN`` when given); yields its URL."""
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if key != "INSPECT_REVIEW_TOKEN"}
+    if review_token is not None:
+        env["INSPECT_REVIEW_TOKEN"] = review_token
+    server = subprocess.Popen([sys.executable, "-m", "inspection", "serve", "--db", str(db), "--port", str(port)],
+                              stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{url}/api/status", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
