@@ -6,6 +6,7 @@ oversized requests, an export into a used folder)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -159,3 +160,9 @@ def test_the_newest_review_counts_and_exports_refuse_what_they_cannot_do(review_
     assert [json.loads(line)["label"] for line in listed] == ["good", "stain"]
     refused = run_cli("labels", "export", "--db", str(review_db), "--out", str(used), check=False)
     assert refused.returncode == 2 and f"{used}: exists and is not an empty folder" in refused.stderr
+
+
+def test_a_short_review_token_is_refused_at_start(review_db: Path) -> None:
+    env = {**os.environ, "INSPECT_REVIEW_TOKEN": "secret"}
+    refused = run_cli("serve", "--db", str(review_db), "--port", "1", env=env, check=False, timeout=60)
+    assert refused.returncode == 2 and "INSPECT_REVIEW_TOKEN: the review token has 6 characters" in refused.stderr
