@@ -7,6 +7,7 @@ dashboard) never block the line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -258,8 +259,16 @@ class ResultStore:
         self._commit("UPDATE runs SET model_sha256 = ? WHERE run_id = ?", (model_sha256, run_id))
 
     def finish_run(self, run_id: int, *, status: str, reason: str | None = None) -> None:
-        self._commit("UPDATE runs SET finished_at = ?, status = ?, reason = ? WHERE run_id = ?",
-                     (_now(), status, reason, run_id))
+        statement = "UPDATE runs SET finished_at = ?, status = ?, reason = ? WHERE run_id = ?"
+        parameters = (_now(), status, reason, run_id)
+        try:
+            self._commit(statement, parameters)
+        except StoreError:
+            # A database that refused a result (its disk full) often takes the run's end once its write-ahead log
+            # is emptied into the file: the run then says why it ended instead of being found "interrupted".
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._commit(statement, parameters)
 
     def add_result(self, run_id: int, result: FrameResult, *, image_path: str | None = None,
                    crop_paths: Sequence[str | None] | None = None) -> int:
