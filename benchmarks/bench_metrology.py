@@ -10,7 +10,8 @@ supersampled edges, illumination gradients, blur and sensor noise, with each fig
   block, a 15% gradient, blur 0.8, noise 3. Pitch and origin errors.
 - Template matching: a fiducial (cross, ring, block) turned up to +-7.3 deg and moved by sub-pixel amounts,
   noise sigma 3 in both, templates of 64, 96 and 128 px. Position and angle errors.
-- Blob area: ellipses of 21 to 2,000 px, blur sigma 0.8, noise sigma 8 (contrast 170). Area error by size.
+- Blob area: ellipses of 21 to 2,000 px, blur sigma 0.8, noise sigma 8 (contrast 170). Area error by size, and
+  the Cramer-Rao bound: the least spread any unbiased estimator can have at this noise.
 
 The record, with the machine and date, goes to ``benchmarks/results/metrology-<date>-<host>.json``.
 """
@@ -172,6 +173,20 @@ def _ellipse(shape: tuple[int, int], centre: tuple[float, float], axes: tuple[fl
     return inside.reshape(shape[0], factor, shape[1], factor).mean(axis=(1, 3))
 
 
+def _area_bound(radius: float, *, blur_px: float = 0.8, noise: float = 8.0, contrast: float = 170.0) -> float:
+    """The Cramer-Rao bound on the relative standard deviation of a disc's area from one frame: the least any
+    unbiased estimator can reach even knowing the shape up to its size (Fisher information of the area over the
+    blurred image's pixels, at this noise)."""
+    area, step = np.pi * radius**2, 0.01
+
+    def frame(scale: float) -> np.ndarray:
+        return cv2.GaussianBlur(contrast * _ellipse((90, 90), (45.2, 44.7), (radius * scale, radius * scale), 0.0),
+                                (0, 0), blur_px)
+
+    slope = (frame(np.sqrt(1 + step)) - frame(np.sqrt(1 - step))) / (2 * step * area)  # grey level per px2
+    return float(noise / np.sqrt((slope**2).sum()) / area)
+
+
 def bench_blobs(count: int, rng: np.random.Generator) -> dict[str, Any]:
     bands = {}
     for radius in tqdm((2.6, 4.0, 5.5, 9.3, 15.0, 25.0), desc="blobs"):
@@ -184,8 +199,12 @@ def bench_blobs(count: int, rng: np.random.Generator) -> dict[str, Any]:
             found = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=1.0, min_area_px=3)
             true_area = np.pi * axes[0] * axes[1]
             errors.append((max(b.area_subpx or 0.0 for b in found) - true_area) / true_area)
-        bands[f"{np.pi * radius**2:.0f}px"] = {"relative_error": _figures(errors),
-                                               "mean_signed": round(float(np.mean(errors)), 4)}
+        bound = _area_bound(radius)
+        bands[f"{np.pi * radius**2:.0f}px"] = {
+            "relative_error": _figures(errors), "mean_signed": round(float(np.mean(errors)), 4),
+            "std": round(float(np.std(errors)), 4), "cramer_rao_std": round(bound, 4),
+            "cramer_rao_p99": round(2.576 * bound, 4),  # |error| under which 99% of an ideal estimator's fall
+        }
     return bands
 
 
