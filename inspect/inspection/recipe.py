@@ -245,6 +245,24 @@ class OpcUaSettings(_Section):
     """``opc.tcp://HOST:PORT`` to listen on."""
     user: str | None = Field(None, min_length=1, max_length=64)
     """The user who may trigger, start and stop; the password comes from ``INSPECT_OPCUA_PASSWORD``."""
+    certificate: str | None = None
+    """The server's certificate (DER or PEM, relative to the recipe): with ``private_key`` the server also offers
+    Basic256Sha256 endpoints (signed, and signed and encrypted)."""
+    private_key: str | None = None
+    """The server's private key (PEM, relative to the recipe)."""
+    trusted_users: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(default_factory=dict)
+    """User name -> the user's certificate (relative to the recipe): a session that proves it holds one of these
+    (its X509 identity token, or the client certificate of a signed connection) may trigger, start and stop;
+    another certificate only reads. Needs ``certificate``."""
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> OpcUaSettings:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together (the server's own, for signed endpoints)")
+        if self.trusted_users and self.certificate is None:
+            raise ValueError("trusted_users need the server's certificate and private_key: a user's certificate "
+                             "is only accepted over a signed connection")
+        return self
 
 
 class WaferLayout(_Section):
@@ -483,6 +501,23 @@ def _model_folder(path: Path, field: str, given: str) -> str:
         raise RecipeError(f"{path}: {field}: {exc}") from None
 
 
+def _opcua_files(path: Path, settings: OpcUaSettings) -> OpcUaSettings:
+    """The OPC UA section with its certificate and key files resolved against the recipe's folder (each must
+    exist)."""
+
+    def located(field: str, name: str) -> str:
+        found = (path.parent / name).resolve()
+        if not found.is_file():
+            raise RecipeError(f"{path}: opcua.{field}: {name}: no such file (looked for {found})")
+        return str(found)
+
+    update: dict[str, Any] = {name: located(name, getattr(settings, name)) for name in ("certificate", "private_key")
+                              if getattr(settings, name) is not None}
+    update["trusted_users"] = {user: located(f"trusted_users.{user}", file)
+                               for user, file in settings.trusted_users.items()}
+    return settings.model_copy(update=update)
+
+
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load a recipe file, or one of the bundled recipes by name (``wafer-die``, ``pcb-deeppcb``, ``pcb-anomaly``,
     ``wafer-lot``).
@@ -508,6 +543,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             raise RecipeError(f"{path}: camera.feature_file: {recipe.camera.feature_file}: no such file (looked for "
                               f"{feature_file})")
         update["camera"] = recipe.camera.model_copy(update={"feature_file": str(feature_file)})
+    if recipe.opcua is not None:
+        update["opcua"] = _opcua_files(path, recipe.opcua)
     if recipe.classify is not None:
         update["classify"] = recipe.classify.model_copy(
             update={"model": _model_folder(path, "classify.model", recipe.classify.model)})

@@ -248,3 +248,94 @@ def test_a_recipe_is_selected_while_halted(tmp_path: Path) -> None:
     with sqlite3.connect(db) as connection:
         kinds = [kind for (kind,) in connection.execute("select kind from events")]
     assert kinds.count("recipe-selected") == 1
+
+
+def _certificate(folder: Path, name: str, *, uri: str, server: bool) -> tuple[Path, Path]:
+    """A self-signed OPC UA application certificate (DER) and its key (PEM), as a plant's PKI would issue."""
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = cert_gen.generate_private_key()
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    certificate = cert_gen.generate_self_signed_app_certificate(
+        key, name, {"organizationName": "wafer-inspect tests"},
+        [x509.UniformResourceIdentifier(uri), x509.DNSName(socket.gethostname())], extended=[usage])
+    (folder / f"{name}.der").write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+    (folder / f"{name}.pem").write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return folder / f"{name}.der", folder / f"{name}.pem"
+
+
+async def _connect_with_certificate(endpoint: str, certificate: Path, key: Path) -> Client:
+    """A signed-and-encrypted session whose identity is the certificate (an X509 token signed with its key)."""
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+    client = Client(endpoint, timeout=10)
+    await client.set_security(SecurityPolicyBasic256Sha256, certificate=str(certificate), private_key=str(key),
+                              mode=ua.MessageSecurityMode.SignAndEncrypt)
+    await client.load_client_certificate(str(certificate))
+    await client.load_private_key(key)
+    await client.connect()
+    return client
+
+
+def test_a_trusted_certificate_may_trigger_and_call_and_an_unknown_one_only_reads(tmp_path: Path) -> None:
+    import yaml
+
+    from inspection.recipe import RecipeError, load_recipe
+
+    client_uri = Client("opc.tcp://127.0.0.1:1").application_uri
+    _certificate(tmp_path, "station", uri="urn:wafer-inspect:station", server=True)
+    mes = _certificate(tmp_path, "mes", uri=client_uri, server=False)
+    stranger = _certificate(tmp_path, "stranger", uri=client_uri, server=False)
+    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}"
+    station = yaml.safe_load((Path(load_recipe("wafer-die").source_path or "")).read_text())
+    recipe = tmp_path / "station.yaml"
+    security = {"endpoint": endpoint, "certificate": "station.der", "private_key": "station.pem",
+                "trusted_users": {"mes": "mes.der"}}
+    recipe.write_text(yaml.safe_dump({**station, "opcua": security}))
+    line = subprocess.Popen([sys.executable, "-m", "inspection", "run", "--recipe", str(recipe), "--camera",
+                             "sim:wafer", "--db", str(tmp_path / "line.db"), "-q"], stderr=subprocess.PIPE, text=True)
+
+    async def clients() -> None:
+        anonymous = await _connect(endpoint)  # waits for the line; anonymous still reads over the open endpoint
+        try:
+            assert await (await _node(anonymous, "State")).read_value() == "Operational"
+            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+                await (await _node(anonymous, "Trigger")).write_value(ua.DataValue(ua.Variant(True,
+                                                                                              ua.VariantType.Boolean)))
+        finally:
+            await anonymous.disconnect()
+        unknown = await _connect_with_certificate(endpoint, *stranger)  # signed and encrypted, but not trusted
+        try:
+            assert await (await _node(unknown, "State")).read_value() == "Operational"
+            index = await unknown.get_namespace_index(NAMESPACE)
+            with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
+                await (await _node(unknown)).call_method(f"{index}:Stop")
+        finally:
+            await unknown.disconnect()
+        client = await _connect_with_certificate(endpoint, *mes)
+        try:
+            system = await _node(client)
+            index = await client.get_namespace_index(NAMESPACE)
+            await system.call_method(f"{index}:Stop")
+            assert await (await _node(client, "State")).read_value() == "Halted"
+            await system.call_method(f"{index}:Start")
+            assert len(await _handshake(client, 3)) == 3
+        finally:
+            await client.disconnect()
+
+    try:
+        asyncio.run(clients())
+        errors = _stop(line)
+    finally:
+        line.kill()
+    assert "mes (certificate) may trigger" in errors and "signed and encrypted endpoints too" in errors
+    assert "a certificate the station does not trust: the session may only read" in errors
+    recipe.write_text(yaml.safe_dump({**station, "opcua": {**security, "private_key": None}}))
+    with pytest.raises(RecipeError, match="certificate and private_key go together"):
+        load_recipe(recipe)
+    recipe.write_text(yaml.safe_dump({**station, "opcua": {**security, "trusted_users": {"mes": "none.der"}}}))
+    with pytest.raises(RecipeError, match=r"opcua\.trusted_users\.mes: none\.der: no such file"):
+        load_recipe(recipe)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Server, ua
+from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import PermissionRuleset, User, UserRole
 from asyncua.server.user_managers import UserManager
 
@@ -115,12 +116,22 @@ class _Permissions(PermissionRuleset):
 
 
 class _Users(UserManager):
-    def __init__(self, users: dict[str, str]) -> None:
-        self.users = users
+    """Trusted users by their certificate, named users by password, the rest anonymous (read-only). A login that
+    names an unknown user or a wrong password is refused."""
+
+    def __init__(self, users: dict[str, str], trusted: dict[bytes, str]) -> None:
+        self.users, self.trusted = users, trusted
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> User | None:
-        if username is None:  # anonymous (certificate users are not configured: a certificate alone reads only)
+                 certificate: bytes | None = None) -> User | None:
+        # ``certificate``: an X509 identity token's, or else the signed secure channel's client certificate; the
+        # client proved it holds the key either way (asyncua checked the signature before this call).
+        name = self.trusted.get(certificate) if certificate else None
+        if name is not None:
+            return User(role=UserRole.User, name=name)
+        if username is None:
+            if certificate:
+                log.warning("OPC UA: a certificate the station does not trust: the session may only read")
             return User(role=UserRole.Anonymous)
         expected = self.users.get(username or "")
         if expected is not None and hmac.compare_digest(expected.encode(), (password or "").encode()):
@@ -139,9 +150,16 @@ class OpcUaServer:
     recipe : str
         The active recipe's name (and short sha256), shown as ``ActiveRecipe``.
     users : dict of str to str
-        User names and passwords allowed to write and call; none: the server is read-only.
+        User names and passwords allowed to write and call; none (and no ``trusted_users``): read-only.
     gate : TriggerGate
         Where PLC triggers go (the line's :class:`TriggeredCamera` takes them).
+    certificate, private_key : str, optional
+        The server's certificate (DER or PEM) and key (PEM): the server then also offers Basic256Sha256
+        endpoints, signed and signed-and-encrypted.
+    trusted_users : dict of str to str, optional
+        User name -> certificate file: a session that proves it holds that certificate's key (as its X509
+        identity token, or as the client certificate of a signed connection) may write and call; another
+        certificate only reads. Needs ``certificate``.
 
     Attributes
     ----------
@@ -150,8 +168,13 @@ class OpcUaServer:
         returns the new ``ActiveRecipe`` text, or raises InspectionError (the call is refused, the reason logged).
     """
 
-    def __init__(self, endpoint: str, *, recipe: str, users: dict[str, str], gate: TriggerGate) -> None:
+    def __init__(self, endpoint: str, *, recipe: str, users: dict[str, str], gate: TriggerGate,
+                 certificate: str | None = None, private_key: str | None = None,
+                 trusted_users: dict[str, str] | None = None) -> None:
         self.endpoint, self.recipe, self.users, self.gate = endpoint, recipe, users, gate
+        self.certificate, self.private_key, self.trusted_users = certificate, private_key, trusted_users or {}
+        if self.trusted_users and certificate is None:
+            raise OpcUaError("OPC UA trusted users need the server's certificate and private key")
         self.select_recipe: Callable[[str], str] | None = None
         self.counts: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -197,12 +220,22 @@ class OpcUaServer:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        server = Server(user_manager=_Users(self.users))
+        trusted = {}
+        for name, path in self.trusted_users.items():
+            trusted[uacrypto.der_from_x509(await uacrypto.load_certificate(path))] = name
+        server = Server(user_manager=_Users(self.users, trusted))
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("wafer-inspect vision system")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity], permission_ruleset=_Permissions())
-        server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
+        policies, tokens = [ua.SecurityPolicyType.NoSecurity], [ua.AnonymousIdentityToken, ua.UserNameIdentityToken]
+        if self.certificate is not None and self.private_key is not None:
+            await server.load_certificate(self.certificate)
+            await server.load_private_key(self.private_key)
+            policies += [ua.SecurityPolicyType.Basic256Sha256_Sign, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+            if trusted:
+                tokens.append(ua.X509IdentityToken)
+        server.set_security_policy(policies, permission_ruleset=_Permissions())
+        server.set_identity_tokens(tokens)
         namespace = await server.register_namespace(NAMESPACE)
         system = await server.nodes.objects.add_object(namespace, "VisionSystem")
         result = await system.add_object(namespace, "Result")

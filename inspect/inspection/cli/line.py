@@ -98,11 +98,17 @@ def _opcua(args: argparse.Namespace, recipe: Recipe) -> OpcUaServer | None:
             raise UsageError(f"OPC UA user {user}: set its password in the environment variable "
                              f"{OPCUA_PASSWORD_VARIABLE} (never on the command line or in the recipe)")
         users[user] = password
+    security = recipe.opcua
+    trusted = security.trusted_users if security is not None else {}
     server = OpcUaServer(endpoint, recipe=f"{recipe.name} ({recipe.sha256()[:12]})", users=users,
-                         gate=TriggerGate())
+                         gate=TriggerGate(), certificate=security.certificate if security is not None else None,
+                         private_key=security.private_key if security is not None else None, trusted_users=trusted)
     server.start()
-    print(f"inspect: OPC UA on {endpoint} (namespace {NAMESPACE}); "
-          + (f"{user} may trigger, start and stop" if users else "read-only: no user named"), file=sys.stderr)
+    writers = [*users, *(f"{name} (certificate)" for name in trusted)]
+    signed = ", signed and encrypted endpoints too" if server.certificate is not None else ""
+    print(f"inspect: OPC UA on {endpoint} (namespace {NAMESPACE}{signed}); "
+          + (f"{', '.join(writers)} may trigger, start and stop" if writers else "read-only: no user named"),
+          file=sys.stderr)
     return server
 
 
