@@ -213,3 +213,6 @@ class GradedWafer:
     class_names: tuple[str, ...] = ()
     thumbnails: list[tuple[int, int, str, float, bytes]] = field(default_factory=list)
     """(row, col, class, defect score, PNG) of the worst dies."""
+    review_dies: list[tuple[int, int, str, float, bytes]] = field(default_factory=list)
+    """(row, col, class, defect score, PNG of the classifier's input: die, median die, difference) of the worst
+    defective dies, kept for review."""

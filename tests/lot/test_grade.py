@@ -285,8 +285,8 @@ def test_a_formula_in_a_manifest_never_reaches_a_spreadsheet_as_one(graded_lot_s
 def test_a_full_disk_ends_grading_with_one_line_and_every_graded_wafer_kept(lot_copy: Path, tmp_path: Path) -> None:
     import resource
 
-    def small_disk() -> None:  # writes past 300 kB fail, as on a full disk
-        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+    def small_disk() -> None:  # writes past 600 kB fail, as on a full disk (a wafer takes about 240 kB)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
 
     out = tmp_path / "out"
     process = subprocess.run([sys.executable, "-m", "inspection", "grade", str(lot_copy), "--out", str(out),

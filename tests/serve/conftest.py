@@ -26,6 +26,15 @@ def line_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "line.db"
 
 
+@pytest.fixture(scope="module")
+def graded_lots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of lot reports holding one generated lot of two wafers, graded with the bundled recipe."""
+    root = tmp_path_factory.mktemp("lots")
+    run_cli("synth", "lot", str(root / "lot-a"), "--wafers", "2", timeout=300)
+    run_cli("grade", str(root / "lot-a"), "--out", str(root / "lots" / "lot-a"), "--workers", "1", timeout=600)
+    return root / "lots"
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

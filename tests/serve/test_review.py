@@ -10,9 +10,12 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from inspection.report import read_results
+from inspection.report.lots import read_review_dies
 from inspection.report.reviews import ReviewError, UnknownResult, add_review, export_labels, read_reviews
 from tests.conftest import run_cli
 from tests.serve.browser import Browser, find_chromium
@@ -47,7 +50,7 @@ def test_review_round_trip_in_a_real_browser(review_db: Path, tmp_path: Path) ->
         # The station lists the newest rejected parts first; review starts at the run's first one.
         browser.open(f"{url}/results/{rejected[0]['id']}")
         assert first.startswith(f"{url}/results/")
-        browser.evaluate("document.querySelector('button[data-detection]').click()")  # no token yet
+        browser.evaluate("document.querySelector('button[data-index]').click()")  # no token yet
         assert "not saved (401)" in browser.wait_for("document.getElementById('message').textContent")
         browser.evaluate(f"document.getElementById('token').value = {json.dumps(TOKEN)};"
                          "document.getElementById('reviewer').value = 'night shift'")
@@ -60,7 +63,7 @@ def test_review_round_trip_in_a_real_browser(review_db: Path, tmp_path: Path) ->
             browser.evaluate("[...document.querySelectorAll('button')].find(b => b.textContent === 'save all')"
                              ".click()")
             browser.wait_for("document.getElementById('message').textContent.startsWith('saved: detection ' + "
-                             "(document.querySelectorAll('button[data-detection]').length - 1))")
+                             "(document.querySelectorAll('button[data-index]').length - 1))")
             if pages == 1:
                 browser.screenshot(tmp_path / "review.png")
             following = browser.evaluate("[...document.querySelectorAll('a')].find(a => a.textContent === "
@@ -133,7 +136,7 @@ def test_review_requests_are_refused_with_their_reason(review_db: Path) -> None:
 
 def test_the_newest_review_counts_and_exports_refuse_what_they_cannot_do(review_db: Path, tmp_path: Path) -> None:
     result = next(row for row in read_results(review_db) if len(row["detections"]) >= 2)
-    with pytest.raises(ReviewError, match="no reviewed detection with a saved crop"):
+    with pytest.raises(ReviewError, match="nothing reviewed with a crop to export"):
         export_labels(review_db, tmp_path / "empty")
     add_review(review_db, result["id"], 0, label="particle", reviewer="ann")
     add_review(review_db, result["id"], 0, label="good", reviewer="bob")
@@ -166,3 +169,53 @@ def test_a_short_review_token_is_refused_at_start(review_db: Path) -> None:
     env = {**os.environ, "INSPECT_REVIEW_TOKEN": "secret"}
     refused = run_cli("serve", "--db", str(review_db), "--port", "1", env=env, check=False, timeout=60)
     assert refused.returncode == 2 and "INSPECT_REVIEW_TOKEN: the review token has 6 characters" in refused.stderr
+
+
+def test_dies_of_a_graded_lot_are_reviewed_exported_and_trained_on(graded_lots: Path, tmp_path: Path) -> None:
+    lots = Path(shutil.copytree(graded_lots, tmp_path / "lots"))
+    db = lots / "lot-a" / "grade.sqlite"
+    dies = read_review_dies(db)
+    assert dies and {die["wafer_id"] for die in dies} == {"wafer-01", "wafer-02"}
+    assert all(cv2.imdecode(np.frombuffer(die["input_png"], np.uint8), cv2.IMREAD_UNCHANGED).ndim == 3 for die in dies)
+    client = TestClient(create_app(tmp_path / "none.db", lots=lots, review_token=TOKEN))
+    assert '<a href="/lot-review?lot=lot-a">review dies</a>' in client.get("/lots").text
+    page = client.get("/lot-review", params={"lot": "lot-a"}).text
+    assert page.count("<button data-index=") == len(dies) and f"{len(dies)} dies to review" in page
+    first = dies[0]
+    where = {"lot": "lot-a", "wafer": first["wafer"], "row": first["row"], "col": first["col"]}
+    strip = client.get("/lot-dies", params=where)
+    assert strip.status_code == 200 and strip.content[:4] == b"\x89PNG"
+    with_token = {"Authorization": f"Bearer {TOKEN}"}
+    for index, die in enumerate(dies):  # the operator's verdict: the first two of each wafer are false rejects
+        label = "good" if sum(d["wafer"] == die["wafer"] for d in dies[:index]) < 2 else die["class"]
+        answer = client.post("/api/die-reviews", json={"lot": "lot-a", "wafer": die["wafer"], "row": die["row"],
+                                                       "col": die["col"], "label": label, "reviewer": "yield"},
+                             headers=with_token)
+        assert answer.status_code == 200 and answer.json()["model_label"] == die["class"]
+    refused = {
+        "no token": ({**where, "label": "good", "reviewer": "x"}, {}, 401),
+        "a lot not listed": ({**where, "lot": "../lot-a", "label": "good", "reviewer": "x"}, with_token, 404),
+        "a die not kept": ({**where, "row": 99_999, "label": "good", "reviewer": "x"}, with_token, 404),
+        "a bad label": ({**where, "label": "Good!", "reviewer": "x"}, with_token, 422),
+    }
+    for name, (body, headers, status) in refused.items():
+        assert client.post("/api/die-reviews", json=body, headers=headers).status_code == status, name
+    assert "good (yield)" in client.get("/lot-review", params={"lot": "lot-a"}).text
+    assert client.get("/lot-review", params={"lot": "lot-b"}).status_code == 404
+
+    exported = tmp_path / "labelled"
+    run_cli("labels", "export", "--db", str(db), "--out", str(exported))
+    manifest = json.loads((exported / "labels.json").read_text())
+    assert sum(manifest["counts"].values()) == len(dies) and manifest["counts"]["good"] == 4
+    assert manifest["relabelled"] == sum(entry["model_label"] != "good" for entry in manifest["crops"]
+                                         if entry["label"] == "good")
+    crop = cv2.imread(str(exported / manifest["crops"][0]["file"]), cv2.IMREAD_UNCHANGED)
+    assert crop.ndim == 3 and crop.shape[2] == 3  # die, median die, difference: what the die classifier takes
+    refused_run = run_cli("labels", "export", "--db", str(db), "--out", str(tmp_path / "x"), "--run", "1",
+                          check=False)
+    assert refused_run.returncode == 2 and "a lot's grading database, which has no line runs" in refused_run.stderr
+    model = tmp_path / "model"
+    run_cli("train", str(exported), "--colour", "rgb", "--img-size", "32", "--epochs", "1", "--out", str(model),
+            timeout=600)
+    card = json.loads((model / "model.json").read_text())
+    assert set(card["class_names"]) == set(manifest["counts"]) and card["thresholds"]["defect_score"] is not None

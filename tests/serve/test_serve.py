@@ -74,10 +74,8 @@ def test_station_page_in_a_real_browser(line_db: Path, tmp_path: Path) -> None:
     assert screenshot.is_file() and screenshot.stat().st_size > 20_000
 
 
-def test_lot_reports_are_listed_and_served_from_their_folder(line_db: Path, tmp_path: Path) -> None:
-    lots = tmp_path / "lots"
-    run_cli("synth", "lot", str(tmp_path / "lot-a"), "--wafers", "2", timeout=300)
-    run_cli("grade", str(tmp_path / "lot-a"), "--out", str(lots / "lot-a"), "--workers", "1", timeout=600)
+def test_lot_reports_are_listed_and_served_from_their_folder(line_db: Path, graded_lots: Path) -> None:
+    lots = graded_lots
     client = TestClient(create_app(line_db, lots=lots))
     page = client.get("/lots").text
     assert 'href="/lot-files/lot-a/report.html"' in page and "<td>2</td>" in page

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from inspection.acquire import ImageReadError, read_image
 from inspection.chain.chain import Chain, Part, build_chain
+from inspection.measure.dies import die_inputs
 from inspection.recipe import Recipe
 from inspection.report.lots import LotStore
 from inspection.report.store import StoreError
@@ -33,6 +34,8 @@ from inspection.sim.lot import read_truth
 from inspection.types import Frame, GradedWafer, InspectionError, LotItem, Verdict
 
 THUMBNAILS_PER_WAFER = 4
+REVIEW_DIES_PER_WAFER = 32
+"""The worst defective dies of a wafer whose classifier inputs are kept for review (``inspect serve``)."""
 Engine = Literal["local", "ray"]
 
 
@@ -71,9 +74,12 @@ def _graded(chain: Chain, item: LotItem, part: Part, timings: dict[str, float]) 
         "class_index": part.die_classes.astype(np.int32), "defect_score": scores.astype(np.float64),
         "defective": defective, **part.defect_boxes_um, "truth_class": _truth_classes(item, rows, cols, class_names),
     }
-    worst = [i for i in np.argsort(-scores)[:THUMBNAILS_PER_WAFER] if defective[i]]
+    worst = [i for i in np.argsort(-scores)[:REVIEW_DIES_PER_WAFER] if defective[i]]
     thumbnails = [(int(rows[i]), int(cols[i]), class_names[part.die_classes[i]], float(scores[i]),
-                   cv2.imencode(".png", located.crops[i])[1].tobytes()) for i in worst]
+                   cv2.imencode(".png", located.crops[i])[1].tobytes()) for i in worst[:THUMBNAILS_PER_WAFER]]
+    inputs = die_inputs(located.crops[worst], located.golden) if worst else []
+    review_dies = [(int(rows[i]), int(cols[i]), class_names[part.die_classes[i]], float(scores[i]),
+                    cv2.imencode(".png", picture)[1].tobytes()) for i, picture in zip(worst, inputs, strict=True)]
     fit, pixel_um = located.fit, recipe.pixel_size_um
     geometry = {
         "centre_xy_px": [round(v, 3) for v in fit.centre_xy_px], "diameter_mm": round(2 * (fit.radius_mm or 0), 3),
@@ -86,7 +92,7 @@ def _graded(chain: Chain, item: LotItem, part: Part, timings: dict[str, float]) 
     return GradedWafer(item, "graded", part.reason, part.verdict, timings, part.pattern["pattern"],
                        float(part.pattern["confidence"]), part.pattern["root_cause"], part.yield_fraction,
                        part.defect_density_per_cm2, part.die_map, (int(rows.min()), int(cols.min())), geometry, dies,
-                       tuple(class_names), thumbnails)
+                       tuple(class_names), thumbnails, review_dies)
 
 
 def _truth_classes(item: LotItem, rows: np.ndarray, cols: np.ndarray, class_names: list[str]) -> np.ndarray:

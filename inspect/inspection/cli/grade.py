@@ -26,6 +26,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from inspection.acquire.lot import read_lot
     from inspection.chain.lot import run_lot
     from inspection.report.lot_report import write_lot_outputs
+    from inspection.report.lots import LOT_DATABASE
 
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
@@ -39,7 +40,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         recipe = recipe.model_copy(update={"wafermap": wafermap})
     build_chain(recipe).close()  # a missing model or a rule it cannot meet fails here, before any worker starts
     items = read_lot(args.source)
-    db_path = args.out / "grade.sqlite"
+    db_path = args.out / LOT_DATABASE
 
     def report(wafer: GradedWafer) -> None:
         if args.quiet:

@@ -19,7 +19,9 @@ import numpy as np
 from inspection.report.store import StoreError, connect, create_schema, write_failure
 from inspection.types import GradedWafer
 
-LOT_SCHEMA_VERSION = 1
+LOT_SCHEMA_VERSION = 2
+LOT_DATABASE = "grade.sqlite"
+"""The grading database's name in each ``inspect grade --out`` folder."""
 _WHAT = "wafer-inspect lot grading database"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grade_runs (
@@ -86,7 +88,29 @@ CREATE TABLE IF NOT EXISTS thumbnails (
     defect_score REAL NOT NULL,
     png BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS review_dies (
+    wafer INTEGER NOT NULL REFERENCES wafers(id),
+    row INTEGER NOT NULL,
+    col INTEGER NOT NULL,
+    class TEXT NOT NULL,
+    defect_score REAL NOT NULL,
+    input_png BLOB NOT NULL,
+    PRIMARY KEY (wafer, row, col)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS die_reviews (
+    id INTEGER PRIMARY KEY,
+    wafer INTEGER NOT NULL REFERENCES wafers(id),
+    row INTEGER NOT NULL,
+    col INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    model_label TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 """
+"""Version 2: defect review. ``review_dies`` keeps the classifier's input (die, median die, difference) of each
+wafer's worst defective dies, ``die_reviews`` what an operator said of them (every review kept; the newest counts).
+A version 1 file takes the new tables when it is next written."""
 WAFER_COLUMNS = ("id", "run_id", "lot_id", "wafer_id", "slot", "image_path", "status", "reason", "verdict", "pattern",
                  "pattern_confidence", "root_cause", "yield_fraction", "defect_density_per_cm2", "n_dies",
                  "n_defective", "die_map", "map_origin_row", "map_origin_col", "geometry", "timings_ms",
@@ -110,9 +134,7 @@ class LotStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._connection = connect(self.path, read_only=False, table="wafers", schema_version=LOT_SCHEMA_VERSION,
-                                   what=_WHAT)
-        create_schema(self._connection, schema=_SCHEMA, version=LOT_SCHEMA_VERSION, path=self.path)
+        self._connection = open_lot_database(self.path, read_only=False)
 
     def finished(self) -> set[tuple[str, str]]:
         """(lot_id, wafer_id) of every wafer already stored, graded or failed-to-grade."""
@@ -172,17 +194,28 @@ class LotStore:
                         dies["defect_score"].tolist(), dies["defective"].astype(int).tolist(),
                         dies["x_rel_um"].tolist(), dies["y_rel_um"].tolist(), dies["x_size_um"].tolist(),
                         dies["y_size_um"].tolist(), dies["area_um2"].tolist(), truth, strict=True))
-            self._connection.executemany(
-                "INSERT INTO thumbnails (wafer, row, col, class, defect_score, png) VALUES (?, ?, ?, ?, ?, ?)",
-                [(wafer_pk, r, c, k, s, png) for r, c, k, s, png in wafer.thumbnails])
+            for table, pictures in (("thumbnails (wafer, row, col, class, defect_score, png)", wafer.thumbnails),
+                                    ("review_dies (wafer, row, col, class, defect_score, input_png)",
+                                     wafer.review_dies)):
+                self._connection.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
+                                             [(wafer_pk, r, c, k, s, png) for r, c, k, s, png in pictures])
         return wafer_pk
 
     def close(self) -> None:
         self._connection.close()
 
 
+def open_lot_database(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    """A connection to a lot grading database after checking it is one; a writable one gets this software's
+    tables (a version 1 file gains those of review)."""
+    connection = connect(path, read_only=read_only, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
+    if not read_only:
+        create_schema(connection, schema=_SCHEMA, version=LOT_SCHEMA_VERSION, path=path)
+    return connection
+
+
 def _reader(path: str | Path) -> sqlite3.Connection:
-    return connect(Path(path), read_only=True, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
+    return open_lot_database(Path(path), read_only=True)
 
 
 def read_wafers(path: str | Path) -> list[dict[str, Any]]:
@@ -233,4 +266,37 @@ def read_thumbnails(path: str | Path, wafer_pk: int) -> list[dict[str, Any]]:
         connection.close()
 
 
-__all__ = ["LotStore", "StoreError", "read_die_truth", "read_dies", "read_thumbnails", "read_wafers"]
+def read_review_dies(path: str | Path, wafer_pk: int | None = None) -> list[dict[str, Any]]:
+    """The dies kept for review (worst first within each wafer), with the classifier's input as a PNG.
+
+    Parameters
+    ----------
+    path : str or Path
+        The lot grading database (one written before review existed has none).
+    wafer_pk : int, optional
+        Only this wafer's (its ``wafers.id``).
+
+    Returns
+    -------
+    list of dict
+        ``wafer`` (id), ``lot_id``, ``wafer_id``, ``row``, ``col``, ``class``, ``defect_score`` and ``input_png``
+        (3 channels: the die, the wafer's median die, their difference).
+    """
+    connection = _reader(path)
+    try:
+        if "review_dies" not in {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}:
+            return []
+        query = ("SELECT d.wafer, w.lot_id, w.wafer_id, d.row, d.col, d.class, d.defect_score, d.input_png "
+                 "FROM review_dies d JOIN wafers w ON w.id = d.wafer")
+        rows = connection.execute(query + (" WHERE d.wafer = ?" if wafer_pk is not None else "")
+                                  + " ORDER BY w.lot_id, w.slot, d.defect_score DESC",
+                                  (wafer_pk,) if wafer_pk is not None else ())
+        return [dict(zip(REVIEW_DIE_COLUMNS, values, strict=True)) for values in rows]
+    finally:
+        connection.close()
+
+
+REVIEW_DIE_COLUMNS = ("wafer", "lot_id", "wafer_id", "row", "col", "class", "defect_score", "input_png")
+
+__all__ = ["LOT_DATABASE", "LotStore", "StoreError", "open_lot_database", "read_die_truth", "read_dies",
+           "read_review_dies", "read_thumbnails", "read_wafers"]

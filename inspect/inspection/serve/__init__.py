@@ -23,17 +23,27 @@ from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi import Path as PathParameter
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from inspection.report import read_results, read_runs
-from inspection.report.reviews import ReviewError, UnknownResult, add_review, read_reviews, review_labels
+from inspection.report.lots import LOT_DATABASE, read_review_dies, read_wafers
+from inspection.report.reviews import (
+    ReviewError,
+    UnknownResult,
+    add_die_review,
+    add_review,
+    read_die_reviews,
+    read_reviews,
+    review_labels,
+)
 from inspection.report.store import connect
 
 ResultId = Annotated[int, PathParameter(ge=1, le=2**62)]
@@ -163,6 +173,18 @@ class ReviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     result_id: int = Field(ge=1, le=2**62)
     detection: int = Field(ge=0, le=10_000)
+    label: str = Field(max_length=40)
+    reviewer: str = Field(max_length=40)
+
+
+class DieReviewRequest(BaseModel):
+    """``POST /api/die-reviews``: an operator's label for one die a graded lot kept for review."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    lot: str = Field(max_length=200)
+    wafer: int = Field(ge=1, le=2**62)
+    row: int = Field(ge=-100_000, le=100_000)
+    col: int = Field(ge=-100_000, le=100_000)
     label: str = Field(max_length=40)
     reviewer: str = Field(max_length=40)
 
@@ -305,15 +327,61 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
         paths = _result(db, result_id)["crop_paths"] or []
         if detection >= len(paths) or not paths[detection] or not Path(paths[detection]).is_file():
             raise HTTPException(404, f"result {result_id} has no stored crop for detection {detection}")
-        return Response(_crop_strip(Path(paths[detection])), media_type="image/png")
+        crop = cv2.imread(paths[detection], cv2.IMREAD_UNCHANGED)
+        return Response(_crop_strip(crop, what=Path(paths[detection]).name), media_type="image/png")
 
-    @app.post("/api/reviews")
-    def post_review(review: ReviewRequest, authorization: Annotated[str | None, Header()] = None
-                    ) -> dict[str, Any]:
+    def authorise(authorization: str | None) -> None:
         if review_token is None:
             raise HTTPException(403, "review is off: start inspect serve with INSPECT_REVIEW_TOKEN set")
         if authorization is None or not hmac.compare_digest(authorization.encode(), f"Bearer {review_token}".encode()):
             raise HTTPException(401, "a valid review token is needed (Authorization: Bearer TOKEN)")
+
+    def lot_database(name: str) -> Path:
+        """A listed lot's grading database (the name must be one /lots lists: never a path of the request's)."""
+        if lots is None:
+            raise HTTPException(404, "no lots folder is served (inspect serve --lots DIR)")
+        if name not in {lot["name"] for lot in lot_reports(lots)} or not (lots / name / LOT_DATABASE).is_file():
+            raise HTTPException(404, f"no graded lot {name!r} in the lots folder")
+        return lots / name / LOT_DATABASE
+
+    @app.get("/lot-review", response_class=HTMLResponse)
+    def lot_review(lot: Annotated[str, Query(max_length=200)]) -> str:
+        db = lot_database(lot)
+        reviews = read_die_reviews(db)
+        labels = {"good", *(review["label"] for review in reviews.values())}
+        labels |= {name for wafer in read_wafers(db) for name in wafer["class_names"]}
+        return _lot_review_html(lot, read_review_dies(db), reviews, sorted(labels), review_on=review_token is not None)
+
+    @app.get("/lot-dies")
+    def lot_die(lot: Annotated[str, Query(max_length=200)], wafer: Annotated[int, Query(ge=1, le=2**62)],
+                row: Annotated[int, Query(ge=-100_000, le=100_000)],
+                col: Annotated[int, Query(ge=-100_000, le=100_000)]) -> Response:
+        kept = read_review_dies(lot_database(lot), wafer)
+        die = next((die for die in kept if (die["row"], die["col"]) == (row, col)), None)
+        if die is None:
+            raise HTTPException(404, f"wafer {wafer} of lot {lot} kept no die at row {row}, column {col} for review")
+        crop = cv2.imdecode(np.frombuffer(die["input_png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        return Response(_crop_strip(crop, what=f"die {row},{col}"), media_type="image/png")
+
+    @app.post("/api/die-reviews")
+    def post_die_review(review: DieReviewRequest, authorization: Annotated[str | None, Header()] = None
+                        ) -> dict[str, Any]:
+        authorise(authorization)
+        try:
+            stored = add_die_review(lot_database(review.lot), review.wafer, review.row, review.col, label=review.label,
+                                    reviewer=review.reviewer)
+        except UnknownResult as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ReviewError as exc:
+            raise HTTPException(422, str(exc)) from None
+        log.info("review: lot %s wafer %d die %d,%d %s -> %s by %s", review.lot, review.wafer, review.row, review.col,
+                 stored["model_label"], stored["label"], stored["reviewer"])
+        return stored
+
+    @app.post("/api/reviews")
+    def post_review(review: ReviewRequest, authorization: Annotated[str | None, Header()] = None
+                    ) -> dict[str, Any]:
+        authorise(authorization)
         try:
             stored = add_review(db, review.result_id, review.detection, label=review.label, reviewer=review.reviewer)
         except UnknownResult as exc:
@@ -338,12 +406,14 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
         rows = []
         for lot in lot_reports(lots):
             figures, name = lot["figures"], lot["name"]
+            review = (f'<a href="/lot-review?lot={quote(name)}">review dies</a>'
+                      if (lots / name / LOT_DATABASE).is_file() else "")
             rows.append([f'<a href="/lot-files/{escape(name)}/report.html">{escape(name)}</a>',
                          str(figures.get("wafers", "")),
                          " ".join(f"{escape(k)} {v}" for k, v in sorted(figures.get("verdicts", {}).items())),
-                         "" if figures.get("mean_yield") is None else f"{figures['mean_yield']:.2%}"])
+                         "" if figures.get("mean_yield") is None else f"{figures['mean_yield']:.2%}", review])
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>lots</title>{_STYLE}</head><body>"
-                "<h1>Lot reports</h1>" + _table(rows, ["lot", "wafers", "verdicts", "mean yield"])
+                "<h1>Lot reports</h1>" + _table(rows, ["lot", "wafers", "verdicts", "mean yield", ""])
                 + "<p><a href='/'>station</a></p></body></html>")
 
     if lots is not None:  # the reports' own files (StaticFiles refuses any path outside the folder)
@@ -370,12 +440,11 @@ def _next_to_review(db: Path, row: dict[str, Any]) -> int | None:
     return None if found is None else int(found[0])
 
 
-def _crop_strip(path: Path, *, min_height_px: int = 96) -> bytes:
-    """A saved crop (image, golden, |difference| as its three channels) as three grey tiles side by side, enlarged
-    without smoothing to at least ``min_height_px``: what a person compares."""
-    crop = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def _crop_strip(crop: np.ndarray | None, *, what: str, min_height_px: int = 96) -> bytes:
+    """A classifier's input (image, golden or median die, |difference| as its three channels) as three grey
+    tiles side by side, enlarged without smoothing to at least ``min_height_px``: what a person compares."""
     if crop is None:
-        raise HTTPException(404, f"{path.name}: the stored crop cannot be read")
+        raise HTTPException(404, f"{what}: the stored crop cannot be read")
     tiles = [crop] if crop.ndim == 2 else [crop[..., channel] for channel in range(crop.shape[2])]
     gap = np.full((crop.shape[0], 2), 255, np.uint8)
     strip = np.hstack([part for tile in tiles for part in (tile, gap)][:-1])
@@ -391,26 +460,53 @@ reviewer.value = localStorage.getItem('reviewer') || '';
 async function review(index) {
   sessionStorage.setItem('review-token', token.value);
   localStorage.setItem('reviewer', reviewer.value);
-  const label = document.getElementById('label-' + index).value.trim();
-  const answer = await fetch('/api/reviews', {method: 'POST', headers: {'Content-Type': 'application/json',
-    'Authorization': 'Bearer ' + token.value}, body: JSON.stringify({result_id: RESULT_ID, detection: index,
-    label: label, reviewer: reviewer.value.trim()})});
+  const button = document.querySelector('button[data-index="' + index + '"]');
+  const request = Object.assign(JSON.parse(button.dataset.key), {
+    label: document.getElementById('label-' + index).value.trim(), reviewer: reviewer.value.trim()});
+  const answer = await fetch(button.dataset.url, {method: 'POST', headers: {'Content-Type': 'application/json',
+    'Authorization': 'Bearer ' + token.value}, body: JSON.stringify(request)});
   const body = await answer.json();
   const message = document.getElementById('message');
   if (answer.ok) {
     const cell = document.getElementById('reviewed-' + index);
     cell.textContent = body.label + ' (' + body.reviewer + ')';
     cell.className = body.label === body.model_label ? 'pass' : 'review';
-    message.textContent = 'saved: detection ' + index + ' is ' + body.label;
+    message.textContent = 'saved: ' + button.dataset.name + ' is ' + body.label;
   } else {
     const detail = typeof body.detail === 'string' ? body.detail : body.detail.map(d => d.msg).join('; ');
     message.textContent = 'not saved (' + answer.status + '): ' + detail;
   }
   return answer.ok;
 }
-async function reviewAll() { for (const button of document.querySelectorAll('button[data-detection]'))
-  if (!await review(Number(button.dataset.detection))) break; }
+async function reviewAll() { for (const button of document.querySelectorAll('button[data-index]'))
+  if (!await review(button.dataset.index)) break; }
 </script>"""
+
+
+def _review_cells(index: int, *, name: str, url: str, key: dict[str, Any], model_label: str,
+                  reviewed: dict[str, Any] | None, review_on: bool) -> list[str]:
+    """The "reviewed" and "label" cells of one reviewable item (a detection or a die)."""
+    status = "not reviewed"
+    if reviewed:
+        agrees = "pass" if reviewed["label"] == reviewed["model_label"] else "review"
+        status = f'<span class="{agrees}">{escape(reviewed["label"])} ({escape(reviewed["reviewer"])})</span>'
+    current = reviewed["label"] if reviewed else model_label
+    form = (f'<input id="label-{index}" list="labels" size="10" value="{escape(current)}"> '
+            f'<button data-index="{index}" data-name="{escape(name)}" data-url="{url}" '
+            f'data-key="{escape(json.dumps(key))}" onclick="review({index})">save</button>') if review_on else ""
+    return [f'<span id="reviewed-{index}">{status}</span>', form]
+
+
+def _review_tools(labels: list[str], *, review_on: bool, items: int) -> tuple[str, str]:
+    """The token and reviewer fields with "save all", and the page's script (nothing to review: neither)."""
+    if not items:
+        return "", ""
+    if not review_on:
+        return "<p>Review is off (start inspect serve with INSPECT_REVIEW_TOKEN set to review).</p>", ""
+    options = "".join(f'<option value="{escape(label)}">' for label in labels)
+    return (f'<p>review token <input id="token" type="password" size="24"> reviewer <input id="reviewer" '
+            f'size="12"> <button onclick="reviewAll()">save all</button> <span id="message"></span></p>'
+            f'<datalist id="labels">{options}</datalist>'), _REVIEW_SCRIPT
 
 
 def _result_html(row: dict[str, Any], reviews: dict[tuple[int, int], dict[str, Any]], labels: list[str], *,
@@ -420,30 +516,16 @@ def _result_html(row: dict[str, Any], reviews: dict[tuple[int, int], dict[str, A
     result_id, crops = row["id"], row["crop_paths"] or []
     rows = []
     for index, detection in enumerate(row["detections"]):
-        reviewed = reviews.get((result_id, index))
         crop = (f'<img class="crop" alt="crop {index}" src="/crops/{result_id}/{index}">'
                 if index < len(crops) and crops[index] else "no crop saved")
-        current = reviewed["label"] if reviewed else detection["kind"]
-        form = (f'<input id="label-{index}" list="labels" size="10" value="{escape(current)}"> '
-                f'<button data-detection="{index}" onclick="review({index})">save</button>') if review_on else ""
-        status = "not reviewed"
-        if reviewed:
-            agrees = "pass" if reviewed["label"] == reviewed["model_label"] else "review"
-            status = f'<span class="{agrees}">{escape(reviewed["label"])} ({escape(reviewed["reviewer"])})</span>'
-
         rows.append([str(index), crop, escape(detection["kind"]), f'{detection["score"]:.3f}',
-                     f'{detection["area_um2"]:.0f}', f'<span id="reviewed-{index}">{status}</span>', form])
+                     f'{detection["area_um2"]:.0f}', *_review_cells(
+                         index, name=f"detection {index}", url="/api/reviews",
+                         key={"result_id": result_id, "detection": index}, model_label=detection["kind"],
+                         reviewed=reviews.get((result_id, index)), review_on=review_on)])
     picture = f'<p><img class="picture" src="/pictures/{result_id}"></p>' if row["image_path"] else ""
-    tools = ""
-    if review_on and rows:
-        options = "".join(f'<option value="{escape(label)}">' for label in labels)
-        tools = (f'<p>review token <input id="token" type="password" size="24"> reviewer <input id="reviewer" '
-                 f'size="12"> <button onclick="reviewAll()">save all</button> <span id="message"></span></p>'
-                 f'<datalist id="labels">{options}</datalist>')
-    elif rows:
-        tools = "<p>Review is off (start inspect serve with INSPECT_REVIEW_TOKEN set to review).</p>"
+    tools, script = _review_tools(labels, review_on=review_on, items=len(rows))
     following = f' · <a href="/results/{next_id}">next part that did not pass</a>' if next_id else ""
-    script = _REVIEW_SCRIPT.replace("RESULT_ID", str(result_id)) if review_on and rows else ""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>result {result_id}</title>{_STYLE}</head><body>"
             f"<h1>Run {row['run_id']}, part #{row['frame_counter']}: <span class='{escape(row['verdict'])}'>"
             f"{escape(row['verdict'])}</span></h1><p>{escape(row['reason'])} · {escape(row['source'])} · "
@@ -451,4 +533,27 @@ def _result_html(row: dict[str, Any], reviews: dict[tuple[int, int], dict[str, A
             + _table(rows, ["#", "crop (image | golden | difference)", "model says", "score", "area um2", "reviewed",
                             "label" if review_on else ""])
             + f"<p><a href='/runs/{row['run_id']}'>run {row['run_id']}</a>{following} · <a href='/'>station</a></p>"
+            + script + "</body></html>")
+
+
+def _lot_review_html(lot: str, dies: list[dict[str, Any]], reviews: dict[tuple[int, int, int], dict[str, Any]],
+                     labels: list[str], *, review_on: bool) -> str:
+    """A graded lot's dies kept for review (the worst defective dies of each wafer): per die its classifier input
+    (die | median die | difference), the model's class and score, its review and the form."""
+    rows = []
+    for index, die in enumerate(dies):
+        wafer, row, col = die["wafer"], die["row"], die["col"]
+        where = f"lot={quote(lot)}&wafer={wafer}&row={row}&col={col}"
+        rows.append([escape(die["wafer_id"]), f"{col}, {-row}", f'<img class="crop" alt="die {col},{-row}" '
+                     f'src="/lot-dies?{escape(where)}">', escape(die["class"]), f'{die["defect_score"]:.3f}',
+                     *_review_cells(index, name=f"die {die['wafer_id']} {col},{-row}", url="/api/die-reviews",
+                                    key={"lot": lot, "wafer": wafer, "row": row, "col": col}, model_label=die["class"],
+                                    reviewed=reviews.get((wafer, row, col)), review_on=review_on)])
+    tools, script = _review_tools(labels, review_on=review_on, items=len(rows))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>review {escape(lot)}</title>{_STYLE}</head>"
+            f"<body><h1>Lot {escape(lot)}: {len(rows)} dies to review</h1><p>The worst defective dies of each wafer, "
+            f"named by KLARF index (XINDEX, YINDEX).</p>{tools}"
+            + _table(rows, ["wafer", "die", "die | median die | difference", "model says", "defect score", "reviewed",
+                            "label" if review_on else ""])
+            + f"<p><a href='/lot-files/{escape(lot)}/report.html'>lot report</a> · <a href='/lots'>lots</a></p>"
             + script + "</body></html>")
