@@ -6,8 +6,9 @@ the lot reports ``inspect grade`` wrote (each lot's report page with its wafer m
 as files from the lots folder). Pictures and crops are served by result id from the paths the line stored
 (``inspect run --save-ng``), never from a path in the URL.
 
-The one write is a review: an operator confirms or re-labels a detection (``POST /api/reviews``), which needs
-the review token the server was started with (``INSPECT_REVIEW_TOKEN``); without one, review is off. Refused
+The one kind of write is a review: an operator confirms or re-labels a detection (``POST /api/reviews``) or a die
+of a graded lot (``POST /api/die-reviews``), which needs the review token the server was started with
+(``INSPECT_REVIEW_TOKEN``); without one, review is off. Refused
 requests are logged and answered with their reason; request bodies over 16 KiB are refused unread. It binds to
 localhost unless told otherwise.
 """
@@ -256,9 +257,11 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
     Returns
     -------
     FastAPI
-        Pages ``/``, ``/runs``, ``/runs/{run_id}``, ``/results/{result_id}``, pictures
-        ``/pictures/{result_id}``, crops ``/crops/{result_id}/{detection}``, the JSON API ``/api/status``,
-        ``/api/runs``, ``/api/results/{result_id}`` and the one write, ``POST /api/reviews``.
+        Pages ``/``, ``/runs``, ``/runs/{run_id}``, ``/results/{result_id}``, ``/lots`` and
+        ``/lot-review?lot=NAME``; pictures ``/pictures/{result_id}``, crops ``/crops/{result_id}/{detection}`` and
+        ``/lot-dies?lot=&wafer=&row=&col=``; the JSON API ``/api/status``, ``/api/runs``,
+        ``/api/results/{result_id}``; and the writes, reviews: ``POST /api/reviews`` (a detection) and
+        ``POST /api/die-reviews`` (a die of a graded lot).
 
     Raises
     ------
