@@ -248,7 +248,8 @@ def _reviewed_crops(db: Path, run_id: int | None) -> tuple[list[tuple[dict[str, 
         pictures = {(die["wafer"], die["row"], die["col"]): die["input_png"] for die in read_review_dies(db)}
         found = []
         for key, review in read_die_reviews(db).items():
-            name = f"{review['lot_id']}_{review['wafer_id']}_r{review['row']}_c{review['col']}.png"
+            wafer = re.sub(r"[^A-Za-z0-9._-]", "_", f"{review['lot_id']}_{review['wafer_id']}")  # ids from a manifest
+            name = f"{wafer}_r{review['row']}_c{review['col']}.png"
             found.append(({"file": f"{review['label']}/{name}", **{k: review[k] for k in (
                 "label", "model_label", "reviewer", "at", "lot_id", "wafer_id", "row", "col")}}, pictures[key]))
         return found, 0
