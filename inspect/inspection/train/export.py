@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,9 @@ def stamp_metadata(onnx_path: Path, card: ModelCard) -> str:
     """Write the card's essentials into an ONNX file (``metadata_props``, ``doc_string``, ``model_version``),
     atomically; returns the file's new sha256 for the card.
 
-    ``model_version`` is the time of stamping (UTC, YYYYMMDDHHMM), so a later export has a larger version.
+    ``model_version`` is the N of a model folder named ``<task>-<arch>-v<N>`` (1 otherwise): the version the
+    models folder gives it. Nothing of the moment of stamping goes in, so the same training gives the same bytes
+    (the card's ``training.created`` keeps the time).
     """
     model = onnx.load(str(onnx_path))
     del model.metadata_props[:]
@@ -190,7 +192,8 @@ def stamp_metadata(onnx_path: Path, card: ModelCard) -> str:
                         f"input {card.input.name} [batch, {card.input.channels}, {card.input.height}, "
                         f"{card.input.width}] float32 scaled by the bit depth and normalised as the metadata says; "
                         f"{output}. Its card is model.json beside it.")
-    model.model_version = int(datetime.now(UTC).strftime("%Y%m%d%H%M"))
+    numbered = re.search(r"-v(\d{1,9})$", onnx_path.resolve().parent.name)
+    model.model_version = int(numbered.group(1)) if numbered else 1
     partial = onnx_path.with_name(f".{onnx_path.name}.partial")
     onnx.save(model, str(partial))
     os.replace(partial, onnx_path)
