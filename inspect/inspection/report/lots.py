@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from inspection.report.store import StoreError, connect, create_schema, write_failure
+from inspection.report.store import StoreError, connect, create_schema, table_names, write_failure
 from inspection.types import GradedWafer
 
 LOT_SCHEMA_VERSION = 2
@@ -266,7 +266,8 @@ def read_thumbnails(path: str | Path, wafer_pk: int) -> list[dict[str, Any]]:
         connection.close()
 
 
-def read_review_dies(path: str | Path, wafer_pk: int | None = None) -> list[dict[str, Any]]:
+def read_review_dies(path: str | Path, wafer_pk: int | None = None, *, row_col: tuple[int, int] | None = None
+                     ) -> list[dict[str, Any]]:
     """The dies kept for review (worst first within each wafer), with the classifier's input as a PNG.
 
     Parameters
@@ -275,6 +276,8 @@ def read_review_dies(path: str | Path, wafer_pk: int | None = None) -> list[dict
         The lot grading database (one written before review existed has none).
     wafer_pk : int, optional
         Only this wafer's (its ``wafers.id``).
+    row_col : tuple of int, optional
+        Only the die at this grid row and column.
 
     Returns
     -------
@@ -284,13 +287,20 @@ def read_review_dies(path: str | Path, wafer_pk: int | None = None) -> list[dict
     """
     connection = _reader(path)
     try:
-        if "review_dies" not in {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}:
+        if "review_dies" not in table_names(connection):
             return []
-        query = ("SELECT d.wafer, w.lot_id, w.wafer_id, d.row, d.col, d.class, d.defect_score, d.input_png "
-                 "FROM review_dies d JOIN wafers w ON w.id = d.wafer")
-        rows = connection.execute(query + (" WHERE d.wafer = ?" if wafer_pk is not None else "")
-                                  + " ORDER BY w.lot_id, w.slot, d.defect_score DESC",
-                                  (wafer_pk,) if wafer_pk is not None else ())
+        clauses, parameters = [], []
+        if wafer_pk is not None:
+            clauses.append("d.wafer = ?")
+            parameters.append(wafer_pk)
+        if row_col is not None:
+            clauses.append("d.row = ? AND d.col = ?")
+            parameters += row_col
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = connection.execute(
+            "SELECT d.wafer, w.lot_id, w.wafer_id, d.row, d.col, d.class, d.defect_score, d.input_png "
+            f"FROM review_dies d JOIN wafers w ON w.id = d.wafer{where} ORDER BY w.lot_id, w.slot, d.defect_score DESC",
+            parameters)
         return [dict(zip(REVIEW_DIE_COLUMNS, values, strict=True)) for values in rows]
     finally:
         connection.close()

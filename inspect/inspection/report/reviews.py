@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.report.lots import open_lot_database, read_review_dies
-from inspection.report.store import StoreError, connect, open_for_writing, write_failure
+from inspection.report.store import StoreError, connect, open_for_writing, table_names, write_failure
 from inspection.types import InspectionError
 
 __all__ = ["LABEL_PATTERN", "ReviewError", "UnknownResult", "add_die_review", "add_review", "export_labels",
@@ -151,7 +151,7 @@ def read_die_reviews(lot_db: str | Path) -> dict[tuple[int, int, int], dict[str,
     plus ``lot_id`` and ``wafer_id``), in review order."""
     connection = open_lot_database(Path(lot_db), read_only=True)
     try:
-        if "die_reviews" not in {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}:
+        if "die_reviews" not in table_names(connection):
             return {}
         rows = connection.execute(f"SELECT {', '.join('v.' + c for c in DIE_REVIEW_COLUMNS)}, w.lot_id, w.wafer_id "
                                   "FROM die_reviews v JOIN wafers w ON w.id = v.wafer ORDER BY v.id")
@@ -183,8 +183,7 @@ def read_reviews(db: str | Path, *, result_id: int | None = None, run_id: int | 
     """
     connection = connect(Path(db), read_only=True)
     try:
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "reviews" not in tables:
+        if "reviews" not in table_names(connection):
             return {}
         clauses, parameters = [], []
         if result_id is not None:
@@ -217,8 +216,7 @@ def review_labels(db: str | Path, *, run_id: int) -> list[str]:
         kinds = {row[0] for row in connection.execute(
             "SELECT DISTINCT json_extract(d.value, '$.kind') FROM results, json_each(results.detections) AS d "
             "WHERE results.run_id = ?", (run_id,))}
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "reviews" in tables:
+        if "reviews" in table_names(connection):
             kinds |= {row[0] for row in connection.execute("SELECT DISTINCT label FROM reviews")}
     finally:
         connection.close()
@@ -231,8 +229,7 @@ def _is_lot_database(db: Path) -> bool:
         return False
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        found = connection.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='wafers'").fetchone()
-        return found is not None
+        return "wafers" in table_names(connection)
     except sqlite3.DatabaseError:
         return False  # left to the results reader, which names what is wrong with the file
     finally:

@@ -126,6 +126,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def table_names(connection: sqlite3.Connection) -> set[str]:
+    """The tables of an open SQLite database."""
+    return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
 def connect(path: Path, *, read_only: bool, table: str = "results", schema_version: int = SCHEMA_VERSION,
             what: str = "wafer-inspect results database") -> sqlite3.Connection:
     """An SQLite connection after checking the file is ours: ``table`` present (or no tables yet), schema not
@@ -141,7 +146,7 @@ def connect(path: Path, *, read_only: bool, table: str = "results", schema_versi
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, timeout=10, check_same_thread=False)
         version = connection.execute("PRAGMA user_version").fetchone()[0]
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = table_names(connection)
     except OSError as exc:
         raise StoreError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
     except sqlite3.OperationalError as exc:  # cannot open or read: permissions, a read-only or full disk, I/O
@@ -176,7 +181,7 @@ def migrate(connection: sqlite3.Connection, *, path: Path) -> int:
     """Bring a results database of an earlier schema version to this software's, in place and in one transaction
     (every row kept; a failure leaves the file as it was). Returns the version found."""
     found = connection.execute("PRAGMA user_version").fetchone()[0]
-    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    tables = table_names(connection)
     if "results" not in tables or found >= SCHEMA_VERSION:
         return found
     try:

@@ -139,6 +139,12 @@ refresh(); setInterval(refresh, 500);
 </script></body></html>"""
 
 
+def _page(title: str, body: str) -> str:
+    """A whole HTML page in the station's style."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>{_STYLE}</head><body>"
+            f"{body}</body></html>")
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     head = "".join(f"<th>{escape(name)}</th>" for name in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
@@ -160,12 +166,18 @@ def lot_reports(lots: Path) -> list[dict[str, Any]]:
         wafers, verdicts, mean yield, patterns; empty when it cannot be read).
     """
     found = []
-    for report in sorted(lots.glob("report.html")) + sorted(lots.glob("*/report.html")):
+    for name in _lot_names(lots):
         figures: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError, AttributeError):  # a lot without its figures is still listed
-            figures = json.loads((report.parent / "lot.json").read_text(encoding="utf-8")).get("figures", {})
-        found.append({"name": report.parent.relative_to(lots).as_posix(), "figures": figures})
+            figures = json.loads((lots / name / "lot.json").read_text(encoding="utf-8")).get("figures", {})
+        found.append({"name": name, "figures": figures})
     return found
+
+
+def _lot_names(lots: Path) -> list[str]:
+    """The lot reports' folders in ``lots``, relative to it ("." for ``lots`` itself), by name."""
+    reports = sorted(lots.glob("report.html")) + sorted(lots.glob("*/report.html"))
+    return [report.parent.relative_to(lots).as_posix() for report in reports]
 
 
 class ReviewRequest(BaseModel):
@@ -295,9 +307,8 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
                  escape(run["finished_at"] or ""), escape(run["status"]), escape(run["recipe_name"]),
                  escape(run["camera"]), " ".join(f'<span class="{escape(k)}">{escape(k)} {v}</span>'
                                                  for k, v in sorted(run["verdicts"].items()))] for run in runs()]
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>runs</title>{_STYLE}</head><body>"
-                "<h1>Run history</h1>" + _table(rows, ["run", "started", "finished", "status", "recipe", "camera",
-                                                       "verdicts"]) + "<p><a href='/'>station</a></p></body></html>")
+        header = ["run", "started", "finished", "status", "recipe", "camera", "verdicts"]
+        return _page("runs", "<h1>Run history</h1>" + _table(rows, header) + "<p><a href='/'>station</a></p>")
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_results(run_id: int = PathParameter(..., ge=1, le=2**62)) -> str:
@@ -308,10 +319,9 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
                  escape(row["reason"]), escape(", ".join(d["kind"] for d in row["detections"])),
                  f'{row["latency_ms"]:.1f}', f'<a href="/pictures/{row["id"]}">picture</a>' if row["image_path"]
                  else ""] for row in read_results(db, run_id=run_id, last=1000)]
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>run {run_id}</title>{_STYLE}</head><body>"
-                f"<h1>Run {run_id}: its last {len(rows)} results</h1>" + _table(
-                    rows, ["frame", "verdict", "reason", "detections", "latency ms", ""])
-                + "<p><a href='/runs'>run history</a></p></body></html>")
+        return _page(f"run {run_id}", f"<h1>Run {run_id}: its last {len(rows)} results</h1>"
+                     + _table(rows, ["frame", "verdict", "reason", "detections", "latency ms", ""])
+                     + "<p><a href='/runs'>run history</a></p>")
 
     @app.get("/api/results/{result_id}")
     def api_result(result_id: ResultId) -> dict[str, Any]:
@@ -343,7 +353,7 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
         """A listed lot's grading database (the name must be one /lots lists: never a path of the request's)."""
         if lots is None:
             raise HTTPException(404, "no lots folder is served (inspect serve --lots DIR)")
-        if name not in {lot["name"] for lot in lot_reports(lots)} or not (lots / name / LOT_DATABASE).is_file():
+        if name not in _lot_names(lots) or not (lots / name / LOT_DATABASE).is_file():
             raise HTTPException(404, f"no graded lot {name!r} in the lots folder")
         return lots / name / LOT_DATABASE
 
@@ -359,11 +369,10 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
     def lot_die(lot: Annotated[str, Query(max_length=200)], wafer: Annotated[int, Query(ge=1, le=2**62)],
                 row: Annotated[int, Query(ge=-100_000, le=100_000)],
                 col: Annotated[int, Query(ge=-100_000, le=100_000)]) -> Response:
-        kept = read_review_dies(lot_database(lot), wafer)
-        die = next((die for die in kept if (die["row"], die["col"]) == (row, col)), None)
-        if die is None:
+        found = read_review_dies(lot_database(lot), wafer, row_col=(row, col))
+        if not found:
             raise HTTPException(404, f"wafer {wafer} of lot {lot} kept no die at row {row}, column {col} for review")
-        crop = cv2.imdecode(np.frombuffer(die["input_png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        crop = cv2.imdecode(np.frombuffer(found[0]["input_png"], np.uint8), cv2.IMREAD_UNCHANGED)
         return Response(_crop_strip(crop, what=f"die {row},{col}"), media_type="image/png")
 
     @app.post("/api/die-reviews")
@@ -415,9 +424,8 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
                          str(figures.get("wafers", "")),
                          " ".join(f"{escape(k)} {v}" for k, v in sorted(figures.get("verdicts", {}).items())),
                          "" if figures.get("mean_yield") is None else f"{figures['mean_yield']:.2%}", review])
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>lots</title>{_STYLE}</head><body>"
-                "<h1>Lot reports</h1>" + _table(rows, ["lot", "wafers", "verdicts", "mean yield", ""])
-                + "<p><a href='/'>station</a></p></body></html>")
+        return _page("lots", "<h1>Lot reports</h1>" + _table(rows, ["lot", "wafers", "verdicts", "mean yield", ""])
+                     + "<p><a href='/'>station</a></p>")
 
     if lots is not None:  # the reports' own files (StaticFiles refuses any path outside the folder)
         app.mount("/lot-files", StaticFiles(directory=lots, check_dir=True), name="lot-files")
@@ -529,14 +537,15 @@ def _result_html(row: dict[str, Any], reviews: dict[tuple[int, int], dict[str, A
     picture = f'<p><img class="picture" src="/pictures/{result_id}"></p>' if row["image_path"] else ""
     tools, script = _review_tools(labels, review_on=review_on, items=len(rows))
     following = f' · <a href="/results/{next_id}">next part that did not pass</a>' if next_id else ""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>result {result_id}</title>{_STYLE}</head><body>"
-            f"<h1>Run {row['run_id']}, part #{row['frame_counter']}: <span class='{escape(row['verdict'])}'>"
-            f"{escape(row['verdict'])}</span></h1><p>{escape(row['reason'])} · {escape(row['source'])} · "
-            f"{row['latency_ms']:.1f} ms</p>{picture}{tools}"
-            + _table(rows, ["#", "crop (image | golden | difference)", "model says", "score", "area um2", "reviewed",
-                            "label" if review_on else ""])
-            + f"<p><a href='/runs/{row['run_id']}'>run {row['run_id']}</a>{following} · <a href='/'>station</a></p>"
-            + script + "</body></html>")
+    verdict = escape(row["verdict"])
+    return _page(f"result {result_id}",
+                 f"<h1>Run {row['run_id']}, part #{row['frame_counter']}: <span class='{verdict}'>{verdict}</span>"
+                 f"</h1><p>{escape(row['reason'])} · {escape(row['source'])} · {row['latency_ms']:.1f} ms</p>"
+                 f"{picture}{tools}"
+                 + _table(rows, ["#", "crop (image | golden | difference)", "model says", "score", "area um2",
+                                 "reviewed", "label" if review_on else ""])
+                 + f"<p><a href='/runs/{row['run_id']}'>run {row['run_id']}</a>{following} · "
+                 "<a href='/'>station</a></p>" + script)
 
 
 def _lot_review_html(lot: str, dies: list[dict[str, Any]], reviews: dict[tuple[int, int, int], dict[str, Any]],
@@ -553,10 +562,10 @@ def _lot_review_html(lot: str, dies: list[dict[str, Any]], reviews: dict[tuple[i
                                     key={"lot": lot, "wafer": wafer, "row": row, "col": col}, model_label=die["class"],
                                     reviewed=reviews.get((wafer, row, col)), review_on=review_on)])
     tools, script = _review_tools(labels, review_on=review_on, items=len(rows))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>review {escape(lot)}</title>{_STYLE}</head>"
-            f"<body><h1>Lot {escape(lot)}: {len(rows)} dies to review</h1><p>The worst defective dies of each wafer, "
-            f"named by KLARF index (XINDEX, YINDEX).</p>{tools}"
-            + _table(rows, ["wafer", "die", "die | median die | difference", "model says", "defect score", "reviewed",
-                            "label" if review_on else ""])
-            + f"<p><a href='/lot-files/{escape(lot)}/report.html'>lot report</a> · <a href='/lots'>lots</a></p>"
-            + script + "</body></html>")
+    return _page(f"review {lot}",
+                 f"<h1>Lot {escape(lot)}: {len(rows)} dies to review</h1><p>The worst defective dies of each "
+                 f"wafer, named by KLARF index (XINDEX, YINDEX).</p>{tools}"
+                 + _table(rows, ["wafer", "die", "die | median die | difference", "model says", "defect score",
+                                 "reviewed", "label" if review_on else ""])
+                 + f"<p><a href='/lot-files/{escape(lot)}/report.html'>lot report</a> · <a href='/lots'>lots</a></p>"
+                 + script)
