@@ -149,7 +149,10 @@ class ClassifySettings(_Section):
     model: str
     """Model folder (model.onnx + model.json), relative to the recipe's folder, else the working directory."""
     device: Literal["auto", "cpu", "cuda", "trt"] = "cpu"
-    precision: Literal["fp32", "int8"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    """fp16 and int8 run the variants `inspect export --fp16|--int8` added to the model folder."""
+    cuda_graph: bool = False
+    """On a GPU: replay each batch shape as a CUDA graph (fewer launches per batch; see the README, GPU stations)."""
     max_batch: int = Field(32, ge=1, le=4096)
     """The inference core runs a batch at this many candidates (from any frames) ..."""
     max_wait_ms: float = Field(2.0, ge=0, le=1000)

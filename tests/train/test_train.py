@@ -234,6 +234,34 @@ def test_class_weightings_balance_the_loss_over_the_samples() -> None:
         class_weights(counts, "cube")
 
 
+def test_the_gpu_input_pipeline_is_deterministic_and_augments_differently_per_process(
+        dies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What --device cuda trains with (loader processes augmenting ahead, pinned batches), run on the CPU: the same
+    seed gives the same model, and the processes do not repeat each other's augmentations."""
+    import torch
+
+    from inspection.train import loop
+    from inspection.train.data import AugmentedImages, PreparedImages
+
+    monkeypatch.setattr(loop, "loader_workers", lambda _device: 2)
+    cards = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        config = loop.TrainConfig(folder=dies, out=out, epochs=1, img_size=32, batch_size=32, seed=3)
+        cards.append(loop.train(config))
+    assert cards[0].onnx_sha256 == cards[1].onnx_sha256 and cards[0].metrics == cards[1].metrics
+    assert cards[0].training["history"][0]["train_s"] > 0
+    # One image eight times: two loader processes seeded alike would turn out the same two batches.
+    prepared = loop.load_units(loop.list_labelled_folder(dies), spec=cards[0].input, label="one image")
+    same = PreparedImages(np.repeat(prepared.units[:1], 8, axis=0), np.zeros(8, np.int64), prepared.paths[:1] * 8, ())
+    dataset = AugmentedImages(same, normalisation=cards[0].normalisation,
+                              augment=loop.augmentation(flips=True, rot90=True, seed=3))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2,
+                                         worker_init_fn=loop._reseed_augmentation,
+                                         generator=torch.Generator().manual_seed(3))
+    first, second = (images for images, _ in loader)
+    assert not torch.equal(first, second)
+
+
 def test_moving_average_is_what_is_validated_and_exported(dies: Path, tmp_path: Path) -> None:
     import torch
 

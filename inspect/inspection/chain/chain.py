@@ -505,7 +505,9 @@ def _classifier(recipe: Recipe, *, threads: int) -> Classifier:
         raise RecipeError(f"{where}: classify.model: {exc}") from None
     try:
         classifier = Classifier(model, precision=settings.precision, device=settings.device,
-                                settings=SessionSettings(intra_op_threads=threads, spinning=False))
+                                settings=SessionSettings(intra_op_threads=threads, spinning=False,
+                                                         cuda_graph=settings.cuda_graph))
+        classifier.warm_up(settings.max_batch)
     except CardError as exc:  # a card that is invalid or does not match its ONNX file: name the recipe too
         raise RecipeError(f"{where}: classify.model {settings.model}: {exc}") from None
     card, names = classifier.card, classifier.class_names
@@ -540,6 +542,7 @@ def _anomaly_stage(recipe: Recipe, *, threads: int) -> FindAnomalies:
                              settings=SessionSettings(intra_op_threads=threads, spinning=False))
     except (ModelNotFoundError, CardError) as exc:
         raise RecipeError(f"{where}: anomaly.model {settings.model}: {exc}") from None
+    model.runtime.warm_up(settings.max_batch)
     card_threshold = model.settings.threshold
     if settings.threshold is not None and settings.threshold < card_threshold:
         raise RecipeError(f"{where}: anomaly.threshold {settings.threshold} is below the card's {card_threshold} "

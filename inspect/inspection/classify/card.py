@@ -83,6 +83,21 @@ class Int8Variant(_Strict):
     int8: dict[str, float]
 
 
+class Fp16Variant(_Strict):
+    """Half-precision weights and activations (inputs and outputs stay float32, so nothing around the model
+    changes), for GPUs' tensor cores. Parity with the FP32 graph is measured on real images, and both precisions
+    are evaluated on the same folder."""
+
+    file: Annotated[str, AfterValidator(_inside_folder)]
+    sha256: str
+    parity: Parity
+    """FP16 against FP32, both on ONNX Runtime's CPU provider (which runs FP16 nodes it has no kernel for
+    through float32 casts; a GPU runs them in half precision: the GPU tests check that parity)."""
+    evaluated_on: str
+    fp32: dict[str, float]
+    fp16: dict[str, float]
+
+
 class DetectorSettings(_Strict):
     """How candidates are made, cropped and boxed for a golden-template detector (PCB): the classifier was
     trained on exactly these candidates, so the settings travel with it."""
@@ -158,6 +173,7 @@ class ModelCard(_Strict):
     torch_weights: str | None = None
     """The network's state dict beside the ONNX file, for retraining and eager benchmarks; the line never reads it."""
     int8: Int8Variant | None = None
+    fp16: Fp16Variant | None = None
     detector: DetectorSettings | None = None
     anomaly: AnomalySettings | None = None
     """An anomaly model's map settings (task ``anomaly``; output: a score map, N x 1 x H/stride x W/stride)."""
@@ -259,8 +275,10 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_card(folder: str | Path, *, precision: Literal["fp32", "int8"] = "fp32") -> tuple[ModelCard, Path]:
-    """The validated card of a model folder and the ONNX file to run, checked against the card's sha256."""
+def read_card(folder: str | Path, *, precision: Literal["fp32", "fp16", "int8"] = "fp32"
+              ) -> tuple[ModelCard, Path]:
+    """The validated card of a model folder and the ONNX file of ``precision`` to run, checked against the card's
+    sha256."""
     folder = Path(folder)
     card_path = folder / "model.json"
     if not card_path.is_file():
@@ -281,6 +299,10 @@ def read_card(folder: str | Path, *, precision: Literal["fp32", "int8"] = "fp32"
         if card.int8 is None:
             raise CardError(f"{card_path}: no INT8 variant; make one with `inspect export {folder} --int8 --calib DIR`")
         onnx_path, expected = folder / card.int8.file, card.int8.sha256
+    elif precision == "fp16":
+        if card.fp16 is None:
+            raise CardError(f"{card_path}: no FP16 variant; make one with `inspect export {folder} --fp16 --eval DIR`")
+        onnx_path, expected = folder / card.fp16.file, card.fp16.sha256
     else:
         onnx_path, expected = folder / card.onnx_file, card.onnx_sha256
     if not onnx_path.is_file():

@@ -39,8 +39,20 @@ def time_calls(call: Callable[[], object], *, batch_size: int, seconds: float) -
         "images_per_s": round(batch_size * len(latencies) / elapsed, 1),
         "latency_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 3),
         "latency_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB: the kernel's high-water mark of its own address space
+    (``VmHWM``). ``ru_maxrss`` is not that: Linux keeps it across exec, so a benchmark worker spawned by a
+    parent that loaded torch would report the parent's peak."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def machine() -> dict[str, Any]:

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from inspection.cli import anomaly, bench, calibrate, grade, line, models, pcb, serve, synth, wafermap
+from inspection.cli import anomaly, bench, calibrate, doctor, grade, line, models, pcb, serve, synth, wafermap
 from inspection.cli.common import CommandParser, software_version
 from inspection.types import InspectionError
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"wafer-inspect {software_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (line, models, anomaly, synth, grade, bench, wafermap, calibrate, pcb, serve):
+    for group in (line, models, anomaly, synth, grade, bench, doctor, wafermap, calibrate, pcb, serve):
         group.add_commands(commands)
     return parser
 

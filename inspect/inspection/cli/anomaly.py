@@ -21,7 +21,7 @@ def cmd_train_anomaly(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps and --batch must be at least 1, got {args.steps} and {args.batch}")
     card = train_anomaly(args.good_folder, args.out, steps=args.steps, batch=args.batch,
                          held_out_fraction=args.held_out, false_alarms_per_image=args.false_alarms, seed=args.seed,
-                         threads=args.threads)
+                         threads=args.threads, device=args.device)
     settings = card.anomaly
     assert settings is not None
     print(f"inspect: {args.out}/model.onnx + model.json: {card.arch}, {card.input.width}x{card.input.height} px, "
@@ -83,6 +83,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="the threshold allows this many false alarms per held-out good image")
     train.add_argument("--seed", type=int, default=0, help="seeds the split, the crops and the synthetic defects")
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
     train.set_defaults(handler=cmd_train_anomaly)
 
     evaluate = commands.add_parser("eval-anomaly", help="an anomaly model on DeepPCB pairs, without the templates")

@@ -6,11 +6,10 @@ import argparse
 import importlib.util
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from inspection.classify import Classifier
+from inspection.classify.bench import TorchSide
 from inspection.classify.card import read_card
 from inspection.cli.common import (
     UsageError,
@@ -19,14 +18,14 @@ from inspection.cli.common import (
 from inspection.report.records import save_record
 
 
-def _eager(model_dir: Path) -> Callable[..., dict[str, Any]] | None:
-    """PyTorch eager on the model's weights, when torch is installed and the card names its state dict."""
+def _torch_side(model_dir: Path, *, compile: bool) -> TorchSide | None:
+    """PyTorch on the model's weights, when torch is installed and the card names its state dict."""
     card, _ = read_card(model_dir)
     if card.torch_weights is None or importlib.util.find_spec("torch") is None:
         return None
-    from inspection.train.eager import measure_eager  # the worker processes run it
+    from inspection.train.eager import matmul_peak_gflops, measure_torch  # the worker processes run them
 
-    return measure_eager
+    return TorchSide(measure_torch, matmul_peak_gflops, compile=compile)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -38,9 +37,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-sizes {args.batch_sizes!r}: expected integers such as 1,8,32") from None
     if not batch_sizes or min(batch_sizes) < 1:
         raise UsageError(f"--batch-sizes {args.batch_sizes!r}: every batch size must be at least 1")
-    Classifier(args.model, device=args.device)  # a wrong folder or device fails here, before any worker starts
+    precisions = ("fp32", *(["fp16"] if args.fp16 else []), *(["int8"] if args.int8 else []))
+    for precision in precisions:  # a wrong folder, variant or device fails here, before any worker starts
+        Classifier(args.model, device=args.device, precision=precision)
     record = run_bench(args.model, device=args.device, batch_sizes=batch_sizes, seconds=args.seconds,
-                       int8=args.int8, stream_fps=args.stream_fps, eager=_eager(args.model))
+                       precisions=precisions, cuda_graph=args.cuda_graph, stream_fps=args.stream_fps,
+                       torch=_torch_side(args.model, compile=args.compile))
     path = save_record(record, args.out, name=f"bench-{args.model.name}-{args.device}")
     if args.json:
         print(json.dumps(record))
@@ -53,17 +55,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser(
         "bench", help="throughput and latency of the inference core vs plain PyTorch, on CPU or GPU",
-        description="For each batch size: images/s, p50/p99 latency and peak memory of the ONNX Runtime core, "
-                    "of PyTorch eager (one at a time and batched, when torch is installed) on the same model and "
-                    "inputs, the model's GFLOP/image against this machine's measured matmul GFLOP/s, and a "
-                    "simulated camera stream through the micro-batcher. Recorded in benchmarks/results/.",
+        description="For each batch size and precision: images/s, p50/p99 latency and peak memory of the ONNX "
+                    "Runtime core and of PyTorch (eager one at a time and batched, and compiled with --compile, "
+                    "when torch is installed) on the same model and inputs; the best core against the best "
+                    "batched PyTorch; each precision's GFLOP/s against the device's own GEMM peak measured in the "
+                    "same run; and a simulated camera stream through the micro-batcher. Recorded in "
+                    "benchmarks/results/.",
     )
     bench.add_argument("model", type=model_folder, help="model folder (model.onnx + model.json)")
     bench.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu",
                        help="where the core runs")
     bench.add_argument("--batch-sizes", default="1,8,32,128", metavar="A,B", help="default 1,8,32,128")
     bench.add_argument("--seconds", type=float, default=3.0, help="measuring time per configuration (default 3)")
+    bench.add_argument("--fp16", action="store_true", help="also the FP16 variant (inspect export --fp16), and "
+                       "PyTorch in FP16 on a GPU")
     bench.add_argument("--int8", action="store_true", help="also the INT8 variant (inspect export --int8)")
+    bench.add_argument("--cuda-graph", action="store_true", help="on a GPU, also each core configuration with CUDA "
+                       "graphs")
+    bench.add_argument("--compile", action="store_true", help="also PyTorch through torch.compile (its compile "
+                       "time, about 30 s a batch size on a 2-core CPU, is left out of the figures)")
     bench.add_argument("--stream-fps", type=float, default=200.0, help="simulated camera rate (default 200)")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="where the record is written")

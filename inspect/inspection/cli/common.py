@@ -22,9 +22,12 @@ def software_version() -> str:
         return "unknown"
 
 
-def add_device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"),
-                        help="where the classifier runs (default: the recipe's classify.device)")
+def add_device_option(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """``--device``: a command with a recipe defaults to its ``classify.device`` (``default`` None), one without
+    to ``default``."""
+    parser.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default=default,
+                        help="where the model runs: cuda and trt need the GPU build (README, GPU stations)"
+                             + ("; default: the recipe's classify.device" if default is None else ""))
 
 
 def print_baseline(baseline: dict[str, Any], *, unit: str) -> None:

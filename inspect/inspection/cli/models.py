@@ -16,6 +16,7 @@ from inspection.classify import Classifier, ModelCard
 from inspection.classify.card import DetectorSettings
 from inspection.cli.common import (
     UsageError,
+    add_device_option,
     interval_text,
     model_folder,
     print_baseline,
@@ -86,6 +87,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     train_package = load_train_package()
+    if args.int8 and args.fp16:
+        raise UsageError("--int8 and --fp16 add one variant each: run inspect export once for each")
+    if args.fp16:
+        if args.eval is None:
+            raise UsageError("--fp16 needs --eval FOLDER (real labelled images to check FP16 against FP32 on)")
+        fp16 = train_package.convert_fp16(args.model, eval_folder=args.eval)
+        print(f"inspect: {args.model / fp16.file}: FP16, max |dp| {fp16.parity.max_abs_diff:.2e} against FP32 and "
+              f"argmax agreement {fp16.parity.argmax_agreement:.4%} on {fp16.parity.samples} images; on "
+              f"{fp16.evaluated_on}:", file=sys.stderr)
+        for precision in ("fp32", "fp16"):
+            numbers = getattr(fp16, precision)
+            print(f"  {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()), file=sys.stderr)
+        return 0
     if args.int8:
         if args.calib is None:
             raise UsageError("--int8 needs --calib FOLDER (real images to calibrate the quantiser on)")
@@ -116,9 +130,9 @@ def _detector_settings(path: Path | None) -> DetectorSettings | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    classifier = Classifier(args.model, precision=args.precision)
+    classifier = Classifier(args.model, precision=args.precision, device=args.device)
     # The baseline is always FP32, so `--int8 --compare` the same folder measures what quantisation costs.
-    baseline = None if args.compare is None else Classifier(args.compare)
+    baseline = None if args.compare is None else Classifier(args.compare, device=args.device)
     report = evaluate_folder(classifier, args.folder, baseline=baseline)
     if args.json:
         print(json.dumps(report))
@@ -216,13 +230,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_training_options(train)
     train.set_defaults(handler=cmd_train)
 
-    export = commands.add_parser("export", help="re-export a trained model to ONNX, or add an INT8 variant")
+    export = commands.add_parser("export", help="re-export a trained model to ONNX, or add an INT8 or FP16 variant")
     export.add_argument("model", type=Path, help="model folder written by inspect train")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     export.add_argument("--int8", action="store_true", help="static INT8 quantisation with ONNX Runtime")
+    export.add_argument("--fp16", action="store_true", help="half-precision variant for GPUs, checked against FP32 "
+                        "on --eval's images")
     export.add_argument("--calib", type=Path, metavar="FOLDER", help="labelled images to calibrate INT8 on")
-    export.add_argument("--eval", type=Path, metavar="FOLDER", help="labelled images to compare FP32 and INT8 on "
-                        "(default: the calibration folder)")
+    export.add_argument("--eval", type=Path, metavar="FOLDER", help="labelled images to compare FP32 and the "
+                        "variant on (INT8's default: the calibration folder)")
     export.add_argument("--detector", type=Path, metavar="JSON", help="golden-template detector settings to put "
                         "in the card (PCB models; written by datasets/deeppcb_crops.py)")
     export.set_defaults(handler=cmd_export)
@@ -231,8 +247,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("model", type=model_folder, help="model folder (model.onnx + model.json)")
     evaluate.add_argument("folder", type=Path, help="labelled image folder (classes among the model's)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    evaluate.add_argument("--int8", dest="precision", action="store_const", const="int8", default="fp32",
-                          help="evaluate the INT8 variant")
+    variant = evaluate.add_mutually_exclusive_group()
+    variant.add_argument("--int8", dest="precision", action="store_const", const="int8", default="fp32",
+                         help="evaluate the INT8 variant")
+    variant.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
+                         help="evaluate the FP16 variant")
+    add_device_option(evaluate, default="cpu")
     evaluate.add_argument("--compare", type=model_folder, metavar="MODEL",
                           help="also evaluate this model's FP32 graph (same classes) on the same images: the "
                                "difference and its paired 95%% interval (with --int8 and the same folder: what "

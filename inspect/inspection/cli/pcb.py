@@ -143,6 +143,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         precision.add_argument("--int8", dest="precision", action="store_const", const="int8",
                                help="classify with the model's INT8 variant (inspect export MODEL --int8 --calib "
                                "CROPS); default: the recipe's classify.precision")
+        precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
+                               help="classify with the model's FP16 variant (inspect export MODEL --fp16 --eval "
+                               "CROPS), for GPUs")
         precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
                                help="classify with the model's FP32 graph")
         sub.set_defaults(handler=cmd_pcb_inspect if sub is pcb_inspect else cmd_pcb_eval)

@@ -14,6 +14,7 @@ import numpy as np
 
 from inspection.cli.common import (
     UsageError,
+    add_device_option,
     interval_text,
     model_folder,
     print_baseline,
@@ -63,7 +64,7 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
 def _wafermap_model(args: argparse.Namespace) -> WaferMapModel:
     from inspection.wafermap.classify import load_wafermap_model  # ONNX Runtime loads only for map commands
 
-    return load_wafermap_model(args.model)
+    return load_wafermap_model(args.model, device=args.device)
 
 
 def cmd_wafermap_classify(args: argparse.Namespace) -> int:
@@ -97,9 +98,9 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
         model_dirs.append(args.compare)
     with ExitStack() as stack:
         if args.workers == 1:
-            models = [load_wafermap_model(model_dir) for model_dir in model_dirs]
+            models = [load_wafermap_model(model_dir, device=args.device) for model_dir in model_dirs]
         else:
-            models = [stack.enter_context(WaferMapModelPool(model_dir, workers=args.workers))
+            models = [stack.enter_context(WaferMapModelPool(model_dir, workers=args.workers, device=args.device))
                       for model_dir in model_dirs]
         report = evaluate_maps(models[0], map_set, batch_size=256 if args.workers == 1 else 512 * args.workers,
                                baseline=models[1] if len(models) > 1 else None)
@@ -153,6 +154,7 @@ def cmd_wafermap_train(args: argparse.Namespace) -> int:
         return 0
     card = train_wafermap(args.out, real=real, synthetic_per_pattern=args.synthetic, img_size=args.img_size,
                           epochs=args.epochs, seed=args.seed, arch=args.arch, device=args.device, command=command,
+                          batch_size=args.batch_size,
                           channels=3 if args.scratch_channel else 1, **training_options(args))
     print_card_summary(card, args.out)
     return 0
@@ -175,6 +177,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     classify.add_argument("--model", type=model_folder, default=DEFAULT_WAFERMAP_MODEL,
                           help=f"wafer-map model folder (default {DEFAULT_WAFERMAP_MODEL})")
     classify.add_argument("--json", action="store_true", help="one JSON object per map")
+    add_device_option(classify, default="cpu")
     classify.set_defaults(handler=cmd_wafermap_classify)
 
     wm_eval = wafermap_commands.add_parser("eval", help="accuracy, macro-F1 and per-class metrics on labelled maps")
@@ -184,6 +187,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     wm_eval.add_argument("--workers", type=int, default=1,
                          help="processes sharing the maps (one thread each); 2 uses both cores of a 2-core machine")
     wm_eval.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    add_device_option(wm_eval, default="cpu")
     wm_eval.add_argument("--errors", type=Path, metavar="PNG",
                          help="draw the 48 most confident misclassified maps (truth -> prediction) into PNG")
     wm_eval.add_argument("--compare", type=model_folder, metavar="MODEL",
@@ -200,6 +204,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     wm_train.add_argument("--arch", default="patchnet", choices=ARCHITECTURES,
                           help="network (default patchnet; patchnet-l has 4.3x its weights)")
     wm_train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
+    wm_train.add_argument("--batch-size", type=int, default=64, metavar="B",
+                          help="maps per training step (a GPU trains faster with 512)")
     wm_train.add_argument("--scratch-channel", action="store_true",
                           help="three input channels: majority map, failure density (keeps thin scratches), footprint")
     wm_train.add_argument("--classical", action="store_true",

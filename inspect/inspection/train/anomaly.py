@@ -123,7 +123,7 @@ def _training_batch(binaries: list[np.ndarray], *, crop_px: int, batch: int, rng
 
 def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 4000, batch: int = 24,
                   held_out_fraction: float = 0.15, false_alarms_per_image: float = 1.0, seed: int = 0,
-                  threads: int = 0) -> ModelCard:
+                  threads: int = 0, device: str = "cpu") -> ModelCard:
     """Train an anomaly model from a folder of good images and export it with its card.
 
     Parameters
@@ -144,6 +144,9 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
         Seeds the split, the crops and the synthetic defects.
     threads : int
         torch's CPU threads (0: one per core).
+    device : {"cpu", "cuda"}
+        Where the network trains (on a GPU in bfloat16 mixed precision); the export and its parity check run on
+        the CPU either way.
 
     Returns
     -------
@@ -165,6 +168,8 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     if len(good.paths) < 2:
         raise TrainingDataError(f"{good.folder}: {len(good.paths)} image; at least 2 are needed (one is held out "
                                 "to choose the threshold)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainingDataError("--device cuda: torch sees no CUDA device here; use --device cpu")
     if threads:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
@@ -177,7 +182,9 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     binaries = _binary(good)
     crop_px = min(CROP_PX, height, width) // MAP_STRIDE_PX * MAP_STRIDE_PX
 
-    network = AnomalyNet()
+    network = AnomalyNet().to(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+    pos_weight = torch.tensor(5.0, device=device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=2e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # cosine decay to zero over the run
         optimiser, lambda step: 0.5 * (1.0 + np.cos(np.pi * min(step / steps, 1.0))))
@@ -187,7 +194,9 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     network.train()
     for step in tqdm(range(1, steps + 1), desc="training anomaly model", unit="step"):
         images, targets = _training_batch([binaries[i] for i in fitted], crop_px=crop_px, batch=batch, rng=rng)
-        loss = F.binary_cross_entropy_with_logits(network(images), targets, pos_weight=torch.tensor(5.0))
+        with autocast:
+            logits = network(images.to(device, non_blocking=True))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets.to(device), pos_weight=pos_weight)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -197,7 +206,7 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
             history.append({"step": step, "loss": float(np.mean(losses))})
             losses = []
     training_s = time.perf_counter() - started
-    network.eval()
+    network = network.cpu().eval()
     torch.save(network.state_dict(), out_dir / WEIGHTS_FILE)
 
     exported = _Exported(network).eval()

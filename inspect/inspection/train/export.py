@@ -19,6 +19,7 @@ from inspection.acquire.labelled import LabelledImages, list_labelled_folder
 from inspection.classify import Classifier
 from inspection.classify.card import (
     DetectorSettings,
+    Fp16Variant,
     InputSpec,
     Int8Variant,
     ModelCard,
@@ -42,6 +43,11 @@ log = logging.getLogger("inspection.train")
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 INT8_FILE = "model-int8.onnx"
+FP16_FILE = "model-fp16.onnx"
+FP16_PARITY_TOLERANCE = 2e-2
+"""Largest |p(fp16) - p(fp32)| an FP16 variant may show on real images (half precision keeps 11 significant
+bits); its argmax must agree on at least FP16_ARGMAX_AGREEMENT of them (a near-tie may flip)."""
+FP16_ARGMAX_AGREEMENT = 0.999
 
 
 WEIGHTS_FILE = "weights.pt"
@@ -239,12 +245,74 @@ def quantize_int8(model_dir: Path, *, calibration_folder: Path, eval_folder: Pat
                           evaluated_on=str(evaluated_on), fp32={}, int8={})
     card.int8 = variant
     card.write(model_dir)
-    results = {}
-    for precision in ("fp32", "int8"):
-        report = evaluate_folder(Classifier(model_dir, precision=precision), evaluated_on)  # type: ignore[arg-type]
-        results[precision] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
-        if "operating_point" in report:
-            results[precision].update({k: report["operating_point"][k] for k in ("defect_recall", "overkill")})
-    card.int8 = variant.model_copy(update=results)
+    card.int8 = variant.model_copy(update=_compare_precisions(model_dir, "int8", evaluated_on))
     card.write(model_dir)
     return card.int8
+
+
+def _compare_precisions(model_dir: Path, precision: str, folder: Path) -> dict[str, dict[str, float]]:
+    """Accuracy, macro-F1 and (for a card with a good class) the operating point's defect recall and overkill of
+    FP32 and of ``precision``, on the same labelled folder."""
+    results = {}
+    for name in ("fp32", precision):
+        report = evaluate_folder(Classifier(model_dir, precision=name), folder)  # type: ignore[arg-type]
+        results[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+        if "operating_point" in report:
+            results[name].update({k: report["operating_point"][k] for k in ("defect_recall", "overkill")})
+    return results
+
+
+def convert_fp16(model_dir: Path, *, eval_folder: Path, max_parity_images: int = 2048) -> Fp16Variant:
+    """An FP16 variant of a model folder's FP32 graph, checked against it on real images, recorded in the card.
+
+    Weights and activations become float16; the graph's input and output stay float32 (Cast nodes at both ends),
+    so the prepared batch and the probabilities are what every caller already has.
+
+    Parameters
+    ----------
+    model_dir : Path
+        A model folder with its FP32 ``model.onnx`` and card.
+    eval_folder : Path
+        Labelled real images (classes among the model's): the parity check runs on up to ``max_parity_images``
+        of them, and both precisions are evaluated on all of them.
+
+    Raises
+    ------
+    ExportError
+        When FP16 differs from FP32 beyond ``FP16_PARITY_TOLERANCE`` or its argmax agrees on fewer than
+        ``FP16_ARGMAX_AGREEMENT`` of the images; the card is then left as it was.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    fp32 = Classifier(model_dir)
+    card = fp32.card
+    images = list_labelled_folder(eval_folder, class_names=tuple(card.class_names), min_classes=1)
+    chosen = np.random.default_rng(0).permutation(len(images.paths))[:max_parity_images]
+    images = images.subset(np.isin(np.arange(len(images.paths)), chosen))
+    batch = normalise(load_units(images, spec=card.input, label="FP16 parity").units, normalisation=card.normalisation)
+    output = model_dir / FP16_FILE
+    partial = model_dir / f".{FP16_FILE}.partial"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converter warns about values it clamps to float16's range
+        onnx.save(convert_float_to_float16(onnx.load(str(fp32.onnx_path)), keep_io_types=True), str(partial))
+    half = ort.InferenceSession(str(partial), providers=["CPUExecutionProvider"])
+    reference = np.concatenate([fp32.predict(batch[i : i + 256]) for i in range(0, len(batch), 256)])
+    halved = np.concatenate([half.run([card.output_name], {card.input.name: batch[i : i + 256]})[0]
+                             for i in range(0, len(batch), 256)])
+    max_abs_diff = float(np.abs(reference - halved).max())
+    agreement = float((reference.argmax(1) == halved.argmax(1)).mean())
+    if max_abs_diff > FP16_PARITY_TOLERANCE or agreement < FP16_ARGMAX_AGREEMENT:
+        partial.unlink()
+        raise ExportError(f"{output}: FP16 differs from FP32 on {len(batch)} images of {eval_folder}: max |dp| "
+                          f"{max_abs_diff:.2e} (tolerance {FP16_PARITY_TOLERANCE:.0e}), argmax agreement "
+                          f"{agreement:.4%} (required {FP16_ARGMAX_AGREEMENT:.1%}); the card is unchanged")
+    os.replace(partial, output)
+    parity = Parity(samples=len(batch), max_abs_diff=max_abs_diff, argmax_agreement=agreement,
+                    tolerance=FP16_PARITY_TOLERANCE)
+    variant = Fp16Variant(file=FP16_FILE, sha256=stamp_metadata(output, card), parity=parity,
+                          evaluated_on=str(eval_folder), fp32={}, fp16={})
+    card.fp16 = variant
+    card.write(model_dir)
+    card.fp16 = variant.model_copy(update=_compare_precisions(model_dir, "fp16", eval_folder))
+    card.write(model_dir)
+    return card.fp16

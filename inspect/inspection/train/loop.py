@@ -6,8 +6,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -126,14 +128,34 @@ def _split(data: LabelledImages, config: TrainConfig) -> tuple[LabelledImages, L
     return data.subset(~is_val), data.subset(is_val)
 
 
+def loader_workers(device: str) -> int:
+    """Processes that augment batches for the training loop: on a GPU enough that the CPU keeps up with it (one
+    core left to drive the GPU), on a CPU none (the cores train)."""
+    return 0 if device == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _reseed_augmentation(_worker: int) -> None:
+    """Each loader process draws its own augmentations: seeded from the loader's generator and its number, so a
+    seed still gives the same run."""
+    info = torch.utils.data.get_worker_info()
+    assert info is not None
+    if info.dataset.augment is not None:  # type: ignore[attr-defined]
+        info.dataset.augment.set_random_seed(info.seed % 2**32)  # type: ignore[attr-defined]
+
+
+def mixed_precision(device: torch.device) -> torch.autocast:
+    """bfloat16 autocast on a GPU (tensor cores; float32's range, so no loss scaling), off on a CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def _evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn.Module, device: torch.device,
               class_names: tuple[str, ...]) -> tuple[float, dict[str, Any]]:
     model.eval()
     losses, predictions, labels = [], [], []
-    with torch.no_grad():
+    with torch.no_grad(), mixed_precision(device):
         for images, targets in loader:
-            logits = model(images.to(device))
-            losses.append(float(loss_fn(logits, targets.to(device))) * len(targets))
+            logits = model(images.to(device, non_blocking=True))
+            losses.append(float(loss_fn(logits.float(), targets.to(device))) * len(targets))
             predictions.append(logits.argmax(1).cpu().numpy())
             labels.append(targets.numpy())
     y_true, y_pred = np.concatenate(labels), np.concatenate(predictions)
@@ -158,6 +180,7 @@ def train(config: TrainConfig) -> ModelCard:
         raise TrainingError(f"--weights {config.weights}: no such file")
     _seed_everything(config.seed)
     device = torch.device(config.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input shapes: pick each layer's fastest kernel
     data = list_labelled_folder(config.folder)
     train_set, val_set = _split(data, config)
     if len(val_set.paths) == 0:
@@ -186,13 +209,18 @@ def train(config: TrainConfig) -> ModelCard:
         raise TrainingError(f"{config.folder}: no readable training image of class(es) {', '.join(missing)}")
 
     generator = torch.Generator().manual_seed(config.seed)
+    workers = loader_workers(config.device)
+    # On a GPU: the images stay decoded in memory (read once above), loader processes augment the next batches
+    # while the GPU trains on this one, and batches cross from pinned memory without blocking.
+    on_gpu = {"num_workers": workers, "pin_memory": workers > 0, "persistent_workers": workers > 0,
+              **({"prefetch_factor": 4, "worker_init_fn": _reseed_augmentation} if workers else {})}
     train_loader = torch.utils.data.DataLoader(
         AugmentedImages(train_units, normalisation=normalisation,
                         augment=augmentation(flips=config.flips, rot90=config.rot90, seed=config.seed,
                                              profile=config.augment)),
-        batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
+        batch_size=config.batch_size, shuffle=True, generator=generator, **on_gpu)
     val_loader = torch.utils.data.DataLoader(AugmentedImages(val_units, normalisation=normalisation, augment=None),
-                                             batch_size=256, shuffle=False, num_workers=0)
+                                             batch_size=256, shuffle=False, **on_gpu)
     counts = np.bincount(train_units.labels, minlength=len(class_names)).astype(np.float32)
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weights(counts, config.class_weighting)).to(device),
                                   label_smoothing=config.label_smoothing)
@@ -244,24 +272,31 @@ def train(config: TrainConfig) -> ModelCard:
             tqdm.write(f"early stop: no better validation macro-F1 for {config.patience} epochs", file=sys.stderr)
             break
         model.train()
-        running, seen = 0.0, 0
+        running, seen = torch.zeros((), device=device), 0  # summed on the device: no wait for the GPU per step
+        started = time.perf_counter()
         for images, targets in tqdm(train_loader, total=len(train_loader), desc=f"epoch {epoch}/{config.epochs}",
                                     leave=False):
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(images.to(device)), targets.to(device))
+            with mixed_precision(device):
+                logits = model(images.to(device, non_blocking=True))
+            loss = loss_fn(logits.float(), targets.to(device, non_blocking=True))
             loss.backward()
             optimizer.step()
             scheduler.step()
             if averaged is not None:
                 _update_average(averaged, model, config.ema_decay)
-            running += loss.item() * len(targets)
+            running += loss.detach() * len(targets)
             seen += len(targets)
+        train_loss = float(running) / seen  # waits for the epoch's last step
+        train_s = time.perf_counter() - started
         validated = model if averaged is None else averaged  # the average is what is validated and exported
         val_loss, report = _evaluate(validated, val_loader, loss_fn, device, class_names)
-        history.append({"epoch": epoch, "train_loss": round(running / seen, 5), "val_loss": round(val_loss, 5),
-                        "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"]})
-        tqdm.write(f"epoch {epoch}: train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
-              f"val accuracy {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}", file=sys.stderr)
+        history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
+                        "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
+                        "train_s": round(train_s, 2)})
+        tqdm.write(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                   f"val accuracy {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}  "
+                   f"({seen / train_s:.0f} images/s)", file=sys.stderr)
         if report["macro_f1"] > best_f1:
             best_f1, best_epoch = report["macro_f1"], epoch
             best_weights = {k: v.cpu().clone() for k, v in validated.state_dict().items()}

@@ -52,7 +52,7 @@ def write_map_folder(folder: Path, maps: list[tuple[str, str, np.ndarray]], *, s
 def train_wafermap(out: Path, *, real: MapSet | None, synthetic_per_pattern: int, img_size: int, epochs: int,
                    seed: int, arch: str, device: str, command: str, channels: int = 1,
                    class_weighting: str = "inverse", ema_decay: float | None = None,
-                   label_smoothing: float = 0.0, val_fraction: float = 0.2) -> ModelCard:
+                   label_smoothing: float = 0.0, val_fraction: float = 0.2, batch_size: int = 64) -> ModelCard:
     folder = out / "dataset"
     write_map_folder(folder, labelled_maps(real, synthetic_per_pattern=synthetic_per_pattern, seed=seed),
                      size=img_size, channels=channels)
@@ -60,7 +60,7 @@ def train_wafermap(out: Path, *, real: MapSet | None, synthetic_per_pattern: int
                          colour="gray" if channels == 1 else "rgb",
                          device=device, good_class=None, augment="states", task=TASK, command=command,
                          patience=max(4, epochs // 3), class_weighting=class_weighting, ema_decay=ema_decay,
-                         label_smoothing=label_smoothing, val_fraction=val_fraction)
+                         label_smoothing=label_smoothing, val_fraction=val_fraction, batch_size=batch_size)
     return train(config)
 
 

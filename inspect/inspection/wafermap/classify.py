@@ -15,7 +15,7 @@ import numpy as np
 
 from inspection.classify import CardError, Classifier
 from inspection.classify.prepare import prepare_batch
-from inspection.classify.runtime import SessionSettings
+from inspection.classify.runtime import Device, SessionSettings
 from inspection.types import Layout
 from inspection.wafermap.classical import ClassicalWaferMapModel
 from inspection.wafermap.maps import PATTERNS, ROOT_CAUSES, failure_density, resize_map, yield_fraction
@@ -44,8 +44,8 @@ def map_layout(channels: int) -> Layout:
 
 
 class WaferMapClassifier:
-    def __init__(self, model_dir: str | Path, *, threads: int = 0) -> None:
-        self.classifier = Classifier(model_dir, settings=SessionSettings(intra_op_threads=threads))
+    def __init__(self, model_dir: str | Path, *, threads: int = 0, device: Device = "cpu") -> None:
+        self.classifier = Classifier(model_dir, device=device, settings=SessionSettings(intra_op_threads=threads))
         card = self.classifier.card
         if card.task != TASK or set(card.class_names) - set(PATTERNS):
             raise CardError(f"{model_dir}: a {card.task} model with classes {', '.join(card.class_names)}; expected "
@@ -73,20 +73,23 @@ class WaferMapModel(Protocol):
     def probabilities(self, maps: list[np.ndarray], *, batch_size: int = 256) -> np.ndarray: ...
 
 
-def load_wafermap_model(model_dir: str | Path, *, threads: int = 0) -> WaferMapModel:
+def load_wafermap_model(model_dir: str | Path, *, threads: int = 0, device: Device = "cpu") -> WaferMapModel:
     """The classical model if the folder holds ``classical.npz``, else the CNN (ONNX + card; ``threads`` per
-    operator, 0 for one per core)."""
+    operator, 0 for one per core; run on ``device``)."""
     if (Path(model_dir) / ClassicalWaferMapModel.FILE).is_file():
+        if device != "cpu":
+            raise CardError(f"{model_dir}: a classical model, which runs in numpy on the CPU; --device {device} is "
+                            "for the CNN models")
         return ClassicalWaferMapModel(model_dir)
-    return WaferMapClassifier(model_dir, threads=threads)
+    return WaferMapClassifier(model_dir, threads=threads, device=device)
 
 
 _WORKER_MODEL: WaferMapModel | None = None
 
 
-def _load_worker_model(model_dir: str) -> None:
+def _load_worker_model(model_dir: str, device: Device) -> None:
     global _WORKER_MODEL
-    _WORKER_MODEL = load_wafermap_model(model_dir, threads=1)
+    _WORKER_MODEL = load_wafermap_model(model_dir, threads=1, device=device)
 
 
 def _worker_probabilities(maps: list[np.ndarray]) -> np.ndarray:
@@ -101,12 +104,13 @@ class WaferMapModelPool:
     use the cores. The workers load the model once; maps travel in chunks.
     """
 
-    def __init__(self, model_dir: str | Path, *, workers: int) -> None:
+    def __init__(self, model_dir: str | Path, *, workers: int, device: Device = "cpu") -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.class_names = load_wafermap_model(model_dir, threads=1).class_names  # fails here, not in a worker
+        # A wrong folder or device fails here, not in a worker.
+        self.class_names = load_wafermap_model(model_dir, threads=1, device=device).class_names
         self.workers = workers
-        self.pool = ProcessPoolExecutor(workers, initializer=_load_worker_model, initargs=(str(model_dir),))
+        self.pool = ProcessPoolExecutor(workers, initializer=_load_worker_model, initargs=(str(model_dir), device))
 
     def probabilities(self, maps: list[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
         """One share of ``maps`` per worker, in chunks of at most ``batch_size``."""

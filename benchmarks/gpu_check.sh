@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Everything the GPU issue is checked by, in one run on a CUDA machine (the lent H200; ../shared/GPU.md):
+#   1. install the GPU build beside this checkout (from wheels carried in .gpu/, no network), `inspect doctor`;
+#   2. the GPU tests (parity for decisions, CUDA graphs, TensorRT when present);
+#   3. `inspect bench` of the die and PCB classifiers on CUDA (FP32, FP16, CUDA graphs, PyTorch eager and
+#      compiled, the 200 fps micro-batched stream);
+#   4. the wafer-map CNN trained for 3 epochs on the 49,661 WM-811K maps, timed per epoch.
+# Records go to $OUT (or benchmarks/results); the log says where each step stands.
+#
+#   bash benchmarks/gpu_check.sh [WHEEL_FOLDER] [WM811K_NPZ]
+#
+# WHEEL_FOLDER holds onnxruntime_gpu-*.whl and its pure-Python companions (default /tmp/w and .gpu/whl: see
+# GPU.md for carrying the 255 MB wheel in pieces); WM811K_NPZ defaults to .gpu/wm811k_dev.npz. A machine that
+# already has wafer-inspect[gpu] installed needs neither: the install step is skipped.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+wheels=${1:-/tmp/w}
+maps=${2:-.gpu/wm811k_dev.npz}
+out=${OUT:-benchmarks/results}
+mkdir -p "$out"
+step() { echo "=== $(date -u +%H:%M:%S) $*"; }
+
+if ! python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
+  step "install the GPU build from $wheels"
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site "$wheels"/onnxruntime_gpu-*.whl .gpu/whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null || exit 1
+inspect() { python3 -m inspection "$@"; }
+
+step "doctor"
+inspect doctor --device cpu --device cuda --device trt --json | tee "$out/doctor-gpu.json"
+
+step "GPU tests"
+python3 -m pytest -q -p no:cacheprovider -m gpu tests/classify -rs 2>&1 | tail -15
+
+step "bench: die classifier"
+inspect bench models/die-patchnet-v1 --device cuda --fp16 --cuda-graph --compile --batch-sizes 1,64,256,1024,4096 \
+  --seconds 2 --out "$out" 2>&1 | grep -v "benchmarking:"
+step "bench: PCB classifier"
+inspect bench models/pcb-patchnet-l-v7 --device cuda --fp16 --cuda-graph --batch-sizes 1,64,256,1024 --seconds 2 \
+  --out "$out" 2>&1 | grep -v "benchmarking:"
+
+if [ -f "$maps" ]; then
+  step "wafer-map CNN training on $maps, 3 epochs"
+  inspect wafermap train "$maps" --out /tmp/wm-gpu --epochs 3 --arch resnet18 --img-size 64 --batch-size 512 \
+    --device cuda 2>&1 | grep -E "^epoch|images/s|error" | tail -5
+  python3 -c "import json; h = json.load(open('/tmp/wm-gpu/model.json'))['training']['history']; \
+print('train_s per epoch:', [e['train_s'] for e in h])"
+else
+  step "no $maps: wafer-map training skipped"
+fi
+step "done"

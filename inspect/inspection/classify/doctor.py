@@ -1,0 +1,129 @@
+"""What this installation runs models with (``inspect doctor``): the ONNX Runtime build actually imported, its
+providers, the GPU, the versions of the modules loaded, and a model run on each device asked for."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspection.classify.runtime import Classifier, Device, DeviceError, onnxruntime
+from inspection.types import InspectionError
+
+ONNXRUNTIME_BUILDS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
+                      "ort-nightly", "ort-nightly-gpu")
+"""Distributions that each install the ``onnxruntime`` module: two of them in one environment overwrite each
+other's files, and which providers survive depends on which was installed last."""
+
+
+def onnxruntime_builds() -> list[str]:
+    """The installed distributions that provide the ``onnxruntime`` module, with their versions."""
+    found = []
+    for name in ONNXRUNTIME_BUILDS:
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def nvidia_gpus() -> list[dict[str, str]]:
+    """The GPUs ``nvidia-smi`` lists (name, driver, memory); none where it is absent or finds no GPU."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    fields = ("name", "driver", "memory", "compute_capability")
+    return [dict(zip(fields, (part.strip() for part in line.split(",")), strict=False))
+            for line in listing.stdout.splitlines() if line.strip()]
+
+
+def _loaded_versions() -> dict[str, str]:
+    """Versions of the modules this process has imported (what runs), and of torch as installed (the inference
+    path never imports it)."""
+    import cv2
+
+    versions = {"python": sys.version.split()[0], "numpy": np.__version__, "opencv": cv2.__version__}
+    try:
+        versions["wafer-inspect"] = metadata.version("wafer-inspect")
+    except metadata.PackageNotFoundError:
+        versions["wafer-inspect"] = "not installed (source tree)"
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        versions["torch (installed, not imported)"] = metadata.version("torch")
+    return versions
+
+
+def check_device(model_dir: Path, device: Device, *, batch_size: int = 64) -> dict[str, Any]:
+    """Run ``model_dir`` on ``device`` and on the CPU with the same seeded batch: the providers that ran it and
+    how far its probabilities are from the CPU's (what a line's decisions would see)."""
+    try:
+        on_device = Classifier(model_dir, device=device)
+    except InspectionError as exc:
+        return {"device": device, "ok": False, "error": str(exc)}
+    card = on_device.card
+    batch = np.random.default_rng(0).standard_normal(
+        (batch_size, card.input.channels, card.input.height, card.input.width), dtype=np.float32)
+    expected, found = Classifier(model_dir).predict(batch), on_device.predict(batch)
+    max_abs_diff = float(np.abs(expected - found).max())
+    agreement = float((expected.argmax(1) == found.argmax(1)).mean())
+    return {"device": device, "ok": agreement == 1.0 and max_abs_diff <= 1e-3,
+            "providers": on_device.session.get_providers(), "model": str(model_dir), "images": batch_size,
+            "max_abs_diff_vs_cpu": max_abs_diff, "argmax_agreement_vs_cpu": agreement,
+            "pinned_host_memory": on_device.pinned_host_memory}
+
+
+def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None) -> dict[str, Any]:
+    """The installation's inference set-up and its problems (each with how to fix it).
+
+    Parameters
+    ----------
+    devices : tuple of {"cpu", "cuda", "trt", "auto"}
+        Devices to run ``model_dir`` on, each compared with the CPU.
+    model_dir : Path, optional
+        The model those checks run (required when ``devices`` is not empty).
+
+    Returns
+    -------
+    dict
+        ``onnxruntime`` (version, file, builds installed, providers), ``gpus``, ``versions``, ``checks`` and
+        ``problems`` (empty when all is well).
+    """
+    problems: list[str] = []
+    builds = onnxruntime_builds()
+    if len(builds) > 1:
+        problems.append(f"{' and '.join(builds)} are all installed: they overwrite each other's files. Keep one: "
+                        f"pip uninstall -y {' '.join(b.split('==')[0] for b in builds)} && pip install "
+                        "'wafer-inspect[gpu]' (or '[cpu]')")
+    try:
+        runtime = onnxruntime()
+        imported = {"version": runtime.__version__, "file": str(Path(runtime.__file__).parent),
+                    "builds_installed": builds, "providers": runtime.get_available_providers(),
+                    "device": runtime.get_device()}
+    except DeviceError as exc:
+        problems.append(str(exc))
+        imported = {"builds_installed": builds}
+    gpus = nvidia_gpus()
+    if gpus and "CUDAExecutionProvider" not in imported.get("providers", []):
+        problems.append(f"{gpus[0]['name']} is here but ONNX Runtime has no CUDA provider: pip uninstall -y "
+                        "onnxruntime && pip install 'wafer-inspect[gpu]'")
+    checks = []
+    for device in devices:
+        assert model_dir is not None
+        check = check_device(model_dir, device)
+        checks.append(check)
+        if "error" in check:
+            problems.append(check["error"])
+        elif not check["ok"]:
+            problems.append(f"--device {device}: max |dp| {check['max_abs_diff_vs_cpu']:.2e} and argmax agreement "
+                            f"{check['argmax_agreement_vs_cpu']:.2%} against the CPU (expected <= 1e-3 and 100%)")
+    return {"onnxruntime": imported, "gpus": gpus, "versions": _loaded_versions(), "checks": checks,
+            "problems": problems}

@@ -1,0 +1,200 @@
+"""The GPU route without a GPU where it can be (installation, doctor, FP16 variants, the bound-batch path on the
+CPU provider, every model command's --device) and on a GPU where it must (parity, CUDA graphs, TensorRT)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.classify import CardError, Classifier, DeviceError, SessionSettings
+from inspection.classify import doctor as doctor_module
+from inspection.classify import runtime as runtime_module
+from inspection.classify.runtime import BATCH_BUCKETS, _BoundBatches, engine_cache_folder
+from tests.conftest import REPO_ROOT, run_cli
+
+onnxruntime = pytest.importorskip("onnxruntime")
+DIE_MODEL = REPO_ROOT / "models" / "die-patchnet-v1"
+PCB_MODEL = REPO_ROOT / "models" / "pcb-patchnet-l-v7"
+HAS_CUDA = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+HAS_TRT = "TensorrtExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def test_the_two_onnxruntime_builds_are_extras_that_exclude_each_other() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert not [d for d in project["project"]["dependencies"] if d.startswith("onnxruntime")]
+    extras = project["project"]["optional-dependencies"]
+    assert extras["cpu"] == ["onnxruntime>=1.17"] and extras["gpu"][0].startswith("onnxruntime-gpu")
+    assert project["tool"]["uv"]["conflicts"] == [[{"extra": "cpu"}, {"extra": "gpu"}]]
+    # What pip installed from it says the same (the metadata a GPU station's pip resolves).
+    requires = metadata.requires("wafer-inspect") or []
+    assert any(r.startswith("onnxruntime>=1.17") and 'extra == "cpu"' in r for r in requires)
+    assert any(r.startswith("onnxruntime-gpu") and 'extra == "gpu"' in r for r in requires)
+    # Here: exactly one build, so the providers are the ones it shipped.
+    assert len(doctor_module.onnxruntime_builds()) == 1
+
+
+def test_doctor_reports_what_runs_models_here() -> None:
+    process = run_cli("doctor", "--device", "cpu", "--json")
+    report = json.loads(process.stdout)
+    runtime = report["onnxruntime"]
+    assert runtime["version"] == onnxruntime.__version__ and "CPUExecutionProvider" in runtime["providers"]
+    assert Path(runtime["file"]) == Path(onnxruntime.__file__).parent
+    assert report["versions"]["numpy"] == np.__version__ and report["problems"] == []
+    [check] = report["checks"]
+    assert check["ok"] and check["providers"][0] == "CPUExecutionProvider" and check["max_abs_diff_vs_cpu"] == 0
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the refusal of a machine without CUDA")
+def test_doctor_fails_a_device_that_is_not_here() -> None:
+    process = run_cli("doctor", "--device", "cuda", check=False)
+    assert process.returncode == 1
+    assert "PROBLEM: --device cuda: ONNX Runtime here has no CUDAExecutionProvider" in process.stdout
+    assert "pip install 'wafer-inspect[gpu]'" in process.stdout
+
+
+def test_doctor_names_two_builds_installed_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor_module, "onnxruntime_builds", lambda: ["onnxruntime==1.22.0", "onnxruntime-gpu==1.22.0"])
+    [problem] = doctor_module.diagnose()["problems"]
+    assert "onnxruntime==1.22.0 and onnxruntime-gpu==1.22.0 are all installed" in problem
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'wafer-inspect[gpu]'" in problem
+
+
+def test_without_onnxruntime_a_model_is_refused_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime_module, "ort", None)
+    with pytest.raises(DeviceError, match=r"no ONNX Runtime is installed here: pip install 'wafer-inspect\[cpu\]'"):
+        Classifier(DIE_MODEL)
+    assert "no ONNX Runtime is installed" in doctor_module.diagnose()["problems"][0]
+
+
+@pytest.mark.parametrize("command", [["run"], ["grade"], ["eval"], ["eval-anomaly"], ["bench"], ["pcb", "inspect"],
+                                     ["pcb", "eval"], ["wafermap", "classify"], ["wafermap", "eval"]])
+def test_every_command_that_runs_a_model_takes_device(command: list[str]) -> None:
+    process = run_cli(*command, "--help")
+    assert "--device {cpu,cuda,trt,auto}" in " ".join(process.stdout.split())
+
+
+def test_bound_batches_pad_to_buckets_and_return_their_own_rows() -> None:
+    """The GPU path's logic (buffers bound once per bucket, padding, chunks, outputs that outlive the next call),
+    run on the CPU provider: the same ONNX Runtime calls with device "cpu"."""
+    classifier = Classifier(DIE_MODEL)
+    bound = _BoundBatches(classifier.session, input_name="images", output_name="probabilities",
+                          input_shape=(1, 64, 64), cuda_graph=False, device="cpu")
+    rng = np.random.default_rng(0)
+    outputs = {}
+    for count in (1, 3, 8, BATCH_BUCKETS[-1] + 6):
+        batch = rng.standard_normal((count, 1, 64, 64), dtype=np.float32)
+        outputs[count] = (bound.run(batch), classifier.predict(batch))
+    for found, expected in outputs.values():  # earlier results were not overwritten by later calls
+        np.testing.assert_array_equal(found, expected)
+    assert sorted(bound.slots) == [1, 4, 8, BATCH_BUCKETS[-1]] and not bound.pinned
+    assert bound.output_shape == (len(classifier.class_names),)
+
+
+def test_an_anomaly_model_binds_its_score_map_shape() -> None:
+    model = Classifier(REPO_ROOT / "models" / "pcb-anomaly-v1")
+    spec = model.card.input
+    bound = _BoundBatches(model.session, input_name=spec.name, output_name=model.card.output_name,
+                          input_shape=(spec.channels, spec.height, spec.width), cuda_graph=True, device="cpu")
+    batch = np.random.default_rng(1).random((3, spec.channels, spec.height, spec.width), dtype=np.float32)
+    np.testing.assert_array_equal(bound.run(batch), model.predict(batch))
+
+
+def test_tensorrt_engines_are_cached_beside_the_model_or_in_the_user_cache(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    writable = tmp_path / "die-patchnet-v9"
+    writable.mkdir()
+    assert engine_cache_folder(writable, "ab" * 32) == writable / "trt-cache"
+    # A folder no cache can be made in (here: one whose parent is a file, which even root cannot write into).
+    (tmp_path / "packaged").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    expected = tmp_path / "cache" / "wafer-inspect" / "trt" / "die-patchnet-v1-cdcdcdcdcdcd"
+    assert engine_cache_folder(tmp_path / "packaged" / "die-patchnet-v1", "cd" * 32) == expected and expected.is_dir()
+
+
+def test_fp16_variants_of_the_shipped_models_agree_with_fp32() -> None:
+    for model_dir in (DIE_MODEL, PCB_MODEL):
+        half, full = Classifier(model_dir, precision="fp16"), Classifier(model_dir)
+        assert half.onnx_path.name == "model-fp16.onnx" and half.card.fp16 is not None
+        parity = half.card.fp16.parity
+        assert parity.argmax_agreement == 1.0 and parity.max_abs_diff <= parity.tolerance and parity.samples >= 1800
+        assert half.card.fp16.fp16["accuracy"] == pytest.approx(half.card.fp16.fp32["accuracy"], abs=2e-3)
+        spec = full.card.input
+        batch = np.random.default_rng(2).random((16, spec.channels, spec.height, spec.width), dtype=np.float32)
+        assert np.abs(half.predict(batch) - full.predict(batch)).max() < 0.05
+
+
+def test_fp16_export_checks_parity_on_real_images_and_records_it(tmp_path: Path) -> None:
+    pytest.importorskip("onnx", reason="exporting needs the [train] extra")
+    copy = tmp_path / "die-patchnet-v1"
+    shutil.copytree(DIE_MODEL, copy)
+    (copy / "model-fp16.onnx").unlink()
+    card = json.loads((copy / "model.json").read_text())
+    card["fp16"] = None
+    (copy / "model.json").write_text(json.dumps(card))
+    with pytest.raises(CardError, match="no FP16 variant"):
+        Classifier(copy, precision="fp16")
+    refused = run_cli("export", str(copy), "--fp16", check=False)
+    assert refused.returncode == 2 and "--fp16 needs --eval FOLDER" in refused.stderr
+    images = tmp_path / "dies"
+    run_cli("synth", "dies", str(images), "--per-class", "10", "--seed", "3")
+    process = run_cli("export", str(copy), "--fp16", "--eval", str(images), timeout=300)
+    assert "fp32: accuracy" in process.stderr and "fp16: accuracy" in process.stderr
+    variant = json.loads((copy / "model.json").read_text())["fp16"]
+    assert variant["file"] == "model-fp16.onnx" and variant["parity"]["samples"] == 60
+    assert variant["parity"]["argmax_agreement"] == 1.0 and variant["parity"]["max_abs_diff"] < 2e-2
+    report = json.loads(run_cli("eval", str(copy), str(images), "--fp16", "--json").stdout)
+    assert report["model"].endswith("model-fp16.onnx") and report["accuracy"] == variant["fp16"]["accuracy"]
+
+
+def test_an_fp16_variant_beyond_its_tolerance_is_refused_and_the_card_kept(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnx", reason="exporting needs the [train] extra")
+    from inspection.train import export
+
+    copy = tmp_path / "die-patchnet-v1"
+    shutil.copytree(DIE_MODEL, copy)
+    before = (copy / "model.json").read_bytes()
+    images = tmp_path / "dies"
+    run_cli("synth", "dies", str(images), "--per-class", "5", "--seed", "4")
+    monkeypatch.setattr(export, "FP16_PARITY_TOLERANCE", 1e-9)
+    with pytest.raises(export.ExportError, match=r"FP16 differs from FP32 on 30 images .* the card is unchanged"):
+        export.convert_fp16(copy, eval_folder=images)
+    assert (copy / "model.json").read_bytes() == before and not list(copy.glob(".*partial"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA execution provider (wafer-inspect[gpu] and a GPU)")
+@pytest.mark.parametrize("cuda_graph", [False, True])
+@pytest.mark.parametrize("model_dir", [DIE_MODEL, PCB_MODEL])
+def test_cuda_matches_cpu_for_decisions(model_dir: Path, cuda_graph: bool) -> None:
+    spec = Classifier(model_dir).card.input
+    batch = np.random.default_rng(0).random((37, spec.channels, spec.height, spec.width), dtype=np.float32)
+    cpu = Classifier(model_dir).predict(batch)
+    gpu = Classifier(model_dir, device="cuda", settings=SessionSettings(cuda_graph=cuda_graph))
+    gpu.warm_up(64)
+    for _ in range(3):  # the captured graph replays with each new batch, not the first one
+        found = gpu.predict(batch)
+        assert np.abs(found - cpu).max() <= 1e-3 and (found.argmax(1) == cpu.argmax(1)).all()
+        batch = batch[::-1].copy()
+        cpu = cpu[::-1]
+    half = Classifier(model_dir, device="cuda", precision="fp16", settings=SessionSettings(cuda_graph=cuda_graph))
+    # FP16 on tensor cores: within the variant's recorded tolerance of FP32 (2e-2), the same decisions.
+    assert np.abs(half.predict(batch) - cpu).max() <= half.card.fp16.parity.tolerance
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRT, reason="no TensorRT execution provider here")
+def test_tensorrt_matches_cpu_and_caches_its_engine(tmp_path: Path) -> None:
+    copy = tmp_path / "die-patchnet-v1"
+    shutil.copytree(DIE_MODEL, copy)
+    batch = np.random.default_rng(0).random((16, 1, 64, 64), dtype=np.float32)
+    found = Classifier(copy, device="trt").predict(batch)
+    expected = Classifier(copy).predict(batch)
+    assert np.abs(found - expected).max() <= 1e-3 and (found.argmax(1) == expected.argmax(1)).all()
+    assert list((copy / "trt-cache").iterdir())
