@@ -9,9 +9,10 @@
 #
 #   bash benchmarks/gpu_check.sh [WHEEL_FOLDER] [WM811K_NPZ]
 #
-# WHEEL_FOLDER holds onnxruntime_gpu-*.whl and its pure-Python companions (default /tmp/w and .gpu/whl: see
-# GPU.md for carrying the 255 MB wheel in pieces); WM811K_NPZ defaults to .gpu/wm811k_dev.npz. A machine that
-# already has wafer-inspect[gpu] installed needs neither: the install step is skipped.
+# WHEEL_FOLDER holds onnxruntime_gpu-*.whl (default /tmp/w: see GPU.md for carrying the 255 MB wheel in pieces);
+# .gpu/whl holds the pure-Python wheels the machine lacks (GPU.md's list, plus pytest, iniconfig, pluggy and
+# packaging for the tests); WM811K_NPZ defaults to .gpu/wm811k_dev.npz (8 MB, carried with the last piece). A
+# machine that already has wafer-inspect[gpu] installed needs none of it: the install step is skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 wheels=${1:-/tmp/w}
