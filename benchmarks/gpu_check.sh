@@ -9,6 +9,11 @@
 #
 #   bash benchmarks/gpu_check.sh [WHEEL_FOLDER] [WM811K_NPZ]
 #
+# With the device tool (64 MiB a call, the checkout itself ~21 MB): .gpu/ is prepared here as GPU.md says
+# (.gpu/c00..c06 the wheel's pieces, .gpu/ort.sha256, .gpu/whl, .gpu/wm811k_dev.npz); then one call per piece,
+# carry [".gpu/c0N"]: `mkdir -p /tmp/w && cat .gpu/c*/* >> /tmp/w/ort.whl`, and a last call, carry
+# [".gpu/whl", ".gpu/ort.sha256", ".gpu/wm811k_dev.npz"]: `OUT=$OUT bash benchmarks/gpu_check.sh`.
+#
 # WHEEL_FOLDER holds onnxruntime_gpu-*.whl (default /tmp/w: see GPU.md for carrying the 255 MB wheel in pieces);
 # .gpu/whl holds the pure-Python wheels the machine lacks (GPU.md's list, plus pytest, iniconfig, pluggy and
 # packaging for the tests); WM811K_NPZ defaults to .gpu/wm811k_dev.npz (8 MB, carried with the last piece). A
@@ -23,6 +28,11 @@ step() { echo "=== $(date -u +%H:%M:%S) $*"; }
 
 if ! python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
   step "install the GPU build from $wheels"
+  if [ -f "$wheels/ort.whl" ] && ! ls "$wheels"/onnxruntime_gpu-*.whl >/dev/null 2>&1; then
+    # the pieces of .gpu/c*/ concatenated there (GPU.md); checked against the hash taken before splitting
+    if [ -f .gpu/ort.sha256 ]; then (cd "$wheels" && sha256sum -c "$OLDPWD/.gpu/ort.sha256") || exit 1; fi
+    cp "$wheels/ort.whl" "$wheels/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl"
+  fi
   python3 -m pip install -q --no-index --no-deps --target /tmp/site "$wheels"/onnxruntime_gpu-*.whl .gpu/whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi

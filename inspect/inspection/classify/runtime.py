@@ -90,8 +90,9 @@ class SessionSettings:
     """Whether ONNX Runtime's idle threads spin waiting for the next call (fastest back-to-back calls); off where
     other threads (a line's inspection workers) need the cores between batches."""
     cuda_graph: bool = False
-    """On CUDA: capture each batch bucket's kernels as a CUDA graph on its first calls and replay it after, one
-    launch instead of one per kernel (ONNX Runtime allows it when every node runs on the GPU)."""
+    """On the CUDA provider: capture each batch bucket's kernels as a CUDA graph on its first calls and replay it
+    after, one launch instead of one per kernel (ONNX Runtime allows it when every node runs on the GPU; the
+    TensorRT provider runs without)."""
 
     def options(self) -> Any:
         levels = onnxruntime().GraphOptimizationLevel
@@ -134,7 +135,7 @@ def _provider_options(provider: str, *, precision: Precision, cuda_graph: bool, 
         return {"device_id": "0", "trt_fp16_enable": "1" if precision == "fp16" else "0",
                 "trt_engine_cache_enable": "1", "trt_engine_cache_path": str(cache),
                 "trt_timing_cache_enable": "1", "trt_timing_cache_path": str(cache),
-                "trt_cuda_graph_enable": "1" if cuda_graph else "0",
+                # No CUDA graphs here: the TensorRT provider captures one graph, not one per batch size.
                 # One engine for every batch of 1 to the largest bucket (a dynamic batch axis needs a profile).
                 **{f"trt_profile_{name}_shapes": f"{input_name}:" + "x".join(map(str, [batch, *input_shape]))
                    for name, batch in (("min", 1), ("opt", 256), ("max", BATCH_BUCKETS[-1]))}}
@@ -256,7 +257,7 @@ class Classifier:
             self.session = runtime.InferenceSession(str(self.onnx_path), settings.options(), providers=configured)
         except Exception as exc:  # ONNX Runtime raises its own exception types for a broken graph
             how = " with CUDA graphs (every node must run on the GPU; classify.cuda_graph: false)" * (
-                settings.cuda_graph and self.providers[0] in GPU_PROVIDERS)
+                settings.cuda_graph and self.providers[0] == "CUDAExecutionProvider")
             raise CardError(f"{self.onnx_path}: ONNX Runtime cannot load it{how}: {exc}") from None
         active = self.session.get_providers()[0]
         if device in ("cuda", "trt") and active != self.providers[0]:
@@ -272,7 +273,8 @@ class Classifier:
         check_onnx_metadata(self.card, self.session.get_modelmeta().custom_metadata_map, path=self.onnx_path)
         self.on_gpu = active in GPU_PROVIDERS
         self._bound = (_BoundBatches(self.session, input_name=spec.name, output_name=self.card.output_name,
-                                     input_shape=tuple(expected), cuda_graph=settings.cuda_graph)
+                                     input_shape=tuple(expected),
+                                     cuda_graph=settings.cuda_graph and active == "CUDAExecutionProvider")
                        if self.on_gpu else None)
 
     @property
