@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 from tqdm import tqdm
 
@@ -306,7 +306,7 @@ def train(config: TrainConfig) -> ModelCard:
             "skipped_unreadable": list(train_units.skipped + val_units.skipped), "epochs_run": epoch,
             "best_epoch": best_epoch, "history": history, "seed": config.seed, "device": config.device,
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-            "command": config.command, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "command": config.command, "torch": str(torch.__version__), "torchvision": metadata.version("torchvision"),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "parameters": sum(p.numel() for p in model.parameters()),
         }

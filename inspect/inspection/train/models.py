@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from inspection.train.choices import ARCHITECTURES
@@ -57,6 +56,8 @@ def build_model(arch: str, *, n_classes: int, in_channels: int, weights: Path | 
     if arch in PATCHNET_STAGES:
         model: nn.Module = PatchNet(n_classes, in_channels, stages=PATCHNET_STAGES[arch])
     elif arch in ARCHITECTURES:
+        import torchvision.models  # 2 s of import that the patchnets, the usual choice, do without
+
         model = getattr(torchvision.models, arch)(weights=None, num_classes=n_classes)
         if in_channels != 3:
             _first_conv_to(model, in_channels)
