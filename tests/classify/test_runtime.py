@@ -115,3 +115,26 @@ def test_a_second_benchmark_record_of_the_day_does_not_replace_the_first(tmp_pat
     second = save_record({**record, "run": 2}, tmp_path, name="pcb")
     assert second == first.with_name(first.stem + "-2.json")
     assert [json.loads(path.read_text())["run"] for path in (first, second)] == [1, 2]
+
+
+def _torch_row(model_dir: Path, device: str, batch_size: int, seconds: float, precision: str = "fp32",
+               compiled: bool = False) -> dict:
+    """A stand-in for PyTorch in the benchmark: fixed figures, and torch.compile failing as it does without a
+    compiler or Triton."""
+    if compiled:
+        raise RuntimeError("backend='inductor' raised: no working C++ compiler found")
+    return {"batch_size": batch_size, "calls": 5, "images_per_s": 10.0 * batch_size, "latency_p50_ms": 100.0,
+            "latency_p99_ms": 100.0, "peak_rss_mb": 50.0, "precision": precision, "torch_version": "stand-in"}
+
+
+def test_a_torch_configuration_that_cannot_compile_is_recorded_not_fatal() -> None:
+    from inspection.classify.bench import TorchSide, format_table, run_bench
+
+    record = run_bench(DIE_MODEL, batch_sizes=(2,), seconds=0.1,
+                       torch=TorchSide(_torch_row, lambda _device, _precision: 1.0, compile=True))
+    assert [r["config"] for r in record["configs"]] == ["core", "torch-eager", "torch-eager"]
+    [failed] = record["failed_configs"]
+    assert failed["config"] == "torch-compile" and "no working C++ compiler" in failed["error"]
+    assert record["speedup_best_vs_best"] == round(record["best_core"]["images_per_s"] / 20.0, 2)
+    assert record["versions"]["torch"] == "stand-in"
+    assert "torch-compile fp32 batch 2 did not run: RuntimeError" in format_table(record)

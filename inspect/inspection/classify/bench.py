@@ -136,8 +136,15 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
             if torch.compile:
                 jobs += [("torch-compile", torch.measure, (model_dir, device, size, seconds, precision, True))
                          for size in batch_sizes]
-    rows = [{"config": name, **_isolated(function, *args)}
-            for name, function, args in tqdm(jobs, total=len(jobs), desc="benchmarking")]
+    rows, failed = [], []
+    for name, function, args in tqdm(jobs, total=len(jobs), desc="benchmarking"):
+        try:
+            rows.append({"config": name, **_isolated(function, *args)})
+        except Exception as exc:  # torch.compile needs a compiler and (on a GPU) Triton: recorded where it fails
+            if name != "torch-compile":
+                raise
+            failed.append({"config": name, "batch_size": args[2], "precision": args[4],
+                           "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
     best_core = _best([r for r in rows if r["config"].startswith("core")])
     assert best_core is not None
     stream = _isolated(_stream, model_dir, device, best_core["precision"], best_core["config"] == "core-graph",
@@ -186,6 +193,7 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
                                      _best(rows, config="core", precision=best_core["precision"])),
         "stream": stream,
         "configs": rows,
+        "failed_configs": failed,
     }
 
 
@@ -226,6 +234,9 @@ def format_table(record: dict[str, Any]) -> str:
         if record[f"{name}_speedup"]:
             lines.append(f"{name.replace('_', ' ')} speedup over the same core without it: {record[f'{name}_speedup']}"
                          + (f" (VNNI: {record['machine']['vnni']})" if name == "int8" else ""))
+    for failure in record["failed_configs"]:
+        lines.append(f"{failure['config']} {failure['precision']} batch {failure['batch_size']} did not run: "
+                     f"{failure['error']}")
     stream = record["stream"]
     lines.append(f"stream {stream['fps']:g} fps through the micro-batcher ({stream['precision']}, max batch "
                  f"{stream['max_batch']}, max wait {stream['max_wait_ms']:g} ms): p50 {stream['latency_p50_ms']:.2f} "
