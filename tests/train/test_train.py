@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -166,10 +167,15 @@ def test_unreadable_mixed_size_and_16_bit_images(tmp_path: Path) -> None:
     ],
 )
 def test_bad_training_folders(tmp_path: Path, prepare, message: str) -> None:
+    """Refused before anything trains, with the folder and the reason (in process: the command line turns the
+    same InspectionError into one line and exit code 2, as the --weights case above shows)."""
+    from inspection.train.loop import TrainConfig, train
+    from inspection.types import InspectionError
+
     folder = synth(tmp_path / "data", per_class=3, seed=4, classes="good,particle")
     prepare(folder)
-    process = run_cli("train", str(folder), "--out", str(tmp_path / "m"), "--epochs", "1", check=False)
-    assert process.returncode == 2 and message in process.stderr and "Traceback" not in process.stderr
+    with pytest.raises(InspectionError, match=re.escape(message)):
+        train(TrainConfig(folder=folder, out=tmp_path / "m", epochs=1))
 
 
 def test_tampered_model_is_refused(model: Path, tmp_path: Path) -> None:

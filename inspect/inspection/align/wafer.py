@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from skimage.measure import CircleModel, ransac
 
 from inspection.align import AlignmentError, grey_spread
 
@@ -144,6 +143,9 @@ def find_wafer(image: np.ndarray, *, pixel_size_um: float | None = None) -> Wafe
             raise AlignmentError(f"no wafer edge: only {int(good.sum())} of {RAYS} rays cross a clean edge")
         points = np.column_stack([centre[0] + np.cos(angles[good]) * radii[good],
                                   centre[1] - np.sin(angles[good]) * radii[good]])
+        # Imported here: scikit-image's measure module brings scipy.optimize, 0.5 s of every command's start.
+        from skimage.measure import CircleModel, ransac
+
         model, inliers = ransac(points, CircleModel, min_samples=3, residual_threshold=1.0, max_trials=200,
                                 rng=0)
         if model is None or inliers is None or inliers.sum() < RAYS // 4:

@@ -86,12 +86,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    train_package = load_train_package()
     if args.int8 and args.fp16:
         raise UsageError("--int8 and --fp16 add one variant each: run inspect export once for each")
+    if args.fp16 and args.eval is None:
+        raise UsageError("--fp16 needs --eval FOLDER (real labelled images to check FP16 against FP32 on)")
+    if args.int8 and args.calib is None:
+        raise UsageError("--int8 needs --calib FOLDER (real images to calibrate the quantiser on)")
+    train_package = load_train_package()
     if args.fp16:
-        if args.eval is None:
-            raise UsageError("--fp16 needs --eval FOLDER (real labelled images to check FP16 against FP32 on)")
         fp16 = train_package.convert_fp16(args.model, eval_folder=args.eval)
         print(f"inspect: {args.model / fp16.file}: FP16, max |dp| {fp16.parity.max_abs_diff:.2e} against FP32 and "
               f"argmax agreement {fp16.parity.argmax_agreement:.4%} on {fp16.parity.samples} images; on "
@@ -101,8 +103,6 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"  {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()), file=sys.stderr)
         return 0
     if args.int8:
-        if args.calib is None:
-            raise UsageError("--int8 needs --calib FOLDER (real images to calibrate the quantiser on)")
         if not (args.model / "model.json").is_file():
             train_package.export_model(args.model, opset=args.opset)
         variant = train_package.quantize_int8(args.model, calibration_folder=args.calib, eval_folder=args.eval)
