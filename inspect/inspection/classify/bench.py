@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from inspection.classify import Classifier, MicroBatcher
 from inspection.classify.card import read_card
-from inspection.classify.doctor import nvidia_gpus, onnxruntime_builds
+from inspection.classify.doctor import loaded_versions, nvidia_gpus, onnxruntime_builds
 from inspection.classify.runtime import Device, Precision, SessionSettings, onnxruntime
 from inspection.classify.timing import machine, peak_rss_mb, seeded_inputs, time_calls
 
@@ -122,7 +121,9 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
     GPU.
     """
     card, _ = read_card(model_dir)
-    on_gpu = Classifier(model_dir, device=device).on_gpu
+    on_gpu = False
+    for precision in precisions:  # a wrong folder, variant or device fails here, before any worker starts
+        on_gpu = Classifier(model_dir, device=device, precision=precision).on_gpu
     jobs: list[tuple[str, Callable[..., dict[str, Any]], tuple[object, ...]]] = []
     for precision in precisions:
         jobs += [("core", _core, (model_dir, device, precision, size, seconds)) for size in batch_sizes]
@@ -173,8 +174,8 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
         "benchmark": "inference-core",
         "model": str(model_dir), "arch": card.arch, "input": card.input.model_dump(), "device": device,
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine() | {"gpus": nvidia_gpus()},
-        "versions": {"wafer-inspect": _installed("wafer-inspect"), "onnxruntime": onnxruntime().__version__,
-                     "onnxruntime_builds": onnxruntime_builds(), "numpy": np.__version__}
+        "versions": loaded_versions() | {"onnxruntime": onnxruntime().__version__,
+                                         "onnxruntime_builds": onnxruntime_builds()}
         | ({"torch": torch_versions.pop()} if len(torch_versions) == 1 else {}),
         "seconds_per_config": seconds,
         "gflops_per_image": round(flops / 1e9, 4) if flops else None,
@@ -195,13 +196,6 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
         "configs": rows,
         "failed_configs": failed,
     }
-
-
-def _installed(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def format_table(record: dict[str, Any]) -> str:

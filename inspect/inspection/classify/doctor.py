@@ -47,7 +47,7 @@ def nvidia_gpus() -> list[dict[str, str]]:
             for line in listing.stdout.splitlines() if line.strip()]
 
 
-def _loaded_versions() -> dict[str, str]:
+def loaded_versions() -> dict[str, str]:
     """Versions of the modules this process has imported (what runs), and of torch as installed (the inference
     path never imports it)."""
     import cv2
@@ -125,5 +125,5 @@ def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None)
         elif not check["ok"]:
             problems.append(f"--device {device}: max |dp| {check['max_abs_diff_vs_cpu']:.2e} and argmax agreement "
                             f"{check['argmax_agreement_vs_cpu']:.2%} against the CPU (expected <= 1e-3 and 100%)")
-    return {"onnxruntime": imported, "gpus": gpus, "versions": _loaded_versions(), "checks": checks,
+    return {"onnxruntime": imported, "gpus": gpus, "versions": loaded_versions(), "checks": checks,
             "problems": problems}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import threading
 import weakref
@@ -142,41 +143,34 @@ def _provider_options(provider: str, *, precision: Precision, cuda_graph: bool, 
     return {}
 
 
-class _PinnedHost:
-    """Page-locked host memory from the CUDA runtime ONNX Runtime has loaded, so a batch crosses to the GPU by
-    DMA instead of through a staging copy; plain memory where no CUDA runtime can be found."""
+@functools.cache
+def _cuda_runtime() -> ctypes.CDLL | None:
+    """The CUDA runtime ONNX Runtime loaded (found by its soname), or None where there is none."""
+    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so", "cudart64_13.dll", "cudart64_12.dll"):
+        try:
+            runtime = ctypes.CDLL(name)
+        except OSError:
+            continue
+        runtime.cudaHostAlloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_uint]
+        runtime.cudaFreeHost.argtypes = [ctypes.c_void_p]
+        return runtime
+    return None
 
-    _runtime: ctypes.CDLL | None = None
-    _searched = False
 
-    @classmethod
-    def runtime(cls) -> ctypes.CDLL | None:
-        if not cls._searched:
-            cls._searched = True
-            for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so", "cudart64_13.dll", "cudart64_12.dll"):
-                try:
-                    cls._runtime = ctypes.CDLL(name)  # the library ONNX Runtime loaded, found by its soname
-                except OSError:
-                    continue
-                cls._runtime.cudaHostAlloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t,
-                                                       ctypes.c_uint]
-                cls._runtime.cudaFreeHost.argtypes = [ctypes.c_void_p]
-                break
-        return cls._runtime
-
-    @classmethod
-    def array(cls, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
-        """A float32 array of ``shape``, and whether it is page-locked."""
-        runtime = cls.runtime()
-        size = int(np.prod(shape)) * 4
-        if runtime is not None:
-            pointer = ctypes.c_void_p()
-            if runtime.cudaHostAlloc(ctypes.byref(pointer), size, 0) == 0 and pointer.value:
-                buffer = (ctypes.c_float * (size // 4)).from_address(pointer.value)
-                array = np.frombuffer(buffer, np.float32).reshape(shape)
-                weakref.finalize(array, runtime.cudaFreeHost, pointer)
-                return array, True
-        return np.empty(shape, np.float32), False
+def _pinned_array(shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+    """A float32 array of ``shape``, and whether it is page-locked: memory from the CUDA runtime's
+    ``cudaHostAlloc``, so a batch crosses to the GPU by DMA instead of through a staging copy; plain memory where
+    no CUDA runtime can be found."""
+    runtime = _cuda_runtime()
+    size = int(np.prod(shape)) * 4
+    if runtime is not None:
+        pointer = ctypes.c_void_p()
+        if runtime.cudaHostAlloc(ctypes.byref(pointer), size, 0) == 0 and pointer.value:
+            buffer = (ctypes.c_float * (size // 4)).from_address(pointer.value)
+            array = np.frombuffer(buffer, np.float32).reshape(shape)
+            weakref.finalize(array, runtime.cudaFreeHost, pointer)
+            return array, True
+    return np.empty(shape, np.float32), False
 
 
 class _BoundBatches:
@@ -208,7 +202,7 @@ class _BoundBatches:
             options = runtime.RunOptions()
             if self.cuda_graph:
                 options.add_run_config_entry("gpu_graph_id", str(BATCH_BUCKETS.index(size) + 1))
-            host, self.pinned = (_PinnedHost.array((size, *self.input_shape)) if self.device == "cuda" else
+            host, self.pinned = (_pinned_array((size, *self.input_shape)) if self.device == "cuda" else
                                  (np.empty((size, *self.input_shape), np.float32), False))
             self.slots[size] = (inputs, outputs, binding, host, options)
         return self.slots[size]
@@ -243,7 +237,6 @@ class Classifier:
         runtime = onnxruntime()
         settings = settings or SessionSettings()
         self.model_dir = Path(model_dir)
-        self.precision = precision
         self.card, self.onnx_path = read_card(self.model_dir, precision=precision)
         self.providers = providers_for(device)
         spec = self.card.input

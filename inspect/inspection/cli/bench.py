@@ -8,7 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-from inspection.classify import Classifier
 from inspection.classify.bench import TorchSide
 from inspection.classify.card import read_card
 from inspection.cli.common import (
@@ -38,8 +37,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not batch_sizes or min(batch_sizes) < 1:
         raise UsageError(f"--batch-sizes {args.batch_sizes!r}: every batch size must be at least 1")
     precisions = ("fp32", *(["fp16"] if args.fp16 else []), *(["int8"] if args.int8 else []))
-    for precision in precisions:  # a wrong folder, variant or device fails here, before any worker starts
-        Classifier(args.model, device=args.device, precision=precision)
     record = run_bench(args.model, device=args.device, batch_sizes=batch_sizes, seconds=args.seconds,
                        precisions=precisions, cuda_graph=args.cuda_graph, stream_fps=args.stream_fps,
                        torch=_torch_side(args.model, compile=args.compile))

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from inspection.classify import Classifier, ModelCard
-from inspection.classify.card import DetectorSettings
+from inspection.classify.card import DetectorSettings, Fp16Variant, Int8Variant
 from inspection.cli.common import (
     UsageError,
     add_device_option,
@@ -95,26 +95,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     train_package = load_train_package()
     if args.fp16:
         fp16 = train_package.convert_fp16(args.model, eval_folder=args.eval)
-        print(f"inspect: {args.model / fp16.file}: FP16, max |dp| {fp16.parity.max_abs_diff:.2e} against FP32 and "
-              f"argmax agreement {fp16.parity.argmax_agreement:.4%} on {fp16.parity.samples} images; on "
-              f"{fp16.evaluated_on}:", file=sys.stderr)
-        for precision in ("fp32", "fp16"):
-            numbers = getattr(fp16, precision)
-            print(f"  {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()), file=sys.stderr)
+        _print_precisions(f"{args.model / fp16.file}: FP16, max |dp| {fp16.parity.max_abs_diff:.2e} against FP32 "
+                          f"and argmax agreement {fp16.parity.argmax_agreement:.4%} on {fp16.parity.samples} "
+                          f"images; on {fp16.evaluated_on}", fp16, "fp16")
         return 0
     if args.int8:
         if not (args.model / "model.json").is_file():
             train_package.export_model(args.model, opset=args.opset)
         variant = train_package.quantize_int8(args.model, calibration_folder=args.calib, eval_folder=args.eval)
-        print(f"inspect: {args.model / variant.file}: INT8 from {variant.calibration_images} calibration images; "
-              f"on {variant.evaluated_on}:", file=sys.stderr)
-        for precision in ("fp32", "int8"):
-            numbers = getattr(variant, precision)
-            print(f"  {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()), file=sys.stderr)
+        _print_precisions(f"{args.model / variant.file}: INT8 from {variant.calibration_images} calibration images; "
+                          f"on {variant.evaluated_on}", variant, "int8")
         return 0
     card = train_package.export_model(args.model, opset=args.opset, detector=_detector_settings(args.detector))
     print_card_summary(card, args.model)
     return 0
+
+
+def _print_precisions(heading: str, variant: Int8Variant | Fp16Variant, precision: str) -> None:
+    """An added variant's figures beside FP32's on the same images, as its card records them."""
+    print(f"inspect: {heading}:", file=sys.stderr)
+    for name in ("fp32", precision):
+        print(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in getattr(variant, name).items()), file=sys.stderr)
 
 
 def _detector_settings(path: Path | None) -> DetectorSettings | None:

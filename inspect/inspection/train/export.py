@@ -206,6 +206,12 @@ def stamp_metadata(onnx_path: Path, card: ModelCard) -> str:
     return sha256_of(onnx_path)
 
 
+def _at_most(images: LabelledImages, count: int) -> LabelledImages:
+    """At most ``count`` of the images, drawn with seed 0 and kept in folder order."""
+    chosen = np.random.default_rng(0).permutation(len(images.paths))[:count]
+    return images.subset(np.isin(np.arange(len(images.paths)), chosen))
+
+
 class _CalibrationReader:
     """Feeds ONNX Runtime's static quantiser prepared batches of calibration images."""
 
@@ -229,8 +235,7 @@ def quantize_int8(model_dir: Path, *, calibration_folder: Path, eval_folder: Pat
     fp32 = Classifier(model_dir)
     card = fp32.card
     calibration = list_labelled_folder(calibration_folder, class_names=tuple(card.class_names), min_classes=1)
-    chosen = np.random.default_rng(0).permutation(len(calibration.paths))[:max_calibration_images]
-    calibration = calibration.subset(np.isin(np.arange(len(calibration.paths)), chosen))
+    calibration = _at_most(calibration, max_calibration_images)
     prepared = load_units(calibration, spec=card.input, label="calibration")
     batch = normalise(prepared.units, normalisation=card.normalisation)
     preprocessed = model_dir / ".model-preprocessed.onnx"
@@ -287,8 +292,7 @@ def convert_fp16(model_dir: Path, *, eval_folder: Path, max_parity_images: int =
     fp32 = Classifier(model_dir)
     card = fp32.card
     images = list_labelled_folder(eval_folder, class_names=tuple(card.class_names), min_classes=1)
-    chosen = np.random.default_rng(0).permutation(len(images.paths))[:max_parity_images]
-    images = images.subset(np.isin(np.arange(len(images.paths)), chosen))
+    images = _at_most(images, max_parity_images)
     batch = normalise(load_units(images, spec=card.input, label="FP16 parity").units, normalisation=card.normalisation)
     output = model_dir / FP16_FILE
     partial = model_dir / f".{FP16_FILE}.partial"
