@@ -151,6 +151,9 @@ class ClassifySettings(_Section):
     device: Literal["auto", "cpu", "cuda", "trt"] = "cpu"
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     """fp16 and int8 run the variants `inspect export --fp16|--int8` added to the model folder."""
+    fallback_to_fp32: bool = False
+    """When the variant does not reproduce the card's check outputs on this machine, run FP32 instead (said at
+    start-up) rather than refuse to start."""
     cuda_graph: bool = False
     """On a GPU: replay each batch shape as a CUDA graph (fewer launches per batch; see the README, GPU stations)."""
     max_batch: int = Field(32, ge=1, le=4096)

@@ -28,7 +28,7 @@ import numpy as np
 from inspection.acquire import read_beside, read_image
 from inspection.align import PhaseReference, RigidFit, register, warp_reference
 from inspection.calibrate import load_flatfield
-from inspection.classify import Classifier, MicroBatcher, SessionSettings
+from inspection.classify import Classifier, MicroBatcher, SessionSettings, VariantCheckError
 from inspection.classify.anomaly import AnomalyModel, anomaly_regions
 from inspection.classify.card import CardError, DetectorSettings, ModelCard
 from inspection.classify.detect import Hypotheses, NamedCandidates, join_anomalies, name_candidates, overlaps_any
@@ -503,10 +503,15 @@ def _classifier(recipe: Recipe, *, threads: int) -> Classifier:
         model = find_model(settings.model)
     except ModelNotFoundError as exc:
         raise RecipeError(f"{where}: classify.model: {exc}") from None
+    session = SessionSettings(intra_op_threads=threads, spinning=False, cuda_graph=settings.cuda_graph)
     try:
-        classifier = Classifier(model, precision=settings.precision, device=settings.device,
-                                settings=SessionSettings(intra_op_threads=threads, spinning=False,
-                                                         cuda_graph=settings.cuda_graph))
+        try:
+            classifier = Classifier(model, precision=settings.precision, device=settings.device, settings=session)
+        except VariantCheckError as exc:
+            if not settings.fallback_to_fp32 or settings.precision == "fp32":
+                raise
+            log.warning("%s: classify.fallback_to_fp32: running FP32 instead: %s", where, exc)
+            classifier = Classifier(model, device=settings.device, settings=session)
         classifier.warm_up(settings.max_batch)
     except CardError as exc:  # a card that is invalid or does not match its ONNX file: name the recipe too
         raise RecipeError(f"{where}: classify.model {settings.model}: {exc}") from None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from inspection.classify.batching import MicroBatcher, predict_files
 from inspection.classify.card import CardError, ModelCard
-from inspection.classify.runtime import Classifier, DeviceError, SessionSettings, providers_for
+from inspection.classify.runtime import Classifier, DeviceError, SessionSettings, VariantCheckError, providers_for
 
 __all__ = [
-    "CardError", "Classifier", "DeviceError", "MicroBatcher", "ModelCard", "SessionSettings", "predict_files",
-    "providers_for",
+    "CardError", "Classifier", "DeviceError", "MicroBatcher", "ModelCard", "SessionSettings", "VariantCheckError",
+    "predict_files", "providers_for",
 ]

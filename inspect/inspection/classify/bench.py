@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from inspection.classify import Classifier, MicroBatcher
 from inspection.classify.card import read_card
-from inspection.classify.doctor import loaded_versions, nvidia_gpus, onnxruntime_builds
+from inspection.classify.doctor import loaded_versions, onnxruntime_builds
 from inspection.classify.runtime import Device, Precision, SessionSettings, onnxruntime
-from inspection.classify.timing import machine, peak_rss_mb, seeded_inputs, time_calls
+from inspection.classify.timing import machine, nvidia_gpus, peak_rss_mb, seeded_inputs, time_calls
 
 
 def matmul_gflops(*, size: int = 2048, repeats: int = 5) -> float:

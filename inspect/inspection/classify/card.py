@@ -81,6 +81,10 @@ class Int8Variant(_Strict):
     evaluated_on: str
     fp32: dict[str, float]
     int8: dict[str, float]
+    quantiser: dict[str, Any] = Field(default_factory=dict)
+    """ONNX Runtime's quantiser settings (format, activation and weight types, reduce_range, per_channel)."""
+    measured_on: str = ""
+    """The CPU the accuracies were measured on (INT8 kernels differ by CPU: VNNI or not)."""
 
 
 class Fp16Variant(_Strict):
@@ -96,6 +100,41 @@ class Fp16Variant(_Strict):
     evaluated_on: str
     fp32: dict[str, float]
     fp16: dict[str, float]
+    measured_on: str = ""
+
+
+class CheckTolerance(_Strict):
+    """How far a variant or a device may leave the FP32 outputs on the check inputs."""
+
+    max_abs_diff: float = Field(..., gt=0)
+    """Largest |output - FP32 output| on any element (a probability, or a cell of an anomaly score map)."""
+    min_argmax_agreement: float = Field(1.0, ge=0, le=1)
+    """Classifiers: the share of check inputs whose most likely class must be FP32's."""
+
+
+DEFAULT_CHECK_TOLERANCE = {
+    "fp32": CheckTolerance(max_abs_diff=1e-3, min_argmax_agreement=1.0),
+    "fp16": CheckTolerance(max_abs_diff=2e-2, min_argmax_agreement=1.0),
+    "int8": CheckTolerance(max_abs_diff=0.2, min_argmax_agreement=0.9),
+}
+"""The tolerance a new check set states per precision: FP32 on another CPU or a GPU differs by rounding only;
+FP16 keeps 11 significant bits; INT8 moves probabilities by a few hundredths where its kernels are exact (seen at
+most 0.05 on 900 dies) and by up to 1 where they saturate (the die model's U8S8 on a CPU without VNNI)."""
+
+
+class CheckSet(_Strict):
+    """Real inputs and the FP32 graph's outputs for them on ONNX Runtime's CPU provider, in ``file`` (npz:
+    ``inputs`` float32 N x C x H x W, ``outputs`` float32 N x ...). A model variant (FP16, INT8) or a device
+    (CPU, GPU) runs only after it has reproduced these outputs within ``tolerance`` on the machine at hand."""
+
+    file: Annotated[str, AfterValidator(_inside_folder)] = "checks.npz"
+    sha256: str
+    images: int = Field(..., ge=1)
+    source: str
+    """Where the inputs came from (a labelled folder, a data set)."""
+    made_on: str
+    """The CPU (and its VNNI / AVX-512 flags) that computed the FP32 outputs."""
+    tolerance: dict[Literal["fp32", "fp16", "int8"], CheckTolerance]
 
 
 class DetectorSettings(_Strict):
@@ -177,6 +216,8 @@ class ModelCard(_Strict):
     detector: DetectorSettings | None = None
     anomaly: AnomalySettings | None = None
     """An anomaly model's map settings (task ``anomaly``; output: a score map, N x 1 x H/stride x W/stride)."""
+    checks: CheckSet | None = None
+    """The inputs every variant and device is checked against when it is loaded (``inspect export --checks``)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
@@ -312,3 +353,23 @@ def read_card(folder: str | Path, *, precision: Literal["fp32", "fp16", "int8"] 
         raise CardError(f"{onnx_path}: sha256 {actual[:12]}... does not match the card's {expected[:12]}...: "
                         "the model file was replaced or corrupted after export")
     return card, onnx_path
+
+
+def read_checks(folder: Path, checks: CheckSet) -> tuple[np.ndarray, np.ndarray]:
+    """The check inputs (N x C x H x W float32) and their FP32 outputs of a model folder, checked against the
+    card's sha256."""
+    path = Path(folder) / checks.file
+    if not path.is_file():
+        raise CardError(f"{path}: the check set named by the card is missing")
+    actual = sha256_of(path)
+    if actual != checks.sha256:
+        raise CardError(f"{path}: sha256 {actual[:12]}... does not match the card's {checks.sha256[:12]}...: the "
+                        "check set was replaced or corrupted")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            inputs, outputs = arrays["inputs"].astype(np.float32), arrays["outputs"].astype(np.float32)
+    except (KeyError, ValueError, OSError) as exc:
+        raise CardError(f"{path}: not a check set (npz with arrays inputs and outputs): {exc}") from None
+    if len(inputs) != checks.images or len(outputs) != len(inputs):
+        raise CardError(f"{path}: {len(inputs)} inputs and {len(outputs)} outputs; the card says {checks.images}")
+    return inputs, outputs

@@ -4,16 +4,26 @@ providers, the GPU, the versions of the modules loaded, and a model run on each 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inspection.classify.runtime import Classifier, Device, DeviceError, onnxruntime
+from inspection.classify.card import read_card
+from inspection.classify.runtime import (
+    TENSORRT_ADVICE,
+    TENSORRT_LIBRARIES,
+    Classifier,
+    Device,
+    DeviceError,
+    Precision,
+    onnxruntime,
+    tensorrt_libraries,
+)
+from inspection.classify.timing import nvidia_gpus
 from inspection.types import InspectionError
 
 ONNXRUNTIME_BUILDS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
@@ -31,20 +41,6 @@ def onnxruntime_builds() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
     return found
-
-
-def nvidia_gpus() -> list[dict[str, str]]:
-    """The GPUs ``nvidia-smi`` lists (name, driver, memory); none where it is absent or finds no GPU."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        listing = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    fields = ("name", "driver", "memory", "compute_capability")
-    return [dict(zip(fields, (part.strip() for part in line.split(",")), strict=False))
-            for line in listing.stdout.splitlines() if line.strip()]
 
 
 def loaded_versions() -> dict[str, str]:
@@ -81,7 +77,40 @@ def check_device(model_dir: Path, device: Device, *, batch_size: int = 64) -> di
             "pinned_host_memory": on_device.pinned_host_memory}
 
 
-def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None) -> dict[str, Any]:
+def check_variants(models: Sequence[Path], *, devices: Sequence[Device] = ("cpu",)) -> list[dict[str, Any]]:
+    """Load every variant of each model (FP32, and the card's FP16 and INT8) on each device, as a line would:
+    each runs the card's check inputs (``Classifier.check``). INT8 is a CPU variant and runs on the CPU only.
+
+    Returns
+    -------
+    list of dict
+        One per model, precision and device: ``ok``, and the check's figures or the ``error`` that refused it.
+    """
+    rows = []
+    for model_dir in models:
+        try:
+            card, _ = read_card(model_dir)
+        except InspectionError as exc:
+            rows.append({"model": str(model_dir), "ok": False, "error": str(exc)})
+            continue
+        precisions: list[Precision] = ["fp32", *(p for p in ("fp16", "int8") if getattr(card, p) is not None)]
+        for device in devices:
+            for precision in precisions:
+                if precision == "int8" and device != "cpu":
+                    continue
+                row = {"model": str(model_dir), "precision": precision, "device": device}
+                try:
+                    loaded = Classifier(model_dir, precision=precision, device=device)
+                except InspectionError as exc:
+                    rows.append({**row, "ok": False, "error": str(exc)})
+                    continue
+                rows.append({**row, "ok": True, "check": loaded.check_report,
+                             "tuning": f"{loaded.tuning.name} ({loaded.tuning_source})"})
+    return rows
+
+
+def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None,
+             variant_models: Sequence[Path] = ()) -> dict[str, Any]:
     """The installation's inference set-up and its problems (each with how to fix it).
 
     Parameters
@@ -90,12 +119,15 @@ def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None)
         Devices to run ``model_dir`` on, each compared with the CPU.
     model_dir : Path, optional
         The model those checks run (required when ``devices`` is not empty).
+    variant_models : sequence of Path
+        Models whose every variant is loaded and checked on the CPU and each of ``devices``
+        (:func:`check_variants`).
 
     Returns
     -------
     dict
-        ``onnxruntime`` (version, file, builds installed, providers), ``gpus``, ``versions``, ``checks`` and
-        ``problems`` (empty when all is well).
+        ``onnxruntime`` (version, file, builds installed, providers), ``tensorrt`` (where its libraries were
+        found), ``gpus``, ``versions``, ``checks``, ``variants`` and ``problems`` (empty when all is well).
     """
     problems: list[str] = []
     builds = onnxruntime_builds()
@@ -111,6 +143,10 @@ def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None)
     except DeviceError as exc:
         problems.append(str(exc))
         imported = {"builds_installed": builds}
+    tensorrt = None
+    if "TensorrtExecutionProvider" in imported.get("providers", []):
+        tensorrt = tensorrt_libraries() or f"not installed: the provider is listed, but {TENSORRT_LIBRARIES[0]} is " \
+            f"missing, so --device trt is refused ({TENSORRT_ADVICE})"
     gpus = nvidia_gpus()
     if gpus and "CUDAExecutionProvider" not in imported.get("providers", []):
         problems.append(f"{gpus[0]['name']} is here but ONNX Runtime has no CUDA provider: pip uninstall -y "
@@ -125,5 +161,7 @@ def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None)
         elif not check["ok"]:
             problems.append(f"--device {device}: max |dp| {check['max_abs_diff_vs_cpu']:.2e} and argmax agreement "
                             f"{check['argmax_agreement_vs_cpu']:.2%} against the CPU (expected <= 1e-3 and 100%)")
-    return {"onnxruntime": imported, "gpus": gpus, "versions": loaded_versions(), "checks": checks,
-            "problems": problems}
+    variants = check_variants(variant_models, devices=tuple(dict.fromkeys(("cpu", *devices))))
+    problems += [row["error"] for row in variants if not row["ok"]]
+    return {"onnxruntime": imported, "tensorrt": tensorrt, "gpus": gpus, "versions": loaded_versions(),
+            "checks": checks, "variants": variants, "problems": problems}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib.util
+import json
 import os
 import threading
 import weakref
@@ -16,7 +18,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from inspection.classify.card import CardError, check_onnx_metadata, read_card
+from inspection.classify.card import (
+    DEFAULT_CHECK_TOLERANCE,
+    CardError,
+    check_onnx_metadata,
+    read_card,
+    read_checks,
+)
+from inspection.classify.timing import cpu_description, nvidia_gpus
 from inspection.types import InspectionError
 
 try:
@@ -44,11 +53,44 @@ class DeviceError(InspectionError, RuntimeError):
     """The requested device has no ONNX Runtime provider here; the message lists those present."""
 
 
+class VariantCheckError(CardError):
+    """A model variant or device that does not reproduce the card's check outputs on this machine (or cannot be
+    checked: a card without a check set); the message names the variant, the device and the disagreement."""
+
+
 def onnxruntime() -> ModuleType:
     """The imported ONNX Runtime module, or a DeviceError saying how to install one."""
     if ort is None:
         raise DeviceError(f"no ONNX Runtime is installed here: {INSTALL_ADVICE}")
     return ort
+
+
+TENSORRT_LIBRARIES = ("libnvinfer.so.10", "libnvinfer_plugin.so.10", "libnvonnxparser.so.10")
+"""What ONNX Runtime's TensorRT provider loads when a session starts (TensorRT 10); without them the provider is
+listed but every session falls back to CUDA."""
+TENSORRT_ADVICE = ("pip install 'wafer-inspect[trt]' (TensorRT's runtime libraries as pip packages; README, GPU "
+                   "stations)")
+
+
+@functools.cache
+def tensorrt_libraries() -> str | None:
+    """Where TensorRT's libraries were found and loaded: the system's library path, or the ``tensorrt_libs``
+    folder that NVIDIA's ``tensorrt-cu13-libs`` wheel installs (loaded by full path, so that ONNX Runtime's
+    provider finds them by name already in the process); None where they are absent."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL(TENSORRT_LIBRARIES[0], mode=ctypes.RTLD_GLOBAL)
+        return "the system's library path"
+    spec = importlib.util.find_spec("tensorrt_libs")
+    folder = Path(next(iter(spec.submodule_search_locations or []), "")) if spec else None
+    if folder is None or not (folder / TENSORRT_LIBRARIES[0]).is_file():
+        return None
+    try:
+        for name in TENSORRT_LIBRARIES:
+            if (folder / name).is_file():
+                ctypes.CDLL(str(folder / name), mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        return None
+    return str(folder)
 
 
 def providers_for(device: Device) -> list[str]:
@@ -57,7 +99,7 @@ def providers_for(device: Device) -> list[str]:
     Parameters
     ----------
     device : {"cpu", "cuda", "trt", "auto"}
-        ``auto`` takes the best present: TensorRT, CUDA, then CPU.
+        ``auto`` takes the best present: TensorRT (where its libraries are installed too), CUDA, then CPU.
 
     Returns
     -------
@@ -67,9 +109,15 @@ def providers_for(device: Device) -> list[str]:
     Raises
     ------
     DeviceError
-        When the device's provider is not in this ONNX Runtime (the providers present are listed).
+        When the device's provider is not in this ONNX Runtime (the providers present are listed), or is listed
+        without the libraries it needs (TensorRT).
     """
     present = onnxruntime().get_available_providers()
+    if "TensorrtExecutionProvider" in present and device in ("trt", "auto") and tensorrt_libraries() is None:
+        if device == "trt":
+            raise DeviceError(f"--device trt: ONNX Runtime lists TensorrtExecutionProvider but TensorRT's "
+                              f"{TENSORRT_LIBRARIES[0]} is not installed: {TENSORRT_ADVICE}")
+        present = [p for p in present if p != "TensorrtExecutionProvider"]
     if device == "auto":
         return [p for p in _PROVIDERS["trt"] if p in present]
     wanted = _PROVIDERS[device][0]
@@ -81,11 +129,97 @@ def providers_for(device: Device) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """One way of running a model on its provider: what ``inspect bench --tune`` compares on the machine at hand,
+    and what a session is built with."""
+
+    name: str
+    cuda_options: tuple[tuple[str, str], ...] = ()
+    """CUDA provider options (cuDNN's algorithm search, the convolutions' layout)."""
+    optimisation: Literal["disable", "basic", "extended", "all"] = "all"
+    """ONNX Runtime's graph optimisation level; on a CPU, ``all`` adds the blocked NCHWc layout."""
+
+
+TUNINGS: dict[str, tuple[Tuning, ...]] = {
+    "CUDAExecutionProvider": (
+        Tuning("heuristic-nhwc", (("cudnn_conv_algo_search", "HEURISTIC"), ("prefer_nhwc", "1"))),
+        Tuning("heuristic-nchw", (("cudnn_conv_algo_search", "HEURISTIC"), ("prefer_nhwc", "0"))),
+        Tuning("exhaustive-nhwc", (("cudnn_conv_algo_search", "EXHAUSTIVE"), ("prefer_nhwc", "1"))),
+        Tuning("exhaustive-nchw", (("cudnn_conv_algo_search", "EXHAUSTIVE"), ("prefer_nhwc", "0"))),
+    ),
+    "CPUExecutionProvider": (Tuning("nchwc", optimisation="all"), Tuning("nchw", optimisation="extended")),
+    "TensorrtExecutionProvider": (Tuning("tensorrt"),),
+}
+"""The candidates per provider. The TensorRT provider tunes its own engine (its timing cache)."""
+DEFAULT_TUNING: dict[tuple[str, str], str] = {
+    ("CUDAExecutionProvider", "fp16"): "heuristic-nhwc",
+    ("CUDAExecutionProvider", "fp32"): "heuristic-nchw",
+}
+"""Where nothing was measured on this machine: on an H200 (2026-12-04, the die classifier, batches 256 to 4,096)
+cuDNN's heuristic beat its exhaustive search by 1.3-4.4x, and NHWC doubled FP16 (tensor cores take NHWC) while
+halving FP32. Anything else: the provider's first candidate."""
+
+
+def tuning_cache_path() -> Path:
+    """The file ``inspect bench --tune`` records each machine's winners in: ``$WAFER_INSPECT_TUNING`` or
+    ``tuning.json`` in the user's cache folder."""
+    if os.environ.get("WAFER_INSPECT_TUNING"):
+        return Path(os.environ["WAFER_INSPECT_TUNING"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wafer-inspect" / "tuning.json"
+
+
+def tuning_key(onnx_sha256: str, provider: str) -> str:
+    """What a measured winner holds for: this ONNX file, on this provider, on this device (the GPU's or CPU's
+    name), with this ONNX Runtime."""
+    gpus = nvidia_gpus()
+    where = gpus[0]["name"] if provider != "CPUExecutionProvider" and gpus else cpu_description()
+    return f"{onnx_sha256[:16]} {provider} {where} onnxruntime {onnxruntime().__version__}"
+
+
+def read_tuning_cache() -> dict[str, Any]:
+    """The recorded winners (an unreadable cache counts as empty: it is a cache, measured again by --tune)."""
+    try:
+        cache = json.loads(tuning_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def record_tuning(onnx_sha256: str, provider: str, winner: str, *, measured: dict[str, Any]) -> Path:
+    """Record ``winner`` as the tuning of this ONNX file on this provider and device (atomically)."""
+    path = tuning_cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cache = read_tuning_cache()
+    cache[tuning_key(onnx_sha256, provider)] = {"tuning": winner, **measured}
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    os.replace(partial, path)
+    return path
+
+
+def resolve_tuning(provider: str, precision: str, onnx_sha256: str, *, requested: str | None = None
+                   ) -> tuple[Tuning, str]:
+    """The tuning a session runs with, and where it came from: the one asked for, else the winner measured on
+    this machine (``inspect bench --tune``), else the default for the provider and precision."""
+    candidates = {tuning.name: tuning for tuning in TUNINGS.get(provider, (Tuning("default"),))}
+    if requested is not None:
+        if requested not in candidates:
+            raise DeviceError(f"tuning {requested!r} is not one of {provider}'s: {', '.join(candidates)}")
+        return candidates[requested], "asked for"
+    measured = read_tuning_cache().get(tuning_key(onnx_sha256, provider), {}).get("tuning")
+    if measured in candidates:
+        return candidates[measured], f"measured here ({tuning_cache_path()})"
+    default = DEFAULT_TUNING.get((provider, precision), next(iter(candidates)))
+    return candidates[default], "default"
+
+
+@dataclass(frozen=True)
 class SessionSettings:
     intra_op_threads: int = 0
     """Threads inside one operator (0: ONNX Runtime's default, one per core)."""
     inter_op_threads: int = 0
-    optimisation: Literal["disable", "basic", "extended", "all"] = "all"
+    optimisation: Literal["disable", "basic", "extended", "all"] | None = None
+    """None: the tuning's (``resolve_tuning``)."""
     memory_arena: bool = True
     spinning: bool = True
     """Whether ONNX Runtime's idle threads spin waiting for the next call (fastest back-to-back calls); off where
@@ -94,15 +228,18 @@ class SessionSettings:
     """On the CUDA provider: capture each batch bucket's kernels as a CUDA graph on its first calls and replay it
     after, one launch instead of one per kernel (ONNX Runtime allows it when every node runs on the GPU; the
     TensorRT provider runs without)."""
+    tuning: str | None = None
+    """A candidate of ``TUNINGS`` by name; None: the winner measured on this machine, else the default."""
 
-    def options(self) -> Any:
+    def options(self, tuning: Tuning) -> Any:
         levels = onnxruntime().GraphOptimizationLevel
         options = onnxruntime().SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = self.inter_op_threads
         options.graph_optimization_level = {
             "disable": levels.ORT_DISABLE_ALL, "basic": levels.ORT_ENABLE_BASIC,
-            "extended": levels.ORT_ENABLE_EXTENDED, "all": levels.ORT_ENABLE_ALL}[self.optimisation]
+            "extended": levels.ORT_ENABLE_EXTENDED, "all": levels.ORT_ENABLE_ALL}[
+            self.optimisation or tuning.optimisation]
         options.enable_cpu_mem_arena = self.memory_arena
         if not self.spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -126,11 +263,11 @@ def engine_cache_folder(model_dir: Path, onnx_sha256: str) -> Path:
 
 
 def _provider_options(provider: str, *, precision: Precision, cuda_graph: bool, input_name: str,
-                      input_shape: list[int], cache: Path | None) -> dict[str, str]:
+                      input_shape: list[int], cache: Path | None, tuning: Tuning) -> dict[str, str]:
     if provider == "CUDAExecutionProvider":
         # FP32 stays FP32: TF32 tensor cores would round the convolutions' inputs to 10 mantissa bits.
-        return {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "0",
-                "enable_cuda_graph": "1" if cuda_graph else "0"}
+        return {"device_id": "0", "use_tf32": "0", "enable_cuda_graph": "1" if cuda_graph else "0",
+                **dict(tuning.cuda_options)}
     if provider == "TensorrtExecutionProvider":
         assert cache is not None
         return {"device_id": "0", "trt_fp16_enable": "1" if precision == "fp16" else "0",
@@ -233,8 +370,9 @@ class Classifier:
     """
 
     def __init__(self, model_dir: str | Path, *, precision: Precision = "fp32", device: Device = "cpu",
-                 settings: SessionSettings | None = None) -> None:
+                 settings: SessionSettings | None = None, check: bool = True) -> None:
         runtime = onnxruntime()
+        self.precision = precision
         settings = settings or SessionSettings()
         self.model_dir = Path(model_dir)
         self.card, self.onnx_path = read_card(self.model_dir, precision=precision)
@@ -243,11 +381,19 @@ class Classifier:
         expected = [spec.channels, spec.height, spec.width]
         cache = (engine_cache_folder(self.model_dir, self.card.onnx_sha256)
                  if "TensorrtExecutionProvider" in self.providers else None)
-        configured = [(provider, _provider_options(provider, precision=precision, cuda_graph=settings.cuda_graph,
-                                                   input_name=spec.name, input_shape=expected, cache=cache))
-                      for provider in self.providers]
+        variant_sha256 = {"fp32": self.card.onnx_sha256, "fp16": getattr(self.card.fp16, "sha256", ""),
+                          "int8": getattr(self.card.int8, "sha256", "")}[precision]  # read_card checked it
+        self.tuning, self.tuning_source = resolve_tuning(self.providers[0], precision, variant_sha256,
+                                                         requested=settings.tuning)
+        configured = [(provider, _provider_options(
+            provider, precision=precision, cuda_graph=settings.cuda_graph, input_name=spec.name,
+            input_shape=expected, cache=cache,
+            tuning=self.tuning if provider == self.providers[0] else resolve_tuning(provider, precision,
+                                                                                      variant_sha256)[0]))
+            for provider in self.providers]
         try:
-            self.session = runtime.InferenceSession(str(self.onnx_path), settings.options(), providers=configured)
+            self.session = runtime.InferenceSession(str(self.onnx_path), settings.options(self.tuning),
+                                                    providers=configured)
         except Exception as exc:  # ONNX Runtime raises its own exception types for a broken graph
             how = " with CUDA graphs (every node must run on the GPU; classify.cuda_graph: false)" * (
                 settings.cuda_graph and self.providers[0] == "CUDAExecutionProvider")
@@ -269,6 +415,51 @@ class Classifier:
                                      input_shape=tuple(expected),
                                      cuda_graph=settings.cuda_graph and active == "CUDAExecutionProvider")
                        if self.on_gpu else None)
+        self.check_report = self.check() if check else None
+
+    @property
+    def variant(self) -> str:
+        """The precision and the provider it runs on, as messages name it: ``int8 on CPUExecutionProvider``."""
+        return f"{self.precision} on {self.session.get_providers()[0]}"
+
+    def check(self) -> dict[str, Any] | None:
+        """Run the card's check inputs and compare the outputs with FP32's (``ModelCard.checks``).
+
+        Returns
+        -------
+        dict or None
+            ``images``, ``max_abs_diff``, ``argmax_agreement``, ``tolerance`` and ``machine``; None for FP32 on the
+            CPU of a card without a check set (the reference itself: nothing to compare with).
+
+        Raises
+        ------
+        VariantCheckError
+            When the outputs leave the card's tolerance for this precision, or a variant or device has no check
+            set to be checked against.
+        """
+        checks = self.card.checks
+        where = cpu_description() if not self.on_gpu else self.session.get_providers()[0]
+        if checks is None:
+            if self.precision == "fp32" and not self.on_gpu:
+                return None
+            raise VariantCheckError(
+                f"{self.onnx_path}: {self.variant} cannot be checked on this machine ({where}): the card has no "
+                f"check set; add one with `inspect export {self.model_dir} --checks FOLDER` (real images)")
+        inputs, expected = read_checks(self.model_dir, checks)
+        found = np.concatenate([self.predict(inputs[start : start + 64]) for start in range(0, len(inputs), 64)])
+        tolerance = checks.tolerance.get(self.precision, DEFAULT_CHECK_TOLERANCE[self.precision])
+        max_abs_diff = float(np.abs(found - expected).max())
+        agreement = (float((found.argmax(1) == expected.argmax(1)).mean()) if expected.ndim == 2 else 1.0)
+        report = {"images": len(inputs), "max_abs_diff": max_abs_diff, "argmax_agreement": agreement,
+                  "tolerance": tolerance.model_dump(), "machine": where, "variant": self.variant}
+        if max_abs_diff > tolerance.max_abs_diff or agreement < tolerance.min_argmax_agreement:
+            raise VariantCheckError(
+                f"{self.onnx_path}: {self.variant} on this machine ({where}) does not reproduce FP32 on the card's "
+                f"{len(inputs)} check inputs: max |dp| {max_abs_diff:.3g} (tolerance {tolerance.max_abs_diff:g}), "
+                f"argmax agreement {agreement:.1%} (required {tolerance.min_argmax_agreement:.0%}); refused. Run "
+                "FP32 (classify.precision: fp32, or classify.fallback_to_fp32: true), or re-make the variant "
+                "(`inspect export MODEL --int8|--fp16`)")
+        return report
 
     @property
     def class_names(self) -> list[str]:

@@ -3,9 +3,12 @@ machine it ran on (every benchmark record names it)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,4 +68,26 @@ def machine() -> dict[str, Any]:
             elif line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
     return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "avx512": "avx512f" in flags}
+            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "avx512": "avx512f" in flags, "avx2": "avx2" in flags}
+
+
+def cpu_description() -> str:
+    """The CPU and the flags that change ONNX Runtime's kernels, in words: ``AMD EPYC (AVX-512, VNNI)``."""
+    found = machine()
+    flags = [name for name, key in (("AVX2", "avx2"), ("AVX-512", "avx512")) if found[key]]
+    return f"{found['cpu']} ({', '.join([*flags[-1:], 'VNNI' if found['vnni'] else 'no VNNI'])})"
+
+
+@functools.cache
+def nvidia_gpus() -> list[dict[str, str]]:
+    """The GPUs ``nvidia-smi`` lists (name, driver, memory); none where it is absent or finds no GPU."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    fields = ("name", "driver", "memory", "compute_capability")
+    return [dict(zip(fields, (part.strip() for part in line.split(",")), strict=False))
+            for line in listing.stdout.splitlines() if line.strip()]

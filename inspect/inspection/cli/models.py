@@ -86,13 +86,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if args.int8 and args.fp16:
-        raise UsageError("--int8 and --fp16 add one variant each: run inspect export once for each")
+    if sum(map(bool, (args.int8, args.fp16, args.checks))) > 1:
+        raise UsageError("--int8, --fp16 and --checks add one thing each: run inspect export once for each")
     if args.fp16 and args.eval is None:
         raise UsageError("--fp16 needs --eval FOLDER (real labelled images to check FP16 against FP32 on)")
     if args.int8 and args.calib is None:
         raise UsageError("--int8 needs --calib FOLDER (real images to calibrate the quantiser on)")
     train_package = load_train_package()
+    if args.checks:
+        checks = train_package.add_checks(args.model, args.checks)
+        print(f"inspect: {args.model / checks.file}: {checks.images} check inputs from {checks.source}, FP32 outputs "
+              f"computed on {checks.made_on}; every variant and device is checked against them when loaded",
+              file=sys.stderr)
+        return 0
     if args.fp16:
         fp16 = train_package.convert_fp16(args.model, eval_folder=args.eval)
         _print_precisions(f"{args.model / fp16.file}: FP16, max |dp| {fp16.parity.max_abs_diff:.2e} against FP32 "
@@ -240,6 +246,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--calib", type=Path, metavar="FOLDER", help="labelled images to calibrate INT8 on")
     export.add_argument("--eval", type=Path, metavar="FOLDER", help="labelled images to compare FP32 and the "
                         "variant on (INT8's default: the calibration folder)")
+    export.add_argument("--checks", type=Path, metavar="FOLDER", help="(re)make the check inputs every variant "
+                        "and device must reproduce when loaded: a labelled folder (an anomaly model: good images)")
     export.add_argument("--detector", type=Path, metavar="JSON", help="golden-template detector settings to put "
                         "in the card (PCB models; written by datasets/deeppcb_crops.py)")
     export.set_defaults(handler=cmd_export)

@@ -39,7 +39,16 @@ from inspection.classify.card import (
 from inspection.evaluate import anomaly as anomaly_metrics
 from inspection.sim.defects import draw_defects
 from inspection.train.curves import save_anomaly_curves
-from inspection.train.export import OPSET, PARITY_TOLERANCE, WEIGHTS_FILE, ExportError, count_flops, stamp_metadata
+from inspection.train.export import (
+    ANOMALY_CHECK_IMAGES,
+    OPSET,
+    PARITY_TOLERANCE,
+    WEIGHTS_FILE,
+    ExportError,
+    count_flops,
+    stamp_metadata,
+    write_checks,
+)
 from inspection.types import InspectionError
 
 __all__ = ["AnomalyNet", "train_anomaly"]
@@ -266,6 +275,9 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
         flops_per_image=count_flops(exported, spec), torch_weights=WEIGHTS_FILE, anomaly=settings)
     card.onnx_sha256 = stamp_metadata(onnx_path, card)
     card.write(out_dir)
+    checked = held_out[:ANOMALY_CHECK_IMAGES]
+    write_checks(out_dir, np.stack([(good.images[i].astype(np.float32) * unit_scale)[None] for i in checked]),
+                 source=f"held-out good images of {good.folder}", count=len(checked))
     AnomalyModel(out_dir)  # the line's loader accepts it: sha256, input name and shape, metadata
     save_anomaly_curves(history, thresholds, false_alarms, out_dir / "training.png", title=f"{ARCH} training",
                         chosen_threshold=settings.threshold, target_false_alarms=false_alarms_per_image)

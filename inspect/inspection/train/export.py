@@ -15,9 +15,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from inspection.acquire.folder import IMAGE_SUFFIXES, read_image
 from inspection.acquire.labelled import LabelledImages, list_labelled_folder
 from inspection.classify import Classifier
+from inspection.classify.anomaly import AnomalyModel
 from inspection.classify.card import (
+    DEFAULT_CHECK_TOLERANCE,
+    CheckSet,
     DetectorSettings,
     Fp16Variant,
     InputSpec,
@@ -31,6 +35,7 @@ from inspection.classify.card import (
     sha256_of,
 )
 from inspection.classify.prepare import normalise
+from inspection.classify.timing import cpu_description
 from inspection.evaluate.folders import evaluate_folder
 from inspection.evaluate.metrics import classification_report, confusion_matrix, operating_point
 from inspection.report import draw_confusion, save_png
@@ -48,9 +53,23 @@ FP16_PARITY_TOLERANCE = 2e-2
 """Largest |p(fp16) - p(fp32)| an FP16 variant may show on real images (half precision keeps 11 significant
 bits); its argmax must agree on at least FP16_ARGMAX_AGREEMENT of them (a near-tie may flip)."""
 FP16_ARGMAX_AGREEMENT = 0.999
+INT8_QUANTISER = {"per_channel": True, "reduce_range": True}
+"""7-bit weights (``reduce_range``): on x86 CPUs without VNNI, ONNX Runtime multiplies uint8 activations by int8
+weights with VPMADDUBSW, whose int16 pair sums saturate; the die model lost 27 points of accuracy that way
+(0.758 against 0.983, emulated AVX2) and none with 7-bit weights, which cannot saturate (ONNX Runtime's
+quantisation guide)."""
 
 
 WEIGHTS_FILE = "weights.pt"
+CHECKS_FILE = "checks.npz"
+CHECK_IMAGES = 32
+"""Check inputs per model: enough for an INT8 variant that saturates (a quarter of its decisions wrong) to show
+in every class, few enough to run in milliseconds whenever a variant is loaded."""
+ANOMALY_CHECK_IMAGES = 2
+"""An anomaly model takes whole images (640 x 640 for the PCB one): two keep its check set near 1 MB."""
+CHECK_MIN_MARGIN = 0.2
+"""Check inputs are preferably images FP32 decides by at least this much (top two probabilities): a near-tie
+may flip under any honest rounding, and would make the check refuse a sound variant."""
 
 
 def count_flops(network: nn.Module, spec: InputSpec) -> int:
@@ -170,7 +189,8 @@ def export_model(model_dir: Path, *, opset: int = OPSET, detector: DetectorSetti
     )
     card.onnx_sha256 = stamp_metadata(onnx_path, card)
     card.write(model_dir)
-    Classifier(model_dir)  # the line's loader accepts it: sha256, input name and shape, dynamic batch
+    write_checks(model_dir, batch, labels=prepared.labels, source=f"validation images of {validation.root}")
+    Classifier(model_dir)  # the line's loader accepts it: sha256, input name and shape, dynamic batch, checks
     save_png(model_dir / "confusion.png", draw_confusion(confusion, class_names=class_names,
                                                          title=f"{base['arch']} validation (ONNX Runtime)"))
     training = checkpoint["training"]
@@ -206,6 +226,78 @@ def stamp_metadata(onnx_path: Path, card: ModelCard) -> str:
     return sha256_of(onnx_path)
 
 
+def write_checks(model_dir: Path, inputs: np.ndarray, *, source: str, labels: np.ndarray | None = None,
+                 count: int = CHECK_IMAGES) -> CheckSet:
+    """Choose a model's check inputs, compute FP32's outputs for them here, and record both in its card.
+
+    Parameters
+    ----------
+    model_dir : Path
+        A model folder with its FP32 ``model.onnx`` and card.
+    inputs : (N, C, H, W) float32 array
+        Prepared real inputs (normalised as the card says).
+    source : str
+        Where they came from, for the card.
+    labels : (N,) int array, optional
+        Their classes: the check set takes about as many of each (seeded), preferring inputs FP32 decides
+        clearly (``CHECK_MIN_MARGIN``).
+    count : int
+        At most this many check inputs.
+
+    Returns
+    -------
+    CheckSet
+        As written into the card; the inputs (rounded to float16 to keep the file small, the outputs computed
+        on exactly those values) and outputs are in ``checks.npz``.
+    """
+    fp32 = Classifier(model_dir, check=False)
+    rounded = inputs.astype(np.float16)
+    reference = np.concatenate([fp32.predict(rounded[i : i + 256].astype(np.float32))
+                                for i in range(0, len(rounded), 256)])
+    if labels is None:
+        labels = np.zeros(len(inputs), np.int64)
+    ranked = np.sort(reference, axis=1) if reference.ndim == 2 else None
+    clear = (ranked[:, -1] - ranked[:, -2] >= CHECK_MIN_MARGIN) if ranked is not None and ranked.shape[1] > 1 else (
+        np.ones(len(inputs), bool))
+    rng = np.random.default_rng(0)
+    classes = np.unique(labels)
+    per_class = max(1, count // len(classes))
+    chosen: list[int] = []
+    for label in classes:
+        members = np.flatnonzero(labels == label)
+        members = members[rng.permutation(len(members))]
+        chosen += sorted(members, key=lambda i: not clear[i])[:per_class]
+    chosen = sorted(chosen)[:count]
+    path, partial = model_dir / CHECKS_FILE, model_dir / f".{CHECKS_FILE}.partial"
+    with partial.open("wb") as file:
+        np.savez_compressed(file, inputs=rounded[chosen], outputs=reference[chosen])
+    os.replace(partial, path)
+    card = fp32.card
+    card.checks = CheckSet(file=CHECKS_FILE, sha256=sha256_of(path), images=len(chosen), source=source,
+                           made_on=cpu_description(), tolerance=dict(DEFAULT_CHECK_TOLERANCE))
+    card.write(model_dir)
+    return card.checks
+
+
+def add_checks(model_dir: Path, folder: Path) -> CheckSet:
+    """``inspect export MODEL --checks FOLDER``: a check set from real images, for a model made before check sets
+    existed or whose inputs should be others: a labelled folder for a classifier, a folder of good images for an
+    anomaly model."""
+    card = Classifier(model_dir, check=False).card
+    if card.anomaly is not None:
+        model = AnomalyModel(model_dir)
+        paths = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES][:ANOMALY_CHECK_IMAGES]
+        if not paths:
+            raise ExportError(f"--checks {folder}: no image for the anomaly model's check set")
+        inputs = [model.prepare(image, layout=layout, bit_depth=bits, source=str(path))
+                  for path in paths for image, layout, bits in [read_image(path)]]
+        return write_checks(model_dir, np.stack(inputs), source=str(folder), count=len(inputs))
+    images = list_labelled_folder(folder, class_names=tuple(card.class_names), min_classes=1)
+    prepared = load_units(images, spec=card.input, label="check inputs")
+    return write_checks(model_dir, normalise(prepared.units, normalisation=card.normalisation),
+                        labels=prepared.labels, source=str(folder))
+
+
 def _at_most(images: LabelledImages, count: int) -> LabelledImages:
     """At most ``count`` of the images, drawn with seed 0 and kept in folder order."""
     chosen = np.random.default_rng(0).permutation(len(images.paths))[:count]
@@ -225,10 +317,11 @@ class _CalibrationReader:
 
 def quantize_int8(model_dir: Path, *, calibration_folder: Path, eval_folder: Path | None = None,
                   max_calibration_images: int = 512) -> Int8Variant:
-    """Static INT8 quantisation (QDQ, per-channel weights) calibrated on real images, recorded in the card.
+    """Static INT8 quantisation (QDQ, per-channel 7-bit weights) calibrated on real images, recorded in the card.
 
     Both precisions are evaluated on ``eval_folder`` (default: the calibration folder) so the accuracy
-    change is stated beside the FP32 model.
+    change is stated beside the FP32 model, on the CPU named in the card; loading the variant checks it against
+    the card's check inputs (made here from the calibration images when the card has none).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -239,15 +332,19 @@ def quantize_int8(model_dir: Path, *, calibration_folder: Path, eval_folder: Pat
     prepared = load_units(calibration, spec=card.input, label="calibration")
     batch = normalise(prepared.units, normalisation=card.normalisation)
     preprocessed = model_dir / ".model-preprocessed.onnx"
+    if card.checks is None:
+        card.checks = write_checks(model_dir, batch, labels=prepared.labels, source=str(calibration_folder))
     quant_pre_process(str(fp32.onnx_path), str(preprocessed))
     output = model_dir / INT8_FILE
     quantize_static(str(preprocessed), str(output), _CalibrationReader(batch), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, **INT8_QUANTISER)
     preprocessed.unlink()
     evaluated_on = eval_folder or calibration_folder
     variant = Int8Variant(file=INT8_FILE, sha256=stamp_metadata(output, card), calibration_images=len(batch),
-                          evaluated_on=str(evaluated_on), fp32={}, int8={})
+                          evaluated_on=str(evaluated_on), fp32={}, int8={},
+                          quantiser={"format": "QDQ", "activations": "uint8", "weights": "int8", **INT8_QUANTISER},
+                          measured_on=cpu_description())
     card.int8 = variant
     card.write(model_dir)
     card.int8 = variant.model_copy(update=_compare_precisions(model_dir, "int8", evaluated_on))
@@ -293,7 +390,10 @@ def convert_fp16(model_dir: Path, *, eval_folder: Path, max_parity_images: int =
     card = fp32.card
     images = list_labelled_folder(eval_folder, class_names=tuple(card.class_names), min_classes=1)
     images = _at_most(images, max_parity_images)
-    batch = normalise(load_units(images, spec=card.input, label="FP16 parity").units, normalisation=card.normalisation)
+    prepared = load_units(images, spec=card.input, label="FP16 parity")
+    batch = normalise(prepared.units, normalisation=card.normalisation)
+    if card.checks is None:
+        card.checks = write_checks(model_dir, batch, labels=prepared.labels, source=str(eval_folder))
     output = model_dir / FP16_FILE
     partial = model_dir / f".{FP16_FILE}.partial"
     with warnings.catch_warnings():
@@ -314,7 +414,7 @@ def convert_fp16(model_dir: Path, *, eval_folder: Path, max_parity_images: int =
     parity = Parity(samples=len(batch), max_abs_diff=max_abs_diff, argmax_agreement=agreement,
                     tolerance=FP16_PARITY_TOLERANCE)
     variant = Fp16Variant(file=FP16_FILE, sha256=stamp_metadata(output, card), parity=parity,
-                          evaluated_on=str(eval_folder), fp32={}, fp16={})
+                          evaluated_on=str(eval_folder), fp32={}, fp16={}, measured_on=cpu_description())
     card.fp16 = variant
     card.write(model_dir)
     card.fp16 = variant.model_copy(update=_compare_precisions(model_dir, "fp16", eval_folder))
