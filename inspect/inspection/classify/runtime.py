@@ -47,6 +47,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 chosen once, its buffers bound once and (with CUDA graphs) its kernels captured once. A larger batch runs in
 chunks of the largest."""
 TRT_CACHE_FOLDER = "trt-cache"
+WARM_UP_RUNS = 4
 
 
 class DeviceError(InspectionError, RuntimeError):
@@ -294,40 +295,62 @@ def _cuda_runtime() -> ctypes.CDLL | None:
     return None
 
 
-def _pinned_array(shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
-    """A float32 array of ``shape``, and whether it is page-locked: memory from the CUDA runtime's
+def _pinned_array(shape: tuple[int, ...], dtype: type[np.generic] = np.float32) -> tuple[np.ndarray, bool]:
+    """An array of ``shape`` and ``dtype``, and whether it is page-locked: memory from the CUDA runtime's
     ``cudaHostAlloc``, so a batch crosses to the GPU by DMA instead of through a staging copy; plain memory where
     no CUDA runtime can be found."""
     runtime = _cuda_runtime()
-    size = int(np.prod(shape)) * 4
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if runtime is not None:
         pointer = ctypes.c_void_p()
         if runtime.cudaHostAlloc(ctypes.byref(pointer), size, 0) == 0 and pointer.value:
-            buffer = (ctypes.c_float * (size // 4)).from_address(pointer.value)
-            array = np.frombuffer(buffer, np.float32).reshape(shape)
+            buffer = (ctypes.c_uint8 * size).from_address(pointer.value)
+            array = np.frombuffer(buffer, dtype).reshape(shape)
             weakref.finalize(array, runtime.cudaFreeHost, pointer)
             return array, True
-    return np.empty(shape, np.float32), False
+    return np.empty(shape, dtype), False
+
+
+NORMALISE_GRAPH = Path(__file__).with_name("normalise_u8.onnx")
+"""The pre-step that turns uint8 pixels into the network's input on the device (made by
+``inspection.train.export.normalise_graph``)."""
+
+
+@dataclass
+class _Slot:
+    """One batch bucket's device buffers, bound once: the network's input and output, the host buffer a batch is
+    copied from, and (made on the first uint8 batch) the pixels' own device buffer and the pre-step's binding."""
+
+    inputs: Any
+    outputs: Any
+    binding: Any
+    host: np.ndarray
+    options: Any
+    pixels: tuple[Any, Any, np.ndarray] | None = None
 
 
 class _BoundBatches:
     """The GPU path of ``Classifier.predict``: per batch bucket, an input and an output tensor that live on the
     device and stay bound (IO binding), filled from a host buffer of the same shape; with CUDA graphs, each
-    bucket is its own graph (``gpu_graph_id``)."""
+    bucket is its own graph (``gpu_graph_id``). uint8 batches cross as uint8 and are normalised on the device by
+    a second session (``NORMALISE_GRAPH``) whose output is the network's bound input."""
 
     def __init__(self, session: Any, *, input_name: str, output_name: str, input_shape: tuple[int, ...],
-                 cuda_graph: bool, device: str = "cuda") -> None:
+                 cuda_graph: bool, device: str = "cuda", providers: list[Any] | None = None,
+                 normalisation: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.session, self.input_name, self.output_name, self.device = session, input_name, output_name, device
         self.input_shape, self.cuda_graph = input_shape, cuda_graph
+        self.providers, self.normalisation = providers or ["CPUExecutionProvider"], normalisation
         self.lock = threading.Lock()  # one batch at a time through the shared buffers
         # One row's output shape (classes, or an anomaly model's score map), from one plain call.
         probe, uncaptured = np.zeros((1, *input_shape), np.float32), onnxruntime().RunOptions()
         uncaptured.add_run_config_entry("gpu_graph_id", "-1")  # -1: no CUDA graph for this call
         self.output_shape: tuple[int, ...] = session.run([output_name], {input_name: probe}, uncaptured)[0].shape[1:]
-        self.slots: dict[int, tuple[Any, Any, Any, np.ndarray, Any]] = {}
+        self.slots: dict[int, _Slot] = {}
         self.pinned = False
+        self._pre_step: tuple[Any, dict[str, Any]] | None = None
 
-    def _slot(self, size: int) -> tuple[Any, Any, Any, np.ndarray, Any]:
+    def _slot(self, size: int) -> _Slot:
         if size not in self.slots:
             runtime = onnxruntime()
             tensor = runtime.OrtValue.ortvalue_from_shape_and_type
@@ -341,24 +364,65 @@ class _BoundBatches:
                 options.add_run_config_entry("gpu_graph_id", str(BATCH_BUCKETS.index(size) + 1))
             host, self.pinned = (_pinned_array((size, *self.input_shape)) if self.device == "cuda" else
                                  (np.empty((size, *self.input_shape), np.float32), False))
-            self.slots[size] = (inputs, outputs, binding, host, options)
+            self.slots[size] = _Slot(inputs, outputs, binding, host, options)
         return self.slots[size]
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _pixels(self, size: int, slot: _Slot) -> tuple[Any, Any, np.ndarray]:
+        """The bucket's uint8 device buffer, its pre-step binding (output: the network's bound input) and host
+        buffer, made on first use."""
+        if slot.pixels is None:
+            runtime = onnxruntime()
+            if self._pre_step is None:
+                assert self.normalisation is not None
+                session = runtime.InferenceSession(str(NORMALISE_GRAPH), providers=self.providers)
+                mean, inv_std = self.normalisation
+                constants = {name: runtime.OrtValue.ortvalue_from_numpy(value, self.device, 0) for name, value in (
+                    ("mean", mean), ("inv_std", inv_std))}
+                self._pre_step = session, constants
+            session, constants = self._pre_step
+            pixels = runtime.OrtValue.ortvalue_from_shape_and_type((size, *self.input_shape), np.uint8,
+                                                                   self.device, 0)
+            binding = session.io_binding()
+            binding.bind_ortvalue_input("pixels", pixels)
+            for name, value in constants.items():
+                binding.bind_ortvalue_input(name, value)
+            binding.bind_ortvalue_output("images", slot.inputs)
+            host = (_pinned_array((size, *self.input_shape), np.uint8)[0] if self.device == "cuda" else
+                    np.empty((size, *self.input_shape), np.uint8))
+            slot.pixels = (pixels, binding, host)
+        return slot.pixels
+
+    def run(self, batch: np.ndarray, *, unit_scale: float | None = None) -> np.ndarray:
+        """Outputs of a float32 batch, or of a uint8 one (``unit_scale``: 1 / (2**bit_depth - 1))."""
         largest = BATCH_BUCKETS[-1]
         if len(batch) > largest:
-            return np.concatenate([self.run(batch[start : start + largest])
+            return np.concatenate([self.run(batch[start : start + largest], unit_scale=unit_scale)
                                    for start in range(0, len(batch), largest)])
         count = len(batch)
         size = next(bucket for bucket in BATCH_BUCKETS if bucket >= count)
         with self.lock:
-            inputs, outputs, binding, host, options = self._slot(size)
-            host[:count] = batch
-            host[count:] = 0.0  # padding rows: computed, never returned
-            inputs.update_inplace(host)
-            self.session.run_with_iobinding(binding, options)
+            slot = self._slot(size)
+            if unit_scale is None:
+                slot.host[:count] = batch
+                slot.host[count:] = 0.0  # padding rows: computed, never returned
+                slot.inputs.update_inplace(slot.host)
+            else:
+                pixels, binding, host = self._pixels(size, slot)
+                host[:count] = batch
+                host[count:] = 0
+                pixels.update_inplace(host)
+                binding.bind_cpu_input("unit_scale", np.array([unit_scale], np.float32))
+                self._pre_step[0].run_with_iobinding(binding)  # type: ignore[index]
+            self.session.run_with_iobinding(slot.binding, slot.options)
             # A copy: on the CPU numpy() is a view of the bound buffer, which the next batch overwrites.
-            return np.array(outputs.numpy()[:count])
+            return np.array(slot.outputs.numpy()[:count])
+
+    def replay(self, size: int) -> None:
+        """Run a bucket on what its buffers hold, with no host copy either way: the device's share of a call."""
+        with self.lock:
+            slot = self._slot(size)
+            self.session.run_with_iobinding(slot.binding, slot.options)
+            slot.binding.synchronize_outputs()
 
 
 class Classifier:
@@ -411,9 +475,17 @@ class Classifier:
             raise CardError(f"{self.onnx_path}: batch axis is fixed at {inputs[0].shape[0]}; expected a dynamic one")
         check_onnx_metadata(self.card, self.session.get_modelmeta().custom_metadata_map, path=self.onnx_path)
         self.on_gpu = active in GPU_PROVIDERS
+        norm = self.card.normalisation
+        self._mean = np.asarray(norm.mean, np.float32).reshape(1, -1, 1, 1)
+        self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).reshape(1, -1, 1, 1)
         self._bound = (_BoundBatches(self.session, input_name=spec.name, output_name=self.card.output_name,
                                      input_shape=tuple(expected),
-                                     cuda_graph=settings.cuda_graph and active == "CUDAExecutionProvider")
+                                     cuda_graph=settings.cuda_graph and active == "CUDAExecutionProvider",
+                                     providers=[(name, {**options, "enable_cuda_graph": "0"})
+                                                if name == "CUDAExecutionProvider" else (name, options)
+                                                for name, options in configured
+                                                if name != "TensorrtExecutionProvider"],
+                                     normalisation=(self._mean, self._inv_std))
                        if self.on_gpu else None)
         self.check_report = self.check() if check else None
 
@@ -476,17 +548,46 @@ class Classifier:
             return self._bound.run(batch)
         return self.session.run([self.card.output_name], {self.card.input.name: batch})[0]
 
+    def predict_pixels(self, pixels: np.ndarray, *, bit_depth: int = 8) -> np.ndarray:
+        """Outputs of uint8 pixels already at the model's input size (N x C x H x W, unit range 0 ..
+        2**bit_depth - 1): on a GPU they cross as uint8, a quarter of a float32 batch's bytes, and are normalised
+        on the device; on a CPU here. Either way the network sees what ``prepare.normalise`` gives.
+
+        Raises
+        ------
+        ValueError
+            For another dtype or shape (the message names both).
+        """
+        spec = self.card.input
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (spec.channels, spec.height,
+                                                                               spec.width):
+            raise ValueError(f"predict_pixels takes uint8 N x {spec.channels} x {spec.height} x {spec.width}, got "
+                             f"{pixels.dtype} {pixels.shape}")
+        unit_scale = np.float32(1.0 / ((1 << bit_depth) - 1))
+        if self._bound is not None:
+            return self._bound.run(pixels, unit_scale=float(unit_scale))
+        return self.predict((pixels.astype(np.float32) * unit_scale - self._mean) * self._inv_std)
+
+    def replay(self, size: int) -> None:
+        """On a GPU: one call of a batch bucket on what its device buffers hold, no host copies (the bench's
+        device-only time)."""
+        if self._bound is None:
+            raise DeviceError("replay runs a GPU's bound buffers; this model runs on the CPU")
+        self._bound.replay(size)
+
     def warm_up(self, max_batch: int) -> None:
-        """On a GPU, run every batch bucket up to ``max_batch`` twice before the first real batch, so that each
-        shape's cuDNN algorithm search, buffers and CUDA graph capture happen here rather than under a part's
-        latency (seen on an H200: a stream's p50 of 106 ms against 0.5 ms of compute). A CPU has nothing to
+        """On a GPU, run every batch bucket up to ``max_batch`` before the first real batch, so that each shape's
+        cuDNN algorithm search, buffers and CUDA graph capture happen here rather than under a part's latency
+        (seen on an H200: a stream's p50 of 106 ms against 0.5 ms of compute). ONNX Runtime captures a graph
+        after a bucket's first regular runs, so each runs ``WARM_UP_RUNS`` times: captured and replayed once
+        (with two runs the capture fell on the stream's first batches: its p99 of 369 ms). A CPU has nothing to
         choose or capture: it returns at once."""
         if not self.on_gpu:
             return
         spec = self.card.input
         for size in [b for b in BATCH_BUCKETS if b < max_batch] + [max_batch]:
             batch = np.zeros((size, spec.channels, spec.height, spec.width), np.float32)
-            for _ in range(2):
+            for _ in range(WARM_UP_RUNS):
                 self.predict(batch)
 
     def defect_scores(self, probabilities: np.ndarray) -> np.ndarray:

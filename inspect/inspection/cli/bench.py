@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import platform
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from inspection.cli.common import (
     UsageError,
     model_folder,
 )
-from inspection.report.records import save_record
+from inspection.report.records import record_path, write_record
 
 
 def _torch_side(model_dir: Path, *, compile: bool) -> TorchSide | None:
@@ -37,10 +38,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not batch_sizes or min(batch_sizes) < 1:
         raise UsageError(f"--batch-sizes {args.batch_sizes!r}: every batch size must be at least 1")
     precisions = ("fp32", *(["fp16"] if args.fp16 else []), *(["int8"] if args.int8 else []))
-    record = run_bench(args.model, device=args.device, batch_sizes=batch_sizes, seconds=args.seconds,
-                       precisions=precisions, cuda_graph=args.cuda_graph, stream_fps=args.stream_fps,
-                       torch=_torch_side(args.model, compile=args.compile))
-    path = save_record(record, args.out, name=f"bench-{args.model.name}-{args.device}")
+    path = record_path(args.out, name=f"bench-{args.model.name}-{args.device}", host=platform.node())
+    print(f"inspect: recording in {path} as each configuration finishes", file=sys.stderr)
+    try:
+        record = run_bench(args.model, device=args.device, batch_sizes=batch_sizes, seconds=args.seconds,
+                           precisions=precisions, cuda_graph=args.cuda_graph, stream_fps=args.stream_fps,
+                           torch=_torch_side(args.model, compile=args.compile), tune=args.tune,
+                           config_limit_s=args.config_limit, progress=lambda partial: write_record(partial, path))
+    except BaseException:
+        if path.stat().st_size == 0:  # failed before its first configuration: no record to keep
+            path.unlink()
+        raise
     if args.json:
         print(json.dumps(record))
     else:
@@ -56,8 +64,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                     "Runtime core and of PyTorch (eager one at a time and batched, and compiled with --compile, "
                     "when torch is installed) on the same model and inputs; the best core against the best "
                     "batched PyTorch; each precision's GFLOP/s against the device's own GEMM peak measured in the "
-                    "same run; and a simulated camera stream through the micro-batcher. Recorded in "
-                    "benchmarks/results/.",
+                    "same run; and a simulated camera stream through the micro-batcher. Each configuration runs in "
+                    "its own process within --config-limit; the record in benchmarks/results/ is rewritten after "
+                    "each, so a stopped run keeps what it measured.",
     )
     bench.add_argument("model", type=model_folder, help="model folder (model.onnx + model.json)")
     bench.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu",
@@ -72,6 +81,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--compile", action="store_true", help="also PyTorch through torch.compile (its compile "
                        "time, about 30 s a batch size on a 2-core CPU, is left out of the figures)")
     bench.add_argument("--stream-fps", type=float, default=200.0, help="simulated camera rate (default 200)")
+    bench.add_argument("--tune", action="store_true", help="first run the core with each of its provider's "
+                       "settings (GPU: cuDNN search and layout; CPU: NCHWc or NCHW) and record the fastest per "
+                       "precision for this machine, where every later session of the model finds it")
+    bench.add_argument("--config-limit", type=float, default=120.0, metavar="S", help="stop a configuration "
+                       "after S seconds, start-up and compiling included, and record it as timed out (default 120)")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="where the record is written")
     bench.set_defaults(handler=cmd_bench)

@@ -420,3 +420,28 @@ def convert_fp16(model_dir: Path, *, eval_folder: Path, max_parity_images: int =
     card.fp16 = variant.model_copy(update=_compare_precisions(model_dir, "fp16", eval_folder))
     card.write(model_dir)
     return card.fp16
+
+
+def normalise_graph() -> bytes:
+    """The GPU core's pre-step (``inspection/classify/normalise_u8.onnx``): uint8 pixels (N x C x H x W) to the
+    network's float32 input, in the same operations and order as :func:`inspection.classify.prepare.normalise`
+    (x * unit_scale, - mean, * inv_std), so a batch crosses to the device as a quarter of its float32 bytes and
+    is normalised there to the same values. The constants are inputs, bound once per model."""
+    from onnx import TensorProto, helper
+
+    channels = ["batch", "channels", "height", "width"]
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["pixels"], ["unit_pixels"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["unit_pixels", "unit_scale"], ["scaled"]),
+         helper.make_node("Sub", ["scaled", "mean"], ["centred"]),
+         helper.make_node("Mul", ["centred", "inv_std"], ["images"])],
+        "normalise_u8",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, channels),
+         helper.make_tensor_value_info("unit_scale", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("mean", TensorProto.FLOAT, [1, "channels", 1, 1]),
+         helper.make_tensor_value_info("inv_std", TensorProto.FLOAT, [1, "channels", 1, 1])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, channels)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="wafer-inspect")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
