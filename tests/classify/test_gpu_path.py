@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +23,10 @@ onnxruntime = pytest.importorskip("onnxruntime")
 DIE_MODEL = REPO_ROOT / "models" / "die-patchnet-v1"
 PCB_MODEL = REPO_ROOT / "models" / "pcb-patchnet-l-v7"
 HAS_CUDA = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-HAS_TRT = "TensorrtExecutionProvider" in onnxruntime.get_available_providers()
+TRT_LISTED = "TensorrtExecutionProvider" in onnxruntime.get_available_providers()
+HAS_TRT = TRT_LISTED and runtime_module.tensorrt_libraries() is not None
+TRT_SKIP = ("TensorRT's libraries are not installed (the provider is listed): pip install 'wafer-inspect[trt]'"
+            if TRT_LISTED else "no TensorRT execution provider here")
 
 
 def test_the_two_onnxruntime_builds_are_extras_that_exclude_each_other() -> None:
@@ -30,7 +34,9 @@ def test_the_two_onnxruntime_builds_are_extras_that_exclude_each_other() -> None
     assert not [d for d in project["project"]["dependencies"] if d.startswith("onnxruntime")]
     extras = project["project"]["optional-dependencies"]
     assert extras["cpu"] == ["onnxruntime>=1.17"] and extras["gpu"][0].startswith("onnxruntime-gpu")
-    assert project["tool"]["uv"]["conflicts"] == [[{"extra": "cpu"}, {"extra": "gpu"}]]
+    assert project["tool"]["uv"]["conflicts"] == [[{"extra": "cpu"}, {"extra": "gpu"}],
+                                                  [{"extra": "cpu"}, {"extra": "trt"}]]
+    assert extras["trt"][0].startswith("onnxruntime-gpu") and extras["trt"][1].startswith("tensorrt-cu13-libs")
     # What pip installed from it says the same (the metadata a GPU station's pip resolves).
     requires = metadata.requires("wafer-inspect") or []
     assert any(r.startswith("onnxruntime>=1.17") and 'extra == "cpu"' in r for r in requires)
@@ -189,7 +195,7 @@ def test_cuda_matches_cpu_for_decisions(model_dir: Path, cuda_graph: bool) -> No
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_TRT, reason="no TensorRT execution provider here")
+@pytest.mark.skipif(not HAS_TRT, reason=TRT_SKIP)
 def test_tensorrt_matches_cpu_and_caches_its_engine(tmp_path: Path) -> None:
     copy = tmp_path / "die-patchnet-v1"
     shutil.copytree(DIE_MODEL, copy)
@@ -198,3 +204,77 @@ def test_tensorrt_matches_cpu_and_caches_its_engine(tmp_path: Path) -> None:
     expected = Classifier(copy).predict(batch)
     assert np.abs(found - expected).max() <= 1e-3 and (found.argmax(1) == expected.argmax(1)).all()
     assert list((copy / "trt-cache").iterdir())
+
+
+def test_tensorrt_listed_without_its_libraries_is_refused_with_the_install_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: listed)
+    monkeypatch.setattr(runtime_module, "tensorrt_libraries", lambda: None)
+    with pytest.raises(DeviceError, match=r"lists TensorrtExecutionProvider but TensorRT's libnvinfer.so.10 is not "
+                                          r"installed: pip install 'wafer-inspect\[trt\]'"):
+        runtime_module.providers_for("trt")
+    assert runtime_module.providers_for("auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    report = doctor_module.diagnose()
+    assert "libnvinfer.so.10 is missing, so --device trt is refused" in report["tensorrt"]
+    assert report["problems"] == []  # CUDA still works: a note, not a problem
+
+
+def test_provider_settings_by_precision_and_measured_winners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WAFER_INSPECT_TUNING", str(tmp_path / "tuning.json"))
+    resolve = runtime_module.resolve_tuning
+    fp16, source = resolve("CUDAExecutionProvider", "fp16", "ab" * 32)
+    assert dict(fp16.cuda_options) == {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"}
+    assert source == "default"
+    assert dict(resolve("CUDAExecutionProvider", "fp32", "ab" * 32)[0].cuda_options)["prefer_nhwc"] == "0"
+    options = runtime_module._provider_options(
+        "CUDAExecutionProvider", precision="fp32", cuda_graph=True, input_name="images", input_shape=[1, 8, 8],
+        cache=None, tuning=resolve("CUDAExecutionProvider", "fp32", "ab" * 32)[0])
+    assert options["use_tf32"] == "0" and options["enable_cuda_graph"] == "1"  # FP32 stays exact
+    # A winner measured here (as inspect bench --tune records it) is what the next session runs.
+    card = Classifier(DIE_MODEL).card
+    assert Classifier(DIE_MODEL).tuning.name == "nchwc"
+    runtime_module.record_tuning(card.onnx_sha256, "CPUExecutionProvider", "nchw", measured={"images_per_s": 1.0})
+    tuned = Classifier(DIE_MODEL)
+    assert tuned.tuning.name == "nchw" and tuned.tuning_source.startswith("measured here")
+    assert Classifier(DIE_MODEL, precision="int8").tuning.name == "nchwc"  # another file: not measured
+    with pytest.raises(DeviceError, match="tuning 'fast' is not one of CPUExecutionProvider's: nchwc, nchw"):
+        Classifier(DIE_MODEL, settings=SessionSettings(tuning="fast"))
+    (tmp_path / "tuning.json").write_text("{not json")
+    assert Classifier(DIE_MODEL).tuning_source == "default"  # a broken cache is an empty one
+
+
+def test_uint8_batches_are_normalised_on_the_device_to_the_cpus_values() -> None:
+    """The GPU path's pre-step (uint8 across, normalised by a bound graph into the network's bound input), run on
+    the CPU provider, against the CPU's normalisation: the same probabilities, bit for bit."""
+    from inspection.classify.prepare import normalise
+
+    classifier = Classifier(PCB_MODEL)
+    bound = _BoundBatches(classifier.session, input_name="images", output_name="probabilities",
+                          input_shape=(3, 64, 64), cuda_graph=False, device="cpu",
+                          normalisation=(classifier._mean, classifier._inv_std))
+    pixels = np.random.default_rng(3).integers(0, 256, (5, 3, 64, 64), dtype=np.uint8)
+    units = pixels.transpose(0, 2, 3, 1).astype(np.float32) * np.float32(1 / 255)
+    expected = classifier.predict(normalise(units, normalisation=classifier.card.normalisation))
+    np.testing.assert_array_equal(bound.run(pixels, unit_scale=1 / 255), expected)
+    np.testing.assert_array_equal(classifier.predict_pixels(pixels), expected)
+    with pytest.raises(ValueError, match=r"uint8 N x 3 x 64 x 64, got float32 \(5, 3, 64, 64\)"):
+        classifier.predict_pixels(pixels.astype(np.float32))
+    # The graph shipped with the package is the one the training package makes.
+    export = pytest.importorskip("inspection.train.export", reason="the [train] extra")
+    assert runtime_module.NORMALISE_GRAPH.read_bytes() == export.normalise_graph()
+
+
+def test_a_bench_configuration_past_its_limit_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    from inspection.classify import bench
+
+    with pytest.raises(bench.ConfigTimeout, match=r"did not finish within 0\.5 s"):
+        bench._isolated(time.sleep, 30, limit_s=0.5)
+    seen: list[int] = []
+    record = bench.run_bench(DIE_MODEL, batch_sizes=(1, 4), seconds=0.2, config_limit_s=60,
+                             progress=lambda partial: seen.append(len(partial["configs"])))
+    assert record["status"] == "complete" and seen[0] == 1 and seen[-1] == 2
+    assert record["stream"]["slowest_percent_ms"]["compute"] >= 0 and record["configs"][0]["tuning"] == "nchwc"
+    tight = bench.run_bench(DIE_MODEL, batch_sizes=(1,), seconds=0.2, config_limit_s=0.01)
+    assert tight["status"] == "no core configuration finished" and tight["stream"] is None
+    assert [f["error"] for f in tight["failed_configs"]] == ["ConfigTimeout: did not finish within 0.01 s"]
