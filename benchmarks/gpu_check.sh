@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Everything the GPU issue is checked by, in one run on a CUDA machine (the lent H200; ../shared/GPU.md):
-#   1. install the GPU build beside this checkout (from wheels carried in .gpu/, no network), `inspect doctor`;
-#   2. the GPU tests (parity for decisions, CUDA graphs, TensorRT when present);
-#   3. `inspect bench` of the die and PCB classifiers on CUDA (FP32, FP16, CUDA graphs, PyTorch eager and
-#      compiled, the 200 fps micro-batched stream);
+#   1. install the GPU build beside this checkout (from wheels carried in .gpu/, no network), `inspect doctor`
+#      (every shipped variant loaded on the CPU and CUDA, each checked against its card's check inputs);
+#   2. the GPU tests (parity for decisions, CUDA graphs, uint8 pre-step; TensorRT skips, naming why, without it);
+#   3. `inspect bench --tune` of the die and PCB classifiers on CUDA (the provider settings tried per precision
+#      and the winner recorded, FP32, FP16, CUDA graphs, the transfer share, PyTorch eager and compiled, the
+#      200 fps micro-batched stream with its slowest 1% by phase);
 #   4. the wafer-map CNN trained for 3 epochs on the 49,661 WM-811K maps, timed per epoch.
-# Records go to $OUT (or benchmarks/results); the log says where each step stands.
+# Bounded: each step has its own time limit (about 7 min 45 s in all) and each bench configuration its own
+# (--config-limit); the bench rewrites its record after every configuration, so a step cut short keeps what it
+# measured. Records go to $OUT (or benchmarks/results); the log says where each step stands and how it ended.
 #
 #   bash benchmarks/gpu_check.sh [WHEEL_FOLDER] [WM811K_NPZ]
 #
@@ -25,39 +29,50 @@ maps=${2:-.gpu/wm811k_dev.npz}
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
 step() { echo "=== $(date -u +%H:%M:%S) $*"; }
+failed() {  # failed STEP: the record of a run that could not go on, then stop
+  echo "{\"gpu_check\": \"stopped\", \"step\": \"$1\", \"date\": \"$(date -u +%FT%TZ)\"}" > "$out/gpu-check-$1.json"
+  echo "=== $1 failed: recorded in $out/gpu-check-$1.json"; exit 1
+}
+bounded() {  # bounded SECONDS COMMAND...: run it, say how it ended, never stop the script
+  local limit=$1; shift
+  timeout --kill-after=5 "$limit" "$@"; local rc=$?
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo "=== stopped at its limit of $limit s"; elif [ $rc -ne 0 ]; then echo "=== exit $rc"; fi
+  return 0
+}
 
 if ! python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
   step "install the GPU build from $wheels"
   if [ -f "$wheels/ort.whl" ] && ! ls "$wheels"/onnxruntime_gpu-*.whl >/dev/null 2>&1; then
     # the pieces of .gpu/c*/ concatenated there (GPU.md); checked against the hash taken before splitting
-    if [ -f .gpu/ort.sha256 ]; then (cd "$wheels" && sha256sum -c "$OLDPWD/.gpu/ort.sha256") || exit 1; fi
+    if [ -f .gpu/ort.sha256 ]; then (cd "$wheels" && sha256sum -c "$OLDPWD/.gpu/ort.sha256") || failed install-checksum; fi
     cp "$wheels/ort.whl" "$wheels/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl"
   fi
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site "$wheels"/onnxruntime_gpu-*.whl .gpu/whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site "$wheels"/onnxruntime_gpu-*.whl .gpu/whl/*.whl || failed install-wheels
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null || exit 1
-inspect() { python3 -m inspection "$@"; }
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null || failed install-package
 
 step "doctor"
-inspect doctor --device cpu --device cuda --device trt --json | tee "$out/doctor-gpu.json"
+bounded 45 python3 -m inspection doctor --device cpu --device cuda --device trt --json > "$out/doctor-gpu.json"
+python3 -c "import json, sys; r = json.load(open(sys.argv[1])); print('\n'.join(r['problems']) or 'no problems'); \
+print('tensorrt:', r.get('tensorrt'))" "$out/doctor-gpu.json" 2>&1 | tail -8
 
 step "GPU tests"
-python3 -m pytest -q -p no:cacheprovider -m gpu tests/classify -rs 2>&1 | tail -15
+bounded 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/classify -rs 2>&1 | tail -15
 
 step "bench: die classifier"
-inspect bench models/die-patchnet-v1 --device cuda --fp16 --cuda-graph --compile --batch-sizes 1,64,256,1024,4096 \
-  --seconds 2 --out "$out" 2>&1 | grep -v "benchmarking:"
+bounded 180 python3 -m inspection bench models/die-patchnet-v1 --device cuda --fp16 --cuda-graph --compile --tune \
+  --batch-sizes 1,256,1024,4096 --seconds 1 --config-limit 40 --out "$out" 2>&1 | grep -v "benchmarking:"
 step "bench: PCB classifier"
-inspect bench models/pcb-patchnet-l-v7 --device cuda --fp16 --cuda-graph --batch-sizes 1,64,256,1024 --seconds 2 \
-  --out "$out" 2>&1 | grep -v "benchmarking:"
+bounded 100 python3 -m inspection bench models/pcb-patchnet-l-v7 --device cuda --fp16 --cuda-graph --tune \
+  --batch-sizes 1,256,1024 --seconds 1 --config-limit 30 --out "$out" 2>&1 | grep -v "benchmarking:"
 
 if [ -f "$maps" ]; then
   step "wafer-map CNN training on $maps, 3 epochs"
-  inspect wafermap train "$maps" --out /tmp/wm-gpu --epochs 3 --arch resnet18 --img-size 64 --batch-size 512 \
-    --device cuda 2>&1 | grep -E "^epoch|images/s|error" | tail -5
+  bounded 50 python3 -m inspection wafermap train "$maps" --out /tmp/wm-gpu --epochs 3 --arch resnet18 --img-size 64 \
+    --batch-size 512 --device cuda 2>&1 | grep -E "^epoch|images/s|error" | tail -5
   python3 -c "import json; h = json.load(open('/tmp/wm-gpu/model.json'))['training']['history']; \
-print('train_s per epoch:', [e['train_s'] for e in h])"
+print('train_s per epoch:', [e['train_s'] for e in h])" 2>&1 | tail -1
 else
   step "no $maps: wafer-map training skipped"
 fi

@@ -195,6 +195,18 @@ def test_cuda_matches_cpu_for_decisions(model_dir: Path, cuda_graph: bool) -> No
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA execution provider (wafer-inspect[gpu] and a GPU)")
+def test_uint8_batches_cross_to_the_gpu_and_match_the_cpu() -> None:
+    cpu, gpu = Classifier(PCB_MODEL), Classifier(PCB_MODEL, device="cuda")
+    assert gpu.check_report is not None and gpu.check_report["max_abs_diff"] <= 1e-3
+    pixels = np.random.default_rng(4).integers(0, 256, (37, 3, 64, 64), dtype=np.uint8)
+    expected = cpu.predict_pixels(pixels)
+    for _ in range(2):  # the second call reuses the bucket's bound pre-step
+        found = gpu.predict_pixels(pixels)
+        assert np.abs(found - expected).max() <= 1e-3 and (found.argmax(1) == expected.argmax(1)).all()
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRT, reason=TRT_SKIP)
 def test_tensorrt_matches_cpu_and_caches_its_engine(tmp_path: Path) -> None:
     copy = tmp_path / "die-patchnet-v1"

@@ -78,8 +78,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--int8", action="store_true", help="also the INT8 variant (inspect export --int8)")
     bench.add_argument("--cuda-graph", action="store_true", help="on a GPU, also each core configuration with CUDA "
                        "graphs")
-    bench.add_argument("--compile", action="store_true", help="also PyTorch through torch.compile (its compile "
-                       "time, about 30 s a batch size on a 2-core CPU, is left out of the figures)")
+    bench.add_argument("--compile", action="store_true", help="also PyTorch through torch.compile at the largest "
+                       "batch size (its compile time, about 30 s on a 2-core CPU, is recorded apart from its run)")
     bench.add_argument("--stream-fps", type=float, default=200.0, help="simulated camera rate (default 200)")
     bench.add_argument("--tune", action="store_true", help="first run the core with each of its provider's "
                        "settings (GPU: cuDNN search and layout; CPU: NCHWc or NCHW) and record the fastest per "
