@@ -36,7 +36,7 @@ def test_sim_wafer_run_names_each_defect_with_the_cnn_and_grades_by_class(tmp_pa
     db, ng = tmp_path / "line.db", tmp_path / "ng"
     process = run_cli("run", "--camera", "sim:wafer?seed=4&defect_rate=0.4", "--frames", "30", "--db", str(db),
                       "--save-ng", str(ng))
-    assert "wafer-line-patchnet-v1 on CPUExecutionProvider" in process.stderr
+    assert "wafer-line-patchnet-v1 fp32 on CPUExecutionProvider (checked here: max |dp|" in process.stderr
     assert "candidate(s) in" in process.stderr and "mean batch" in process.stderr
     rows = results_json(db)
     assert len(rows) == 30
@@ -299,7 +299,7 @@ def test_the_pcb_line_stores_what_pcb_eval_finds_on_the_same_real_boards(tmp_pat
             (folder / source.name).symlink_to(source)
     db = tmp_path / "pcb.db"
     process = run_cli("run", "--camera", f"folder:{folder}", "--recipe", "pcb-deeppcb", "--db", str(db))
-    assert "glob=*_test*" in process.stderr and "pcb-patchnet-l-v7 on CPUExecutionProvider" in process.stderr
+    assert "glob=*_test*" in process.stderr and "pcb-patchnet-l-v7 int8 on CPUExecutionProvider (checked here" in process.stderr
     rows = {Path(r["path"]).name: r for r in results_json(db)}
     assert len(rows) == len(pairs) == 24 and all(r["verdict"] != "error" for r in rows.values())
 

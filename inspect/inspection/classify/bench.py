@@ -160,9 +160,10 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
 
     The core runs each of ``precisions`` at each batch size (and, with ``cuda_graph`` on a GPU, again with CUDA
     graphs); PyTorch runs FP32 (and FP16 on a GPU, when asked for) eager at batch 1 and each size, and compiled
-    at the largest size when ``torch.compile`` is asked for (its compile time recorded apart from its run). With ``tune``, the core first runs every candidate of its provider's
-    ``TUNINGS`` per precision at the largest batch size, and the fastest is recorded for this machine (``record_tuning``), where the line's
-    sessions find it; the later configurations run it. The headline speedup is best against best: the core's
+    at the largest size when ``torch.compile`` is asked for (its compile time recorded apart from its run). With
+    ``tune``, the core first runs every candidate of its provider's ``TUNINGS`` per precision at the largest batch
+    size, and the fastest is recorded for this machine (``record_tuning``), where the line's sessions find it; the
+    later configurations run it. The headline speedup is best against best: the core's
     fastest configuration against PyTorch's fastest batched one, on the same device in the same run; the
     one-at-a-time figures stand beside it. Efficiency compares each precision's best core rate with that device's
     own dense-math peak measured in the same run: numpy's float32 GEMM on a CPU, torch's GEMM in that precision on

@@ -190,7 +190,10 @@ def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], 
             opcua.select_recipe = _recipe_selector(args, chain, store, run_id=run_id)
         stop = threading.Event()
         _install_stop_handlers(stop)
-        model = (f", model {recipe.classify.model} on {chain.classifier.providers[0]}"
+        checked = chain.classifier.check_report if chain.classifier is not None else None
+        model = (f", model {recipe.classify.model} {chain.classifier.variant}"
+                 + (f" (checked here: max |dp| {checked['max_abs_diff']:.1e} on {checked['images']} check inputs)"
+                    if checked else "")
                  if recipe.classify is not None and chain.classifier is not None else
                  ", no classifier (verdicts by size)")
         print(f"inspect: run {run_id}: camera {uri}, recipe {recipe.name} ({recipe.source_path}){model}, "
