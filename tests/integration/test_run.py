@@ -299,7 +299,8 @@ def test_the_pcb_line_stores_what_pcb_eval_finds_on_the_same_real_boards(tmp_pat
             (folder / source.name).symlink_to(source)
     db = tmp_path / "pcb.db"
     process = run_cli("run", "--camera", f"folder:{folder}", "--recipe", "pcb-deeppcb", "--db", str(db))
-    assert "glob=*_test*" in process.stderr and "pcb-patchnet-l-v7 int8 on CPUExecutionProvider (checked here" in process.stderr
+    assert "glob=*_test*" in process.stderr
+    assert "pcb-patchnet-l-v7 int8 on CPUExecutionProvider (checked here" in process.stderr
     rows = {Path(r["path"]).name: r for r in results_json(db)}
     assert len(rows) == len(pairs) == 24 and all(r["verdict"] != "error" for r in rows.values())
 
