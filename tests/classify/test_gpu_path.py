@@ -264,7 +264,7 @@ def test_uint8_batches_are_normalised_on_the_device_to_the_cpus_values() -> None
     classifier = Classifier(PCB_MODEL)
     bound = _BoundBatches(classifier.session, input_name="images", output_name="probabilities",
                           input_shape=(3, 64, 64), cuda_graph=False, device="cpu",
-                          normalisation=(classifier._mean, classifier._inv_std))
+                          normalisation=classifier.card.normalisation)
     pixels = np.random.default_rng(3).integers(0, 256, (5, 3, 64, 64), dtype=np.uint8)
     units = pixels.transpose(0, 2, 3, 1).astype(np.float32) * np.float32(1 / 255)
     expected = classifier.predict(normalise(units, normalisation=classifier.card.normalisation))

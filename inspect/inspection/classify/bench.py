@@ -192,17 +192,14 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
 
     def measure(name: str, function: Callable[..., dict[str, Any]], args: tuple[Any, ...], *, batch_size: int,
                 precision: str) -> dict[str, Any] | None:
+        """One configuration in its own process; a row for ``configs`` (the caller keeps it), or None with the
+        failure recorded."""
         try:
-            row = {"config": name, **_isolated(function, *args, limit_s=config_limit_s)}
+            return {"config": name, **_isolated(function, *args, limit_s=config_limit_s)}
         except Exception as exc:  # a timeout, or no compiler for torch.compile: recorded, the run goes on
             failed.append({"config": name, "batch_size": batch_size, "precision": precision,
                            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
-            row = None
-        else:
-            rows.append(row)
-        if progress is not None:
-            progress(record)
-        return row
+            return None
 
     bar = tqdm(desc="benchmarking", total=0)
 
@@ -215,7 +212,11 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
         for size in sizes:
             args = ((model_dir, device, precision, size, seconds, *extra) if name.startswith("core") else
                     (model_dir, device, size, seconds, precision, *extra))
-            measure(name, function, args, batch_size=size, precision=precision)
+            row = measure(name, function, args, batch_size=size, precision=precision)
+            if row is not None:
+                rows.append(row)
+            if progress is not None:
+                progress(record)
             bar.update()
 
     if tune:
@@ -225,9 +226,7 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
             tried = [r for r in rows if r["config"] == "core-tune" and r["precision"] == precision]
             if tried:
                 winner = max(tried, key=lambda r: r["images_per_s"])
-                sha256 = getattr(classifier.card, precision).sha256 if precision != "fp32" else (
-                    classifier.card.onnx_sha256)
-                path = record_tuning(sha256, provider, winner["tuning"], measured={
+                path = record_tuning(classifier.onnx_sha256, provider, winner["tuning"], measured={
                     "images_per_s": winner["images_per_s"], "batch_size": winner["batch_size"],
                     "date": record["date"], "tried": sorted({r["tuning"] for r in tried})})
                 record["tuning"][precision] = {"winner": winner["tuning"], "images_per_s": winner["images_per_s"],
@@ -250,8 +249,6 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
                                              best_core["config"] == "core-graph", stream_fps, stream_max_batch,
                                              stream_max_wait_ms, max(seconds, 2.0)),
                          batch_size=stream_max_batch, precision=best_core["precision"])
-        if stream is not None:
-            rows.remove(stream)
         bar.update()
     bar.close()
 

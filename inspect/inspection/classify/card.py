@@ -234,6 +234,14 @@ class ModelCard(_Strict):
             raise ValueError("an anomaly section belongs to a card of task 'anomaly', and such a card needs one")
         return self
 
+    def variant(self, precision: Literal["fp32", "fp16", "int8"]) -> tuple[str, str] | None:
+        """The ONNX file of ``precision`` and its sha256, as the card names them; None where it has no such
+        variant."""
+        if precision == "fp32":
+            return self.onnx_file, self.onnx_sha256
+        named = self.int8 if precision == "int8" else self.fp16
+        return None if named is None else (named.file, named.sha256)
+
     @property
     def good_index(self) -> int | None:
         good = self.thresholds.good_class
@@ -336,16 +344,11 @@ def read_card(folder: str | Path, *, precision: Literal["fp32", "fp16", "int8"] 
     if card.preprocessing_version != PREPROCESSING_VERSION:
         raise CardError(f"{card_path}: preprocessing_version {card.preprocessing_version}; this software "
                         f"prepares inputs as version {PREPROCESSING_VERSION}: re-export the model")
-    if precision == "int8":
-        if card.int8 is None:
-            raise CardError(f"{card_path}: no INT8 variant; make one with `inspect export {folder} --int8 --calib DIR`")
-        onnx_path, expected = folder / card.int8.file, card.int8.sha256
-    elif precision == "fp16":
-        if card.fp16 is None:
-            raise CardError(f"{card_path}: no FP16 variant; make one with `inspect export {folder} --fp16 --eval DIR`")
-        onnx_path, expected = folder / card.fp16.file, card.fp16.sha256
-    else:
-        onnx_path, expected = folder / card.onnx_file, card.onnx_sha256
+    named = card.variant(precision)
+    if named is None:
+        how = "--int8 --calib DIR" if precision == "int8" else "--fp16 --eval DIR"
+        raise CardError(f"{card_path}: no {precision.upper()} variant; make one with `inspect export {folder} {how}`")
+    onnx_path, expected = folder / named[0], named[1]
     if not onnx_path.is_file():
         raise CardError(f"{onnx_path}: the ONNX file named by the card is missing")
     actual = sha256_of(onnx_path)

@@ -93,7 +93,7 @@ def check_variants(models: Sequence[Path], *, devices: Sequence[Device] = ("cpu"
         except InspectionError as exc:
             rows.append({"model": str(model_dir), "ok": False, "error": str(exc)})
             continue
-        precisions: list[Precision] = ["fp32", *(p for p in ("fp16", "int8") if getattr(card, p) is not None)]
+        precisions: list[Precision] = [p for p in ("fp32", "fp16", "int8") if card.variant(p) is not None]
         for device in devices:
             for precision in precisions:
                 if precision == "int8" and device != "cpu":

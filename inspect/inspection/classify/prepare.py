@@ -34,12 +34,17 @@ def resize(image: np.ndarray, *, spec: InputSpec) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def normalisation_constants(normalisation: Normalisation) -> tuple[np.ndarray, np.ndarray]:
+    """The card's per-channel mean and 1 / std as float32 arrays of shape (C,): what ``normalise`` subtracts and
+    multiplies by (the GPU core's pre-step binds the same values)."""
+    return np.asarray(normalisation.mean, np.float32), 1.0 / np.asarray(normalisation.std, np.float32)
+
+
 def normalise(batch: np.ndarray, *, normalisation: Normalisation) -> np.ndarray:
     """NHWC or NHW unit-range batch -> NCHW float32 normalised by the card's mean and std (vectorised)."""
     if batch.ndim == 3:
         batch = batch[..., None]
-    mean = np.asarray(normalisation.mean, np.float32)
-    inv_std = 1.0 / np.asarray(normalisation.std, np.float32)
+    mean, inv_std = normalisation_constants(normalisation)
     return np.ascontiguousarray(((batch - mean) * inv_std).transpose(0, 3, 1, 2), dtype=np.float32)
 
 

@@ -21,10 +21,12 @@ import numpy as np
 from inspection.classify.card import (
     DEFAULT_CHECK_TOLERANCE,
     CardError,
+    Normalisation,
     check_onnx_metadata,
     read_card,
     read_checks,
 )
+from inspection.classify.prepare import normalisation_constants, normalise
 from inspection.classify.timing import cpu_description, nvidia_gpus
 from inspection.types import InspectionError
 
@@ -337,7 +339,7 @@ class _BoundBatches:
 
     def __init__(self, session: Any, *, input_name: str, output_name: str, input_shape: tuple[int, ...],
                  cuda_graph: bool, device: str = "cuda", providers: list[Any] | None = None,
-                 normalisation: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 normalisation: Normalisation | None = None) -> None:
         self.session, self.input_name, self.output_name, self.device = session, input_name, output_name, device
         self.input_shape, self.cuda_graph = input_shape, cuda_graph
         self.providers, self.normalisation = providers or ["CPUExecutionProvider"], normalisation
@@ -375,9 +377,9 @@ class _BoundBatches:
             if self._pre_step is None:
                 assert self.normalisation is not None
                 session = runtime.InferenceSession(str(NORMALISE_GRAPH), providers=self.providers)
-                mean, inv_std = self.normalisation
-                constants = {name: runtime.OrtValue.ortvalue_from_numpy(value, self.device, 0) for name, value in (
-                    ("mean", mean), ("inv_std", inv_std))}
+                mean, inv_std = normalisation_constants(self.normalisation)
+                constants = {name: runtime.OrtValue.ortvalue_from_numpy(value.reshape(1, -1, 1, 1), self.device, 0)
+                             for name, value in (("mean", mean), ("inv_std", inv_std))}
                 self._pre_step = session, constants
             session, constants = self._pre_step
             pixels = runtime.OrtValue.ortvalue_from_shape_and_type((size, *self.input_shape), np.uint8,
@@ -445,15 +447,14 @@ class Classifier:
         expected = [spec.channels, spec.height, spec.width]
         cache = (engine_cache_folder(self.model_dir, self.card.onnx_sha256)
                  if "TensorrtExecutionProvider" in self.providers else None)
-        variant_sha256 = {"fp32": self.card.onnx_sha256, "fp16": getattr(self.card.fp16, "sha256", ""),
-                          "int8": getattr(self.card.int8, "sha256", "")}[precision]  # read_card checked it
-        self.tuning, self.tuning_source = resolve_tuning(self.providers[0], precision, variant_sha256,
+        self.onnx_sha256 = self.card.variant(precision)[1]  # type: ignore[index]  # read_card checked the file
+        self.tuning, self.tuning_source = resolve_tuning(self.providers[0], precision, self.onnx_sha256,
                                                          requested=settings.tuning)
         configured = [(provider, _provider_options(
             provider, precision=precision, cuda_graph=settings.cuda_graph, input_name=spec.name,
             input_shape=expected, cache=cache,
             tuning=self.tuning if provider == self.providers[0] else resolve_tuning(provider, precision,
-                                                                                      variant_sha256)[0]))
+                                                                                      self.onnx_sha256)[0]))
             for provider in self.providers]
         try:
             self.session = runtime.InferenceSession(str(self.onnx_path), settings.options(self.tuning),
@@ -475,9 +476,6 @@ class Classifier:
             raise CardError(f"{self.onnx_path}: batch axis is fixed at {inputs[0].shape[0]}; expected a dynamic one")
         check_onnx_metadata(self.card, self.session.get_modelmeta().custom_metadata_map, path=self.onnx_path)
         self.on_gpu = active in GPU_PROVIDERS
-        norm = self.card.normalisation
-        self._mean = np.asarray(norm.mean, np.float32).reshape(1, -1, 1, 1)
-        self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).reshape(1, -1, 1, 1)
         self._bound = (_BoundBatches(self.session, input_name=spec.name, output_name=self.card.output_name,
                                      input_shape=tuple(expected),
                                      cuda_graph=settings.cuda_graph and active == "CUDAExecutionProvider",
@@ -485,7 +483,7 @@ class Classifier:
                                                 if name == "CUDAExecutionProvider" else (name, options)
                                                 for name, options in configured
                                                 if name != "TensorrtExecutionProvider"],
-                                     normalisation=(self._mean, self._inv_std))
+                                     normalisation=self.card.normalisation)
                        if self.on_gpu else None)
         self.check_report = self.check() if check else None
 
@@ -566,7 +564,8 @@ class Classifier:
         unit_scale = np.float32(1.0 / ((1 << bit_depth) - 1))
         if self._bound is not None:
             return self._bound.run(pixels, unit_scale=float(unit_scale))
-        return self.predict((pixels.astype(np.float32) * unit_scale - self._mean) * self._inv_std)
+        units = pixels.transpose(0, 2, 3, 1).astype(np.float32) * unit_scale
+        return self.predict(normalise(units, normalisation=self.card.normalisation))
 
     def replay(self, size: int) -> None:
         """On a GPU: one call of a batch bucket on what its device buffers hold, no host copies (the bench's

@@ -71,6 +71,7 @@ def machine() -> dict[str, Any]:
             "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "avx512": "avx512f" in flags, "avx2": "avx2" in flags}
 
 
+@functools.cache
 def cpu_description() -> str:
     """The CPU and the flags that change ONNX Runtime's kernels, in words: ``AMD EPYC (AVX-512, VNNI)``."""
     found = machine()
