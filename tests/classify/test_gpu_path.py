@@ -16,7 +16,7 @@ import pytest
 from inspection.classify import CardError, Classifier, DeviceError, SessionSettings
 from inspection.classify import doctor as doctor_module
 from inspection.classify import runtime as runtime_module
-from inspection.classify.runtime import BATCH_BUCKETS, _BoundBatches, engine_cache_folder
+from inspection.classify.runtime import BATCH_BUCKETS, _BoundBatches, _Lanes, engine_cache_folder
 from tests.conftest import REPO_ROOT, run_cli
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -100,6 +100,28 @@ def test_bound_batches_pad_to_buckets_and_return_their_own_rows() -> None:
         np.testing.assert_array_equal(found, expected)
     assert sorted(bound.slots) == [1, 4, 8, BATCH_BUCKETS[-1]] and not bound.pinned
     assert bound.output_shape == (len(classifier.class_names),)
+
+
+def test_lanes_cut_large_batches_into_chunks_run_side_by_side_in_order() -> None:
+    """Two sessions as two lanes (the CPU provider standing in for two CUDA streams): a large batch is cut into
+    chunks that run on both at once and come back in the caller's order; a small one goes to one lane, in
+    turn; replay runs the same cut on what the buffers hold."""
+    classifier = Classifier(DIE_MODEL)
+    sessions = [classifier.session, Classifier(DIE_MODEL).session]
+    lanes = _Lanes([_BoundBatches(session, input_name="images", output_name="probabilities",
+                                  input_shape=(1, 64, 64), cuda_graph=False, device="cpu") for session in sessions])
+    rng = np.random.default_rng(4)
+    large = rng.standard_normal((2 * BATCH_BUCKETS[-1] + 100, 1, 64, 64), dtype=np.float32)
+    np.testing.assert_allclose(lanes.run(large), classifier.predict(large), atol=1e-6)
+    assert [sorted(lane.slots) for lane in lanes.lanes] == [[128, BATCH_BUCKETS[-1]], [BATCH_BUCKETS[-1]]]
+    middle = large[: _Lanes.SPLIT_FROM]  # split in two halves of 32
+    np.testing.assert_allclose(lanes.run(middle), classifier.predict(middle), atol=1e-6)
+    assert all(32 in lane.slots for lane in lanes.lanes)
+    for _ in range(2):  # small batches alternate between the lanes
+        np.testing.assert_allclose(lanes.run(large[:3]), classifier.predict(large[:3]), atol=1e-6)
+    assert all(4 in lane.slots for lane in lanes.lanes)
+    lanes.replay(3 * BATCH_BUCKETS[-1])
+    lanes.replay(5)
 
 
 def test_an_anomaly_model_binds_its_score_map_shape() -> None:
@@ -204,6 +226,21 @@ def test_uint8_batches_cross_to_the_gpu_and_match_the_cpu() -> None:
     for _ in range(2):  # the second call reuses the bucket's bound pre-step
         found = gpu.predict_pixels(pixels)
         assert np.abs(found - expected).max() <= 1e-3 and (found.argmax(1) == expected.argmax(1)).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA execution provider (wafer-inspect[gpu] and a GPU)")
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_two_lanes_on_the_gpu_match_the_cpu(cuda_graph: bool) -> None:
+    settings = SessionSettings(cuda_graph=cuda_graph, tuning="heuristic-nhwc-2lanes")
+    gpu = Classifier(DIE_MODEL, device="cuda", precision="fp16", settings=settings)
+    gpu.warm_up(8)
+    pixels = np.random.default_rng(5).integers(0, 256, (300, 1, 64, 64), dtype=np.uint8)
+    expected = Classifier(DIE_MODEL).predict_pixels(pixels)
+    for count in (300, 5, 5, 300):  # split in two, then one lane each, then split again
+        found = gpu.predict_pixels(pixels[:count])
+        assert np.abs(found - expected[:count]).max() <= 2e-2
+    gpu.replay(2048)
 
 
 @pytest.mark.gpu

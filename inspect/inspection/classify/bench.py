@@ -25,7 +25,6 @@ from inspection.classify.batching import Batched
 from inspection.classify.card import read_card
 from inspection.classify.doctor import loaded_versions, onnxruntime_builds
 from inspection.classify.runtime import (
-    BATCH_BUCKETS,
     TUNINGS,
     Device,
     Precision,
@@ -53,15 +52,17 @@ def _core(model_dir: Path, device: Device, precision: Precision, batch_size: int
           cuda_graph: bool = False, tuning: str | None = None) -> dict[str, Any]:
     """One core configuration. Only its own batch bucket is warmed up (by ``time_calls``): warming every smaller
     one, as a line does, would spend a 1,024 batch's minute on shapes it never runs. On a GPU, the same batch is
-    also replayed without its host copies, so the share of each call spent moving data is measured beside it."""
+    also replayed without its host copies, so the share of each call spent moving data is measured beside it,
+    and sent as uint8 pixels normalised on the device."""
     classifier = Classifier(model_dir, device=device, precision=precision,
                             settings=SessionSettings(cuda_graph=cuda_graph, tuning=tuning))
     batch = seeded_inputs(model_dir, batch_size)
     row = {**time_calls(lambda: classifier.predict(batch), batch_size=batch_size, seconds=seconds),
            "precision": precision, "providers": classifier.session.get_providers()[:1],
            "tuning": classifier.tuning.name, "tuning_source": classifier.tuning_source,
+           "lanes": classifier.tuning.lanes if classifier.on_gpu else 1,
            "pinned_host_memory": classifier.pinned_host_memory}
-    if classifier.on_gpu and batch_size <= BATCH_BUCKETS[-1]:
+    if classifier.on_gpu:
         resident = time_calls(lambda: classifier.replay(batch_size), batch_size=batch_size, seconds=seconds / 2)
         row["device_only_images_per_s"] = resident["images_per_s"]
         row["transfer_share"] = round(max(0.0, 1 - row["images_per_s"] / resident["images_per_s"]), 3)
@@ -235,21 +236,24 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
         each("core", _core, precision, batch_sizes)
         if cuda_graph and on_gpu and precision != "int8":
             each("core-graph", _core, precision, batch_sizes, True)
-    if torch is not None:
-        for precision in [p for p in precisions if p == "fp32" or (p == "fp16" and on_gpu)]:
-            each("torch-eager", torch.measure, precision, sorted({1, *batch_sizes}))
-            if torch.compile:  # compiling takes minutes per size: the largest, where it gains most
-                each("torch-compile", torch.measure, precision, [max(batch_sizes)], True)
     core_rows = [r for r in rows if r["config"] in ("core", "core-graph")]
     best_core = _best(core_rows)
     stream = None
-    if best_core is not None:
+    if best_core is not None:  # before torch, so that a run cut short by its caller still has it
         bar.total += 1
         stream = measure("stream", _stream, (model_dir, device, best_core["precision"],
                                              best_core["config"] == "core-graph", stream_fps, stream_max_batch,
                                              stream_max_wait_ms, max(seconds, 2.0)),
                          batch_size=stream_max_batch, precision=best_core["precision"])
+        record["stream"] = stream
         bar.update()
+    if torch is not None:
+        torch_precisions = [p for p in precisions if p == "fp32" or (p == "fp16" and on_gpu)]
+        for precision in torch_precisions:
+            each("torch-eager", torch.measure, precision, sorted({1, *batch_sizes}))
+        if torch.compile:  # compiling takes a minute per shape: the largest size, where it gains most, last
+            for precision in torch_precisions:
+                each("torch-compile", torch.measure, precision, [max(batch_sizes)], True)
     bar.close()
 
     peaks: dict[str, dict[str, Any]] = {}

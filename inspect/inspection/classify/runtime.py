@@ -7,10 +7,12 @@ import contextlib
 import ctypes
 import functools
 import importlib.util
+import itertools
 import json
 import os
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -141,19 +143,28 @@ class Tuning:
     """CUDA provider options (cuDNN's algorithm search, the convolutions' layout)."""
     optimisation: Literal["disable", "basic", "extended", "all"] = "all"
     """ONNX Runtime's graph optimisation level; on a CPU, ``all`` adds the blocked NCHWc layout."""
+    lanes: int = 1
+    """On a GPU, how many sessions of the model take a large batch's chunks side by side, each on its own CUDA
+    stream, so that one chunk's host copies overlap another's kernels (on a CPU the cores are already shared by
+    one session's threads: always 1)."""
 
 
+_HEURISTIC_NHWC = (("cudnn_conv_algo_search", "HEURISTIC"), ("prefer_nhwc", "1"))
+_HEURISTIC_NCHW = (("cudnn_conv_algo_search", "HEURISTIC"), ("prefer_nhwc", "0"))
 TUNINGS: dict[str, tuple[Tuning, ...]] = {
     "CUDAExecutionProvider": (
-        Tuning("heuristic-nhwc", (("cudnn_conv_algo_search", "HEURISTIC"), ("prefer_nhwc", "1"))),
-        Tuning("heuristic-nchw", (("cudnn_conv_algo_search", "HEURISTIC"), ("prefer_nhwc", "0"))),
-        Tuning("exhaustive-nhwc", (("cudnn_conv_algo_search", "EXHAUSTIVE"), ("prefer_nhwc", "1"))),
-        Tuning("exhaustive-nchw", (("cudnn_conv_algo_search", "EXHAUSTIVE"), ("prefer_nhwc", "0"))),
+        Tuning("heuristic-nhwc", _HEURISTIC_NHWC),
+        Tuning("heuristic-nchw", _HEURISTIC_NCHW),
+        Tuning("heuristic-nhwc-2lanes", _HEURISTIC_NHWC, lanes=2),
+        Tuning("heuristic-nchw-2lanes", _HEURISTIC_NCHW, lanes=2),
+        Tuning("heuristic-nhwc-4lanes", _HEURISTIC_NHWC, lanes=4),
     ),
     "CPUExecutionProvider": (Tuning("nchwc", optimisation="all"), Tuning("nchw", optimisation="extended")),
     "TensorrtExecutionProvider": (Tuning("tensorrt"),),
 }
-"""The candidates per provider. The TensorRT provider tunes its own engine (its timing cache)."""
+"""The candidates per provider. The TensorRT provider tunes its own engine (its timing cache). cuDNN's exhaustive
+algorithm search is not a candidate: on the H200 it lost to the heuristic by 1.3-4.4x at every batch size
+(2026-12-04) and spends seconds per shape searching."""
 DEFAULT_TUNING: dict[tuple[str, str], str] = {
     ("CUDAExecutionProvider", "fp16"): "heuristic-nhwc",
     ("CUDAExecutionProvider", "fp32"): "heuristic-nchw",
@@ -427,6 +438,54 @@ class _BoundBatches:
             slot.binding.synchronize_outputs()
 
 
+class _Lanes:
+    """The GPU path with one or more sessions (``Tuning.lanes``): a batch of ``SPLIT_FROM`` rows or more is cut
+    into one chunk per lane (at most the largest bucket each), run side by side from a thread per lane (ONNX
+    Runtime releases the GIL while it runs, and each session has its own CUDA stream); a smaller batch goes to
+    the next lane in turn, so callers on several threads share the lanes too."""
+
+    SPLIT_FROM = 64
+    """Below this, a batch's compute is a few kernel launches, less than handing chunks to threads costs."""
+
+    def __init__(self, lanes: list[_BoundBatches]) -> None:
+        self.lanes = lanes
+        self.pool = ThreadPoolExecutor(len(lanes), thread_name_prefix="lane") if len(lanes) > 1 else None
+        self._turn = itertools.cycle(lanes)
+
+    @property
+    def pinned(self) -> bool:
+        return all(lane.pinned for lane in self.lanes)
+
+    def _split(self, count: int) -> bool:
+        return self.pool is not None and count >= self.SPLIT_FROM
+
+    def _chunk(self, count: int) -> int:
+        return min(BATCH_BUCKETS[-1], -(-count // (len(self.lanes) if self._split(count) else 1)))
+
+    def run(self, batch: np.ndarray, *, unit_scale: float | None = None) -> np.ndarray:
+        if not self._split(len(batch)):
+            return next(self._turn).run(batch, unit_scale=unit_scale)
+        chunk = self._chunk(len(batch))
+        futures = [self.pool.submit(self.lanes[index % len(self.lanes)].run,  # type: ignore[union-attr]
+                                    batch[start : start + chunk], unit_scale=unit_scale)
+                   for index, start in enumerate(range(0, len(batch), chunk))]
+        return np.concatenate([future.result() for future in futures])
+
+    def replay(self, size: int) -> None:
+        """A batch of ``size`` cut as ``run`` would cut it, each chunk run on what its bucket's buffers hold."""
+        chunk = self._chunk(size)
+        bucket = next(bucket for bucket in BATCH_BUCKETS if bucket >= chunk)
+        chunks = -(-size // chunk)
+        if not self._split(size):
+            lane = next(self._turn)
+            for _ in range(chunks):
+                lane.replay(bucket)
+            return
+        for future in [self.pool.submit(self.lanes[index % len(self.lanes)].replay, bucket)  # type: ignore[union-attr]
+                       for index in range(chunks)]:
+            future.result()
+
+
 class Classifier:
     """An exported model and its card, run on ONNX Runtime.
 
@@ -459,6 +518,10 @@ class Classifier:
         try:
             self.session = runtime.InferenceSession(str(self.onnx_path), settings.options(self.tuning),
                                                     providers=configured)
+            lanes = [self.session]
+            if self.session.get_providers()[0] in GPU_PROVIDERS:  # a CPU session's threads share the cores already
+                lanes += [runtime.InferenceSession(str(self.onnx_path), settings.options(self.tuning),
+                                                   providers=configured) for _ in range(self.tuning.lanes - 1)]
         except Exception as exc:  # ONNX Runtime raises its own exception types for a broken graph
             how = " with CUDA graphs (every node must run on the GPU; classify.cuda_graph: false)" * (
                 settings.cuda_graph and self.providers[0] == "CUDAExecutionProvider")
@@ -476,15 +539,12 @@ class Classifier:
             raise CardError(f"{self.onnx_path}: batch axis is fixed at {inputs[0].shape[0]}; expected a dynamic one")
         check_onnx_metadata(self.card, self.session.get_modelmeta().custom_metadata_map, path=self.onnx_path)
         self.on_gpu = active in GPU_PROVIDERS
-        self._bound = (_BoundBatches(self.session, input_name=spec.name, output_name=self.card.output_name,
-                                     input_shape=tuple(expected),
-                                     cuda_graph=settings.cuda_graph and active == "CUDAExecutionProvider",
-                                     providers=[(name, {**options, "enable_cuda_graph": "0"})
-                                                if name == "CUDAExecutionProvider" else (name, options)
-                                                for name, options in configured
-                                                if name != "TensorrtExecutionProvider"],
-                                     normalisation=self.card.normalisation)
-                       if self.on_gpu else None)
+        self._bound = _Lanes([_BoundBatches(
+            session, input_name=spec.name, output_name=self.card.output_name, input_shape=tuple(expected),
+            cuda_graph=settings.cuda_graph and active == "CUDAExecutionProvider",
+            providers=[(name, {**options, "enable_cuda_graph": "0"}) if name == "CUDAExecutionProvider" else
+                       (name, options) for name, options in configured if name != "TensorrtExecutionProvider"],
+            normalisation=self.card.normalisation) for session in lanes]) if self.on_gpu else None
         self.check_report = self.check() if check else None
 
     @property
@@ -586,8 +646,9 @@ class Classifier:
         spec = self.card.input
         for size in [b for b in BATCH_BUCKETS if b < max_batch] + [max_batch]:
             batch = np.zeros((size, spec.channels, spec.height, spec.width), np.float32)
-            for _ in range(WARM_UP_RUNS):
-                self.predict(batch)
+            for lane in self._bound.lanes:  # type: ignore[union-attr]  # each lane is its own session
+                for _ in range(WARM_UP_RUNS):
+                    lane.run(batch)
 
     def defect_scores(self, probabilities: np.ndarray) -> np.ndarray:
         """1 - p(good) per row; needs a card with a good class."""

@@ -28,7 +28,7 @@ def seeded_inputs(model_dir: Path, batch_size: int) -> np.ndarray:
 
 def time_calls(call: Callable[[], object], *, batch_size: int, seconds: float) -> dict[str, Any]:
     """Images/s, p50/p99 latency per call and peak RSS of ``call`` repeated for ``seconds`` after a warm-up."""
-    for _ in range(4):  # warm-up: allocations, kernel selection, a CUDA graph's capture and first replay
+    for _ in range(8):  # warm-up: allocations, kernel selection, each lane's CUDA graph capture and first replay
         call()
     latencies = []
     started = time.perf_counter()

@@ -82,7 +82,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        "batch size (its compile time, about 30 s on a 2-core CPU, is recorded apart from its run)")
     bench.add_argument("--stream-fps", type=float, default=200.0, help="simulated camera rate (default 200)")
     bench.add_argument("--tune", action="store_true", help="first run the core with each of its provider's "
-                       "settings (GPU: cuDNN search and layout; CPU: NCHWc or NCHW) and record the fastest per "
+                       "settings (GPU: layout, and lanes: sessions that run a batch's chunks side by side; CPU: "
+                       "NCHWc or NCHW) and record the fastest per "
                        "precision for this machine, where every later session of the model finds it")
     bench.add_argument("--config-limit", type=float, default=120.0, metavar="S", help="stop a configuration "
                        "after S seconds, start-up and compiling included, and record it as timed out (default 120)")
