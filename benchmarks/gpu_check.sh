@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Everything the GPU issue is checked by, in one run on a CUDA machine (the lent H200; ../shared/GPU.md):
-#   1. install the GPU build beside this checkout (from wheels carried in .gpu/, no network), `inspect doctor`
-#      (every shipped variant loaded on the CPU and CUDA, each checked against its card's check inputs);
+#   1. install the GPU build beside this checkout (from wheels carried in .gpu/, no network);
 #   2. `inspect bench --tune` of the die and PCB classifiers on CUDA (the provider settings and lanes tried per
 #      precision and the winner recorded, FP32, FP16, CUDA graphs, the transfer share, uint8 input, the 200 fps
 #      micro-batched stream with its slowest 1% by phase, PyTorch eager and compiled);
 #   3. the GPU tests (parity for decisions, CUDA graphs, lanes, uint8 pre-step; TensorRT skips, naming why);
-#   4. the wafer-map CNN trained for 3 epochs on the 49,661 WM-811K maps, timed per epoch (where carried).
-# Bounded: each step has its own time limit (435 s in all, install aside) and each bench configuration its own
+#   4. `inspect doctor` (every shipped variant loaded on the CPU and CUDA, each checked against its card's check
+#      inputs);
+#   5. the wafer-map CNN trained for 3 epochs on the 49,661 WM-811K maps, timed per epoch (where carried).
+# Bounded: each step has its own time limit (390 s in all, install aside) and each bench configuration its own
 # (--config-limit); the bench rewrites its record after every configuration, so a step cut short keeps what it
 # measured. Records go to $OUT (or benchmarks/results); the log says where each step stands and how it ended.
 #
@@ -39,7 +40,8 @@ failed() {  # failed STEP: the record of a run that could not go on, then stop
 bounded() {  # bounded SECONDS COMMAND...: run it, say how it ended, never stop the script
   local limit=$1; shift
   timeout --kill-after=5 "$limit" "$@"; local rc=$?
-  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo "=== stopped at its limit of $limit s"; elif [ $rc -ne 0 ]; then echo "=== exit $rc"; fi
+  # to stderr: a step's stdout may be its record (doctor's JSON)
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then echo "=== stopped at its limit of $limit s" >&2; elif [ $rc -ne 0 ]; then echo "=== exit $rc" >&2; fi
   return 0
 }
 
@@ -59,23 +61,24 @@ if ! python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' 
 fi
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null || failed install-package
 
-step "doctor"
-bounded 45 python3 -m inspection doctor --device cpu --device cuda --device trt --json > "$out/doctor-gpu.json"
-python3 -c "import json, sys; r = json.load(open(sys.argv[1])); print('\n'.join(r['problems']) or 'no problems'); \
-print('tensorrt:', r.get('tensorrt'))" "$out/doctor-gpu.json" 2>&1 | tail -8
-
 # The benches first: they are what the GPU targets are measured by. Each configuration starts its own process
 # (2-6 s of start-up), so the sizes are few: 1 (latency), 1,024 (the largest bucket) and 4,096 (where PyTorch
 # peaks); the stream runs right after the core's configurations, torch.compile last.
 step "bench: die classifier"
-bounded 220 python3 -m inspection bench models/die-patchnet-v1 --device cuda --fp16 --cuda-graph --compile --tune \
-  --batch-sizes 1,1024,4096 --seconds 0.6 --config-limit 40 --out "$out" 2>&1 | grep -v "benchmarking:"
+bounded 200 python3 -m inspection bench models/die-patchnet-v1 --device cuda --fp16 --cuda-graph --compile --tune \
+  --batch-sizes 1,1024,4096 --seconds 0.5 --config-limit 40 --out "$out" 2>&1 | grep -v "benchmarking:\|cudnn_fe"
 step "bench: PCB classifier"
-bounded 110 python3 -m inspection bench models/pcb-patchnet-l-v7 --device cuda --fp16 --cuda-graph --tune \
-  --batch-sizes 1,1024 --seconds 0.6 --config-limit 30 --out "$out" 2>&1 | grep -v "benchmarking:"
+bounded 100 python3 -m inspection bench models/pcb-patchnet-l-v7 --device cuda --fp16 --cuda-graph --tune \
+  --batch-sizes 1,1024 --seconds 0.5 --config-limit 30 --out "$out" 2>&1 | grep -v "benchmarking:\|cudnn_fe"
 
 step "GPU tests"
-bounded 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/classify -rs 2>&1 | tail -15
+bounded 50 python3 -m pytest -q -p no:cacheprovider -m gpu tests/classify -rfs --tb=line 2>&1 | grep -v cudnn_fe | tail -25
+
+step "doctor"
+bounded 40 python3 -m inspection doctor --device cpu --device cuda --device trt --json > "$out/doctor-gpu.json"
+python3 -c "import json, sys; r = json.load(open(sys.argv[1])); print('\n'.join(r['problems']) or 'no problems'); \
+print('tensorrt:', r.get('tensorrt'))" "$out/doctor-gpu.json" 2>&1 | tail -8
+
 
 if [ -f "$maps" ]; then
   step "wafer-map CNN training on $maps, 3 epochs"

@@ -16,7 +16,7 @@ import pytest
 from inspection.classify import CardError, Classifier, DeviceError, SessionSettings
 from inspection.classify import doctor as doctor_module
 from inspection.classify import runtime as runtime_module
-from inspection.classify.runtime import BATCH_BUCKETS, _BoundBatches, _Lanes, engine_cache_folder
+from inspection.classify.runtime import BATCH_BUCKETS, WARM_UP_RUNS, _BoundBatches, _Lanes, engine_cache_folder
 from tests.conftest import REPO_ROOT, run_cli
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -122,6 +122,13 @@ def test_lanes_cut_large_batches_into_chunks_run_side_by_side_in_order() -> None
     assert all(4 in lane.slots for lane in lanes.lanes)
     lanes.replay(3 * BATCH_BUCKETS[-1])
     lanes.replay(5)
+    # With CUDA graphs, a bucket's first runs (its capture) hold every lane; it is settled after WARM_UP_RUNS.
+    graphs = _Lanes([_BoundBatches(session, input_name="images", output_name="probabilities",
+                                   input_shape=(1, 64, 64), cuda_graph=True, device="cpu") for session in sessions])
+    assert not graphs.lanes[0].settled(3)
+    for _ in range(2 * WARM_UP_RUNS):
+        np.testing.assert_allclose(graphs.run(large[:3]), classifier.predict(large[:3]), atol=1e-6)
+    assert all(lane.settled(3) and not lane.settled(300) for lane in graphs.lanes)
 
 
 def test_an_anomaly_model_binds_its_score_map_shape() -> None:

@@ -164,4 +164,5 @@ def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None,
     variants = check_variants(variant_models, devices=tuple(dict.fromkeys(("cpu", *devices))))
     problems += [row["error"] for row in variants if not row["ok"]]
     return {"onnxruntime": imported, "tensorrt": tensorrt, "gpus": gpus, "versions": loaded_versions(),
-            "checks": checks, "variants": variants, "problems": problems}
+            "checks": checks, "variants": variants,
+            "problems": list(dict.fromkeys(problems))}  # a device missing for every model: said once

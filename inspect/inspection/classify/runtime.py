@@ -12,11 +12,12 @@ import json
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -52,6 +53,8 @@ chosen once, its buffers bound once and (with CUDA graphs) its kernels captured 
 chunks of the largest."""
 TRT_CACHE_FOLDER = "trt-cache"
 WARM_UP_RUNS = 4
+
+T = TypeVar("T")
 
 
 class DeviceError(InspectionError, RuntimeError):
@@ -155,16 +158,15 @@ TUNINGS: dict[str, tuple[Tuning, ...]] = {
     "CUDAExecutionProvider": (
         Tuning("heuristic-nhwc", _HEURISTIC_NHWC),
         Tuning("heuristic-nchw", _HEURISTIC_NCHW),
-        Tuning("heuristic-nhwc-2lanes", _HEURISTIC_NHWC, lanes=2),
         Tuning("heuristic-nchw-2lanes", _HEURISTIC_NCHW, lanes=2),
         Tuning("heuristic-nhwc-4lanes", _HEURISTIC_NHWC, lanes=4),
     ),
     "CPUExecutionProvider": (Tuning("nchwc", optimisation="all"), Tuning("nchw", optimisation="extended")),
     "TensorrtExecutionProvider": (Tuning("tensorrt"),),
 }
-"""The candidates per provider. The TensorRT provider tunes its own engine (its timing cache). cuDNN's exhaustive
-algorithm search is not a candidate: on the H200 it lost to the heuristic by 1.3-4.4x at every batch size
-(2026-12-04) and spends seconds per shape searching."""
+"""The candidates per provider. The TensorRT provider tunes its own engine (its timing cache). On the H200
+(2026-12-04, die and PCB classifiers) cuDNN's exhaustive search lost to its heuristic by 1.3-4.4x at every batch
+size, and 2 NHWC lanes lost to 4 (FP16) and to 2 NCHW lanes (FP32): none of them is a candidate."""
 DEFAULT_TUNING: dict[tuple[str, str], str] = {
     ("CUDAExecutionProvider", "fp16"): "heuristic-nhwc",
     ("CUDAExecutionProvider", "fp32"): "heuristic-nchw",
@@ -340,6 +342,8 @@ class _Slot:
     host: np.ndarray
     options: Any
     pixels: tuple[Any, Any, np.ndarray] | None = None
+    runs: int = 0
+    """Runs so far: with CUDA graphs, the first ``WARM_UP_RUNS`` include the capture."""
 
 
 class _BoundBatches:
@@ -354,7 +358,7 @@ class _BoundBatches:
         self.session, self.input_name, self.output_name, self.device = session, input_name, output_name, device
         self.input_shape, self.cuda_graph = input_shape, cuda_graph
         self.providers, self.normalisation = providers or ["CPUExecutionProvider"], normalisation
-        self.lock = threading.Lock()  # one batch at a time through the shared buffers
+        self.lock = threading.RLock()  # one batch at a time through the shared buffers (``_Lanes`` holds it too)
         # One row's output shape (classes, or an anomaly model's score map), from one plain call.
         probe, uncaptured = np.zeros((1, *input_shape), np.float32), onnxruntime().RunOptions()
         uncaptured.add_run_config_entry("gpu_graph_id", "-1")  # -1: no CUDA graph for this call
@@ -427,6 +431,7 @@ class _BoundBatches:
                 binding.bind_cpu_input("unit_scale", np.array([unit_scale], np.float32))
                 self._pre_step[0].run_with_iobinding(binding)  # type: ignore[index]
             self.session.run_with_iobinding(slot.binding, slot.options)
+            slot.runs += 1
             # A copy: on the CPU numpy() is a view of the bound buffer, which the next batch overwrites.
             return np.array(slot.outputs.numpy()[:count])
 
@@ -435,7 +440,15 @@ class _BoundBatches:
         with self.lock:
             slot = self._slot(size)
             self.session.run_with_iobinding(slot.binding, slot.options)
+            slot.runs += 1
             slot.binding.synchronize_outputs()
+
+    def settled(self, size: int) -> bool:
+        """Whether the bucket of ``size`` rows is past its capture (always, without CUDA graphs)."""
+        if not self.cuda_graph:
+            return True
+        slot = self.slots.get(next(bucket for bucket in BATCH_BUCKETS if bucket >= min(size, BATCH_BUCKETS[-1])))
+        return slot is not None and slot.runs >= WARM_UP_RUNS
 
 
 class _Lanes:
@@ -462,13 +475,27 @@ class _Lanes:
     def _chunk(self, count: int) -> int:
         return min(BATCH_BUCKETS[-1], -(-count // (len(self.lanes) if self._split(count) else 1)))
 
+    def _on(self, lane: _BoundBatches, size: int, call: Callable[[], T]) -> T:
+        """``call`` on ``lane`` for a batch of ``size``. A CUDA graph is captured with every lane held: a capture
+        fails when another thread copies to the device meanwhile (seen on the H200: "operation not permitted
+        when stream is capturing")."""
+        if len(self.lanes) == 1 or lane.settled(size):
+            return call()
+        with contextlib.ExitStack() as held:
+            for each in self.lanes:  # always in this order: two captures never hold each other's locks
+                held.enter_context(each.lock)
+            return call()
+
     def run(self, batch: np.ndarray, *, unit_scale: float | None = None) -> np.ndarray:
         if not self._split(len(batch)):
-            return next(self._turn).run(batch, unit_scale=unit_scale)
+            lane = next(self._turn)
+            return self._on(lane, len(batch), lambda: lane.run(batch, unit_scale=unit_scale))
         chunk = self._chunk(len(batch))
-        futures = [self.pool.submit(self.lanes[index % len(self.lanes)].run,  # type: ignore[union-attr]
-                                    batch[start : start + chunk], unit_scale=unit_scale)
-                   for index, start in enumerate(range(0, len(batch), chunk))]
+        pieces = [(self.lanes[index % len(self.lanes)], batch[start : start + chunk])
+                  for index, start in enumerate(range(0, len(batch), chunk))]
+        futures = [self.pool.submit(self._on, lane, len(piece),  # type: ignore[union-attr]
+                                    functools.partial(lane.run, piece, unit_scale=unit_scale))
+                   for lane, piece in pieces]
         return np.concatenate([future.result() for future in futures])
 
     def replay(self, size: int) -> None:
@@ -479,10 +506,11 @@ class _Lanes:
         if not self._split(size):
             lane = next(self._turn)
             for _ in range(chunks):
-                lane.replay(bucket)
+                self._on(lane, bucket, functools.partial(lane.replay, bucket))
             return
-        for future in [self.pool.submit(self.lanes[index % len(self.lanes)].replay, bucket)  # type: ignore[union-attr]
-                       for index in range(chunks)]:
+        lanes = [self.lanes[index % len(self.lanes)] for index in range(chunks)]
+        for future in [self.pool.submit(self._on, lane, bucket, functools.partial(lane.replay, bucket))  # type: ignore[union-attr]
+                       for lane in lanes]:
             future.result()
 
 
