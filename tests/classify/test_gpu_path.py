@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,6 +124,25 @@ def test_lanes_cut_large_batches_into_chunks_run_side_by_side_in_order() -> None
     assert all(4 in lane.slots for lane in lanes.lanes)
     lanes.replay(3 * BATCH_BUCKETS[-1])
     lanes.replay(5)
+    # Each lane's session runs on its own thread only (ONNX Runtime's per-thread CUDA handles).
+    seen: dict[int, set[str]] = {0: set(), 1: set()}
+    for index, lane in enumerate(lanes.lanes):
+        original = lane.run
+
+        def recorded(*args: object, index: int = index, original: Any = original, **kwargs: object) -> Any:
+            seen[index].add(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        lane.run = recorded  # type: ignore[method-assign]
+    lanes.run(large)
+    for _ in range(3):
+        lanes.run(large[:5])
+    assert {index: {name.split("_")[0] for name in names} for index, names in seen.items()} == {
+        0: {"lane0"}, 1: {"lane1"}}
+    # After warm_up(6) every batch of up to 6 rows runs at the bucket of 8: one shape per session.
+    lanes.warm_up(6)
+    np.testing.assert_allclose(lanes.run(large[:2]), classifier.predict(large[:2]), atol=1e-6)
+    assert all(lane.bucket(1) == 8 and lane.bucket(9) == 16 for lane in lanes.lanes)
     # With CUDA graphs, a bucket's first runs (its capture) hold every lane; it is settled after WARM_UP_RUNS.
     graphs = _Lanes([_BoundBatches(session, input_name="images", output_name="probabilities",
                                    input_shape=(1, 64, 64), cuda_graph=True, device="cpu") for session in sessions])
@@ -281,8 +302,9 @@ def test_provider_settings_by_precision_and_measured_winners(tmp_path: Path, mon
     resolve = runtime_module.resolve_tuning
     fp16, source = resolve("CUDAExecutionProvider", "fp16", "ab" * 32)
     assert dict(fp16.cuda_options) == {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"}
-    assert source == "default"
-    assert dict(resolve("CUDAExecutionProvider", "fp32", "ab" * 32)[0].cuda_options)["prefer_nhwc"] == "0"
+    assert source == "default" and fp16.lanes == 4
+    fp32 = resolve("CUDAExecutionProvider", "fp32", "ab" * 32)[0]
+    assert dict(fp32.cuda_options)["prefer_nhwc"] == "0" and fp32.lanes == 2
     options = runtime_module._provider_options(
         "CUDAExecutionProvider", precision="fp32", cuda_graph=True, input_name="images", input_shape=[1, 8, 8],
         cache=None, tuning=resolve("CUDAExecutionProvider", "fp32", "ab" * 32)[0])

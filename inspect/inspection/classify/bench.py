@@ -73,8 +73,8 @@ def _core(model_dir: Path, device: Device, precision: Precision, batch_size: int
         pixels = (np.clip(batch * 40 + 128, 0, 255)).astype(np.uint8)
         row["uint8_images_per_s"] = time_calls(lambda: classifier.predict_pixels(pixels, bit_depth=8),
                                                batch_size=batch_size, seconds=seconds / 2)["images_per_s"]
-        # The micro-batcher's batches (1 to 8 rows, each bucket in turn) after the line's warm-up: a setting
-        # fast at large batches can be slow at small ones (cuDNN finds no plan for some shapes).
+        # The micro-batcher's batches (1 to 8 rows in turn) after the line's warm-up: a setting fast at large
+        # batches can be slow at small ones.
         classifier.warm_up(SMALL_BATCHES[-1])
         small = itertools.cycle([seeded_inputs(model_dir, size) for size in SMALL_BATCHES])
         row["small_batch_p99_ms"] = time_calls(lambda: classifier.predict(next(small)), batch_size=1,

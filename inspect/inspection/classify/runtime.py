@@ -13,7 +13,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -168,12 +168,13 @@ TUNINGS: dict[str, tuple[Tuning, ...]] = {
 (2026-12-04, die and PCB classifiers) cuDNN's exhaustive search lost to its heuristic by 1.3-4.4x at every batch
 size, and 2 NHWC lanes lost to 4 (FP16) and to 2 NCHW lanes (FP32): none of them is a candidate."""
 DEFAULT_TUNING: dict[tuple[str, str], str] = {
-    ("CUDAExecutionProvider", "fp16"): "heuristic-nhwc",
-    ("CUDAExecutionProvider", "fp32"): "heuristic-nchw",
+    ("CUDAExecutionProvider", "fp16"): "heuristic-nhwc-4lanes",
+    ("CUDAExecutionProvider", "fp32"): "heuristic-nchw-2lanes",
 }
-"""Where nothing was measured on this machine: on an H200 (2026-12-04, the die classifier, batches 256 to 4,096)
-cuDNN's heuristic beat its exhaustive search by 1.3-4.4x, and NHWC doubled FP16 (tensor cores take NHWC) while
-halving FP32. Anything else: the provider's first candidate."""
+"""Where nothing was measured on this machine: the winners of ``inspect bench --tune`` on an H200 (2026-12-04,
+die and PCB classifiers, two runs). cuDNN's heuristic beat its exhaustive search by 1.3-4.4x; NHWC doubled FP16
+(tensor cores take NHWC) while halving FP32; four lanes took FP16 from 203,000 to 289,000 images/s (die, batch
+4,096) and from 81,000 to 172,000 (PCB, 1,024). Anything else: the provider's first candidate."""
 
 
 def tuning_cache_path() -> Path:
@@ -364,6 +365,8 @@ class _BoundBatches:
         uncaptured.add_run_config_entry("gpu_graph_id", "-1")  # -1: no CUDA graph for this call
         self.output_shape: tuple[int, ...] = session.run([output_name], {input_name: probe}, uncaptured)[0].shape[1:]
         self.slots: dict[int, _Slot] = {}
+        self.floor = 1
+        """Rows every batch is padded to at least (``_Lanes.warm_up``)."""
         self.pinned = False
         self._pre_step: tuple[Any, dict[str, Any]] | None = None
 
@@ -409,6 +412,10 @@ class _BoundBatches:
             slot.pixels = (pixels, binding, host)
         return slot.pixels
 
+    def bucket(self, count: int) -> int:
+        """The bucket a batch of ``count`` rows runs at: the smallest that holds it, and at least ``floor``."""
+        return next(bucket for bucket in BATCH_BUCKETS if bucket >= max(min(count, BATCH_BUCKETS[-1]), self.floor))
+
     def run(self, batch: np.ndarray, *, unit_scale: float | None = None) -> np.ndarray:
         """Outputs of a float32 batch, or of a uint8 one (``unit_scale``: 1 / (2**bit_depth - 1))."""
         largest = BATCH_BUCKETS[-1]
@@ -416,7 +423,7 @@ class _BoundBatches:
             return np.concatenate([self.run(batch[start : start + largest], unit_scale=unit_scale)
                                    for start in range(0, len(batch), largest)])
         count = len(batch)
-        size = next(bucket for bucket in BATCH_BUCKETS if bucket >= count)
+        size = self.bucket(count)
         with self.lock:
             slot = self._slot(size)
             if unit_scale is None:
@@ -435,83 +442,99 @@ class _BoundBatches:
             # A copy: on the CPU numpy() is a view of the bound buffer, which the next batch overwrites.
             return np.array(slot.outputs.numpy()[:count])
 
-    def replay(self, size: int) -> None:
-        """Run a bucket on what its buffers hold, with no host copy either way: the device's share of a call."""
+    def replay(self, count: int) -> None:
+        """Run the bucket of ``count`` rows on what its buffers hold, with no host copy either way: the device's
+        share of a call."""
         with self.lock:
-            slot = self._slot(size)
+            slot = self._slot(self.bucket(count))
             self.session.run_with_iobinding(slot.binding, slot.options)
             slot.runs += 1
             slot.binding.synchronize_outputs()
 
-    def settled(self, size: int) -> bool:
-        """Whether the bucket of ``size`` rows is past its capture (always, without CUDA graphs)."""
+    def settled(self, count: int) -> bool:
+        """Whether the bucket of ``count`` rows is past its capture (always, without CUDA graphs)."""
         if not self.cuda_graph:
             return True
-        slot = self.slots.get(next(bucket for bucket in BATCH_BUCKETS if bucket >= min(size, BATCH_BUCKETS[-1])))
+        slot = self.slots.get(self.bucket(count))
         return slot is not None and slot.runs >= WARM_UP_RUNS
 
 
 class _Lanes:
-    """The GPU path with one or more sessions (``Tuning.lanes``): a batch of ``SPLIT_FROM`` rows or more is cut
-    into one chunk per lane (at most the largest bucket each), run side by side from a thread per lane (ONNX
-    Runtime releases the GIL while it runs, and each session has its own CUDA stream); a smaller batch goes to
-    the next lane in turn, so callers on several threads share the lanes too."""
+    """The GPU path: one or more sessions of the model (``Tuning.lanes``), each run only from its own thread.
+
+    A batch of ``SPLIT_FROM`` rows or more is cut into one chunk per lane (at most the largest bucket each), run
+    side by side (ONNX Runtime releases the GIL while it runs, and each session has its own CUDA stream); a
+    smaller batch goes to the next lane in turn. A lane's own thread matters on CUDA: ONNX Runtime keeps cuDNN
+    and cuBLAS handles per thread and creates them on a thread's first run, which fails inside a CUDA graph's
+    capture (seen on the H200 when chunks moved between pool threads: "operation not permitted when stream is
+    capturing"); and a capture holds every lane, since another lane's copy to the device would break it too.
+    """
 
     SPLIT_FROM = 64
     """Below this, a batch's compute is a few kernel launches, less than handing chunks to threads costs."""
 
     def __init__(self, lanes: list[_BoundBatches]) -> None:
         self.lanes = lanes
-        self.pool = ThreadPoolExecutor(len(lanes), thread_name_prefix="lane") if len(lanes) > 1 else None
-        self._turn = itertools.cycle(lanes)
+        self.threads = [ThreadPoolExecutor(1, thread_name_prefix=f"lane{index}") for index in range(len(lanes))]
+        self._turn = itertools.cycle(range(len(lanes)))
 
     @property
     def pinned(self) -> bool:
         return all(lane.pinned for lane in self.lanes)
 
     def _split(self, count: int) -> bool:
-        return self.pool is not None and count >= self.SPLIT_FROM
+        return len(self.lanes) > 1 and count >= self.SPLIT_FROM
 
     def _chunk(self, count: int) -> int:
         return min(BATCH_BUCKETS[-1], -(-count // (len(self.lanes) if self._split(count) else 1)))
 
-    def _on(self, lane: _BoundBatches, size: int, call: Callable[[], T]) -> T:
-        """``call`` on ``lane`` for a batch of ``size``. A CUDA graph is captured with every lane held: a capture
-        fails when another thread copies to the device meanwhile (seen on the H200: "operation not permitted
-        when stream is capturing")."""
-        if len(self.lanes) == 1 or lane.settled(size):
-            return call()
-        with contextlib.ExitStack() as held:
-            for each in self.lanes:  # always in this order: two captures never hold each other's locks
-                held.enter_context(each.lock)
-            return call()
+    def _on(self, index: int, count: int, call: Callable[[], T]) -> Future[T]:
+        """``call`` (a run of ``count`` rows) on lane ``index``'s thread."""
+        lane = self.lanes[index]
+
+        def held() -> T:
+            if len(self.lanes) == 1 or lane.settled(count):
+                return call()
+            with contextlib.ExitStack() as stack:
+                for each in self.lanes:  # always in this order: two captures never hold each other's locks
+                    stack.enter_context(each.lock)
+                return call()
+
+        return self.threads[index].submit(held)
 
     def run(self, batch: np.ndarray, *, unit_scale: float | None = None) -> np.ndarray:
-        if not self._split(len(batch)):
-            lane = next(self._turn)
-            return self._on(lane, len(batch), lambda: lane.run(batch, unit_scale=unit_scale))
         chunk = self._chunk(len(batch))
-        pieces = [(self.lanes[index % len(self.lanes)], batch[start : start + chunk])
-                  for index, start in enumerate(range(0, len(batch), chunk))]
-        futures = [self.pool.submit(self._on, lane, len(piece),  # type: ignore[union-attr]
-                                    functools.partial(lane.run, piece, unit_scale=unit_scale))
-                   for lane, piece in pieces]
+        if not self._split(len(batch)):
+            index = next(self._turn)
+            return self._on(index, len(batch), functools.partial(self.lanes[index].run, batch,
+                                                                 unit_scale=unit_scale)).result()
+        futures = [self._on(index % len(self.lanes), len(piece),
+                            functools.partial(self.lanes[index % len(self.lanes)].run, piece, unit_scale=unit_scale))
+                   for index, piece in enumerate(batch[start : start + chunk]
+                                                 for start in range(0, len(batch), chunk))]
         return np.concatenate([future.result() for future in futures])
 
-    def replay(self, size: int) -> None:
-        """A batch of ``size`` cut as ``run`` would cut it, each chunk run on what its bucket's buffers hold."""
-        chunk = self._chunk(size)
-        bucket = next(bucket for bucket in BATCH_BUCKETS if bucket >= chunk)
-        chunks = -(-size // chunk)
-        if not self._split(size):
-            lane = next(self._turn)
-            for _ in range(chunks):
-                self._on(lane, bucket, functools.partial(lane.replay, bucket))
-            return
-        lanes = [self.lanes[index % len(self.lanes)] for index in range(chunks)]
-        for future in [self.pool.submit(self._on, lane, bucket, functools.partial(lane.replay, bucket))  # type: ignore[union-attr]
-                       for lane in lanes]:
+    def replay(self, count: int) -> None:
+        """A batch of ``count`` rows cut as ``run`` would cut it, each chunk run on what its bucket's buffers
+        hold."""
+        chunk = self._chunk(count)
+        chunks = -(-count // chunk)
+        first = next(self._turn)
+        indices = [(first + index) % len(self.lanes) if self._split(count) else first for index in range(chunks)]
+        for future in [self._on(index, chunk, functools.partial(self.lanes[index].replay, chunk))
+                       for index in indices]:
             future.result()
+
+    def warm_up(self, max_batch: int) -> None:
+        """From now on run every batch of up to ``max_batch`` rows at that one bucket (``floor``), and run it
+        ``WARM_UP_RUNS`` times on each lane first. One shape, because ONNX Runtime's CUDA convolutions re-plan
+        whenever a session's input shape changes: on the H200, batches alternating between 1 and 8 rows took
+        20-60 ms at p99 against 0.5 ms at one shape."""
+        for index, lane in enumerate(self.lanes):
+            lane.floor = lane.bucket(max_batch)
+            batch = np.zeros((lane.floor, *lane.input_shape), np.float32)
+            for _ in range(WARM_UP_RUNS):
+                self._on(index, lane.floor, functools.partial(lane.run, batch)).result()
 
 
 class Classifier:
@@ -663,20 +686,16 @@ class Classifier:
         self._bound.replay(size)
 
     def warm_up(self, max_batch: int) -> None:
-        """On a GPU, run every batch bucket up to ``max_batch`` before the first real batch, so that each shape's
-        cuDNN algorithm search, buffers and CUDA graph capture happen here rather than under a part's latency
-        (seen on an H200: a stream's p50 of 106 ms against 0.5 ms of compute). ONNX Runtime captures a graph
-        after a bucket's first regular runs, so each runs ``WARM_UP_RUNS`` times: captured and replayed once
-        (with two runs the capture fell on the stream's first batches: its p99 of 369 ms). A CPU has nothing to
-        choose or capture: it returns at once."""
+        """On a GPU, make every batch of up to ``max_batch`` rows (a line's micro-batches) run at that one batch
+        bucket, and run it before the first real batch, so that its cuDNN plans, buffers and CUDA graph capture
+        happen here rather than under a part's latency. One shape: ONNX Runtime's CUDA convolutions re-plan at
+        every change of input shape (on an H200: p99 20-60 ms for batches alternating between 1 and 8 rows,
+        0.5 ms at one shape), and padding 1 row to 8 costs microseconds. Each lane runs it ``WARM_UP_RUNS``
+        times: ONNX Runtime captures a graph after its first regular runs (with two, the capture fell on the
+        stream's first batches: a p99 of 369 ms). A CPU has nothing to plan or capture: it returns at once."""
         if not self.on_gpu:
             return
-        spec = self.card.input
-        for size in [b for b in BATCH_BUCKETS if b < max_batch] + [max_batch]:
-            batch = np.zeros((size, spec.channels, spec.height, spec.width), np.float32)
-            for lane in self._bound.lanes:  # type: ignore[union-attr]  # each lane is its own session
-                for _ in range(WARM_UP_RUNS):
-                    lane.run(batch)
+        self._bound.warm_up(max_batch)  # type: ignore[union-attr]  # on_gpu: bound
 
     def defect_scores(self, probabilities: np.ndarray) -> np.ndarray:
         """1 - p(good) per row; needs a card with a good class."""
