@@ -8,6 +8,7 @@ the field names.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,6 +28,106 @@ class InspectionError(Exception):
 
     The ``inspect`` command prints these without a traceback and exits with status 2.
     """
+
+
+MAX_ID_CHARS = 200
+"""The longest lot or wafer id taken (SEMI E90 substrate ids are at most 80; the file stems made from two stay
+within the 255 bytes file systems allow)."""
+_STEM_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def check_id(value: str, *, field: str) -> str:
+    """``value`` as an id (lot, wafer, substrate), or an error naming ``field``.
+
+    Ids are data: any printable Unicode is kept as it is, and writers quote or encode it. Refused: an empty id,
+    one longer than ``MAX_ID_CHARS``, and control characters (a newline or NUL would forge a line or end a
+    string in SINF, KLARF and the logs). Returns the id with surrounding spaces removed.
+
+    Raises
+    ------
+    InspectionError
+        Naming ``field``, the offending character's position and code point.
+    """
+    text = value.strip()
+    if not text:
+        raise InspectionError(f"{field}: empty; expected an id of 1 to {MAX_ID_CHARS} printable characters")
+    if len(text) > MAX_ID_CHARS:
+        raise InspectionError(f"{field}: {len(text)} characters; expected at most {MAX_ID_CHARS}")
+    for position, char in enumerate(text):
+        if not char.isprintable() and char != " ":
+            raise InspectionError(f"{field} {text[:40]!r}: control character U+{ord(char):04X} at position "
+                                  f"{position}; ids must be printable text")
+    return text
+
+
+MAX_STEM_CHARS = 160
+"""File stems longer than this are cut and end in ``~~`` and a hash (ids of non-Latin script take 9 characters
+per letter)."""
+
+
+def file_stem(*ids: str) -> str:
+    """A file stem made of ``ids`` (lot, wafer) that no other ids give, and that ``ids_of_stem`` reads back.
+
+    Letters, digits, ``-`` and ``.`` stay as they are (so ``LOT7``, ``W-01`` read as themselves); every other
+    character, as its UTF-8 bytes, becomes ``~XX`` (hex), and the ids are joined with ``_``, which is never
+    left bare inside one: ``("LOT7", "W_1")`` gives ``LOT7_W~5F1``, ``("LOT7", "W/1")`` ``LOT7_W~2F1``. A leading
+    ``.`` is encoded too, so no stem is hidden or a relative path. A stem over ``MAX_STEM_CHARS`` is cut and ends
+    in ``~~`` and 16 hex digits of the ids' SHA-256 (unique, no longer reversible). Distinct ids in the same
+    letter case never share a stem; where two differ only in case, ``unique_on_any_file_system`` tells them
+    apart for file systems that ignore case.
+    """
+    def encode(text: str) -> str:
+        return "".join(char if char in _STEM_SAFE and not (index == 0 and char == ".") else
+                       "".join(f"~{byte:02X}" for byte in char.encode("utf-8")) for index, char in enumerate(text))
+
+    stem = "_".join(encode(text) for text in ids)
+    if len(stem) <= MAX_STEM_CHARS:
+        return stem
+    cut = stem[: MAX_STEM_CHARS - 18]
+    cut = cut[: cut.rfind("~")] if "~" in cut[-2:] else cut  # never half an escape
+    return f"{cut}~~{_digest(ids)[:16]}"
+
+
+def unique_on_any_file_system(stems: list[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """The stems of ``(stem, ids)`` pairs, each one that repeats an earlier one when letter case is ignored
+    given ``~~`` and 8 hex digits of its ids' SHA-256, so no file overwrites another on macOS or Windows."""
+    seen: set[str] = set()
+    unique = []
+    for stem, ids in stems:
+        if stem.casefold() in seen:
+            stem = f"{stem}~~{_digest(ids)[:8]}"
+        seen.add(stem.casefold())
+        unique.append(stem)
+    return unique
+
+
+def ids_of_stem(stem: str) -> tuple[str, ...]:
+    """The ids ``file_stem`` made ``stem`` of.
+
+    Raises
+    ------
+    ValueError
+        For a stem that was cut or told apart by a hash (``~~``): its ids are in the report's ``lot.json``.
+    """
+    if "~~" in stem:
+        raise ValueError(f"{stem}: a shortened or disambiguated stem; its ids are in the report's lot.json")
+    return tuple(_decode(part) for part in stem.split("_"))
+
+
+def _digest(ids: tuple[str, ...]) -> str:
+    return hashlib.sha256("\0".join(ids).encode("utf-8")).hexdigest()
+
+
+def _decode(part: str) -> str:
+    raw, index = bytearray(), 0
+    while index < len(part):
+        if part[index] == "~":
+            raw.append(int(part[index + 1 : index + 3], 16))
+            index += 3
+        else:
+            raw += part[index].encode("utf-8")
+            index += 1
+    return raw.decode("utf-8")
 
 
 @dataclass(frozen=True)

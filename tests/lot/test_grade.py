@@ -282,6 +282,28 @@ def test_a_formula_in_a_manifest_never_reaches_a_spreadsheet_as_one(graded_lot_s
     assert [w["wafer_id"] for w in read_wafers(out / "grade.sqlite")] == [hostile]  # stored as given
 
 
+def test_every_wafer_id_gets_its_own_files_and_reads_back_from_them(graded_lot_source: Path, tmp_path: Path) -> None:
+    """Ids that used to share a file name (and overwrite each other's files), a non-ASCII one that ended the SINF
+    writer, and a semicolon that broke KLARF 1.2 for our own reader."""
+    ids = ["W 1", "W_1", "W/1", "W;1", "+SUM(1+1)", "@SUM(1+1)", "\uff1d1+1", "w1", "W1"]
+    manifest = tmp_path / "ids.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("image", "wafer_id", "lot_id"),
+                                      *[(str(graded_lot_source / "wafer-01.png"), wafer, "LOT;7") for wafer in ids]])
+    out = tmp_path / "out"
+    run_cli("grade", str(manifest), "--out", str(out), "--quiet", "--klarf-version", "1.2", cwd=REPO_ROOT,
+            timeout=400)
+    klarfs = sorted((out / "klarf").glob("*.klarf"))
+    assert len(klarfs) == len(ids) and len(list((out / "maps").glob("*.sinf"))) == len(ids)
+    assert len({path.name.casefold() for path in (out / "maps").glob("*.png")}) == len(ids)
+    assert sorted(read_klarf(path).wafer_id for path in klarfs) == sorted(ids)
+    assert {read_klarf(path).lot_id for path in klarfs} == {"LOT;7"}
+    sinf_ids = sorted(read_sinf(path)[2]["WAFER"] for path in (out / "maps").glob("*.sinf"))
+    assert sinf_ids == sorted(ids)
+    stems = {w["wafer_id"]: w["file_stem"] for w in json.loads((out / "lot.json").read_text())["wafers"]}
+    assert stems["W 1"] == "LOT~3B7_W~201" and stems["w1"] == "LOT~3B7_w1"
+
+
 def test_a_full_disk_ends_grading_with_one_line_and_every_graded_wafer_kept(lot_copy: Path, tmp_path: Path) -> None:
     import resource
 

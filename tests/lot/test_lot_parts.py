@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import string
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from inspection.acquire.lot import LotInputError, read_lot
 from inspection.grade import wafer_verdict
 from inspection.measure.dies import locate_dies
 from inspection.recipe import LotRules, RecipeError, load_recipe
 from inspection.sim.lot import LotSpec, render_lot_wafer, truth_map
-from inspection.types import Verdict
+from inspection.types import MAX_STEM_CHARS, Verdict, file_stem, ids_of_stem, unique_on_any_file_system
 from inspection.wafermap.klarf import Klarf, KlarfError, klarf_die_map, read_klarf, write_klarf
 
 
@@ -28,7 +31,11 @@ def test_a_folder_of_images_is_a_lot(tmp_path: Path) -> None:
     ("image,wafer\nw.png,1\n", "missing ['wafer_id'], unknown ['wafer']"),
     ("image,wafer_id,slot\nw.png,W1,first\n", "lot.csv:2: slot 'first' is not a whole number"),
     ("image,wafer_id\nw.png,W1\nx.png,W1\n", "lot.csv:3: wafer W1 of lot"),
-    ("image,wafer_id\n,W1\n", "lot.csv:2: image and wafer_id must not be empty"),
+    ("image,wafer_id\n,W1\n", "lot.csv:2: image must not be empty"),
+    ("image,wafer_id\nw.png,\n", "lot.csv:2: wafer_id: empty"),
+    ('image,wafer_id\nw.png,"W\n1"\n', "lot.csv:2: wafer_id 'W\\n1': control character U+000A at position 1"),
+    ("image,wafer_id,lot_id\nw.png,W1,L\x001\n", "lot.csv:2: lot_id 'L\\x001': control character U+0000"),
+    ("image,wafer_id\nw.png," + "W" * 201 + "\n", "lot.csv:2: wafer_id: 201 characters; expected at most 200"),
     ("image,wafer_id\n", "lists no wafers"),
 ])
 def test_bad_manifests_name_the_line(tmp_path: Path, text: str, message: str) -> None:
@@ -125,3 +132,24 @@ def test_broken_klarf_names_the_problem(tmp_path: Path) -> None:
     path.write_text("FileVersion 2 0;\n")
     with pytest.raises(KlarfError, match="FileVersion 2 0"):
         read_klarf(path)
+
+
+@given(st.lists(st.text(min_size=1, max_size=60), min_size=2, max_size=3),
+       st.lists(st.text(min_size=1, max_size=60), min_size=2, max_size=3))
+def test_ids_become_file_stems_that_no_other_ids_give_and_that_read_back(first: list[str], second: list[str]) -> None:
+    one, other = file_stem(*first), file_stem(*second)
+    for stem, ids in ((one, first), (other, second)):
+        assert set(stem) <= set(string.ascii_letters + string.digits + "-._~") and not stem.startswith(".")
+        assert len(stem) <= MAX_STEM_CHARS
+        if "~~" not in stem:
+            assert ids_of_stem(stem) == tuple(ids)
+    assert (one == other) == (first == second)
+
+
+def test_ids_that_differ_only_in_case_get_files_of_their_own_everywhere() -> None:
+    pairs = [(file_stem("L", wafer), ("L", wafer)) for wafer in ("w1", "W1", "w2")]
+    stems = unique_on_any_file_system(pairs)
+    assert stems[0] == "L_w1" and stems[2] == "L_w2" and stems[1].startswith("L_W1~~")
+    assert len({stem.casefold() for stem in stems}) == 3
+    long = file_stem("L", "\u00e9" * 150)
+    assert len(long) <= MAX_STEM_CHARS and "~~" in long and long != file_stem("L", "\u00e9" * 151)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from inspection.acquire.folder import IMAGE_SUFFIXES
-from inspection.types import InspectionError, LotItem
+from inspection.types import InspectionError, LotItem, check_id
 
 MANIFEST_NAME = "lot.csv"
 MANIFEST_COLUMNS = ("image", "wafer_id", "lot_id", "slot", "truth_pattern", "truth_dies")
@@ -21,6 +21,13 @@ REQUIRED_COLUMNS, OPTIONAL_COLUMNS = MANIFEST_COLUMNS[:2], MANIFEST_COLUMNS[2:]
 
 class LotInputError(InspectionError, ValueError):
     """A lot folder or manifest that cannot be read; the message names the file, line and column."""
+
+
+def _id(value: str, field: str) -> str:
+    try:
+        return check_id(value, field=field)
+    except InspectionError as exc:
+        raise LotInputError(str(exc)) from None
 
 
 def _manifest_items(source: Path, text: str) -> list[LotItem]:
@@ -33,14 +40,14 @@ def _manifest_items(source: Path, text: str) -> list[LotItem]:
                             f"{', '.join(REQUIRED_COLUMNS)} and optionally {', '.join(OPTIONAL_COLUMNS)}")
     items, seen = [], set()
     for line, row in enumerate(reader, 2):
-        wafer_id = (row.get("wafer_id") or "").strip()
         image = (row.get("image") or "").strip()
-        if not wafer_id or not image:
-            raise LotInputError(f"{source}:{line}: image and wafer_id must not be empty")
+        if not image:
+            raise LotInputError(f"{source}:{line}: image must not be empty")
+        wafer_id = _id(row.get("wafer_id") or "", f"{source}:{line}: wafer_id")
         slot_text = (row.get("slot") or str(line - 1)).strip()
         if not re.fullmatch(r"[0-9]{1,9}", slot_text):
             raise LotInputError(f"{source}:{line}: slot {slot_text!r} is not a whole number")
-        lot_id = (row.get("lot_id") or source.parent.resolve().name).strip()
+        lot_id = _id(row.get("lot_id") or source.parent.resolve().name, f"{source}:{line}: lot_id")
         if (lot_id, wafer_id) in seen:
             raise LotInputError(f"{source}:{line}: wafer {wafer_id} of lot {lot_id} is listed twice")
         seen.add((lot_id, wafer_id))
@@ -61,7 +68,9 @@ def read_lot(source: str | Path) -> list[LotItem]:
         images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise LotInputError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) and no {MANIFEST_NAME}")
-        return [LotItem(str(p), p.stem, source.resolve().name, slot) for slot, p in enumerate(images, 1)]
+        lot_id = _id(source.resolve().name, f"{source}: lot id (the folder's name)")
+        return [LotItem(str(p), _id(p.stem, f"{p}: wafer id (the file's stem)"), lot_id, slot)
+                for slot, p in enumerate(images, 1)]
     if not source.is_file():
         raise LotInputError(f"{source}: no such folder or manifest file")
     try:

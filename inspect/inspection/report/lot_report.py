@@ -20,6 +20,7 @@ from inspection.evaluate.metrics import confusion_matrix
 from inspection.report.lots import read_die_truth, read_dies, read_thumbnails, read_wafers
 from inspection.report.pictures import draw_confusion, draw_wafer_map, save_png
 from inspection.report.tables import spreadsheet_safe
+from inspection.types import file_stem, unique_on_any_file_system
 from inspection.wafermap.formats import write_e142, write_sinf
 from inspection.wafermap.klarf import KlarfVersion, klarf_for_wafer, write_klarf
 from inspection.wafermap.maps import PATTERNS
@@ -27,10 +28,6 @@ from inspection.wafermap.maps import PATTERNS
 OPERATING_POINTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 0.9)
 CSV_COLUMNS = ("lot_id", "wafer_id", "slot", "status", "verdict", "reason", "yield_fraction", "n_dies", "n_defective",
                "defect_density_per_cm2", "pattern", "pattern_confidence", "root_cause", "truth_pattern", "image_path")
-
-
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def lot_figures(db_path: str | Path, *, wafers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -187,11 +184,12 @@ def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recip
         writer.writerow(CSV_COLUMNS)
         writer.writerows(spreadsheet_safe(w[c] for c in CSV_COLUMNS) for w in wafers)
     records = []
-    for w in wafers:
+    stems = unique_on_any_file_system([(file_stem(w["lot_id"], w["wafer_id"]), (w["lot_id"], w["wafer_id"]))
+                                       for w in wafers])
+    for w, stem in zip(wafers, stems, strict=True):
         record = {c: w[c] for c in CSV_COLUMNS}
-        record |= {"geometry": w["geometry"], "timings_ms": w["timings_ms"]}
+        record |= {"geometry": w["geometry"], "timings_ms": w["timings_ms"], "file_stem": stem}
         if w["status"] == "graded":
-            stem = _safe_name(f"{w['lot_id']}_{w['wafer_id']}")
             dies = read_dies(db_path, w["id"])
             write_klarf(out / "klarf" / f"{stem}.klarf", klarf_for_wafer(w, dies), station=station,
                         recipe=recipe_name, moment=moment, version=klarf_version)

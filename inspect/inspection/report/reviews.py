@@ -19,7 +19,7 @@ from typing import Any
 
 from inspection.report.lots import open_lot_database, read_review_dies
 from inspection.report.store import StoreError, connect, open_for_writing, table_names, write_failure
-from inspection.types import InspectionError
+from inspection.types import InspectionError, file_stem
 
 __all__ = ["LABEL_PATTERN", "ReviewError", "UnknownResult", "add_die_review", "add_review", "export_labels",
            "read_die_reviews", "read_reviews", "review_labels"]
@@ -245,8 +245,7 @@ def _reviewed_crops(db: Path, run_id: int | None) -> tuple[list[tuple[dict[str, 
         pictures = {(die["wafer"], die["row"], die["col"]): die["input_png"] for die in read_review_dies(db)}
         found = []
         for key, review in read_die_reviews(db).items():
-            wafer = re.sub(r"[^A-Za-z0-9._-]", "_", f"{review['lot_id']}_{review['wafer_id']}")  # ids from a manifest
-            name = f"{wafer}_r{review['row']}_c{review['col']}.png"
+            name = f"{file_stem(review['lot_id'], review['wafer_id'])}_r{review['row']}_c{review['col']}.png"
             found.append(({"file": f"{review['label']}/{name}", **{k: review[k] for k in (
                 "label", "model_label", "reviewer", "at", "lot_id", "wafer_id", "row", "col")}}, pictures[key]))
         return found, 0

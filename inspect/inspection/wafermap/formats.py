@@ -134,7 +134,7 @@ def read_sinf(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]
     path = Path(path)
     header: dict[str, str] = {}
     rows: list[list[str]] = []
-    for number, line in enumerate(path.read_text(encoding="ascii", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         key, sep, value = line.partition(":")
@@ -197,6 +197,10 @@ def write_sinf(path: str | Path, die_map: np.ndarray, *, wafer_id: str, lot: str
         ``path``.
     """
     die_map = check_map(die_map, source=str(path))
+    for key, value in (("DEVICE", device), ("LOT", lot), ("WAFER", wafer_id)):
+        if any(not char.isprintable() for char in value):  # a newline would forge a header or RowData line
+            raise WaferMapError(f"{path}: SINF {key} {value[:40]!r} holds a control character; expected one line "
+                                "of printable text")
     codes = {NO_DIE: "__", GOOD: "01", FAILED: "02"}
     size_x, size_y = die_size_mm or (1.0, 1.0)
     lines = [f"DEVICE:{device}", f"LOT:{lot}", f"WAFER:{wafer_id}", "FNLOC:180", f"ROWCT:{die_map.shape[0]}",
@@ -204,7 +208,7 @@ def write_sinf(path: str | Path, die_map: np.ndarray, *, wafer_id: str, lot: str
              f"YDIES:{size_y:.4f}"]
     lines += ["RowData:" + " ".join(codes[int(v)] for v in row) for row in die_map]
     path = Path(path)
-    path.write_text("\n".join(lines) + "\n", encoding="ascii")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")  # ASCII ids as before; any other kept whole
     return path
 
 

@@ -93,7 +93,9 @@ def write_klarf(path: str | Path, klarf: Klarf, *, station: str, recipe: str, mo
     path = Path(path)
     text = _nested18(klarf, station=station, recipe=recipe, moment=moment) if version == "1.8" else \
         _flat12(klarf, station=station, recipe=recipe, moment=moment)
-    path.write_text(text, encoding="ascii", errors="replace")
+    # UTF-8: ASCII ids are written as before, and no other id is lost to a "?" (quoted strings carry any text
+    # but a double quote, which becomes an apostrophe).
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -191,9 +193,16 @@ def _value18(value: object) -> str:
     return str(value)
 
 
+_RECORD_END = re.compile(r'"[^"]*"|(;)')
+
+
 def _records(text: str, source: str) -> list[list[str]]:
+    """KLARF 1.2's records: the text between semicolons outside quoted strings, as words."""
+    ends = [match.start() for match in _RECORD_END.finditer(text) if match.group(1)]
     records = []
-    for number, raw in enumerate(text.split(";"), 1):
+    starts = [0, *(end + 1 for end in ends)]
+    for number, raw in enumerate((text[start:end] for start, end in zip(starts, [*ends, len(text)],
+                                                                          strict=True)), 1):
         if not raw.strip():
             continue
         try:
@@ -239,7 +248,7 @@ def read_klarf(path: str | Path) -> Klarf:
     """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="ascii", errors="replace")
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise KlarfError(f"{source}: cannot be read: {exc.strerror or exc}") from None
     if re.match(r"\s*Record\s+FileRecord\b", text, re.IGNORECASE):
