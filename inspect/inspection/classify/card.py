@@ -7,8 +7,9 @@ card, and the card names the sha256 of its ONNX file, so a model cannot drift fr
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,12 @@ class CardError(InspectionError, ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _sha256(text: str) -> str:
+    if len(text) != 64 or any(char not in "0123456789abcdef" for char in text):
+        raise ValueError(f"{text[:70]!r} is not a SHA-256 (64 lowercase hex digits)")
+    return text
 
 
 def _inside_folder(name: str) -> str:
@@ -51,33 +58,33 @@ class InputSpec(_Strict):
 class Normalisation(_Strict):
     scale: Literal["bit_depth"] = "bit_depth"
     """Pixels are divided by 2**bit_depth - 1 (the frame's stated bit depth) to lie in [0, 1]."""
-    mean: list[float]
-    std: list[Annotated[float, Field(gt=0)]]
-    """One per input channel; a zero would turn every input into infinities."""
+    mean: list[Annotated[float, Field(ge=-10, le=10)]]
+    std: list[Annotated[float, Field(ge=1e-3, le=100)]]
+    """One per input channel, of pixels in [0, 1]; a tiny one would turn every input into infinities."""
 
 
 class Thresholds(_Strict):
     good_class: str | None
     """The class that means 'no defect'; defect score = 1 - p(good_class)."""
-    defect_score: float | None = None
+    defect_score: Annotated[float, Field(ge=0, le=1)] | None = None
     """Parts with a defect score at or above this are defective (chosen on validation for the target recall)."""
-    target_defect_recall: float | None = None
-    val_defect_recall: float | None = None
-    val_overkill: float | None = None
+    target_defect_recall: Annotated[float, Field(ge=0, le=1)] | None = None
+    val_defect_recall: Annotated[float, Field(ge=0, le=1)] | None = None
+    val_overkill: Annotated[float, Field(ge=0, le=1)] | None = None
     """The false-reject rate (good parts called defective) on validation at ``defect_score``."""
 
 
 class Parity(_Strict):
-    samples: int
-    max_abs_diff: float
-    argmax_agreement: float
-    tolerance: float
+    samples: int = Field(..., ge=1)
+    max_abs_diff: float = Field(..., ge=0)
+    argmax_agreement: float = Field(..., ge=0, le=1)
+    tolerance: float = Field(..., gt=0)
 
 
 class Int8Variant(_Strict):
     file: Annotated[str, AfterValidator(_inside_folder)]
-    sha256: str
-    calibration_images: int
+    sha256: Annotated[str, AfterValidator(_sha256)]
+    calibration_images: int = Field(..., ge=1)
     evaluated_on: str
     fp32: dict[str, float]
     int8: dict[str, float]
@@ -93,7 +100,7 @@ class Fp16Variant(_Strict):
     are evaluated on the same folder."""
 
     file: Annotated[str, AfterValidator(_inside_folder)]
-    sha256: str
+    sha256: Annotated[str, AfterValidator(_sha256)]
     parity: Parity
     """FP16 against FP32, both on ONNX Runtime's CPU provider (which runs FP16 nodes it has no kernel for
     through float32 casts; a GPU runs them in half precision: the GPU tests check that parity)."""
@@ -128,7 +135,7 @@ class CheckSet(_Strict):
     (CPU, GPU) runs only after it has reproduced these outputs within ``tolerance`` on the machine at hand."""
 
     file: Annotated[str, AfterValidator(_inside_folder)] = "checks.npz"
-    sha256: str
+    sha256: Annotated[str, AfterValidator(_sha256)]
     images: int = Field(..., ge=1)
     source: str
     """Where the inputs came from (a labelled folder, a data set)."""
@@ -201,15 +208,15 @@ class ModelCard(_Strict):
     preprocessing_version: int = PREPROCESSING_VERSION
     output_name: str = "probabilities"
     thresholds: Thresholds
-    opset: int
+    opset: int = Field(..., ge=7, le=30)
     onnx_file: Annotated[str, AfterValidator(_inside_folder)] = "model.onnx"
-    onnx_sha256: str
+    onnx_sha256: Annotated[str, AfterValidator(_sha256)]
     training: dict[str, Any]
     metrics: dict[str, Any]
     parity: Parity
-    flops_per_image: int | None = None
+    flops_per_image: int | None = Field(None, ge=1)
     """Multiply-adds x 2 of one forward pass (convolutions and linear layers), counted at export."""
-    torch_weights: str | None = None
+    torch_weights: Annotated[str, AfterValidator(_inside_folder)] | None = None
     """The network's state dict beside the ONNX file, for retraining and eager benchmarks; the line never reads it."""
     int8: Int8Variant | None = None
     fp16: Fp16Variant | None = None
@@ -324,18 +331,161 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _inside(folder: Path, name: str, *, what: str) -> Path:
+    """``folder / name`` where it is a file in ``folder`` once links are followed; a link out of the folder (to
+    another model's file, or to /etc/passwd) is refused before anything is read."""
+    path = folder / name
+    home, target = folder.resolve(), path.resolve()
+    if not target.is_relative_to(home):
+        raise CardError(f"{path}: {what} is a link to {target}, outside the model folder {home}; refused (copy "
+                        "the file into the folder)")
+    if not target.is_file():
+        raise CardError(f"{path}: {what} named by the card is missing")
+    return path
+
+
+def verified_bytes(folder: str | Path, name: str, sha256: str, *, what: str) -> bytes:
+    """The bytes of a file the card names, checked against its ``sha256`` (read once: what is checked is what is
+    used). An ONNX file must carry all its weights: external data (a ``.bin`` beside it) is not covered by the
+    hash, so such a file is refused.
+
+    Raises
+    ------
+    CardError
+        Naming the file: a link out of the folder, missing, a hash that differs, or external data.
+    """
+    path = _inside(Path(folder), name, what=what)
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise CardError(f"{path}: sha256 {actual[:12]}... does not match the card's {sha256[:12]}...: the {what} "
+                        "was replaced or corrupted after export")
+    if name.endswith(".onnx") and (outside := external_data(data)):
+        raise CardError(f"{path}: its weights are partly in other files ({', '.join(sorted(outside)[:3])}), which "
+                        "the card's hash does not cover; export the model as one file")
+    return data
+
+
+def _protobuf_fields(data: memoryview) -> Iterator[tuple[int, int | memoryview]]:
+    """(field number, value) of a protobuf message: varints as int, length-delimited fields as views."""
+    position = 0
+
+    def varint() -> int:
+        nonlocal position
+        value, shift = 0, 0
+        while True:
+            if position >= len(data) or shift > 63:
+                raise CardError("not an ONNX file (a protobuf varint runs past its message)")
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while position < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            yield number, varint()
+        elif wire == 2:
+            length = varint()
+            if position + length > len(data):
+                raise CardError("not an ONNX file (a protobuf field runs past its message)")
+            yield number, data[position : position + length]
+            position += length
+        elif wire in (1, 5):
+            position += 8 if wire == 1 else 4
+        else:
+            raise CardError(f"not an ONNX file (protobuf wire type {wire})")
+
+
+# ONNX's protobuf field numbers (onnx.proto): where tensors live, and how a tensor says its data is elsewhere.
+_GRAPH_TENSORS, _GRAPH_SPARSE, _GRAPH_NODES = 5, 15, 1
+_NODE_ATTRIBUTES, _FUNCTION_NODES = 5, 7
+_ATTRIBUTE_TENSOR, _ATTRIBUTE_GRAPH, _ATTRIBUTE_TENSORS, _ATTRIBUTE_GRAPHS = 5, 6, 10, 11
+_ATTRIBUTE_SPARSE, _ATTRIBUTE_SPARSES = 22, 23
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
+
+
+def external_data(onnx_bytes: bytes) -> set[str]:
+    """The files an ONNX model's tensors keep their data in (ONNX external data), anywhere in the model: graph
+    initializers, constants and subgraphs of nodes, and functions. Empty for a self-contained file."""
+    found: set[str] = set()
+
+    def tensor(data: memoryview) -> None:
+        locations, external = [], False
+        for number, value in _protobuf_fields(data):
+            if number == _TENSOR_EXTERNAL_DATA and isinstance(value, memoryview):
+                entry = dict(_protobuf_fields(value))
+                if bytes(entry.get(1, b"")) == b"location":  # type: ignore[arg-type]
+                    locations.append(bytes(entry.get(2, b"")).decode("utf-8", "replace"))  # type: ignore[arg-type]
+            elif number == _TENSOR_DATA_LOCATION and value == 1:
+                external = True
+        found.update(locations or (["(no location given)"] if external else []))
+
+    def sparse(data: memoryview) -> None:
+        for _, value in _protobuf_fields(data):
+            if isinstance(value, memoryview):
+                tensor(value)
+
+    def nodes_of(data: memoryview, field: int) -> None:
+        for number, value in _protobuf_fields(data):
+            if number == field and isinstance(value, memoryview):
+                node(value)
+
+    def node(data: memoryview) -> None:
+        for number, value in _protobuf_fields(data):
+            if number != _NODE_ATTRIBUTES or not isinstance(value, memoryview):
+                continue
+            for kind, inner in _protobuf_fields(value):
+                if not isinstance(inner, memoryview):
+                    continue
+                if kind in (_ATTRIBUTE_TENSOR, _ATTRIBUTE_TENSORS):
+                    tensor(inner)
+                elif kind in (_ATTRIBUTE_GRAPH, _ATTRIBUTE_GRAPHS):
+                    graph(inner)
+                elif kind in (_ATTRIBUTE_SPARSE, _ATTRIBUTE_SPARSES):
+                    sparse(inner)
+
+    def graph(data: memoryview) -> None:
+        for number, value in _protobuf_fields(data):
+            if not isinstance(value, memoryview):
+                continue
+            if number == _GRAPH_TENSORS:
+                tensor(value)
+            elif number == _GRAPH_SPARSE:
+                sparse(value)
+            elif number == _GRAPH_NODES:
+                node(value)
+
+    for number, value in _protobuf_fields(memoryview(onnx_bytes)):
+        if number == 7 and isinstance(value, memoryview):  # ModelProto.graph
+            graph(value)
+        elif number == 25 and isinstance(value, memoryview):  # ModelProto.functions
+            nodes_of(value, _FUNCTION_NODES)
+    return found
+
+
 def read_card(folder: str | Path, *, precision: Literal["fp32", "fp16", "int8"] = "fp32"
               ) -> tuple[ModelCard, Path]:
     """The validated card of a model folder and the ONNX file of ``precision`` to run, checked against the card's
-    sha256."""
+    sha256 (``verified_bytes``). Every file is read inside the folder: links out of it are refused."""
     folder = Path(folder)
-    card_path = folder / "model.json"
-    if not card_path.is_file():
+    if not (folder / "model.json").exists() and not (folder / "model.json").is_symlink():
         raise CardError(f"{folder}: no model card (model.json); expected a folder written by `inspect train`")
+    card_path = _inside(folder, "model.json", what="the model card")
     try:
-        card = ModelCard.model_validate(json.loads(card_path.read_text(encoding="utf-8")))
+        text = card_path.read_text(encoding="utf-8")
+        if len(text) > MAX_CARD_BYTES:
+            raise CardError(f"{card_path}: {len(text)} characters; a model card is at most {MAX_CARD_BYTES}")
+        card = ModelCard.model_validate(json.loads(text, parse_int=_bounded_int))
     except UnicodeDecodeError as exc:
         raise CardError(f"{card_path}: not UTF-8 text (byte {exc.start}); the card is JSON") from None
+    except RecursionError:
+        raise CardError(f"{card_path}: nested too deep for a model card") from None
+    except _LongNumber as exc:
+        raise CardError(f"{card_path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise CardError(f"{card_path}: not valid JSON ({exc})") from None
     except ValidationError as exc:
@@ -348,28 +498,31 @@ def read_card(folder: str | Path, *, precision: Literal["fp32", "fp16", "int8"] 
     if named is None:
         how = "--int8 --calib DIR" if precision == "int8" else "--fp16 --eval DIR"
         raise CardError(f"{card_path}: no {precision.upper()} variant; make one with `inspect export {folder} {how}`")
-    onnx_path, expected = folder / named[0], named[1]
-    if not onnx_path.is_file():
-        raise CardError(f"{onnx_path}: the ONNX file named by the card is missing")
-    actual = sha256_of(onnx_path)
-    if actual != expected:
-        raise CardError(f"{onnx_path}: sha256 {actual[:12]}... does not match the card's {expected[:12]}...: "
-                        "the model file was replaced or corrupted after export")
-    return card, onnx_path
+    verified_bytes(folder, named[0], named[1], what="ONNX file")
+    return card, folder / named[0]
+
+
+MAX_CARD_BYTES = 4_000_000
+"""A card holds a training history and metrics: a few hundred kB at most."""
+
+
+class _LongNumber(ValueError):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 30:  # Python refuses to parse past 4,300 digits with a traceback of its own
+        raise _LongNumber(f"an integer of {len(text)} digits; expected an ordinary number")
+    return int(text)
 
 
 def read_checks(folder: Path, checks: CheckSet) -> tuple[np.ndarray, np.ndarray]:
     """The check inputs (N x C x H x W float32) and their FP32 outputs of a model folder, checked against the
     card's sha256."""
     path = Path(folder) / checks.file
-    if not path.is_file():
-        raise CardError(f"{path}: the check set named by the card is missing")
-    actual = sha256_of(path)
-    if actual != checks.sha256:
-        raise CardError(f"{path}: sha256 {actual[:12]}... does not match the card's {checks.sha256[:12]}...: the "
-                        "check set was replaced or corrupted")
+    data = verified_bytes(folder, checks.file, checks.sha256, what="check set")
     try:
-        with np.load(path, allow_pickle=False) as arrays:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             inputs, outputs = arrays["inputs"].astype(np.float32), arrays["outputs"].astype(np.float32)
     except (KeyError, ValueError, OSError) as exc:
         raise CardError(f"{path}: not a check set (npz with arrays inputs and outputs): {exc}") from None

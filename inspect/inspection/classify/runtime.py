@@ -28,6 +28,7 @@ from inspection.classify.card import (
     check_onnx_metadata,
     read_card,
     read_checks,
+    verified_bytes,
 )
 from inspection.classify.prepare import normalisation_constants, normalise
 from inspection.classify.timing import cpu_description, nvidia_gpus
@@ -566,13 +567,14 @@ class Classifier:
             tuning=self.tuning if provider == self.providers[0] else resolve_tuning(provider, precision,
                                                                                       self.onnx_sha256)[0]))
             for provider in self.providers]
+        # The bytes whose hash was checked are the bytes run: no file swapped in between, no weights from beside it.
+        model_bytes = verified_bytes(self.model_dir, self.onnx_path.name, self.onnx_sha256, what="ONNX file")
         try:
-            self.session = runtime.InferenceSession(str(self.onnx_path), settings.options(self.tuning),
-                                                    providers=configured)
+            self.session = runtime.InferenceSession(model_bytes, settings.options(self.tuning), providers=configured)
             lanes = [self.session]
             if self.session.get_providers()[0] in GPU_PROVIDERS:  # a CPU session's threads share the cores already
-                lanes += [runtime.InferenceSession(str(self.onnx_path), settings.options(self.tuning),
-                                                   providers=configured) for _ in range(self.tuning.lanes - 1)]
+                lanes += [runtime.InferenceSession(model_bytes, settings.options(self.tuning), providers=configured)
+                          for _ in range(self.tuning.lanes - 1)]
         except Exception as exc:  # ONNX Runtime raises its own exception types for a broken graph
             how = " with CUDA graphs (every node must run on the GPU; classify.cuda_graph: false)" * (
                 settings.cuda_graph and self.providers[0] == "CUDAExecutionProvider")
@@ -588,6 +590,10 @@ class Classifier:
                             f"{spec.name}[batch, {', '.join(map(str, expected))}]")
         if not isinstance(inputs[0].shape[0], str):
             raise CardError(f"{self.onnx_path}: batch axis is fixed at {inputs[0].shape[0]}; expected a dynamic one")
+        if inputs[0].type != "tensor(float)":
+            raise CardError(f"{self.onnx_path}: input {spec.name} is {inputs[0].type}; the card's contract is "
+                            "float32 (tensor(float))")
+        self._check_output()
         check_onnx_metadata(self.card, self.session.get_modelmeta().custom_metadata_map, path=self.onnx_path)
         self.on_gpu = active in GPU_PROVIDERS
         self._bound = _Lanes([_BoundBatches(
@@ -597,6 +603,30 @@ class Classifier:
                        (name, options) for name, options in configured if name != "TensorrtExecutionProvider"],
             normalisation=self.card.normalisation) for session in lanes]) if self.on_gpu else None
         self.check_report = self.check() if check else None
+
+    def _check_output(self) -> None:
+        """Refuse a graph whose output is not the card's: its name, float32, and one probability per class
+        (a classifier: N x classes) or one score map (an anomaly model: N x 1 x h x w). A dimension the graph
+        leaves open is measured on one input of zeros."""
+        outputs = {output.name: output for output in self.session.get_outputs()}
+        output = outputs.get(self.card.output_name)
+        if output is None:
+            raise CardError(f"{self.onnx_path}: outputs {', '.join(outputs)}; the card names "
+                            f"{self.card.output_name!r}: the ONNX file and model.json are of different models")
+        if output.type != "tensor(float)":
+            raise CardError(f"{self.onnx_path}: output {output.name} is {output.type}; expected float32")
+        anomaly = self.card.task == "anomaly"
+        expected = (1,) if anomaly else (len(self.card.class_names),)
+        shape = list(output.shape[1:])
+        if any(not isinstance(size, int) for size in shape[: len(expected)]):
+            spec = self.card.input
+            probe = np.zeros((1, spec.channels, spec.height, spec.width), np.float32)
+            shape = list(self.session.run([output.name], {spec.name: probe})[0].shape[1:])
+        if len(shape) != (3 if anomaly else 1) or tuple(shape[: len(expected)]) != expected:
+            what = ("a score map of 1 x h x w" if anomaly else
+                    f"{expected[0]} class probabilities ({', '.join(self.card.class_names)})")
+            raise CardError(f"{self.onnx_path}: output {output.name} is batch x {' x '.join(map(str, shape))}; "
+                            f"the card expects {what}")
 
     @property
     def variant(self) -> str:
