@@ -158,3 +158,85 @@ def test_model_card_bytes(edits: list[tuple[float, bytes, int]]) -> None:
         (model / "model.json").write_bytes(_mutated((model / "model.json").read_bytes(), edits))
         with contextlib.suppress(InspectionError):
             read_card(model)
+
+
+# Structure-aware inputs: valid-looking files whose fields lie (sizes, digit counts, depth, encodings, NUL bytes),
+# the classes a byte-level mutation rarely reaches.
+HUGE_NUMBERS = st.one_of(st.integers(-(10**40), 10**40).map(str), st.sampled_from(
+    ["9" * 5000, "-1", "0x1", "0_2", "1e-300", "1e300", "nan", "inf", "\u00b2", "1\x00", "", " ", "F" * 30]))
+TEXT = st.one_of(st.text(max_size=40), st.sampled_from(["W\n1", "W\x001", "\uff1d1+1", "W;1", 'W"1', "{", "}"]))
+
+
+@EXAMPLES
+@given(rows=HUGE_NUMBERS, cols=HUGE_NUMBERS, bins=st.lists(HUGE_NUMBERS, max_size=6), wafer=TEXT)
+def test_sinf_fields_that_lie(rows: str, cols: str, bins: list[str], wafer: str) -> None:
+    text = f"WAFER:{wafer}\nROWCT:{rows}\nCOLCT:{cols}\nBCEQU:01\nRowData:{' '.join(bins)}\n"
+    _clean(read_sinf, text.encode("utf-8", "surrogatepass"), ".sinf")
+
+
+@EXAMPLES
+@given(encoding=st.sampled_from(["utf-8", "x-no-such", "utf-16", "ascii", "latin-1", ""]), x=HUGE_NUMBERS,
+       y=HUGE_NUMBERS, code=st.sampled_from(["ZZ", "FF", "01", "-1", "0x", "\x00\x00", "GG01"]), defs=st.booleans())
+def test_e142_fields_that_lie(encoding: str, x: str, y: str, code: str, defs: bool) -> None:
+    text = VALID["w.xml"].decode().replace('X="4"', f'X="{x}"', 1).replace('Y="3"', f'Y="{y}"', 1)
+    text = text.replace("<BinCode>FF0101FF</BinCode>", f"<BinCode>{code * 4}</BinCode>", 1)
+    if not defs:
+        text = text.replace("<BinDefinitions>", "<Ignored>").replace("</BinDefinitions>", "</Ignored>")
+    if encoding:
+        text = text.replace("encoding='utf-8'", f"encoding='{encoding}'").replace('encoding="utf-8"',
+                                                                                 f'encoding="{encoding}"')
+    _clean(read_e142, text.encode("utf-8", "surrogatepass"), ".xml")
+
+
+@EXAMPLES
+@given(slot=HUGE_NUMBERS, pitch=HUGE_NUMBERS, spec=st.sampled_from(["XINDEX YINDEX", "XINDEX", "XREL YREL", ""]),
+       wafer=TEXT)
+def test_klarf_fields_that_lie(slot: str, pitch: str, spec: str, wafer: str) -> None:
+    from inspection.wafermap.klarf import klarf_die_map
+
+    columns = ["DEFECTID", *spec.split()]
+    text = (f'FileVersion 1 2;\nLotID "L";\nWaferID "{wafer}";\nSlot {slot};\nDiePitch {pitch} 8000;\n'
+            f"DefectRecordSpec {len(columns)} {' '.join(columns)};\nDefectList\n {' '.join(['1'] * len(columns))};\n"
+            "EndOfFile;\n")
+    _clean(lambda path: klarf_die_map(read_klarf(path)), text.encode("utf-8", "surrogatepass"), ".klarf")
+
+
+@EXAMPLES
+@given(shape=st.lists(st.integers(0, 2**41), min_size=1, max_size=3),
+       dtype=st.sampled_from(["<u1", "<i8", "|O", "<f8", "<U9"]), name=st.sampled_from(["flat", "shapes", "label"]))
+def test_npz_headers_that_lie(shape: list[int], dtype: str, name: str) -> None:
+    """An npz member whose header declares a size it does not hold (a few bytes claiming terabytes)."""
+    import io
+    import zipfile
+
+    header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {tuple(shape)}, }}"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    member = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\x00" * 64
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(io.BytesIO(VALID["maps.npz"])) as valid:
+            for item in valid.namelist():
+                if item != f"{name}.npy":
+                    archive.writestr(item, valid.read(item))
+        archive.writestr(f"{name}.npy", member)
+    _clean(read_npz, buffer.getvalue(), ".npz")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(depth=st.integers(1, 20_000), digits=st.integers(1, 6000), nul=st.booleans())
+def test_deep_long_and_nul_cards_and_recipes(depth: int, digits: int, nul: bool) -> None:
+    """JSON nested thousands deep, integers thousands of digits long, NUL bytes: model cards and recipes."""
+    card = json.loads((REPO_ROOT / "models" / "die-patchnet-v1" / "model.json").read_text())
+    card["training"] = "DEEP"
+    with tempfile.TemporaryDirectory() as folder:
+        model = Path(shutil.copytree(REPO_ROOT / "models" / "die-patchnet-v1", Path(folder) / "m"))
+        text = json.dumps(card).replace('"DEEP"', "[" * depth + "]" * depth)
+        if digits > 30:
+            text = text.replace('"opset": 17', f'"opset": {"9" * digits}')
+        (model / "model.json").write_text(text.replace('"task"', '"ta\\u0000sk"') if nul else text)
+        with contextlib.suppress(InspectionError):
+            read_card(model)
+    recipe = RECIPE.decode() + "\nextra: " + "[" * min(depth, 5000) + "]" * min(depth, 5000) + "\n"
+    if nul:
+        recipe = recipe.replace("golden:", "golden: \x00x #", 1)
+    _clean(load_recipe, recipe.encode(), ".yaml")

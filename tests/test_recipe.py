@@ -107,7 +107,7 @@ def test_wrong_value_names_field_value_and_expectation(tmp_path: Path) -> None:
         load_recipe(write(tmp_path, data))
     message = str(error.value)
     assert "2 problem(s)" in message
-    assert "pixel_size_um: got -2; input should be greater than 0" in message
+    assert "pixel_size_um: got -2; input should be greater than or equal to 0.01" in message
     assert "pipeline.workers: got 'many'; input should be a valid integer" in message
 
 
@@ -168,6 +168,8 @@ def test_an_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     ("inspect", "min_area_px", "1.0e+35", "exceeded maximum size"),
     ("grade", "fail_area_um2", "1.0e+300", "less than or equal to 1000000000000"),
     ("preprocess", "roi_xywh_px", "[-5, 0, 10, 10]", "greater than or equal to 0"),
+    (None, "pixel_size_um", "1e-300", "greater than or equal to 0.01"),
+    ("pipeline", "workers", "true", "got True; expected a number"),
 ])
 def test_numbers_no_station_can_mean_are_refused_at_load(tmp_path: Path, section: str | None, field: str,
                                                          value: str, expected: str) -> None:
@@ -178,3 +180,18 @@ def test_numbers_no_station_can_mean_are_refused_at_load(tmp_path: Path, section
     with pytest.raises(RecipeError, match=expected) as caught:
         load_recipe(path)
     assert field in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("name: a\nname: b\n", r"key 'name' is given twice \(lines 1 and 2\)"),
+    ("name: a\nreference: {golden: \"x\\0y\"}\n", None),
+    ("name: a\x00b\n", r"recipe.yaml:1: control character U\+0000"),
+    ("extra: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 20 levels deep"),
+    ("extra: " + "[ " * 3000 + "] " * 3000 + "\n", "nested too deep for a recipe|nested more than 20"),
+])
+def test_recipe_text_that_no_person_wrote_is_refused_by_name(tmp_path: Path, text: str, expected: str | None) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(InspectionError, match=expected) as caught:
+        load_recipe(path)
+    assert "recipe.yaml" in str(caught.value)

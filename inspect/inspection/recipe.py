@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -46,6 +47,15 @@ _Pixels = Annotated[int, Field(ge=0, le=1_000_000)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every number finite
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_for_a_number(cls, value: Any, info: Any) -> Any:
+        """YAML's true and false are not numbers (``workers: true`` was taken as 1 worker)."""
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if isinstance(value, bool) and annotation in (int, float, int | None, float | None):
+            raise ValueError(f"got {value}; expected a number")
+        return value
 
 
 class PreprocessSettings(_Section):
@@ -337,7 +347,7 @@ class Recipe(_Section):
     @classmethod
     def _camera_uri(cls, value: Any) -> Any:
         return {"uri": value} if isinstance(value, str) else value
-    pixel_size_um: float = Field(..., gt=0, le=10_000)
+    pixel_size_um: float = Field(..., ge=0.01, le=10_000)  # 1e-300 stored every area as 0
     preprocess: PreprocessSettings = PreprocessSettings()
     reference: ReferenceSettings | None = None
     align: AlignSettings | None = None
@@ -491,12 +501,47 @@ def _read_yaml(name_or_path: str | Path) -> tuple[Any, Path]:
             f"recipe {str(name_or_path)!r}: no such file, and not a bundled recipe "
             f"(bundled: {', '.join(BUNDLED_RECIPES)})"
         )
+    for number, line in enumerate(text.splitlines(), 1):
+        bad = next((char for char in line if not char.isprintable() and char != "\t"), None)
+        if bad is not None:  # a NUL in a path ends it early in the OS; a control character in a name forges logs
+            raise RecipeError(f"{path}:{number}: control character U+{ord(bad):04X}; a recipe is printable text")
+    nesting = max((len(match) for match in re.findall(r"[\[{]+", text)), default=0)
+    if nesting > _MAX_RECIPE_DEPTH or _indent_depth(text) > _MAX_RECIPE_DEPTH:
+        raise RecipeError(f"{path}: nested more than {_MAX_RECIPE_DEPTH} levels deep; a recipe is a few sections "
+                          "of settings")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader that refuses repeated keys
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deep for a recipe") from None
     _check_expansion(data, path=path)
     return data, path
+
+
+_MAX_RECIPE_DEPTH = 20
+
+
+def _indent_depth(text: str) -> int:
+    """How many distinct indentation levels a block of YAML reaches: its nesting depth."""
+    return len({len(line) - len(line.lstrip(" ")) for line in text.splitlines() if line.strip()})
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last silently: a
+    recipe edited by hand would run a setting nobody sees)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def _model_folder(path: Path, field: str, given: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.wafermap.maps import FAILED, GOOD, NO_DIE, PATTERNS, WaferMapError, check_map
+from inspection.wafermap.maps import FAILED, GOOD, MAX_MAP_SIDE, NO_DIE, PATTERNS, WaferMapError, check_map
 
 E142_NAMESPACE = "urn:semi-org:xsd.E142-1.V1005.SubstrateMap"
 
@@ -40,6 +40,7 @@ def read_npz(path: str | Path) -> MapSet:
     """
     path = Path(path)
     try:
+        _check_npz_sizes(path)
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise WaferMapError(f"{path}: a single array, not an npz archive of flat, offsets and shapes")
@@ -61,8 +62,8 @@ def read_npz(path: str | Path) -> MapSet:
                                 f"{array.shape}")
     if len(shapes) == 0 or shapes.shape[1] != 2:
         raise WaferMapError(f"{path}: shapes must hold (rows, cols) of at least one map, got shape {shapes.shape}")
-    if (shapes < 1).any() or (shapes > 100_000).any():
-        raise WaferMapError(f"{path}: map shapes must be within 1..100000 dies a side")
+    if (shapes < 1).any() or (shapes > MAX_MAP_SIDE).any():
+        raise WaferMapError(f"{path}: map shapes must be within 1..{MAX_MAP_SIDE} dies a side")
     if len(offsets) != len(shapes) + 1 or offsets[0] != 0 or offsets[-1] != len(flat) or (np.diff(offsets) < 0).any():
         raise WaferMapError(f"{path}: offsets ({len(offsets)}) must rise from 0, be one longer than shapes "
                             f"({len(shapes)}) and end at len(flat) ({len(flat)})")
@@ -79,6 +80,50 @@ def read_npz(path: str | Path) -> MapSet:
         raise WaferMapError(f"{path}: {len(labels)} labels for {len(maps)} maps, or a label outside "
                             f"0..{len(names) - 1}")
     return MapSet(maps, labels, names)
+
+
+MAX_NPZ_ARRAY_BYTES = 4 << 30
+"""The largest array an npz may declare (WM-811K's 811,457 maps hold about 1.3 GB of dies)."""
+MAX_TEXT_MAP_BYTES = 64 << 20
+"""The largest SINF or E142 file read (a map of 5,000 x 5,000 dies in SINF's 3 characters a die is 75 MB)."""
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse an npz whose members declare more than ``MAX_NPZ_ARRAY_BYTES`` (or a non-numeric dtype) from their
+    headers, before any member is decompressed: a few kB can declare 2**40 elements, and a deflate bomb takes
+    minutes to inflate."""
+    if not zipfile.is_zipfile(path):
+        return  # np.load says what it is (or is not)
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            if not member.filename.endswith(".npy"):
+                continue
+            with archive.open(member) as handle:
+                try:
+                    version = np.lib.format.read_magic(handle)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                                   np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(handle)
+                except (ValueError, OSError, EOFError) as exc:
+                    raise WaferMapError(f"{path}: member {member.filename}: not a numpy array ({exc})") from None
+            if dtype.hasobject:
+                raise WaferMapError(f"{path}: member {member.filename} holds Python objects; pickles are refused")
+            elements = int(np.prod(shape, dtype=object)) if shape else 1
+            if elements * dtype.itemsize > MAX_NPZ_ARRAY_BYTES:
+                raise WaferMapError(f"{path}: member {member.filename} declares {shape} of {dtype} "
+                                    f"({elements * dtype.itemsize / 1e9:.3g} GB); at most "
+                                    f"{MAX_NPZ_ARRAY_BYTES / 1e9:.3g} GB is read")
+
+
+def _text_of(path: Path, *, what: str) -> str:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise WaferMapError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if size > MAX_TEXT_MAP_BYTES:
+        raise WaferMapError(f"{path}: {size / 1e6:.1f} MB; a {what} map of at most {MAX_MAP_SIDE} dies a side is "
+                            f"under {MAX_TEXT_MAP_BYTES / 1e6:.0f} MB")
+    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def write_npz(path: str | Path, map_set: MapSet) -> Path:
@@ -134,7 +179,7 @@ def read_sinf(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]
     path = Path(path)
     header: dict[str, str] = {}
     rows: list[list[str]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(_text_of(path, what="SINF").splitlines(), start=1):
         if not line.strip():
             continue
         key, sep, value = line.partition(":")
@@ -145,8 +190,10 @@ def read_sinf(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]
         else:
             header[key.strip().upper()] = value.strip()
     for key in ("ROWCT", "COLCT"):
-        if not header.get(key, "").isdigit():
-            raise WaferMapError(f"{path}: header {key} missing or not a number ({header.get(key)!r})")
+        text = header.get(key, "")
+        if not re.fullmatch(r"[0-9]{1,6}", text) or not 1 <= int(text) <= MAX_MAP_SIDE:
+            raise WaferMapError(f"{path}: header {key} {text[:20]!r}; expected a whole number of dies within "
+                                f"1..{MAX_MAP_SIDE}")
     row_count, col_count = int(header["ROWCT"]), int(header["COLCT"])
     if len(rows) != row_count:
         raise WaferMapError(f"{path}: ROWCT says {row_count} rows, the file has {len(rows)} RowData lines")
@@ -158,13 +205,12 @@ def read_sinf(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]
     states = np.zeros((row_count, col_count), np.uint8)
     for r, row in enumerate(rows):
         for c, code in enumerate(row):
-            if code.startswith("_") or code.startswith("@"):
+            if re.fullmatch(r"_+|@+", code):  # no die
                 continue
-            try:
-                bins[r, c] = int(code, 16)
-            except ValueError:
-                raise WaferMapError(f"{path}: RowData line {r + 1}, die {c + 1}: {code!r} is not a hex bin "
-                                    "code") from None
+            if not re.fullmatch(r"[0-9A-Fa-f]{1,4}", code):  # int(code, 16) takes -1, 0x1 and 0_2 too
+                raise WaferMapError(f"{path}: RowData line {r + 1}, die {c + 1}: {code[:20]!r} is not a bin code "
+                                    "(1-4 hex digits, or __ for no die)")
+            bins[r, c] = int(code, 16)
             states[r, c] = GOOD if code.upper() in good_bins else FAILED
     return check_map(states, source=str(path)), bins, header
 
@@ -258,10 +304,13 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
         Naming the file and what disagrees (rows or columns against the layout, an unknown bin).
     """
     path = Path(path)
+    _text_of(path, what="E142")  # its size bounded before the parser reads it
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
         raise WaferMapError(f"{path}: not well-formed XML ({exc})") from None
+    except (LookupError, ValueError) as exc:  # encoding="x-no-such", or an encoding Python cannot decode
+        raise WaferMapError(f"{path}: not readable XML ({exc})") from None
     namespace = re.match(r"\{(.*)\}", root.tag)
     ns = {"e": namespace.group(1)} if namespace else {"e": ""}
     prefix = "e:" if namespace else ""
@@ -270,8 +319,9 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     if dimension is None or bin_map is None:
         raise WaferMapError(f"{path}: no Layout Dimension or BinCodeMap element; not an E142 substrate map")
     size = (dimension.get("X", ""), dimension.get("Y", ""))
-    if not all(text.isdigit() and 1 <= int(text) <= 100_000 for text in size):
-        raise WaferMapError(f"{path}: Dimension X={size[0]!r} Y={size[1]!r}; expected whole numbers within 1..100000")
+    if not all(re.fullmatch(r"[0-9]{1,6}", text) and 1 <= int(text) <= MAX_MAP_SIDE for text in size):
+        raise WaferMapError(f"{path}: Dimension X={size[0][:20]!r} Y={size[1][:20]!r}; expected whole numbers within "
+                            f"1..{MAX_MAP_SIDE}")
     columns, row_count = int(size[0]), int(size[1])
     null_bin = bin_map.get("NullBin", "FF").upper()
     width = len(null_bin)
@@ -289,6 +339,9 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
             code = row[c * width : (c + 1) * width]
             if code == null_bin:
                 continue
+            if not definitions and not re.fullmatch(r"[0-9A-F]+", code):
+                raise WaferMapError(f"{path}: BinCode row {r + 1}, die {c + 1}: {code!r} is not a hexadecimal bin "
+                                    "and the map has no BinDefinitions")
             if definitions and code not in definitions:  # as the SINF reader refuses a bin it cannot read
                 raise WaferMapError(f"{path}: BinCode row {r + 1}, die {c + 1}: bin {code!r} is not among the "
                                     f"BinDefinitions ({', '.join(sorted(definitions))}) nor the NullBin {null_bin!r}")

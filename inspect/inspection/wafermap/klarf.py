@@ -50,6 +50,10 @@ class Klarf:
     header: dict[str, str] = field(default_factory=dict)
 
 
+MIN_DIE_PITCH_UM = 1.0
+"""The smallest die pitch read (a die pitch of 1e-300 um made every defect its own die)."""
+
+
 def _stamp(moment: datetime) -> str:
     return moment.strftime("%m-%d-%y %H:%M:%S")
 
@@ -298,11 +302,12 @@ def _read_flat(text: str, source: str) -> Klarf:
         centre = tuple(_finite(v) for v in values.get("SampleCenterLocation", ["0", "0"])[:2])
     except (ValueError, IndexError) as exc:
         raise KlarfError(f"{source}: a number was expected: {exc}") from None
-    if len(pitch) != 2 or not all(0 < p <= 1_000_000 for p in pitch):
-        raise KlarfError(f"{source}: DiePitch {values['DiePitch'][:2]}; expected two pitches within 0..1000000 um")
+    if len(pitch) != 2 or not all(MIN_DIE_PITCH_UM <= p <= 1_000_000 for p in pitch):
+        raise KlarfError(f"{source}: DiePitch {values['DiePitch'][:2]}; expected two pitches within "
+                         f"{MIN_DIE_PITCH_UM:g}..1000000 um")
     slot_text = values.get("Slot", ["0"])[0]
-    if not re.fullmatch(r"\d+", slot_text):
-        raise KlarfError(f"{source}: Slot {slot_text!r} is not a whole number")
+    if not re.fullmatch(r"\d{1,4}", slot_text):
+        raise KlarfError(f"{source}: Slot {slot_text[:40]!r} is not a slot number (at most 4 digits)")
     return Klarf(" ".join(values.get("LotID", [""])), " ".join(values["WaferID"]), int(slot_text),
                  (pitch[0], pitch[1]), (centre[0], centre[1]), class_names, tested, defects, summary, header)
 
@@ -443,8 +448,9 @@ def _read_nested(text: str, source: str) -> Klarf:
         slot = _index((wafer.value("SlotNumber") or ["0"])[0])
     except (KeyError, ValueError, IndexError) as exc:
         raise KlarfError(f"{source}: a number was expected: {exc}") from None
-    if len(pitch) != 2 or not all(0 < p <= 1_000_000 for p in pitch):
-        raise KlarfError(f"{source}: DiePitch {pitch_nm}; expected two pitches within 0..1000000000 nm")
+    if len(pitch) != 2 or not all(MIN_DIE_PITCH_UM <= p <= 1_000_000 for p in pitch):
+        raise KlarfError(f"{source}: DiePitch {pitch_nm}; expected two pitches within "
+                         f"{MIN_DIE_PITCH_UM * 1000:g}..1000000000 nm")
     header = {name: " ".join(values) for node in (root, lot, wafer) for name, values in node.fields.items()}
     return Klarf(lot.name, wafer.name, slot, (pitch[0], pitch[1]), (centre[0], centre[1]), class_names, tested,
                  defects, summary, header)
@@ -467,6 +473,9 @@ def _defect18(row: dict[str, str | None]) -> dict[str, float]:
 def klarf_die_map(klarf: Klarf) -> tuple[np.ndarray, tuple[int, int]]:
     """The WM-811K die map of a KLARF (tested dies good, dies with a defect failed) and the (XINDEX, YINDEX) of
     its top-left cell. Rows run down the screen (YINDEX decreasing)."""
+    if any("XINDEX" not in d or "YINDEX" not in d for d in klarf.defects):
+        raise KlarfError("the defect list has no XINDEX and YINDEX columns: the dies of its defects are unknown, "
+                         "so there is no die map")
     indices = list(klarf.tested_dies) or [(int(d["XINDEX"]), int(d["YINDEX"])) for d in klarf.defects]
     if not indices:
         raise KlarfError("the KLARF lists neither tested dies nor defects: no die map")

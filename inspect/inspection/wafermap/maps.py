@@ -33,6 +33,10 @@ class WaferMapError(InspectionError, ValueError):
     """A wafer map that breaks the encoding or its file format; the message names the source."""
 
 
+MAX_MAP_SIDE = 5000
+"""Dies a side of the largest map read: a 300 mm wafer of 0.06 mm dies."""
+
+
 def check_map(die_map: np.ndarray, *, source: str) -> np.ndarray:
     """A die map checked: 2-D, holds dies, only the WM-811K states.
 
@@ -57,6 +61,9 @@ def check_map(die_map: np.ndarray, *, source: str) -> np.ndarray:
         raise WaferMapError(f"{source}: a wafer map is a 2-D array of die states, got shape {array.shape}")
     if array.size == 0:
         raise WaferMapError(f"{source}: empty wafer map (shape {array.shape})")
+    if max(array.shape) > MAX_MAP_SIDE:
+        raise WaferMapError(f"{source}: a map of {array.shape[0]} x {array.shape[1]} dies; at most {MAX_MAP_SIDE} a "
+                            "side")
     if array.dtype.kind not in "iu":
         raise WaferMapError(f"{source}: die states must be integers 0/1/2, got dtype {array.dtype}")
     bad = np.setdiff1d(np.unique(array), (NO_DIE, GOOD, FAILED))
