@@ -18,6 +18,14 @@ from inspection.acquire import CameraError, open_camera
         ("folder:", r"expected folder:PATH"),
         ("opencv:", r"expected opencv:INDEX"),
         ("genicam:/nowhere/producer.cti", r"GenTL producer /nowhere/producer.cti does not exist"),
+        ("sim:wafer?seed=-1", r"seed must be within 0..4294967295, got -1"),
+        ("folder:/tmp?watch=1&watch=0", r"option watch is given twice"),
+        ("folder:/tmp?glob=", r"glob=''; expected a file-name pattern inside the folder"),
+        ("folder:/tmp?glob=/etc/*", r"glob='/etc/\*'"),
+        ("folder:/tmp?glob=../../../etc/host*", r"no '\.\.'"),
+        ("folder:/tmp?glob=a**b", r"\*\* only as a whole part"),
+        ("folder:/tmp/" + "x" * 5000, r"camera URI of 5012 characters"),
+        ("folder:/tmp/a\x00b", r"holds a control character"),
     ],
 )
 def test_bad_uris_say_what_is_wrong(uri: str, message: str) -> None:
@@ -34,3 +42,19 @@ def test_genicam_without_producer_searches_the_standard_path(monkeypatch: pytest
 def test_opencv_unopenable_target() -> None:
     with pytest.raises(CameraError, match=r"OpenCV cannot open stream URL '/no/such/video.avi'"):
         open_camera("opencv:/no/such/video.avi").open()
+
+
+def test_a_fifo_under_an_image_name_is_skipped_not_waited_on(tmp_path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: the line would hang forever."""
+    import os
+
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "f000.png"), np.zeros((16, 16), np.uint8))
+    os.mkfifo(tmp_path / "f001x.png")
+    with open_camera(f"folder:{tmp_path}") as camera:
+        frame = camera.grab(timeout_s=1.0)
+        assert frame.path is not None and frame.path.endswith("f000.png")
+        [skipped] = camera.take_skipped()
+        assert skipped.path.endswith("f001x.png") and "not a regular file" in skipped.reason

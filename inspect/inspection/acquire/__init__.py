@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -46,11 +46,16 @@ __all__ = [
 ]
 
 
+MAX_URI_CHARS = 2048
+
+
 def _options(uri: str, query: str, allowed: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key, raw in parse_qsl(query, keep_blank_values=True):
         if key not in allowed:
             raise CameraError(f"{uri}: unknown option {key!r}; expected one of: {', '.join(allowed) or 'none'}")
+        if key in options:
+            raise CameraError(f"{uri}: option {key} is given twice; give it once")
         try:
             options[key] = allowed[key](raw)
         except ValueError:
@@ -78,6 +83,8 @@ def _folder(uri: str, target: str, query: str) -> Camera:
                                  "max_pixels": int})
     if not target:
         raise CameraError(f"{uri}: expected folder:PATH")
+    if "glob" in opts:
+        _check_glob(uri, opts["glob"])
     if opts.get("max_pixels", 1) < 1:
         raise CameraError(f"{uri}: max_pixels must be at least 1, got {opts['max_pixels']}")
     if not 0 <= opts.get("settle_s", 0.5) <= 3600:
@@ -88,6 +95,16 @@ def _folder(uri: str, target: str, query: str) -> Camera:
     return FolderCamera(uri, Path(target), watch=opts.get("watch", False), settle_s=opts.get("settle_s", 0.5),
                         bit_depth=opts.get("bit_depth"), glob=opts.get("glob", "*"),
                         max_pixels=opts.get("max_pixels", MAX_IMAGE_PIXELS))
+
+
+def _check_glob(uri: str, pattern: str) -> None:
+    """A glob that stays inside its folder and that pathlib can run: relative, no ``..``, ``**`` only as a
+    whole part."""
+    parts = PurePosixPath(pattern).parts
+    if not pattern or len(pattern) > 200 or pattern.startswith(("/", "\\")) or ".." in parts or any(
+            "**" in part and part != "**" for part in parts):
+        raise CameraError(f"{uri}: glob={pattern[:60]!r}; expected a file-name pattern inside the folder, such as "
+                          "*.png or lot7_*.tif (not empty, no leading /, no '..', ** only as a whole part)")
 
 
 def _genicam(uri: str, target: str, query: str) -> Camera:
@@ -119,6 +136,8 @@ def _sim(uri: str, target: str, query: str) -> Camera:
     if target not in SIM_KINDS:
         raise CameraError(f"{uri}: unknown synthetic source {target!r}; expected one of: {', '.join(SIM_KINDS)}")
     opts = _options(uri, query, {"fps": float, "seed": int, "defect_rate": float, "size": int, "bit_depth": int})
+    if not 0 <= opts.get("seed", 0) < 2**32:
+        raise CameraError(f"{uri}: seed must be within 0..4294967295, got {opts['seed']}")
     if not 0 <= opts.get("defect_rate", 0.3) <= 1:
         raise CameraError(f"{uri}: defect_rate must be within 0..1, got {opts['defect_rate']}")
     if opts.get("bit_depth", 8) not in (8, 10, 12, 14, 16):
@@ -158,6 +177,10 @@ def open_camera(uri: str) -> Camera:
     CameraError
         Naming the URI and what was expected or found.
     """
+    if len(uri) > MAX_URI_CHARS:
+        raise CameraError(f"camera URI of {len(uri)} characters ({uri[:40]!r}...); at most {MAX_URI_CHARS}")
+    if any(not char.isprintable() for char in uri):  # a NUL would end the path early in the OS
+        raise CameraError(f"camera URI {uri[:60]!r}: holds a control character; expected printable text")
     scheme, sep, rest = uri.partition(":")
     if not sep or scheme not in SCHEMES:
         raise CameraError(

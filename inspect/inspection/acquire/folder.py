@@ -10,6 +10,7 @@ a writer that paused longer than ``settle_s`` does not lose its part.
 
 from __future__ import annotations
 
+import stat
 import time
 from pathlib import Path
 
@@ -121,25 +122,38 @@ class FolderCamera(Camera):
                 )
 
     def _candidates(self) -> list[Path]:
-        return [
-            p for p in self.folder.glob(self.glob)
-            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p not in self._seen
-        ]
+        """Image files not taken yet. Anything else under an image's name (a FIFO, which would block its reader
+        forever, a device, a folder) is skipped once as an event."""
+        found = []
+        for path in self.folder.glob(self.glob):
+            if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".") or path in self._seen:
+                continue
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError:  # gone meanwhile, or a dangling link
+                continue
+            if not regular:
+                self._seen.add(path)
+                self._skipped.append(SkippedInput(self.uri, str(path), f"{path}: not a regular file (a FIFO, device "
+                                                                       "or folder); skipped"))
+                continue
+            found.append(path)
+        return found
 
     def _settled(self) -> list[Path]:
         """New files that are complete: not empty, unchanged since the previous poll and untouched for settle_s."""
         ready = []
         for path in self._candidates():
             try:
-                stat = path.stat()
+                status = path.stat()
             except FileNotFoundError:
                 continue
-            signature = (stat.st_size, stat.st_mtime_ns)
+            signature = (status.st_size, status.st_mtime_ns)
             if self._failed.get(path) == signature:
                 continue
             unchanged = self._signatures.get(path) == signature
             self._signatures[path] = signature
-            if unchanged and stat.st_size > 0 and time.time() - stat.st_mtime >= self.settle_s:
+            if unchanged and status.st_size > 0 and time.time() - status.st_mtime >= self.settle_s:
                 ready.append(path)
         return sorted(ready)
 
