@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,11 @@ def served(db: Path, *, review_token: str | None = None) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def local_client(app: Any) -> Any:
+    """A test client that reaches the station by its loopback address, as a browser on the station does (the
+    station answers 421 to other Host names)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1")

@@ -19,10 +19,10 @@ from inspection.report.lots import read_review_dies
 from inspection.report.reviews import ReviewError, UnknownResult, add_review, export_labels, read_reviews
 from tests.conftest import run_cli
 from tests.serve.browser import Browser, find_chromium
-from tests.serve.conftest import served
+from tests.serve.conftest import local_client, served
 
 fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+
 
 from inspection.serve import MAX_BODY_BYTES, create_app  # noqa: E402
 
@@ -99,10 +99,10 @@ def test_review_requests_are_refused_with_their_reason(review_db: Path) -> None:
     result = next(row for row in read_results(review_db) if row["detections"])
     review = {"result_id": result["id"], "detection": 0, "label": "scratch", "reviewer": "ann"}
     with_token = {"Authorization": f"Bearer {TOKEN}"}
-    client = TestClient(create_app(review_db, review_token=TOKEN))
+    client = local_client(create_app(review_db, review_token=TOKEN))
     assert client.post("/api/reviews", json=review).status_code == 401
     assert client.post("/api/reviews", json=review, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    read_only = TestClient(create_app(review_db)).post("/api/reviews", json=review, headers=with_token)
+    read_only = local_client(create_app(review_db)).post("/api/reviews", json=review, headers=with_token)
     assert read_only.status_code == 403 and "review is off" in read_only.json()["detail"]
     refused = {
         "unknown result": ({**review, "result_id": 10**9}, 404),
@@ -177,7 +177,7 @@ def test_dies_of_a_graded_lot_are_reviewed_exported_and_trained_on(graded_lots: 
     dies = read_review_dies(db)
     assert dies and {die["wafer_id"] for die in dies} == {"wafer-01", "wafer-02"}
     assert all(cv2.imdecode(np.frombuffer(die["input_png"], np.uint8), cv2.IMREAD_UNCHANGED).ndim == 3 for die in dies)
-    client = TestClient(create_app(tmp_path / "none.db", lots=lots, review_token=TOKEN))
+    client = local_client(create_app(tmp_path / "none.db", lots=lots, review_token=TOKEN))
     assert '<a href="/lot-review?lot=lot-a">review dies</a>' in client.get("/lots").text
     page = client.get("/lot-review", params={"lot": "lot-a"}).text
     assert page.count("<button data-index=") == len(dies) and f"{len(dies)} dies to review" in page

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.serve.conftest import served
+from tests.serve.conftest import local_client, served
 
 fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+
 
 from inspection.serve import create_app  # noqa: E402
 
 
 def test_status_history_and_pictures(line_db: Path) -> None:
-    client = TestClient(create_app(line_db))
+    client = local_client(create_app(line_db))
     status = client.get("/api/status").json()
     counts = status["run"]["verdicts"]
     assert sum(counts.values()) == 40 and status["fps"] > 0 and status["latency_p99_ms"] >= status["latency_p50_ms"]
@@ -35,7 +35,7 @@ def test_status_history_and_pictures(line_db: Path) -> None:
 
 
 def test_bad_requests_are_refused_and_paths_never_come_from_the_url(line_db: Path) -> None:
-    client = TestClient(create_app(line_db))
+    client = local_client(create_app(line_db))
     assert client.get("/pictures/abc").status_code == 422
     assert client.get("/pictures/-1").status_code == 422
     assert client.get("/pictures/999999").status_code == 404
@@ -43,13 +43,13 @@ def test_bad_requests_are_refused_and_paths_never_come_from_the_url(line_db: Pat
     assert client.get("/runs/77").status_code == 404
     assert client.post("/api/status", content=b"x" * 1_000_000).status_code == 413  # refused unread
     assert client.post("/api/status").status_code == 405
-    assert TestClient(create_app(line_db.parent / "none.db")).get("/api/status").json()["run"] is None
+    assert local_client(create_app(line_db.parent / "none.db")).get("/api/status").json()["run"] is None
 
 
 def test_a_new_commit_is_on_the_status_at_once(line_db: Path, tmp_path: Path) -> None:
     db = tmp_path / "live.db"
     shutil.copy(line_db, db)
-    client = TestClient(create_app(db))
+    client = local_client(create_app(db))
     before = client.get("/api/status").json()
     run_cli("run", "--recipe", "wafer-die", "--camera", "sim:wafer", "--frames", "1", "--db", str(db), "-q")
     seen = time.perf_counter()
@@ -76,7 +76,7 @@ def test_station_page_in_a_real_browser(line_db: Path, tmp_path: Path) -> None:
 
 def test_lot_reports_are_listed_and_served_from_their_folder(line_db: Path, graded_lots: Path) -> None:
     lots = graded_lots
-    client = TestClient(create_app(line_db, lots=lots))
+    client = local_client(create_app(line_db, lots=lots))
     page = client.get("/lots").text
     assert 'href="/lot-files/lot-a/report.html"' in page and "<td>2</td>" in page
     report = client.get("/lot-files/lot-a/report.html")
@@ -85,4 +85,25 @@ def test_lot_reports_are_listed_and_served_from_their_folder(line_db: Path, grad
     assert client.get(f"/lot-files/lot-a/klarf/{klarf}").text.startswith("Record FileRecord")
     assert client.get("/lot-files/../line.db").status_code == 404
     assert client.get("/lot-files/lot-a/%2e%2e/%2e%2e/line.db").status_code == 404
-    assert TestClient(create_app(line_db)).get("/lots").status_code == 404
+    assert local_client(create_app(line_db)).get("/lots").status_code == 404
+
+
+def test_other_host_names_paths_and_forged_log_lines_are_refused(line_db: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """DNS rebinding reads pages through an attacker's name: its Host is not one the station answers to."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(line_db)
+    assert TestClient(app, base_url="http://attacker.example").get("/api/status").status_code == 421
+    assert TestClient(app, base_url="http://127.0.0.1:8000").get("/api/status").status_code == 200
+    assert TestClient(app, base_url="http://[::1]:8000").get("/api/status").status_code == 200
+    named = create_app(line_db, hosts=("station-7.fab.example",))
+    assert TestClient(named, base_url="http://station-7.fab.example").get("/api/status").status_code == 200
+    client = local_client(app)
+    result = client.get("/api/results/1").json()
+    assert "image_path" not in result and "crop_paths" not in result and str(line_db.parent) not in str(result)
+    assert result["picture"] in (None, "/pictures/1")
+    caplog.clear()
+    client.get("/no-such%0Arefused GET /forged from 10.0.0.1")
+    assert not any("\nrefused" in record.getMessage() for record in caplog.records)
+    assert any("\\x0a" in record.getMessage() for record in caplog.records)

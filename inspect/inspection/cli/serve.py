@@ -20,7 +20,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from inspection.serve import create_app
+        from inspection.serve import LOOPBACK_HOSTS, create_app
     except ImportError as exc:
         raise UsageError(f"inspect serve needs the [serve] extra (fastapi, uvicorn): pip install "
                          f"'wafer-inspect[serve]' ({exc})") from None
@@ -30,7 +30,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--lots {args.lots}: not a folder (a folder of `inspect grade --out` folders)")
     token = os.environ.get(TOKEN_VARIABLE) or None
     try:
-        app = create_app(args.db, lots=args.lots, review_token=token)
+        hosts = (*LOOPBACK_HOSTS, *([args.host] if args.host not in ("0.0.0.0", "::") else []), *args.allow_host)
+        app = create_app(args.db, lots=args.lots, review_token=token, hosts=hosts)
     except ValueError as exc:
         raise UsageError(f"{TOKEN_VARIABLE}: {exc}") from None
     access = "review with the token in $" + TOKEN_VARIABLE if token else f"read-only; set {TOKEN_VARIABLE} to review"
@@ -71,6 +72,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        "`inspect grade --out` folder) at /lots")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a name browsers reach the station by (its DNS name); requests whose Host is not "
+                            "--host, a loopback address or one of these get HTTP 421 (repeatable)")
     serve.set_defaults(handler=cmd_serve)
 
     labels = commands.add_parser("labels", help="reviewed detections: list them, or export them for inspect train")

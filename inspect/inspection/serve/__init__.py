@@ -19,7 +19,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -202,19 +202,33 @@ class DieReviewRequest(BaseModel):
     reviewer: str = Field(max_length=40)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""The names a station answers to by default: its loopback addresses (``inspect serve --allow-host`` adds)."""
+
+
+def _host_name(header: str) -> str:
+    """The host of a Host header, without its port (``[::1]:8000`` gives ``::1``)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 class RequestGuard:
     """ASGI middleware: refuses request bodies over :data:`MAX_BODY_BYTES` (by their Content-Length, or as they
     stream in, unread past the limit) and logs every refused request with its client and status."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], *, hosts: Sequence[str] = LOOPBACK_HOSTS) -> None:
         self.app = app
+        self.hosts = {host.lower() for host in hosts}
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        where = f"{scope['method']} {scope['path']} from {(scope.get('client') or ('?',))[0]}"
+        path = "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in scope["path"][:300])
+        where = f"{scope['method']} {path} from {(scope.get('client') or ('?',))[0]}"  # a %0A forges no log line
 
         refused: list[int] = []
 
@@ -226,6 +240,11 @@ class RequestGuard:
                     "utf-8", "replace"))
             await send(message)
 
+        host = _host_name(dict(scope["headers"]).get(b"host", b"").decode("latin-1"))
+        if host not in self.hosts:  # a page read through a name the attacker's DNS points here (DNS rebinding)
+            await JSONResponse({"detail": f"Host {host[:60]!r} is not one this station answers to; start it with "
+                                          "--allow-host NAME to add one"}, status_code=421)(scope, receive, logged_send)
+            return
         too_large = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
@@ -253,7 +272,8 @@ class RequestGuard:
         await self.app(scope, replay, logged_send)
 
 
-def create_app(db: Path, *, lots: Path | None = None, review_token: str | None = None) -> FastAPI:
+def create_app(db: Path, *, lots: Path | None = None, review_token: str | None = None,
+               hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
     """The web application over ``db`` and, when given, the lot reports in ``lots``.
 
     Parameters
@@ -265,6 +285,8 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
     review_token : str, optional
         The token a review must bring (``Authorization: Bearer TOKEN``), at least 16 characters; None: review
         is off and everything is read-only.
+    hosts : sequence of str
+        The names and addresses requests may carry as their Host (others get HTTP 421).
 
     Returns
     -------
@@ -284,7 +306,7 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
         raise ValueError(f"the review token has {len(review_token)} characters; use at least {MIN_TOKEN_CHARS} "
                          "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
     app = FastAPI(title="wafer-inspect station", docs_url=None, redoc_url=None)
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, hosts=hosts)
 
     def runs() -> list[dict[str, Any]]:
         return read_runs(db) if db.is_file() else []
@@ -327,6 +349,9 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
     def api_result(result_id: ResultId) -> dict[str, Any]:
         row = _result(db, result_id)
         reviews = read_reviews(db, result_id=result_id)
+        crops = row.pop("crop_paths") or []
+        row["picture"] = f"/pictures/{result_id}" if row.pop("image_path") else None  # URLs, not server paths
+        row["crops"] = [f"/crops/{result_id}/{index}" if crop else None for index, crop in enumerate(crops)]
         return {**row, "reviews": {str(index): reviews[result_id, index] for _, index in reviews}}
 
     @app.get("/results/{result_id}", response_class=HTMLResponse)
