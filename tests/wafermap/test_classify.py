@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +163,28 @@ def test_default_model_on_the_held_out_real_maps(tmp_path: Path) -> None:
     low, high = report["ci95"]["macro_f1"]
     assert low < report["macro_f1"] < high and high - low < 0.05, report["ci95"]
     assert set(report["ci95"]["recall"]) == set(report["per_class"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
+def test_wafermap_eval_workers_die_with_their_parent(tmp_path: Path, signal_number: int) -> None:
+    from tests.lot.test_grade import _alive, _children
+
+    rng = np.random.default_rng(0)
+    disc = np.hypot(*np.mgrid[-20:20, -20:20]) < 19
+    maps = [np.where(disc, rng.integers(1, 3, disc.shape), 0).astype(np.uint8) for _ in range(20_000)]
+    data = write_npz(tmp_path / "many.npz", MapSet(maps, np.zeros(len(maps), np.int64), PATTERNS))
+    process = subprocess.Popen([sys.executable, "-m", "inspection", "wafermap", "eval", str(data), "--model",
+                                str(REPO_ROOT / "models" / "wafermap-patchnet-v5"), "--workers", "2"],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, workers = time.monotonic() + 120, set()
+    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+        workers = _children(process.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the pool's workers did not start"
+    process.send_signal(signal_number)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _alive(pid)]

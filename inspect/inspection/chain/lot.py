@@ -9,10 +9,7 @@ wafer.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -32,6 +29,7 @@ from inspection.report.lots import LotStore
 from inspection.report.store import StoreError
 from inspection.sim.lot import read_truth
 from inspection.types import Frame, GradedWafer, InspectionError, LotItem, Verdict
+from inspection.workers import die_with_parent
 
 THUMBNAILS_PER_WAFER = 4
 REVIEW_DIES_PER_WAFER = 32
@@ -116,26 +114,9 @@ def _truth_classes(item: LotItem, rows: np.ndarray, cols: np.ndarray, class_name
 _WORKER: Chain | None = None
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Make this worker process end when its parent does, whatever signal ended the parent (SIGKILL included).
-
-    Linux's parent-death signal; elsewhere the pool's own shutdown is all there is. Ctrl-C is the parent's to
-    handle: a worker ignores SIGINT, so the terminal gets one message, not a traceback per process.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(1)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
 def _init_worker(recipe: Recipe, threads: int, parent_pid: int) -> None:
     global _WORKER
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     _WORKER = build_chain(recipe, threads=threads)
 
 

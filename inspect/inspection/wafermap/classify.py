@@ -6,6 +6,7 @@ grey levels 0 / 127 / 254 for no die / good / failed, the same function at train
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,7 @@ from inspection.classify.runtime import Device, SessionSettings
 from inspection.types import Layout
 from inspection.wafermap.classical import ClassicalWaferMapModel
 from inspection.wafermap.maps import PATTERNS, ROOT_CAUSES, failure_density, resize_map, yield_fraction
+from inspection.workers import die_with_parent
 
 TASK = "wafermap"
 GREY_PER_STATE = 127
@@ -87,8 +89,9 @@ def load_wafermap_model(model_dir: str | Path, *, threads: int = 0, device: Devi
 _WORKER_MODEL: WaferMapModel | None = None
 
 
-def _load_worker_model(model_dir: str, device: Device) -> None:
+def _load_worker_model(model_dir: str, device: Device, parent_pid: int) -> None:
     global _WORKER_MODEL
+    die_with_parent(parent_pid)  # a killed `inspect wafermap eval` left its workers alive, holding its pipe
     _WORKER_MODEL = load_wafermap_model(model_dir, threads=1, device=device)
 
 
@@ -110,7 +113,8 @@ class WaferMapModelPool:
         # A wrong folder or device fails here, not in a worker.
         self.class_names = load_wafermap_model(model_dir, threads=1, device=device).class_names
         self.workers = workers
-        self.pool = ProcessPoolExecutor(workers, initializer=_load_worker_model, initargs=(str(model_dir), device))
+        self.pool = ProcessPoolExecutor(workers, initializer=_load_worker_model,
+                                        initargs=(str(model_dir), device, os.getpid()))
 
     def probabilities(self, maps: list[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
         """One share of ``maps`` per worker, in chunks of at most ``batch_size``."""
