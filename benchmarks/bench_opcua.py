@@ -93,7 +93,8 @@ def _run(camera: str, recipe: str, parts: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         db = Path(scratch) / "line.db"
         line = subprocess.Popen([sys.executable, "-m", "inspection", "run", "--recipe", recipe, "--camera", camera,
-                                 "--db", str(db), "--opcua", endpoint, "--opcua-user", "plc", "-q"],
+                                 "--db", str(db), "--opcua", endpoint, "--opcua-user", "plc",
+                                 "--opcua-plaintext-passwords", "-q"],
                                 env={**os.environ, "INSPECT_OPCUA_PASSWORD": PASSWORD}, stderr=subprocess.PIPE,
                                 text=True)
         try:

@@ -266,10 +266,21 @@ class OpcUaSettings(_Section):
     Basic256Sha256 endpoints (signed, and signed and encrypted)."""
     private_key: str | None = None
     """The server's private key (PEM, relative to the recipe)."""
+    plaintext_passwords: bool = False
+    """Let ``user``'s password cross the unencrypted endpoint (a closed network only); otherwise a user needs the
+    server's certificate, and the server then offers only its signed-and-encrypted endpoint."""
     trusted_users: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(default_factory=dict)
     """User name -> the user's certificate (relative to the recipe): a session that proves it holds one of these
     (its X509 identity token, or the client certificate of a signed connection) may trigger, start and stop;
     another certificate only reads. Needs ``certificate``."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _port_in_range(cls, endpoint: str) -> str:
+        port = int(endpoint.rstrip("/").rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not within 1..65535")
+        return endpoint
 
     @model_validator(mode="after")
     def _security_complete(self) -> OpcUaSettings:

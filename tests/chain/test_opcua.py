@@ -38,7 +38,7 @@ def _start_line(tmp_path: Path, camera: str) -> tuple[subprocess.Popen[str], str
     endpoint, db = f"opc.tcp://127.0.0.1:{_free_port()}", tmp_path / "line.db"
     line = subprocess.Popen(
         [sys.executable, "-m", "inspection", "run", "--recipe", "wafer-die", "--camera", camera, "--db", str(db),
-         "--opcua", endpoint, "--opcua-user", "plc", "-q"],
+         "--opcua", endpoint, "--opcua-user", "plc", "--opcua-plaintext-passwords", "-q"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "INSPECT_OPCUA_PASSWORD": PASSWORD})
     return line, endpoint, db
 
@@ -172,7 +172,8 @@ def test_anonymous_clients_read_but_cannot_trigger_or_call(tmp_path: Path) -> No
 
 def test_a_user_without_a_password_is_refused_before_anything_starts(tmp_path: Path) -> None:
     process = subprocess.run([sys.executable, "-m", "inspection", "run", "--recipe", "wafer-die", "--camera",
-                              "sim:wafer", "--opcua", "opc.tcp://127.0.0.1:4999", "--opcua-user", "plc", "--db",
+                              "sim:wafer", "--opcua", "opc.tcp://127.0.0.1:4999", "--opcua-user", "plc",
+                              "--opcua-plaintext-passwords", "--db",
                               str(tmp_path / "x.db")], capture_output=True, text=True, timeout=60,
                              env={k: v for k, v in os.environ.items() if k != "INSPECT_OPCUA_PASSWORD"})
     assert process.returncode == 2 and "INSPECT_OPCUA_PASSWORD" in process.stderr
@@ -187,7 +188,8 @@ def test_the_recipe_names_the_endpoint_and_user(tmp_path: Path) -> None:
     endpoint = f"opc.tcp://127.0.0.1:{_free_port()}"
     station = yaml.safe_load((Path(load_recipe("wafer-die").source_path or "")).read_text())
     recipe = tmp_path / "station.yaml"
-    recipe.write_text(yaml.safe_dump({**station, "opcua": {"endpoint": endpoint, "user": "plc"}}))
+    opcua = {"endpoint": endpoint, "user": "plc", "plaintext_passwords": True}
+    recipe.write_text(yaml.safe_dump({**station, "opcua": opcua}))
     line = subprocess.Popen([sys.executable, "-m", "inspection", "run", "--recipe", str(recipe), "--camera",
                              "sim:wafer", "--db", str(tmp_path / "line.db"), "-q"], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "INSPECT_OPCUA_PASSWORD": PASSWORD})
@@ -339,3 +341,27 @@ def test_a_trusted_certificate_may_trigger_and_call_and_an_unknown_one_only_read
     recipe.write_text(yaml.safe_dump({**station, "opcua": {**security, "trusted_users": {"mes": "none.der"}}}))
     with pytest.raises(RecipeError, match=r"opcua\.trusted_users\.mes: none\.der: no such file"):
         load_recipe(recipe)
+
+
+def test_passwords_never_cross_in_clear_text_unless_said_and_guessing_costs_time(tmp_path: Path) -> None:
+    process = subprocess.run([sys.executable, "-m", "inspection", "run", "--recipe", "wafer-die", "--camera",
+                              "sim:wafer", "--opcua", "opc.tcp://127.0.0.1:4999", "--opcua-user", "plc", "--db",
+                              str(tmp_path / "x.db")], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "INSPECT_OPCUA_PASSWORD": PASSWORD})
+    assert process.returncode == 2 and "clear text" in process.stderr
+    assert "--opcua-plaintext-passwords" in process.stderr
+    assert not (tmp_path / "x.db").exists()
+    for endpoint in ("opc.tcp://127.0.0.1:99999", "opc.tcp://127.0.0.1:0"):
+        refused = subprocess.run([sys.executable, "-m", "inspection", "run", "--recipe", "wafer-die", "--camera",
+                                  "sim:wafer", "--opcua", endpoint, "--db", str(tmp_path / "y.db")],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "within 1..65535" in refused.stderr and "Traceback" not in refused.stderr
+    from inspection.chain.opcua import _Users
+
+    users = _Users({"plc": PASSWORD}, {})
+    for _ in range(_Users.FREE_FAILURES):
+        assert users.get_user(None, "plc", "guess") is None
+    assert users.get_user(None, "plc", PASSWORD) is not None  # three wrong ones cost nothing yet
+    for _ in range(_Users.FREE_FAILURES + 1):
+        users.get_user(None, "plc", "guess")
+    assert users.get_user(None, "plc", PASSWORD) is None  # locked for a while, even with the right password

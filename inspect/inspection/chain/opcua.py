@@ -119,8 +119,14 @@ class _Users(UserManager):
     """Trusted users by their certificate, named users by password, the rest anonymous (read-only). A login that
     names an unknown user or a wrong password is refused."""
 
+    FREE_FAILURES = 3
+    """Wrong passwords a user name may have before each further one locks it for twice as long (1 s, 2 s, ...
+    up to ``MAX_LOCK_S``)."""
+    MAX_LOCK_S = 60.0
+
     def __init__(self, users: dict[str, str], trusted: dict[bytes, str]) -> None:
         self.users, self.trusted = users, trusted
+        self.failures: dict[str, tuple[int, float]] = {}  # name -> (wrong passwords in a row, locked until)
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: bytes | None = None) -> User | None:
@@ -133,10 +139,21 @@ class _Users(UserManager):
             if certificate:
                 log.warning("OPC UA: a certificate the station does not trust: the session may only read")
             return User(role=UserRole.Anonymous)
+        failures, locked_until = self.failures.get(username, (0, 0.0))
+        if time.monotonic() < locked_until:  # guessing costs time: 20 wrong passwords took 0.7 s
+            log.warning("OPC UA: refused login of %r: locked for %.0f s more after %d wrong passwords", username,
+                        locked_until - time.monotonic(), failures)
+            return None
         expected = self.users.get(username or "")
         if expected is not None and hmac.compare_digest(expected.encode(), (password or "").encode()):
+            self.failures.pop(username, None)
             return User(role=UserRole.User, name=username)
-        log.warning("OPC UA: refused login of %r (unknown user or wrong password)", username)
+        failures += 1
+        over = failures - self.FREE_FAILURES
+        lock_s = min(self.MAX_LOCK_S, 2.0 ** (over - 1)) if over > 0 else 0.0
+        self.failures[username] = (failures, time.monotonic() + lock_s)
+        log.warning("OPC UA: refused login of %r (unknown user or wrong password)%s", username,
+                    f"; locked for {lock_s:g} s" if lock_s else "")
         return None
 
 
@@ -170,11 +187,17 @@ class OpcUaServer:
 
     def __init__(self, endpoint: str, *, recipe: str, users: dict[str, str], gate: TriggerGate,
                  certificate: str | None = None, private_key: str | None = None,
-                 trusted_users: dict[str, str] | None = None) -> None:
+                 trusted_users: dict[str, str] | None = None, plaintext_passwords: bool = False) -> None:
         self.endpoint, self.recipe, self.users, self.gate = endpoint, recipe, users, gate
         self.certificate, self.private_key, self.trusted_users = certificate, private_key, trusted_users or {}
+        self.plaintext_passwords = plaintext_passwords
         if self.trusted_users and certificate is None:
             raise OpcUaError("OPC UA trusted users need the server's certificate and private key")
+        if users and certificate is None and not plaintext_passwords:
+            raise OpcUaError(f"OPC UA user {', '.join(users)}: a password would cross the unencrypted endpoint in "
+                             "clear text; give the server a certificate and private_key (recipe opcua section), "
+                             "or say opcua.plaintext_passwords: true (--opcua-plaintext-passwords) for a closed "
+                             "network")
         self.select_recipe: Callable[[str], str] | None = None
         self.counts: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -232,6 +255,8 @@ class OpcUaServer:
             await server.load_certificate(self.certificate)
             await server.load_private_key(self.private_key)
             policies += [ua.SecurityPolicyType.Basic256Sha256_Sign, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+            if self.users and not self.plaintext_passwords:  # passwords only over signed-and-encrypted channels
+                policies = [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
             if trusted:
                 tokens.append(ua.X509IdentityToken)
         server.set_security_policy(policies, permission_ruleset=_Permissions())

@@ -100,9 +100,17 @@ def _opcua(args: argparse.Namespace, recipe: Recipe) -> OpcUaServer | None:
         users[user] = password
     security = recipe.opcua
     trusted = security.trusted_users if security is not None else {}
-    server = OpcUaServer(endpoint, recipe=f"{recipe.name} ({recipe.sha256()[:12]})", users=users,
-                         gate=TriggerGate(), certificate=security.certificate if security is not None else None,
-                         private_key=security.private_key if security is not None else None, trusted_users=trusted)
+    port = endpoint.rstrip("/").rsplit(":", 1)[-1]
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"--opcua {endpoint}: expected opc.tcp://HOST:PORT with a port within 1..65535")
+    plaintext = args.opcua_plaintext_passwords or (security is not None and security.plaintext_passwords)
+    try:
+        server = OpcUaServer(endpoint, recipe=f"{recipe.name} ({recipe.sha256()[:12]})", users=users,
+                             gate=TriggerGate(), certificate=security.certificate if security is not None else None,
+                             private_key=security.private_key if security is not None else None,
+                             trusted_users=trusted, plaintext_passwords=plaintext)
+    except InspectionError as exc:
+        raise UsageError(str(exc)) from None
     server.start()
     writers = [*users, *(f"{name} (certificate)" for name in trusted)]
     signed = ", signed and encrypted endpoints too" if server.certificate is not None else ""
@@ -299,6 +307,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                      help="the user who may write (trigger) and call methods; its password comes from "
                           f"${OPCUA_PASSWORD_VARIABLE}. Without one (here or as the recipe's opcua.user), the "
                           "server is read-only")
+    run.add_argument("--opcua-plaintext-passwords", action="store_true",
+                     help="let --opcua-user's password cross the unencrypted endpoint (a closed network only); "
+                          "otherwise a user needs the recipe's opcua certificate and private_key")
     run.add_argument("--hook", action="append", default=[], metavar="MODULE:FUNCTION",
                      help="call this after every commit with the line's event (repeatable; a class is instantiated "
                           "once); it runs on its own thread and can neither stall nor stop the line")
