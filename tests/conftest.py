@@ -4,7 +4,9 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,3 +44,41 @@ def viky_cti() -> Path:
 @pytest.fixture(scope="session")
 def pylon_emulator() -> None:
     pytest.importorskip("pypylon", reason="pypylon ([camera] extra) is not installed")
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has ended; only its exit status waits to be collected
+
+
+def pool_workers(process: subprocess.Popen[Any], *, count: int = 2, timeout_s: float = 120) -> set[int]:
+    """The child processes of ``process`` once ``count`` of them have started (Linux /proc)."""
+    deadline, workers = time.monotonic() + timeout_s, set()
+    while len(workers) < count and time.monotonic() < deadline and process.poll() is None:
+        workers = _children(process.pid)
+        time.sleep(0.05)
+    assert len(workers) >= count, "the pool's workers did not start"
+    return workers
+
+
+def survivors(pids: set[int], *, timeout_s: float = 10) -> list[int]:
+    """Those of ``pids`` still running after up to ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if _alive(pid)]

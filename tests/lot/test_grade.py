@@ -22,7 +22,7 @@ from inspection.report.lots import read_dies, read_thumbnails, read_wafers
 from inspection.sim.lot import read_truth, truth_map
 from inspection.wafermap.formats import read_e142, read_sinf
 from inspection.wafermap.klarf import klarf_die_map, read_klarf
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import REPO_ROOT, pool_workers, run_cli, survivors
 
 
 @pytest.fixture(scope="module")
@@ -189,35 +189,10 @@ def test_interrupted_run_resumes_to_the_same_result(graded: tuple[Path, dict], l
     assert _wafer_state(db) == _wafer_state(reference / "grade.sqlite")
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a zombie has ended; only its exit status waits to be collected
-
-
 def _start_pool_grade(lot: Path, out: Path) -> tuple[subprocess.Popen[str], set[int]]:
     command = [sys.executable, "-m", "inspection", "grade", str(lot), "--out", str(out), "--workers", "2"]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    workers: set[int] = set()
-    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
-        workers = _children(process.pid)
-        time.sleep(0.05)
-    assert len(workers) >= 2, "the pool's workers did not start"
+    workers = pool_workers(process)
     time.sleep(1.0)  # the workers are building their chains or grading
     return process, workers
 
@@ -228,10 +203,7 @@ def test_pool_workers_die_with_their_parent(lot_copy: Path, tmp_path: Path, sign
     process, workers = _start_pool_grade(lot_copy, tmp_path / "out")
     process.send_signal(signal_number)
     process.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [pid for pid in workers if _alive(pid)]
+    assert not survivors(workers)
 
 
 def test_ctrl_c_ends_a_pool_grade_with_one_message_and_it_resumes(lot_copy: Path, tmp_path: Path) -> None:
@@ -241,7 +213,7 @@ def test_ctrl_c_ends_a_pool_grade_with_one_message_and_it_resumes(lot_copy: Path
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     assert "interrupted" in stderr and "run the same command again" in stderr
-    assert not [pid for pid in workers if _alive(pid)]
+    assert not survivors(workers, timeout_s=0)
     resumed = json.loads(run_cli("grade", str(lot_copy), "--out", str(out), "--quiet", cwd=REPO_ROOT,
                                  timeout=300).stdout)
     assert resumed["graded_now"] + resumed["skipped_already_graded"] == 7

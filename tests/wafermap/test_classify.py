@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from inspection.sim.wafermaps import render_wafer_map
 from inspection.wafermap import PATTERNS, MapSet, write_npz, write_sinf
 from inspection.wafermap.classify import map_image
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import REPO_ROOT, pool_workers, run_cli, survivors
 from tests.wafermap.test_maps import WM811K
 
 pytest.importorskip("torch", reason="training needs the [train] extra")
@@ -168,8 +167,6 @@ def test_default_model_on_the_held_out_real_maps(tmp_path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
 def test_wafermap_eval_workers_die_with_their_parent(tmp_path: Path, signal_number: int) -> None:
-    from tests.lot.test_grade import _alive, _children
-
     rng = np.random.default_rng(0)
     disc = np.hypot(*np.mgrid[-20:20, -20:20]) < 19
     maps = [np.where(disc, rng.integers(1, 3, disc.shape), 0).astype(np.uint8) for _ in range(20_000)]
@@ -177,14 +174,7 @@ def test_wafermap_eval_workers_die_with_their_parent(tmp_path: Path, signal_numb
     process = subprocess.Popen([sys.executable, "-m", "inspection", "wafermap", "eval", str(data), "--model",
                                 str(REPO_ROOT / "models" / "wafermap-patchnet-v5"), "--workers", "2"],
                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline, workers = time.monotonic() + 120, set()
-    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
-        workers = _children(process.pid)
-        time.sleep(0.05)
-    assert len(workers) >= 2, "the pool's workers did not start"
+    workers = pool_workers(process)
     process.send_signal(signal_number)
     process.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [pid for pid in workers if _alive(pid)]
+    assert not survivors(workers)
