@@ -119,3 +119,25 @@ def test_text_cells_that_would_start_a_formula_are_kept_as_text() -> None:
 
     row = ["=1+1", "+A1", "-2+3", "@SUM(A1)", "\tx", "wafer-01", -0.5, 3, None, ""]
     assert spreadsheet_safe(row) == ["'=1+1", "'+A1", "'-2+3", "'@SUM(A1)", "'\tx", "wafer-01", -0.5, 3, None, ""]
+
+
+def test_names_with_uri_characters_and_a_damaged_page_are_read_or_named(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    odd = tmp_path / "line #3?a=b%20.db"  # read through an SQLite URI: ? and # must stay part of the name
+    store = ResultStore(odd)
+    run = store.start_run(camera="sim:wafer", recipe_name="r", recipe_sha256="0" * 64, software_version="t")
+    for index in range(400):
+        store.add_result(run, result(index), image_path="x" * 200)
+    store.finish_run(run, status="completed")
+    store.close()
+    assert len(list(read_results(odd))) == 400
+    damaged = tmp_path / "damaged.db"
+    data = bytearray(odd.read_bytes())
+    page = 4096
+    for start in range(page, len(data), page):  # every b-tree page's header but the schema's first page
+        data[start : start + 12] = b"\xff" * 12
+    damaged.write_bytes(bytes(data))
+    process = run_cli("results", "--db", str(damaged), check=False)
+    assert process.returncode == 2 and "Traceback" not in process.stderr
+    assert "is damaged" in process.stderr and ".recover" in process.stderr

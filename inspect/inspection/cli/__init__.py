@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 
 from inspection.cli import anomaly, bench, calibrate, doctor, grade, line, models, pcb, serve, synth, wafermap
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except InspectionError as exc:
         print(f"inspect: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:  # a page damaged after the database opened (its header was fine)
+        print(f"inspect: error: a database this command reads is damaged ({exc}); what it holds up to the damage "
+              "can be recovered with: sqlite3 DB .recover | sqlite3 NEW.db", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: what was committed stays; no traceback for a stop the user asked for
         print("inspect: interrupted", file=sys.stderr)

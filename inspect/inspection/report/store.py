@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,7 +142,11 @@ def connect(path: Path, *, read_only: bool, table: str = "results", schema_versi
         raise StoreError(f"{path}: exists and is not a file")
     try:
         if read_only:
-            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            address = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"  # a ? or # in a name stays a name
+            if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+                # A read-only mount: SQLite cannot make its lock files there, and no writer can be at work either.
+                address += "&immutable=1"
+            connection = sqlite3.connect(address, uri=True, timeout=10)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, timeout=10, check_same_thread=False)
