@@ -451,3 +451,25 @@ def test_a_recipe_sets_the_camera_up_and_the_run_keeps_what_the_camera_read_back
     applied = json.loads(event["detail"])
     assert applied["exposure_us"] == pytest.approx(4000) and applied["gain_db"] == pytest.approx(3, abs=0.05)
     assert applied["trigger"]["TriggerSource"] == "Software" and applied["pixel_format"] == "Mono8"
+
+
+def test_sigterm_while_the_model_loads_marks_the_run(tmp_path: Path) -> None:
+    """The run's row is written before the chain is built (model load and its check take a second or more): a
+    SIGTERM then used to kill the process at once and leave the run "running"."""
+    db = tmp_path / "early.db"
+    process = _start_endless_run(db)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+                if connection.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                    break
+        except sqlite3.OperationalError:
+            pass  # not created yet
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode in (0, 130) and "Traceback" not in stderr, stderr[-2000:]
+    with sqlite3.connect(db) as connection:
+        status, finished = connection.execute("SELECT status, finished_at IS NOT NULL FROM runs").fetchone()
+    assert status == "stopped" and finished

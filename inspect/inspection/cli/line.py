@@ -57,6 +57,14 @@ class _StatusPrinter:
             self._last_print = time.monotonic()
 
 
+class _StoppedWhileStarting(BaseException):
+    """SIGTERM before the line runs: nothing in flight to finish."""
+
+
+def _stopped_while_starting(_signum: int, _frame: FrameType | None) -> None:
+    raise _StoppedWhileStarting
+
+
 def _install_stop_handlers(stop: threading.Event) -> None:
     def handle(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
@@ -180,6 +188,9 @@ def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], 
     if recipe.camera is not None:
         camera.set_up(recipe.camera)  # exposure, gain, trigger ...: applied when opened, read back
     camera.open()  # a wrong camera fails here, before the database is created or touched
+    # Until the line's draining handler takes over, SIGTERM ends the start-up (model loading can take seconds)
+    # through the finally below, so the run is marked, not left "running" by a process killed at once.
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
     try:
         store = ResultStore(args.db)
         run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256=recipe.sha256(),
@@ -187,6 +198,9 @@ def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], 
         if camera.applied:
             store.add_event(run_id, kind="camera-settings", source=uri, detail=json.dumps(camera.applied))
             print(f"inspect: camera set up: {json.dumps(camera.applied)}", file=sys.stderr)
+    except _StoppedWhileStarting:
+        camera.close()
+        raise KeyboardInterrupt from None
     except BaseException:
         camera.close()
         raise
@@ -215,6 +229,9 @@ def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], 
     except InspectionError as exc:
         failure = str(exc)
         raise
+    except _StoppedWhileStarting:
+        status, failure = "stopped", "SIGTERM while the line was starting"
+        raise KeyboardInterrupt from None
     finally:
         try:
             store.finish_run(run_id, status=status, reason=failure)
