@@ -471,6 +471,14 @@ def read_card(folder: str | Path, *, precision: Literal["fp32", "fp16", "int8"] 
               ) -> tuple[ModelCard, Path]:
     """The validated card of a model folder and the ONNX file of ``precision`` to run, checked against the card's
     sha256 (``verified_bytes``). Every file is read inside the folder: links out of it are refused."""
+    card, path, _ = read_model(folder, precision=precision)
+    return card, path
+
+
+def read_model(folder: str | Path, *, precision: Literal["fp32", "fp16", "int8"] = "fp32"
+               ) -> tuple[ModelCard, Path, bytes]:
+    """``read_card`` and the ONNX file's bytes it checked: a session built from them runs what was checked, with
+    the file read once."""
     folder = Path(folder)
     if not (folder / "model.json").exists() and not (folder / "model.json").is_symlink():
         raise CardError(f"{folder}: no model card (model.json); expected a folder written by `inspect train`")
@@ -498,8 +506,7 @@ def read_card(folder: str | Path, *, precision: Literal["fp32", "fp16", "int8"] 
     if named is None:
         how = "--int8 --calib DIR" if precision == "int8" else "--fp16 --eval DIR"
         raise CardError(f"{card_path}: no {precision.upper()} variant; make one with `inspect export {folder} {how}`")
-    verified_bytes(folder, named[0], named[1], what="ONNX file")
-    return card, folder / named[0]
+    return card, folder / named[0], verified_bytes(folder, named[0], named[1], what="ONNX file")
 
 
 MAX_CARD_BYTES = 4_000_000

@@ -26,9 +26,8 @@ from inspection.classify.card import (
     CardError,
     Normalisation,
     check_onnx_metadata,
-    read_card,
     read_checks,
-    verified_bytes,
+    read_model,
 )
 from inspection.classify.prepare import normalisation_constants, normalise
 from inspection.classify.timing import cpu_description, nvidia_gpus
@@ -504,11 +503,11 @@ class _Lanes:
         return self.threads[index].submit(held)
 
     def run(self, batch: np.ndarray, *, unit_scale: float | None = None) -> np.ndarray:
-        chunk = self._chunk(len(batch))
         if not self._split(len(batch)):
             index = next(self._turn)
             return self._on(index, len(batch), functools.partial(self.lanes[index].run, batch,
                                                                  unit_scale=unit_scale)).result()
+        chunk = self._chunk(len(batch))
         futures = [self._on(index % len(self.lanes), len(piece),
                             functools.partial(self.lanes[index % len(self.lanes)].run, piece, unit_scale=unit_scale))
                    for index, piece in enumerate(batch[start : start + chunk]
@@ -552,13 +551,14 @@ class Classifier:
         self.precision = precision
         settings = settings or SessionSettings()
         self.model_dir = Path(model_dir)
-        self.card, self.onnx_path = read_card(self.model_dir, precision=precision)
+        # The bytes whose hash was checked are the bytes run: no file swapped in between, no weights from beside it.
+        self.card, self.onnx_path, model_bytes = read_model(self.model_dir, precision=precision)
         self.providers = providers_for(device)
         spec = self.card.input
         expected = [spec.channels, spec.height, spec.width]
         cache = (engine_cache_folder(self.model_dir, self.card.onnx_sha256)
                  if "TensorrtExecutionProvider" in self.providers else None)
-        self.onnx_sha256 = self.card.variant(precision)[1]  # type: ignore[index]  # read_card checked the file
+        self.onnx_sha256 = self.card.variant(precision)[1]  # type: ignore[index]  # read_model checked the file
         self.tuning, self.tuning_source = resolve_tuning(self.providers[0], precision, self.onnx_sha256,
                                                          requested=settings.tuning)
         configured = [(provider, _provider_options(
@@ -567,8 +567,6 @@ class Classifier:
             tuning=self.tuning if provider == self.providers[0] else resolve_tuning(provider, precision,
                                                                                       self.onnx_sha256)[0]))
             for provider in self.providers]
-        # The bytes whose hash was checked are the bytes run: no file swapped in between, no weights from beside it.
-        model_bytes = verified_bytes(self.model_dir, self.onnx_path.name, self.onnx_sha256, what="ONNX file")
         try:
             self.session = runtime.InferenceSession(model_bytes, settings.options(self.tuning), providers=configured)
             lanes = [self.session]

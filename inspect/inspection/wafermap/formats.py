@@ -115,7 +115,8 @@ def _check_npz_sizes(path: Path) -> None:
                                     f"{MAX_NPZ_ARRAY_BYTES / 1e9:.3g} GB is read")
 
 
-def _text_of(path: Path, *, what: str) -> str:
+def _check_text_size(path: Path, *, what: str) -> None:
+    """Refuse a text map file larger than any map of ``MAX_MAP_SIDE`` dies a side, before it is read."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -123,7 +124,6 @@ def _text_of(path: Path, *, what: str) -> str:
     if size > MAX_TEXT_MAP_BYTES:
         raise WaferMapError(f"{path}: {size / 1e6:.1f} MB; a {what} map of at most {MAX_MAP_SIDE} dies a side is "
                             f"under {MAX_TEXT_MAP_BYTES / 1e6:.0f} MB")
-    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def write_npz(path: str | Path, map_set: MapSet) -> Path:
@@ -179,7 +179,8 @@ def read_sinf(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]
     path = Path(path)
     header: dict[str, str] = {}
     rows: list[list[str]] = []
-    for number, line in enumerate(_text_of(path, what="SINF").splitlines(), start=1):
+    _check_text_size(path, what="SINF")
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         key, sep, value = line.partition(":")
@@ -304,7 +305,7 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
         Naming the file and what disagrees (rows or columns against the layout, an unknown bin).
     """
     path = Path(path)
-    _text_of(path, what="E142")  # its size bounded before the parser reads it
+    _check_text_size(path, what="E142")
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
