@@ -184,7 +184,10 @@ def test_numbers_no_station_can_mean_are_refused_at_load(tmp_path: Path, section
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("name: a\nname: b\n", r"key 'name' is given twice \(lines 1 and 2\)"),
-    ("name: a\nreference: {golden: \"x\\0y\"}\n", None),
+    ("name: a\nreference: {golden: \"x\\0y\"}\n", r"reference.golden: control character U\+0000"),
+    ("name: a\ncamera: {uri: \"sim:wafer\", feature_file: \"a\\0b.pfs\"}\n", r"camera.feature_file: control"),
+    ("name: a\nopcua: {endpoint: \"opc.tcp://h:4840\", certificate: \"c\\x07.pem\"}\n", r"opcua.certificate: contr"),
+    ("name: a\nreference: {golden: \"sim:wafer?size=0\"}\n", r"N within 64..8192 px"),
     ("name: a\x00b\n", r"recipe.yaml:1: control character U\+0000"),
     ("extra: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 20 levels deep"),
     ("extra: " + "[ " * 3000 + "] " * 3000 + "\n", "nested too deep for a recipe|nested more than 20"),

@@ -29,7 +29,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inspection.model_paths import ModelNotFoundError, find_model
-from inspection.types import SIM_KINDS, WAFERMAP_PATTERNS, InspectionError, SimKind
+from inspection.types import (
+    MAX_SIM_SIZE_PX,
+    MIN_SIM_SIZE_PX,
+    SIM_KINDS,
+    WAFERMAP_PATTERNS,
+    InspectionError,
+    SimKind,
+    control_character,
+)
 
 BUNDLED_RECIPES = ("wafer-die", "pcb-deeppcb", "pcb-anomaly", "wafer-lot")
 RENAMED_BUNDLED = {"wafer": "wafer-die", "pcb": "pcb-deeppcb"}
@@ -106,9 +114,12 @@ def synthetic_reference(golden: str) -> tuple[SimKind, int]:
     """(kind, size in pixels) of a synthetic reference ``sim:wafer|pcb[?size=N]``."""
     kind, _, query = golden.removeprefix("sim:").partition("?")
     options = dict(parse_qsl(query))
-    if kind not in SIM_KINDS or set(options) - {"size"} or not options.get("size", "512").isdigit():
-        raise ValueError(f"a synthetic reference is sim:wafer or sim:pcb with an optional ?size=N, got {golden!r}")
-    return kind, int(options.get("size", 512))  # type: ignore[return-value]
+    size = options.get("size", "512")
+    if (kind not in SIM_KINDS or set(options) - {"size"} or not size.isdigit() or len(size) > 5
+            or not MIN_SIM_SIZE_PX <= int(size) <= MAX_SIM_SIZE_PX):
+        raise ValueError(f"a synthetic reference is sim:wafer or sim:pcb with an optional ?size=N, N within "
+                         f"{MIN_SIM_SIZE_PX}..{MAX_SIM_SIZE_PX} px, got {golden!r}")
+    return kind, int(size)  # type: ignore[return-value]
 
 
 class AlignSettings(_Section):
@@ -474,7 +485,8 @@ laughs"), is refused before anything walks it."""
 
 
 def _check_expansion(data: Any, *, path: Path) -> None:
-    """Count the values of ``data`` as a walk would meet them (aliases expanded), stopping at the limit."""
+    """Count the values of ``data`` as a walk would meet them (aliases expanded), stopping at the limit; refuse
+    text with a control character (a YAML escape such as ``"\\0"`` gets past the file's own check)."""
     stack, seen = [data], 0
     while stack:
         value = stack.pop()
@@ -487,6 +499,10 @@ def _check_expansion(data: Any, *, path: Path) -> None:
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
+    if (found := control_character(data)) is not None:
+        where, text, char = found
+        raise RecipeError(f"{path}: {where}: control character U+{ord(char):04X} in {text!r}; recipe values are "
+                          "printable text")
 
 
 def _read_yaml(name_or_path: str | Path) -> tuple[Any, Path]:

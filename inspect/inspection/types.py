@@ -18,6 +18,8 @@ import numpy as np
 Layout = Literal["mono", "rgb", "bgr"]
 SimKind = Literal["wafer", "pcb"]
 SIM_KINDS: tuple[SimKind, ...] = ("wafer", "pcb")
+MIN_SIM_SIZE_PX, MAX_SIM_SIZE_PX = 64, 8192
+"""The side of a synthetic frame or reference."""
 """The kinds of synthetic frame the simulator draws (``sim:wafer``, ``sim:pcb``)."""
 WAFERMAP_PATTERNS = ("Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-full", "Random", "Scratch", "none")
 """WM-811K's nine wafer-map classes."""
@@ -58,6 +60,26 @@ def check_id(value: str, *, field: str) -> str:
             raise InspectionError(f"{field} {text[:40]!r}: control character U+{ord(char):04X} at position "
                                   f"{position}; ids must be printable text")
     return text
+
+
+def control_character(data: Any, *, where: str = "") -> tuple[str, str, str] | None:
+    """The first string in ``data`` (nested dicts and lists, keys included) holding a control character (tab
+    allowed): ``(where, string, character)``, ``where`` a dotted path such as ``camera.feature_file`` or
+    ``class_names[2]``; None when every string is printable. A NUL ends a path early in the OS and a newline
+    forges a line in logs and text formats, so readers of settings refuse them by name."""
+    stack: list[tuple[Any, str]] = [(data, where)]
+    while stack:
+        value, at = stack.pop()
+        if isinstance(value, str):
+            bad = next((char for char in value if not char.isprintable() and char not in " \t"), None)
+            if bad is not None:
+                return at or "a value", value, bad
+        elif isinstance(value, dict):
+            stack.extend((key, f"{at} (a key)".lstrip()) for key in value)
+            stack.extend((item, f"{at}.{key}".lstrip(".")) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, f"{at}[{index}]") for index, item in enumerate(value))
+    return None
 
 
 MAX_STEM_CHARS = 160

@@ -46,6 +46,8 @@ def _tampered(tmp_path: Path, change: dict) -> Path:
     ({"onnx_sha256": "abc"}, "is not a SHA-256"),
     ({"torch_weights": "../weights.pt"}, "must be a file name inside the model folder"),
     ({"training.history": 10**40}, "an integer of 41 digits"),
+    ({"onnx_file": "model.onnx\u0000.txt"}, r"onnx_file: control character U\+0000"),
+    ({"class_names": ["good", "particle\n", "scratch", "stain"]}, r"class_names\[1\]: control character U\+000A"),
 ])
 def test_a_hostile_or_broken_card_is_refused_before_any_file_is_opened(tmp_path: Path, change: dict,
                                                                         expected: str) -> None:

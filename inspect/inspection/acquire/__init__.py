@@ -27,7 +27,7 @@ from inspection.acquire.base import (
 )
 from inspection.acquire.folder import ImageReadError, read_beside, read_image
 from inspection.acquire.headers import MAX_IMAGE_PIXELS
-from inspection.types import SIM_KINDS
+from inspection.types import MAX_SIM_SIZE_PX, MIN_SIM_SIZE_PX, SIM_KINDS
 
 __all__ = [
     "SCHEMES",
@@ -142,8 +142,9 @@ def _sim(uri: str, target: str, query: str) -> Camera:
         raise CameraError(f"{uri}: defect_rate must be within 0..1, got {opts['defect_rate']}")
     if opts.get("bit_depth", 8) not in (8, 10, 12, 14, 16):
         raise CameraError(f"{uri}: bit_depth must be 8, 10, 12, 14 or 16, got {opts['bit_depth']}")
-    if not 64 <= opts.get("size", 512) <= 8192:
-        raise CameraError(f"{uri}: size must be within 64..8192 pixels, got {opts['size']}")
+    if not MIN_SIM_SIZE_PX <= opts.get("size", 512) <= MAX_SIM_SIZE_PX:
+        raise CameraError(f"{uri}: size must be within {MIN_SIM_SIZE_PX}..{MAX_SIM_SIZE_PX} pixels, got "
+                          f"{opts['size']}")
     if not 0 <= opts.get("fps", 0.0) <= 10_000:
         raise CameraError(f"{uri}: fps must be within 0..10000 (0: as fast as the line takes them), got {opts['fps']}")
     return SimCamera(uri, target, fps=opts.get("fps", 0.0), seed=opts.get("seed", 0),  # type: ignore[arg-type]

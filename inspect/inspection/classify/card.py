@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from inspection.types import InspectionError
+from inspection.types import InspectionError, control_character
 
 CARD_FORMAT = "wafer-inspect-model/1"
 PREPROCESSING_VERSION = 1
@@ -487,7 +487,11 @@ def read_model(folder: str | Path, *, precision: Literal["fp32", "fp16", "int8"]
         text = card_path.read_text(encoding="utf-8")
         if len(text) > MAX_CARD_BYTES:
             raise CardError(f"{card_path}: {len(text)} characters; a model card is at most {MAX_CARD_BYTES}")
-        card = ModelCard.model_validate(json.loads(text, parse_int=_bounded_int))
+        data = json.loads(text, parse_int=_bounded_int)
+        if (found := control_character(data)) is not None:
+            raise CardError(f"{card_path}: {found[0]}: control character U+{ord(found[2]):04X} in {found[1]!r}; "
+                            "card values are printable text")
+        card = ModelCard.model_validate(data)
     except UnicodeDecodeError as exc:
         raise CardError(f"{card_path}: not UTF-8 text (byte {exc.start}); the card is JSON") from None
     except RecursionError:

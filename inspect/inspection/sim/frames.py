@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inspection.types import SIM_KINDS, Defect, SimKind
+from inspection.types import MAX_SIM_SIZE_PX, MIN_SIM_SIZE_PX, SIM_KINDS, Defect, SimKind
 
 WAFER_DEFECTS = ("particle", "scratch", "stain")
 PCB_DEFECTS = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
@@ -85,8 +85,8 @@ def golden_image(kind: SimKind, *, size_px: int = 512) -> np.ndarray:
     """The defect-free image of ``kind`` at zero shift, 8-bit, read-only."""
     if kind not in SIM_KINDS:
         raise ValueError(f"unknown synthetic kind {kind!r}; expected one of {', '.join(SIM_KINDS)}")
-    if not 64 <= size_px <= 8192:
-        raise ValueError(f"size_px must be within 64..8192, got {size_px}")
+    if not MIN_SIM_SIZE_PX <= size_px <= MAX_SIM_SIZE_PX:
+        raise ValueError(f"size_px must be within {MIN_SIM_SIZE_PX}..{MAX_SIM_SIZE_PX}, got {size_px}")
     design = _wafer_design(size_px) if kind == "wafer" else _pcb_design(size_px)
     image = cv2.GaussianBlur(design, (0, 0), _OPTICS_SIGMA_PX)
     image.setflags(write=False)
