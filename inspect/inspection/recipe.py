@@ -261,6 +261,8 @@ class PipelineSettings(_Section):
     """Frames waiting between stages; when full, acquisition waits (backpressure) instead of memory growing."""
     workers: int = Field(2, ge=1, le=64)
     fetch_timeout_s: float = Field(2.0, gt=0, le=3600)
+    """How long the line waits for a frame before it logs that none came (and waits on); a stop is seen within
+    0.2 s whatever this is."""
     latency_budget_ms: float = Field(250.0, gt=0, le=3_600_000)
     """Frames whose acquire-to-commit latency exceeds this are counted as late."""
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from inspection.acquire import Backoff, Camera, CameraDisconnected, CameraError, FrameTimeout, stream_frames
+from inspection.acquire.base import STOP_POLL_S
 from inspection.types import Frame
 
 
@@ -74,3 +75,35 @@ def test_timeouts_are_logged_and_stop_is_honoured() -> None:
     stop = threading.Event()
     threading.Timer(0.3, stop.set).start()
     assert list(stream_frames(camera, timeout_s=0.05, stop=stop)) == []
+
+
+class WaitingCamera(Camera):
+    """A camera whose every grab waits out its timeout (no trigger comes); it records the timeouts it was given."""
+
+    uri = "test:waiting"
+
+    def __init__(self) -> None:
+        self.asked_s: list[float] = []
+
+    def open(self) -> None:
+        pass
+
+    def grab(self, *, timeout_s: float) -> Frame:
+        self.asked_s.append(timeout_s)
+        threading.Event().wait(timeout_s)
+        raise FrameTimeout("no trigger")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_long_fetch_timeout_never_delays_a_stop() -> None:
+    camera, stop = WaitingCamera(), threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    assert list(stream_frames(camera, timeout_s=3600, stop=stop)) == []
+    assert max(camera.asked_s) <= STOP_POLL_S  # each wait short enough for the stop to be seen
+
+
+def test_a_camera_that_never_delivers_ends_a_bounded_wait_by_name() -> None:
+    with pytest.raises(FrameTimeout, match=r"test:waiting: no frame within 0.5 s"):
+        list(stream_frames(WaitingCamera(), timeout_s=0.5, stop=threading.Event(), give_up_after_s=0.5))

@@ -365,3 +365,31 @@ def test_passwords_never_cross_in_clear_text_unless_said_and_guessing_costs_time
     for _ in range(_Users.FREE_FAILURES + 1):
         users.get_user(None, "plc", "guess")
     assert users.get_user(None, "plc", PASSWORD) is None  # locked for a while, even with the right password
+
+
+def test_a_trigger_outlives_a_grab_cut_short_by_the_stop_poll() -> None:
+    """The line grabs in slices of 0.2 s; a camera slower than that after the PLC's trigger must still deliver
+    that trigger's frame on the next grab, not wait for another trigger."""
+    from inspection.acquire import FrameTimeout, open_camera
+    from inspection.chain.opcua import TriggeredCamera, TriggerGate
+    from inspection.types import Frame
+
+    inner = open_camera("sim:wafer")
+    inner.open()
+    slow = [True]
+    real_grab = inner.grab
+
+    def grab(*, timeout_s: float) -> Frame:  # the first grab after the trigger times out: a long exposure
+        if slow and slow.pop():
+            raise FrameTimeout("exposing")
+        return real_grab(timeout_s=timeout_s)
+
+    inner.grab = grab  # type: ignore[method-assign]
+    gate = TriggerGate()
+    camera = TriggeredCamera(inner, gate)
+    gate.release()
+    with pytest.raises(FrameTimeout, match="exposing"):
+        camera.grab(timeout_s=0.2)
+    assert camera.grab(timeout_s=0.2).frame_counter == 0  # the same trigger's frame, no second trigger
+    with pytest.raises(FrameTimeout, match="no trigger from the PLC"):
+        camera.grab(timeout_s=0.05)

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from inspection.acquire import Camera, open_camera
 from inspection.chain.chain import Chain, Part, build_chain
@@ -168,6 +169,27 @@ def test_sigterm_drains_frames_in_flight_and_exits_cleanly(tmp_path: Path) -> No
     assert sorted(r["frame_counter"] for r in rows) == list(range(len(rows))), "a frame in flight was lost"
     with sqlite3.connect(db) as connection:
         assert connection.execute("SELECT status, finished_at IS NOT NULL FROM runs").fetchone() == ("stopped", 1)
+
+
+def test_sigterm_drains_at_once_while_the_camera_waits_for_a_frame(tmp_path: Path) -> None:
+    """A watched folder with nothing in it and a fetch timeout of 600 s: the drain used to wait out the timeout."""
+    recipe = yaml.safe_load((REPO_ROOT / "inspect" / "inspection" / "recipes" / "wafer-die.yaml").read_text())
+    recipe["pipeline"]["fetch_timeout_s"] = 600
+    recipe["classify"]["model"] = str(REPO_ROOT / recipe["classify"]["model"])
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "incoming").mkdir()
+    db = tmp_path / "idle.db"
+    command = [sys.executable, "-m", "inspection", "run", "--recipe", str(tmp_path / "recipe.yaml"), "--camera",
+               f"folder:{tmp_path / 'incoming'}?watch=1", "--db", str(db), "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    while "inspect: run 1:" not in (line := process.stderr.readline()):  # the line is running
+        assert line, "the run ended before it started"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)  # far inside the 600 s the camera would have waited
+    assert process.returncode == 0, stderr
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT status FROM runs").fetchone() == ("stopped",)
 
 
 def test_killed_process_loses_no_committed_row(tmp_path: Path) -> None:

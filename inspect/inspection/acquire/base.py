@@ -124,26 +124,33 @@ def _reconnect(camera: Camera, backoff: Backoff, stop: threading.Event) -> bool:
     return False
 
 
+STOP_POLL_S = 0.2
+"""A wait for a frame is cut into grabs this long, so ``stop`` is seen within it whatever the fetch timeout."""
+
+
 def stream_frames(camera: Camera, *, timeout_s: float, stop: threading.Event, max_frames: int | None = None,
-                  backoff: Backoff | None = None,
+                  backoff: Backoff | None = None, give_up_after_s: float | None = None,
                   on_skipped: Callable[[SkippedInput], None] | None = None,
                   on_reconnect: Callable[[], None] | None = None) -> Iterator[Frame]:
     """Frames from an opened camera until ``max_frames``, exhaustion, ``stop``, or a failed reconnect.
 
-    A fetch that times out is logged and retried; a camera that drops out is reopened with back-off.
+    A wait for a frame is logged every ``timeout_s`` and goes on; a camera that drops out is reopened with
+    back-off. ``stop`` is seen within ``STOP_POLL_S`` even while the camera waits for a trigger.
 
     Parameters
     ----------
     camera : Camera
         Opened (inside its ``with``).
     timeout_s : float
-        Longest wait for one frame, in seconds.
+        How long to wait for a frame before logging that none came, in seconds.
     stop : threading.Event
         Set to end the stream after the frame in hand.
     max_frames : int, optional
         Stop after this many frames.
     backoff : Backoff, optional
         Reconnect delays; default: exponential from 0.5 s.
+    give_up_after_s : float, optional
+        Raise FrameTimeout when no frame came for this long (default: wait as long as the line runs).
     on_skipped : callable, optional
         Called with each input the camera skipped (an unreadable file, say).
     on_reconnect : callable, optional
@@ -155,13 +162,18 @@ def stream_frames(camera: Camera, *, timeout_s: float, stop: threading.Event, ma
     """
     backoff = backoff or Backoff()
     delivered = 0
-    waited_s = 0.0
+    waited_s, next_log_s = 0.0, timeout_s
     while not stop.is_set() and (max_frames is None or delivered < max_frames):
+        grab_s = min(timeout_s, STOP_POLL_S)
         try:
-            frame = camera.grab(timeout_s=timeout_s)
+            frame = camera.grab(timeout_s=grab_s)
         except FrameTimeout:
-            waited_s += timeout_s
-            log.info("camera %s: no frame for %.1f s (waiting for a trigger?)", camera.uri, waited_s)
+            waited_s += grab_s
+            if waited_s >= next_log_s - 1e-9:
+                log.info("camera %s: no frame for %.1f s (waiting for a trigger?)", camera.uri, waited_s)
+                next_log_s += timeout_s
+            if give_up_after_s is not None and waited_s >= give_up_after_s - 1e-9:
+                raise FrameTimeout(f"{camera.uri}: no frame within {give_up_after_s:g} s") from None
             continue
         except SourceExhausted:
             break
@@ -177,6 +189,6 @@ def stream_frames(camera: Camera, *, timeout_s: float, stop: threading.Event, ma
                 log.warning("skipped input: %s", skipped.reason)
                 if on_skipped is not None:
                     on_skipped(skipped)
-        waited_s = 0.0
+        waited_s, next_log_s = 0.0, timeout_s
         delivered += 1
         yield frame

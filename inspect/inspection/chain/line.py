@@ -35,7 +35,8 @@ def teach_reference(camera: Camera, *, frames: int, timeout_s: float) -> Frame:
 
     The median removes sensor noise and anything that is not in most of the frames (a passing particle).
     """
-    taught = list(stream_frames(camera, timeout_s=timeout_s, stop=threading.Event(), max_frames=frames))
+    taught = list(stream_frames(camera, timeout_s=timeout_s, stop=threading.Event(), max_frames=frames,
+                                give_up_after_s=timeout_s))
     if len(taught) < frames:
         raise CameraError(f"{camera.uri}: delivered {len(taught)} of the {frames} frames needed to teach a reference")
     first = taught[0]

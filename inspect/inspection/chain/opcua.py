@@ -75,6 +75,7 @@ class TriggeredCamera(Camera):
     def __init__(self, camera: Camera, gate: TriggerGate) -> None:
         self.camera, self.gate, self.uri = camera, gate, camera.uri
         self.configurable = camera.configurable
+        self._triggered = False  # a trigger taken whose frame has not come yet: the next grab waits for it
 
     def set_up(self, settings: CameraSettings) -> None:
         self.camera.set_up(settings)
@@ -87,9 +88,12 @@ class TriggeredCamera(Camera):
         self.camera.open()
 
     def grab(self, *, timeout_s: float) -> Frame:
-        if not self.gate.wait(timeout_s):
+        if not self._triggered and not self.gate.wait(timeout_s):
             raise FrameTimeout(f"{self.uri}: no trigger from the PLC within {timeout_s} s")
-        return self.camera.grab(timeout_s=timeout_s)
+        self._triggered = True
+        frame = self.camera.grab(timeout_s=timeout_s)  # a timeout here keeps the trigger for the next grab
+        self._triggered = False
+        return frame
 
     def close(self) -> None:
         self.camera.close()
