@@ -206,17 +206,29 @@ def test_pool_workers_die_with_their_parent(lot_copy: Path, tmp_path: Path, sign
     assert not survivors(workers)
 
 
-def test_ctrl_c_ends_a_pool_grade_with_one_message_and_it_resumes(lot_copy: Path, tmp_path: Path) -> None:
+def test_ctrl_c_commits_the_graded_wafers_ends_the_pool_and_the_lot_resumes(lot_copy: Path, tmp_path: Path) -> None:
+    """Ctrl-C used to wait tens of seconds for the wafers in hand and then commit none of those finished."""
     out = tmp_path / "out"
     process, workers = _start_pool_grade(lot_copy, out)
+    assert process.stderr is not None
+    reported = []
+    while len(reported) < 2:  # each wafer's line is printed once it is committed
+        line = process.stderr.readline()
+        assert line, "the grade ended before two wafers were graded"
+        reported += [line.split(":")[0]] if line.startswith("wafer-") else []
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
-    assert "interrupted" in stderr and "run the same command again" in stderr
-    assert not survivors(workers, timeout_s=0)
+    assert "SIGINT: stopping" in stderr and "run the same command again" in stderr
+    assert not survivors(workers, timeout_s=0)  # the workers were ended, not waited for
+    reported += [line.split(":")[0] for line in stderr.splitlines() if line.startswith("wafer-")]
+    assert {w["wafer_id"] for w in read_wafers(out / "grade.sqlite")} == set(reported)
+    assert f"{len(reported)} wafer(s) graded now and committed" in stderr
+    with sqlite3.connect(out / "grade.sqlite") as connection:
+        assert connection.execute("SELECT status FROM grade_runs").fetchall() == [("interrupted",)]
     resumed = json.loads(run_cli("grade", str(lot_copy), "--out", str(out), "--quiet", cwd=REPO_ROOT,
                                  timeout=300).stdout)
-    assert resumed["graded_now"] + resumed["skipped_already_graded"] == 7
+    assert resumed["skipped_already_graded"] == len(reported) and resumed["graded_now"] == 7 - len(reported)
 
 
 @pytest.mark.slow

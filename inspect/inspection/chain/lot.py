@@ -10,6 +10,7 @@ wafer.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inspection.acquire import ImageReadError, read_image
+from inspection.acquire.base import STOP_POLL_S
 from inspection.chain.chain import Chain, Part, build_chain
 from inspection.measure.dies import die_inputs
 from inspection.recipe import Recipe
@@ -142,39 +144,67 @@ def _grade_remote(recipe: Recipe, threads: int, item: LotItem) -> GradedWafer:
 
 
 def grade_items(items: Sequence[LotItem], recipe: Recipe, *, workers: int = 1, engine: Engine = "local",
-                ray_address: str | None = None) -> Iterator[GradedWafer]:
-    """Grade ``items``, yielding each wafer as soon as it is done (in completion order)."""
+                ray_address: str | None = None, stop: threading.Event | None = None) -> Iterator[GradedWafer]:
+    """Grade ``items``, yielding each wafer as soon as it is done (in completion order).
+
+    Once ``stop`` is set, the wafers in hand are dropped at once (pool workers ended, Ray tasks cancelled; a
+    re-run grades them), the wafers already graded are still yielded, and the generator ends.
+    """
     if not items:
         return
+    stop = stop or threading.Event()
     threads = 0 if workers == 1 else 1
     if engine == "ray":
-        yield from _grade_on_ray(items, recipe, workers=workers, threads=threads, address=ray_address)
+        yield from _grade_on_ray(items, recipe, workers=workers, threads=threads, address=ray_address, stop=stop)
     elif workers == 1:
         with build_chain(recipe) as chain:
             for item in items:
+                if stop.is_set():
+                    return
                 yield _safe_grade(chain, item)
     else:
-        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(recipe, threads, os.getpid()))
-        try:
-            pending: set[Future[GradedWafer]] = set()
-            queue = iter(items)
-            for item in queue:  # keep two wafers per worker in flight: bounded memory, busy workers
-                pending.add(pool.submit(_grade_in_worker, item))
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-                    following = next(queue, None)
-                    if following is not None:
-                        pending.add(pool.submit(_grade_in_worker, following))
-        finally:  # done or interrupted: wafers not started are dropped (a re-run grades them)
-            pool.shutdown(wait=True, cancel_futures=True)
+        yield from _grade_on_pool(items, recipe, workers=workers, threads=threads, stop=stop)
+
+
+def _grade_on_pool(items: Sequence[LotItem], recipe: Recipe, *, workers: int, threads: int,
+                   stop: threading.Event) -> Iterator[GradedWafer]:
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(recipe, threads, os.getpid()))
+    pending: set[Future[GradedWafer]] = set()
+    try:
+        queue = iter(items)
+        for item in queue:  # keep two wafers per worker in flight: bounded memory, busy workers
+            pending.add(pool.submit(_grade_in_worker, item))
+            if len(pending) >= 2 * workers:
+                break
+        while pending and not stop.is_set():
+            done, pending = wait(pending, timeout=STOP_POLL_S, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+                following = None if stop.is_set() else next(queue, None)
+                if following is not None:
+                    pending.add(pool.submit(_grade_in_worker, following))
+    finally:  # done, stopped or interrupted: wafers not finished are dropped (a re-run grades them)
+        if pending:
+            _end_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+    # Wafers that finished while the stop was being seen are kept.
+    yield from (future.result() for future in pending
+                if future.done() and not future.cancelled() and future.exception(timeout=0) is None)
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """End a pool's workers now, mid-wafer: waiting for them would keep a stopped grade busy for tens of
+    seconds. (Python 3.14 has ``terminate_workers``; before it, the executor's process table is the way.)"""
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
 
 
 def _grade_on_ray(items: Sequence[LotItem], recipe: Recipe, *, workers: int, threads: int,
-                  address: str | None) -> Iterator[GradedWafer]:
+                  address: str | None, stop: threading.Event) -> Iterator[GradedWafer]:
     try:
         import ray
     except ImportError:
@@ -186,18 +216,20 @@ def _grade_on_ray(items: Sequence[LotItem], recipe: Recipe, *, workers: int, thr
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    pending = []
     try:
         task = ray.remote(num_cpus=1)(_grade_remote)
         recipe_ref = ray.put(recipe)
         pending = [task.remote(recipe_ref, threads, item) for item in items]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+        while pending and not stop.is_set():
+            done, pending = ray.wait(pending, num_returns=1, timeout=STOP_POLL_S)
             for reference in done:
                 yield ray.get(reference)
     finally:
+        for reference in pending:
+            ray.cancel(reference, force=True)
         if started_here:
             ray.shutdown()
-
 
 
 @dataclass(frozen=True)
@@ -207,13 +239,17 @@ class LotRun:
     skipped: int
     """Wafers already in the database from an earlier (perhaps interrupted) run."""
     elapsed_s: float
+    stopped: bool = False
+    """``stop`` was set: the wafers graded until then are committed, the rest are left for a re-run."""
 
 
 def run_lot(items: Sequence[LotItem], recipe: Recipe, *, db_path: str | Path, workers: int = 1,
             engine: Engine = "local", ray_address: str | None = None, software_version: str = "",
-            on_wafer: Callable[[GradedWafer], None] | None = None) -> LotRun:
+            on_wafer: Callable[[GradedWafer], None] | None = None, stop: threading.Event | None = None) -> LotRun:
     """Grade the wafers of ``items`` not yet in the database, committing each as it finishes (so an interrupted
-    run resumes where it stopped), with a progress bar."""
+    run resumes where it stopped), with a progress bar. Setting ``stop`` ends the run soon: wafers graded by then
+    are committed, the run is marked ``interrupted``."""
+    stop = stop or threading.Event()
     store = LotStore(db_path)
     try:
         finished = store.finished()
@@ -221,20 +257,21 @@ def run_lot(items: Sequence[LotItem], recipe: Recipe, *, db_path: str | Path, wo
         run_id = store.start_run(recipe_name=recipe.name, recipe_sha256=recipe.sha256(), engine=engine,
                                  workers=workers, software_version=software_version)
         started = time.perf_counter()
-        status = "interrupted"
+        status, graded_now = "interrupted", 0
         try:
-            graded = grade_items(todo, recipe, workers=workers, engine=engine, ray_address=ray_address)
+            graded = grade_items(todo, recipe, workers=workers, engine=engine, ray_address=ray_address, stop=stop)
             for wafer in tqdm(graded, total=len(todo), desc="wafers"):
                 store.add_wafer(run_id, wafer)
+                graded_now += 1
                 if on_wafer is not None:
                     on_wafer(wafer)
-            status = "finished"
+            status = "interrupted" if stop.is_set() else "finished"
         finally:
             try:
                 store.finish_run(run_id, status=status)
             except StoreError:  # the database that failed the lot may not take its end either
                 if status == "finished":
                     raise
-        return LotRun(run_id, len(todo), len(items) - len(todo), time.perf_counter() - started)
+        return LotRun(run_id, graded_now, len(items) - len(todo), time.perf_counter() - started, stop.is_set())
     finally:
         store.close()

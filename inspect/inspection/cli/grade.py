@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 from tqdm import tqdm
 
@@ -52,12 +55,17 @@ def cmd_grade(args: argparse.Namespace) -> int:
             line = f"{wafer.item.wafer_id}: failed to grade - {wafer.reason}"
         tqdm.write(line, file=sys.stderr)  # above the bar, which is redrawn below it
 
+    stop = threading.Event()
+    _stop_on_signals(stop)
     try:
         run = run_lot(items, recipe, db_path=db_path, workers=args.workers, engine=args.engine,
-                      ray_address=args.ray_address, software_version=software_version(), on_wafer=report)
+                      ray_address=args.ray_address, software_version=software_version(), on_wafer=report, stop=stop)
     except KeyboardInterrupt:
-        print(f"inspect: interrupted; every wafer graded so far is in {db_path}: run the same command again to "
-              "grade the rest", file=sys.stderr)
+        run = None
+    if run is None or run.stopped:
+        graded = f"{run.graded_now} wafer(s) graded now and committed" if run is not None else "committed wafers kept"
+        print(f"inspect: interrupted; {graded} in {db_path}: run the same command again to grade the rest",
+              file=sys.stderr)
         return 130
     outputs, figures = write_lot_outputs(db_path, args.out,
                                          title=f"Lot grading: {', '.join(sorted({i.lot_id for i in items}))}",
@@ -69,6 +77,21 @@ def cmd_grade(args: argparse.Namespace) -> int:
                "outputs": {k: str(v) for k, v in outputs.items()}}
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """Ctrl-C or SIGTERM: stop grading, drop the wafers in hand and commit those already graded; a second
+    signal aborts at once (every committed wafer stays, each is its own transaction)."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        tqdm.write(f"inspect: {signal.Signals(signum).name}: stopping; the wafers graded so far are committed "
+                   "(signal again to abort)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
