@@ -2,11 +2,17 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from inspection.report import ResultStore, StoreError, read_events, read_results
+from inspection.report import ResultStore, StoreError, read_events, read_results, read_runs
+from inspection.report import store as store_module
+from inspection.report.store import SCHEMA_VERSION, end_record_path
 from inspection.types import Defect, Detection, FrameResult, Region, Verdict
 
 
@@ -85,7 +91,7 @@ def test_a_version_1_database_is_migrated_in_place_with_every_row_intact(tmp_pat
     assert store.migrated_from == 1
     store.close()
     with sqlite3.connect(db) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         after = connection.execute("SELECT * FROM results ORDER BY id").fetchall()
         runs_after = connection.execute("SELECT * FROM runs").fetchall()
     assert len(before) == 6 and [row[:16] for row in after] == before
@@ -109,7 +115,7 @@ def test_a_newer_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     with sqlite3.connect(db) as connection:
         connection.execute("PRAGMA user_version=99")
     before = db.read_bytes()
-    with pytest.raises(StoreError, match="schema version 99 is newer than this software's 4"):
+    with pytest.raises(StoreError, match=f"schema version 99 is newer than this software's {SCHEMA_VERSION}"):
         ResultStore(db)
     assert db.read_bytes() == before
 
@@ -141,3 +147,80 @@ def test_names_with_uri_characters_and_a_damaged_page_are_read_or_named(tmp_path
     process = run_cli("results", "--db", str(damaged), check=False)
     assert process.returncode == 2 and "Traceback" not in process.stderr
     assert "is damaged" in process.stderr and ".recover" in process.stderr
+
+
+def _in_a_process_that_dies(db: Path, body: str) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` after opening ``db`` and starting run 1 (``store``, ``run``), then die by SIGKILL."""
+    script = (f"import os, signal\nfrom inspection.report import ResultStore, StoreError\nfrom inspection.report.store "
+              f"import *\nstore = ResultStore({str(db)!r})\nrun = store.start_run(camera='c', recipe_name='r', "
+              f"recipe_sha256='s', software_version='t')\n{body}\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+
+
+def test_readers_see_a_killed_run_ended_before_any_writer_opens_the_database(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    _in_a_process_that_dies(db, "")
+    [run] = read_runs(db)
+    assert run["status"] == "interrupted" and "ended without finishing the run" in run["reason"]
+    with sqlite3.connect(db) as connection:  # readers tell it; they do not write
+        assert connection.execute("SELECT status FROM runs").fetchone() == ("running",)
+
+
+def test_a_run_of_another_host_without_a_heartbeat_is_shown_unresponsive(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    ResultStore(db).close()
+    now = datetime.now(UTC)
+    with sqlite3.connect(db) as connection:
+        for beat in (now - timedelta(minutes=10), now - timedelta(seconds=2)):
+            connection.execute(
+                "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version, pid,"
+                " heartbeat_at) VALUES (?, 'running', 'c', 'r', 's', 'another-station', 't', 1, ?)",
+                (beat.isoformat(), beat.isoformat()))
+    recent, silent = read_runs(db)
+    assert silent["status"] == "unresponsive" and "no heartbeat from another-station for 600 s" in silent["reason"]
+    assert recent["status"] == "running"
+
+
+def test_a_running_run_beats_its_heartbeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "HEARTBEAT_S", 0.02)
+    store = ResultStore(tmp_path / "r.db")
+    run = store.start_run(camera="c", recipe_name="r", recipe_sha256="s", software_version="t")
+
+    def heartbeat() -> str:
+        with sqlite3.connect(tmp_path / "r.db") as connection:
+            return connection.execute("SELECT heartbeat_at FROM runs").fetchone()[0]
+
+    first = heartbeat()
+    deadline = time.monotonic() + 10
+    while heartbeat() == first and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert heartbeat() > first
+    store.finish_run(run, status="completed")
+    store.close()
+
+
+def test_a_run_end_the_database_cannot_take_is_kept_and_recorded_by_the_next_writer(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    body = """
+class FullDisk:  # every write refused, as on a disk without a free block
+    def __init__(self, connection): self.connection = connection
+    def __enter__(self): return self
+    def __exit__(self, *exc): return False
+    def execute(self, *args): raise sqlite3.OperationalError("database or disk is full")
+import sqlite3
+store._connection = FullDisk(store._connection)
+try:
+    store.finish_run(run, status="failed", reason="cannot write the results database")
+except StoreError as exc:
+    print(exc)
+"""
+    process = _in_a_process_that_dies(db, body)
+    assert "database or disk is full" in process.stdout and "r.db.run1.end" in process.stdout, process.stderr
+    [run] = read_runs(db)
+    assert run["status"] == "failed" and run["reason"].startswith("cannot write the results database (kept beside")
+    store = ResultStore(db)
+    assert store.closed_runs == [1] and not end_record_path(db, 1).exists()
+    store.close()
+    with sqlite3.connect(db) as connection:
+        status, reason, finished = connection.execute("SELECT status, reason, finished_at FROM runs").fetchone()
+    assert status == "failed" and "cannot write the results database" in reason and finished

@@ -12,6 +12,8 @@ import json
 import os
 import platform
 import sqlite3
+import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from typing import Any
 
 from inspection.types import FrameResult, InspectionError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY,
@@ -34,7 +36,8 @@ CREATE TABLE IF NOT EXISTS runs (
     software_version TEXT NOT NULL,
     model_sha256 TEXT,
     reason TEXT,
-    pid INTEGER
+    pid INTEGER,
+    heartbeat_at TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY,
@@ -84,12 +87,15 @@ _MIGRATIONS = {
         "ALTER TABLE results ADD COLUMN model_sha256 TEXT", "ALTER TABLE results ADD COLUMN inference TEXT"),
     2: ("ALTER TABLE runs ADD COLUMN pid INTEGER",),
     3: ("ALTER TABLE results ADD COLUMN crop_paths TEXT",),  # the reviews table comes with the schema script
+    4: ("ALTER TABLE runs ADD COLUMN heartbeat_at TEXT",),
 }
 """Version 2 (0.2): the classifier on the line. Runs name their model and why they failed; results name the
 model that classified their detections and how inference went (candidates, batch sizes, wait in the batcher).
 Version 3: runs name the process that writes them, so a run whose process was killed is found and closed.
 Version 4: defect review. Results keep the crops their detections were classified on (``crop_paths``, one per
 detection) and ``reviews`` holds what an operator said about each detection (every review kept; the newest counts).
+Version 5: a running run's process writes ``heartbeat_at`` every few seconds, so readers on any host can tell a
+run whose process is gone before the next writer closes it.
 """
 RESULT_COLUMNS = (
     "id", "run_id", "source", "frame_counter", "path", "acquired_at", "committed_at", "latency_ms", "verdict",
@@ -117,6 +123,83 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+HEARTBEAT_S = 5.0
+"""How often a running run's process writes its heartbeat."""
+SILENT_AFTER_S = 60.0
+"""A run of another host with no heartbeat for this long is shown as ``unresponsive`` (a run of this host is
+known at once, from its process)."""
+END_RECORD_BYTES = 2048
+
+
+def end_record_path(db: Path, run_id: int) -> Path:
+    """The file beside ``db`` that holds a run's end when the database could not take it (a full disk): reserved
+    when the run starts, so writing it later needs no new disk space; the next writer records it and removes it."""
+    return db.with_name(f"{db.name}.run{run_id}.end")
+
+
+def _reserve_end_record(db: Path, run_id: int) -> None:
+    # Without it, a run the database cannot end is still found interrupted.
+    with contextlib.suppress(OSError), end_record_path(db, run_id).open("wb") as handle:
+        handle.write(b" " * END_RECORD_BYTES)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_end_record(db: Path, run_id: int, *, status: str, reason: str | None, finished_at: str) -> bool:
+    """Overwrite the reserved end record in place; True if it holds the run's end now."""
+    record = json.dumps({"status": status, "reason": reason, "finished_at": finished_at}).encode()
+    if len(record) > END_RECORD_BYTES:
+        record = json.dumps({"status": status, "reason": (reason or "")[:END_RECORD_BYTES // 2],
+                             "finished_at": finished_at}, ensure_ascii=True).encode()[:END_RECORD_BYTES]
+    try:
+        with end_record_path(db, run_id).open("r+b") as handle:
+            handle.write(record.ljust(END_RECORD_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        return False
+    return True
+
+
+def _read_end_record(db: Path, run_id: int) -> dict[str, Any] | None:
+    """A run's end kept beside the database, or None (no record, or only the reserved blank)."""
+    try:
+        text = end_record_path(db, run_id).read_bytes()[:END_RECORD_BYTES].strip()
+        record = json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("status"), str):
+        return None
+    return record
+
+
+class _Heartbeat:
+    """Writes a running run's ``heartbeat_at`` every ``HEARTBEAT_S`` from its own thread and connection, so the
+    run looks alive to readers exactly as long as its process is (a failed beat, on a full disk, is skipped)."""
+
+    def __init__(self, path: Path, run_id: int) -> None:
+        self._path, self._run_id = path, run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run{run_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        try:
+            connection = sqlite3.connect(self._path, timeout=HEARTBEAT_S)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop.wait(HEARTBEAT_S):
+                with contextlib.suppress(sqlite3.Error), connection:
+                    connection.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (_now(), self._run_id))
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def iso_utc(epoch_s: float) -> str:
@@ -234,18 +317,21 @@ class ResultStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._connection, self.migrated_from = open_for_writing(self.path)
+        self._heartbeats: dict[int, _Heartbeat] = {}
         self.closed_runs = self._close_abandoned_runs()
 
     def _close_abandoned_runs(self) -> list[int]:
-        """Mark ``interrupted`` the runs of this host left ``running`` by a process that no longer exists (killed,
-        crashed, power cut): a run's status then says what happened to it. Returns their ids."""
+        """Close the runs of this host left ``running`` by a process that no longer exists: with the end its
+        process kept beside the database when the database could not take it (a full disk), else ``interrupted``
+        (killed, crashed, power cut). A run's status then says what happened to it. Returns their ids."""
         rows = self._connection.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?",
                                         (platform.node(),)).fetchall()
         abandoned = [(run_id, pid) for run_id, pid in rows if pid is None or not _process_alive(pid)]
         for run_id, pid in abandoned:
-            process = "its process" if pid is None else f"its process (pid {pid})"
-            self._commit("UPDATE runs SET status = 'interrupted', reason = ? WHERE run_id = ?",
-                         (f"{process} ended without finishing the run: killed, crashed or the power failed", run_id))
+            status, reason, finished_at = _abandoned_end(self.path, run_id, pid)
+            self._commit("UPDATE runs SET status = ?, reason = ?, finished_at = ? WHERE run_id = ?",
+                         (status, reason, finished_at, run_id))
+            end_record_path(self.path, run_id).unlink(missing_ok=True)
         return [run_id for run_id, _ in abandoned]
 
     def _commit(self, statement: str, parameters: tuple[Any, ...]) -> int:
@@ -258,27 +344,46 @@ class ResultStore:
             raise write_failure(self.path, exc) from None
 
     def start_run(self, *, camera: str, recipe_name: str, recipe_sha256: str, software_version: str) -> int:
-        """A new run (status ``running``) and its id; its model is named once loaded (:meth:`set_run_model`)."""
-        return self._commit(
-            "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version, pid)"
-            " VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
-            (_now(), camera, recipe_name, recipe_sha256, platform.node(), software_version, os.getpid()),
+        """A new run (status ``running``, its heartbeat started) and its id; its model is named once loaded
+        (:meth:`set_run_model`)."""
+        now = _now()
+        run_id = self._commit(
+            "INSERT INTO runs (started_at, status, camera, recipe_name, recipe_sha256, host, software_version, pid,"
+            " heartbeat_at) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            (now, camera, recipe_name, recipe_sha256, platform.node(), software_version, os.getpid(), now),
         )
+        _reserve_end_record(self.path, run_id)
+        self._heartbeats[run_id] = _Heartbeat(self.path, run_id)
+        return run_id
 
     def set_run_model(self, run_id: int, *, model_sha256: str | None) -> None:
         self._commit("UPDATE runs SET model_sha256 = ? WHERE run_id = ?", (model_sha256, run_id))
 
     def finish_run(self, run_id: int, *, status: str, reason: str | None = None) -> None:
+        """End a run with its status and reason. A database that cannot take it (a full disk) gets it later: the
+        end is kept in the run's reserved end record, which readers show and the next writer records; the
+        StoreError raised then says so."""
+        heartbeat = self._heartbeats.pop(run_id, None)
+        if heartbeat is not None:
+            heartbeat.stop()
+        finished_at = _now()
         statement = "UPDATE runs SET finished_at = ?, status = ?, reason = ? WHERE run_id = ?"
-        parameters = (_now(), status, reason, run_id)
+        parameters = (finished_at, status, reason, run_id)
         try:
-            self._commit(statement, parameters)
-        except StoreError:
-            # A database that refused a result (its disk full) often takes the run's end once its write-ahead log
-            # is emptied into the file: the run then says why it ended instead of being found "interrupted".
-            with contextlib.suppress(sqlite3.Error):
-                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._commit(statement, parameters)
+            try:
+                self._commit(statement, parameters)
+            except StoreError:
+                # A database that refused a result (its disk full) often takes the run's end once its write-ahead
+                # log is emptied into the file: the run then says why it ended instead of being found "interrupted".
+                with contextlib.suppress(sqlite3.Error):
+                    self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._commit(statement, parameters)
+        except StoreError as exc:
+            if not _write_end_record(self.path, run_id, status=status, reason=reason, finished_at=finished_at):
+                raise
+            raise StoreError(f"{exc}; the run's end is kept in {end_record_path(self.path, run_id)}, which readers "
+                             "show and the next `inspect run` on this database records") from None
+        end_record_path(self.path, run_id).unlink(missing_ok=True)
 
     def add_result(self, run_id: int, result: FrameResult, *, image_path: str | None = None,
                    crop_paths: Sequence[str | None] | None = None) -> int:
@@ -304,7 +409,41 @@ class ResultStore:
                      (run_id, _now(), kind, source, detail))
 
     def close(self) -> None:
+        for heartbeat in self._heartbeats.values():
+            heartbeat.stop()
+        self._heartbeats.clear()
         self._connection.close()
+
+
+def _abandoned_end(db: Path, run_id: int, pid: int | None) -> tuple[str, str, str | None]:
+    """(status, reason, finished_at) of a run whose process is gone without ending it in the database."""
+    record = _read_end_record(db, run_id)
+    if record is not None:
+        return (record["status"], f"{record.get('reason') or ''} (kept beside the database by its process, "
+                "which could not write it there)".lstrip(), record.get("finished_at"))
+    process = "its process" if pid is None else f"its process (pid {pid})"
+    return "interrupted", f"{process} ended without finishing the run: killed, crashed or the power failed", None
+
+
+def _run_as_seen(db: Path, run: dict[str, Any], *, now_s: float) -> dict[str, Any]:
+    """A stored run as a reader should show it: a ``running`` run whose process is gone (this host) is shown with
+    the end its process kept beside the database, else ``interrupted``; one of another host that sent no heartbeat
+    for ``SILENT_AFTER_S`` is shown ``unresponsive``. The database is not changed (readers do not write)."""
+    if run["status"] != "running":
+        return run
+    pid, heartbeat = run["pid"], run["heartbeat_at"]
+    if run["host"] == platform.node() and (not isinstance(pid, int) or not _process_alive(pid)):
+        status, reason, finished_at = _abandoned_end(db, run["run_id"], pid if isinstance(pid, int) else None)
+        return {**run, "status": status, "reason": reason, "finished_at": finished_at}
+    if isinstance(heartbeat, str) and run["host"] != platform.node():
+        try:
+            silent_s = now_s - datetime.fromisoformat(heartbeat).timestamp()
+        except ValueError:  # not written by this software
+            return run
+        if silent_s > SILENT_AFTER_S:
+            return {**run, "status": "unresponsive",
+                    "reason": f"no heartbeat from {run['host']} for {silent_s:.0f} s: its process is stopped or gone"}
+    return run
 
 
 def read_results(path: str | Path, *, verdict: str | None = None, since: str | None = None,
@@ -379,12 +518,20 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        The run's columns (``RUN_COLUMNS``) and ``verdicts``: {verdict: count}.
+        The run's columns (``RUN_COLUMNS``) and ``verdicts``: {verdict: count}. A run stored as ``running`` whose
+        process is gone is shown as it ended (``interrupted``, or the end its process kept beside the database);
+        one of another host without a heartbeat for ``SILENT_AFTER_S`` as ``unresponsive``.
     """
     connection = connect(Path(path), read_only=True)
     try:
-        runs = [dict(zip(RUN_COLUMNS, values, strict=True)) for values in
-                connection.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run_id DESC")]
+        now_s = time.time()
+        columns = select_columns(connection, "runs", (*RUN_COLUMNS, "pid", "heartbeat_at"))
+        runs = [_run_as_seen(Path(path), dict(zip((*RUN_COLUMNS, "pid", "heartbeat_at"), values, strict=True)),
+                             now_s=now_s)
+                for values in connection.execute(f"SELECT {columns} FROM runs ORDER BY run_id DESC")]
+        for run in runs:
+            run.pop("pid", None)
+            run.pop("heartbeat_at", None)
         counts: dict[int, dict[str, int]] = {}
         for run_id, verdict, count in connection.execute(
                 "SELECT run_id, verdict, COUNT(*) FROM results GROUP BY run_id, verdict"):
