@@ -4,7 +4,9 @@ headless), whose screenshot the README shows."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -107,3 +109,36 @@ def test_other_host_names_paths_and_forged_log_lines_are_refused(line_db: Path,
     client.get("/no-such%0Arefused GET /forged from 10.0.0.1")
     assert not any("\nrefused" in record.getMessage() for record in caplog.records)
     assert any("\\x0a" in record.getMessage() for record in caplog.records)
+
+
+def test_bad_stored_data_is_a_page_that_says_what_is_wrong(line_db: Path, tmp_path: Path) -> None:
+    """A file that is not a database, a row another program changed, a lot.json with a string for a number:
+    each used to be a bare 500 (and a station page that went blank)."""
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    client = local_client(create_app(garbage))
+    for url in ("/runs", "/runs/1", "/results/1"):
+        page = client.get(url)
+        assert page.status_code == 503 and "garbage.db: not a wafer-inspect results database" in page.text
+    status = client.get("/api/status")
+    assert status.status_code == 503 and "garbage.db" in status.json()["detail"]
+
+    changed = tmp_path / "changed.db"
+    shutil.copy(line_db, changed)
+    with sqlite3.connect(changed) as connection:
+        connection.execute("UPDATE results SET latency_ms = 'fast' WHERE id = 3")
+    client = local_client(create_app(changed))
+    assert client.get("/results/2").status_code == 200
+    page = client.get("/results/3")
+    assert page.status_code == 503 and "result 3: latency_ms is &#x27;fast&#x27;, expected int or float" in page.text
+
+    lots = tmp_path / "lots"
+    for name, figures in (("good", {"wafers": 2, "mean_yield": 0.5, "verdicts": {"pass": 2}}),
+                          ("edited", {"wafers": 2, "mean_yield": "abc", "verdicts": {"pass": "<b>2</b>"}})):
+        (lots / name).mkdir(parents=True)
+        (lots / name / "report.html").write_text("<html></html>")
+        (lots / name / "lot.json").write_text(json.dumps({"figures": figures}))
+    page = local_client(create_app(line_db, lots=lots)).get("/lots")
+    assert page.status_code == 200 and "50.00%" in page.text
+    assert "figures.mean_yield is &#x27;abc&#x27;, not what inspect grade writes" in page.text
+    assert "<b>2</b>" not in page.text

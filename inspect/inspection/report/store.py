@@ -494,13 +494,55 @@ def read_results(path: str | Path, *, verdict: str | None = None, since: str | N
             params.append(str(int(last)))
         cursor = connection.execute(query, params)
         for values in cursor:
-            row = dict(zip(RESULT_COLUMNS, values, strict=True))
-            for column in _JSON_COLUMNS:
-                if row[column] is not None:
-                    row[column] = json.loads(row[column])
-            yield row
+            yield _checked(Path(path), "result", dict(zip(RESULT_COLUMNS, values, strict=True)), _RESULT_TYPES)
     finally:
         connection.close()
+
+
+_TEXT, _NUMBER, _INTEGER = (str,), (int, float), (int,)
+_RESULT_TYPES: dict[str, tuple[type, ...]] = {
+    "id": _INTEGER, "run_id": _INTEGER, "source": _TEXT, "frame_counter": _INTEGER, "path": (str, type(None)),
+    "acquired_at": _TEXT, "committed_at": _TEXT, "latency_ms": _NUMBER, "verdict": _TEXT, "reason": _TEXT,
+    "n_detections": _INTEGER, "detections": (list,), "stage_latency_ms": (dict,), "shift_px": (list, type(None)),
+    "truth": (list, type(None)), "image_path": (str, type(None)), "model_sha256": (str, type(None)),
+    "inference": (dict, type(None)), "crop_paths": (list, type(None)),
+}
+_RUN_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": _INTEGER, "started_at": _TEXT, "finished_at": (str, type(None)), "status": _TEXT, "camera": _TEXT,
+    "recipe_name": _TEXT, "recipe_sha256": _TEXT, "host": _TEXT, "software_version": _TEXT,
+    "model_sha256": (str, type(None)), "reason": (str, type(None)), "pid": (int, type(None)),
+    "heartbeat_at": (str, type(None)),
+}
+
+
+def _checked(path: Path, what: str, row: dict[str, Any], types: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    """A stored row with its JSON columns decoded, or a StoreError naming the row, the column and the value that
+    this software did not write (a database edited or damaged by something else): readers such as ``inspect
+    serve`` then say what is wrong instead of failing somewhere in a page."""
+    key = row.get("id", row.get("run_id"))
+    for column, expected in types.items():
+        value = row.get(column)
+        if column in _JSON_COLUMNS and isinstance(value, str):
+            try:
+                value = row[column] = json.loads(value)
+            except ValueError:
+                raise StoreError(f"{path}: {what} {key}: {column} is not JSON ({value[:60]!r}); the database was "
+                                 "changed by something other than wafer-inspect") from None
+        if column in row and (not isinstance(value, expected) or isinstance(value, bool)):
+            names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in expected)
+            raise StoreError(f"{path}: {what} {key}: {column} is {value!r:.60}, expected {names}; the database was "
+                             "changed by something other than wafer-inspect")
+    for column in ("acquired_at", "committed_at", "started_at"):
+        if column in row:
+            try:
+                datetime.fromisoformat(row[column])
+            except ValueError:
+                raise StoreError(f"{path}: {what} {key}: {column} is {row[column]!r:.60}, expected an ISO-8601 time; "
+                                 "the database was changed by something other than wafer-inspect") from None
+    if what == "result" and not all(isinstance(d, dict) and isinstance(d.get("kind"), str)
+                                    for d in row["detections"]):
+        raise StoreError(f"{path}: result {key}: detections are not the records wafer-inspect writes")
+    return row
 
 
 RUN_COLUMNS = ("run_id", "started_at", "finished_at", "status", "camera", "recipe_name", "recipe_sha256", "host",
@@ -526,7 +568,8 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
     try:
         now_s = time.time()
         columns = select_columns(connection, "runs", (*RUN_COLUMNS, "pid", "heartbeat_at"))
-        runs = [_run_as_seen(Path(path), dict(zip((*RUN_COLUMNS, "pid", "heartbeat_at"), values, strict=True)),
+        runs = [_run_as_seen(Path(path), _checked(Path(path), "run", dict(zip((*RUN_COLUMNS, "pid", "heartbeat_at"),
+                                                                               values, strict=True)), _RUN_TYPES),
                              now_s=now_s)
                 for values in connection.execute(f"SELECT {columns} FROM runs ORDER BY run_id DESC")]
         for run in runs:
@@ -535,7 +578,7 @@ def read_runs(path: str | Path) -> list[dict[str, Any]]:
         counts: dict[int, dict[str, int]] = {}
         for run_id, verdict, count in connection.execute(
                 "SELECT run_id, verdict, COUNT(*) FROM results GROUP BY run_id, verdict"):
-            counts.setdefault(run_id, {})[verdict] = count
+            counts.setdefault(run_id, {})[str(verdict)] = count
         for run in runs:
             run["verdicts"] = counts.get(run["run_id"], {})
         return runs

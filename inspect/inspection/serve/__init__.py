@@ -15,10 +15,10 @@ localhost unless told otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import datetime
 from html import escape
@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import cv2
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -46,6 +46,7 @@ from inspection.report.reviews import (
     review_labels,
 )
 from inspection.report.store import connect
+from inspection.types import InspectionError
 
 ResultId = Annotated[int, PathParameter(ge=1, le=2**62)]
 __all__ = ["MAX_BODY_BYTES", "create_app", "lot_reports", "station_status"]
@@ -118,7 +119,10 @@ function tile(id, value, label) { document.getElementById(id).innerHTML = value 
 function text(value) { const node = document.createElement('span'); node.textContent = value; return node.innerHTML; }
 async function refresh() {
   try {
-    const status = await (await fetch('/api/status')).json();
+    const response = await fetch('/api/status');
+    const status = await response.json();
+    if (!response.ok) { document.getElementById('run').textContent = 'the station cannot read its results: ' +
+      status.detail; return; }
     if (status.run) {
       const run = status.run;
       document.getElementById('run').innerHTML = 'run ' + run.run_id + ' (' + text(run.status) + '), recipe ' +
@@ -167,11 +171,37 @@ def lot_reports(lots: Path) -> list[dict[str, Any]]:
     """
     found = []
     for name in _lot_names(lots):
-        figures: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # a lot without its figures is still listed
-            figures = json.loads((lots / name / "lot.json").read_text(encoding="utf-8")).get("figures", {})
-        found.append({"name": name, "figures": figures})
+        try:
+            figures, problem = _lot_figures(lots / name / "lot.json"), None
+        except (OSError, ValueError) as exc:  # a lot without its figures is still listed, with the reason
+            figures, problem = {}, str(exc)
+        found.append({"name": name, "figures": figures, "problem": problem})
     return found
+
+
+MAX_LOT_JSON_BYTES = 20_000_000
+
+
+def _lot_figures(path: Path) -> dict[str, Any]:
+    """The figures of a lot's ``lot.json`` as ``inspect grade`` writes them (wafers, verdicts, mean yield), or a
+    ValueError naming the field that is not (a file edited or written by something else)."""
+    if path.stat().st_size > MAX_LOT_JSON_BYTES:
+        raise ValueError(f"{path.name}: {path.stat().st_size:,} bytes; inspect grade writes at most a few MB")
+    try:
+        figures = json.loads(path.read_text(encoding="utf-8")).get("figures", {})
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, AttributeError):
+        raise ValueError(f"{path.name}: not the JSON object inspect grade writes") from None
+    if not isinstance(figures, dict):
+        raise ValueError(f"{path.name}: figures is {figures!r:.40}, expected an object")
+    checks = {"wafers": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+              "mean_yield": lambda v: v is None or (isinstance(v, float | int) and not isinstance(v, bool)
+                                                      and 0 <= v <= 1),
+              "verdicts": lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(n, int)
+                                                                  and not isinstance(n, bool) for k, n in v.items())}
+    for field, fits in checks.items():
+        if field in figures and not fits(figures[field]):
+            raise ValueError(f"{path.name}: figures.{field} is {figures[field]!r:.40}, not what inspect grade writes")
+    return figures
 
 
 def _lot_names(lots: Path) -> list[str]:
@@ -307,6 +337,17 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
                          "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
     app = FastAPI(title="wafer-inspect station", docs_url=None, redoc_url=None)
     app.add_middleware(RequestGuard, hosts=hosts)
+
+    @app.exception_handler(InspectionError)
+    @app.exception_handler(sqlite3.DatabaseError)
+    def stored_data_problem(request: Request, exc: Exception) -> Response:
+        """A database or file that cannot be read as this software wrote it: a page (or JSON) that says which
+        and why, with 503 (the data is unavailable, the station itself is fine)."""
+        message = str(exc) if isinstance(exc, InspectionError) else f"{db}: damaged ({exc})"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": message}, status_code=503)
+        return HTMLResponse(_page("cannot show this page", "<h1>Stored data cannot be shown</h1><p class='error'>"
+                                  f"{escape(message)}</p><p><a href='/'>station</a></p>"), status_code=503)
 
     def runs() -> list[dict[str, Any]]:
         return read_runs(db) if db.is_file() else []
@@ -445,8 +486,11 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
             figures, name = lot["figures"], lot["name"]
             review = (f'<a href="/lot-review?lot={quote(name)}">review dies</a>'
                       if (lots / name / LOT_DATABASE).is_file() else "")
-            rows.append([f'<a href="/lot-files/{escape(name)}/report.html">{escape(name)}</a>',
-                         str(figures.get("wafers", "")),
+            link = f'<a href="/lot-files/{quote(name)}/report.html">{escape(name)}</a>'
+            if lot["problem"] is not None:
+                rows.append([link, "", f'<span class="error">{escape(lot["problem"])}</span>', "", review])
+                continue
+            rows.append([link, str(figures.get("wafers", "")),
                          " ".join(f"{escape(k)} {v}" for k, v in sorted(figures.get("verdicts", {}).items())),
                          "" if figures.get("mean_yield") is None else f"{figures['mean_yield']:.2%}", review])
         return _page("lots", "<h1>Lot reports</h1>" + _table(rows, ["lot", "wafers", "verdicts", "mean yield", ""])
