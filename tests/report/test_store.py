@@ -224,3 +224,21 @@ except StoreError as exc:
     with sqlite3.connect(db) as connection:
         status, reason, finished = connection.execute("SELECT status, reason, finished_at FROM runs").fetchone()
     assert status == "failed" and "cannot write the results database" in reason and finished
+
+
+def test_a_database_on_a_read_only_mount_is_read(tmp_path: Path) -> None:
+    """A real read-only file system (a tmpfs remounted read-only in a private mount namespace): SQLite cannot make
+    its lock files there, and the readers still read every row."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    db = mount / "line.db"
+    script = (f"mount -t tmpfs -o size=4m tmpfs {mount} && {sys.executable} -m inspection run --frames 3 --db {db} -q"
+              f" && mount -o remount,ro {mount} && {sys.executable} -m inspection results --db {db} --format json"
+              f" && ! touch {mount}/writable")
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("no private mount namespace here (unshare -m needs root)")
+    process = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    if "mount: " in process.stderr and "permission denied" in process.stderr.lower():
+        pytest.skip("mounting is not permitted here")
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert len(process.stdout.splitlines()) == 3 and "Traceback" not in process.stderr
