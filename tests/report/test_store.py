@@ -146,7 +146,7 @@ def test_names_with_uri_characters_and_a_damaged_page_are_read_or_named(tmp_path
     damaged.write_bytes(bytes(data))
     process = run_cli("results", "--db", str(damaged), check=False)
     assert process.returncode == 2 and "Traceback" not in process.stderr
-    assert "is damaged" in process.stderr and ".recover" in process.stderr
+    assert f"{damaged}: damaged (database disk image is malformed)" in process.stderr and ".recover" in process.stderr
 
 
 def _in_a_process_that_dies(db: Path, body: str) -> subprocess.CompletedProcess[str]:

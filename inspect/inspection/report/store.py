@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,53 @@ def table_names(connection: sqlite3.Connection) -> set[str]:
     return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    """The one-line error for a database whose pages cannot be read (damaged after it opened)."""
+    return StoreError(f"{path}: damaged ({exc}); what it holds up to the damage can be recovered with: sqlite3 "
+                      f"{path} .recover | sqlite3 NEW.db")
+
+
+class _NamingCursor(sqlite3.Cursor):
+    """A read-only cursor whose damaged-page errors name the database file (a damaged page is met while rows are
+    fetched, far from where the file was opened)."""
+
+    path: Path
+
+    def _named(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except sqlite3.OperationalError:  # locked, busy, cannot open: not damage
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.path, exc) from None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _NamingCursor:
+        return self._named(lambda: super(_NamingCursor, self).execute(sql, parameters))  # type: ignore[no-any-return]
+
+    def __next__(self) -> Any:
+        return self._named(lambda: super(_NamingCursor, self).__next__())
+
+    def fetchone(self) -> Any:
+        return self._named(lambda: super(_NamingCursor, self).fetchone())
+
+    def fetchall(self) -> list[Any]:
+        return self._named(lambda: super(_NamingCursor, self).fetchall())  # type: ignore[no-any-return]
+
+
+class _ReadConnection(sqlite3.Connection):
+    """A read-only connection whose queries go through :class:`_NamingCursor`."""
+
+    path: Path | None = None
+    """Set once the file is known to be a database: until then its errors say what else it is."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        if self.path is None:
+            return super().execute(sql, parameters)
+        cursor = self.cursor(_NamingCursor)
+        cursor.path = self.path
+        return cursor.execute(sql, parameters)
+
+
 def connect(path: Path, *, read_only: bool, table: str = "results", schema_version: int = SCHEMA_VERSION,
             what: str = "wafer-inspect results database") -> sqlite3.Connection:
     """An SQLite connection after checking the file is ours: ``table`` present (or no tables yet), schema not
@@ -229,7 +276,7 @@ def connect(path: Path, *, read_only: bool, table: str = "results", schema_versi
             if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
                 # A read-only mount: SQLite cannot make its lock files there, and no writer can be at work either.
                 address += "&immutable=1"
-            connection = sqlite3.connect(address, uri=True, timeout=10)
+            connection = sqlite3.connect(address, uri=True, timeout=10, factory=_ReadConnection)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, timeout=10, check_same_thread=False)
@@ -248,6 +295,8 @@ def connect(path: Path, *, read_only: bool, table: str = "results", schema_versi
     if tables and table not in tables:
         connection.close()
         raise StoreError(f"{path}: an SQLite database of another application (tables: {', '.join(sorted(tables))})")
+    if isinstance(connection, _ReadConnection):
+        connection.path = path
     return connection
 
 
