@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,14 @@ import pytest
 
 from inspection.report import read_results
 from inspection.report.lots import read_review_dies
-from inspection.report.reviews import ReviewError, UnknownResult, add_review, export_labels, read_reviews
+from inspection.report.reviews import (
+    ReviewError,
+    UnknownResult,
+    add_die_review,
+    add_review,
+    export_labels,
+    read_reviews,
+)
 from tests.conftest import run_cli
 from tests.serve.browser import Browser, find_chromium
 from tests.serve.conftest import local_client, served
@@ -219,3 +227,21 @@ def test_dies_of_a_graded_lot_are_reviewed_exported_and_trained_on(graded_lots: 
             timeout=600)
     card = json.loads((model / "model.json").read_text())
     assert set(card["class_names"]) == set(manifest["counts"]) and card["thresholds"]["defect_score"] is not None
+
+
+def test_die_reviews_of_wafers_whose_ids_differ_only_in_case_export_to_two_files(graded_lots: Path,
+                                                                                  tmp_path: Path) -> None:
+    """"W1" and "w1" are two wafers; on macOS or Windows their crops must still be two files."""
+    db = Path(shutil.copy(graded_lots / "lot-a" / "grade.sqlite", tmp_path / "grade.sqlite"))
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE wafers SET wafer_id = CASE wafer_id WHEN 'wafer-01' THEN 'W1' ELSE 'w1' END")
+        for wafer in (1, 2):  # one die of each wafer at the same place, as on two wafers of one product
+            connection.execute("UPDATE review_dies SET row = -50, col = -50 WHERE wafer = ? AND (row, col) = "
+                               "(SELECT row, col FROM review_dies WHERE wafer = ? LIMIT 1)", (wafer, wafer))
+    for wafer in (1, 2):
+        add_die_review(db, wafer=wafer, row=-50, col=-50, label="good", reviewer="yield")
+    exported = tmp_path / "labelled"
+    export_labels(db, exported)
+    files = [entry["file"] for entry in json.loads((exported / "labels.json").read_text())["crops"]]
+    assert len(files) == 2 and len({name.casefold() for name in files}) == 2
+    assert all((exported / name).is_file() for name in files)

@@ -19,7 +19,7 @@ from typing import Any
 
 from inspection.report.lots import open_lot_database, read_review_dies
 from inspection.report.store import StoreError, connect, open_for_writing, table_names, write_failure
-from inspection.types import InspectionError, file_stem
+from inspection.types import InspectionError, file_stem, unique_on_any_file_system
 
 __all__ = ["LABEL_PATTERN", "ReviewError", "UnknownResult", "add_die_review", "add_review", "export_labels",
            "read_die_reviews", "read_reviews", "review_labels"]
@@ -243,10 +243,14 @@ def _reviewed_crops(db: Path, run_id: int | None) -> tuple[list[tuple[dict[str, 
         if run_id is not None:
             raise ReviewError(f"--run {run_id}: {db} is a lot's grading database, which has no line runs")
         pictures = {(die["wafer"], die["row"], die["col"]): die["input_png"] for die in read_review_dies(db)}
+        reviewed = read_die_reviews(db)
+        # Ids that differ only in letter case ("W1", "w1") would share a file on macOS or Windows.
+        stems = unique_on_any_file_system([
+            (f"{file_stem(r['lot_id'], r['wafer_id'])}_r{r['row']}_c{r['col']}",
+             (r["lot_id"], r["wafer_id"], str(r["row"]), str(r["col"]))) for r in reviewed.values()])
         found = []
-        for key, review in read_die_reviews(db).items():
-            name = f"{file_stem(review['lot_id'], review['wafer_id'])}_r{review['row']}_c{review['col']}.png"
-            found.append(({"file": f"{review['label']}/{name}", **{k: review[k] for k in (
+        for (key, review), stem in zip(reviewed.items(), stems, strict=True):
+            found.append(({"file": f"{review['label']}/{stem}.png", **{k: review[k] for k in (
                 "label", "model_label", "reviewer", "at", "lot_id", "wafer_id", "row", "col")}}, pictures[key]))
         return found, 0
     reviews = read_reviews(db, run_id=run_id)
