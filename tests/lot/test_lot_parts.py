@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import string
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from inspection.acquire.lot import LotInputError, read_lot
 from inspection.grade import wafer_verdict
 from inspection.measure.dies import locate_dies
 from inspection.recipe import LotRules, RecipeError, load_recipe
+from inspection.report.lots import LotStore
 from inspection.sim.lot import LotSpec, render_lot_wafer, truth_map
 from inspection.types import MAX_STEM_CHARS, Verdict, file_stem, ids_of_stem, unique_on_any_file_system
 from inspection.wafermap.klarf import Klarf, KlarfError, klarf_die_map, read_klarf, write_klarf
@@ -153,3 +157,18 @@ def test_ids_that_differ_only_in_case_get_files_of_their_own_everywhere() -> Non
     assert len({stem.casefold() for stem in stems}) == 3
     long = file_stem("L", "\u00e9" * 150)
     assert len(long) <= MAX_STEM_CHARS and "~~" in long and long != file_stem("L", "\u00e9" * 151)
+
+
+def test_a_grading_run_whose_process_was_killed_is_marked_when_the_lot_is_next_opened(tmp_path: Path) -> None:
+    db = tmp_path / "grade.sqlite"
+    script = (f"import os, signal\nfrom inspection.report.lots import LotStore\nstore = LotStore({str(db)!r})\n"
+              "store.start_run(recipe_name='r', recipe_sha256='s', engine='local', workers=2, software_version='t')\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", script], timeout=60)
+    with sqlite3.connect(db) as connection:  # a file of lot schema 2: grading runs without their process
+        connection.execute("ALTER TABLE grade_runs DROP COLUMN pid")
+        connection.execute("PRAGMA user_version = 2")
+    LotStore(db).close()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT status FROM grade_runs").fetchall() == [("interrupted",)]
+        assert "pid" in {row[1] for row in connection.execute("PRAGMA table_info(grade_runs)")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import sqlite3
 from datetime import UTC, datetime
@@ -16,10 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from inspection.report.store import StoreError, connect, create_schema, table_names, write_failure
+from inspection.report.store import (
+    StoreError,
+    connect,
+    create_schema,
+    process_alive,
+    table_names,
+    write_failure,
+)
 from inspection.types import GradedWafer
 
-LOT_SCHEMA_VERSION = 2
+LOT_SCHEMA_VERSION = 3
 LOT_DATABASE = "grade.sqlite"
 """The grading database's name in each ``inspect grade --out`` folder."""
 _WHAT = "wafer-inspect lot grading database"
@@ -34,7 +42,8 @@ CREATE TABLE IF NOT EXISTS grade_runs (
     engine TEXT NOT NULL,
     workers INTEGER NOT NULL,
     host TEXT NOT NULL,
-    software_version TEXT NOT NULL
+    software_version TEXT NOT NULL,
+    pid INTEGER
 );
 CREATE TABLE IF NOT EXISTS wafers (
     id INTEGER PRIMARY KEY,
@@ -110,7 +119,8 @@ CREATE TABLE IF NOT EXISTS die_reviews (
 """
 """Version 2: defect review. ``review_dies`` keeps the classifier's input (die, median die, difference) of each
 wafer's worst defective dies, ``die_reviews`` what an operator said of them (every review kept; the newest counts).
-A version 1 file takes the new tables when it is next written."""
+A version 1 file takes the new tables when it is next written. Version 3: grading runs name their process, so a run
+whose process was killed is found and marked ``interrupted`` when the lot is next graded."""
 WAFER_COLUMNS = ("id", "run_id", "lot_id", "wafer_id", "slot", "image_path", "status", "reason", "verdict", "pattern",
                  "pattern_confidence", "root_cause", "yield_fraction", "defect_density_per_cm2", "n_dies",
                  "n_defective", "die_map", "map_origin_row", "map_origin_col", "geometry", "timings_ms",
@@ -135,6 +145,18 @@ class LotStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._connection = open_lot_database(self.path, read_only=False)
+        self._close_abandoned_runs()
+
+    def _close_abandoned_runs(self) -> None:
+        """Mark ``interrupted`` this host's grading runs left ``running`` by a process that is gone (killed)."""
+        rows = self._connection.execute("SELECT run_id, pid FROM grade_runs WHERE status = 'running' AND host = ?",
+                                        (platform.node(),)).fetchall()
+        abandoned = [(run_id,) for run_id, pid in rows if pid is None or not process_alive(pid)]
+        try:
+            with self._connection:
+                self._connection.executemany("UPDATE grade_runs SET status = 'interrupted' WHERE run_id = ?", abandoned)
+        except sqlite3.Error as exc:
+            raise write_failure(self.path, exc) from None
 
     def finished(self) -> set[tuple[str, str]]:
         """(lot_id, wafer_id) of every wafer already stored, graded or failed-to-grade."""
@@ -146,8 +168,9 @@ class LotStore:
             with self._connection:
                 cursor = self._connection.execute(
                     "INSERT INTO grade_runs (started_at, status, recipe_name, recipe_sha256, engine, workers, host,"
-                    " software_version) VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
-                    (_now(), recipe_name, recipe_sha256, engine, workers, platform.node(), software_version))
+                    " software_version, pid) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                    (_now(), recipe_name, recipe_sha256, engine, workers, platform.node(), software_version,
+                     os.getpid()))
         except sqlite3.Error as exc:
             raise write_failure(self.path, exc) from None
         return int(cursor.lastrowid or 0)
@@ -210,6 +233,15 @@ def open_lot_database(path: Path, *, read_only: bool) -> sqlite3.Connection:
     tables (a version 1 file gains those of review)."""
     connection = connect(path, read_only=read_only, table="wafers", schema_version=LOT_SCHEMA_VERSION, what=_WHAT)
     if not read_only:
+        tables = table_names(connection)
+        if "grade_runs" in tables and "pid" not in {row[1] for row in connection.execute(
+                "PRAGMA table_info(grade_runs)")}:  # a version 1 or 2 file: the column comes before the schema
+            try:
+                with connection:
+                    connection.execute("ALTER TABLE grade_runs ADD COLUMN pid INTEGER")
+            except sqlite3.Error as exc:
+                connection.close()
+                raise write_failure(path, exc) from None
         create_schema(connection, schema=_SCHEMA, version=LOT_SCHEMA_VERSION, path=path)
     return connection
 

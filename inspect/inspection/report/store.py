@@ -115,7 +115,8 @@ def write_failure(path: Path, exc: sqlite3.Error) -> StoreError:
                       "the file and its folder are writable")
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -375,7 +376,7 @@ class ResultStore:
         (killed, crashed, power cut). A run's status then says what happened to it. Returns their ids."""
         rows = self._connection.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?",
                                         (platform.node(),)).fetchall()
-        abandoned = [(run_id, pid) for run_id, pid in rows if pid is None or not _process_alive(pid)]
+        abandoned = [(run_id, pid) for run_id, pid in rows if pid is None or not process_alive(pid)]
         for run_id, pid in abandoned:
             status, reason, finished_at = _abandoned_end(self.path, run_id, pid)
             self._commit("UPDATE runs SET status = ?, reason = ?, finished_at = ? WHERE run_id = ?",
@@ -481,7 +482,7 @@ def _run_as_seen(db: Path, run: dict[str, Any], *, now_s: float) -> dict[str, An
     if run["status"] != "running":
         return run
     pid, heartbeat = run["pid"], run["heartbeat_at"]
-    if run["host"] == platform.node() and (not isinstance(pid, int) or not _process_alive(pid)):
+    if run["host"] == platform.node() and (not isinstance(pid, int) or not process_alive(pid)):
         status, reason, finished_at = _abandoned_end(db, run["run_id"], pid if isinstance(pid, int) else None)
         return {**run, "status": status, "reason": reason, "finished_at": finished_at}
     if isinstance(heartbeat, str) and run["host"] != platform.node():
