@@ -150,3 +150,17 @@ def test_folder_errors(tmp_path: Path) -> None:
         camera.grab(timeout_s=1)
         with pytest.raises(SourceExhausted):
             camera.grab(timeout_s=1)
+
+
+def test_a_fifo_named_like_an_image_is_refused_at_once_wherever_an_image_is_read(tmp_path: Path) -> None:
+    """A lot folder or a training folder holding a FIFO used to block its reader forever."""
+    import os
+
+    from inspection.acquire import ImageReadError, read_image
+
+    fifo = tmp_path / "wafer-99.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError, match=r"wafer-99.png: cannot be read: not a regular file \(a FIFO"):
+        read_image(fifo)
+    with pytest.raises(ImageReadError, match=r"cannot be read: (Is a directory|not a regular file)"):
+        read_image(tmp_path)

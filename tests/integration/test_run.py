@@ -276,7 +276,11 @@ def test_a_slow_stage_makes_acquisition_wait_instead_of_queueing(tmp_path: Path)
     [
         (["run", "--camera", "gige:10.0.0.5"], "unknown scheme 'gige'"),
         (["run", "--recipe", "nope.yaml"], "recipe 'nope.yaml': no such file, and not a bundled recipe"),
-        (["run", "--frames", "0"], "--frames must be at least 1, got 0"),
+        (["run", "--frames", "0"], "argument --frames: expected a whole number within 1..1000000000000, got 0"),
+        (["run", "--metrics-port", "99999"], "argument --metrics-port: expected a whole number within 1..65535"),
+        (["teach", "--camera", "sim:wafer", "--out", "/proc/t.png", "--frames", "2"], "/proc/t.png"),
+        (["synth", "lot", "/proc/lot", "--wafers", "100000000"], "--wafers: expected a whole number within 1..10000"),
+        (["synth", "dies", "/proc/dies", "--per-class", "2"], "/proc/dies"),
         (["run", "--camera", "folder:/nonexistent"], "folder /nonexistent does not exist"),
         (["results", "--db", "/nonexistent/x.db"], "no results database there"),
     ],
@@ -284,6 +288,7 @@ def test_a_slow_stage_makes_acquisition_wait_instead_of_queueing(tmp_path: Path)
 def test_cli_errors_are_clear(args: list[str], message: str, tmp_path: Path) -> None:
     if args[0] == "run":
         args = [*args, "--db", str(tmp_path / "x.db")]
+    # a wrong option is argparse's usage error (2); a path the system refuses is the command's error (2)
     process = run_cli(*args, check=False)
     assert process.returncode == 2, process.stderr
     assert message in process.stderr

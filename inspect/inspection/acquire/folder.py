@@ -10,6 +10,8 @@ a writer that paused longer than ``settle_s`` does not lose its part.
 
 from __future__ import annotations
 
+import errno
+import os
 import stat
 import time
 from pathlib import Path
@@ -27,6 +29,19 @@ _POLL_S = 0.05
 
 class ImageReadError(InspectionError, ValueError):
     """A file that is not a readable 8/16-bit image."""
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file. A FIFO, device or folder is refused at once (an OSError) instead of being read:
+    a FIFO named like an image would block its reader forever."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or folder)", str(path))
+        with os.fdopen(os.dup(descriptor), "rb") as handle:
+            return handle.read()
+    finally:
+        os.close(descriptor)
 
 
 def read_image(path: str | Path, *, bit_depth: int | None = None,
@@ -60,7 +75,7 @@ def read_image(path: str | Path, *, bit_depth: int | None = None,
     """
     path = Path(path)
     try:
-        encoded = np.fromfile(path, np.uint8)
+        encoded = np.frombuffer(read_regular_file(path), np.uint8)
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     size = image_size_px(encoded[:65536].tobytes())

@@ -29,9 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command in ("run", "teach") and args.frames is not None and args.frames < 1:
-        print(f"inspect: error: --frames must be at least 1, got {args.frames}", file=sys.stderr)
-        return 2
     try:
         return args.handler(args)
     except InspectionError as exc:
@@ -47,3 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `inspect results | head` closed the pipe: not an error
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a file or folder the command was given that the system refuses (no such, read-only)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"inspect: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2

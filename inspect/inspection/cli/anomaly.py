@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from inspection.cli.common import UsageError, interval_text, model_folder
+from inspection.cli.common import MAX_SEED, UsageError, integer, interval_text, model_folder, number
 from inspection.cli.models import load_train_package
 
 
@@ -15,10 +15,6 @@ def cmd_train_anomaly(args: argparse.Namespace) -> int:
     load_train_package()  # a usage error naming the [train] extra where torch is missing
     from inspection.train.anomaly import train_anomaly
 
-    if not 0 < args.held_out < 1:
-        raise UsageError(f"--held-out must lie between 0 and 1 (a share of the good images), got {args.held_out}")
-    if args.steps < 1 or args.batch < 1:
-        raise UsageError(f"--steps and --batch must be at least 1, got {args.steps} and {args.batch}")
     card = train_anomaly(args.good_folder, args.out, steps=args.steps, batch=args.batch,
                          held_out_fraction=args.held_out, false_alarms_per_image=args.false_alarms, seed=args.seed,
                          threads=args.threads, device=args.device)
@@ -75,14 +71,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train-anomaly", help="train an anomaly model from a folder of good images only")
     train.add_argument("good_folder", type=Path, help="images of good parts, one size, grey")
     train.add_argument("--out", type=Path, required=True, help="model folder to write (model.onnx, model.json)")
-    train.add_argument("--steps", type=int, default=4000, help="optimiser steps (about 9 a second on 2 cores)")
-    train.add_argument("--batch", type=int, default=24, help="crops per step")
-    train.add_argument("--held-out", type=float, default=0.15,
+    train.add_argument("--steps", type=integer(1, 10_000_000), default=4000,
+                       help="optimiser steps (about 9 a second on 2 cores)")
+    train.add_argument("--batch", type=integer(1, 4096), default=24, help="crops per step")
+    train.add_argument("--held-out", type=number(0.01, 0.9), default=0.15,
                        help="share of the good images kept out to choose the threshold and check parity")
-    train.add_argument("--false-alarms", type=float, default=1.0,
+    train.add_argument("--false-alarms", type=number(0, 1000), default=1.0,
                        help="the threshold allows this many false alarms per held-out good image")
-    train.add_argument("--seed", type=int, default=0, help="seeds the split, the crops and the synthetic defects")
-    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
+    train.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                       help="seeds the split, the crops and the synthetic defects")
+    train.add_argument("--threads", type=integer(0, 1024), default=0, help="torch CPU threads (0: one per core)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
     train.set_defaults(handler=cmd_train_anomaly)
 
@@ -91,10 +89,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("root", type=Path, help="folder the list's paths are relative to")
     evaluate.add_argument("--list", type=Path, required=True, help="pairs, one 'IMAGE.jpg ANNOTATION.txt' a line")
     evaluate.add_argument("--groups", help="only these board groups, comma-separated (e.g. 44000,50600)")
-    evaluate.add_argument("--threshold", type=float, help="map threshold (default: the card's)")
-    evaluate.add_argument("--target-false-alarms", type=float, default=1.0,
+    evaluate.add_argument("--threshold", type=number(0, 1e12), help="map threshold (default: the card's)")
+    evaluate.add_argument("--target-false-alarms", type=number(0, 1000), default=1.0,
                           help="the second operating point: this many false alarms per board")
-    evaluate.add_argument("--workers", type=int, default=2, help="boards read and scored in parallel")
+    evaluate.add_argument("--workers", type=integer(1, 256), default=2, help="boards read and scored in parallel")
     evaluate.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu",
                           help="where the anomaly model runs")
     evaluate.add_argument("--pictures", type=Path, metavar="DIR",

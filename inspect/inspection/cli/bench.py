@@ -14,6 +14,7 @@ from inspection.classify.card import read_card
 from inspection.cli.common import (
     UsageError,
     model_folder,
+    number,
 )
 from inspection.report.records import record_path, write_record
 
@@ -72,7 +73,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default="cpu",
                        help="where the core runs")
     bench.add_argument("--batch-sizes", default="1,8,32,128", metavar="A,B", help="default 1,8,32,128")
-    bench.add_argument("--seconds", type=float, default=3.0, help="measuring time per configuration (default 3)")
+    bench.add_argument("--seconds", type=number(0.01, 3600), default=3.0,
+                       help="measuring time per configuration (default 3)")
     bench.add_argument("--fp16", action="store_true", help="also the FP16 variant (inspect export --fp16), and "
                        "PyTorch in FP16 on a GPU")
     bench.add_argument("--int8", action="store_true", help="also the INT8 variant (inspect export --int8)")
@@ -80,12 +82,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        "graphs")
     bench.add_argument("--compile", action="store_true", help="also PyTorch through torch.compile at the largest "
                        "batch size (its compile time, about 30 s on a 2-core CPU, is recorded apart from its run)")
-    bench.add_argument("--stream-fps", type=float, default=200.0, help="simulated camera rate (default 200)")
+    bench.add_argument("--stream-fps", type=number(0.1, 100_000), default=200.0,
+                       help="simulated camera rate (default 200)")
     bench.add_argument("--tune", action="store_true", help="first run the core with each of its provider's "
                        "settings (GPU: layout, and lanes: sessions that run a batch's chunks side by side; CPU: "
                        "NCHWc or NCHW) and record the fastest per "
                        "precision for this machine, where every later session of the model finds it")
-    bench.add_argument("--config-limit", type=float, default=120.0, metavar="S", help="stop a configuration "
+    bench.add_argument("--config-limit", type=number(1, 86_400), default=120.0, metavar="S",
+                       help="stop a configuration "
                        "after S seconds, start-up and compiling included, and record it as timed out (default 120)")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="where the record is written")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from inspection.cli.common import (
     UsageError,
+    integer,
+    number,
 )
 
 
@@ -60,9 +62,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     camera = calibrate_commands.add_parser("camera", help="intrinsics and distortion from checkerboard views")
     camera.add_argument("--images", required=True, metavar="GLOB", help="checkerboard images (quote the pattern)")
     camera.add_argument("--board", type=_board, required=True, metavar="COLSxROWS", help="inner corners, e.g. 9x6")
-    camera.add_argument("--square-mm", type=float, required=True, help="side of one square in millimetres")
-    camera.add_argument("--min-boards", type=int, default=5, help="refuse with fewer boards found (default 5)")
-    camera.add_argument("--max-rms", type=float, default=0.5, help="refuse above this RMS in px (default 0.5)")
+    camera.add_argument("--square-mm", type=number(0.001, 10_000), required=True,
+                        help="side of one square in millimetres")
+    camera.add_argument("--min-boards", type=integer(1, 10_000), default=5,
+                        help="refuse with fewer boards found (default 5)")
+    camera.add_argument("--max-rms", type=number(0.001, 100), default=0.5,
+                        help="refuse above this RMS in px (default 0.5)")
     camera.set_defaults(handler=cmd_calibrate_camera)
     flatfield = calibrate_commands.add_parser("flatfield", help="mean dark and flat frames for flat-field correction")
     flatfield.add_argument("--dark", required=True, metavar="GLOB", help="frames with the light off or lens capped")

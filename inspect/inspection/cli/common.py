@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,37 @@ def model_folder(reference: str) -> Path:
         return find_model(reference)
     except ModelNotFoundError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+MAX_SEED = 2**32 - 1
+
+
+def integer(low: int, high: int) -> Callable[[str], int]:
+    """argparse type of a whole-number option within ``low..high``: anything else is refused with the range (an
+    unchecked number ended in a traceback far from the option, or in hours of work)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number within {low}..{high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number within {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float) -> Callable[[str], float]:
+    """argparse type of a number option within ``low..high`` (nan and infinity refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number within {low:g}..{high:g}, got {text!r}") from None
+        if not low <= value <= high:  # nan fails every comparison
+            raise argparse.ArgumentTypeError(f"expected a number within {low:g}..{high:g}, got {text}")
+        return value
+
+    return parse

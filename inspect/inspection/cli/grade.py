@@ -17,6 +17,7 @@ from inspection.chain.chain import build_chain
 from inspection.cli.common import (
     UsageError,
     add_device_option,
+    integer,
     model_folder,
     software_version,
 )
@@ -31,8 +32,6 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from inspection.report.lot_report import write_lot_outputs
     from inspection.report.lots import LOT_DATABASE
 
-    if args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     recipe = load_recipe(args.recipe)
     if recipe.kind != "wafer-lot" or recipe.classify is None or recipe.wafermap is None:
         raise UsageError(f"recipe {recipe.name!r} is a {recipe.kind} recipe; inspect grade takes a wafer-lot recipe "
@@ -108,7 +107,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="wafer-lot recipe YAML or the bundled 'wafer-lot' (default)")
     add_device_option(grade)
     grade.add_argument("--out", type=Path, required=True, help="output folder (database and reports)")
-    grade.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+    grade.add_argument("--workers", type=integer(1, 256), default=os.cpu_count() or 1, metavar="N",
                        help="wafers graded at once (processes, or Ray tasks; default: the CPU count)")
     grade.add_argument("--engine", choices=("local", "ray"), default="local",
                        help="local: a process pool; ray: Ray tasks (local Ray unless --ray-address or RAY_ADDRESS)")

@@ -23,6 +23,8 @@ from inspection.chain.metrics import LineMetrics
 from inspection.cli.common import (
     UsageError,
     add_device_option,
+    integer,
+    number,
     software_version,
 )
 from inspection.recipe import BUNDLED_RECIPES, Recipe, load_recipe
@@ -309,10 +311,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--recipe", default="wafer-die", metavar="FILE",
                      help=f"recipe YAML file or a bundled one ({', '.join(BUNDLED_RECIPES)}); default: wafer-die")
     add_device_option(run)
-    run.add_argument("--frames", type=int, metavar="N", help="stop after N frames (default: until the source ends)")
+    run.add_argument("--frames", type=integer(1, 10**12), metavar="N",
+                     help="stop after N frames (default: until the source ends)")
     run.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")
     run.add_argument("--save-ng", type=Path, metavar="DIR", help="save pictures of non-passing parts here")
-    run.add_argument("--metrics-port", type=int, metavar="PORT",
+    run.add_argument("--metrics-port", type=integer(1, 65_535), metavar="PORT",
                      help="serve Prometheus metrics on this port (http://HOST:PORT/metrics) while the run lasts")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                      help="address the metrics endpoint listens on (0.0.0.0: every interface)")
@@ -340,8 +343,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     teach.add_argument("--camera", required=True, metavar="URI", help="the station's camera URI")
     teach.add_argument("--out", required=True, type=Path, metavar="PNG", help="where to write the golden image")
-    teach.add_argument("--frames", type=int, default=9, metavar="N", help="frames to take the median of (default 9)")
-    teach.add_argument("--timeout", type=float, default=5.0, metavar="S", help="fetch timeout per frame (default 5 s)")
+    teach.add_argument("--frames", type=integer(1, 1000), default=9, metavar="N",
+                       help="frames to take the median of (default 9)")
+    teach.add_argument("--timeout", type=number(0.01, 3600), default=5.0, metavar="S",
+                       help="fetch timeout per frame (default 5 s)")
     teach.set_defaults(handler=cmd_teach)
 
     results = commands.add_parser("results", help="print stored results as CSV or JSON lines")
@@ -350,5 +355,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                          help="csv (one header row) or json (one object per line)")
     results.add_argument("--verdict", choices=[str(v) for v in Verdict], help="only results with this verdict")
     results.add_argument("--since", metavar="ISO", help="only results acquired at or after this time (UTC if naive)")
-    results.add_argument("--run", type=int, metavar="ID", help="only results of this run")
+    results.add_argument("--run", type=integer(1, 2**62), metavar="ID", help="only results of this run")
     results.set_defaults(handler=cmd_results)

@@ -15,10 +15,13 @@ from pydantic import ValidationError
 from inspection.classify import Classifier, ModelCard
 from inspection.classify.card import DetectorSettings, Fp16Variant, Int8Variant
 from inspection.cli.common import (
+    MAX_SEED,
     UsageError,
     add_device_option,
+    integer,
     interval_text,
     model_folder,
+    number,
     print_baseline,
 )
 from inspection.evaluate.folders import evaluate_folder
@@ -30,12 +33,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-weights", choices=CLASS_WEIGHTINGS, default="inverse",
                         help="loss weight per class: inverse (1/count, default), sqrt (1/sqrt(count): rare classes "
                              "over-predicted less) or none")
-    parser.add_argument("--ema", type=float, metavar="DECAY",
+    parser.add_argument("--ema", type=number(0, 1), metavar="DECAY",
                         help="validate and export a moving average of the weights (per step, e.g. 0.999)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0, metavar="SHARE",
+    parser.add_argument("--label-smoothing", type=number(0, 0.99), default=0.0, metavar="SHARE",
                         help="spread this share of each target over the other classes (e.g. 0.1), for labels "
                              "annotators disagree on")
-    parser.add_argument("--val-fraction", type=float, default=0.2, metavar="SHARE",
+    parser.add_argument("--val-fraction", type=number(0.01, 0.9), default=0.2, metavar="SHARE",
                         help="share of each class held out to pick the best epoch and check the export (default "
                              "0.2); a smaller share leaves more to train on")
 
@@ -219,18 +222,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/die-patchnet-v1")
     train.add_argument("--arch", default="patchnet", choices=ARCHITECTURES,
                        help="network (default patchnet: a compact CNN for small patches)")
-    train.add_argument("--img-size", type=int, default=64, metavar="N", help="input size N x N (default 64)")
+    train.add_argument("--img-size", type=integer(8, 4096), default=64, metavar="N",
+                       help="input size N x N (default 64)")
     train.add_argument("--colour", choices=("gray", "rgb"), default="gray", help="input colour (default gray)")
-    train.add_argument("--epochs", type=int, default=30, metavar="E", help="passes over the training images")
-    train.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per training step")
-    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine decay)")
+    train.add_argument("--epochs", type=integer(1, 100_000), default=30, metavar="E",
+                       help="passes over the training images")
+    train.add_argument("--batch-size", type=integer(1, 65_536), default=64, metavar="B",
+                       help="images per training step")
+    train.add_argument("--lr", type=number(1e-9, 10), default=3e-3,
+                       help="peak learning rate (warm-up, then cosine decay)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
-    train.add_argument("--seed", type=int, default=0, help="split, initialisation and augmentation")
+    train.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="split, initialisation and augmentation")
     train.add_argument("--weights", type=Path, metavar="PT", help="initialise from a local state dict")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    train.add_argument("--patience", type=int, default=6, help="stop after this many epochs without improvement")
+    train.add_argument("--patience", type=integer(1, 100_000), default=6,
+                       help="stop after this many epochs without improvement")
     train.add_argument("--good-class", default="good", help="the defect-free class (default good)")
-    train.add_argument("--target-recall", type=float, default=0.999,
+    train.add_argument("--target-recall", type=number(0.5, 1), default=0.999,
                        help="defect recall the operating point must reach on validation (default 0.999)")
     train.add_argument("--no-flips", action="store_true", help="no flip augmentation (orientation matters)")
     train.add_argument("--no-rot90", action="store_true", help="no 90-degree rotation augmentation")
@@ -239,7 +247,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     export = commands.add_parser("export", help="re-export a trained model to ONNX, or add an INT8 or FP16 variant")
     export.add_argument("model", type=Path, help="model folder written by inspect train")
-    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--opset", type=integer(7, 25), default=17, help="ONNX opset (default 17)")
     export.add_argument("--int8", action="store_true", help="static INT8 quantisation with ONNX Runtime")
     export.add_argument("--fp16", action="store_true", help="half-precision variant for GPUs, checked against FP32 "
                         "on --eval's images")

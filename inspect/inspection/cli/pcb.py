@@ -11,10 +11,13 @@ import numpy as np
 
 from inspection.chain.chain import Chain, build_chain
 from inspection.cli.common import (
+    MAX_SEED,
     UsageError,
     add_device_option,
+    integer,
     interval_text,
     model_folder,
+    number,
 )
 from inspection.recipe import AnomalyStageSettings, Recipe, load_recipe
 from inspection.report import draw_boxes, save_png
@@ -123,10 +126,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     pcb_eval.add_argument("root", type=Path, help="folder the list's paths are relative to")
     pcb_eval.add_argument("--list", type=Path, required=True, help="pairs, one 'IMAGE.jpg ANNOTATION.txt' a line")
     pcb_eval.add_argument("--json", action="store_true", help="one JSON object instead of a table")
-    pcb_eval.add_argument("--workers", type=int, default=2, help="pairs inspected in parallel (default 2)")
-    pcb_eval.add_argument("--shift-px", type=float, default=0.0, help="move each test image by up to this much")
-    pcb_eval.add_argument("--rotate-deg", type=float, default=0.0, help="turn each test image by up to this much")
-    pcb_eval.add_argument("--seed", type=int, default=0, help="seed of the moves")
+    pcb_eval.add_argument("--workers", type=integer(1, 256), default=2, help="pairs inspected in parallel (default 2)")
+    pcb_eval.add_argument("--shift-px", type=number(0, 1000), default=0.0,
+                          help="move each test image by up to this much")
+    pcb_eval.add_argument("--rotate-deg", type=number(0, 180), default=0.0,
+                          help="turn each test image by up to this much")
+    pcb_eval.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="seed of the moves")
     pcb_eval.add_argument("--compare", type=model_folder, metavar="MODEL", help="also evaluate this model on the same "
                           "(equally moved) pairs: the difference and its paired 95%% interval")
     for sub in (pcb_inspect, pcb_eval):
@@ -136,7 +141,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--anomaly", type=model_folder, metavar="MODEL",
                          help="also run this anomaly model (inspect train-anomaly): its regions join the candidates "
                          "the CNN names, and are reported as 'anomaly' where no class fits (--compare runs without)")
-        sub.add_argument("--min-score", type=float, help="report defects at least this likely (default: the recipe's, "
+        sub.add_argument("--min-score", type=number(0, 1),
+                         help="report defects at least this likely (default: the recipe's, "
                          "else the card's)")
         add_device_option(sub)
         precision = sub.add_mutually_exclusive_group()

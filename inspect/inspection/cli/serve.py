@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from inspection.cli.common import UsageError
+from inspection.cli.common import UsageError, integer
 from inspection.report.reviews import REVIEW_COLUMNS, export_labels, read_reviews
 
 TOKEN_VARIABLE = "INSPECT_REVIEW_TOKEN"
@@ -71,7 +71,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--lots", type=Path, metavar="DIR", help="also list the lot reports in this folder (each an "
                        "`inspect grade --out` folder) at /lots")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--port", type=integer(1, 65_535), default=8000, help="port to listen on")
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="a name browsers reach the station by (its DNS name); requests whose Host is not "
                             "--host, a loopback address or one of these get HTTP 421 (repeatable)")
@@ -84,7 +84,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="print the current review of each reviewed detection")
     for parser in (export, listing):
         parser.add_argument("--db", type=Path, default=Path("results/inspect.db"), help="the results database")
-        parser.add_argument("--run", type=int, metavar="ID", help="only this run's reviews")
+        parser.add_argument("--run", type=integer(1, 2**62), metavar="ID", help="only this run's reviews")
     export.add_argument("--out", type=Path, required=True, help="a new (or empty) folder")
     export.set_defaults(handler=cmd_labels_export)
     listing.add_argument("--format", choices=("csv", "json"), default="csv", help="CSV (default) or JSON lines")

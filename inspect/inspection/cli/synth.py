@@ -9,7 +9,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from inspection.cli.common import (
+    MAX_SEED,
     UsageError,
+    integer,
 )
 from inspection.report import save_png
 from inspection.sim.frames import DIE_CLASSES, render_die
@@ -43,14 +45,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     kinds = synth.add_subparsers(dest="synth_command", required=True, metavar="{dies,lot}")
     dies = kinds.add_parser("dies", help="a labelled folder of die images (OUT/<class>/*.png)")
     dies.add_argument("out", type=Path, help="output folder")
-    dies.add_argument("--per-class", type=int, default=500, metavar="N", help="images per class")
-    dies.add_argument("--size", type=int, default=64, metavar="PX", help="die image size in pixels")
+    dies.add_argument("--per-class", type=integer(1, 100_000), default=500, metavar="N", help="images per class")
+    dies.add_argument("--size", type=integer(16, 1024), default=64, metavar="PX", help="die image size in pixels")
     dies.add_argument("--classes", metavar="A,B", help=f"a subset of {','.join(DIE_CLASSES)} (default: all)")
     dies.set_defaults(handler=cmd_synth_dies)
     lot = kinds.add_parser("lot", help="2048x2048 wafer frames with about 1,000 dies, a spatial pattern per wafer, "
                            "truth files and the lot.csv manifest")
     lot.add_argument("out", type=Path, help="output folder")
-    lot.add_argument("--wafers", type=int, default=25, metavar="N", help="wafers in the lot")
+    lot.add_argument("--wafers", type=integer(1, 10_000), default=25, metavar="N", help="wafers in the lot")
     for sub in (dies, lot):
-        sub.add_argument("--seed", type=int, default=0, help="the stream; another seed gives other images")
+        sub.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                         help="the stream; another seed gives other images")
     lot.set_defaults(handler=cmd_synth_lot)

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inspection.cli.common import (
-    UsageError,
+    MAX_SEED,
     add_device_option,
+    integer,
     interval_text,
     model_folder,
     print_baseline,
@@ -90,8 +91,6 @@ def cmd_wafermap_eval(args: argparse.Namespace) -> int:
     from inspection.evaluate.maps import evaluate_maps
     from inspection.wafermap.classify import WaferMapModelPool, load_wafermap_model
 
-    if args.workers < 1:
-        raise UsageError(f"--workers {args.workers}: expected 1 or more")
     map_set = read_npz(args.data)
     model_dirs = [args.model]
     if args.compare is not None:
@@ -165,7 +164,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     wafermap_commands = wafermap.add_subparsers(dest="wafermap_command", required=True, metavar="COMMAND")
     show = wafermap_commands.add_parser("show", help="draw a wafer map (npz, SINF or SEMI E142 XML) as a PNG")
     show.add_argument("path", type=Path, help=".npz (WM-811K layout), .xml (SEMI E142) or SINF text file")
-    show.add_argument("--index", type=int, help="which map of an npz file (default 0)")
+    show.add_argument("--index", type=integer(0, 10**9), help="which map of an npz file (default 0)")
     show.add_argument("--out", type=Path, required=True, metavar="PNG", help="the picture to write")
     show.add_argument("--model", default=DEFAULT_WAFERMAP_MODEL,
                       help=f"classify with this model when the folder exists (default {DEFAULT_WAFERMAP_MODEL})")
@@ -173,7 +172,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     classify = wafermap_commands.add_parser("classify", help="pattern, confidence, top-3, yield and root cause")
     classify.add_argument("paths", type=Path, nargs="+", help=".npz, SINF or E142 XML files")
-    classify.add_argument("--index", type=int, help="which map of npz files (default 0)")
+    classify.add_argument("--index", type=integer(0, 10**9), help="which map of npz files (default 0)")
     classify.add_argument("--model", type=model_folder, default=DEFAULT_WAFERMAP_MODEL,
                           help=f"wafer-map model folder (default {DEFAULT_WAFERMAP_MODEL})")
     classify.add_argument("--json", action="store_true", help="one JSON object per map")
@@ -184,7 +183,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     wm_eval.add_argument("data", type=Path, help="labelled maps in the WM-811K npz layout")
     wm_eval.add_argument("--model", type=model_folder, default=DEFAULT_WAFERMAP_MODEL,
                          help=f"wafer-map model folder (default {DEFAULT_WAFERMAP_MODEL})")
-    wm_eval.add_argument("--workers", type=int, default=1,
+    wm_eval.add_argument("--workers", type=integer(1, 256), default=1,
                          help="processes sharing the maps (one thread each); 2 uses both cores of a 2-core machine")
     wm_eval.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     add_device_option(wm_eval, default="cpu")
@@ -197,14 +196,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     wm_train = wafermap_commands.add_parser("train", help="train a wafer-map CNN (real and/or synthetic maps)")
     wm_train.add_argument("data", type=Path, nargs="?", help="labelled maps in the WM-811K npz layout")
     wm_train.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/wafermap-patchnet-v6")
-    wm_train.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic maps per pattern")
-    wm_train.add_argument("--img-size", type=int, default=48, metavar="N", help="map resized to N x N (default 48)")
-    wm_train.add_argument("--epochs", type=int, default=15, help="passes over the training maps")
-    wm_train.add_argument("--seed", type=int, default=0, help="split, initialisation and augmentation")
+    wm_train.add_argument("--synthetic", type=integer(0, 1_000_000), default=0, metavar="N",
+                          help="add N synthetic maps per pattern")
+    wm_train.add_argument("--img-size", type=integer(16, 512), default=48, metavar="N",
+                          help="map resized to N x N (default 48)")
+    wm_train.add_argument("--epochs", type=integer(1, 100_000), default=15, help="passes over the training maps")
+    wm_train.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="split, initialisation and augmentation")
     wm_train.add_argument("--arch", default="patchnet", choices=ARCHITECTURES,
                           help="network (default patchnet; patchnet-l has 4.3x its weights)")
     wm_train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
-    wm_train.add_argument("--batch-size", type=int, default=64, metavar="B",
+    wm_train.add_argument("--batch-size", type=integer(1, 65_536), default=64, metavar="B",
                           help="maps per training step (a GPU trains faster with 512)")
     wm_train.add_argument("--scratch-channel", action="store_true",
                           help="three input channels: majority map, failure density (keeps thin scratches), footprint")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -141,8 +142,13 @@ def save_png(path: str | Path, picture: np.ndarray) -> Path:
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(encoded.tobytes())
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(encoded.tobytes())
+        os.replace(partial, path)
+    except OSError as exc:  # named by the file asked for, not the temporary one
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     return path
 
 
