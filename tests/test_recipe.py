@@ -11,6 +11,7 @@ from inspection.recipe import BUNDLED_RECIPES, RecipeError, load_recipe
 from inspection.types import InspectionError
 from tests.conftest import REPO_ROOT
 
+WAFER_DIE_HEAD = "name: a\nkind: wafer-die\npixel_size_um: 5\ngrade: {review_area_um2: 1, fail_area_um2: 2}\n"
 GOOD = {
     "name": "line-3",
     "kind": "wafer-die",
@@ -188,6 +189,9 @@ def test_numbers_no_station_can_mean_are_refused_at_load(tmp_path: Path, section
     ("name: a\ncamera: {uri: \"sim:wafer\", feature_file: \"a\\0b.pfs\"}\n", r"camera.feature_file: control"),
     ("name: a\nopcua: {endpoint: \"opc.tcp://h:4840\", certificate: \"c\\x07.pem\"}\n", r"opcua.certificate: contr"),
     ("name: a\nreference: {golden: \"sim:wafer?size=0\"}\n", r"N within 64..8192 px"),
+    (WAFER_DIE_HEAD + "reference: {golden: " + "W" * 5000 + "}\n", r"reference.golden: 'WWW.*not a usable file name"),
+    (WAFER_DIE_HEAD + "reference: {golden: sim:wafer}\ncamera: {uri: x, feature_file: " + "W" * 5000 + "}\n",
+     r"camera.feature_file: 'W.*not a usable file"),
     ("name: a\x00b\n", r"recipe.yaml:1: control character U\+0000"),
     ("extra: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 20 levels deep"),
     ("extra: " + "[ " * 3000 + "] " * 3000 + "\n", "nested too deep for a recipe|nested more than 20"),

@@ -60,7 +60,10 @@ def search_folders(*, recipe_folder: Path | None = None) -> list[tuple[Path, boo
 
 
 def _is_model(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / name).is_file() for name in _MODEL_FILES)
+    try:
+        return folder.is_dir() and any((folder / name).is_file() for name in _MODEL_FILES)
+    except OSError:  # a name too long for the file system: no model there
+        return False
 
 
 def find_model(reference: str | Path, *, recipe_folder: Path | None = None) -> Path:

@@ -361,7 +361,7 @@ _SECTIONS_OF_KIND: dict[str, tuple[set[str], set[str]]] = {
 
 
 class Recipe(_Section):
-    name: str = Field(..., min_length=1)
+    name: str = Field(..., min_length=1, max_length=200)
     kind: Literal["wafer-die", "pcb", "wafer-lot"]
     camera: CameraSettings | None = None
     """The station's camera: a URI, or a section with the URI and its set-up (exposure, gain, trigger, pixel
@@ -581,19 +581,25 @@ def _model_folder(path: Path, field: str, given: str) -> str:
         raise RecipeError(f"{path}: {field}: {exc}") from None
 
 
+def _recipe_file(path: Path, field: str, name: str, *, expected: str = "an existing file") -> Path:
+    """The file ``field`` of the recipe at ``path`` names, resolved against the recipe's folder, or a RecipeError
+    naming the field (a missing file, or a name the file system refuses, such as one too long)."""
+    try:
+        found = (path.parent / name).resolve()
+        if found.is_file():
+            return found
+    except OSError as exc:
+        raise RecipeError(f"{path}: {field}: {name[:80]!r}: not a usable file name ({exc.strerror or exc})") from None
+    raise RecipeError(f"{path}: {field}: got {name!r}; expected {expected} (looked for {found})")
+
+
 def _opcua_files(path: Path, settings: OpcUaSettings) -> OpcUaSettings:
     """The OPC UA section with its certificate and key files resolved against the recipe's folder (each must
     exist)."""
 
-    def located(field: str, name: str) -> str:
-        found = (path.parent / name).resolve()
-        if not found.is_file():
-            raise RecipeError(f"{path}: opcua.{field}: {name}: no such file (looked for {found})")
-        return str(found)
-
-    update: dict[str, Any] = {name: located(name, getattr(settings, name)) for name in ("certificate", "private_key")
-                              if getattr(settings, name) is not None}
-    update["trusted_users"] = {user: located(f"trusted_users.{user}", file)
+    update: dict[str, Any] = {name: str(_recipe_file(path, f"opcua.{name}", getattr(settings, name)))
+                              for name in ("certificate", "private_key") if getattr(settings, name) is not None}
+    update["trusted_users"] = {user: str(_recipe_file(path, f"opcua.trusted_users.{user}", file))
                                for user, file in settings.trusted_users.items()}
     return settings.model_copy(update=update)
 
@@ -610,18 +616,11 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     update: dict[str, Any] = {"source_path": str(path)}
     golden = recipe.reference.golden if recipe.reference is not None else None
     if recipe.reference is not None and golden is not None and not golden.startswith("sim:"):
-        golden_path = (path.parent / golden).resolve()
-        if not golden_path.is_file():
-            raise RecipeError(
-                f"{path}: reference.golden: got {golden!r}; expected an image file (looked for {golden_path})"
-                " or a synthetic reference 'sim:wafer' / 'sim:pcb'"
-            )
+        golden_path = _recipe_file(path, "reference.golden", golden, expected="an image file or a synthetic "
+                                   "reference 'sim:wafer' / 'sim:pcb'")
         update["reference"] = recipe.reference.model_copy(update={"golden": str(golden_path)})
     if recipe.camera is not None and recipe.camera.feature_file:
-        feature_file = (path.parent / recipe.camera.feature_file).resolve()
-        if not feature_file.is_file():
-            raise RecipeError(f"{path}: camera.feature_file: {recipe.camera.feature_file}: no such file (looked for "
-                              f"{feature_file})")
+        feature_file = _recipe_file(path, "camera.feature_file", recipe.camera.feature_file)
         update["camera"] = recipe.camera.model_copy(update={"feature_file": str(feature_file)})
     if recipe.opcua is not None:
         update["opcua"] = _opcua_files(path, recipe.opcua)

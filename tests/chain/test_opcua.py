@@ -339,7 +339,7 @@ def test_a_trusted_certificate_may_trigger_and_call_and_an_unknown_one_only_read
     with pytest.raises(RecipeError, match="certificate and private_key go together"):
         load_recipe(recipe)
     recipe.write_text(yaml.safe_dump({**station, "opcua": {**security, "trusted_users": {"mes": "none.der"}}}))
-    with pytest.raises(RecipeError, match=r"opcua\.trusted_users\.mes: none\.der: no such file"):
+    with pytest.raises(RecipeError, match=r"opcua\.trusted_users\.mes: got 'none\.der'; expected an existing file"):
         load_recipe(recipe)
 
 

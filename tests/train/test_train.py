@@ -285,7 +285,8 @@ def test_moving_average_is_what_is_validated_and_exported(dies: Path, tmp_path: 
             "--resume", *TINY, timeout=600)
     assert not torch.equal(torch.load(out / "last.pt", weights_only=True)["average"][key], last["average"][key])
     bad = run_cli("train", str(dies), "--out", str(tmp_path / "x"), "--ema", "1.5", check=False)
-    assert bad.returncode == 2 and "--ema 1.5" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "argument --ema: expected a number within 0..1, got 1.5" in bad.stderr
 
 
 def test_label_smoothing_reaches_the_loss(dies: Path, model: Path, tmp_path: Path) -> None:
@@ -297,7 +298,8 @@ def test_label_smoothing_reaches_the_loss(dies: Path, model: Path, tmp_path: Pat
     # targets can make the weights differ.
     assert card_of(smoothed)["onnx_sha256"] != card_of(model)["onnx_sha256"]
     bad = run_cli("train", str(dies), "--out", str(tmp_path / "x"), "--label-smoothing", "1", check=False)
-    assert bad.returncode == 2 and "--label-smoothing 1.0" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "argument --label-smoothing: expected a number within 0..0.99, got 1" in bad.stderr
 
 
 def test_large_patchnet_trains_and_exports_through_the_same_contract(dies: Path, tmp_path: Path) -> None:
@@ -317,4 +319,5 @@ def test_validation_share_is_an_option(dies: Path, tmp_path: Path) -> None:
     assert card["parity"]["samples"] == 120  # half of 40 per class, 6 classes
     assert card["training"]["config"]["val_fraction"] == 0.5
     bad = run_cli("train", str(dies), "--out", str(tmp_path / "x"), "--val-fraction", "1", check=False)
-    assert bad.returncode == 2 and "--val-fraction 1.0" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "argument --val-fraction: expected a number within 0.01..0.9, got 1" in bad.stderr

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from inspection.acquire.folder import IMAGE_SUFFIXES
-from inspection.types import InspectionError, LotItem, check_id
+from inspection.types import WAFERMAP_PATTERNS, InspectionError, LotItem, check_id
 
 MANIFEST_NAME = "lot.csv"
 MANIFEST_COLUMNS = ("image", "wafer_id", "lot_id", "slot", "truth_pattern", "truth_dies")
@@ -52,8 +52,11 @@ def _manifest_items(source: Path, text: str) -> list[LotItem]:
             raise LotInputError(f"{source}:{line}: wafer {wafer_id} of lot {lot_id} is listed twice")
         seen.add((lot_id, wafer_id))
         truth_dies = (row.get("truth_dies") or "").strip()
-        items.append(LotItem(str(source.parent / image), wafer_id, lot_id, int(slot_text),
-                             (row.get("truth_pattern") or "").strip() or None,
+        truth_pattern = (row.get("truth_pattern") or "").strip() or None
+        if truth_pattern is not None and truth_pattern not in WAFERMAP_PATTERNS:
+            raise LotInputError(f"{source}:{line}: truth_pattern {truth_pattern[:40]!r} is not a wafer-map pattern; "
+                                f"expected one of {', '.join(WAFERMAP_PATTERNS)} or nothing")
+        items.append(LotItem(str(source.parent / image), wafer_id, lot_id, int(slot_text), truth_pattern,
                              str(source.parent / truth_dies) if truth_dies else None))
     return items
 
