@@ -468,12 +468,14 @@ def _structured(kind: str, rng: random.Random, inputs: dict[str, bytes]) -> byte
 
 
 def hostile_ids_through_grade(count: int, rng: random.Random, work: Path) -> dict[str, Any]:
-    """``count`` distinct random Unicode wafer ids (case variants and look-alikes among them) graded from one image:
-    one set of files per id, each reading back its own id."""
+    """``count`` distinct random Unicode wafer ids (case variants, look-alikes and trailing backslashes among them)
+    graded from one image: one set of files per id, each reading back its own id. A double quote is refused at the
+    manifest (KLARF cannot carry it), so none is generated."""
     ids: list[str] = []
     while len(ids) < count:
-        candidate = _unicode_text(rng).strip()
-        variants = [candidate, candidate.swapcase(), candidate.replace(" ", "_"), candidate.replace("/", ";")]
+        candidate = _unicode_text(rng).strip().replace('"', "")
+        variants = [candidate, candidate.swapcase(), candidate.replace(" ", "_"), candidate.replace("/", ";"),
+                    candidate + "\\"]
         for wafer_id in variants:
             if wafer_id and wafer_id not in ids and len(ids) < count:
                 ids.append(wafer_id)

@@ -42,8 +42,9 @@ def check_id(value: str, *, field: str) -> str:
     """``value`` as an id (lot, wafer, substrate), or an error naming ``field``.
 
     Ids are data: any printable Unicode is kept as it is, and writers quote or encode it. Refused: an empty id,
-    one longer than ``MAX_ID_CHARS``, and control characters (a newline or NUL would forge a line or end a
-    string in SINF, KLARF and the logs). Returns the id with surrounding spaces removed.
+    one longer than ``MAX_ID_CHARS``, control characters (a newline or NUL would forge a line or end a
+    string in SINF, KLARF and the logs) and the double quote (KLARF's quoted strings have no escape for it, so the
+    id would be written as another). Returns the id with surrounding spaces removed.
 
     Raises
     ------
@@ -59,6 +60,9 @@ def check_id(value: str, *, field: str) -> str:
         if not char.isprintable() and char != " ":
             raise InspectionError(f"{field} {text[:40]!r}: control character U+{ord(char):04X} at position "
                                   f"{position}; ids must be printable text")
+    if '"' in text:
+        raise InspectionError(f"{field} {text[:40]!r}: a double quote at position {text.index(chr(34))}; KLARF "
+                              "cannot carry it (its quoted strings have no escape), use another character")
     return text
 
 

@@ -41,6 +41,7 @@ def test_a_folder_of_images_is_a_lot(tmp_path: Path) -> None:
     ("image,wafer_id,lot_id\nw.png,W1,L\x001\n", "lot.csv:2: lot_id 'L\\x001': control character U+0000"),
     ("image,wafer_id\nw.png," + "W" * 201 + "\n", "lot.csv:2: wafer_id: 201 characters; expected at most 200"),
     ("image,wafer_id\n", "lists no wafers"),
+    ('image,wafer_id\nw.png,"W""1"\n', "lot.csv:2: wafer_id 'W\"1': a double quote at position 1; KLARF cannot"),
     ("image,wafer_id,truth_pattern\nw.png,W1,{lo\n", "lot.csv:2: truth_pattern '{lo' is not a wafer-map pattern"),
 ])
 def test_bad_manifests_name_the_line(tmp_path: Path, text: str, message: str) -> None:

@@ -31,6 +31,18 @@ def test_both_versions_read_back_to_the_same_wafer_in_micrometres(tmp_path: Path
     assert back.summary["NDEFECT"] == 1 and back.summary["DEFDENSITY"] == pytest.approx(0.52)
 
 
+@pytest.mark.parametrize("version", ["1.8", "1.2"])
+@pytest.mark.parametrize("wafer_id", ["W1\\", "a\\\\b\\'", "W;1 {x}", "\u4e2d\U0001f600\u0301"])
+def test_ids_read_back_as_written_in_both_versions(tmp_path: Path, version: str, wafer_id: str) -> None:
+    """KLARF has no escape character: a trailing backslash once swallowed the closing quote (1.2)."""
+    from dataclasses import replace
+
+    path = write_klarf(tmp_path / "w.klarf", replace(WAFER, wafer_id=wafer_id, lot_id=wafer_id + "L"), station="s",
+                       recipe="r", moment=datetime(2026, 12, 1, tzinfo=UTC), version=version)  # type: ignore[arg-type]
+    back = read_klarf(path)
+    assert (back.wafer_id, back.lot_id) == (wafer_id, wafer_id + "L")
+
+
 @pytest.mark.parametrize(("name", "lot", "wafer", "slot", "pitch_um", "defects", "tested", "first_xrel_um"), [
     ("simple18.klarf", "aLot.String", "FirstWaferId", 25, (5744.15, 5410.203), 3, 9, 1254.96),
     ("klarfWithImagelist.klarf", "aLot", "aWafer", 3, (7270.96, 6559.46), 6, 1, 7243.34),

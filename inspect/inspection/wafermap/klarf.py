@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -210,10 +209,24 @@ def _records(text: str, source: str) -> list[list[str]]:
         if not raw.strip():
             continue
         try:
-            records.append(shlex.split(raw, posix=True))
+            records.append(_words(raw))
         except ValueError as exc:
             raise KlarfError(f"{source}: record {number} ({raw.strip()[:40]!r}): {exc}") from None
     return records
+
+
+_WORD = re.compile(r'"([^"]*)"|([^\s"]+)|(")')
+
+
+def _words(record: str) -> list[str]:
+    """A record's words, quoted strings unquoted. KLARF has no escape character: a backslash is text (a wafer id
+    ``W\\`` must not swallow its closing quote, as a shell-style split would)."""
+    words = []
+    for match in _WORD.finditer(record):
+        if match.group(3):
+            raise ValueError("a quoted string is not closed")
+        words.append(match.group(1) if match.group(1) is not None else match.group(2))
+    return words
 
 
 def _finite(text: str, *, limit: float = 1e12) -> float:
