@@ -150,7 +150,7 @@ class FolderCamera(Camera):
             if not regular:
                 self._seen.add(path)
                 self._skipped.append(SkippedInput(self.uri, str(path), f"{path}: not a regular file (a FIFO, device "
-                                                                       "or folder); skipped"))
+                                                                       "or folder)"))
                 continue
             found.append(path)
         return found
