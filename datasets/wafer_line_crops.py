@@ -26,7 +26,7 @@ from tqdm import tqdm
 from inspection.chain.chain import candidate_chain
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import iou_matrix
-from inspection.measure import candidate_crops
+from inspection.measure import background_boxes, candidate_crops
 from inspection.recipe import load_recipe
 from inspection.report import save_png
 from inspection.sim.frames import WAFER_DEFECTS, render_frame
@@ -60,14 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         boxes = np.array([r.box_xyxy_px for r in part.regions], float).reshape(-1, 4)
         kinds = [truth[int(row.argmax())].kind if truth and row.max() > 0 else "good"
                  for row in iou_matrix(boxes, truth_boxes)]
-        rng = np.random.default_rng([args.seed, index])
-        height, width = part.image.shape
-        while kinds.count("good") < args.good_per_frame:
-            side = rng.integers(4, 25, size=2)
-            x0, y0 = rng.integers(0, width - side[0]), rng.integers(0, height - side[1])
-            box = np.array([[x0, y0, x0 + side[0], y0 + side[1]]], float)
-            if not len(truth_boxes) or iou_matrix(box, truth_boxes).max() == 0:
-                boxes, kinds = np.concatenate([boxes, box]), [*kinds, "good"]
+        missing = max(0, args.good_per_frame - kinds.count("good"))
+        agreeing = background_boxes(part.image.shape, truth_boxes, missing,
+                                    rng=np.random.default_rng([args.seed, index]))
+        boxes, kinds = np.concatenate([boxes, agreeing]), [*kinds, *["good"] * len(agreeing)]
         crops = candidate_crops(part.image, part.reference, boxes, context=DETECTOR.crop_context,
                                 min_side_px=DETECTOR.crop_min_side_px)
         for number, (crop, kind) in enumerate(zip(crops, kinds, strict=True)):

@@ -138,7 +138,7 @@ def test_an_installed_wheel_runs_every_default_from_an_empty_folder(tmp_path: Pa
     shipped = sorted(p.name for p in Path(where).iterdir())
     assert "wafer-line-patchnet-v1" in shipped and not list(Path(where).glob("*/weights.pt"))
     inspect("synth", "lot", "lot", "--wafers", "2")
-    summary = json.loads(inspect("grade", "lot", "--out", "graded", "--quiet").stdout)
+    summary = json.loads(inspect("grade", "lot", "--out", "graded", "--quiet", "--json").stdout)
     assert summary["graded"] == 2
     inspect("run", "--frames", "3", "--db", "line.db", "-q")
     assert "Center" in inspect("wafermap", "classify", "graded/maps/LOT0000_wafer-01.sinf").stdout

@@ -507,7 +507,9 @@ def _check_expansion(data: Any, *, path: Path) -> None:
                           "printable text")
 
 
-def _read_yaml(name_or_path: str | Path) -> tuple[Any, Path]:
+def read_recipe_yaml(name_or_path: str | Path) -> tuple[Any, Path]:
+    """A recipe file's (or a bundled recipe's) YAML as data, not yet validated, and where it was read: what
+    ``inspect teach`` makes a station's recipe from. Raises RecipeError for text no person wrote."""
     path = Path(name_or_path)
     if path.is_file():
         if path.stat().st_size > _MAX_RECIPE_BYTES:
@@ -611,7 +613,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     A relative ``reference.golden`` image is resolved against the recipe's folder (and must exist); model
     folders against the recipe's folder when they are there, else the working directory.
     """
-    data, path = _read_yaml(name_or_path)
+    data, path = read_recipe_yaml(name_or_path)
     recipe = parse_recipe(data, source=str(path))
     update: dict[str, Any] = {"source_path": str(path)}
     golden = recipe.reference.golden if recipe.reference is not None else None

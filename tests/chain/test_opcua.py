@@ -53,13 +53,14 @@ async def _connect(endpoint: str, *, user: str | None = None, password: str | No
     if user is not None:
         client.set_user(user)
         client.set_password(password or "")
-    for _ in range(100):  # the line starts its server after loading the recipe
+    deadline = time.monotonic() + 180  # the line starts its server after loading the recipe: slow on a busy machine
+    while time.monotonic() < deadline:
         try:
             await client.connect()
             return client
         except (TimeoutError, OSError):
             await asyncio.sleep(0.2)
-    raise AssertionError(f"no OPC UA server at {endpoint}")
+    raise AssertionError(f"no OPC UA server at {endpoint} within 180 s")
 
 
 async def _handshake(client: Client, parts: int) -> list[tuple[int, str, float]]:

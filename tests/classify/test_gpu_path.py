@@ -27,7 +27,7 @@ PCB_MODEL = REPO_ROOT / "models" / "pcb-patchnet-l-v7"
 HAS_CUDA = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 TRT_LISTED = "TensorrtExecutionProvider" in onnxruntime.get_available_providers()
 HAS_TRT = TRT_LISTED and runtime_module.tensorrt_libraries() is not None
-TRT_SKIP = ("TensorRT's libraries are not installed (the provider is listed): pip install 'wafer-inspect[trt]'"
+TRT_SKIP = ("TensorRT's libraries are not installed (the provider is listed): pip install -e '.[trt]'"
             if TRT_LISTED else "no TensorRT execution provider here")
 
 
@@ -63,14 +63,14 @@ def test_doctor_fails_a_device_that_is_not_here() -> None:
     process = run_cli("doctor", "--device", "cuda", check=False)
     assert process.returncode == 1
     assert "PROBLEM: --device cuda: ONNX Runtime here has no CUDAExecutionProvider" in process.stdout
-    assert "pip install 'wafer-inspect[gpu]'" in process.stdout
+    assert "pip install -e '.[gpu]'" in process.stdout
 
 
 def test_doctor_names_two_builds_installed_together(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(doctor_module, "onnxruntime_builds", lambda: ["onnxruntime==1.22.0", "onnxruntime-gpu==1.22.0"])
     [problem] = doctor_module.diagnose()["problems"]
     assert "onnxruntime==1.22.0 and onnxruntime-gpu==1.22.0 are all installed" in problem
-    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'wafer-inspect[gpu]'" in problem
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install -e '.[gpu]'" in problem
 
 
 def test_without_onnxruntime_a_model_is_refused_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,5 +46,8 @@ def test_rules_by_class_with_a_minimum_area_per_class() -> None:
     assert verdict(Detection("stain", 0.9, small)) == Verdict.REVIEW
     assert verdict(Detection("stain", 0.9, small), Detection("scratch", 0.6, small)) == Verdict.FAIL
     reason = class_verdict((Detection("stain", 0.8, large),), rules=rules)[1]
-    assert "review_classes (stain)" in reason and "stain 0.800" in reason
+    assert reason.startswith("stain of ") and " um2 at x " in reason and "(score 0.80)" in reason
+    reason = class_verdict((Detection("stain", 0.8, large), Detection("scratch", 0.7, large),
+                            Detection("particle", 0.9, large)), rules=rules)[1]
+    assert reason.startswith("particle of ") and reason.endswith(", and 1 more (scratch)")
     assert verdict(Detection("other", 0.99, large)) == Verdict.PASS  # a class the rules do not name

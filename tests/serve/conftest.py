@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,11 +54,16 @@ def served(db: Path, *, review_token: str | None = None) -> Iterator[str]:
                               stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + 120  # the server's start-up, slow on a busy machine
+        while True:
             try:
-                urllib.request.urlopen(f"{url}/api/status", timeout=1)
+                urllib.request.urlopen(f"{url}/api/status", timeout=5)
+                break
+            except urllib.error.HTTPError:  # it answers (a refusal of stored data is an answer)
                 break
             except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"inspect serve did not answer at {url}: {server.stderr.read()}") from None
                 time.sleep(0.1)
         yield url
     finally:

@@ -184,9 +184,12 @@ def open_camera(uri: str) -> Camera:
         raise CameraError(f"camera URI {uri[:60]!r}: holds a control character; expected printable text")
     scheme, sep, rest = uri.partition(":")
     if not sep or scheme not in SCHEMES:
+        stream = scheme.lower() in ("rtsp", "rtsps", "http", "https", "file") and sep
+        hint = f" (a stream or video file: opencv:{uri})" if stream else (
+            f" (an image folder: folder:{uri})" if not sep and Path(uri).is_dir() else "")
         raise CameraError(
             f"camera URI {uri!r}: unknown scheme {scheme if sep else '(none)'!r}; expected one of: "
-            + ", ".join(f"{s}:..." for s in SCHEMES)
+            + ", ".join(f"{s}:..." for s in SCHEMES) + hint
         )
     target, _, query = rest.partition("?")
     return SCHEMES[scheme](uri, target, query)

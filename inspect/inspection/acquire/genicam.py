@@ -87,7 +87,7 @@ class GenICamCamera(Camera):
         try:
             from harvesters.core import Harvester
         except ImportError as exc:
-            raise CameraError(f"{self.uri}: harvesters is not installed; pip install 'wafer-inspect[camera]'") from exc
+            raise CameraError(f"{self.uri}: harvesters is not installed; pip install -e '.[camera]'") from exc
         self._harvester = Harvester()
         for producer in self.producers:
             self._harvester.add_file(str(producer), check_existence=True)

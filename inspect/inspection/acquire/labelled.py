@@ -16,6 +16,8 @@ from inspection.acquire.folder import IMAGE_SUFFIXES
 from inspection.types import InspectionError
 
 SPLITS = ("train", "val", "test")
+UNSORTED = "unsorted"
+"""The folder of crops no one has sorted into classes yet (``inspect labels cut``): never a class."""
 
 
 class LabelledFolderError(InspectionError, ValueError):
@@ -78,6 +80,9 @@ def list_labelled_folder(root: str | Path, *, class_names: tuple[str, ...] | Non
             if not images:
                 raise LabelledFolderError(f"{class_dir}: class folder holds no image files "
                                           f"({', '.join(IMAGE_SUFFIXES)}); remove it or add images")
+            if class_dir.name == UNSORTED:
+                raise LabelledFolderError(f"{class_dir}: {len(images)} crop(s) not sorted yet; move each into the "
+                                          f"folder of its class beside it (good: no defect), then train")
             found.setdefault(class_dir.name, []).extend((p, split) for p in images)
     if class_names is None:
         class_names = tuple(sorted(found))

@@ -36,7 +36,13 @@ class OpenCVCamera(Camera):
         self._counter = 0
 
     def open(self) -> None:
-        capture = cv2.VideoCapture(self.target)
+        # OpenCV logs each back end it tries as a warning; a failure is said once, below, in our words.
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            capture = cv2.VideoCapture(self.target)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not capture.isOpened():
             capture.release()
             what = "video file" if self.is_file else "device index" if isinstance(self.target, int) else "stream URL"

@@ -68,7 +68,7 @@ class PylonCamera(Camera):
         try:
             from pypylon import genicam, pylon
         except ImportError as exc:
-            raise CameraError(f"{self.uri}: pypylon is not installed; pip install 'wafer-inspect[camera]'") from exc
+            raise CameraError(f"{self.uri}: pypylon is not installed; pip install -e '.[camera]'") from exc
         factory = pylon.TlFactory.GetInstance()
         devices = list(factory.EnumerateDevices())
         found = [(d.GetSerialNumber(), d.GetModelName(), d.GetDeviceClass()) for d in devices]

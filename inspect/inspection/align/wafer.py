@@ -218,3 +218,33 @@ def _notch(image: np.ndarray, centre: tuple[float, float], radius: float, angles
     angle = float(np.degrees(np.sum(fine_angles[members] * weight) / np.sum(weight))) % 360.0
     span_deg = float(np.degrees(fine_angles[high] - fine_angles[low]))
     return angle, "flat" if span_deg > 8.0 else "notch"
+
+
+def whole_wafer_radius_px(image: np.ndarray) -> float | None:
+    """The radius of a whole wafer in view: a frame of a whole wafer, which a lot recipe grades, rather than of
+    a die area, which a golden-template recipe judges.
+
+    A wafer is in view when :func:`find_wafer` fits its edge to within 2 px RMS on at least half of its rays and
+    the circle spans at least a third of the frame's shorter side and lies inside the frame.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, 3) uint8 ndarray
+        A frame, grey or BGR.
+
+    Returns
+    -------
+    float or None
+        The wafer's radius in pixels; None when no whole wafer is in view.
+    """
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    try:
+        fit = find_wafer(grey)
+    except AlignmentError:
+        return None
+    height, width = grey.shape
+    (x, y), radius = fit.centre_xy_px, fit.radius_px
+    inside = radius <= x <= width - radius and radius <= y <= height - radius
+    if fit.edge_rms_px <= 2.0 and fit.edge_points >= RAYS // 2 and 2 * radius >= min(height, width) / 3 and inside:
+        return radius
+    return None

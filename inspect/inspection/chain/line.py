@@ -51,6 +51,40 @@ def teach_reference(camera: Camera, *, frames: int, timeout_s: float) -> Frame:
 
 
 @dataclass
+class StationCheck:
+    """What a recipe's chain made of a few frames of a new camera (``inspect teach --recipe``)."""
+
+    frames: int = 0
+    size_px: tuple[int, int] | None = None
+    """Width and height of the frames."""
+    alignment_scores: list[float] = field(default_factory=list)
+    candidates: list[int] = field(default_factory=list)
+    """Candidates per registered frame."""
+    verdicts: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    """Frames that ended in error, by reason."""
+
+
+def check_station(chain: Chain, frames: list[Frame]) -> StationCheck:
+    """``frames`` through ``chain`` (nothing stored): the frame size, each registration's score, candidates per
+    frame, verdicts, and the errors by reason."""
+    check = StationCheck()
+    for frame in frames:
+        if check.size_px is None:
+            check.size_px = (frame.width_px, frame.height_px)
+        check.frames += 1
+        part = chain(frame)
+        check.verdicts[str(part.verdict)] += 1
+        if part.verdict == Verdict.ERROR:
+            check.errors[str(part.error) if part.error is not None else part.reason] += 1
+            continue
+        if part.fit is not None:
+            check.alignment_scores.append(part.fit.score)
+        check.candidates.append(len(part.regions))
+    return check
+
+
+@dataclass
 class LineStats:
     """What the line loop has committed so far; read by the status line."""
 
@@ -85,7 +119,8 @@ class LineStats:
         v = self.verdicts
         return (f"{self.committed} frames | {self.fps():.1f} fps | latency p50 {self.latency_percentile_ms(50):.0f} ms"
                 f" p99 {self.latency_percentile_ms(99):.0f} ms | pass {v['pass']} fail {v['fail']}"
-                f" review {v['review']} error {v['error']} | late {self.late} | skipped {len(self.skipped)}")
+                f" review {v['review']} error {v['error']} | late {self.late} (over {self.latency_budget_ms:g} ms)"
+                f" | skipped {len(self.skipped)}")
 
 
 _DONE = object()

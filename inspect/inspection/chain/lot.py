@@ -208,7 +208,7 @@ def _grade_on_ray(items: Sequence[LotItem], recipe: Recipe, *, workers: int, thr
     try:
         import ray
     except ImportError:
-        raise InspectionError("--engine ray needs Ray: pip install 'wafer-inspect[cluster]'") from None
+        raise InspectionError("--engine ray needs Ray: pip install -e '.[cluster]'") from None
     address = address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
     if started_here:

@@ -134,7 +134,7 @@ def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None,
     if len(builds) > 1:
         problems.append(f"{' and '.join(builds)} are all installed: they overwrite each other's files. Keep one: "
                         f"pip uninstall -y {' '.join(b.split('==')[0] for b in builds)} && pip install "
-                        "'wafer-inspect[gpu]' (or '[cpu]')")
+                        "-e '.[gpu]' (or -e '.[cpu]')")
     try:
         runtime = onnxruntime()
         imported = {"version": runtime.__version__, "file": str(Path(runtime.__file__).parent),
@@ -150,7 +150,7 @@ def diagnose(*, devices: tuple[Device, ...] = (), model_dir: Path | None = None,
     gpus = nvidia_gpus()
     if gpus and "CUDAExecutionProvider" not in imported.get("providers", []):
         problems.append(f"{gpus[0]['name']} is here but ONNX Runtime has no CUDA provider: pip uninstall -y "
-                        "onnxruntime && pip install 'wafer-inspect[gpu]'")
+                        "onnxruntime && pip install -e '.[gpu]'")
     checks = []
     for device in devices:
         assert model_dir is not None

@@ -40,7 +40,7 @@ except ImportError:  # neither build is installed: the commands that run no mode
 
 Device = Literal["auto", "cpu", "cuda", "trt"]
 Precision = Literal["fp32", "fp16", "int8"]
-INSTALL_ADVICE = "pip install 'wafer-inspect[cpu]', or 'wafer-inspect[gpu]' on a CUDA station (README, GPU stations)"
+INSTALL_ADVICE = "pip install -e '.[cpu]', or -e '.[gpu]' on a CUDA station (README, GPU stations)"
 _PROVIDERS: dict[str, list[str]] = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -76,7 +76,7 @@ def onnxruntime() -> ModuleType:
 TENSORRT_LIBRARIES = ("libnvinfer.so.10", "libnvinfer_plugin.so.10", "libnvonnxparser.so.10")
 """What ONNX Runtime's TensorRT provider loads when a session starts (TensorRT 10); without them the provider is
 listed but every session falls back to CUDA."""
-TENSORRT_ADVICE = ("pip install 'wafer-inspect[trt]' (TensorRT's runtime libraries as pip packages; README, GPU "
+TENSORRT_ADVICE = ("pip install -e '.[trt]' (TensorRT's runtime libraries as pip packages; README, GPU "
                    "stations)")
 
 
@@ -132,7 +132,7 @@ def providers_for(device: Device) -> list[str]:
     if wanted not in present:
         raise DeviceError(f"--device {device}: ONNX Runtime here has no {wanted} (present: {', '.join(present)}); "
                           "a GPU station installs the GPU build instead of the CPU one: pip uninstall -y onnxruntime "
-                          "&& pip install 'wafer-inspect[gpu]' (README, GPU stations)")
+                          "&& pip install -e '.[gpu]' (README, GPU stations)")
     return [p for p in _PROVIDERS[device] if p in present]
 
 

@@ -79,7 +79,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--false-alarms", type=number(0, 1000), default=1.0,
                        help="the threshold allows this many false alarms per held-out good image")
     train.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
-                       help="seeds the split, the crops and the synthetic defects")
+                       help="seeds the split, the crops and the synthetic defects (default 0)")
     train.add_argument("--threads", type=integer(0, 1024), default=0, help="torch CPU threads (0: one per core)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
     train.set_defaults(handler=cmd_train_anomaly)

@@ -46,8 +46,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
               f"{check['providers'][0]}, max |dp| {check['max_abs_diff_vs_cpu']:.2e} and argmax agreement "
               f"{check['argmax_agreement_vs_cpu']:.2%} against the CPU on {check['images']} images"
               + ("; batches from pinned host memory" if check["pinned_host_memory"] else ""))
+    failed = {check["error"] for check in report["checks"] if "error" in check}
     for problem in report["problems"]:
-        print(f"PROBLEM: {problem}")
+        if problem not in failed:  # said once, as FAILED, above
+            print(f"PROBLEM: {problem}")
     return 1 if report["problems"] else 0
 
 

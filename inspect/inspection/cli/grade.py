@@ -74,7 +74,20 @@ def cmd_grade(args: argparse.Namespace) -> int:
     summary = {"graded_now": run.graded_now, "skipped_already_graded": run.skipped,
                "elapsed_s": round(run.elapsed_s, 2), "wafers_per_hour": round(wph), **figures, "database": str(db_path),
                "outputs": {k: str(v) for k, v in outputs.items()}}
-    print(json.dumps(summary, indent=1))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    verdicts = ", ".join(f"{name} {count}" for name, count in sorted(figures["verdicts"].items()))
+    truth = figures.get("die_truth")
+    checked = (f"; against the truth files: die recall {truth['recall']:.2%}, overkill {truth['overkill']:.2%}"
+               if truth else "")
+    failed = f", {figures['failed_to_grade']} could not be graded" if figures["failed_to_grade"] else ""
+    already = f" ({run.skipped} graded before)" if run.skipped else ""
+    speed = f"; {wph:,.0f} wafers/h" if run.graded_now else ""
+    print(f"inspect: {figures['wafers']} wafer(s){already}: {verdicts}{failed}; mean yield "
+          f"{figures['mean_yield']:.1%}{checked}{speed}", file=sys.stderr)
+    print(f"inspect: report {outputs['html']}, wafers.csv, lot.json, KLARF in {outputs['klarf']}, SINF, E142 and "
+          f"map pictures in {outputs['maps']} (--json prints every figure)", file=sys.stderr)
     return 0
 
 
@@ -119,4 +132,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="KLARF 1.8 (nested records, nanometres) or 1.2 (flat records, micrometres) for readers "
                             "that take only the older layout")
     grade.add_argument("--quiet", action="store_true", help="no per-wafer lines")
+    grade.add_argument("--json", action="store_true", help="print every figure of the lot as one JSON object")
     grade.set_defaults(handler=cmd_grade)

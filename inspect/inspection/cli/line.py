@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -15,10 +17,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from inspection.acquire import SCHEMES, CameraError, open_camera
+import yaml
+
+from inspection.acquire import SCHEMES, CameraError, open_camera, stream_frames
+from inspection.align.wafer import whole_wafer_radius_px
 from inspection.chain.chain import Chain, build_chain
 from inspection.chain.hooks import Hook, HookDispatcher, installed_hooks, load_hook
-from inspection.chain.line import LineStats, run_line, teach_reference
+from inspection.chain.line import LineStats, StationCheck, check_station, run_line, teach_reference
 from inspection.chain.metrics import LineMetrics
 from inspection.cli.common import (
     UsageError,
@@ -27,11 +32,12 @@ from inspection.cli.common import (
     number,
     software_version,
 )
-from inspection.recipe import BUNDLED_RECIPES, Recipe, load_recipe
+from inspection.model_paths import ModelNotFoundError, find_model
+from inspection.recipe import BUNDLED_RECIPES, Recipe, load_recipe, read_recipe_yaml
 from inspection.report import ResultStore, StoreError, read_results, save_png
 from inspection.report.store import RESULT_COLUMNS
 from inspection.report.tables import spreadsheet_safe
-from inspection.types import InspectionError, Verdict
+from inspection.types import Frame, InspectionError, Verdict
 
 if TYPE_CHECKING:
     from inspection.chain.opcua import OpcUaServer
@@ -80,7 +86,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handle)
 
 
-def _line_camera(recipe: Recipe, uri: str | None) -> str:
+def line_camera(recipe: Recipe, uri: str | None) -> str:
     """The camera URI to open: ``--camera`` or the recipe's; a folder whose frames bring their golden beside them
     lists only the frames (``glob=*TEST*``) unless the URI names its own ``glob``."""
     uri = uri or (recipe.camera.uri if recipe.camera is not None else None)
@@ -169,7 +175,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if recipe.kind == "wafer-lot":
         raise UsageError(f"recipe {recipe.name!r} is a wafer-lot recipe: grade its wafers with `inspect grade "
                          f"FOLDER --recipe {args.recipe}`")
-    uri = _line_camera(recipe, args.camera)
+    if args.model is not None:
+        if recipe.classify is None:
+            raise UsageError(f"--model {args.model}: recipe {recipe.name!r} has no classify section (its verdicts "
+                             "are by size); give a recipe with one")
+        given = Path(args.model)  # a folder here is meant from here, not from the recipe's folder
+        recipe = recipe.with_classify(model=str(given.resolve()) if given.is_dir() else args.model)
+    uri = line_camera(recipe, args.camera)
     hooks = _hooks(args)  # a hook that cannot load, or a port in use, fails before the camera or database
     opcua = _opcua(args, recipe)
     if opcua is not None:
@@ -271,21 +283,109 @@ def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], 
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
+    if args.recipe is not None:
+        return _teach_station(args)
     with open_camera(args.camera) as camera:
         golden = teach_reference(camera, frames=args.frames, timeout_s=args.timeout)
-    image = golden.image if golden.layout != "rgb" else golden.image[:, :, ::-1]  # PNG files are BGR in OpenCV
-    path = save_png(args.out, image)
-    print(f"inspect: golden reference {path}: {golden.width_px}x{golden.height_px} {golden.layout} "
-          f"{golden.bit_depth}-bit, the median of {args.frames} frames from {golden.source_id}", file=sys.stderr)
+    path = _save_golden(golden, args.out, frames=args.frames)
     hint = f"reference: {{golden: {path.name}}}"
     if golden.bit_depth not in (8, 16):
         hint += f" and preprocess: {{bit_depth: {golden.bit_depth}}}"
-    print(f"inspect: use it in a recipe beside it: {hint}", file=sys.stderr)
+    print(f"inspect: use it in a recipe beside it: {hint} (or let inspect teach --recipe write the recipe)",
+          file=sys.stderr)
     return 0
+
+
+def _save_golden(golden: Frame, out: Path, *, frames: int) -> Path:
+    image = golden.image if golden.layout != "rgb" else golden.image[:, :, ::-1]  # PNG files are BGR in OpenCV
+    path = save_png(out, image)
+    print(f"inspect: golden reference {path}: {golden.width_px}x{golden.height_px} {golden.layout} "
+          f"{golden.bit_depth}-bit, the median of {frames} frames from {golden.source_id}", file=sys.stderr)
+    return path
+
+
+def _teach_station(args: argparse.Namespace) -> int:
+    """A new station's recipe: the given recipe with this camera and a golden taught from it, checked on a few
+    more frames."""
+    if args.out.suffix.lower() not in (".yaml", ".yml"):
+        raise UsageError(f"--out {args.out}: with --recipe, --out is the station's new recipe (a .yaml file); its "
+                         "golden is written beside it")
+    base = load_recipe(args.recipe)
+    if base.kind == "wafer-lot":
+        raise UsageError(f"--recipe {args.recipe}: a wafer-lot recipe grades whole wafers without a golden; "
+                         f"inspect grade FOLDER --recipe {args.recipe}")
+    if base.reference is None or base.reference.beside is not None:
+        raise UsageError(f"--recipe {args.recipe}: recipe {base.name!r} takes no taught golden (its frames bring "
+                         "their template beside them, or it has none); give a wafer-die or pcb recipe with one")
+    data, _ = read_recipe_yaml(args.recipe)
+    with open_camera(args.camera) as camera:
+        golden = teach_reference(camera, frames=args.frames, timeout_s=args.timeout)
+        trial = list(stream_frames(camera, timeout_s=args.timeout, stop=threading.Event(),
+                                   max_frames=args.check_frames, give_up_after_s=args.timeout))
+    golden_path = _save_golden(golden, args.out.with_name(args.out.stem + "-golden.png"), frames=args.frames)
+    data["name"] = args.out.stem
+    camera_section = data.get("camera")
+    data["camera"] = {**(camera_section if isinstance(camera_section, dict) else {}), "uri": args.camera}
+    data["reference"] = {**data["reference"], "golden": golden_path.name}
+    if golden.bit_depth not in (8, 16):
+        data["preprocess"] = {**(data.get("preprocess") or {}), "bit_depth": golden.bit_depth}
+    if base.classify is not None:
+        data["classify"] = {**data["classify"], "model": _model_reference(Path(base.classify.model), args.out.parent)}
+    text = (f"# Made by inspect teach from recipe {args.recipe} and camera {args.camera} on "
+            f"{time.strftime('%Y-%m-%d')}; every key is described in the README's recipe section.\n"
+            + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot be written ({exc.strerror or exc})") from None
+    recipe = load_recipe(args.out)
+    with build_chain(recipe) as chain:
+        check = check_station(chain, trial)
+    _print_station_check(check, recipe=args.out, golden=golden)
+    return 0
+
+
+def _model_reference(model: Path, recipe_folder: Path) -> str:
+    """How a new recipe in ``recipe_folder`` names ``model``: by name when the search path finds it from
+    anywhere, else its path from the recipe's folder."""
+    try:
+        if find_model(model.name) == model.resolve():
+            return model.name
+    except ModelNotFoundError:
+        pass
+    return os.path.relpath(model.resolve(), recipe_folder.resolve())
+
+
+def _print_station_check(check: StationCheck, *, recipe: Path, golden: Frame) -> None:
+    scores, candidates = check.alignment_scores, check.candidates
+    width, height = check.size_px or (golden.width_px, golden.height_px)
+    aligned = (f"alignment score median {statistics.median(scores):.3f}, lowest {min(scores):.3f}" if scores
+               else "no frame aligned")
+    found = (f"candidates per frame mean {statistics.mean(candidates):.1f}, most {max(candidates)}" if candidates
+             else "no candidates")
+    verdicts = ", ".join(f"{name} {count}" for name, count in sorted(check.verdicts.items()))
+    print(f"inspect: checked {check.frames} more frame(s) of {width}x{height} px through {recipe}: {aligned}; "
+          f"{found}; {verdicts or 'no verdicts'}", file=sys.stderr)
+    for reason, count in check.errors.most_common(3):
+        print(f"inspect: {count} frame(s): {reason}", file=sys.stderr)
+    mostly_errors = sum(check.errors.values()) * 2 >= check.frames > 0
+    troubled = mostly_errors or bool(candidates and statistics.mean(candidates) > 20)
+    whole = whole_wafer_radius_px(golden.image) if troubled else None
+    if whole is not None:
+        print(f"inspect: these frames look like whole wafers (a wafer of radius {whole:.0f} px in view): grade "
+              f"them with inspect grade FOLDER --recipe wafer-lot (this recipe judges die areas against a golden)",
+              file=sys.stderr)
+    elif troubled:
+        print(f"inspect: most frames did not pass cleanly: check the camera's focus and lighting, and the recipe's "
+              f"align and inspect sections in {recipe}", file=sys.stderr)
+    else:
+        print(f"inspect: run it: inspect run --recipe {recipe}", file=sys.stderr)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     rows = read_results(args.db, verdict=args.verdict, since=args.since, run_id=args.run)
+    first = next(rows, None)  # a database that cannot be read fails here, before anything is printed
+    rows = itertools.chain([first] if first is not None else [], rows)
     out = sys.stdout
     if args.format == "json":
         for row in rows:
@@ -310,6 +410,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                      "(default: the recipe's camera)")
     run.add_argument("--recipe", default="wafer-die", metavar="FILE",
                      help=f"recipe YAML file or a bundled one ({', '.join(BUNDLED_RECIPES)}); default: wafer-die")
+    run.add_argument("--model", metavar="MODEL", help="run this classifier instead of the recipe's classify.model "
+                     "(a folder or an installed model's name; the run records it)")
     add_device_option(run)
     run.add_argument("--frames", type=integer(1, 10**12), metavar="N",
                      help="stop after N frames (default: until the source ends)")
@@ -337,19 +439,31 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(handler=cmd_run)
 
     teach = commands.add_parser(
-        "teach", help="teach a golden reference image from a camera (median of good parts)",
+        "teach", help="teach a golden reference from a camera, and with --recipe the station's own recipe",
         description="Grab N frames of defect-free parts and write their per-pixel median as the golden "
-                    "reference a recipe compares against (pixels, layout and bit depth kept).",
+                    "reference a recipe compares against (pixels, layout and bit depth kept). With --recipe, "
+                    "--out is a new recipe: the given one with this camera and the golden (written beside it as "
+                    "NAME-golden.png), checked on --check-frames more frames (frame size, alignment, candidates, "
+                    "verdicts).",
     )
     teach.add_argument("--camera", required=True, metavar="URI", help="the station's camera URI")
-    teach.add_argument("--out", required=True, type=Path, metavar="PNG", help="where to write the golden image")
+    teach.add_argument("--out", required=True, type=Path, metavar="PNG|YAML",
+                       help="the golden image; with --recipe, the station's new recipe")
+    teach.add_argument("--recipe", metavar="FILE",
+                       help=f"make a recipe for this camera from this one (a file or {', '.join(BUNDLED_RECIPES)})")
+    teach.add_argument("--check-frames", type=integer(1, 1000), default=5, metavar="N",
+                       help="with --recipe: frames to check the new recipe's chain on (default 5)")
     teach.add_argument("--frames", type=integer(1, 1000), default=9, metavar="N",
                        help="frames to take the median of (default 9)")
     teach.add_argument("--timeout", type=number(0.01, 3600), default=5.0, metavar="S",
                        help="fetch timeout per frame (default 5 s)")
     teach.set_defaults(handler=cmd_teach)
 
-    results = commands.add_parser("results", help="print stored results as CSV or JSON lines")
+    results = commands.add_parser(
+        "results", help="print stored results as CSV or JSON lines",
+        description="Print the results the line committed to its database, oldest first: per part its run, "
+                    "source and frame, times, verdict and reason, detections (class, score, box, area in um2), "
+                    "per-stage latency and the files of its picture and crops. Filters combine.")
     results.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"results database (default: {DEFAULT_DB})")
     results.add_argument("--format", choices=("csv", "json"), default="csv",
                          help="csv (one header row) or json (one object per line)")

@@ -26,6 +26,7 @@ from inspection.cli.common import (
 )
 from inspection.evaluate.folders import evaluate_folder
 from inspection.model_paths import installed_models, search_folders
+from inspection.recipe import load_recipe
 from inspection.train.choices import ARCHITECTURES, CLASS_WEIGHTINGS
 
 
@@ -56,7 +57,7 @@ def load_train_package() -> ModuleType:
         import inspection.train.loop
     except ImportError as exc:
         raise UsageError(f"training needs the [train] extra (torch, torchvision, albumentations, onnx): "
-                         f"pip install 'wafer-inspect[train]' ({exc})") from None
+                         f"pip install -e '.[train]' ({exc})") from None
     return inspection.train
 
 
@@ -74,17 +75,43 @@ def print_card_summary(card: ModelCard, model_dir: Path) -> None:
           f"argmax agreement {card.parity.argmax_agreement:.2%}", file=sys.stderr)
 
 
+def _input_for(args: argparse.Namespace) -> tuple[int, str, DetectorSettings | None]:
+    """Input size, colour and candidate settings of the model to train: from ``--for``'s recipe (its model's
+    card, or its own candidates without one), so the line takes the model; else the options' own."""
+    if args.for_recipe is None:
+        return args.img_size or 64, args.colour or "gray", None
+    from inspection.chain.crops import station_detector
+
+    recipe = load_recipe(args.for_recipe)
+    if recipe.kind == "wafer-lot":
+        raise UsageError(f"--for {args.for_recipe}: a wafer-lot recipe's die model is trained on dies cut by its "
+                         "chain (datasets/wafer_die_crops.py), not on candidate crops; use a wafer-die or pcb recipe")
+    if recipe.reference is None:
+        raise UsageError(f"--for {args.for_recipe}: recipe {recipe.name!r} has no golden; its classifier names "
+                         "anomaly regions (train it on crops from inspect labels export)")
+    if args.colour == "gray":
+        raise UsageError(f"--for {args.for_recipe}: its chain gives the classifier 3-channel crops (image, golden, "
+                         "difference); leave out --colour gray")
+    detector, classifier = station_detector(recipe)
+    size = args.img_size or (classifier.card.input.height if classifier is not None else 32)
+    return size, "rgb", detector
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    img_size, colour, detector = _input_for(args)
     train_package = load_train_package()
     config = train_package.TrainConfig(
-        folder=args.folder, out=args.out, arch=args.arch, img_size=args.img_size, colour=args.colour,
+        folder=args.folder, out=args.out, arch=args.arch, img_size=img_size, colour=colour,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, device=args.device, seed=args.seed,
         weights=args.weights, resume=args.resume, patience=args.patience, good_class=args.good_class,
         target_recall=args.target_recall, flips=not args.no_flips, rot90=not args.no_rot90, **training_options(args),
         command="inspect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
-    card = train_package.train(config)
+    card = train_package.train(config, detector=detector)
     print_card_summary(card, args.out)
+    if args.for_recipe is not None:
+        print(f"inspect: {args.out} takes the crops of recipe {args.for_recipe}; put it on the line with: inspect "
+              f"run --recipe {args.for_recipe} --model {args.out}", file=sys.stderr)
     return 0
 
 
@@ -183,7 +210,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if card_path.is_file():
             card = json.loads(card_path.read_text(encoding="utf-8"))
             precisions = ("numpy (classical)" if card.get("kind") == "classical" else
-                          "fp32+int8" if card.get("int8") else "fp32")
+                          "+".join(name for name in ("fp32", "fp16", "int8") if name == "fp32" or card.get(name)))
             rows.append({"name": name, "task": card.get("task"), "precisions": precisions,
                          "classes": card.get("class_names"), "folder": str(folder)})
         else:
@@ -222,9 +249,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/die-patchnet-v1")
     train.add_argument("--arch", default="patchnet", choices=ARCHITECTURES,
                        help="network (default patchnet: a compact CNN for small patches)")
-    train.add_argument("--img-size", type=integer(8, 4096), default=64, metavar="N",
-                       help="input size N x N (default 64)")
-    train.add_argument("--colour", choices=("gray", "rgb"), default="gray", help="input colour (default gray)")
+    train.add_argument("--for", dest="for_recipe", metavar="RECIPE",
+                       help="a model for this recipe's line (file or bundled name): input colour, size and candidate "
+                            "settings from the recipe and its current model, so the line takes the model; FOLDER is "
+                            "then crops from inspect labels cut or inspect labels export")
+    train.add_argument("--img-size", type=integer(8, 4096), metavar="N",
+                       help="input size N x N (default 64; with --for, the recipe's model's)")
+    train.add_argument("--colour", choices=("gray", "rgb"),
+                       help="input colour (default gray; with --for, rgb: image, golden, difference)")
     train.add_argument("--epochs", type=integer(1, 100_000), default=30, metavar="E",
                        help="passes over the training images")
     train.add_argument("--batch-size", type=integer(1, 65_536), default=64, metavar="B",
@@ -232,7 +264,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=number(1e-9, 10), default=3e-3,
                        help="peak learning rate (warm-up, then cosine decay)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
-    train.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="split, initialisation and augmentation")
+    train.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                          help="split, initialisation and augmentation (default 0)")
     train.add_argument("--weights", type=Path, metavar="PT", help="initialise from a local state dict")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.add_argument("--patience", type=integer(1, 100_000), default=6,

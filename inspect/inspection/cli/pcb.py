@@ -131,7 +131,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                           help="move each test image by up to this much")
     pcb_eval.add_argument("--rotate-deg", type=number(0, 180), default=0.0,
                           help="turn each test image by up to this much")
-    pcb_eval.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="seed of the moves")
+    pcb_eval.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="seed of the moves (default 0)")
     pcb_eval.add_argument("--compare", type=model_folder, metavar="MODEL", help="also evaluate this model on the same "
                           "(equally moved) pairs: the difference and its paired 95%% interval")
     for sub in (pcb_inspect, pcb_eval):

@@ -55,5 +55,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     lot.add_argument("--wafers", type=integer(1, 10_000), default=25, metavar="N", help="wafers in the lot")
     for sub in (dies, lot):
         sub.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
-                         help="the stream; another seed gives other images")
+                         help="the stream; another seed gives other images (default 0)")
     lot.set_defaults(handler=cmd_synth_lot)

@@ -201,7 +201,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     wm_train.add_argument("--img-size", type=integer(16, 512), default=48, metavar="N",
                           help="map resized to N x N (default 48)")
     wm_train.add_argument("--epochs", type=integer(1, 100_000), default=15, help="passes over the training maps")
-    wm_train.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="split, initialisation and augmentation")
+    wm_train.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
+                          help="split, initialisation and augmentation (default 0)")
     wm_train.add_argument("--arch", default="patchnet", choices=ARCHITECTURES,
                           help="network (default patchnet; patchnet-l has 4.3x its weights)")
     wm_train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")

@@ -80,17 +80,18 @@ def class_verdict(detections: Sequence[Detection], *, rules: ClassifySettings) -
     -------
     verdict : Verdict
     reason : str
-        The rule that decided it, with the detection that fired it.
+        The detection that decided it (the most certain of its kind): class, area, centre and score.
     """
     counted = [d for d in detections if d.region.area_um2 >= rules.min_area_um2.get(d.kind, 0.0)]
-    for verdict, classes, rule in ((Verdict.FAIL, rules.fail_classes, "fail_classes"),
-                                   (Verdict.REVIEW, rules.review_classes, "review_classes")):
+    for verdict, classes in ((Verdict.FAIL, rules.fail_classes), (Verdict.REVIEW, rules.review_classes)):
         hits = [d for d in counted if d.kind in classes]
-        if hits:
+        if hits:  # in an operator's words: what, how large, where; the rule is the verdict itself
             worst = max(hits, key=lambda d: d.score)
-            return verdict, (f"{len(hits)} defect(s) of {rule} ({', '.join(sorted({d.kind for d in hits}))}); "
-                             f"{worst.kind} {worst.score:.3f} at {worst.region.box_xyxy_px}, "
-                             f"{worst.region.area_um2:.0f} um2")
+            x0, y0, x1, y1 = worst.region.box_xyxy_px
+            more = [d.kind for d in hits if d is not worst]
+            return verdict, (f"{worst.kind} of {worst.region.area_um2:.0f} um2 at x {(x0 + x1) // 2}, y "
+                             f"{(y0 + y1) // 2} px (score {worst.score:.2f})"
+                             + (f", and {len(more)} more ({', '.join(sorted(set(more)))})" if more else ""))
     if not detections:
         return Verdict.PASS, "no defect"
     return Verdict.PASS, (f"{len(detections)} detection(s) ({', '.join(sorted({d.kind for d in detections}))}), "

@@ -246,3 +246,48 @@ def candidate_crops(image: np.ndarray, reference: np.ndarray, boxes: np.ndarray,
     stacked = np.dstack([image, reference, cv2.absdiff(image, reference)])
     squares = crop_squares(boxes, size=image.shape, context=context, min_side_px=min_side_px)
     return [stacked[y0:y1, x0:x1] for x0, y0, x1, y1 in squares]
+
+
+def background_boxes(size: tuple[int, int], avoid: np.ndarray, count: int, *, rng: np.random.Generator,
+                     side_px: tuple[int, int] = (4, 24), valid: np.ndarray | None = None) -> np.ndarray:
+    """Up to ``count`` random boxes that touch none of ``avoid``: where image and golden agree, what a candidate
+    that is no defect looks like when cut (the ``good`` examples of a classifier's training folder).
+
+    Parameters
+    ----------
+    size : (int, int)
+        The image's height and width in pixels.
+    avoid : (M, 4) ndarray
+        Boxes, xyxy in pixels, that no returned box may overlap (defects, candidates).
+    count : int
+        How many boxes to return; fewer when the free space does not hold them within 50 tries each.
+    rng : numpy.random.Generator
+        The random source (seed it for a reproducible folder).
+    side_px : (int, int), optional
+        The smallest and largest side of a box, in pixels.
+    valid : (H, W) bool ndarray, optional
+        Where the golden covers the image; a box's centre must lie there.
+
+    Returns
+    -------
+    (N, 4) float ndarray
+        N <= ``count`` boxes, xyxy in pixels.
+    """
+    height, width = size
+    avoid = np.asarray(avoid, float).reshape(-1, 4)
+    found: list[list[float]] = []
+    for _ in range(50 * count):
+        if len(found) == count:
+            break
+        side_x, side_y = rng.integers(side_px[0], side_px[1] + 1, size=2)
+        if side_x >= width or side_y >= height:
+            break
+        x0, y0 = int(rng.integers(0, width - side_x)), int(rng.integers(0, height - side_y))
+        x1, y1 = x0 + int(side_x), y0 + int(side_y)
+        if valid is not None and not valid[(y0 + y1) // 2, (x0 + x1) // 2]:
+            continue
+        touches = ((x0 < avoid[:, 2]) & (avoid[:, 0] < x1) & (y0 < avoid[:, 3]) & (avoid[:, 1] < y1)).any()
+        if not touches:
+            found.append([x0, y0, x1, y1])
+            avoid = np.vstack([avoid, found[-1]])
+    return np.array(found, float).reshape(-1, 4)

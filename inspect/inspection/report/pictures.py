@@ -39,19 +39,36 @@ def draw_detections(image: np.ndarray, detections: tuple[Detection, ...], *, ver
     """
     colour = _COLOURS_BGR[verdict]
     frame = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    # Text in proportion to the frame (a 512 px frame gets letters about 20 px tall), so that labels stay
+    # readable in a thumbnail at half size; each on a dark ground, readable on any part.
+    scale = max(0.5, frame.shape[1] / 600)
+    thickness = max(1, round(scale * 1.5))
+    line_px = round(28 * scale)
     for detection in detections:
         x0, y0, x1, y1 = detection.region.box_xyxy_px
-        cv2.rectangle(frame, (x0 - 2, y0 - 2), (x1 + 1, y1 + 1), colour, 1)
-        label = f"{detection.kind} {detection.region.area_um2:.0f}um2"
-        cv2.putText(frame, label, (x0, max(10, y0 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
-    bar_px = 36 if reason else 18
+        cv2.rectangle(frame, (x0 - 2, y0 - 2), (x1 + 1, y1 + 1), colour, thickness)
+        _label(frame, f"{detection.kind} {detection.region.area_um2:.0f} um2", (x0, y0 - 4), colour, scale=scale,
+               thickness=thickness)
+    bar_px = 2 * line_px if reason else line_px
     picture = np.zeros((frame.shape[0] + bar_px, frame.shape[1], 3), np.uint8)
     picture[bar_px:] = frame
-    cv2.putText(picture, f"{verdict.upper()}  {title}", (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1,
-                cv2.LINE_AA)
+    baseline = round(line_px * 0.75)
+    cv2.putText(picture, f"{verdict.upper()}  {title}", (4, baseline), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8, colour,
+                thickness, cv2.LINE_AA)
     if reason:
-        cv2.putText(picture, reason, (4, 31), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (235, 235, 235), 1, cv2.LINE_AA)
+        cv2.putText(picture, reason, (4, line_px + baseline), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.7,
+                    (235, 235, 235), thickness, cv2.LINE_AA)
     return picture
+
+
+def _label(frame: np.ndarray, text: str, bottom_left: tuple[int, int], colour: tuple[int, int, int], *,
+           scale: float, thickness: int) -> None:
+    """``text`` on a black ground above a box, moved inside the frame where it would leave it (in place)."""
+    (width, height), descent = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    x = min(max(0, bottom_left[0]), max(0, frame.shape[1] - width - 2))
+    y = max(height + 2, bottom_left[1])
+    cv2.rectangle(frame, (x, y - height - 2), (x + width + 2, y + descent), (0, 0, 0), -1)
+    cv2.putText(frame, text, (x + 1, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
 
 
 def _title_bar(picture: np.ndarray, title: str) -> np.ndarray:

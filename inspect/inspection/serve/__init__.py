@@ -57,7 +57,8 @@ MAX_BODY_BYTES = 16 * 1024
 MIN_TOKEN_CHARS = 16
 
 REJECTED = ("fail", "review", "error")
-_STYLE = """<style>body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}
+_STYLE = """<link rel="icon" href="data:,">
+<style>body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}th{background:#eee}.pass{color:#080}.fail{color:#c00}
 .review{color:#b60}.error{color:#808}.tiles{display:flex;gap:1.5em;margin:1em 0}.tile{font-size:28px}
 .tile small{display:block;font-size:13px;color:#666}.parts{display:flex;flex-wrap:wrap;gap:10px}
@@ -112,7 +113,7 @@ _STATION_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>wafer
 <div class="tile pass" id="pass">0<small>pass</small></div><div class="tile fail" id="fail">0<small>fail</small></div>
 <div class="tile review" id="review">0<small>review</small></div>
 <div class="tile error" id="error">0<small>error</small></div></div>
-<h2>Last parts that did not pass</h2><div class="parts" id="parts"></div>
+<h2>Last parts that did not pass</h2><div class="parts" id="parts">PARTS</div>
 <p><a href="/runs">run history</a> · <a href="/lots">lot reports</a></p>
 <script>
 function tile(id, value, label) { document.getElementById(id).innerHTML = value + '<small>' + label + '</small>'; }
@@ -134,7 +135,7 @@ async function refresh() {
     tile('p99', status.latency_p99_ms === null ? '-' : status.latency_p99_ms.toFixed(1), 'latency p99 ms');
     document.getElementById('parts').innerHTML = status.rejected.map(part =>
       '<figure><a href="/results/' + part.id + '">' + (part.picture ? '<img src="/pictures/' + part.id + '">' : '') +
-      '</a><figcaption class="' + part.verdict + '"><a href="/results/' + part.id + '">#' + part.frame_counter +
+      '</a><figcaption class="' + part.verdict + '"><a href="/results/' + part.id + '">part ' + part.id +
       '</a> ' + part.verdict + ': ' + text(part.reason) + '</figcaption></figure>'
     ).join('');
   } catch (error) { document.getElementById('run').textContent = 'no answer from the station: ' + error; }
@@ -354,7 +355,9 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
 
     @app.get("/", response_class=HTMLResponse)
     def station() -> str:
-        return _STATION_PAGE
+        # The last parts are in the page itself (the script then keeps them current), so a page read without
+        # scripts, or before they run, shows them.
+        return _STATION_PAGE.replace("PARTS", "".join(_part_figure(part) for part in station_status(db)["rejected"]))
 
     @app.get("/api/status")
     def status() -> dict[str, Any]:
@@ -377,13 +380,13 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
     def run_results(run_id: int = PathParameter(..., ge=1, le=2**62)) -> str:
         if not any(run["run_id"] == run_id for run in runs()):
             raise HTTPException(404, f"no run {run_id} in {db.name}")
-        rows = [[f'<a href="/results/{row["id"]}">{row["frame_counter"]}</a>',
+        rows = [[f'<a href="/results/{row["id"]}">part {row["id"]}</a>', str(row["frame_counter"]),
                  f'<span class="{escape(row["verdict"])}">{escape(row["verdict"])}</span>',
                  escape(row["reason"]), escape(", ".join(d["kind"] for d in row["detections"])),
                  f'{row["latency_ms"]:.1f}', f'<a href="/pictures/{row["id"]}">picture</a>' if row["image_path"]
                  else ""] for row in read_results(db, run_id=run_id, last=1000)]
         return _page(f"run {run_id}", f"<h1>Run {run_id}: its last {len(rows)} results</h1>"
-                     + _table(rows, ["frame", "verdict", "reason", "detections", "latency ms", ""])
+                     + _table(rows, ["part", "frame", "verdict", "reason", "detections", "latency ms", ""])
                      + "<p><a href='/runs'>run history</a></p>")
 
     @app.get("/api/results/{result_id}")
@@ -501,6 +504,14 @@ def create_app(db: Path, *, lots: Path | None = None, review_token: str | None =
     return app
 
 
+def _part_figure(part: dict[str, Any]) -> str:
+    """One of the station page's last parts that did not pass: its picture and caption (the script's markup)."""
+    verdict, link = escape(part["verdict"]), f'/results/{part["id"]}'
+    picture = f'<img src="/pictures/{part["id"]}">' if part["picture"] else ""
+    return (f'<figure><a href="{link}">{picture}</a><figcaption class="{verdict}"><a href="{link}">part '
+            f'{part["id"]}</a> {verdict}: {escape(part["reason"])}</figcaption></figure>')
+
+
 def _result(db: Path, result_id: int) -> dict[str, Any]:
     """One stored result, or HTTP 404."""
     row = next(read_results(db, result_id=result_id), None) if db.is_file() else None
@@ -608,8 +619,9 @@ def _result_html(row: dict[str, Any], reviews: dict[tuple[int, int], dict[str, A
     following = f' · <a href="/results/{next_id}">next part that did not pass</a>' if next_id else ""
     verdict = escape(row["verdict"])
     return _page(f"result {result_id}",
-                 f"<h1>Run {row['run_id']}, part #{row['frame_counter']}: <span class='{verdict}'>{verdict}</span>"
-                 f"</h1><p>{escape(row['reason'])} · {escape(row['source'])} · {row['latency_ms']:.1f} ms</p>"
+                 f"<h1>Part {result_id}: <span class='{verdict}'>{verdict}</span></h1><p>{escape(row['reason'])}"
+                 f"</p><p>run {row['run_id']} · {escape(row['source'])}, frame {row['frame_counter']} · "
+                 f"{row['latency_ms']:.1f} ms from acquisition to result</p>"
                  f"{picture}{tools}"
                  + _table(rows, ["#", "crop (image | golden | difference)", "model says", "score", "area um2",
                                  "reviewed", "label" if review_on else ""])

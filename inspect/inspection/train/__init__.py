@@ -1,6 +1,6 @@
 """Training (torch, torchvision, albumentations): the only package that imports torch.
 
-Install with ``pip install 'wafer-inspect[train]'``. The line never imports this package's training code: it
+Install with ``pip install -e '.[train]'``. The line never imports this package's training code: it
 runs the exported ONNX model through :mod:`inspection.classify`. Importing the package itself loads nothing
 heavy (the command line reads :mod:`inspection.train.choices` from it); torch loads with the first use of
 ``train``, ``TrainConfig``, ``export_model``, ``quantize_int8``, ``convert_fp16`` or ``add_checks``.

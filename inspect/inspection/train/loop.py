@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from inspection.acquire.labelled import LabelledImages, list_labelled_folder, stratified_split
-from inspection.classify.card import InputSpec, ModelCard, Normalisation
+from inspection.classify.card import DetectorSettings, InputSpec, ModelCard, Normalisation
 from inspection.evaluate.metrics import classification_report, confusion_matrix
 from inspection.train.choices import CLASS_WEIGHT_POWERS, CLASS_WEIGHTINGS
 from inspection.train.data import AugmentedImages, augmentation, load_units
@@ -164,8 +164,9 @@ def _evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn
     return sum(losses) / len(y_true), report
 
 
-def train(config: TrainConfig) -> ModelCard:
-    """Train, keep the best epoch by validation macro-F1, export ``model.onnx`` + ``model.json`` into ``out``."""
+def train(config: TrainConfig, *, detector: DetectorSettings | None = None) -> ModelCard:
+    """Train, keep the best epoch by validation macro-F1, export ``model.onnx`` + ``model.json`` into ``out``
+    (``detector``: the candidate settings the crops were cut with, into the card)."""
     if config.device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda: torch sees no CUDA device here; use --device cpu")
     if config.epochs < 1:
@@ -321,4 +322,4 @@ def train(config: TrainConfig) -> ModelCard:
         torch.save(state, last_path)
     best = {key: value for key, value in state.items() if key not in ("best_model", "average")}
     torch.save({**best, "model": best_weights}, config.out / "best.pt")  # what export_model reads
-    return export_model(config.out)
+    return export_model(config.out, detector=detector)
