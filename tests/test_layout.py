@@ -115,6 +115,11 @@ def test_every_benchmark_and_dataset_script_starts() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+EXTRA_ONLY_MODULES = {"asyncua", "torch", "torchvision", "albumentations", "onnx", "matplotlib", "fastapi", "uvicorn",
+                      "httpx", "harvesters", "genicam", "pypylon", "ray", "pytest", "hypothesis"}
+"""Top-level modules that only an extra brings (the line's defaults must run without them)."""
+
+
 @pytest.mark.slow
 def test_an_installed_wheel_runs_every_default_from_an_empty_folder(tmp_path: Path) -> None:
     """What a line PC gets from `pip install wafer-inspect`: the shipped models travel inside the package."""
@@ -125,7 +130,19 @@ def test_an_installed_wheel_runs_every_default_from_an_empty_folder(tmp_path: Pa
     [wheel] = dist.glob("wafer_inspect-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)
-    env = {**os.environ, "PYTHONPATH": str(site), "HOME": str(tmp_path)}  # the wheel's package, not the checkout's
+    # Only `pip install wafer-inspect[cpu]`: every extra's packages are made unimportable (a sitecustomize that
+    # refuses them), so a default that imports one fails here.
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        f"EXTRAS = {sorted(EXTRA_ONLY_MODULES)!r}\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in EXTRAS:\n"
+        "            raise ImportError(f'No module named {name!r} (an extra this test leaves out)')\n"
+        "sys.meta_path.insert(0, Block())\n")
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{blocker}", "HOME": str(tmp_path)}  # the wheel's package
 
     def inspect(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "inspection", *args], cwd=empty, env=env, capture_output=True,
@@ -141,4 +158,8 @@ def test_an_installed_wheel_runs_every_default_from_an_empty_folder(tmp_path: Pa
     summary = json.loads(inspect("grade", "lot", "--out", "graded", "--quiet", "--json").stdout)
     assert summary["graded"] == 2
     inspect("run", "--frames", "3", "--db", "line.db", "-q")
+    refused = subprocess.run([sys.executable, "-m", "inspection", "run", "--opcua", "opc.tcp://127.0.0.1:4840",
+                              "--frames", "1", "--db", "line.db"], cwd=empty, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and "pip install -e '.[opcua]'" in refused.stderr
     assert "Center" in inspect("wafermap", "classify", "graded/maps/LOT0000_wafer-01.sinf").stdout

@@ -104,7 +104,10 @@ def _opcua(args: argparse.Namespace, recipe: Recipe) -> OpcUaServer | None:
     endpoint = args.opcua or (recipe.opcua.endpoint if recipe.opcua is not None else None)
     if endpoint is None:
         return None
-    from inspection.chain.opcua import NAMESPACE, OpcUaServer, TriggerGate  # asyncua only for a run that asks
+    try:
+        from inspection.chain.opcua import NAMESPACE, OpcUaServer, TriggerGate  # asyncua only for a run that asks
+    except ImportError as exc:
+        raise UsageError(f"--opcua needs the [opcua] extra (asyncua): pip install -e '.[opcua]' ({exc})") from None
 
     user = args.opcua_user or (recipe.opcua.user if recipe.opcua is not None else None)
     users = {}
