@@ -10,7 +10,7 @@ import pytest
 
 from inspection.classify import Classifier
 from inspection.classify.card import CardError
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_cli
 
 MODEL = REPO_ROOT / "models" / "die-patchnet-v1"
 
@@ -69,6 +69,18 @@ def test_a_shipped_onnx_file_carries_its_contract_for_tools_that_read_only_onnx(
     assert json.loads(metadata["input"])["height"] == classifier.card.input.height
     assert metadata["task"] == classifier.card.task and model.model_version >= 1
     assert "wafer-inspect" in model.doc_string and "model.json" in model.doc_string
+    assert model.model_version == int(name.rsplit("-v", 1)[1])  # the N of -vN, as models/README.md says
+    assert json.loads(metadata["input"])["channel_order"] == classifier.card.input.channel_order
+    assert len(classifier.card.input.channel_order or []) == classifier.card.input.channels
+    assert json.loads(metadata["imgsz"]) == [classifier.card.input.height, classifier.card.input.width]
+    assert {"stride", "author", "license", "date", "version"} <= set(metadata)
+
+
+@pytest.mark.parametrize("path", sorted(MODEL.parent.glob("*/*.onnx")), ids=lambda path: f"{path.parent.name}/"
+                         f"{path.name}")
+def test_every_shipped_onnx_file_passes_the_onnx_checker_in_full(path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)  # FP16 graphs once had unsorted nodes
 
 
 def test_an_onnx_file_whose_metadata_says_another_model_is_refused(tmp_path: Path) -> None:
@@ -156,3 +168,25 @@ def test_weights_kept_outside_the_onnx_file_are_refused(tmp_path: Path) -> None:
     _card_for(folder, onnx.load(str(folder / "model.onnx"), load_external_data=False), onnx)
     with pytest.raises(CardError, match=r"weights are partly in other files \(w.bin\)"):
         Classifier(folder)
+
+
+def test_export_metadata_rewrites_an_older_models_files_and_their_hashes(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    folder = Path(shutil.copytree(MODEL, tmp_path / "old-v3"))
+    for name in ("model.onnx", "model-fp16.onnx"):  # as an older version wrote them: no metadata, minute stamp
+        model = onnx.load(str(folder / name))
+        del model.metadata_props[:]
+        model.model_version = 202611211234
+        onnx.save(model, str(folder / name))
+    from inspection.classify.card import sha256_of
+
+    card = json.loads((folder / "model.json").read_text())
+    del card["input"]["channel_order"]
+    card["onnx_sha256"], card["fp16"]["sha256"] = sha256_of(folder / "model.onnx"), sha256_of(folder /
+                                                                                              "model-fp16.onnx")
+    (folder / "model.json").write_text(json.dumps(card))
+    run_cli("export", str(folder), "--metadata", timeout=300)
+    for precision in ("fp32", "fp16", "int8"):
+        classifier = Classifier(folder, precision=precision)  # loads and reproduces its check inputs
+        model = onnx.load(str(classifier.onnx_path))
+        assert model.model_version == 3 and classifier.card.input.channel_order == ["grey level"]

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -53,6 +54,8 @@ class InputSpec(_Strict):
     dtype: Literal["float32"] = "float32"
     resize: Literal["area"] = "area"
     """cv2.INTER_AREA from the image's size to height x width."""
+    channel_order: list[Annotated[str, Field(max_length=200)]] | None = None
+    """What each input channel holds, in order (:func:`channel_order`; filled in when a card leaves it out)."""
 
 
 class Normalisation(_Strict):
@@ -226,6 +229,16 @@ class ModelCard(_Strict):
     checks: CheckSet | None = None
     """The inputs every variant and device is checked against when it is loaded (``inspect export --checks``)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _channels_described(cls, data: Any) -> Any:
+        """A card written before cards said what each channel holds gets it from its task and channel count."""
+        if isinstance(data, dict) and isinstance(data.get("input"), dict) and "channel_order" not in data["input"]:
+            channels = data["input"].get("channels")
+            if channels in (1, 3) and isinstance(data.get("task"), str):
+                data = {**data, "input": {**data["input"], "channel_order": channel_order(data["task"], channels)}}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
         if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
@@ -260,6 +273,36 @@ class ModelCard(_Strict):
         return path
 
 
+WAFERMAP_STATE_CHANNEL = "die state in WM-811K's encoding times 127: 0 no die, 127 good, 254 failed"
+
+
+def channel_order(task: str, channels: int) -> list[str]:
+    """What each input channel of a model of ``task`` holds, in the order the model takes them.
+
+    Every 3-channel classifier of this project is given the chain's crops (image, reference and their absolute
+    difference as a BGR picture, turned to RGB, so the difference comes first), and a 3-channel wafer-map model
+    the map's picture (``map_image``).
+
+    Parameters
+    ----------
+    task : str
+        The card's task (``classification``, ``wafermap``, ``anomaly``).
+    channels : {1, 3}
+        The input's channel count.
+
+    Returns
+    -------
+    list of str
+        One description per channel, in input order.
+    """
+    if task == "wafermap":
+        return ["wafer footprint: 254 on the wafer, 0 off it", "failure density per cell, 0..254",
+                WAFERMAP_STATE_CHANNEL] if channels == 3 else [WAFERMAP_STATE_CHANNEL]
+    if channels == 1:
+        return ["grey level"]
+    return ["|image - reference|", "reference: the registered golden, or the wafer's median die", "image"]
+
+
 def onnx_metadata(card: ModelCard) -> dict[str, str]:
     """The card's essentials as the ONNX file's ``metadata_props``, so that tools which read an ONNX file alone
     (as Ultralytics' runtimes read class names from it) learn the contract: values are JSON text."""
@@ -274,6 +317,13 @@ def onnx_metadata(card: ModelCard) -> dict[str, str]:
         "thresholds": json.dumps(card.thresholds.model_dump(mode="json")),
         "training_data_hash": str(card.training.get("data_hash", "")),
         **({"anomaly": json.dumps(card.anomaly.model_dump(mode="json"))} if card.anomaly is not None else {}),
+        # The keys generic loaders (Ultralytics' among them) look for.
+        "imgsz": json.dumps([card.input.height, card.input.width]),
+        "stride": str(card.anomaly.map_stride_px if card.anomaly is not None else card.input.height),
+        "author": "wafer-inspect",
+        "license": "MIT",
+        "date": str(card.training.get("created", "")),
+        "version": f"wafer-inspect {_software_version()}",
     }
 
 
@@ -304,10 +354,24 @@ def check_onnx_metadata(card: ModelCard, metadata: dict[str, str], *, path: Path
         if key not in metadata:
             continue
         said, wanted = metadata[key], expected[key]
-        same = said == wanted if key in ("task", "preprocessing_version") else _json(said) == _json(wanted)
+        same = said == wanted if key in ("task", "preprocessing_version") else _comparable(_json(said)) == \
+            _comparable(_json(wanted))
         if not same:
             raise CardError(f"{path}: its metadata says {key} = {said}, its card {wanted}: the ONNX file and "
                             "model.json are of different models")
+
+
+def _software_version() -> str:
+    try:
+        return metadata.version("wafer-inspect")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def _comparable(value: Any) -> Any:
+    """A metadata value without what describes rather than decides (the channels' meaning, which files stamped
+    before it was written leave out)."""
+    return {k: v for k, v in value.items() if k != "channel_order"} if isinstance(value, dict) else value
 
 
 def _json(text: str) -> Any:

@@ -116,13 +116,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if sum(map(bool, (args.int8, args.fp16, args.checks))) > 1:
-        raise UsageError("--int8, --fp16 and --checks add one thing each: run inspect export once for each")
+    if sum(map(bool, (args.int8, args.fp16, args.checks, args.metadata))) > 1:
+        raise UsageError("--int8, --fp16, --checks and --metadata do one thing each: run inspect export once for "
+                         "each")
     if args.fp16 and args.eval is None:
         raise UsageError("--fp16 needs --eval FOLDER (real labelled images to check FP16 against FP32 on)")
     if args.int8 and args.calib is None:
         raise UsageError("--int8 needs --calib FOLDER (real images to calibrate the quantiser on)")
     train_package = load_train_package()
+    if args.metadata:
+        card = train_package.restamp(args.model)
+        files = [card.onnx_file, *(v.file for v in (card.int8, card.fp16) if v is not None)]
+        print(f"inspect: {args.model}: metadata of {', '.join(files)} rewritten from model.json (nodes in "
+              "topological order, the card's sha256 values updated)", file=sys.stderr)
+        return 0
     if args.checks:
         checks = train_package.add_checks(args.model, args.checks)
         print(f"inspect: {args.model / checks.file}: {checks.images} check inputs from {checks.source}, FP32 outputs "
@@ -289,6 +296,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         "variant on (INT8's default: the calibration folder)")
     export.add_argument("--checks", type=Path, metavar="FOLDER", help="(re)make the check inputs every variant "
                         "and device must reproduce when loaded: a labelled folder (an anomaly model: good images)")
+    export.add_argument("--metadata", action="store_true", help="rewrite every ONNX file's metadata from the card "
+                        "(a model exported by an older version), leaving its computation as it is")
     export.add_argument("--detector", type=Path, metavar="JSON", help="golden-template detector settings to put "
                         "in the card (PCB models; written by datasets/deeppcb_crops.py)")
     export.set_defaults(handler=cmd_export)

@@ -208,6 +208,7 @@ def stamp_metadata(onnx_path: Path, card: ModelCard) -> str:
     (the card's ``training.created`` keeps the time).
     """
     model = onnx.load(str(onnx_path))
+    _sort_nodes(model.graph)
     del model.metadata_props[:]
     for key, value in onnx_metadata(card).items():
         model.metadata_props.add(key=key, value=value)
@@ -224,6 +225,37 @@ def stamp_metadata(onnx_path: Path, card: ModelCard) -> str:
     onnx.save(model, str(partial))
     os.replace(partial, onnx_path)
     return sha256_of(onnx_path)
+
+
+def _sort_nodes(graph: onnx.GraphProto) -> None:
+    """Put ``graph``'s nodes in topological order, in place (ONNX requires it; the FP16 converter appends the
+    input casts after the nodes that read them, which ONNX Runtime accepts and ``onnx.checker`` does not)."""
+    available = {value.name for value in (*graph.input, *graph.initializer)} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [node for node in pending if all(name in available for name in node.input)]
+        if not ready:
+            raise ExportError(f"graph {graph.name!r}: a cycle or an input no node makes, among "
+                              f"{', '.join(node.name or node.op_type for node in pending[:5])}")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [node for node in pending if all(node is not done for done in ready)]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def restamp(model_dir: Path) -> ModelCard:
+    """Rewrite the metadata of every ONNX file of ``model_dir`` from its card (after an upgrade that writes more
+    of it) and the card's sha256 values with them. The graphs' computation is unchanged: their nodes are only
+    put in topological order."""
+    card = read_card(model_dir)[0]
+    card.onnx_sha256 = stamp_metadata(model_dir / card.onnx_file, card)
+    for variant in (card.int8, card.fp16):
+        if variant is not None:
+            variant.sha256 = stamp_metadata(model_dir / variant.file, card)
+    card.write(model_dir)
+    return card
 
 
 def write_checks(model_dir: Path, inputs: np.ndarray, *, source: str, labels: np.ndarray | None = None,
