@@ -1,4 +1,4 @@
-"""``inspect wafermap show|classify|eval|train``: die-level wafer maps."""
+"""``inspect wafermap show|classify|eval|train|convert``: die-level wafer maps."""
 
 from __future__ import annotations
 
@@ -159,6 +159,16 @@ def cmd_wafermap_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wafermap_convert(args: argparse.Namespace) -> int:
+    from inspection.wafermap.wm811k import convert_lswmd
+
+    written = convert_lswmd(args.source, args.out, progress=not args.quiet)
+    files = ", ".join(f"{name} {count:,}" for name, count in written.items())
+    print(f"inspect: {sum(written.values()):,} maps of {args.source} -> {args.out} ({files}); evaluate with: inspect "
+          f"wafermap eval {args.out / 'test.npz'}", file=sys.stderr)
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     wafermap = commands.add_parser("wafermap", help="die-level wafer maps")
     wafermap_commands = wafermap.add_subparsers(dest="wafermap_command", required=True, metavar="COMMAND")
@@ -192,6 +202,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     wm_eval.add_argument("--compare", type=model_folder, metavar="MODEL",
                          help="also evaluate this model on the same maps: the difference and its paired 95%% interval")
     wm_eval.set_defaults(handler=cmd_wafermap_eval)
+
+    convert = wafermap_commands.add_parser(
+        "convert", help="WM-811K's LSWMD.pkl (the published pandas pickle) to npz files by its own split",
+        description="Read LSWMD.pkl, unpickling only the classes a pandas frame of numpy arrays is made of (any "
+                    "other name in the pickle is refused unloaded), check its columns and every map, and write "
+                    "OUT/train.npz and OUT/test.npz (labelled maps of trianTestLabel's Training and Test) and "
+                    "OUT/unlabelled.npz, with each map's lot and wafer number. Needs pandas: the [wm811k] extra.")
+    convert.add_argument("source", type=Path, metavar="LSWMD.pkl", help="the pickle as published")
+    convert.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder for the npz files")
+    convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    convert.set_defaults(handler=cmd_wafermap_convert)
 
     wm_train = wafermap_commands.add_parser("train", help="train a wafer-map CNN (real and/or synthetic maps)")
     wm_train.add_argument("data", type=Path, nargs="?", help="labelled maps in the WM-811K npz layout")

@@ -56,4 +56,7 @@ def read_map_file(path: str | Path, *, index: int | None = None) -> tuple[np.nda
         return map_set.maps[chosen], label
     if suffix == ".xml":
         return read_e142(path)[0], None
+    if suffix in (".pkl", ".pickle"):
+        raise WaferMapError(f"{path}: a pickle is not read as a map; WM-811K's LSWMD.pkl becomes npz files with: "
+                            f"inspect wafermap convert {path} --out DIR")
     return read_sinf(path)[0], None

@@ -126,7 +126,7 @@ def _check_text_size(path: Path, *, what: str) -> None:
                             f"under {MAX_TEXT_MAP_BYTES / 1e6:.0f} MB")
 
 
-def write_npz(path: str | Path, map_set: MapSet) -> Path:
+def write_npz(path: str | Path, map_set: MapSet, *, extra: dict[str, np.ndarray] | None = None) -> Path:
     """Write maps in the npz layout :func:`read_npz` reads.
 
     Parameters
@@ -135,6 +135,8 @@ def write_npz(path: str | Path, map_set: MapSet) -> Path:
         The npz to write.
     map_set : MapSet
         Maps and their labels.
+    extra : dict of str to ndarray, optional
+        More per-map arrays to store beside them (numbers or text; a lot's names, say), which readers may ignore.
 
     Returns
     -------
@@ -149,7 +151,7 @@ def write_npz(path: str | Path, map_set: MapSet) -> Path:
               "shapes": shapes, "label_names": np.array(map_set.label_names)}
     if map_set.labels is not None:
         arrays["label"] = np.asarray(map_set.labels, np.int8)
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, **arrays, **(extra or {}))
     return path
 
 
