@@ -44,6 +44,22 @@ def test_a_not_good_picture_carries_the_reason_under_its_title() -> None:
     plain = draw_detections(image, (), verdict=Verdict.ERROR, title="cam0 #7")
     explained = draw_detections(image, (), verdict=Verdict.ERROR, title="cam0 #7",
                                 reason="register: the frame is 120x200 px, the golden 240x400 px")
-    assert explained.shape[0] == plain.shape[0] + 18
+    bar = plain.shape[0] - 120  # one line of text, in proportion to the frame
+    assert bar >= 12 and explained.shape[0] == plain.shape[0] + bar
     # The frame itself is not covered by the bars, and the second bar holds the reason's light ink.
-    assert (explained[-120:] == 90).all() and (explained[18:36] > 200).any()
+    assert (explained[-120:] == 90).all() and (explained[bar : 2 * bar] > 200).any()
+
+
+def test_labels_grow_with_the_frame_so_a_thumbnail_stays_readable() -> None:
+    from inspection.types import Detection, Region
+
+    def ink_rows(size: int) -> int:
+        image = np.zeros((size, size), np.uint8)
+        box = (size // 2, size // 2, size // 2 + 10, size // 2 + 10)
+        region = Region(1, 100, 100.0, box, (size / 2 + 5, size / 2 + 5), 40.0, 40.0)
+        picture = draw_detections(image, (Detection("particle", 0.9, region),), verdict=Verdict.FAIL, title="t")
+        frame = picture[picture.shape[0] - size:, :, 2]  # red ink of the fail colour, frame only
+        rows = np.nonzero((frame > 100).any(axis=1))[0]
+        return int(rows.max() - rows.min())
+
+    assert ink_rows(2048) >= 2.5 * ink_rows(512) and ink_rows(512) >= 30  # letters scale with the frame
