@@ -4,6 +4,7 @@ able to stall or stop the line."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -96,14 +97,16 @@ def test_hooks_named_on_the_command_line_load_or_say_why_not() -> None:
 
 
 def test_the_metrics_endpoint_serves_while_the_line_runs(tmp_path: Path) -> None:
-    port = 9000 + (hash(str(tmp_path)) % 900)
+    with socket.socket() as probe:  # a port free now (the run binds it a moment later)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     db = tmp_path / "line.db"
     process = subprocess.Popen([sys.executable, "-m", "inspection", "run", "--camera", "sim:wafer?fps=40", "--db",
                                 str(db), "-q", "--metrics-port", str(port)], cwd=REPO_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         page = ""
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # start-up is slow on a busy machine
         while time.monotonic() < deadline and "inspect_frames_total 1" not in page.replace(".0", ""):
             time.sleep(0.3)
             try:
@@ -114,6 +117,7 @@ def test_the_metrics_endpoint_serves_while_the_line_runs(tmp_path: Path) -> None
             if frames and float(frames[0].split()[1]) >= 10:
                 break
         assert 'inspect_verdicts_total{verdict="pass"}' in page and "inspect_latency_seconds_bucket" in page
+        assert "process_resident_memory_bytes" in page and "python_info" in page  # as every exporter has
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)

@@ -334,4 +334,6 @@ def test_klarf_files_read_in_independent_readers_without_options(graded: tuple[P
         assert (content.lot_id, wafer.id, wafer.slot) == (ours.lot_id, ours.wafer_id, ours.slot)
         assert len(wafer.defects) == len(ours.defects) and content.die_pitch.x == ours.die_pitch_um[0]
         assert [d.class_number for d in wafer.defects] == [int(d["CLASSNUMBER"]) for d in ours.defects]
-        klarfio.klarf(str(path))  # klarfio opens the 1.2 layout too
+        summary = klarfio.klarf(str(path)).data["FileRecord_1.2"]["SummaryList"]  # klarfio opens 1.2 too
+        assert [column["Column"] for column in summary["Columns"]] == ["TESTNO", "NDEFECT", "DEFDENSITY", "NDIE",
+                                                                      "NDEFDIE"]  # no "\n" column

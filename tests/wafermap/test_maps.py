@@ -133,10 +133,10 @@ def test_sinf_round_trip_and_row_count(tmp_path: Path) -> None:
 
 def test_e142_round_trip_and_row_count(tmp_path: Path) -> None:
     die_map = render_wafer_map("Edge-Ring", 1, dies=20)
-    path = write_e142(tmp_path / "w02.xml", die_map, substrate_id="W02")
+    path = write_e142(tmp_path / "w02.xml", die_map, substrate_id="W02", lot_id="LOT-7", slot=2)
     back, info = read_e142(path)
     np.testing.assert_array_equal(back, die_map)
-    assert info["substrate_id"] == "W02"
+    assert info == {"substrate_id": "W02", "lot_id": "LOT-7"} and "<SlotNumber>2</SlotNumber>" in path.read_text()
     text = path.read_text()
     cut = text.replace(text[text.index("<BinCode>"): text.index("</BinCode>") + len("</BinCode>")], "", 1)
     (tmp_path / "cut.xml").write_text(cut)

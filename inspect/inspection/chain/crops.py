@@ -118,7 +118,7 @@ def cut_candidates(camera: Camera, recipe: Recipe, out: Path, *, max_frames: int
     frames = stream_frames(camera, timeout_s=timeout_s, stop=stop, max_frames=max_frames,
                            give_up_after_s=timeout_s, on_skipped=summary.skipped.append)
     try:
-        for frame in tqdm(frames, total=max_frames, desc="frames", unit="frame", disable=not progress):
+        for frame in tqdm(frames, total=max_frames, desc="frames", unit="frame", disable=None if progress else True):
             if not summary.frames:
                 chain.check_frame_size(frame, camera=camera.uri)
             summary.frames += 1

@@ -260,7 +260,7 @@ def run_lot(items: Sequence[LotItem], recipe: Recipe, *, db_path: str | Path, wo
         status, graded_now = "interrupted", 0
         try:
             graded = grade_items(todo, recipe, workers=workers, engine=engine, ray_address=ray_address, stop=stop)
-            for wafer in tqdm(graded, total=len(todo), desc="wafers"):
+            for wafer in tqdm(graded, total=len(todo), desc="wafers", disable=None):
                 store.add_wafer(run_id, wafer)
                 graded_now += 1
                 if on_wafer is not None:

@@ -6,7 +6,15 @@ listen elsewhere). Counters count committed results only, so after a run they eq
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from inspection.chain.hooks import LineEvent
 
@@ -20,6 +28,8 @@ class LineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open files, as exporters have
+        PlatformCollector(registry=r)  # python_info
         self.frames = Counter("inspect_frames", "Results committed", registry=r)
         self.verdicts = Counter("inspect_verdicts", "Committed results by verdict", ["verdict"], registry=r)
         self.errors = Counter("inspect_errors", "Parts that could not be judged (verdict error)", registry=r)

@@ -120,7 +120,7 @@ def _inspect_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int, max_shif
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for pair, result, truth_boxes, truth_kinds in tqdm(pool.map(one, range(len(pairs))), total=len(pairs),
-                                                               desc="inspecting pairs"):
+                                                               desc="inspecting pairs", disable=None):
             truth.append(truth_kinds)
             if isinstance(result, str):
                 failed.append(f"{pair.name}: {result}")
@@ -157,10 +157,10 @@ def evaluate_anomaly_pairs(model: AnomalyModel, pairs: list[PcbPair], *, workers
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             defect_maps = list(tqdm(pool.map(score, [p.test_path for p in pairs]), total=len(pairs),
-                                    desc="scoring test boards", unit="image"))
+                                    desc="scoring test boards", unit="image", disable=None))
             elapsed_s = time.perf_counter() - started
             good_maps = list(tqdm(pool.map(score, [p.template_path for p in pairs]), total=len(pairs),
-                                  desc="scoring good boards", unit="image"))
+                                  desc="scoring good boards", unit="image", disable=None))
     finally:
         batcher.close()
     spec = model.card.input

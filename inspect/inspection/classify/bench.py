@@ -212,7 +212,7 @@ def run_bench(model_dir: Path, *, device: Device = "cpu", batch_sizes: tuple[int
                            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
             return None
 
-    bar = tqdm(desc="benchmarking", total=0)
+    bar = tqdm(desc="benchmarking", total=0, disable=None)
 
     def each(name: str, function: Callable[..., dict[str, Any]], precision: str, sizes: Any, *extra: Any) -> None:
         """``function(model_dir, device, ...)`` at each batch size: the core's arguments (precision, size) or

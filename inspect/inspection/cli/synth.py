@@ -32,7 +32,7 @@ def cmd_synth_dies(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--classes: unknown die class(es) {', '.join(unknown)}; expected {', '.join(DIE_CLASSES)}")
     jobs = [(kind, index) for kind in classes for index in range(args.per_class)]
-    for kind, index in tqdm(jobs, total=len(jobs), desc="rendering dies"):
+    for kind, index in tqdm(jobs, total=len(jobs), desc="rendering dies", disable=None):
         image = render_die(kind, index, seed=args.seed, size_px=args.size)
         save_png(args.out / kind / f"{kind}_{index:05d}.png", image)
     print(f"inspect: {len(jobs)} die images ({args.per_class} per class, seed {args.seed}) in {args.out}",

@@ -72,7 +72,7 @@ def _folder_probabilities(classifier: Classifier, paths: Sequence[Path], *,
     were skipped."""
     probabilities, read, skipped = [], [], []
     chunks = predict_files(classifier.predict, paths, card=classifier.card, batch_size=batch_size)
-    for chunk, outputs in tqdm(chunks, total=-(-len(paths) // batch_size), desc="evaluating"):
+    for chunk, outputs in tqdm(chunks, total=-(-len(paths) // batch_size), desc="evaluating", disable=None):
         for reason in chunk.skipped:
             log.warning("skipped %s", reason)
         skipped.extend(chunk.skipped)

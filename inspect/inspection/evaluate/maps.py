@@ -63,5 +63,5 @@ def _classified(classifier: WaferMapModel, map_set: MapSet, *, batch_size: int) 
     started = time.perf_counter()
     batches = range(0, len(map_set.maps), batch_size)
     outputs = [classifier.probabilities(map_set.maps[start : start + batch_size], batch_size=batch_size)
-               for start in tqdm(batches, total=len(batches), desc="classifying maps")]
+               for start in tqdm(batches, total=len(batches), desc="classifying maps", disable=None)]
     return np.concatenate(outputs), time.perf_counter() - started

@@ -198,7 +198,8 @@ def write_lot_outputs(db_path: str | Path, out: str | Path, *, title: str, recip
             write_sinf(out / "maps" / f"{stem}.sinf", w["die_map"], wafer_id=w["wafer_id"], lot=w["lot_id"],
                        device=recipe_name, die_size_mm=die_size_mm)
             write_e142(out / "maps" / f"{stem}.e142.xml", w["die_map"], substrate_id=w["wafer_id"],
-                       die_size_mm=die_size_mm, wafer_diameter_mm=w["geometry"].get("diameter_mm"))
+                       lot_id=w["lot_id"], slot=w["slot"], die_size_mm=die_size_mm,
+                       wafer_diameter_mm=w["geometry"].get("diameter_mm"))
             save_png(out / "maps" / f"{stem}.png", draw_wafer_map(w["die_map"], title=f"{w['wafer_id']}: "
                                                                    f"{w['verdict']}", subtitle=f"{w['pattern']}"))
             record["die_map"] = w["die_map"].tolist()

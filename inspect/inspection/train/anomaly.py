@@ -201,7 +201,7 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     losses: list[float] = []
     started = time.perf_counter()
     network.train()
-    for step in tqdm(range(1, steps + 1), desc="training anomaly model", unit="step"):
+    for step in tqdm(range(1, steps + 1), desc="training anomaly model", unit="step", disable=None):
         images, targets = _training_batch([binaries[i] for i in fitted], crop_px=crop_px, batch=batch, rng=rng)
         with autocast:
             logits = network(images.to(device, non_blocking=True))
@@ -231,7 +231,7 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     unit_scale = np.float32(1.0 / ((1 << good.bit_depth) - 1))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_maps, max_abs_diff, agreement = [], 0.0, []
-    for index in tqdm(held_out, desc="parity and threshold", unit="image"):
+    for index in tqdm(held_out, desc="parity and threshold", unit="image", disable=None):
         unit = (good.images[index].astype(np.float32) * unit_scale)[None, None]
         onnx_map = session.run(["anomaly_map"], {"images": unit})[0]
         with torch.no_grad():

@@ -38,7 +38,7 @@ def load_units(data: LabelledImages, *, spec: InputSpec, label: str) -> Prepared
     """Read and prepare every image once (unreadable ones are skipped and listed), as the line would."""
     units, labels, paths, skipped = [], [], [], []
     for path, image_label in tqdm(zip(data.paths, data.labels.tolist(), strict=True), total=len(data.paths),
-                                      desc=label):
+                                      desc=label, disable=None):
         try:
             image, layout, bit_depth = read_image(path)
         except ImageReadError as exc:

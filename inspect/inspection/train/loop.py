@@ -276,7 +276,7 @@ def train(config: TrainConfig, *, detector: DetectorSettings | None = None) -> M
         running, seen = torch.zeros((), device=device), 0  # summed on the device: no wait for the GPU per step
         started = time.perf_counter()
         for images, targets in tqdm(train_loader, total=len(train_loader), desc=f"epoch {epoch}/{config.epochs}",
-                                    leave=False):
+                                    leave=False, disable=None):
             optimizer.zero_grad(set_to_none=True)
             with mixed_precision(device):
                 logits = model(images.to(device, non_blocking=True))

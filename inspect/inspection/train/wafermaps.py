@@ -45,7 +45,7 @@ def write_map_folder(folder: Path, maps: list[tuple[str, str, np.ndarray]], *, s
     """Draw the training maps into ``folder/<pattern>/<name>.png`` as the classifier will see them."""
     if folder.exists():
         shutil.rmtree(folder)
-    for pattern, name, die_map in tqdm(maps, total=len(maps), desc="writing maps"):
+    for pattern, name, die_map in tqdm(maps, total=len(maps), desc="writing maps", disable=None):
         save_png(folder / pattern / f"{name}.png", map_image(die_map, size=size, channels=channels))
 
 
@@ -75,7 +75,8 @@ def fit_classical(out: Path, *, real: MapSet | None, synthetic_per_pattern: int,
     y = np.array([PATTERNS.index(pattern) for pattern, _, _ in maps])
     chunks = range(0, len(maps), 1024)
     x = np.concatenate([feature_matrix([m for _, _, m in maps[start : start + 1024]])
-                        for start in tqdm(chunks, total=len(chunks), desc="features (1,024 maps a step)")])
+                        for start in tqdm(chunks, total=len(chunks), desc="features (1,024 maps a step)",
+                                          disable=None)])
     is_val = stratified_split(y, val_fraction=val_fraction, seed=seed)
     mean, std = x[~is_val].mean(axis=0), x[~is_val].std(axis=0) + 1e-6
     x = (x - mean) / std
@@ -89,7 +90,7 @@ def fit_classical(out: Path, *, real: MapSet | None, synthetic_per_pattern: int,
     train_index = np.flatnonzero(~is_val)
     best: tuple[float, dict[str, np.ndarray], dict[str, Any]] = (-1.0, weights, {})
     step = 0
-    for _ in tqdm(range(epochs), total=epochs, desc="fitting"):
+    for _ in tqdm(range(epochs), total=epochs, desc="fitting", disable=None):
         order = rng.permutation(train_index)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]

@@ -299,7 +299,7 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     die_map : (rows, cols) uint8 ndarray
         0 no die (the null bin), 1 pass, 2 fail.
     info : dict of str to str
-        ``substrate_id``.
+        ``substrate_id`` and ``lot_id`` (empty when the file has none).
 
     Raises
     ------
@@ -350,12 +350,15 @@ def read_e142(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
                                     f"BinDefinitions ({', '.join(sorted(definitions))}) nor the NullBin {null_bin!r}")
             states[r, c] = GOOD if code in passing else FAILED
     substrate = root.find(f".//{prefix}SubstrateMap", ns)
-    info = {"substrate_id": substrate.get("SubstrateId", "") if substrate is not None else ""}
+    lot = root.find(f".//{prefix}Substrate/{prefix}LotId", ns)
+    info = {"substrate_id": substrate.get("SubstrateId", "") if substrate is not None else "",
+            "lot_id": (lot.text or "") if lot is not None else ""}
     return check_map(states, source=str(path)), info
 
 
-def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str,
-               die_size_mm: tuple[float, float] | None = None, wafer_diameter_mm: float | None = None) -> Path:
+def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str, lot_id: str | None = None,
+               slot: int | None = None, die_size_mm: tuple[float, float] | None = None,
+               wafer_diameter_mm: float | None = None) -> Path:
     """Write a SEMI E142 substrate map: bins 01 (Pass), 02 (Fail), null bin FF for positions without a die.
 
     The layout is the one community writers emit: a top-level wafer layout (one position, the wafer's size)
@@ -370,6 +373,10 @@ def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str,
         0 no die, 1 good, 2 failed.
     substrate_id : str
         The wafer's id.
+    lot_id : str, optional
+        The wafer's lot (the substrate's ``LotId``).
+    slot : int, optional
+        The wafer's slot in its carrier (``SlotNumber``).
     die_size_mm : tuple of float, optional
         The die pitch (x, y) in millimetres (``DeviceSize`` of the device layout).
     wafer_diameter_mm : float, optional
@@ -394,8 +401,12 @@ def write_e142(path: str | Path, die_map: np.ndarray, *, substrate_id: str,
     if die_size_mm:
         ET.SubElement(devices, _e142("DeviceSize"), X=f"{die_size_mm[0]:g}", Y=f"{die_size_mm[1]:g}")
         ET.SubElement(devices, _e142("StepSize"), X=f"{die_size_mm[0]:g}", Y=f"{die_size_mm[1]:g}")
-    ET.SubElement(ET.SubElement(root, _e142("Substrates")), _e142("Substrate"), SubstrateType="Wafer",
-                  SubstrateId=substrate_id)
+    substrate = ET.SubElement(ET.SubElement(root, _e142("Substrates")), _e142("Substrate"), SubstrateType="Wafer",
+                              SubstrateId=substrate_id)
+    if lot_id is not None:
+        ET.SubElement(substrate, _e142("LotId")).text = lot_id
+    if slot is not None:
+        ET.SubElement(substrate, _e142("SlotNumber")).text = str(slot)
     substrate_map = ET.SubElement(ET.SubElement(root, _e142("SubstrateMaps")), _e142("SubstrateMap"),
                                   SubstrateType="Wafer", SubstrateId=substrate_id,
                                   LayoutSpecifier="WaferLayout/Devices", OriginLocation="UpperLeft",

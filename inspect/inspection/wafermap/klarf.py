@@ -122,7 +122,7 @@ def _flat12(klarf: Klarf, *, station: str, recipe: str, moment: datetime) -> str
     for defect in klarf.defects:
         lines.append(" " + " ".join(str(int(defect[name])) if name in _INTEGER_FIELDS else f"{defect[name]:.3f}"
                                     for name in DEFECT_FIELDS))
-    lines += [";", f"SummarySpec {len(SUMMARY_FIELDS)}", " ".join(SUMMARY_FIELDS) + ";", "SummaryList",
+    lines += [";", f"SummarySpec {len(SUMMARY_FIELDS)} {' '.join(SUMMARY_FIELDS)};", "SummaryList",
               " " + " ".join(f"{klarf.summary.get(name, 0):g}" for name in SUMMARY_FIELDS) + ";", "EndOfFile;"]
     return "\n".join(lines) + "\n"
 

@@ -128,7 +128,8 @@ def read_lswmd(path: str | Path, *, progress: bool = True) -> Wm811k:
                             f"trianTestLabel (and lotName, waferIndex, dieSize); found {found}")
     maps, labels, splits = [], [], []
     rows = zip(frame["waferMap"], frame["failureType"], frame["trianTestLabel"], strict=True)
-    for row, (wafer_map, failure, split) in enumerate(tqdm(rows, total=len(frame), desc="maps", disable=not progress)):
+    bar = tqdm(rows, total=len(frame), desc="maps", disable=None if progress else True)  # None: only on a terminal
+    for row, (wafer_map, failure, split) in enumerate(bar):
         if not isinstance(wafer_map, np.ndarray) or wafer_map.ndim != 2 or wafer_map.dtype.kind not in "iuf":
             raise WaferMapError(f"{path}: row {row}: waferMap is {type(wafer_map).__name__}, not a 2-D numeric array")
         maps.append(check_map(wafer_map.astype(np.uint8) if wafer_map.dtype.kind == "f" else wafer_map,
