@@ -69,6 +69,26 @@ def test_a_recipe_sets_the_virtual_cameras_format_and_buffer_and_names_a_node_it
         camera.open()
 
 
+def test_a_feature_file_is_applied_to_a_genicam_camera_and_read_back(viky_cti: Path, tmp_path: Path) -> None:
+    features = tmp_path / "station.txt"  # GenApi's feature-bag text, as pylon's .pfs files are
+    features.write_text("# saved by the vendor's tool\nWidth\t320\nHeight\t240\nAcquisitionFrameRate\t12\n")
+    camera = open_camera(f"genicam:{viky_cti}")
+    camera.set_up(CameraSettings(uri=f"genicam:{viky_cti}", feature_file=str(features), pixel_format="Mono8"))
+    with camera:
+        [frame] = list(stream_frames(camera, timeout_s=3, stop=threading.Event(), max_frames=1))
+    assert frame.image.shape[:2] == (240, 320)
+    assert camera.applied is not None and camera.applied["feature_file"]["path"] == str(features)
+    read_back = camera.applied["feature_file"]["nodes"]
+    assert list(read_back) == ["Width", "Height", "AcquisitionFrameRate"]
+    assert (read_back["Width"], read_back["Height"]) == ("320", "240")
+    assert float(read_back["AcquisitionFrameRate"]) == 12
+    features.write_text("NoSuchNode\t1\n")
+    camera = open_camera(f"genicam:{viky_cti}")
+    camera.set_up(CameraSettings(uri=f"genicam:{viky_cti}", feature_file=str(features)))
+    with pytest.raises(CameraError, match=r"station.txt: the camera has no NoSuchNode node"):
+        camera.open()
+
+
 def test_a_source_without_settings_refuses_them_by_name() -> None:
     camera = open_camera("sim:wafer")
     with pytest.raises(CameraError, match=r"sim:wafer: exposure_us, gain_db cannot be set on this source"):

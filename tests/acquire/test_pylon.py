@@ -102,6 +102,20 @@ def test_a_feature_file_from_the_vendor_viewer_is_loaded_before_the_recipe_value
         nodes = camera._camera.GetNodeMap()
         assert nodes.GetNode("ExposureTime").GetValue() == pytest.approx(2500.0)  # from the file
         assert camera.applied is not None and camera.applied["gain_db"] == pytest.approx(9.0, abs=0.05)
+        stored = camera.applied["feature_file"]  # every node the file sets, as the camera holds it after all
+        names = [line.split("\t")[0] for line in (tmp_path / "station.pfs").read_text().splitlines()
+                 if line and not line.startswith("#")]
+        assert stored["path"] == str(tmp_path / "station.pfs") and list(stored["nodes"]) == list(dict.fromkeys(names))
+        assert float(stored["nodes"]["ExposureTime"]) == pytest.approx(2500.0)
+        assert float(stored["nodes"]["Gain"]) == pytest.approx(9.0, abs=0.05)  # the recipe's value won
+
+
+def test_a_feature_file_that_is_not_one_is_refused_by_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.pfs").write_text("# header\nExposureTime\t2500\nthis is not a node line\n")
+    camera = open_camera("pylon:emu")
+    camera.set_up(_recipe_camera(feature_file=str(tmp_path / "bad.pfs")))
+    with pytest.raises(CameraError, match=r"bad.pfs:3: 'this is not a node line' is not 'NodeName<TAB>value'"):
+        camera.open()
 
 
 def test_a_value_the_camera_refuses_names_the_node() -> None:

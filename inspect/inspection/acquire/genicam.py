@@ -58,6 +58,12 @@ class _HarvestersNodes:
     def execute(self, name: str) -> None:
         getattr(self.node_map, name).execute()
 
+    def get_text(self, name: str) -> str:
+        return str(getattr(self.node_map, name).to_string())
+
+    def set_text(self, name: str, text: str) -> None:
+        getattr(self.node_map, name).from_string(text)
+
 
 class GenICamCamera(Camera):
     configurable = True

@@ -46,6 +46,12 @@ class _PylonNodes:
     def symbols(self, name: str) -> tuple[str, ...]:
         return tuple(self._node(name).Symbolics)
 
+    def get_text(self, name: str) -> str:
+        return str(self._node(name).ToString())
+
+    def set_text(self, name: str, text: str) -> None:
+        self._node(name).FromString(text)
+
     def execute(self, name: str) -> None:
         self._node(name).Execute()
 
@@ -92,14 +98,12 @@ class PylonCamera(Camera):
                 node.Value = device_spelling(self.pixel_format_name, tuple(node.Symbolics))
             strategy = pylon.GrabStrategy_OneByOne
             if self.settings is not None:
-                if self.settings.feature_file:  # the vendor viewer's saved set-up, before the recipe's own values
-                    pylon.FeaturePersistence.Load(self.settings.feature_file, self._camera.GetNodeMap(), True)
                 newest = self.settings.buffer == "newest-only"
                 strategy = pylon.GrabStrategy_LatestImageOnly if newest else pylon.GrabStrategy_OneByOne
-                self.applied = apply_settings(self.settings, _PylonNodes(self._camera), uri=self.uri,
-                                              set_buffer=lambda wanted: wanted)  # the grab strategy below
-                if self.settings.feature_file:
-                    self.applied["feature_file"] = self.settings.feature_file
+                node_map = self._camera.GetNodeMap()
+                self.applied = apply_settings(  # the grab strategy below is the buffer; pylon loads its .pfs
+                    self.settings, _PylonNodes(self._camera), uri=self.uri, set_buffer=lambda wanted: wanted,
+                    load_feature_file=lambda path: pylon.FeaturePersistence.Load(path, node_map, True))
                 self._software_trigger = self.settings.trigger.mode == "software"
             self._format = pixel_format(node.Value)
             self._camera.StartGrabbing(strategy)

@@ -10,6 +10,7 @@ naming the node.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from inspection.acquire.base import CameraError
@@ -30,12 +31,67 @@ class NodeAccess(Protocol):
 
     def execute(self, name: str) -> None: ...
 
+    def get_text(self, name: str) -> str: ...
+
+    def set_text(self, name: str, text: str) -> None: ...
+
 
 _EDGES = {"rising": "RisingEdge", "falling": "FallingEdge"}
 
 
-def apply_settings(settings: CameraSettings, nodes: NodeAccess, *, uri: str,
-                   set_buffer: Callable[[str], str]) -> dict[str, Any]:
+MAX_FEATURE_FILE_BYTES = 4 << 20
+"""The largest feature file read (a camera's whole node map saved by a vendor's viewer is tens of kB)."""
+
+
+def feature_stream(path: str | Path, *, uri: str) -> list[tuple[str, str]]:
+    """The (node, value) pairs of a GenApi feature stream, in order: a pylon Viewer ``.pfs`` file or GenApi's
+    feature-bag text (``Name<TAB>Value`` lines, ``#`` comments).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    uri : str
+        The camera it is for, named in errors.
+
+    Returns
+    -------
+    list of (str, str)
+        Each node's name and value as text.
+
+    Raises
+    ------
+    CameraError
+        Naming the file and line that is not a feature stream.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_FEATURE_FILE_BYTES:
+            raise CameraError(f"{uri}: feature file {path}: larger than {MAX_FEATURE_FILE_BYTES >> 20} MB; a camera's "
+                              "saved features are tens of kB")
+        text = path.read_text(encoding="utf-8", errors="strict")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CameraError(f"{uri}: feature file {path} cannot be read ({exc})") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, tab, value = line.partition("\t")
+        if not tab or not name.strip().isidentifier():
+            raise CameraError(f"{uri}: feature file {path}:{number}: {line[:60]!r} is not 'NodeName<TAB>value'")
+        entries.append((name.strip(), value.strip()))
+    return entries
+
+
+def _feature_text(nodes: NodeAccess, name: str) -> str:
+    try:
+        return nodes.get_text(name)
+    except Exception as exc:  # a write-only or unavailable node: said as such, the others still recorded
+        return f"(not readable: {str(exc).splitlines()[0][:80]})"
+
+
+def apply_settings(settings: CameraSettings, nodes: NodeAccess, *, uri: str, set_buffer: Callable[[str], str],
+                   load_feature_file: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Apply ``settings`` to a camera that is open and not yet acquiring; returns what it reads back.
 
     Parameters
@@ -48,12 +104,15 @@ def apply_settings(settings: CameraSettings, nodes: NodeAccess, *, uri: str,
         The camera, named in errors.
     set_buffer : callable
         Sets the SDK's buffer strategy (``oldest-first`` or ``newest-only``) and returns the one in force.
+    load_feature_file : callable, optional
+        The SDK's own loader of ``settings.feature_file`` (pylon's); without one, each of the file's nodes is
+        written in the file's order.
 
     Returns
     -------
     dict
         The settings asked for, as the camera holds them now (exposure_us, gain_db, trigger, pixel_format,
-        buffer, user_set).
+        buffer, user_set; ``feature_file``: its path and every node it names, read back after all settings).
 
     Raises
     ------
@@ -77,6 +136,19 @@ def apply_settings(settings: CameraSettings, nodes: NodeAccess, *, uri: str,
             raise CameraError(f"{uri}: {name} = {value!r} refused: {str(exc).splitlines()[0]}") from None
 
     applied: dict[str, Any] = {}
+    features = feature_stream(settings.feature_file, uri=uri) if settings.feature_file else []
+    if settings.feature_file:  # the vendor tool's saved set-up first: the recipe's own values override it
+        if load_feature_file is not None:
+            load_feature_file(settings.feature_file)
+        else:
+            for name, value in features:
+                if not nodes.has(name):
+                    raise CameraError(f"{uri}: feature file {settings.feature_file}: the camera has no {name} node")
+                try:
+                    nodes.set_text(name, value)
+                except Exception as exc:  # the SDK's own exception for a locked or out-of-range node
+                    raise CameraError(f"{uri}: feature file {settings.feature_file}: {name} = {value!r} refused: "
+                                      f"{str(exc).splitlines()[0]}") from None
     if settings.user_set:
         write(node("UserSetSelector"), settings.user_set)
         nodes.execute(node("UserSetLoad"))
@@ -112,4 +184,7 @@ def apply_settings(settings: CameraSettings, nodes: NodeAccess, *, uri: str,
                               **({"TriggerActivation": nodes.get("TriggerActivation")}
                                  if trigger.mode == "hardware" else {})}
     applied["buffer"] = set_buffer(settings.buffer)
+    if settings.feature_file:
+        applied["feature_file"] = {"path": settings.feature_file,
+                                   "nodes": {name: _feature_text(nodes, name) for name, _ in features}}
     return applied
