@@ -33,12 +33,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start_line(tmp_path: Path, camera: str) -> tuple[subprocess.Popen[str], str, Path]:
+def _start_line(tmp_path: Path, camera: str, *extra: str) -> tuple[subprocess.Popen[str], str, Path]:
     """``inspect run`` with an OPC UA server; it grabs a frame per trigger until it is told to stop."""
     endpoint, db = f"opc.tcp://127.0.0.1:{_free_port()}", tmp_path / "line.db"
     line = subprocess.Popen(
         [sys.executable, "-m", "inspection", "run", "--recipe", "wafer-die", "--camera", camera, "--db", str(db),
-         "--opcua", endpoint, "--opcua-user", "plc", "--opcua-plaintext-passwords", "-q"],
+         "--opcua", endpoint, "--opcua-user", "plc", "--opcua-plaintext-passwords", "-q", *extra],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "INSPECT_OPCUA_PASSWORD": PASSWORD})
     return line, endpoint, db
 
@@ -113,6 +113,38 @@ def _drive(tmp_path: Path, camera: str, parts: int) -> None:
     assert len(stored) == parts and {part: verdict for part, verdict, _ in seen} == stored
     latencies = [latency for _, _, latency in seen]
     assert all(0 < latency < 5000 for latency in latencies)
+
+
+def test_a_bounded_run_lets_the_plc_finish_its_last_handshake(tmp_path: Path) -> None:
+    """``--frames 2``: the line has its last result after the second trigger, but serves until the PLC has read
+    it and cleared its trigger (a PLC that reads a second later still finds the server)."""
+    line, endpoint, _ = _start_line(tmp_path, "sim:wafer?seed=3", "--frames", "2")
+
+    async def plc() -> tuple[int, str]:
+        client = await _connect(endpoint, user="plc", password=PASSWORD)
+        try:
+            await _handshake(client, 1)
+            trigger, ready = await _node(client, "Trigger"), await _node(client, "ResultReady")
+            await trigger.write_value(ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)))
+            deadline = time.monotonic() + 20
+            while not await ready.read_value():
+                assert time.monotonic() < deadline, "no result within 20 s of the trigger"
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(1.0)  # a slow PLC cycle: the run has its two frames and would end here
+            last = (await (await _node(client, "Result", "PartId")).read_value(),
+                    await (await _node(client, "Result", "Verdict")).read_value())
+            await trigger.write_value(ua.DataValue(ua.Variant(False, ua.VariantType.Boolean)))
+            return last
+        finally:
+            await client.disconnect()
+
+    try:
+        part, verdict = asyncio.run(plc())
+        _, errors = line.communicate(timeout=60)
+    finally:
+        line.kill()
+    assert line.returncode == 0, errors
+    assert part == 1 and verdict in ("pass", "fail", "review") and "unread by the PLC" not in errors
 
 
 def test_plc_handshake_against_the_simulator(tmp_path: Path) -> None:

@@ -53,6 +53,10 @@ class OpcUaError(InspectionError, RuntimeError):
     """The OPC UA server cannot start (endpoint, port); the message names the endpoint."""
 
 
+HANDSHAKE_DRAIN_S = 5.0
+"""How long closing waits for the PLC to finish the last handshake (read the result, clear its trigger)."""
+
+
 class TriggerGate:
     """PLC triggers on their way to the camera: the line grabs one frame per trigger."""
 
@@ -204,6 +208,7 @@ class OpcUaServer:
                              "network")
         self.select_recipe: Callable[[str], str] | None = None
         self.counts: Counter[str] = Counter()
+        self._awaiting_plc = False  # a result is ready and the PLC has not cleared its trigger yet
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -227,6 +232,14 @@ class OpcUaServer:
             self._call(self._publish(event))
 
     def close(self) -> None:
+        """Stop serving, once the PLC has read the last result (cleared its trigger), or after
+        ``HANDSHAKE_DRAIN_S``: a bounded run (``--frames N``) must not end the last handshake half way."""
+        deadline = time.monotonic() + HANDSHAKE_DRAIN_S
+        while self._awaiting_plc and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.005)
+        if self._awaiting_plc:
+            log.warning("OPC UA: closing with the last result unread by the PLC (no falling trigger in %.0f s)",
+                        HANDSHAKE_DRAIN_S)
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(timeout=10)
@@ -350,6 +363,7 @@ class OpcUaServer:
                     self.gate.release()
             elif previous and not trigger:
                 await self._set("ResultReady", False)
+                self._awaiting_plc = False
             previous = trigger
             await asyncio.sleep(0.001)
 
@@ -370,5 +384,6 @@ class OpcUaServer:
         for name in ("Parts", "Pass", "Fail", "Review", "Error"):
             await self._set(name, self.counts[name])
         await self._set("Busy", False)
+        self._awaiting_plc = bool(await self._nodes["Trigger"].read_value())  # the PLC is to read it and clear it
         await self._set("ResultReady", True)
         await self._event.trigger(message=f"part {result.frame_counter}: {result.verdict} ({result.reason})")
