@@ -282,6 +282,9 @@ class OpcUaSettings(_Section):
     plaintext_passwords: bool = False
     """Let ``user``'s password cross the unencrypted endpoint (a closed network only); otherwise a user needs the
     server's certificate, and the server then offers only its signed-and-encrypted endpoint."""
+    unencrypted_endpoint: bool = False
+    """With a certificate, also offer the unencrypted endpoint (security None: anonymous reading for clients
+    without certificates); by default a server with a certificate offers only signed-and-encrypted ones."""
     trusted_users: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(default_factory=dict)
     """User name -> the user's certificate (relative to the recipe): a session that proves it holds one of these
     (its X509 identity token, or the client certificate of a signed connection) may trigger, start and stop;

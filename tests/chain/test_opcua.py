@@ -315,6 +315,49 @@ async def _connect_with_certificate(endpoint: str, certificate: Path, key: Path)
     return client
 
 
+def test_with_a_certificate_only_the_encrypted_endpoint_is_offered_and_without_one_a_warning(tmp_path: Path) -> None:
+    import yaml
+
+    from inspection.recipe import load_recipe
+
+    _certificate(tmp_path, "station", uri="urn:wafer-inspect:station", server=True)
+    station = yaml.safe_load((Path(load_recipe("wafer-die").source_path or "")).read_text())
+    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}"
+    recipe = tmp_path / "station.yaml"
+    recipe.write_text(yaml.safe_dump({**station, "opcua": {"endpoint": endpoint, "certificate": "station.der",
+                                                           "private_key": "station.pem"}}))
+    line = subprocess.Popen([sys.executable, "-m", "inspection", "run", "--recipe", str(recipe), "--camera",
+                             "sim:wafer", "--db", str(tmp_path / "line.db"), "-q"], stderr=subprocess.PIPE, text=True)
+
+    async def offered() -> set[str]:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                found = await Client(endpoint, timeout=10).connect_and_get_server_endpoints()
+                return {f"{e.SecurityPolicyUri.rsplit('#', 1)[1]} {e.SecurityMode.name}" for e in found}
+            except (TimeoutError, OSError):
+                assert time.monotonic() < deadline, f"no OPC UA server at {endpoint}"
+                await asyncio.sleep(0.2)
+
+    try:
+        assert asyncio.run(offered()) == {"Basic256Sha256 SignAndEncrypt"}
+        _stop(line)
+    finally:
+        line.kill()
+    (tmp_path / "plain").mkdir()
+    plain, plain_endpoint, _ = _start_line(tmp_path / "plain", "sim:wafer")
+
+    async def up() -> None:
+        await (await _connect(plain_endpoint)).disconnect()
+
+    try:
+        asyncio.run(up())  # the server is up, so its start-up warning has been printed
+        errors = _stop(plain)
+    finally:
+        plain.kill()
+    assert "offers only the unencrypted endpoint (security None)" in errors and "certificate and private_key" in errors
+
+
 def test_a_trusted_certificate_may_trigger_and_call_and_an_unknown_one_only_reads(tmp_path: Path) -> None:
     import yaml
 
@@ -328,13 +371,13 @@ def test_a_trusted_certificate_may_trigger_and_call_and_an_unknown_one_only_read
     station = yaml.safe_load((Path(load_recipe("wafer-die").source_path or "")).read_text())
     recipe = tmp_path / "station.yaml"
     security = {"endpoint": endpoint, "certificate": "station.der", "private_key": "station.pem",
-                "trusted_users": {"mes": "mes.der"}}
+                "trusted_users": {"mes": "mes.der"}, "unencrypted_endpoint": True}
     recipe.write_text(yaml.safe_dump({**station, "opcua": security}))
     line = subprocess.Popen([sys.executable, "-m", "inspection", "run", "--recipe", str(recipe), "--camera",
                              "sim:wafer", "--db", str(tmp_path / "line.db"), "-q"], stderr=subprocess.PIPE, text=True)
 
     async def clients() -> None:
-        anonymous = await _connect(endpoint)  # waits for the line; anonymous still reads over the open endpoint
+        anonymous = await _connect(endpoint)  # waits for the line; anonymous reads over the endpoint asked for
         try:
             assert await (await _node(anonymous, "State")).read_value() == "Operational"
             with pytest.raises(ua.UaStatusCodeError, match="BadUserAccessDenied"):
@@ -366,7 +409,7 @@ def test_a_trusted_certificate_may_trigger_and_call_and_an_unknown_one_only_read
         errors = _stop(line)
     finally:
         line.kill()
-    assert "mes (certificate) may trigger" in errors and "signed and encrypted endpoints too" in errors
+    assert "mes (certificate) may trigger" in errors and "signed and encrypted and unencrypted endpoints" in errors
     assert "a certificate the station does not trust: the session may only read" in errors
     recipe.write_text(yaml.safe_dump({**station, "opcua": {**security, "private_key": None}}))
     with pytest.raises(RecipeError, match="certificate and private_key go together"):

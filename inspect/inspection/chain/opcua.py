@@ -179,12 +179,16 @@ class OpcUaServer:
     gate : TriggerGate
         Where PLC triggers go (the line's :class:`TriggeredCamera` takes them).
     certificate, private_key : str, optional
-        The server's certificate (DER or PEM) and key (PEM): the server then also offers Basic256Sha256
-        endpoints, signed and signed-and-encrypted.
+        The server's certificate (DER or PEM) and key (PEM): the server then offers its Basic256Sha256
+        signed-and-encrypted endpoint (and the unencrypted one beside it only with ``unencrypted_endpoint``).
     trusted_users : dict of str to str, optional
         User name -> certificate file: a session that proves it holds that certificate's key (as its X509
         identity token, or as the client certificate of a signed connection) may write and call; another
         certificate only reads. Needs ``certificate``.
+    plaintext_passwords : bool, optional
+        Let ``users``' passwords cross the unencrypted endpoint (a closed network only).
+    unencrypted_endpoint : bool, optional
+        With a certificate, also offer the unencrypted endpoint for anonymous reading.
 
     Attributes
     ----------
@@ -195,10 +199,11 @@ class OpcUaServer:
 
     def __init__(self, endpoint: str, *, recipe: str, users: dict[str, str], gate: TriggerGate,
                  certificate: str | None = None, private_key: str | None = None,
-                 trusted_users: dict[str, str] | None = None, plaintext_passwords: bool = False) -> None:
+                 trusted_users: dict[str, str] | None = None, plaintext_passwords: bool = False,
+                 unencrypted_endpoint: bool = False) -> None:
         self.endpoint, self.recipe, self.users, self.gate = endpoint, recipe, users, gate
         self.certificate, self.private_key, self.trusted_users = certificate, private_key, trusted_users or {}
-        self.plaintext_passwords = plaintext_passwords
+        self.plaintext_passwords, self.unencrypted_endpoint = plaintext_passwords, unencrypted_endpoint
         if self.trusted_users and certificate is None:
             raise OpcUaError("OPC UA trusted users need the server's certificate and private key")
         if users and certificate is None and not plaintext_passwords:
@@ -271,9 +276,10 @@ class OpcUaServer:
         if self.certificate is not None and self.private_key is not None:
             await server.load_certificate(self.certificate)
             await server.load_private_key(self.private_key)
-            policies += [ua.SecurityPolicyType.Basic256Sha256_Sign, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
-            if self.users and not self.plaintext_passwords:  # passwords only over signed-and-encrypted channels
-                policies = [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+            # Signed and encrypted by default; None beside it only when the recipe asks (and never for passwords).
+            policies = [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+            if self.unencrypted_endpoint and (not self.users or self.plaintext_passwords):
+                policies.insert(0, ua.SecurityPolicyType.NoSecurity)
             if trusted:
                 tokens.append(ua.X509IdentityToken)
         server.set_security_policy(policies, permission_ruleset=_Permissions())

@@ -127,12 +127,19 @@ def _opcua(args: argparse.Namespace, recipe: Recipe) -> OpcUaServer | None:
         server = OpcUaServer(endpoint, recipe=f"{recipe.name} ({recipe.sha256()[:12]})", users=users,
                              gate=TriggerGate(), certificate=security.certificate if security is not None else None,
                              private_key=security.private_key if security is not None else None,
-                             trusted_users=trusted, plaintext_passwords=plaintext)
+                             trusted_users=trusted, plaintext_passwords=plaintext,
+                             unencrypted_endpoint=security is not None and security.unencrypted_endpoint)
     except InspectionError as exc:
         raise UsageError(str(exc)) from None
     server.start()
     writers = [*users, *(f"{name} (certificate)" for name in trusted)]
-    signed = ", signed and encrypted endpoints too" if server.certificate is not None else ""
+    if server.certificate is None:
+        print(f"inspect: warning: OPC UA on {endpoint} offers only the unencrypted endpoint (security None): "
+              "anyone on the network reads the results" + (" and the password crosses it in clear text"
+                                                           if users else "")
+              + "; give the recipe's opcua section a certificate and private_key to encrypt", file=sys.stderr)
+    signed = (", signed and encrypted" + (" and unencrypted endpoints" if server.unencrypted_endpoint else
+                                          " endpoint only") if server.certificate is not None else "")
     print(f"inspect: OPC UA on {endpoint} (namespace {NAMESPACE}{signed}); "
           + (f"{', '.join(writers)} may trigger, start and stop" if writers else "read-only: no user named"),
           file=sys.stderr)
