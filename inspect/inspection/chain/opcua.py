@@ -1,7 +1,8 @@
-"""The line's OPC UA server (``inspect run ... --opcua opc.tcp://HOST:PORT``), modelled on the OPC UA Machine
-Vision companion specification (OPC 40100): a vision system object with its state, its recipe, the methods
-Start, Stop, Reset and SelectRecipe (while halted), a hardware-style trigger handshake, the last part's result
-(raised as an event when it commits) and counters.
+"""The line's OPC UA server (``inspect run ... --opcua opc.tcp://HOST:PORT``): an OPC 40100 vision system from
+the published information model (:mod:`inspection.chain.opc40100`), and beside it, in the station's own
+namespace, a vision system object with its state, its recipe, the methods Start, Stop, Reset and SelectRecipe
+(while halted), a hardware-style trigger handshake, the last part's result (raised as an event when it commits)
+and counters.
 
 Handshake: the PLC sets ``Trigger``; the station answers ``Busy``, grabs one frame (a camera in software-trigger
 mode is triggered by that grab), inspects and commits it, writes ``Result`` and sets ``ResultReady``; the PLC
@@ -33,6 +34,7 @@ from asyncua.server.user_managers import UserManager
 
 from inspection.acquire import Camera, FrameTimeout
 from inspection.chain.hooks import LineEvent
+from inspection.chain.opc40100 import VisionSystemModel, build_vision_system
 from inspection.recipe import CameraSettings
 from inspection.types import Frame, InspectionError
 
@@ -214,6 +216,7 @@ class OpcUaServer:
         self.select_recipe: Callable[[str], str] | None = None
         self.counts: Counter[str] = Counter()
         self._awaiting_plc = False  # a result is ready and the PLC has not cleared its trigger yet
+        self._vision: VisionSystemModel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -315,6 +318,7 @@ class OpcUaServer:
         await system.add_method(namespace, "SelectRecipe", self._select, [ua.VariantType.String],
                                 [ua.VariantType.String])
         self._event = await server.get_event_generator(ua.ObjectIds.BaseEventType, system)
+        self._vision = await build_vision_system(server, on_state=self._set_state, on_single_job=self._single_job)
         async with server:
             self._ready.set()
             log.info("OPC UA: %s serving %s", self.endpoint, NAMESPACE)
@@ -349,6 +353,26 @@ class OpcUaServer:
 
     async def _set(self, name: str, value: Any) -> None:
         await self._nodes[name].write_value(ua.Variant(value, self._types[name]))
+        if name == "State" and self._vision is not None:  # OPC 40100's state machine says the same
+            await self._vision.set_state(value)
+
+    async def _set_state(self, state: str) -> None:
+        """OPC 40100's Halt, Stop, Abort (Halted), Reset and StartContinuous (Operational)."""
+        await self._set("State", state)
+        log.info("OPC UA: OPC 40100 method; state %s", state)
+
+    async def _single_job(self) -> str | None:
+        """OPC 40100's StartSingleJob: one part, as a PLC trigger asks for it; None (refused) unless Operational
+        and idle."""
+        state, busy = await self._nodes["State"].read_value(), await self._nodes["Busy"].read_value()
+        if state != "Operational" or busy:
+            log.warning("OPC UA: StartSingleJob refused: state %s%s", state, ", busy" if busy else "")
+            return None
+        await self._set("ResultReady", False)
+        await self._set("Busy", True)
+        self.gate.release()
+        self.counts["Jobs"] += 1
+        return f"job-{self.counts['Jobs']}"
 
     async def _watch_trigger(self) -> None:
         """Poll the PLC's trigger every millisecond (a local read): a rising edge starts a part, a falling edge
@@ -393,3 +417,8 @@ class OpcUaServer:
         self._awaiting_plc = bool(await self._nodes["Trigger"].read_value())  # the PLC is to read it and clear it
         await self._set("ResultReady", True)
         await self._event.trigger(message=f"part {result.frame_counter}: {result.verdict} ({result.reason})")
+        if self._vision is not None:
+            await self._vision.result_ready(
+                result_id=event.row_id or 0, part_id=result.frame_counter, recipe=self.recipe,
+                verdict=str(result.verdict), reason=result.reason, defect_classes=sorted(kinds),
+                simulated=result.source_id.startswith("sim:"), latency_ms=float(event.latency_ms))
