@@ -48,7 +48,7 @@ def test_card_is_the_whole_contract(model: Path) -> None:
     card = card_of(model)
     assert card["class_names"] == ["bridge", "good", "missing-pattern", "particle", "scratch", "stain"]
     assert card["input"] == {"name": "images", "layout": "NCHW", "channels": 1, "height": 32, "width": 32,
-                             "dtype": "float32", "resize": "area"}
+                             "dtype": "float32", "resize": "area", "channel_order": ["grey level"]}
     assert len(card["normalisation"]["mean"]) == 1 and card["normalisation"]["std"][0] > 0
     assert card["opset"] >= 17 and card["preprocessing_version"] == 1
     import hashlib
