@@ -317,12 +317,12 @@ def onnx_metadata(card: ModelCard) -> dict[str, str]:
         "thresholds": json.dumps(card.thresholds.model_dump(mode="json")),
         "training_data_hash": str(card.training.get("data_hash", "")),
         **({"anomaly": json.dumps(card.anomaly.model_dump(mode="json"))} if card.anomaly is not None else {}),
-        # The keys generic loaders (Ultralytics' among them) look for.
+        # The keys generic loaders (Ultralytics' among them) look for. Not the date: the same training must give
+        # the same bytes (the card's training.created says when it was made).
         "imgsz": json.dumps([card.input.height, card.input.width]),
         "stride": str(card.anomaly.map_stride_px if card.anomaly is not None else card.input.height),
         "author": "wafer-inspect",
         "license": "MIT",
-        "date": str(card.training.get("created", "")),
         "version": f"wafer-inspect {_software_version()}",
     }
 
