@@ -84,6 +84,17 @@ def test_klarf_numbers_no_wafer_can_have_are_refused(tmp_path: Path, old: str, n
     assert str(path) in str(caught.value)
 
 
+@pytest.mark.parametrize(("record", "expected"), [("Slot", r"Slot '' is not a slot number"),
+                                                  ("FileVersion", "FileVersion ; expected 1.x")])
+def test_a_klarf_record_without_its_value_is_named(tmp_path: Path, record: str, expected: str) -> None:
+    path = _klarf(tmp_path)
+    text = path.read_text()
+    start = text.index(record)
+    path.write_text(text[:start] + record + text[text.index(";", start):])  # "Slot;"
+    with pytest.raises(KlarfError, match=expected):
+        read_klarf(path)
+
+
 def _replace_record(text: str, old: str, new: str) -> str:
     keyword = old.split()[0]
     start = text.index(keyword)

@@ -233,7 +233,8 @@ class ModelCard(_Strict):
     @classmethod
     def _channels_described(cls, data: Any) -> Any:
         """A card written before cards said what each channel holds gets it from its task and channel count."""
-        if isinstance(data, dict) and isinstance(data.get("input"), dict) and "channel_order" not in data["input"]:
+        described = isinstance(data, dict) and isinstance(data.get("input"), dict)
+        if described and data["input"].get("channel_order") is None:
             channels = data["input"].get("channels")
             if channels in (1, 3) and isinstance(data.get("task"), str):
                 data = {**data, "input": {**data["input"], "channel_order": channel_order(data["task"], channels)}}

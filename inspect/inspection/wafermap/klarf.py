@@ -287,7 +287,7 @@ def _read_flat(text: str, source: str) -> Klarf:
             summary_spec = rest[1:]
         elif keyword not in ("ClassLookup", "SampleTestPlan", "DefectList", "SummaryList"):
             header[keyword] = " ".join(rest)
-    if values.get("FileVersion", [""])[0] != "1":
+    if values.get("FileVersion", [""])[:1] != ["1"]:
         raise KlarfError(f"{source}: FileVersion {' '.join(values.get('FileVersion', ['missing']))}; expected 1.x")
     for required in ("WaferID", "DiePitch", "DefectRecordSpec", "DefectList"):
         if required not in values:
@@ -318,7 +318,7 @@ def _read_flat(text: str, source: str) -> Klarf:
     if len(pitch) != 2 or not all(MIN_DIE_PITCH_UM <= p <= 1_000_000 for p in pitch):
         raise KlarfError(f"{source}: DiePitch {values['DiePitch'][:2]}; expected two pitches within "
                          f"{MIN_DIE_PITCH_UM:g}..1000000 um")
-    slot_text = values.get("Slot", ["0"])[0]
+    slot_text = " ".join(values.get("Slot", ["0"]))  # a Slot record with no value is no slot number either
     if not re.fullmatch(r"\d{1,4}", slot_text):
         raise KlarfError(f"{source}: Slot {slot_text[:40]!r} is not a slot number (at most 4 digits)")
     return Klarf(" ".join(values.get("LotID", [""])), " ".join(values["WaferID"]), int(slot_text),
