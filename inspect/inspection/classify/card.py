@@ -229,19 +229,10 @@ class ModelCard(_Strict):
     checks: CheckSet | None = None
     """The inputs every variant and device is checked against when it is loaded (``inspect export --checks``)."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _channels_described(cls, data: Any) -> Any:
-        """A card written before cards said what each channel holds gets it from its task and channel count."""
-        described = isinstance(data, dict) and isinstance(data.get("input"), dict)
-        if described and data["input"].get("channel_order") is None:
-            channels = data["input"].get("channels")
-            if channels in (1, 3) and isinstance(data.get("task"), str):
-                data = {**data, "input": {**data["input"], "channel_order": channel_order(data["task"], channels)}}
-        return data
-
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
+        if self.input.channel_order is None:  # a card written before cards said what each channel holds
+            self.input.channel_order = channel_order(self.task, self.input.channels)
         if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"class_names must be two or more distinct names, got {self.class_names}")
         good = self.thresholds.good_class
