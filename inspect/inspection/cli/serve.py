@@ -73,8 +73,8 @@ def cmd_labels_cut(args: argparse.Namespace) -> int:
         print(f"inspect: {count} frame(s) not cut: {reason}", file=sys.stderr)
     folders = ", ".join(f"{folder} {count}" for folder, count in sorted(summary.crops.items())) or "none"
     print(f"inspect: {sum(summary.crops.values())} crops of {summary.frames} frame(s) -> {args.out} ({folders}; "
-          f"{summary.agreeing} of them random boxes where frame and golden agree), cut as recipe {recipe.name!r}'s "
-          "line cuts them", file=sys.stderr)
+          f"{summary.agreeing} of them random boxes where frame and golden agree), cut as the line of recipe "
+          f"{recipe.name!r} cuts them", file=sys.stderr)
     sort = ("check each class folder (a crop the model put in the wrong one goes to its class)" if args.presort
             else f"sort {args.out / UNSORTED} into {args.out}/<class>/ (good: a candidate that is no defect)")
     print(f"inspect: next: {sort}, then: inspect train {args.out} --for {args.recipe} --out MODEL", file=sys.stderr)
