@@ -60,6 +60,22 @@ def test_e142_bins_outside_the_bin_table_and_bad_dimensions_are_refused(tmp_path
             read_e142(bad)
 
 
+@pytest.mark.parametrize(("offset", "value", "what"), [
+    (8, 1, "encrypted"), (10, 99, "compression method"), (6, 64, "zip file version")])
+def test_npz_with_zip_features_no_npz_uses_is_named(tmp_path: Path, offset: int, value: int, what: str) -> None:
+    """Flags of the archive's directory that zipfile refuses with its own exceptions (found by the fuzz suite)."""
+    import struct
+
+    path = tmp_path / "maps.npz"
+    np.savez(path, **GOOD_NPZ)
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first member's central-directory entry
+    data[entry + offset : entry + offset + 2] = struct.pack("<H", value)
+    path.write_bytes(bytes(data))
+    with pytest.raises(WaferMapError, match=r"maps.npz: not a readable npz"):
+        read_npz(path)
+
+
 def _klarf(tmp_path: Path) -> Path:
     klarf = Klarf("LOT", "W1", 1, (8000.0, 8000.0), (0.0, 0.0), {0: "good", 1: "particle"}, [(0, 0), (1, 0)],
                   [{"DEFECTID": 1, "XREL": 10.0, "YREL": 20.0, "XINDEX": 1, "YINDEX": 0, "XSIZE": 5.0, "YSIZE": 5.0,

@@ -69,8 +69,26 @@ class _StoppedWhileStarting(BaseException):
     """SIGTERM before the line runs: nothing in flight to finish."""
 
 
-def _stopped_while_starting(_signum: int, _frame: FrameType | None) -> None:
-    raise _StoppedWhileStarting
+class _StartupStop:
+    """SIGTERM while the line starts: raised at once, or, while the run's row is being written (``deferred``),
+    kept until the run can be marked (a SIGTERM between the insert and the code that marks it left the run
+    "running")."""
+
+    def __init__(self) -> None:
+        self.deferred = False
+        self.pending = False
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.deferred:
+            self.pending = True
+            return
+        raise _StoppedWhileStarting
+
+    def resume(self) -> None:
+        """End the deferral; a SIGTERM that came meanwhile is raised now."""
+        self.deferred = False
+        if self.pending:
+            raise _StoppedWhileStarting
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:
@@ -214,7 +232,9 @@ def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], 
     camera.open()  # a wrong camera fails here, before the database is created or touched
     # Until the line's draining handler takes over, SIGTERM ends the start-up (model loading can take seconds)
     # through the finally below, so the run is marked, not left "running" by a process killed at once.
-    signal.signal(signal.SIGTERM, _stopped_while_starting)
+    startup_stop = _StartupStop()
+    startup_stop.deferred = True  # until the try below can mark the run
+    signal.signal(signal.SIGTERM, startup_stop)
     try:
         store = ResultStore(args.db)
         run_id = store.start_run(camera=uri, recipe_name=recipe.name, recipe_sha256=recipe.sha256(),
@@ -222,14 +242,12 @@ def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], 
         if camera.applied:
             store.add_event(run_id, kind="camera-settings", source=uri, detail=json.dumps(camera.applied))
             print(f"inspect: camera set up: {json.dumps(camera.applied)}", file=sys.stderr)
-    except _StoppedWhileStarting:
-        camera.close()
-        raise KeyboardInterrupt from None
     except BaseException:
         camera.close()
         raise
     status, failure, chain, dispatcher = "failed", None, None, None
     try:
+        startup_stop.resume()
         chain = build_chain(recipe.with_classify(device=args.device))
         store.set_run_model(run_id, model_sha256=chain.model_sha256)
         if opcua is not None:

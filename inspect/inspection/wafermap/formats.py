@@ -53,7 +53,8 @@ def read_npz(path: str | Path) -> MapSet:
                       if name in data.files}
     except WaferMapError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # not npz, truncated, object arrays
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
+        # not npz, truncated, object arrays, zip features an npz never uses (encryption, other compressions)
         raise WaferMapError(f"{path}: not a readable npz file of numeric arrays ({exc})") from None
     flat, offsets, shapes = arrays["flat"], arrays["offsets"], arrays["shapes"]
     for name, array, ndim in (("flat", flat, 1), ("offsets", offsets, 1), ("shapes", shapes, 2)):
@@ -94,6 +95,14 @@ def _check_npz_sizes(path: Path) -> None:
     minutes to inflate."""
     if not zipfile.is_zipfile(path):
         return  # np.load says what it is (or is not)
+    try:
+        _check_members(path)
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError) as exc:
+        # zipfile refuses features an npz never uses (encryption, other compressions, newer versions) this way
+        raise WaferMapError(f"{path}: not a readable npz archive ({exc})") from None
+
+
+def _check_members(path: Path) -> None:
     with zipfile.ZipFile(path) as archive:
         for member in archive.infolist():
             if not member.filename.endswith(".npy"):
