@@ -126,20 +126,19 @@ def cut_candidates(camera: Camera, recipe: Recipe, out: Path, *, max_frames: int
             if part.image is None or part.reference is None or part.error is not None:
                 summary.not_registered[str(part.error or part.reason)] += 1
                 continue
-            boxes = np.array([region.box_xyxy_px for region in part.regions], float).reshape(-1, 4)
-            folders = [UNSORTED] * len(boxes)
-            if classifier is not None and presort and len(boxes):
-                crops = candidate_crops(part.image, part.reference, boxes, context=detector.crop_context,
-                                        min_side_px=detector.crop_min_side_px)
-                probabilities = classifier.predict(prepare_batch([(crop, "bgr", 8) for crop in crops],
-                                                                 card=classifier.card))
-                folders = [classifier.class_names[int(k)] for k in probabilities.argmax(1)]
-            agreeing = background_boxes(part.image.shape, boxes, good_per_frame, valid=part.valid,
+            candidates = np.array([region.box_xyxy_px for region in part.regions], float).reshape(-1, 4)
+            agreeing = background_boxes(part.image.shape, candidates, good_per_frame, valid=part.valid,
                                         rng=np.random.default_rng([seed, summary.frames]))
-            boxes, folders = np.concatenate([boxes, agreeing]), [*folders, *[GOOD] * len(agreeing)]
             summary.agreeing += len(agreeing)
+            boxes = np.concatenate([candidates, agreeing])
             crops = candidate_crops(part.image, part.reference, boxes, context=detector.crop_context,
-                                    min_side_px=detector.crop_min_side_px)
+                                    min_side_px=detector.crop_min_side_px)  # cut once, named below
+            folders = [UNSORTED] * len(candidates)
+            if classifier is not None and presort and len(candidates):
+                probabilities = classifier.predict(prepare_batch(
+                    [(crop, "bgr", 8) for crop in crops[:len(candidates)]], card=classifier.card))
+                folders = [classifier.class_names[int(k)] for k in probabilities.argmax(1)]
+            folders += [GOOD] * len(agreeing)
             for number, (crop, folder, box) in enumerate(zip(crops, folders, boxes, strict=True)):
                 name = f"{summary.frames - 1:06d}_{number:03d}.png"  # frame order, from 0
                 save_png(out / folder / name, crop)
