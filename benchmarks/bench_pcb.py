@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inspection.acquire.deeppcb import read_pair_list
-from inspection.chain.chain import Chain, build_chain
+from inspection.chain.chain import PartChain, build_chain
 from inspection.chain.pairs import evaluate_pairs, read_grey_frame
 from inspection.classify.timing import machine
 from inspection.recipe import load_recipe
@@ -30,7 +30,7 @@ from inspection.report.records import save_record
 RESULTS = Path(__file__).parent / "results"
 
 
-def stage_times_ms(chain: Chain, pairs: list) -> tuple[dict[str, float], float]:
+def stage_times_ms(chain: PartChain, pairs: list) -> tuple[dict[str, float], float]:
     """Median milliseconds per pair of reading and of each stage of the chain (one caller at a time), and the
     mean number of candidates per pair."""
     samples: dict[str, list[float]] = {}

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair, read_pair_list
 from inspection.align import AlignmentError
-from inspection.chain.chain import Chain, candidate_chain
+from inspection.chain.chain import PartChain, candidate_chain
 from inspection.chain.pairs import CANDIDATE_SETTINGS, find_candidates, read_grey_frame
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import iou_matrix
@@ -79,16 +79,19 @@ def held_out(pairs: list[PcbPair], *, test_groups: set[str], test_fraction: floa
 
 
 def write_crops(folder: Path, stem: str, test: np.ndarray, template: np.ndarray, pair: PcbPair,
-                truth_boxes: np.ndarray, *, chain: Chain, settings: DetectorSettings, counts: Counter[str], split: str,
+                truth_boxes: np.ndarray, *, chain: PartChain, settings: DetectorSettings, counts: Counter[str],
+                split: str,
                 sides: dict[str, list[tuple[float, float]]] | None) -> list[int | None]:
     """Save the labelled candidate crops of one board as ``folder/<class>/<stem>_NN.png``; with ``sides``,
     collect (candidate side, annotated side) pairs for the box-growth fit. Returns each candidate's
     annotated box index (None for a false alarm)."""
     candidates = find_candidates(chain, test, template)
-    assert candidates.image is not None and candidates.reference is not None
+    aligned = candidates.aligned
+    if aligned is None:
+        raise ValueError(f"{stem}: the candidate chain registered no template")
     boxes = np.array([region.box_xyxy_px for region in candidates.regions], float).reshape(-1, 4)
     labels = label_candidates(boxes, truth_boxes, pair.kinds) if len(boxes) else []
-    crops = candidate_crops(candidates.image, candidates.reference, boxes, context=settings.crop_context,
+    crops = candidate_crops(aligned.image, aligned.reference, boxes, context=settings.crop_context,
                             min_side_px=settings.crop_min_side_px)
     for index, (crop, truth) in enumerate(zip(crops, labels, strict=True)):
         kind = "good" if truth is None else pair.kinds[truth]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from inspection.chain.chain import candidate_chain
+from inspection.chain.chain import Failed, candidate_chain
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import iou_matrix
 from inspection.measure import background_boxes, candidate_crops
@@ -54,17 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     for index in tqdm(range(args.frames), total=args.frames, desc="frames"):
         image, truth = render_frame("wafer", index, seed=args.seed, defect_rate=args.defect_rate)
         part = chain(Frame(image, "mono", 8, "sim:wafer", index, 0.0, truth=truth))
-        if part.reference is None or part.image is None:
+        if isinstance(part, Failed) or part.aligned is None:
             continue
+        aligned = part.aligned
         truth_boxes = np.array([t.box_xyxy_px for t in truth], float).reshape(-1, 4)
         boxes = np.array([r.box_xyxy_px for r in part.regions], float).reshape(-1, 4)
         kinds = [truth[int(row.argmax())].kind if truth and row.max() > 0 else "good"
                  for row in iou_matrix(boxes, truth_boxes)]
         missing = max(0, args.good_per_frame - kinds.count("good"))
-        agreeing = background_boxes(part.image.shape, truth_boxes, missing,
+        agreeing = background_boxes(aligned.image.shape, truth_boxes, missing,
                                     rng=np.random.default_rng([args.seed, index]))
         boxes, kinds = np.concatenate([boxes, agreeing]), [*kinds, *["good"] * len(agreeing)]
-        crops = candidate_crops(part.image, part.reference, boxes, context=DETECTOR.crop_context,
+        crops = candidate_crops(aligned.image, aligned.reference, boxes, context=DETECTOR.crop_context,
                                 min_side_px=DETECTOR.crop_min_side_px)
         for number, (crop, kind) in enumerate(zip(crops, kinds, strict=True)):
             counts[kind] += 1

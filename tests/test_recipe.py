@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inspection.chain.chain import build_chain
+from inspection.chain.chain import build_chain, build_wafer_chain
 from inspection.recipe import BUNDLED_RECIPES, RecipeError, load_recipe
 from inspection.types import InspectionError
 from tests.conftest import REPO_ROOT
@@ -31,13 +31,13 @@ def write(tmp_path: Path, data: object, name: str = "recipe.yaml") -> Path:
 def test_bundled_recipes_load_and_build_their_chain(name: str) -> None:
     recipe = load_recipe(name)
     assert name.startswith(recipe.kind) and len(recipe.sha256()) == 64
-    with build_chain(recipe) as chain:
-        assert chain.stages[0].name == "preprocess"
+    with build_wafer_chain(recipe) if recipe.kind == "wafer-lot" else build_chain(recipe) as chain:
+        assert chain.stage_names[0] == "preprocess"
         if recipe.classify is not None:
             assert chain.classifier is not None and chain.batcher is not None
         else:  # pcb-anomaly: the anomaly model alone, no golden
             assert recipe.anomaly is not None and chain.anomaly_batcher is not None
-            assert [stage.name for stage in chain.stages] == ["preprocess", "anomaly", "classify", "grade"]
+            assert chain.stage_names == ("preprocess", "anomaly", "classify", "grade")
 
 
 def test_old_recipes_get_one_message_saying_what_to_change(tmp_path: Path) -> None:

@@ -317,29 +317,122 @@ class LotItem:
 
 
 @dataclass(frozen=True)
+class PatternScore:
+    pattern: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class WaferPattern:
+    """A die map's spatial pattern (one of ``WAFERMAP_PATTERNS``) as a wafer-map model judged it."""
+
+    pattern: str
+    confidence: float
+    """The model's probability of ``pattern``."""
+    top3: tuple[PatternScore, ...]
+    yield_fraction: float
+    """Good dies / dies on the map."""
+    root_cause: str
+    """The process steps that usually leave this pattern."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form ``inspect wafermap classify --json`` prints."""
+        return {"pattern": self.pattern, "confidence": self.confidence,
+                "top3": [{"pattern": t.pattern, "probability": t.probability} for t in self.top3],
+                "yield": self.yield_fraction, "root_cause": self.root_cause}
+
+
+@dataclass(frozen=True)
+class WaferGeometry:
+    """Where the wafer and its die grid lie in the image, as the lot grading found them."""
+
+    centre_xy_px: tuple[float, float]
+    diameter_mm: float
+    notch_angle_deg: float
+    notch_kind: str
+    edge_rms_px: float
+    """RMS distance of the edge points from the fitted circle."""
+    die_pitch_um: tuple[float, float]
+    die_size_um: tuple[float, float]
+    dies: int
+    image_size_px: tuple[int, int]
+    """Width, height."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"centre_xy_px": [round(v, 3) for v in self.centre_xy_px], "diameter_mm": round(self.diameter_mm, 3),
+                "notch_angle_deg": round(self.notch_angle_deg, 3), "notch_kind": self.notch_kind,
+                "edge_rms_px": round(self.edge_rms_px, 3), "die_pitch_um": [round(v, 2) for v in self.die_pitch_um],
+                "die_size_um": [round(v, 1) for v in self.die_size_um], "dies": self.dies,
+                "image_size_px": list(self.image_size_px)}
+
+
+@dataclass(frozen=True)
+class DieTable:
+    """Per graded die, columns of equal length (N,): its grid cell, centre, class and score, and where its defect
+    lies (KLARF's die-relative position from the die's lower-left corner and size, 0 for a passing die)."""
+
+    row: np.ndarray
+    col: np.ndarray
+    x_mm: np.ndarray
+    y_mm: np.ndarray
+    class_index: np.ndarray
+    """Index into the model's classes (the good class for a passing die)."""
+    defect_score: np.ndarray
+    """1 - p(good)."""
+    defective: np.ndarray
+    x_rel_um: np.ndarray
+    y_rel_um: np.ndarray
+    x_size_um: np.ndarray
+    y_size_um: np.ndarray
+    area_um2: np.ndarray
+    truth_class: np.ndarray
+    """Index into the model's classes of the truth file's class; -1: no truth for this die."""
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+@dataclass(frozen=True)
+class DiePicture:
+    """A picture of one die kept with its wafer: a thumbnail, or the classifier's input kept for review."""
+
+    row: int
+    col: int
+    class_name: str
+    defect_score: float
+    png: bytes
+
+
+@dataclass(frozen=True)
+class WaferReport:
+    """What grading found on a wafer: its die map and pattern, yield, geometry and dies."""
+
+    pattern: WaferPattern
+    yield_fraction: float
+    defect_density_per_cm2: float
+    die_map: np.ndarray
+    """(rows, cols) int8: 0 no die, 1 good, 2 failed."""
+    map_origin_row_col: tuple[int, int]
+    """Die index of die_map[0, 0]."""
+    geometry: WaferGeometry
+    dies: DieTable
+    class_names: tuple[str, ...]
+    thumbnails: tuple[DiePicture, ...] = ()
+    """The worst dies as they were imaged."""
+    review_dies: tuple[DiePicture, ...] = ()
+    """The worst defective dies as the classifier saw them (die, median die, difference), kept for review."""
+
+
+@dataclass(frozen=True)
 class GradedWafer:
-    """Everything the store keeps about one wafer (a failed-to-grade wafer has status "failed" and a reason)."""
+    """Everything the store keeps about one wafer: a graded wafer has its report, a failed one only the reason."""
 
     item: LotItem
-    status: Literal["graded", "failed"]
     reason: str
     verdict: Verdict
-    timings_ms: dict[str, float]
-    pattern: str | None = None
-    pattern_confidence: float | None = None
-    root_cause: str | None = None
-    yield_fraction: float | None = None
-    defect_density_per_cm2: float | None = None
-    die_map: np.ndarray | None = None
-    map_origin_row_col: tuple[int, int] = (0, 0)
-    """Die index of die_map[0, 0]."""
-    geometry: dict[str, Any] = field(default_factory=dict)
-    dies: dict[str, np.ndarray] = field(default_factory=dict)
-    """Per die (columns of equal length): row, col, x_mm, y_mm, class_index, defect_score, defective,
-    x_rel_um, y_rel_um, x_size_um, y_size_um, area_um2, truth_class (-1 unknown)."""
-    class_names: tuple[str, ...] = ()
-    thumbnails: list[tuple[int, int, str, float, bytes]] = field(default_factory=list)
-    """(row, col, class, defect score, PNG) of the worst dies."""
-    review_dies: list[tuple[int, int, str, float, bytes]] = field(default_factory=list)
-    """(row, col, class, defect score, PNG of the classifier's input: die, median die, difference) of the worst
-    defective dies, kept for review."""
+    timings_ms: Mapping[str, float]
+    report: WaferReport | None = None
+
+    @property
+    def status(self) -> Literal["graded", "failed"]:
+        return "failed" if self.report is None else "graded"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from inspection.acquire.good import GoodFolderError, read_good_folder
-from inspection.chain.chain import build_chain
+from inspection.chain.chain import InspectedPart, build_chain
 from inspection.classify.anomaly import AnomalyInputError, AnomalyModel, anomaly_regions
 from inspection.evaluate.anomaly import anomaly_report, auroc
 from inspection.recipe import RecipeError, parse_recipe
@@ -149,7 +149,7 @@ def test_chain_without_a_golden_reports_anomalies(small_model: Path) -> None:
     with build_chain(recipe) as chain:
         part = chain(Frame(image, "mono", 8, "board", 0, 0.0))
         wrong = chain(Frame(np.zeros((64, 64), np.uint8), "mono", 8, "small", 1, 0.0))
-    assert part.anomaly_map is not None and part.anomaly_map.shape == (24, 24)
+    assert isinstance(part, InspectedPart) and part.anomaly_map is not None and part.anomaly_map.shape == (24, 24)
     assert part.verdict in (Verdict.PASS, Verdict.REVIEW) and "anomaly" in part.latency_ms
     assert all(d.kind == "anomaly" and d.region.anomaly_score is not None for d in part.detections)
     assert wrong.verdict == Verdict.ERROR and "small: 64x64 px" in wrong.reason

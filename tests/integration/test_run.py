@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from inspection.acquire import Camera, open_camera
-from inspection.chain.chain import Chain, Part, build_chain
+from inspection.chain.chain import Failed, InspectedPart, PartChain, build_chain
 from inspection.chain.line import run_line
 from inspection.recipe import load_recipe
 from inspection.report import ResultStore, read_events
@@ -233,7 +233,7 @@ class CountingCamera(Camera):
         self.inner.close()
 
 
-class SlowChain(Chain):
+class SlowChain(PartChain):
     """The bundled wafer-die chain, 20 ms slower per frame, counting the frames the camera is ahead of it."""
 
     def __init__(self, camera: CountingCamera) -> None:
@@ -244,7 +244,7 @@ class SlowChain(Chain):
         self.most_in_flight = 0
         self.lock = threading.Lock()
 
-    def __call__(self, frame: Frame, *, reference: Frame | None = None) -> Part:
+    def __call__(self, frame: Frame, *, reference: Frame | None = None) -> InspectedPart | Failed:
         with self.lock:
             self.most_in_flight = max(self.most_in_flight, self.camera.grabbed - self.inspected)
         time.sleep(0.02)

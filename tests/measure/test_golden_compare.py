@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from inspection.align import register, warp_reference
-from inspection.measure import deviation, difference_regions, regions, tolerance_band
+from inspection.measure import DifferenceSettings, deviation, difference_regions, regions, tolerance_band
 from inspection.recipe import AlignSettings, InspectSettings
 from inspection.sim.frames import golden_image, render_frame
 
@@ -39,12 +41,13 @@ def test_edge_zone_drops_a_jittered_edge_but_keeps_the_defect_on_it() -> None:
     board = template.copy()
     board[:, 37:40] = 255
     board[56:64, 40:46] = 0
-    options = dict(valid=np.ones_like(board, bool), band_px=1, tolerance_grey=30, open_px=2, close_px=7,
-                   min_area_px=4, pixel_size_um=1.0)
-    [strip] = difference_regions(board, template, **options)
+    plain = DifferenceSettings(band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4)
+    valid = np.ones_like(board, bool)
+    [strip] = difference_regions(board, template, valid=valid, settings=plain, pixel_size_um=1.0)
     assert strip.box_xyxy_px[3] - strip.box_xyxy_px[1] == 120  # without the edge zone: one region, edge long
     for keep in ({}, {"edge_keep_min_area_px": 6, "edge_keep_max_side_px": 12}):  # the strip is not compact
-        [bite] = difference_regions(board, template, **options, edge_zone_px=2, edge_open_px=3, **keep)
+        zoned = replace(plain, edge_zone_px=2, edge_open_px=3, **keep)
+        [bite] = difference_regions(board, template, valid=valid, settings=zoned, pixel_size_um=1.0)
         x0, y0, x1, y1 = bite.box_xyxy_px
         assert x0 >= 40 and x1 <= 47 and y0 >= 54 and y1 <= 66, bite.box_xyxy_px
 
@@ -54,18 +57,19 @@ def test_a_shallow_bite_on_an_edge_is_spared_the_edge_zone_opening_when_compact(
     # zone's 3 px opening removes it unless compact pieces are spared; a long one stays removed.
     template = np.zeros((120, 120), np.uint8)
     template[:, 40:80] = 255
-    options = dict(valid=np.ones_like(template, bool), band_px=1, tolerance_grey=30, open_px=2, close_px=7,
-                   min_area_px=4, pixel_size_um=1.0, edge_zone_px=4, edge_open_px=3)
-    spared = {"edge_keep_min_area_px": 6, "edge_keep_max_side_px": 12}
+    options = dict(valid=np.ones_like(template, bool), pixel_size_um=1.0)
+    zoned = DifferenceSettings(band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, edge_zone_px=4,
+                               edge_open_px=3)
+    spared = replace(zoned, edge_keep_min_area_px=6, edge_keep_max_side_px=12)
     board = template.copy()
     board[56:64, 40:43] = 0
-    assert difference_regions(board, template, **options) == ()
-    [bite] = difference_regions(board, template, **options, **spared)
+    assert difference_regions(board, template, settings=zoned, **options) == ()
+    [bite] = difference_regions(board, template, settings=spared, **options)
     x0, y0, x1, y1 = bite.box_xyxy_px
     assert x0 >= 40 and x1 <= 45 and y0 >= 55 and y1 <= 65, bite.box_xyxy_px
     long_board = template.copy()
     long_board[30:90, 40:43] = 0
-    assert difference_regions(long_board, template, **options, **spared) == ()
+    assert difference_regions(long_board, template, settings=spared, **options) == ()
 
 
 def _inspect(kind: str, index: int, *, seed: int) -> tuple[set, list]:
@@ -73,9 +77,8 @@ def _inspect(kind: str, index: int, *, seed: int) -> tuple[set, list]:
     settings = InspectSettings()
     image, truth = render_frame(kind, index, seed=seed, defect_rate=0.5)
     reference, valid = warp_reference(golden, register(image, golden, settings=AlignSettings()), margin_px=1)
-    found = difference_regions(image, reference, valid=valid, band_px=settings.band_px,
-                               tolerance_grey=settings.tolerance_grey, open_px=0, close_px=0,
-                               min_area_px=settings.min_area_px, pixel_size_um=5.0)
+    found = difference_regions(image, reference, valid=valid, pixel_size_um=5.0, settings=DifferenceSettings(
+        band_px=settings.band_px, tolerance_grey=settings.tolerance_grey, min_area_px=settings.min_area_px))
     return truth, list(found)
 
 

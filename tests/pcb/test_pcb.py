@@ -44,7 +44,7 @@ def test_candidates_find_a_defect_on_a_moved_generated_board() -> None:
                                      max_angle_deg=1)
     assert inside
     candidates = find_candidates(candidate_chain(load_recipe("pcb-deeppcb"), CANDIDATE_SETTINGS), moved, template)
-    assert candidates.fit is not None and abs(candidates.fit.angle_deg) > 0.01
+    assert candidates.aligned is not None and abs(candidates.aligned.fit.angle_deg) > 0.01
     boxes = np.array([region.box_xyxy_px for region in candidates.regions], float)
     assert iou_matrix(boxes, box[None]).max() > 0.5, boxes
     assert len(candidates.regions) <= 3  # the registered board differs from its template only at the defect

@@ -16,8 +16,8 @@ import numpy as np
 from inspection.recipe import AlignSettings
 from inspection.types import InspectionError
 
-__all__ = ["AlignmentError", "PhaseReference", "RigidFit", "estimate_shift", "grey_spread", "match", "register",
-           "register_rigid", "wafer", "warp_reference"]
+__all__ = ["AlignedFrame", "AlignmentError", "PhaseReference", "RigidFit", "align_to_golden", "estimate_shift",
+           "grey_spread", "match", "register", "register_rigid", "wafer", "warp_reference"]
 """The registration of a part to its golden here; template matching in ``match``, wafer edge and notch in ``wafer``."""
 
 
@@ -324,3 +324,45 @@ def register(image: np.ndarray, reference: np.ndarray, *, settings: AlignSetting
         raise AlignmentError(f"shift ({dx:.1f}, {dy:.1f}) px exceeds max_shift_px {settings.max_shift_px}")
     # image(x) = reference(x - d): the reference's coordinates are the image's minus the shift.
     return RigidFit(np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy]], np.float32), min(1.0, response))
+
+
+@dataclass(frozen=True)
+class AlignedFrame:
+    """A preprocessed image registered to its golden, with the golden drawn in the image's coordinates."""
+
+    image: np.ndarray
+    """(H, W) uint8: the part as the stages judge it."""
+    reference: np.ndarray
+    """(H, W) uint8: the golden resampled onto the image's pixel grid."""
+    valid: np.ndarray
+    """(H, W) bool: the pixels the golden covers, less the margin (candidates are sought there only)."""
+    fit: RigidFit
+
+
+def align_to_golden(image: np.ndarray, golden: np.ndarray, *, settings: AlignSettings, margin_px: int,
+                    prepared: PhaseReference | None = None) -> AlignedFrame:
+    """``image`` registered to ``golden`` (:func:`register`) with the golden drawn over it (:func:`warp_reference`).
+
+    Parameters
+    ----------
+    image, golden : (H, W) uint8 ndarray
+        The preprocessed part and its golden, of one size.
+    settings : AlignSettings
+        The recipe's ``align`` section.
+    margin_px : int
+        The coverage mask is shrunk by this many pixels.
+    prepared : PhaseReference, optional
+        The golden's prepared spectrum.
+
+    Returns
+    -------
+    AlignedFrame
+
+    Raises
+    ------
+    AlignmentError
+        As :func:`register` does.
+    """
+    fit = register(image, golden, settings=settings, prepared=prepared)
+    reference, valid = warp_reference(golden, fit, margin_px=margin_px)
+    return AlignedFrame(image, reference, valid, fit)

@@ -1,17 +1,19 @@
 """One chain of stages, built from a recipe: what every runner applies to each frame (wiring only).
 
-The recipe's ``kind`` picks the stages; each stage is a thin adapter that calls its stage package's functions
-and puts the result on the :class:`Part`, the chain's working record for one frame:
+The recipe's ``kind`` picks the stages; each stage is a thin adapter that calls its stage package's functions,
+takes the typed records of the stages before it and returns its own:
 
-- ``wafer-die`` and ``pcb``: preprocess -> register to the golden -> candidates (golden-template difference)
-  -> classify the candidates through the shared micro-batcher (or, without a classifier, name them by
-  polarity) -> grade by class (or by size);
-- ``wafer-lot``: preprocess -> locate the dies -> classify every die through the micro-batcher -> localise
-  the defects -> die map and its pattern -> grade the wafer.
+- ``wafer-die`` and ``pcb`` (:class:`PartChain`): preprocess -> register to the golden (an
+  :class:`~inspection.align.AlignedFrame`) -> candidate regions (golden-template difference) -> classify the
+  candidates through the shared micro-batcher (or, without a classifier, name them by polarity) -> grade by class
+  (or by size); the result is an :class:`InspectedPart`;
+- ``wafer-lot`` (:class:`WaferChain`): preprocess -> locate the dies -> classify every die through the
+  micro-batcher -> localise the defects -> die map and its :class:`~inspection.types.WaferPattern` -> grade the
+  wafer; the result is an :class:`InspectedWafer`.
 
 The line loop (:mod:`inspection.chain.line`), lot grading (:mod:`inspection.chain.lot`) and PCB pairs
-(:mod:`inspection.chain.pairs`) only feed frames to a :class:`Chain` and store what comes out. A stage that
-fails ends the part with an ``error`` verdict naming the stage; it never stops the runner.
+(:mod:`inspection.chain.pairs`) only feed frames to a chain and store what comes out. A stage that fails ends
+the part as :class:`Failed`, naming the stage; it never stops the runner.
 """
 
 from __future__ import annotations
@@ -19,36 +21,38 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
 from inspection.acquire import read_beside, read_image
-from inspection.align import PhaseReference, RigidFit, register, warp_reference
+from inspection.align import AlignedFrame, PhaseReference, align_to_golden
 from inspection.calibrate import load_flatfield
 from inspection.classify import Classifier, MicroBatcher, SessionSettings, VariantCheckError
 from inspection.classify.anomaly import AnomalyModel, anomaly_regions
-from inspection.classify.card import CardError, DetectorSettings, ModelCard
+from inspection.classify.card import CardError, DetectorSettings
 from inspection.classify.detect import Hypotheses, NamedCandidates, join_anomalies, name_candidates, overlaps_any
 from inspection.classify.prepare import prepare_batch
 from inspection.grade import class_verdict, polarity_detections, size_verdict, wafer_verdict
-from inspection.measure import candidate_crops, difference_regions
-from inspection.measure.dies import DieLayout, defect_boxes_um, die_inputs, locate_dies
+from inspection.measure import DifferenceSettings, candidate_crops, difference_regions
+from inspection.measure.dies import DefectBoxes, DieLayout, defect_boxes_um, die_inputs, locate_dies
 from inspection.model_paths import ModelNotFoundError, find_model
 from inspection.preprocess import FlatField, preprocess_frame
 from inspection.recipe import (
     AlignSettings,
     BesideRule,
+    ClassifySettings,
     GradeSettings,
     InspectSettings,
+    LotRules,
     Recipe,
     RecipeError,
+    WaferLayout,
     synthetic_reference,
 )
-from inspection.sim.frames import golden_image
-from inspection.types import Detection, Frame, FrameResult, InspectionError, Region, Verdict
+from inspection.types import Detection, Frame, FrameResult, InspectionError, Region, Verdict, WaferPattern
 from inspection.wafermap.classify import WaferMapModel, classify_maps, load_wafermap_model
 from inspection.wafermap.maps import die_map_of
 
@@ -57,67 +61,174 @@ log = logging.getLogger("inspection.chain")
 CLASSICAL_MARGIN_PX = 1
 """Without a card's detector settings, candidates are sought this far inside the registered golden."""
 
+Params = ParamSpec("Params")
+Returned = TypeVar("Returned")
 
-@dataclass
-class Part:
-    """One frame on its way through the chain; each stage fills in its fields."""
+
+# --- what comes out of a chain ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Inference:
+    """How the classifier judged a part's candidates (or a wafer's dies)."""
+
+    model_sha256: str
+    probabilities: np.ndarray
+    """(N, classes): per candidate (or die), its class probabilities."""
+    batch_sizes: tuple[int, ...]
+    """The sizes of the inference batches they rode in, largest first."""
+    batch_wait_ms: float
+    """The longest wait of any of them in the micro-batcher before its batch ran."""
+
+    def extras(self) -> dict[str, object]:
+        """What the results store keeps of it."""
+        return {"candidates": len(self.probabilities), "batch_sizes": list(self.batch_sizes),
+                "batch_wait_ms": round(self.batch_wait_ms, 3)}
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A part a stage could not judge: stored with the stage's reason as an ``error`` verdict, never dropped."""
 
     frame: Frame
-    reference_frame: Frame | None = None
-    """The frame's own golden (a template beside it); None: the recipe's golden."""
+    stage: str
+    reason: str
+    """``stage: what went wrong``."""
+    error: InspectionError | None
+    """The error the user can act on; None for an internal error (logged with its traceback)."""
+    latency_ms: Mapping[str, float]
     image: np.ndarray | None = None
-    """The preprocessed 8-bit grey image (H x W) the stages judge."""
-    reference: np.ndarray | None = None
-    """The golden drawn in the image's coordinates."""
-    valid: np.ndarray | None = None
-    """Pixels the registered golden covers (candidates are sought there only)."""
-    fit: RigidFit | None = None
-    anomaly_map: np.ndarray | None = None
-    """The anomaly model's score map (h x w, one cell per ``map_stride_px`` square of the image)."""
-    regions: tuple[Region, ...] = ()
-    probabilities: np.ndarray | None = None
-    """Candidates (or dies) x classes."""
-    detections: tuple[Detection, ...] = ()
-    hypotheses: Hypotheses | None = None
-    batch_sizes: list[int] = field(default_factory=list)
-    """The size of each inference batch this part's candidates rode in."""
-    batch_wait_ms: float = 0.0
-    """The longest wait of this part's candidates in the micro-batcher before their batch ran."""
-    model_sha256: str | None = None
-    """The classifier that judged the candidates (None: none ran)."""
-    dies: DieLayout | None = None
-    die_scores: np.ndarray | None = None
-    """Per die: defect score, 1 - p(good)."""
-    defective: np.ndarray | None = None
-    die_classes: np.ndarray | None = None
-    """Per die: index of its class (the good class for a passing die)."""
-    defect_boxes_um: dict[str, np.ndarray] = field(default_factory=dict)
-    die_map: np.ndarray | None = None
-    pattern: dict[str, Any] | None = None
-    yield_fraction: float | None = None
-    defect_density_per_cm2: float | None = None
-    verdict: Verdict = Verdict.ERROR
-    reason: str = "not inspected"
-    error: InspectionError | None = None
-    latency_ms: dict[str, float] = field(default_factory=dict)
+    """The preprocessed image, when preprocessing succeeded (the picture an operator sees)."""
+    shift_px: tuple[float, float] | None = None
+    """The registration's shift, when it succeeded."""
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.ERROR
 
     def result(self) -> FrameResult:
         """What the line stores for this part."""
         frame = self.frame
-        shift = None if self.fit is None else self.fit.shift_px
-        extras: dict[str, Any] = {}
-        if self.probabilities is not None:
-            extras = {"candidates": len(self.regions), "batch_sizes": self.batch_sizes,
-                      "batch_wait_ms": round(self.batch_wait_ms, 3)}
+        return FrameResult(frame.source_id, frame.frame_counter, frame.timestamp_s, Verdict.ERROR, (),
+                           self.latency_ms, reason=self.reason, path=frame.path, shift_px=self.shift_px,
+                           truth=frame.truth)
+
+
+@dataclass(frozen=True)
+class Named:
+    """A part's candidates as a classifier (or their polarity) named them."""
+
+    detections: tuple[Detection, ...]
+    hypotheses: Hypotheses | None = None
+    """Every candidate's score for every class, ranked (PCB evaluation's average precision)."""
+    inference: Inference | None = None
+    """None: no classifier ran."""
+
+
+@dataclass(frozen=True)
+class InspectedPart:
+    """A part judged against its golden (``wafer-die``, ``pcb``) or by the anomaly model alone."""
+
+    frame: Frame
+    image: np.ndarray
+    """(H, W) uint8: the preprocessed image the stages judged."""
+    aligned: AlignedFrame | None
+    """The image registered to its golden; None for a chain without a golden (the anomaly model alone)."""
+    regions: tuple[Region, ...]
+    """The candidates (golden difference and anomaly regions)."""
+    named: Named
+    verdict: Verdict
+    reason: str
+    latency_ms: Mapping[str, float]
+    anomaly_map: np.ndarray | None = None
+    """The anomaly model's score map (h x w, one cell per ``map_stride_px`` square of the image); None: none ran."""
+
+    @property
+    def detections(self) -> tuple[Detection, ...]:
+        return self.named.detections
+
+    def result(self) -> FrameResult:
+        """What the line stores for this part."""
+        frame, inference = self.frame, self.named.inference
         return FrameResult(frame.source_id, frame.frame_counter, frame.timestamp_s, self.verdict, self.detections,
-                           self.latency_ms, reason=self.reason, path=frame.path, shift_px=shift, truth=frame.truth,
-                           model_sha256=self.model_sha256, extras=extras)
+                           self.latency_ms, reason=self.reason, path=frame.path,
+                           shift_px=None if self.aligned is None else self.aligned.fit.shift_px, truth=frame.truth,
+                           model_sha256=None if inference is None else inference.model_sha256,
+                           extras={} if inference is None else inference.extras())
 
 
-class Stage(Protocol):
-    name: str
+@dataclass(frozen=True)
+class DieJudgement:
+    """Per die (N,): the classifier's verdict."""
 
-    def __call__(self, part: Part) -> None: ...
+    inference: Inference
+    defect_scores: np.ndarray
+    """1 - p(good)."""
+    defective: np.ndarray
+    """bool: the score reaches the recipe's (or card's) defect_score."""
+    classes: np.ndarray
+    """Index of the die's class: its most likely defect class when defective, else the good class."""
+
+
+@dataclass(frozen=True)
+class WaferGrade:
+    yield_fraction: float
+    defect_density_per_cm2: float
+    verdict: Verdict
+    reason: str
+
+
+@dataclass(frozen=True)
+class InspectedWafer:
+    """A whole wafer graded (``wafer-lot``): its dies, their judgement, the die map and its pattern."""
+
+    frame: Frame
+    image: np.ndarray
+    dies: DieLayout
+    judged: DieJudgement
+    defect_boxes: DefectBoxes
+    die_map: np.ndarray
+    """(rows, cols) int8: 0 no die, 1 good, 2 failed."""
+    pattern: WaferPattern
+    grade: WaferGrade
+    latency_ms: Mapping[str, float]
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.grade.verdict
+
+
+class _StageFailed(Exception):
+    def __init__(self, stage: str, cause: Exception) -> None:
+        super().__init__(stage)
+        self.stage, self.cause = stage, cause
+
+
+class _Timed:
+    """Runs one part's stages, timing each; a stage's exception is raised again naming the stage."""
+
+    def __init__(self, frame: Frame) -> None:
+        self.frame = frame
+        self.latency_ms: dict[str, float] = {}
+
+    def __call__(self, stage: str, call: Callable[Params, Returned], *args: Params.args,
+                 **kwargs: Params.kwargs) -> Returned:
+        started = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # a part that cannot be judged is stored as an error, never dropped
+            raise _StageFailed(stage, exc) from exc
+        finally:
+            self.latency_ms[stage] = (time.perf_counter() - started) * 1000.0
+
+    def failed(self, failure: _StageFailed, *, image: np.ndarray | None = None,
+               aligned: AlignedFrame | None = None) -> Failed:
+        cause, frame = failure.cause, self.frame
+        if not isinstance(cause, InspectionError):
+            log.error("frame %s/%d: %s failed:\n%s", frame.source_id, frame.frame_counter, failure.stage,
+                      "".join(traceback.format_exception(cause)))
+        return Failed(frame, failure.stage, f"{failure.stage}: {cause}",
+                      cause if isinstance(cause, InspectionError) else None, self.latency_ms, image,
+                      None if aligned is None else aligned.fit.shift_px)
 
 
 # --- the stages ---------------------------------------------------------------------------------------------
@@ -126,12 +237,9 @@ class Stage(Protocol):
 class Preprocess:
     recipe: Recipe
     flatfield: FlatField | None
-    name: str = "preprocess"
 
-    def __call__(self, part: Part) -> None:
-        part.image = self.grey(part.frame)
-
-    def grey(self, frame: Frame) -> np.ndarray:
+    def __call__(self, frame: Frame) -> np.ndarray:
+        """The 8-bit grey image (H x W) the stages judge."""
         return preprocess_frame(frame, self.recipe.preprocess, flatfield=self.flatfield)
 
 
@@ -148,39 +256,30 @@ class Register:
     """Where a frame's own golden lies, when the caller does not bring it."""
     prepared: PhaseReference | None = None
     """The recipe's golden prepared for phase correlation once, for every frame."""
-    name: str = "align"
 
-    def __call__(self, part: Part) -> None:
-        assert part.image is not None
-        if part.reference_frame is None and self.beside is not None:
-            part.reference_frame = read_beside(part.frame, test=self.beside.test, template=self.beside.template)
+    def __call__(self, image: np.ndarray, frame: Frame, reference: Frame | None) -> AlignedFrame:
+        if reference is None and self.beside is not None:
+            reference = read_beside(frame, test=self.beside.test, template=self.beside.template)
         prepared = None
-        if part.reference_frame is not None:
-            golden = self.preprocess.grey(part.reference_frame)
+        if reference is not None:
+            golden = self.preprocess(reference)
         elif self.golden is not None:
             golden, prepared = self.golden, self.prepared
         else:
             raise InspectionError("the recipe's golden comes from beside each frame, and this frame brought none")
-        part.fit = register(part.image, golden, settings=self.settings, prepared=prepared)
-        part.reference, part.valid = warp_reference(golden, part.fit, margin_px=self.margin_px)
+        return align_to_golden(image, golden, settings=self.settings, margin_px=self.margin_px, prepared=prepared)
 
 
 @dataclass(frozen=True)
 class FindCandidates:
     """Where the image leaves the golden's tolerance band: the candidate regions."""
 
-    detector: DetectorSettings
+    settings: DifferenceSettings
     pixel_size_um: float
-    name: str = "measure"
 
-    def __call__(self, part: Part) -> None:
-        assert part.image is not None and part.reference is not None and part.valid is not None
-        d = self.detector
-        part.regions = difference_regions(
-            part.image, part.reference, valid=part.valid, band_px=d.band_px, tolerance_grey=d.tolerance_grey,
-            open_px=d.open_px, close_px=d.close_px, min_area_px=d.min_area_px, pixel_size_um=self.pixel_size_um,
-            edge_zone_px=d.edge_zone_px, edge_open_px=d.edge_open_px, edge_keep_min_area_px=d.edge_keep_min_area_px,
-            edge_keep_max_side_px=d.edge_keep_max_side_px)
+    def __call__(self, aligned: AlignedFrame) -> tuple[Region, ...]:
+        return difference_regions(aligned.image, aligned.reference, valid=aligned.valid, settings=self.settings,
+                                  pixel_size_um=self.pixel_size_um)
 
 
 @dataclass(frozen=True)
@@ -192,28 +291,30 @@ class FindAnomalies:
     batcher: MicroBatcher
     threshold: float
     pixel_size_um: float
-    name: str = "anomaly"
 
-    def __call__(self, part: Part) -> None:
-        assert part.image is not None
-        frame = part.frame
-        prepared = self.model.prepare(part.image, layout="mono", bit_depth=8, source=frame.path or frame.source_id)
+    def __call__(self, image: np.ndarray, frame: Frame, candidates: tuple[Region, ...]
+                 ) -> tuple[tuple[Region, ...], np.ndarray]:
+        """The candidates with the anomaly regions added, and the score map."""
+        prepared = self.model.prepare(image, layout="mono", bit_depth=8, source=frame.path or frame.source_id)
         (scored,) = self.batcher.run(prepared[None])
-        part.anomaly_map = scored.output[0]
-        found = anomaly_regions(part.anomaly_map, threshold=self.threshold, stride_px=self.model.settings.map_stride_px,
-                                image_shape=part.image.shape, pixel_size_um=self.pixel_size_um)
-        known = np.array([region.box_xyxy_px for region in part.regions], float).reshape(-1, 4)
+        score_map = scored.output[0]
+        found = anomaly_regions(score_map, threshold=self.threshold, stride_px=self.model.settings.map_stride_px,
+                                image_shape=image.shape, pixel_size_um=self.pixel_size_um)
+        known = np.array([region.box_xyxy_px for region in candidates], float).reshape(-1, 4)
         repeated = overlaps_any(np.array([region.box_xyxy_px for region in found], float).reshape(-1, 4), known)
-        part.regions = (*part.regions, *(region for region, again in zip(found, repeated, strict=True) if not again))
+        return (*candidates, *(region for region, again in zip(found, repeated, strict=True) if not again)), score_map
 
 
-def _batched(batcher: MicroBatcher, crops: Sequence[np.ndarray], *, card: ModelCard, part: Part) -> np.ndarray:
-    """Class probabilities (N x classes) of 3-channel 8-bit crops, through the shared micro-batcher; the part
-    keeps the sizes of the batches they rode in and their longest wait."""
+def _batched(batcher: MicroBatcher, classifier: Classifier, crops: Sequence[np.ndarray] | np.ndarray
+             ) -> Inference:
+    """Class probabilities of 3-channel 8-bit crops, through the shared micro-batcher, with the sizes of the
+    batches they rode in and their longest wait."""
+    card = classifier.card
+    if not len(crops):
+        return Inference(card.onnx_sha256, np.zeros((0, len(card.class_names)), np.float32), (), 0.0)
     batched = batcher.run(prepare_batch([(crop, "bgr", 8) for crop in crops], card=card))
-    part.batch_sizes = sorted({b.batch_size for b in batched}, reverse=True)
-    part.batch_wait_ms = max(b.queued_ms for b in batched)
-    return np.stack([b.output for b in batched])
+    return Inference(card.onnx_sha256, np.stack([b.output for b in batched]),
+                     tuple(sorted({b.batch_size for b in batched}, reverse=True)), max(b.queued_ms for b in batched))
 
 
 @dataclass(frozen=True)
@@ -222,74 +323,70 @@ class ClassifyCandidates:
 
     classifier: Classifier
     batcher: MicroBatcher
+    detector: DetectorSettings
+    """The candidates the model was trained on (its card's)."""
+    good_class: str
     min_score: float
     rank: bool
-    name: str = "classify"
 
-    def __call__(self, part: Part) -> None:
-        assert part.image is not None and part.reference is not None
-        card = self.classifier.card
-        assert card.detector is not None and card.thresholds.good_class is not None  # checked by build_chain
-        part.model_sha256 = card.onnx_sha256
-        if not part.regions:
-            part.probabilities = np.zeros((0, len(card.class_names)), np.float32)
-        else:
-            boxes = np.array([region.box_xyxy_px for region in part.regions], float)
-            crops = candidate_crops(part.image, part.reference, boxes, context=card.detector.crop_context,
-                                    min_side_px=card.detector.crop_min_side_px)
-            part.probabilities = _batched(self.batcher, crops, card=card, part=part)
-        from_anomaly = np.array([region.anomaly_score is not None for region in part.regions], bool)
-        anomalous = [region for region in part.regions if region.anomaly_score is not None]
-
-        def named(regions: Sequence[Region], probabilities: np.ndarray, *, rank: bool) -> NamedCandidates:
-            assert card.detector is not None and card.thresholds.good_class is not None and part.image is not None
-            return name_candidates(regions, probabilities, class_names=card.class_names,
-                                   good_class=card.thresholds.good_class, min_score=self.min_score,
-                                   settings=card.detector, size=part.image.shape, model_sha256=card.onnx_sha256,
-                                   rank=rank)
-
-        result = named([region for region in part.regions if region.anomaly_score is None],
-                       part.probabilities[~from_anomaly], rank=self.rank)
+    def __call__(self, aligned: AlignedFrame, regions: tuple[Region, ...]) -> Named:
+        boxes = np.array([region.box_xyxy_px for region in regions], float).reshape(-1, 4)
+        crops = [] if not regions else candidate_crops(aligned.image, aligned.reference, boxes,
+                                                       context=self.detector.crop_context,
+                                                       min_side_px=self.detector.crop_min_side_px)
+        inference = _batched(self.batcher, self.classifier, crops)
+        from_anomaly = np.array([region.anomaly_score is not None for region in regions], bool)
+        anomalous = [region for region in regions if region.anomaly_score is not None]
+        size = aligned.image.shape
+        result = self._named([region for region in regions if region.anomaly_score is None],
+                             inference.probabilities[~from_anomaly], size=size, rank=self.rank)
         if anomalous:
-            result = join_anomalies(result, named(anomalous, part.probabilities[from_anomaly], rank=False), anomalous,
-                                    part.probabilities[from_anomaly], min_score=self.min_score)
-        part.detections, part.hypotheses = result.detections, result.hypotheses
+            result = join_anomalies(result, self._named(anomalous, inference.probabilities[from_anomaly], size=size,
+                                                        rank=False),
+                                    anomalous, inference.probabilities[from_anomaly], min_score=self.min_score)
+        return Named(result.detections, result.hypotheses, inference)
+
+    def _named(self, regions: Sequence[Region], probabilities: np.ndarray, *, size: tuple[int, ...],
+               rank: bool) -> NamedCandidates:
+        card = self.classifier.card
+        return name_candidates(regions, probabilities, class_names=card.class_names, good_class=self.good_class,
+                               min_score=self.min_score, settings=self.detector, size=(size[0], size[1]),
+                               model_sha256=card.onnx_sha256, rank=rank)
 
 
 @dataclass(frozen=True)
 class NameByPolarity:
     """Without a classifier: candidates large enough to report, named dark or bright."""
 
-    recipe: Recipe
-    name: str = "classify"
+    settings: GradeSettings
 
-    def __call__(self, part: Part) -> None:
-        assert self.recipe.grade is not None
-        part.detections = polarity_detections(part.regions, settings=self.recipe.grade)
+    def __call__(self, regions: tuple[Region, ...]) -> Named:
+        return Named(polarity_detections(regions, settings=self.settings))
 
 
 @dataclass(frozen=True)
-class GradePart:
-    recipe: Recipe
-    name: str = "grade"
+class GradeByClass:
+    rules: ClassifySettings
 
-    def __call__(self, part: Part) -> None:
-        if self.recipe.classify is not None:
-            part.verdict, part.reason = class_verdict(part.detections, rules=self.recipe.classify)
-        else:
-            assert self.recipe.grade is not None
-            part.verdict, part.reason = size_verdict(part.detections, settings=self.recipe.grade)
+    def __call__(self, detections: tuple[Detection, ...]) -> tuple[Verdict, str]:
+        return class_verdict(detections, rules=self.rules)
+
+
+@dataclass(frozen=True)
+class GradeBySize:
+    settings: GradeSettings
+
+    def __call__(self, detections: tuple[Detection, ...]) -> tuple[Verdict, str]:
+        return size_verdict(detections, settings=self.settings)
 
 
 @dataclass(frozen=True)
 class LocateDies:
-    recipe: Recipe
-    name: str = "dies"
+    wafer: WaferLayout
+    pixel_size_um: float
 
-    def __call__(self, part: Part) -> None:
-        assert part.image is not None and self.recipe.wafer is not None
-        part.dies = locate_dies(part.image, wafer=self.recipe.wafer, pixel_size_um=self.recipe.pixel_size_um,
-                                timings_ms=part.latency_ms)
+    def __call__(self, image: np.ndarray, timings_ms: dict[str, float]) -> DieLayout:
+        return locate_dies(image, wafer=self.wafer, pixel_size_um=self.pixel_size_um, timings_ms=timings_ms)
 
 
 @dataclass(frozen=True)
@@ -299,160 +396,75 @@ class ClassifyDies:
     classifier: Classifier
     batcher: MicroBatcher
     defect_score: float
-    name: str = "classify"
+    good_index: int
 
-    def __call__(self, part: Part) -> None:
-        assert part.dies is not None
-        card = self.classifier.card
-        part.model_sha256 = card.onnx_sha256
-        good_index = card.good_index
-        assert good_index is not None  # checked by build_chain
-        probabilities = _batched(self.batcher, die_inputs(part.dies.crops, part.dies.golden), card=card, part=part)
-        part.probabilities = probabilities
-        part.die_scores = self.classifier.defect_scores(probabilities)
-        part.defective = part.die_scores >= self.defect_score
-        without_good = probabilities.copy()
-        without_good[:, good_index] = -1.0
-        part.die_classes = np.where(part.defective, np.argmax(without_good, axis=1), good_index)
+    def __call__(self, dies: DieLayout) -> DieJudgement:
+        inference = _batched(self.batcher, self.classifier, die_inputs(dies.crops, dies.golden))
+        scores = self.classifier.defect_scores(inference.probabilities)
+        defective = scores >= self.defect_score
+        without_good = inference.probabilities.copy()
+        without_good[:, self.good_index] = -1.0
+        return DieJudgement(inference, scores, defective,
+                            np.where(defective, np.argmax(without_good, axis=1), self.good_index))
 
 
 @dataclass(frozen=True)
 class LocaliseDefects:
     pixel_size_um: float
-    name: str = "localise"
 
-    def __call__(self, part: Part) -> None:
-        assert part.dies is not None and part.defective is not None
-        part.defect_boxes_um = defect_boxes_um(part.dies.crops, part.dies.golden, part.defective,
-                                               pixel_size_um=self.pixel_size_um)
+    def __call__(self, dies: DieLayout, defective: np.ndarray) -> DefectBoxes:
+        return defect_boxes_um(dies.crops, dies.golden, defective, pixel_size_um=self.pixel_size_um)
 
 
 @dataclass(frozen=True)
-class WaferPattern:
+class ClassifyPattern:
     model: WaferMapModel
-    name: str = "pattern"
 
-    def __call__(self, part: Part) -> None:
-        assert part.dies is not None and part.defective is not None
-        rows = np.array([d.row for d in part.dies.dies], np.int32)
-        cols = np.array([d.column for d in part.dies.dies], np.int32)
-        part.die_map = die_map_of(rows, cols, part.defective)
-        (part.pattern,) = classify_maps(self.model, [part.die_map])
+    def __call__(self, dies: DieLayout, defective: np.ndarray) -> tuple[np.ndarray, WaferPattern]:
+        """The die map and its pattern."""
+        rows = np.array([d.row for d in dies.dies], np.int32)
+        cols = np.array([d.column for d in dies.dies], np.int32)
+        die_map = die_map_of(rows, cols, defective)
+        (pattern,) = classify_maps(self.model, [die_map])
+        return die_map, pattern
 
 
 @dataclass(frozen=True)
 class GradeWafer:
-    recipe: Recipe
-    name: str = "grade"
+    rules: LotRules
+    die_pitch_um: tuple[float, float]
 
-    def __call__(self, part: Part) -> None:
-        assert part.defective is not None and part.pattern is not None and self.recipe.wafer is not None
-        assert self.recipe.rules is not None
-        pitch_x_um, pitch_y_um = self.recipe.wafer.die_pitch_um
-        part.yield_fraction = float(1.0 - part.defective.mean())
-        part.defect_density_per_cm2 = float(part.defective.sum() / (len(part.defective) * pitch_x_um * pitch_y_um
-                                                                    * 1e-8))
-        part.verdict, part.reason = wafer_verdict(
-            yield_fraction=part.yield_fraction, defect_density_per_cm2=part.defect_density_per_cm2,
-            pattern=part.pattern["pattern"], pattern_confidence=part.pattern["confidence"], rules=self.recipe.rules)
+    def __call__(self, defective: np.ndarray, pattern: WaferPattern) -> WaferGrade:
+        yield_fraction = float(1.0 - defective.mean())
+        die_area_cm2 = self.die_pitch_um[0] * self.die_pitch_um[1] * 1e-8
+        density = float(defective.sum() / (len(defective) * die_area_cm2))
+        verdict, reason = wafer_verdict(yield_fraction=yield_fraction, defect_density_per_cm2=density,
+                                        pattern=pattern.pattern, pattern_confidence=pattern.confidence,
+                                        rules=self.rules)
+        return WaferGrade(yield_fraction, density, verdict, reason)
 
 
-# --- the chain ----------------------------------------------------------------------------------------------
+# --- the chains ---------------------------------------------------------------------------------------------
 
 class Chain:
-    """The recipe's stages, applied to one frame at a time; callable from several threads at once.
+    """What every chain has: its recipe, its models and their micro-batchers; close it (or use it as a context
+    manager) to stop them.
 
     Every classifier call of every caller goes through one :class:`MicroBatcher`, so candidates of frames
-    inspected at the same time share a batch. Close the chain (or use it as a context manager) to stop it.
+    inspected at the same time share a batch.
     """
 
-    def __init__(self, recipe: Recipe, stages: Sequence[Stage], *, classifier: Classifier | None = None,
-                 batcher: MicroBatcher | None = None, anomaly_batcher: MicroBatcher | None = None) -> None:
+    def __init__(self, recipe: Recipe, *, classifier: Classifier | None = None, batcher: MicroBatcher | None = None,
+                 anomaly_batcher: MicroBatcher | None = None) -> None:
         self.recipe = recipe
-        self.stages = tuple(stages)
         self.classifier = classifier
         self.batcher = batcher
         self.anomaly_batcher = anomaly_batcher
         """The anomaly model's own batcher (whole images, not candidate crops)."""
 
-    def __call__(self, frame: Frame, *, reference: Frame | None = None) -> Part:
-        """Run every stage on ``frame`` (against ``reference`` when it brings its own golden)."""
-        part = Part(frame, reference)
-        for stage in self.stages:
-            started = time.perf_counter()
-            try:
-                stage(part)
-            except Exception as exc:  # a part that cannot be judged is stored as an error, never dropped
-                if isinstance(exc, InspectionError):
-                    part.error = exc
-                else:
-                    log.error("frame %s/%d: %s failed:\n%s", frame.source_id, frame.frame_counter, stage.name,
-                              traceback.format_exc())
-                part.verdict, part.reason = Verdict.ERROR, f"{stage.name}: {exc}"
-                part.latency_ms[stage.name] = (time.perf_counter() - started) * 1000.0
-                return part
-            part.latency_ms[stage.name] = (time.perf_counter() - started) * 1000.0
-        if part.batch_sizes:
-            part.latency_ms["batch_wait"] = part.batch_wait_ms
-        return part
-
-    def check_frame_size(self, frame: Frame, *, camera: str) -> None:
-        """Refuse a camera whose frames do not fit the recipe's region of interest or golden (said once, at the
-        first frame)."""
-        roi = self.recipe.preprocess.roi_xywh_px
-        if roi is not None and (roi[0] + roi[2] > frame.width_px or roi[1] + roi[3] > frame.height_px):
-            raise RecipeError(f"{self.recipe.source_path or self.recipe.name}: preprocess.roi_xywh_px {roi} "
-                              f"(x, y, width, height) reaches outside camera {camera}'s {frame.width_px}x"
-                              f"{frame.height_px} px frames")
-        anomaly_stage = next((stage for stage in self.stages if isinstance(stage, FindAnomalies)), None)
-        if anomaly_stage is not None:
-            height, width = self.stages[0].grey(frame).shape  # type: ignore[attr-defined]
-            spec = anomaly_stage.model.card.input
-            if (height, width) != (spec.height, spec.width):
-                assert self.recipe.anomaly is not None
-                raise RecipeError(
-                    f"{self.recipe.source_path or self.recipe.name}: anomaly.model ({self.recipe.anomaly.model}) "
-                    f"was trained on {spec.width}x{spec.height} px images but camera {camera} delivers "
-                    f"{width}x{height} px frames (after preprocessing); train one on this camera's good parts: "
-                    "inspect train-anomaly GOOD_FOLDER --out MODEL")
-        register_stage = next((stage for stage in self.stages if isinstance(stage, Register)), None)
-        if register_stage is None or register_stage.golden is None:
-            return
-        height, width = register_stage.preprocess.grey(frame).shape
-        golden_height, golden_width = register_stage.golden.shape
-        if (height, width) != (golden_height, golden_width):
-            assert self.recipe.reference is not None
-            raise RecipeError(
-                f"{self.recipe.source_path or self.recipe.name}: reference.golden "
-                f"({self.recipe.reference.golden}) is {golden_width}x{golden_height} px but camera {camera} "
-                f"delivers {width}x{height} px frames (after preprocessing); teach a golden from this camera: "
-                f"inspect teach --camera '{camera}' --out golden.png")
-
     @property
     def model_sha256(self) -> str | None:
         return None if self.classifier is None else self.classifier.card.onnx_sha256
-
-    def detection_crops(self, part: Part) -> list[np.ndarray] | None:
-        """The crops of ``part``'s detections as the classifier cuts them (image, golden, |difference|, with its
-        card's context; a classifier-free chain's candidate settings otherwise): what an operator reviews and
-        ``inspect labels export`` hands to ``inspect train``. None for a part without a golden or detections."""
-        if part.image is None or part.reference is None or not part.detections:
-            return None
-        card = None if self.classifier is None else self.classifier.card
-        detector = card.detector if card is not None and card.detector is not None else classical_detector(self.recipe)
-        boxes = np.array([detection.region.box_xyxy_px for detection in part.detections], float)
-        return candidate_crops(part.image, part.reference, boxes, context=detector.crop_context,
-                               min_side_px=detector.crop_min_side_px)
-
-    def replace_with(self, other: Chain) -> None:
-        """Take ``other``'s recipe, stages and models, closing this chain's: a recipe selected between parts
-        (nothing may be in flight). The caller keeps its pipeline settings (queue depth, workers)."""
-        retired = (self.batcher, self.anomaly_batcher)
-        self.recipe, self.stages, self.classifier = other.recipe, other.stages, other.classifier
-        self.batcher, self.anomaly_batcher = other.batcher, other.anomaly_batcher
-        for batcher in retired:
-            if batcher is not None:
-                batcher.close()
 
     def close(self) -> None:
         for batcher in (self.batcher, self.anomaly_batcher):
@@ -466,6 +478,161 @@ class Chain:
         self.close()
 
 
+@dataclass(frozen=True)
+class GoldenStages:
+    """A part judged against its golden."""
+
+    preprocess: Preprocess
+    register: Register
+    find: FindCandidates
+    anomalies: FindAnomalies | None
+    name: ClassifyCandidates | NameByPolarity
+    grade: GradeByClass | GradeBySize
+
+
+@dataclass(frozen=True)
+class AnomalyStages:
+    """A part judged by the anomaly model alone (no golden, so no CNN)."""
+
+    preprocess: Preprocess
+    anomalies: FindAnomalies
+    name: NameByPolarity
+    grade: GradeBySize
+
+
+class PartChain(Chain):
+    """The ``wafer-die`` and ``pcb`` chain: one part at a time, callable from several threads at once."""
+
+    def __init__(self, recipe: Recipe, stages: GoldenStages | AnomalyStages, *,
+                 classifier: Classifier | None = None, batcher: MicroBatcher | None = None,
+                 anomaly_batcher: MicroBatcher | None = None) -> None:
+        super().__init__(recipe, classifier=classifier, batcher=batcher, anomaly_batcher=anomaly_batcher)
+        self.stages = stages
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        if isinstance(self.stages, AnomalyStages):
+            return ("preprocess", "anomaly", "classify", "grade")
+        return ("preprocess", "align", "measure", *(("anomaly",) if self.stages.anomalies else ()), "classify",
+                "grade")
+
+    def __call__(self, frame: Frame, *, reference: Frame | None = None) -> InspectedPart | Failed:
+        """Every stage on ``frame`` (against ``reference`` when it brings its own golden)."""
+        timed, stages = _Timed(frame), self.stages
+        image, aligned, anomaly_map = None, None, None
+        try:
+            image = timed("preprocess", stages.preprocess, frame)
+            if isinstance(stages, AnomalyStages):
+                regions, anomaly_map = timed("anomaly", stages.anomalies, image, frame, ())
+                named = timed("classify", stages.name, regions)
+            else:
+                aligned = timed("align", stages.register, image, frame, reference)
+                regions = timed("measure", stages.find, aligned)
+                if stages.anomalies is not None:
+                    regions, anomaly_map = timed("anomaly", stages.anomalies, image, frame, regions)
+                if isinstance(stages.name, ClassifyCandidates):
+                    named = timed("classify", stages.name, aligned, regions)
+                else:
+                    named = timed("classify", stages.name, regions)
+            verdict, reason = timed("grade", stages.grade, named.detections)
+        except _StageFailed as failure:
+            return timed.failed(failure, image=image, aligned=aligned)
+        if named.inference is not None and named.inference.batch_sizes:
+            timed.latency_ms["batch_wait"] = named.inference.batch_wait_ms
+        return InspectedPart(frame, image, aligned, regions, named, verdict, reason, timed.latency_ms, anomaly_map)
+
+    def check_frame_size(self, frame: Frame, *, camera: str) -> None:
+        """Refuse a camera whose frames do not fit the recipe's region of interest or golden (said once, at the
+        first frame)."""
+        recipe, stages = self.recipe, self.stages
+        where = recipe.source_path or recipe.name
+        roi = recipe.preprocess.roi_xywh_px
+        if roi is not None and (roi[0] + roi[2] > frame.width_px or roi[1] + roi[3] > frame.height_px):
+            raise RecipeError(f"{where}: preprocess.roi_xywh_px {roi} (x, y, width, height) reaches outside camera "
+                              f"{camera}'s {frame.width_px}x{frame.height_px} px frames")
+        height, width = stages.preprocess(frame).shape
+        if stages.anomalies is not None and recipe.anomaly is not None:
+            spec = stages.anomalies.model.card.input
+            if (height, width) != (spec.height, spec.width):
+                raise RecipeError(
+                    f"{where}: anomaly.model ({recipe.anomaly.model}) was trained on {spec.width}x{spec.height} px "
+                    f"images but camera {camera} delivers {width}x{height} px frames (after preprocessing); train "
+                    "one on this camera's good parts: inspect train-anomaly GOOD_FOLDER --out MODEL")
+        if isinstance(stages, AnomalyStages) or stages.register.golden is None or recipe.reference is None:
+            return
+        golden_height, golden_width = stages.register.golden.shape
+        if (height, width) != (golden_height, golden_width):
+            raise RecipeError(
+                f"{where}: reference.golden ({recipe.reference.golden}) is {golden_width}x{golden_height} px but "
+                f"camera {camera} delivers {width}x{height} px frames (after preprocessing); teach a golden from "
+                f"this camera: inspect teach --camera '{camera}' --out golden.png")
+
+    def detection_crops(self, part: InspectedPart) -> list[np.ndarray] | None:
+        """The crops of ``part``'s detections as the classifier cuts them (image, golden, |difference|, with its
+        card's context; a classifier-free chain's candidate settings otherwise): what an operator reviews and
+        ``inspect labels export`` hands to ``inspect train``. None for a part without a golden or detections."""
+        if part.aligned is None or not part.detections:
+            return None
+        name = self.stages.name
+        detector = name.detector if isinstance(name, ClassifyCandidates) else classical_detector(self.recipe)
+        boxes = np.array([detection.region.box_xyxy_px for detection in part.detections], float)
+        return candidate_crops(part.aligned.image, part.aligned.reference, boxes, context=detector.crop_context,
+                               min_side_px=detector.crop_min_side_px)
+
+    def replace_with(self, other: PartChain) -> None:
+        """Take ``other``'s recipe, stages and models, closing this chain's: a recipe selected between parts
+        (nothing may be in flight). The caller keeps its pipeline settings (queue depth, workers)."""
+        retired = (self.batcher, self.anomaly_batcher)
+        self.recipe, self.stages, self.classifier = other.recipe, other.stages, other.classifier
+        self.batcher, self.anomaly_batcher = other.batcher, other.anomaly_batcher
+        for batcher in retired:
+            if batcher is not None:
+                batcher.close()
+
+    def __enter__(self) -> PartChain:
+        return self
+
+
+@dataclass(frozen=True)
+class WaferStages:
+    preprocess: Preprocess
+    locate: LocateDies
+    classify: ClassifyDies
+    localise: LocaliseDefects
+    pattern: ClassifyPattern
+    grade: GradeWafer
+
+
+class WaferChain(Chain):
+    """The ``wafer-lot`` chain: one whole-wafer image at a time."""
+
+    stage_names = ("preprocess", "dies", "classify", "localise", "pattern", "grade")
+
+    def __init__(self, recipe: Recipe, stages: WaferStages, *, classifier: Classifier,
+                 batcher: MicroBatcher) -> None:
+        super().__init__(recipe, classifier=classifier, batcher=batcher)
+        self.stages = stages
+
+    def __call__(self, frame: Frame) -> InspectedWafer | Failed:
+        timed, stages = _Timed(frame), self.stages
+        image = None
+        try:
+            image = timed("preprocess", stages.preprocess, frame)
+            dies = timed("dies", stages.locate, image, timed.latency_ms)
+            judged = timed("classify", stages.classify, dies)
+            boxes = timed("localise", stages.localise, dies, judged.defective)
+            die_map, pattern = timed("pattern", stages.pattern, dies, judged.defective)
+            grade = timed("grade", stages.grade, judged.defective, pattern)
+        except _StageFailed as failure:
+            return timed.failed(failure, image=image)
+        if judged.inference.batch_sizes:
+            timed.latency_ms["batch_wait"] = judged.inference.batch_wait_ms
+        return InspectedWafer(frame, image, dies, judged, boxes, die_map, pattern, grade, timed.latency_ms)
+
+    def __enter__(self) -> WaferChain:
+        return self
+
+
 def classical_detector(recipe: Recipe) -> DetectorSettings:
     """Candidate settings of a station without a classifier: the recipe's ``inspect`` band, no morphology."""
     inspect = recipe.inspect or InspectSettings()
@@ -475,13 +642,14 @@ def classical_detector(recipe: Recipe) -> DetectorSettings:
                             fitted_on="the recipe's inspect section")
 
 
-def load_golden(recipe: Recipe, stage: Preprocess) -> np.ndarray | None:
-    """The recipe's golden, preprocessed exactly as the frames will be (None for a golden per frame)."""
-    assert recipe.reference is not None
-    golden = recipe.reference.golden
+def load_golden(recipe: Recipe, preprocess: Preprocess) -> np.ndarray | None:
+    """The recipe's golden, preprocessed exactly as the frames will be (None: no golden, or one per frame)."""
+    golden = None if recipe.reference is None else recipe.reference.golden
     if golden is None:
         return None
     if golden.startswith("sim:"):
+        from inspection.sim.frames import golden_image  # the generators load only for a simulated station
+
         kind, size_px = synthetic_reference(golden)
         frame = Frame(np.array(golden_image(kind, size_px=size_px)), "mono", 8, golden, 0, 0.0)
     else:
@@ -491,13 +659,11 @@ def load_golden(recipe: Recipe, stage: Preprocess) -> np.ndarray | None:
     if roi is not None and (roi[0] + roi[2] > frame.width_px or roi[1] + roi[3] > frame.height_px):
         raise RecipeError(f"{recipe.source_path or recipe.name}: preprocess.roi_xywh_px {roi} (x, y, width, height) "
                           f"reaches outside the golden's {frame.width_px}x{frame.height_px} px ({golden})")
-    return stage.grey(frame)
+    return preprocess(frame)
 
 
-def _classifier(recipe: Recipe, *, threads: int) -> Classifier:
-    """The recipe's classifier, checked against what the recipe and its chain need from it."""
-    settings = recipe.classify
-    assert settings is not None
+def _classifier(recipe: Recipe, settings: ClassifySettings, *, threads: int) -> tuple[Classifier, str]:
+    """The recipe's classifier and its good class, checked against what the recipe and its chain need."""
     where = recipe.source_path or recipe.name
     try:
         model = find_model(settings.model)
@@ -521,26 +687,33 @@ def _classifier(recipe: Recipe, *, threads: int) -> Classifier:
     if unknown:
         raise RecipeError(f"{where}: classify rules name {', '.join(unknown)}, which the model {settings.model} "
                           f"does not have (its classes: {', '.join(names)})")
-    if card.thresholds.good_class is None:
+    good_class = card.thresholds.good_class
+    if good_class is None:
         raise RecipeError(f"{where}: classify.model {settings.model}: its card names no good class; the chain "
                           "needs one (a false candidate, a passing die)")
     if card.input.channels != 3:
         raise RecipeError(f"{where}: classify.model {settings.model} takes {card.input.channels}-channel input; a "
                           f"{recipe.kind} chain gives it 3-channel crops (image, golden, difference)")
-    if recipe.kind != "wafer-lot":
-        if card.detector is None:
-            raise RecipeError(f"{where}: classify.model {settings.model}: its card has no detector section (the "
-                              "candidates it was trained on); export it with `inspect export MODEL --detector JSON`")
-        if settings.min_score is not None and settings.min_score < card.detector.min_score:
-            raise RecipeError(f"{where}: classify.min_score {settings.min_score} is below the card's "
-                              f"{card.detector.min_score}: a recipe may only tighten what the model was tuned for")
-    return classifier
+    return classifier, good_class
 
 
-def _anomaly_stage(recipe: Recipe, *, threads: int) -> FindAnomalies:
-    """The recipe's anomaly model, checked, with its own micro-batcher."""
+def _detector(recipe: Recipe, classifier: Classifier, settings: ClassifySettings) -> DetectorSettings:
+    """The candidates a part chain's classifier was trained on (its card's detector section), checked."""
+    where, detector = recipe.source_path or recipe.name, classifier.card.detector
+    if detector is None:
+        raise RecipeError(f"{where}: classify.model {settings.model}: its card has no detector section (the "
+                          "candidates it was trained on); export it with `inspect export MODEL --detector JSON`")
+    if settings.min_score is not None and settings.min_score < detector.min_score:
+        raise RecipeError(f"{where}: classify.min_score {settings.min_score} is below the card's "
+                          f"{detector.min_score}: a recipe may only tighten what the model was tuned for")
+    return detector
+
+
+def _anomaly_stage(recipe: Recipe, *, threads: int) -> FindAnomalies | None:
+    """The recipe's anomaly model, checked, with its own micro-batcher (None: the recipe has none)."""
     settings = recipe.anomaly
-    assert settings is not None
+    if settings is None:
+        return None
     where = recipe.source_path or recipe.name
     try:
         model = AnomalyModel(find_model(settings.model), device=settings.device,
@@ -556,19 +729,40 @@ def _anomaly_stage(recipe: Recipe, *, threads: int) -> FindAnomalies:
     return FindAnomalies(model, batcher, settings.threshold or card_threshold, recipe.pixel_size_um)
 
 
-def candidate_chain(recipe: Recipe, candidates: DetectorSettings) -> Chain:
+def _preprocess(recipe: Recipe) -> Preprocess:
+    flatfield = recipe.preprocess.flatfield
+    return Preprocess(recipe, None if flatfield is None else load_flatfield(flatfield))
+
+
+def _grade(recipe: Recipe) -> GradeByClass | GradeBySize:
+    if recipe.classify is not None:
+        return GradeByClass(recipe.classify)
+    if recipe.grade is None:
+        raise RecipeError(f"{recipe.source_path or recipe.name}: needs classify (verdicts by class) or grade "
+                          "(verdicts by size)")
+    return GradeBySize(recipe.grade)
+
+
+def _polarity(recipe: Recipe) -> NameByPolarity:
+    if recipe.grade is None:
+        raise RecipeError(f"{recipe.source_path or recipe.name}: without a classifier, grade (verdicts by size) "
+                          "is needed")
+    return NameByPolarity(recipe.grade)
+
+
+def candidate_chain(recipe: Recipe, candidates: DetectorSettings) -> PartChain:
     """``recipe``'s chain up to its candidates, made with ``candidates`` instead of its model card's: what a
-    new model for the station is trained on (``datasets/*_crops.py``). Its parts carry ``image``,
-    ``reference`` and ``regions``."""
+    new model for the station is trained on (``inspect labels cut``). Its parts carry the aligned frame and the
+    candidate ``regions``."""
     without_model = recipe.model_copy(update={"classify": None,
                                               "grade": GradeSettings(review_area_um2=0, fail_area_um2=0)})
     return build_chain(without_model, candidates=candidates)
 
 
 def build_chain(recipe: Recipe, *, rank_hypotheses: bool = False, threads: int = 0,
-                candidates: DetectorSettings | None = None) -> Chain:
-    """The chain of ``recipe``'s kind with its models loaded and checked (a command line's ``--device`` and the
-    like come in through :meth:`Recipe.with_classify`).
+                candidates: DetectorSettings | None = None) -> PartChain:
+    """The part chain of a ``wafer-die`` or ``pcb`` recipe with its models loaded and checked (a command line's
+    ``--device`` and the like come in through :meth:`Recipe.with_classify`).
 
     ``rank_hypotheses`` keeps every candidate's score for every class (for average precision); ``threads``
     bounds ONNX Runtime's threads per operator (0: one per core); ``candidates`` replaces a classifier-free
@@ -576,48 +770,62 @@ def build_chain(recipe: Recipe, *, rank_hypotheses: bool = False, threads: int =
     the recipe's file and field) for a missing model, rules naming classes the model does not have, or a model
     that does not fit the chain.
     """
-    flatfield = None if recipe.preprocess.flatfield is None else load_flatfield(recipe.preprocess.flatfield)
-    prepare = Preprocess(recipe, flatfield)
-    classify = recipe.classify
-    classifier = None if classify is None else _classifier(recipe, threads=threads)
-    batcher = None if classify is None or classifier is None else MicroBatcher(
-        classifier.predict, max_batch=classify.max_batch, max_wait_ms=classify.max_wait_ms)
-    stages: list[Stage] = [prepare]
-    anomalies = None if recipe.anomaly is None else _anomaly_stage(recipe, threads=threads)
+    where = recipe.source_path or recipe.name
+    if recipe.kind == "wafer-lot":
+        raise RecipeError(f"{where}: a wafer-lot recipe grades whole wafers: inspect grade FOLDER --recipe ...")
+    preprocess, anomalies = _preprocess(recipe), _anomaly_stage(recipe, threads=threads)
     anomaly_batcher = None if anomalies is None else anomalies.batcher
     if anomalies is not None and recipe.reference is None:  # no golden: the anomaly model alone
-        stages += [anomalies, NameByPolarity(recipe), GradePart(recipe)]
-        return Chain(recipe, stages, anomaly_batcher=anomaly_batcher)
-    if recipe.kind == "wafer-lot":
-        assert classifier is not None and batcher is not None and recipe.wafermap is not None
-        threshold = classify.defect_score if classify is not None and classify.defect_score else None
-        threshold = threshold or classifier.card.thresholds.defect_score
-        if threshold is None:
-            raise RecipeError(f"{recipe.source_path}: classify.defect_score is not set and the card of "
-                              f"{classify and classify.model} has no operating point")
-        try:
-            map_model = find_model(recipe.wafermap.model)
-        except ModelNotFoundError as exc:
-            raise RecipeError(f"{recipe.source_path}: wafermap.model: {exc}") from None
-        stages += [LocateDies(recipe), ClassifyDies(classifier, batcher, threshold),
-                   LocaliseDefects(recipe.pixel_size_um),
-                   WaferPattern(load_wafermap_model(map_model, threads=threads)), GradeWafer(recipe)]
-        return Chain(recipe, stages, classifier=classifier, batcher=batcher)
-    detector = (candidates or classical_detector(recipe)) if classifier is None else classifier.card.detector
-    assert detector is not None
-    assert recipe.reference is not None
-    golden, align = load_golden(recipe, prepare), recipe.align or AlignSettings()
+        polarity = _polarity(recipe)
+        alone = AnomalyStages(preprocess, anomalies, polarity, GradeBySize(polarity.settings))
+        return PartChain(recipe, alone, anomaly_batcher=anomaly_batcher)
+    if recipe.reference is None:
+        raise RecipeError(f"{where}: a {recipe.kind} recipe needs reference (its golden) or anomaly")
+    classifier, batcher, name = None, None, None
+    if recipe.classify is not None:
+        classifier, good_class = _classifier(recipe, recipe.classify, threads=threads)
+        detector = _detector(recipe, classifier, recipe.classify)
+        batcher = MicroBatcher(classifier.predict, max_batch=recipe.classify.max_batch,
+                               max_wait_ms=recipe.classify.max_wait_ms)
+        min_score = detector.min_score if recipe.classify.min_score is None else recipe.classify.min_score
+        name = ClassifyCandidates(classifier, batcher, detector, good_class, min_score, rank_hypotheses)
+    else:
+        detector = candidates or classical_detector(recipe)
+    golden, align = load_golden(recipe, preprocess), recipe.align or AlignSettings()
     prepared = (PhaseReference(golden, scale=align.phase_scale) if golden is not None and align.method == "phase"
                 else None)
-    stages += [Register(prepare, golden, align, margin_px=detector.edge_margin_px, beside=recipe.reference.beside,
-                        prepared=prepared),
-               FindCandidates(detector, recipe.pixel_size_um)]
-    if anomalies is not None:
-        stages.append(anomalies)
-    if classifier is not None and batcher is not None and classify is not None:
-        min_score = detector.min_score if classify.min_score is None else classify.min_score
-        stages.append(ClassifyCandidates(classifier, batcher, min_score, rank_hypotheses))
-    else:
-        stages.append(NameByPolarity(recipe))
-    stages.append(GradePart(recipe))
-    return Chain(recipe, stages, classifier=classifier, batcher=batcher, anomaly_batcher=anomaly_batcher)
+    register = Register(preprocess, golden, align, margin_px=detector.edge_margin_px, beside=recipe.reference.beside,
+                        prepared=prepared)
+    stages = GoldenStages(preprocess, register, FindCandidates(detector.difference, recipe.pixel_size_um), anomalies,
+                          name or _polarity(recipe), _grade(recipe))
+    return PartChain(recipe, stages, classifier=classifier, batcher=batcher, anomaly_batcher=anomaly_batcher)
+
+
+def build_wafer_chain(recipe: Recipe, *, threads: int = 0) -> WaferChain:
+    """The chain of a ``wafer-lot`` recipe with its die classifier and wafer-map model loaded and checked.
+
+    ``threads`` bounds ONNX Runtime's threads per operator (0: one per core). Raises RecipeError (naming the
+    recipe's file and field) for another kind of recipe, a missing model or one without an operating point.
+    """
+    where = recipe.source_path or recipe.name
+    classify, wafer, wafermap, rules = recipe.classify, recipe.wafer, recipe.wafermap, recipe.rules
+    if recipe.kind != "wafer-lot" or classify is None or wafer is None or wafermap is None or rules is None:
+        raise RecipeError(f"{where}: a {recipe.kind} recipe; grading whole wafers takes a wafer-lot recipe (with "
+                          "classify, wafer, wafermap and rules)")
+    classifier, _ = _classifier(recipe, classify, threads=threads)
+    threshold = classify.defect_score or classifier.card.thresholds.defect_score
+    good_index = classifier.card.good_index
+    if threshold is None or good_index is None:
+        raise RecipeError(f"{where}: classify.defect_score is not set and the card of {classify.model} has no "
+                          "operating point")
+    try:
+        map_model = find_model(wafermap.model)
+    except ModelNotFoundError as exc:
+        raise RecipeError(f"{where}: wafermap.model: {exc}") from None
+    batcher = MicroBatcher(classifier.predict, max_batch=classify.max_batch, max_wait_ms=classify.max_wait_ms)
+    stages = WaferStages(_preprocess(recipe), LocateDies(wafer, recipe.pixel_size_um),
+                         ClassifyDies(classifier, batcher, threshold, good_index),
+                         LocaliseDefects(recipe.pixel_size_um),
+                         ClassifyPattern(load_wafermap_model(map_model, threads=threads)),
+                         GradeWafer(rules, wafer.die_pitch_um))
+    return WaferChain(recipe, stages, classifier=classifier, batcher=batcher)

@@ -20,7 +20,14 @@ from tqdm import tqdm
 
 from inspection.acquire import Camera, SkippedInput, stream_frames
 from inspection.acquire.labelled import UNSORTED
-from inspection.chain.chain import build_chain, candidate_chain, classical_detector
+from inspection.chain.chain import (
+    ClassifyCandidates,
+    Failed,
+    InspectedPart,
+    build_chain,
+    candidate_chain,
+    classical_detector,
+)
 from inspection.classify import Classifier
 from inspection.classify.card import DetectorSettings
 from inspection.classify.prepare import prepare_batch
@@ -52,14 +59,12 @@ class CutSummary:
 def station_detector(recipe: Recipe) -> tuple[DetectorSettings, Classifier | None]:
     """The candidate settings ``recipe``'s line uses, and its classifier when it has one: the model card's
     ``detector`` section, else the recipe's own ``inspect`` band."""
-    if recipe.classify is None:
-        return classical_detector(recipe), None
-    chain = build_chain(recipe)  # checks the model against the recipe as the line does
-    try:
-        assert chain.classifier is not None and chain.classifier.card.detector is not None  # checked by build_chain
-        return chain.classifier.card.detector, chain.classifier
-    finally:
-        chain.close()
+    if recipe.classify is not None:
+        with build_chain(recipe) as chain:  # checks the model against the recipe as the line does
+            name = chain.stages.name
+            if isinstance(name, ClassifyCandidates):
+                return name.detector, name.classifier
+    return classical_detector(recipe), None
 
 
 def cut_candidates(camera: Camera, recipe: Recipe, out: Path, *, max_frames: int | None = None,
@@ -123,29 +128,11 @@ def cut_candidates(camera: Camera, recipe: Recipe, out: Path, *, max_frames: int
                 chain.check_frame_size(frame, camera=camera.uri)
             summary.frames += 1
             part = chain(frame)
-            if part.image is None or part.reference is None or part.error is not None:
+            if isinstance(part, Failed):
                 summary.not_registered[str(part.error or part.reason)] += 1
                 continue
-            candidates = np.array([region.box_xyxy_px for region in part.regions], float).reshape(-1, 4)
-            agreeing = background_boxes(part.image.shape, candidates, good_per_frame, valid=part.valid,
-                                        rng=np.random.default_rng([seed, summary.frames]))
-            summary.agreeing += len(agreeing)
-            boxes = np.concatenate([candidates, agreeing])
-            crops = candidate_crops(part.image, part.reference, boxes, context=detector.crop_context,
-                                    min_side_px=detector.crop_min_side_px)  # cut once, named below
-            folders = [UNSORTED] * len(candidates)
-            if classifier is not None and presort and len(candidates):
-                probabilities = classifier.predict(prepare_batch(
-                    [(crop, "bgr", 8) for crop in crops[:len(candidates)]], card=classifier.card))
-                folders = [classifier.class_names[int(k)] for k in probabilities.argmax(1)]
-            folders += [GOOD] * len(agreeing)
-            for number, (crop, folder, box) in enumerate(zip(crops, folders, boxes, strict=True)):
-                name = f"{summary.frames - 1:06d}_{number:03d}.png"  # frame order, from 0
-                save_png(out / folder / name, crop)
-                summary.crops[folder] += 1
-                x0, y0, x1, y1 = (round(float(v)) for v in box)
-                rows.append((f"{folder}/{name}", str(frame.path or frame.source_id), frame.frame_counter,
-                             x0, y0, x1, y1))
+            rows += _cut_part(part, out, summary, detector=detector, sorter=classifier if presort else None,
+                              good_per_frame=good_per_frame, seed=seed)
     finally:
         chain.close()
     out.mkdir(parents=True, exist_ok=True)
@@ -154,3 +141,34 @@ def cut_candidates(camera: Camera, recipe: Recipe, out: Path, *, max_frames: int
                                       *rows])
     (out / DETECTOR_FILE).write_text(detector.model_dump_json(indent=2) + "\n")
     return summary
+
+
+def _cut_part(part: InspectedPart, out: Path, summary: CutSummary, *, detector: DetectorSettings,
+              sorter: Classifier | None, good_per_frame: int, seed: int
+              ) -> list[tuple[str, str, int, int, int, int, int]]:
+    """Save one registered part's candidate crops (into the folder ``sorter`` names, else ``unsorted``) and
+    ``good_per_frame`` crops where frame and golden agree (into ``good``); returns their rows of the table."""
+    aligned, frame = part.aligned, part.frame
+    if aligned is None:
+        return []
+    candidates = np.array([region.box_xyxy_px for region in part.regions], float).reshape(-1, 4)
+    agreeing = background_boxes(aligned.image.shape, candidates, good_per_frame, valid=aligned.valid,
+                                rng=np.random.default_rng([seed, summary.frames]))
+    summary.agreeing += len(agreeing)
+    boxes = np.concatenate([candidates, agreeing])
+    crops = candidate_crops(aligned.image, aligned.reference, boxes, context=detector.crop_context,
+                            min_side_px=detector.crop_min_side_px)  # cut once, named below
+    folders = [UNSORTED] * len(candidates)
+    if sorter is not None and len(candidates):
+        probabilities = sorter.predict(prepare_batch([(crop, "bgr", 8) for crop in crops[:len(candidates)]],
+                                                     card=sorter.card))
+        folders = [sorter.class_names[int(k)] for k in probabilities.argmax(1)]
+    folders += [GOOD] * len(agreeing)
+    rows = []
+    for number, (crop, folder, box) in enumerate(zip(crops, folders, boxes, strict=True)):
+        name = f"{summary.frames - 1:06d}_{number:03d}.png"  # frame order, from 0
+        save_png(out / folder / name, crop)
+        summary.crops[folder] += 1
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
+        rows.append((f"{folder}/{name}", str(frame.path or frame.source_id), frame.frame_counter, x0, y0, x1, y1))
+    return rows

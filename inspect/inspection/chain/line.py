@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from inspection.acquire import Camera, CameraError, SkippedInput, stream_frames
-from inspection.chain.chain import Chain
+from inspection.chain.chain import Failed, InspectedPart, PartChain
 from inspection.chain.hooks import HookDispatcher, LineEvent
 from inspection.report import ResultStore, StoreError, draw_detections, save_png
 from inspection.types import Frame, Verdict
@@ -65,7 +65,7 @@ class StationCheck:
     """Frames that ended in error, by reason."""
 
 
-def check_station(chain: Chain, frames: list[Frame]) -> StationCheck:
+def check_station(chain: PartChain, frames: list[Frame]) -> StationCheck:
     """``frames`` through ``chain`` (nothing stored): the frame size, each registration's score, candidates per
     frame, verdicts, and the errors by reason."""
     check = StationCheck()
@@ -75,11 +75,11 @@ def check_station(chain: Chain, frames: list[Frame]) -> StationCheck:
         check.frames += 1
         part = chain(frame)
         check.verdicts[str(part.verdict)] += 1
-        if part.verdict == Verdict.ERROR:
+        if isinstance(part, Failed):
             check.errors[str(part.error) if part.error is not None else part.reason] += 1
             continue
-        if part.fit is not None:
-            check.alignment_scores.append(part.fit.score)
+        if part.aligned is not None:
+            check.alignment_scores.append(part.aligned.fit.score)
         check.candidates.append(len(part.regions))
     return check
 
@@ -126,8 +126,8 @@ class LineStats:
 _DONE = object()
 
 
-def _commit(item: Any, store: ResultStore, stats: LineStats, *, run_id: int, save_ng_dir: Path | None,
-            chain: Chain) -> LineEvent:
+def _commit(item: SkippedInput | InspectedPart | Failed, store: ResultStore, stats: LineStats, *, run_id: int,
+            save_ng_dir: Path | None, chain: PartChain) -> LineEvent:
     """Store one item of the results queue: a skipped input as an event, a part as its result. A part that did
     not pass gets its picture and the crops its detections were classified on (for review); a picture that
     cannot be saved is logged and never costs the part its result. Returns the event to tell the hooks."""
@@ -143,7 +143,7 @@ def _commit(item: Any, store: ResultStore, stats: LineStats, *, run_id: int, sav
                                   title=f"{result.source_id} #{result.frame_counter}", reason=result.reason)
         try:
             image_path = str(save_png(save_ng_dir / f"{stem}_{result.verdict}.png", picture))
-            crops = chain.detection_crops(item)
+            crops = None if isinstance(item, Failed) else chain.detection_crops(item)
             if crops is not None:
                 crop_paths = [str(save_png(save_ng_dir / "crops" / f"{stem}_{index:02d}.png", crop))
                               for index, crop in enumerate(crops)]
@@ -160,7 +160,7 @@ def _commit(item: Any, store: ResultStore, stats: LineStats, *, run_id: int, sav
     return LineEvent("result", run_id, result=result, row_id=row_id, latency_ms=latency_ms)
 
 
-def run_line(camera: Camera, chain: Chain, store: ResultStore, *, run_id: int, stop: threading.Event,
+def run_line(camera: Camera, chain: PartChain, store: ResultStore, *, run_id: int, stop: threading.Event,
              max_frames: int | None = None, save_ng_dir: Path | None = None,
              on_status: Callable[[LineStats], None] | None = None, status_interval_s: float = 0.5,
              hooks: HookDispatcher | None = None) -> LineStats:

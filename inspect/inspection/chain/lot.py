@@ -24,13 +24,23 @@ from tqdm import tqdm
 
 from inspection.acquire import ImageReadError, read_image
 from inspection.acquire.base import STOP_POLL_S
-from inspection.chain.chain import Chain, Part, build_chain
+from inspection.chain.chain import Failed, InspectedWafer, WaferChain, build_wafer_chain
 from inspection.measure.dies import die_inputs
 from inspection.recipe import Recipe
 from inspection.report.lots import LotStore
 from inspection.report.store import StoreError
 from inspection.sim.lot import read_truth
-from inspection.types import Frame, GradedWafer, InspectionError, LotItem, Verdict
+from inspection.types import (
+    DiePicture,
+    DieTable,
+    Frame,
+    GradedWafer,
+    InspectionError,
+    LotItem,
+    Verdict,
+    WaferGeometry,
+    WaferReport,
+)
 from inspection.workers import die_with_parent
 
 THUMBNAILS_PER_WAFER = 4
@@ -39,63 +49,59 @@ REVIEW_DIES_PER_WAFER = 32
 Engine = Literal["local", "ray"]
 
 
-def grade_wafer(chain: Chain, item: LotItem) -> GradedWafer:
+def grade_wafer(chain: WaferChain, item: LotItem) -> GradedWafer:
     """One wafer through the chain; a wafer that cannot be read or graded is ``failed`` with the reason."""
     started = time.perf_counter()
     try:
         pixels, layout, bit_depth = read_image(item.image_path)
     except ImageReadError as exc:
-        return GradedWafer(item, "failed", str(exc), Verdict.ERROR, {})
+        return GradedWafer(item, str(exc), Verdict.ERROR, {})
     read_ms = (time.perf_counter() - started) * 1000
-    part = chain(Frame(pixels, layout, bit_depth, item.lot_id, item.slot, time.time(), path=item.image_path))
-    timings = {"read": read_ms, **part.latency_ms}
-    if part.verdict == Verdict.ERROR:
-        reason = str(part.error) if part.error is not None else f"internal error in {part.reason}"
-        return GradedWafer(item, "failed", reason, Verdict.ERROR, timings)
+    inspected = chain(Frame(pixels, layout, bit_depth, item.lot_id, item.slot, time.time(), path=item.image_path))
+    timings = {"read": read_ms, **inspected.latency_ms}
+    if isinstance(inspected, Failed):
+        reason = str(inspected.error) if inspected.error is not None else f"internal error in {inspected.reason}"
+        return GradedWafer(item, reason, Verdict.ERROR, timings)
     try:
-        return _graded(chain, item, part, timings)
+        report = _report(chain, item, inspected)
     except InspectionError as exc:  # an unreadable truth file fails the wafer, with the file named
-        return GradedWafer(item, "failed", str(exc), Verdict.ERROR, timings)
+        return GradedWafer(item, str(exc), Verdict.ERROR, timings)
+    return GradedWafer(item, inspected.grade.reason, inspected.verdict, timings, report)
 
 
-def _graded(chain: Chain, item: LotItem, part: Part, timings: dict[str, float]) -> GradedWafer:
+def _report(chain: WaferChain, item: LotItem, wafer: InspectedWafer) -> WaferReport:
     """The store's record of a graded wafer."""
-    located, recipe, classifier = part.dies, chain.recipe, chain.classifier
-    assert located is not None and classifier is not None and recipe.wafer is not None and part.pattern is not None
-    assert part.die_scores is not None and part.defective is not None and part.die_classes is not None
-    assert part.die_map is not None and part.yield_fraction is not None and part.defect_density_per_cm2 is not None
-    class_names = classifier.card.class_names
+    located, judged, boxes = wafer.dies, wafer.judged, wafer.defect_boxes
+    class_names = tuple(chain.stages.classify.classifier.class_names)
     rows = np.array([d.row for d in located.dies], np.int32)
     cols = np.array([d.column for d in located.dies], np.int32)
-    centres_mm = np.array([d.centre_mm for d in located.dies], np.float64)
-    scores, defective = part.die_scores, part.defective
-    dies = {
-        "row": rows, "col": cols, "x_mm": centres_mm[:, 0], "y_mm": centres_mm[:, 1],
-        "class_index": part.die_classes.astype(np.int32), "defect_score": scores.astype(np.float64),
-        "defective": defective, **part.defect_boxes_um, "truth_class": _truth_classes(item, rows, cols, class_names),
-    }
+    centres_mm = np.array([d.centre_mm for d in located.dies], np.float64).reshape(-1, 2)
+    scores, defective, classes = judged.defect_scores, judged.defective, judged.classes
+    dies = DieTable(rows, cols, centres_mm[:, 0], centres_mm[:, 1], classes.astype(np.int32),
+                    scores.astype(np.float64), defective, boxes.x_rel_um, boxes.y_rel_um, boxes.x_size_um,
+                    boxes.y_size_um, boxes.area_um2, _truth_classes(item, rows, cols, class_names))
     worst = [i for i in np.argsort(-scores)[:REVIEW_DIES_PER_WAFER] if defective[i]]
-    thumbnails = [(int(rows[i]), int(cols[i]), class_names[part.die_classes[i]], float(scores[i]),
-                   cv2.imencode(".png", located.crops[i])[1].tobytes()) for i in worst[:THUMBNAILS_PER_WAFER]]
-    inputs = die_inputs(located.crops[worst], located.golden) if worst else []
-    review_dies = [(int(rows[i]), int(cols[i]), class_names[part.die_classes[i]], float(scores[i]),
-                    cv2.imencode(".png", picture)[1].tobytes()) for i, picture in zip(worst, inputs, strict=True)]
-    fit, pixel_um = located.fit, recipe.pixel_size_um
-    geometry = {
-        "centre_xy_px": [round(v, 3) for v in fit.centre_xy_px], "diameter_mm": round(2 * (fit.radius_mm or 0), 3),
-        "notch_angle_deg": round(fit.notch_angle_deg, 3), "notch_kind": fit.notch_kind,
-        "edge_rms_px": round(fit.edge_rms_px, 3),
-        "die_pitch_um": [round(p * pixel_um, 2) for p in located.grid.pitch_xy_px],
-        "die_size_um": [round(located.crops.shape[2] * pixel_um, 1), round(located.crops.shape[1] * pixel_um, 1)],
-        "dies": len(rows), "image_size_px": [part.frame.width_px, part.frame.height_px],
-    }
-    return GradedWafer(item, "graded", part.reason, part.verdict, timings, part.pattern["pattern"],
-                       float(part.pattern["confidence"]), part.pattern["root_cause"], part.yield_fraction,
-                       part.defect_density_per_cm2, part.die_map, (int(rows.min()), int(cols.min())), geometry, dies,
-                       tuple(class_names), thumbnails, review_dies)
+    thumbnails = tuple(DiePicture(int(rows[i]), int(cols[i]), class_names[classes[i]], float(scores[i]),
+                                  cv2.imencode(".png", located.crops[i])[1].tobytes())
+                       for i in worst[:THUMBNAILS_PER_WAFER])
+    inputs: Sequence[np.ndarray] | np.ndarray = die_inputs(located.crops[worst], located.golden) if worst else []
+    review_dies = tuple(DiePicture(int(rows[i]), int(cols[i]), class_names[classes[i]], float(scores[i]),
+                                   cv2.imencode(".png", picture)[1].tobytes())
+                        for i, picture in zip(worst, inputs, strict=True))
+    fit, pixel_um = located.fit, chain.recipe.pixel_size_um
+    pitch_x_px, pitch_y_px = located.grid.pitch_xy_px
+    geometry = WaferGeometry(
+        centre_xy_px=fit.centre_xy_px, diameter_mm=2 * (fit.radius_mm or 0), notch_angle_deg=fit.notch_angle_deg,
+        notch_kind=fit.notch_kind, edge_rms_px=fit.edge_rms_px, die_pitch_um=(pitch_x_px * pixel_um,
+                                                                               pitch_y_px * pixel_um),
+        die_size_um=(located.crops.shape[2] * pixel_um, located.crops.shape[1] * pixel_um), dies=len(rows),
+        image_size_px=(wafer.frame.width_px, wafer.frame.height_px))
+    return WaferReport(wafer.pattern, wafer.grade.yield_fraction, wafer.grade.defect_density_per_cm2, wafer.die_map,
+                       (int(rows.min()), int(cols.min())), geometry, dies, class_names, thumbnails, review_dies)
 
 
-def _truth_classes(item: LotItem, rows: np.ndarray, cols: np.ndarray, class_names: list[str]) -> np.ndarray:
+def _truth_classes(item: LotItem, rows: np.ndarray, cols: np.ndarray, class_names: tuple[str, ...]
+                   ) -> np.ndarray:
     """Truth class per graded die (index into the model's classes; -1 where the truth has no such die)."""
     truth = np.full(len(rows), -1, np.int32)
     if item.truth_dies is None:
@@ -113,13 +119,13 @@ def _truth_classes(item: LotItem, rows: np.ndarray, cols: np.ndarray, class_name
 
 # --- running a lot: a local process pool or Ray, the driver committing each wafer as it arrives -------------
 
-_WORKER: Chain | None = None
+_WORKER: WaferChain | None = None
 
 
 def _init_worker(recipe: Recipe, threads: int, parent_pid: int) -> None:
     global _WORKER
     die_with_parent(parent_pid)
-    _WORKER = build_chain(recipe, threads=threads)
+    _WORKER = build_wafer_chain(recipe, threads=threads)
 
 
 def _grade_in_worker(item: LotItem) -> GradedWafer:
@@ -127,19 +133,19 @@ def _grade_in_worker(item: LotItem) -> GradedWafer:
     return _safe_grade(_WORKER, item)
 
 
-def _safe_grade(chain: Chain, item: LotItem) -> GradedWafer:
+def _safe_grade(chain: WaferChain, item: LotItem) -> GradedWafer:
     """One wafer, never raising: a bug in a stage fails that wafer (with the error) and the lot goes on."""
     try:
         return grade_wafer(chain, item)
     except Exception as exc:  # the lot must go on; the reason is stored and reported
-        return GradedWafer(item, "failed", f"internal error: {type(exc).__name__}: {exc}", Verdict.ERROR, {})
+        return GradedWafer(item, f"internal error: {type(exc).__name__}: {exc}", Verdict.ERROR, {})
 
 
 def _grade_remote(recipe: Recipe, threads: int, item: LotItem) -> GradedWafer:
     """Ray task body: each Ray worker process builds the chain once and keeps it."""
     global _WORKER
     if _WORKER is None or _WORKER.recipe != recipe:
-        _WORKER = build_chain(recipe, threads=threads)
+        _WORKER = build_wafer_chain(recipe, threads=threads)
     return _safe_grade(_WORKER, item)
 
 
@@ -157,7 +163,7 @@ def grade_items(items: Sequence[LotItem], recipe: Recipe, *, workers: int = 1, e
     if engine == "ray":
         yield from _grade_on_ray(items, recipe, workers=workers, threads=threads, address=ray_address, stop=stop)
     elif workers == 1:
-        with build_chain(recipe) as chain:
+        with build_wafer_chain(recipe) as chain:
             for item in items:
                 if stop.is_set():
                     return

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from inspection.acquire import read_image
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
-from inspection.chain.chain import Chain, Part
+from inspection.chain.chain import Failed, InspectedPart, PartChain
 from inspection.classify import MicroBatcher
 from inspection.classify.anomaly import AnomalyModel, anomaly_regions
 from inspection.classify.card import DetectorSettings
@@ -30,7 +30,7 @@ from inspection.evaluate.pairs import matched, pairs_report
 from inspection.preprocess import to_gray
 from inspection.report import draw_anomaly_map, save_png
 from inspection.sim.frames import perturb
-from inspection.types import Frame, InspectionError, Verdict
+from inspection.types import Frame, InspectionError
 
 CANDIDATE_SETTINGS = DetectorSettings(
     band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, edge_margin_px=10,
@@ -42,12 +42,12 @@ CANDIDATE_SETTINGS = DetectorSettings(
 """The candidate stage a new PCB model is trained on (datasets/deeppcb_crops.py fits the box growth)."""
 
 
-def find_candidates(chain: Chain, test: np.ndarray, template: np.ndarray) -> Part:
+def find_candidates(chain: PartChain, test: np.ndarray, template: np.ndarray) -> InspectedPart:
     """A grey test board and its template through a :func:`~inspection.chain.chain.candidate_chain`: the part
-    with the registered template (``reference``), the ``fit`` and the candidate ``regions``."""
+    with the template registered to it (``aligned``) and the candidate ``regions``."""
     part = chain(Frame(test, "mono", 8, "test", 0, 0.0), reference=Frame(template, "mono", 8, "template", 0, 0.0))
-    if part.error is not None:
-        raise part.error
+    if isinstance(part, Failed):
+        raise part.error or InspectionError(part.reason)
     return part
 
 
@@ -57,16 +57,17 @@ def read_grey_frame(path: Path, counter: int) -> Frame:
     return Frame(to_gray(image, layout=layout), "mono", bit_depth, str(path), counter, time.time(), path=str(path))
 
 
-def inspect_pair(chain: Chain, test: Path, template: Path) -> Part:
-    """One board against its template; an error part when the pair cannot be inspected (the reason names the file)."""
+def inspect_pair(chain: PartChain, test: Path, template: Path) -> InspectedPart:
+    """One board against its template. Raises InspectionError naming the files when the pair cannot be
+    inspected."""
     part = chain(read_grey_frame(test, 0), reference=read_grey_frame(template, 0))
-    if part.verdict == Verdict.ERROR:
+    if isinstance(part, Failed):
         raise InspectionError(f"{test} against {template}: {part.reason}")
     return part
 
 
-def evaluate_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int = 2, max_shift_px: float = 0.0,
-                   max_angle_deg: float = 0.0, seed: int = 0, baseline: Chain | None = None) -> dict[str, Any]:
+def evaluate_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int = 2, max_shift_px: float = 0.0,
+                   max_angle_deg: float = 0.0, seed: int = 0, baseline: PartChain | None = None) -> dict[str, Any]:
     """The DeepPCB metric over ``pairs`` (optionally with each test image moved by a seeded random rigid
     transform), its 95% bootstrap intervals over the pairs (``ci95``) and the end-to-end speed: image reading,
     registration, candidates, classification, NMS. Precision, recall and F-score count the reported
@@ -89,13 +90,13 @@ def evaluate_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int = 2, max_
     return result
 
 
-def _inspect_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int, max_shift_px: float,
+def _inspect_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int, max_shift_px: float,
                    max_angle_deg: float, seed: int) -> tuple[Outcomes, list[tuple[str, ...]], list[str], float]:
     """Per pair, what the model made of it (kept per pair so that intervals resample whole pairs), its
     ground-truth classes, the pairs that failed with their reasons, and the seconds it all took."""
     perturbations = np.random.default_rng(seed).spawn(len(pairs))
 
-    def one(index: int) -> tuple[PcbPair, Part | str, np.ndarray, tuple[str, ...]]:
+    def one(index: int) -> tuple[PcbPair, InspectedPart | str, np.ndarray, tuple[str, ...]]:
         pair = pairs[index]
         try:
             test, template = read_grey_frame(pair.test_path, index), read_grey_frame(pair.template_path, index)
@@ -109,7 +110,7 @@ def _inspect_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int, max_shif
             truth_boxes = truth_boxes[inside]
             truth_kinds = tuple(kind for kind, keep in zip(truth_kinds, inside, strict=True) if keep)
         part = chain(test, reference=template)
-        if part.verdict == Verdict.ERROR:
+        if isinstance(part, Failed):
             return pair, f"{pair.test_path}: {part.reason}", truth_boxes, truth_kinds
         return pair, part, truth_boxes, truth_kinds
 
@@ -127,9 +128,11 @@ def _inspect_pairs(chain: Chain, pairs: list[PcbPair], *, workers: int, max_shif
                 detections.append([])
                 ranked.append([])
                 continue
-            assert result.hypotheses is not None, "the chain was built without rank_hypotheses"
+            hypotheses = result.named.hypotheses
+            if hypotheses is None:
+                raise ValueError("evaluate_pairs needs a chain built with rank_hypotheses=True")
             detections.append(matched(as_hypotheses(result.detections), truth_boxes, truth_kinds))
-            ranked.append(matched(result.hypotheses, truth_boxes, truth_kinds))
+            ranked.append(matched(hypotheses, truth_boxes, truth_kinds))
     return (detections, ranked), truth, failed, time.perf_counter() - started
 
 
@@ -165,15 +168,8 @@ def evaluate_anomaly_pairs(model: AnomalyModel, pairs: list[PcbPair], *, workers
         batcher.close()
     spec = model.card.input
     at = threshold or settings.threshold
-    for pair, score_map in list(zip(pairs, defect_maps, strict=True))[: picture_count if pictures else 0]:
-        assert pictures is not None
-        found = anomaly_regions(score_map, threshold=at, stride_px=settings.map_stride_px,
-                                image_shape=(spec.height, spec.width), pixel_size_um=1.0)
-        image = read_grey_frame(pair.test_path, 0).image
-        save_png(pictures / f"{pair.test_path.stem}.png", draw_anomaly_map(
-            image, score_map, threshold=at, truth_boxes=pair.boxes,
-            found_boxes=np.array([r.box_xyxy_px for r in found], float).reshape(-1, 4),
-            title=f"{pair.test_path.name}: {len(pair.kinds)} annotated (green), {len(found)} found (red)"))
+    if pictures is not None:
+        _draw_score_maps(pictures, pairs[:picture_count], defect_maps, model=model, threshold=at)
     report = anomaly_report(defect_maps, [p.boxes for p in pairs], [p.kinds for p in pairs], good_maps,
                             stride_px=settings.map_stride_px, image_shape=(spec.height, spec.width),
                             threshold=at,
@@ -182,3 +178,17 @@ def evaluate_anomaly_pairs(model: AnomalyModel, pairs: list[PcbPair], *, workers
                    "ms_per_image": round(1000.0 * elapsed_s / len(pairs), 2), "workers": workers,
                    "model_sha256": model.card.onnx_sha256})
     return report
+
+
+def _draw_score_maps(folder: Path, pairs: list[PcbPair], score_maps: list[np.ndarray], *, model: AnomalyModel,
+                     threshold: float) -> None:
+    """Each board with its score map, annotated boxes (green) and the regions found (red), into ``folder``."""
+    spec, settings = model.card.input, model.settings
+    for pair, score_map in zip(pairs, score_maps, strict=False):
+        found = anomaly_regions(score_map, threshold=threshold, stride_px=settings.map_stride_px,
+                                image_shape=(spec.height, spec.width), pixel_size_um=1.0)
+        image = read_grey_frame(pair.test_path, 0).image
+        save_png(folder / f"{pair.test_path.stem}.png", draw_anomaly_map(
+            image, score_map, threshold=threshold, truth_boxes=pair.boxes,
+            found_boxes=np.array([r.box_xyxy_px for r in found], float).reshape(-1, 4),
+            title=f"{pair.test_path.name}: {len(pair.kinds)} annotated (green), {len(found)} found (red)"))

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from inspection.measure import DifferenceSettings
 from inspection.types import InspectionError, control_character
 
 CARD_FORMAT = "wafer-inspect-model/1"
@@ -176,6 +177,14 @@ class DetectorSettings(_Strict):
     min_score: float = Field(..., ge=0, le=1)
     """A candidate is reported when its most likely defect class has at least this probability."""
     fitted_on: str
+
+    @property
+    def difference(self) -> DifferenceSettings:
+        """The comparison with the golden that makes these candidates (``measure.difference_regions``)."""
+        return DifferenceSettings(
+            band_px=self.band_px, tolerance_grey=self.tolerance_grey, open_px=self.open_px, close_px=self.close_px,
+            min_area_px=self.min_area_px, edge_zone_px=self.edge_zone_px, edge_open_px=self.edge_open_px,
+            edge_keep_min_area_px=self.edge_keep_min_area_px, edge_keep_max_side_px=self.edge_keep_max_side_px)
 
     @model_validator(mode="after")
     def _edge_zone_opens_more(self) -> DetectorSettings:

@@ -13,7 +13,7 @@ from types import FrameType
 
 from tqdm import tqdm
 
-from inspection.chain.chain import build_chain
+from inspection.chain.chain import build_wafer_chain
 from inspection.cli.common import (
     UsageError,
     add_device_option,
@@ -40,16 +40,17 @@ def cmd_grade(args: argparse.Namespace) -> int:
     if args.map_model is not None:
         wafermap = recipe.wafermap.model_copy(update={"model": str(args.map_model)})
         recipe = recipe.model_copy(update={"wafermap": wafermap})
-    build_chain(recipe).close()  # a missing model or a rule it cannot meet fails here, before any worker starts
+    build_wafer_chain(recipe).close()  # a missing model or a rule it cannot meet fails here, before any worker starts
     items = read_lot(args.source)
     db_path = args.out / LOT_DATABASE
 
     def report(wafer: GradedWafer) -> None:
         if args.quiet:
             return
-        if wafer.status == "graded":
-            line = (f"{wafer.item.wafer_id}: {wafer.verdict} yield {wafer.yield_fraction:.1%} {wafer.pattern} "
-                    f"({wafer.pattern_confidence:.2f}) - {wafer.reason}")
+        if wafer.report is not None:
+            pattern = wafer.report.pattern
+            line = (f"{wafer.item.wafer_id}: {wafer.verdict} yield {wafer.report.yield_fraction:.1%} {pattern.pattern} "
+                    f"({pattern.confidence:.2f}) - {wafer.reason}")
         else:
             line = f"{wafer.item.wafer_id}: failed to grade - {wafer.reason}"
         tqdm.write(line, file=sys.stderr)  # above the bar, which is redrawn below it

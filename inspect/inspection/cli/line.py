@@ -21,7 +21,7 @@ import yaml
 
 from inspection.acquire import SCHEMES, CameraError, open_camera, stream_frames
 from inspection.align.wafer import whole_wafer_radius_px
-from inspection.chain.chain import Chain, build_chain
+from inspection.chain.chain import PartChain, build_chain
 from inspection.chain.hooks import Hook, HookDispatcher, installed_hooks, load_hook
 from inspection.chain.line import LineStats, StationCheck, check_station, run_line, teach_reference
 from inspection.chain.metrics import LineMetrics
@@ -164,7 +164,7 @@ def _opcua(args: argparse.Namespace, recipe: Recipe) -> OpcUaServer | None:
     return server
 
 
-def _recipe_selector(args: argparse.Namespace, chain: Chain, store: ResultStore, *, run_id: int
+def _recipe_selector(args: argparse.Namespace, chain: PartChain, store: ResultStore, *, run_id: int
                      ) -> Callable[[str], str]:
     """What OPC UA's SelectRecipe does: build the named recipe's chain and put it in place between parts; the
     selection is stored as an event of the run (its results name the recipe by that event)."""

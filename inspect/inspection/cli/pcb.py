@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inspection.chain.chain import Chain, build_chain
+from inspection.chain.chain import PartChain, build_chain
 from inspection.cli.common import (
     MAX_SEED,
     UsageError,
@@ -43,7 +43,6 @@ def cmd_pcb_inspect(args: argparse.Namespace) -> int:
 
     with build_chain(_pcb_recipe(args, model=args.model, precision=args.precision, anomaly=args.anomaly)) as chain:
         part = inspect_pair(chain, args.test, args.template)
-    assert part.image is not None and part.fit is not None
     boxes = [d.box_xyxy_px or d.region.box_xyxy_px for d in part.detections]
     detections = [{"kind": d.kind, "score": round(d.score, 4), "box_xyxy_px": [round(v, 1) for v in box],
                    "area_px": d.region.area_px} for d, box in zip(part.detections, boxes, strict=True)]
@@ -51,7 +50,9 @@ def cmd_pcb_inspect(args: argparse.Namespace) -> int:
         save_png(args.out, draw_boxes(part.image, np.array(boxes, float).reshape(-1, 4),
                                       [f"{d.kind} {d.score:.2f}" for d in part.detections],
                                       title=f"{args.test.name}: {len(detections)} defects"))
-    fit = part.fit
+    if part.aligned is None:
+        raise UsageError(f"--recipe {args.recipe}: no golden, so the board is not registered to its template")
+    fit = part.aligned.fit
     if args.json:
         print(json.dumps({"test": str(args.test), "template": str(args.template), "detections": detections,
                           "angle_deg": round(fit.angle_deg, 3), "shift_px": [round(v, 2) for v in fit.shift_px],
@@ -74,7 +75,7 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
     assert recipe.classify is not None
     chain = build_chain(recipe, rank_hypotheses=True, threads=1)
     # The baseline is always FP32, so `--int8 --compare` the same model measures what quantisation costs.
-    baseline: Chain | None = None if args.compare is None else build_chain(
+    baseline: PartChain | None = None if args.compare is None else build_chain(
         _pcb_recipe(args, model=args.compare, precision="fp32"), rank_hypotheses=True, threads=1)
     pairs = read_pair_list(args.root, args.list)
     try:

@@ -51,8 +51,8 @@ def cmd_wafermap_show(args: argparse.Namespace) -> int:
         from inspection.wafermap.classify import classify_maps, load_wafermap_model
 
         predicted = classify_maps(load_wafermap_model(model_dir), [die_map])[0]
-        title += f"  {predicted['pattern']} ({predicted['confidence']:.2f})"
-        subtitle = f"likely cause: {predicted['root_cause']}" + (f"; labelled {label}" if label else "")
+        title += f"  {predicted.pattern} ({predicted.confidence:.2f})"
+        subtitle = f"likely cause: {predicted.root_cause}" + (f"; labelled {label}" if label else "")
     else:
         subtitle = f"labelled {label}: {ROOT_CAUSES.get(label, 'unknown pattern')}" if label else ""
     title += f"  yield {yield_fraction(die_map):.1%} of {dies} dies"
@@ -79,11 +79,11 @@ def cmd_wafermap_classify(args: argparse.Namespace) -> int:
     results = classify_maps(_wafermap_model(args), maps)
     for name, result in zip(names, results, strict=True):
         if args.json:
-            print(json.dumps({"map": name, **result}))
+            print(json.dumps({"map": name, **result.to_dict()}))
         else:
-            top = ", ".join(f"{t['pattern']} {t['probability']:.3f}" for t in result["top3"])
-            print(f"{name}: {result['pattern']} ({result['confidence']:.3f}; top-3 {top}), yield "
-                  f"{result['yield']:.1%}; likely cause: {result['root_cause']}")
+            top = ", ".join(f"{t.pattern} {t.probability:.3f}" for t in result.top3)
+            print(f"{name}: {result.pattern} ({result.confidence:.3f}; top-3 {top}), yield "
+                  f"{result.yield_fraction:.1%}; likely cause: {result.root_cause}")
     return 0
 
 

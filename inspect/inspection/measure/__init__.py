@@ -14,10 +14,33 @@ import numpy as np
 
 from inspection.types import Region
 
-__all__ = ["ToleranceBand", "candidate_crops", "crop_squares", "deviation", "dies", "difference_regions", "grid",
-           "metrology", "regions", "tolerance_band"]
+__all__ = ["DifferenceSettings", "ToleranceBand", "candidate_crops", "crop_squares", "deviation", "dies",
+           "difference_regions", "grid", "metrology", "regions", "tolerance_band"]
 """Candidates of a part here; the dies of a wafer in ``dies``, the die grid in ``grid``, calibrated metrology
 (blobs, subpixel edges, line and circle fits) in ``metrology``."""
+
+
+@dataclass(frozen=True)
+class DifferenceSettings:
+    """How a registered part is compared with its golden (:func:`difference_regions`): all sizes in pixels."""
+
+    band_px: int
+    """Half-side of the window over which the golden's local min/max make the tolerance band."""
+    tolerance_grey: float
+    """Grey levels the band is widened by."""
+    open_px: int = 0
+    """Side of the opening that removes slivers (0: none)."""
+    close_px: int = 0
+    """Side of the closing that joins the pieces of one defect (0: none)."""
+    min_area_px: int = 1
+    """Smaller regions are dropped."""
+    edge_zone_px: int = 0
+    """Within this distance of the golden's edges the opening is ``edge_open_px`` instead (0: no edge zone)."""
+    edge_open_px: int = 0
+    edge_keep_min_area_px: int = 0
+    edge_keep_max_side_px: int = 0
+    """Pieces of at least ``edge_keep_min_area_px`` and at most ``edge_keep_max_side_px`` either way are spared
+    the edge zone's opening (0: none are)."""
 
 
 @dataclass(frozen=True)
@@ -122,10 +145,8 @@ def regions(deviation_map: np.ndarray, *, mask: np.ndarray | None = None, min_ar
     return tuple(sorted(found, key=lambda r: r.area_px, reverse=True))
 
 
-def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.ndarray, band_px: int,
-                       tolerance_grey: float, open_px: int, close_px: int, min_area_px: int,
-                       pixel_size_um: float, edge_zone_px: int = 0, edge_open_px: int = 0,
-                       edge_keep_min_area_px: int = 0, edge_keep_max_side_px: int = 0) -> tuple[Region, ...]:
+def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.ndarray,
+                       settings: DifferenceSettings, pixel_size_um: float) -> tuple[Region, ...]:
     """Candidate defect regions where a registered ``image`` leaves its ``reference``'s tolerance band.
 
     An opening of ``open_px`` removes the one-pixel slivers that registration leaves along edges; a closing of
@@ -143,44 +164,42 @@ def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.nd
         The part and its golden drawn in the part's coordinates.
     valid : (H, W) bool ndarray
         Where the golden covers the part (outside, nothing is compared).
-    band_px, tolerance_grey
-        The tolerance band (:func:`tolerance_band`).
-    open_px, close_px : int
-        Sides of the opening and closing, in pixels (0: none).
-    min_area_px : int
-        Smaller regions are dropped.
+    settings : DifferenceSettings
+        The tolerance band (:func:`tolerance_band`), the opening and closing, the smallest region and the edge
+        zone, as above.
     pixel_size_um : float
         Micrometres per pixel, for ``area_um2``.
-    edge_zone_px, edge_open_px, edge_keep_min_area_px, edge_keep_max_side_px : int, optional
-        The edge zone, as above; all 0: none.
 
     Returns
     -------
     tuple of Region
         Largest first, in the image's pixel coordinates.
     """
-    deviation_map = deviation(image, tolerance_band(reference, band_px=band_px, tolerance_grey=tolerance_grey))
+    open_px, edge_zone_px, max_side_px = settings.open_px, settings.edge_zone_px, settings.edge_keep_max_side_px
+    deviation_map = deviation(image, tolerance_band(reference, band_px=settings.band_px,
+                                                    tolerance_grey=settings.tolerance_grey))
     deviating = ((deviation_map != 0) & valid).astype(np.uint8)
     mask = _opened(deviating, open_px)
     if edge_zone_px > 0:
         window = np.ones((2 * edge_zone_px + 1, 2 * edge_zone_px + 1), np.uint8)
         # An edge is where the reference varies by more than the grey tolerance within the window.
-        near_edge = cv2.dilate(reference, window).astype(np.float32) - cv2.erode(reference, window) > tolerance_grey
-        if edge_keep_max_side_px > 0:
+        spread = cv2.dilate(reference, window).astype(np.float32) - cv2.erode(reference, window)
+        near_edge = spread > settings.tolerance_grey
+        if max_side_px > 0:
             # Pieces that survive a 2 px opening lie at least 3 px apart, one per 3x3 cell: on frames of
             # up to about 766 x 766 px, 16-bit labels suffice and halve the labelling's cost.
             cells = -(-mask.shape[0] // 3) * -(-mask.shape[1] // 3)
             label_type = cv2.CV_16U if open_px >= 2 and cells < 2**16 else cv2.CV_32S
             _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=label_type)
             longest_side_px = stats[:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
-            compact = (stats[:, cv2.CC_STAT_AREA] >= edge_keep_min_area_px) & (longest_side_px <= edge_keep_max_side_px)
+            compact = (stats[:, cv2.CC_STAT_AREA] >= settings.edge_keep_min_area_px) & (longest_side_px <= max_side_px)
             compact[0] = False  # the background
             near_edge &= ~compact[labels]
-        mask = np.where(near_edge, _opened(deviating, edge_open_px), mask).astype(np.uint8)
-    if close_px > 1:
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((close_px, close_px), np.uint8))
+        mask = np.where(near_edge, _opened(deviating, settings.edge_open_px), mask).astype(np.uint8)
+    if settings.close_px > 1:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((settings.close_px,) * 2, np.uint8))
     # Pixels the closing added between pieces belong to the region (with no deviation of their own).
-    return regions(deviation_map, mask=mask, min_area_px=min_area_px, pixel_size_um=pixel_size_um)
+    return regions(deviation_map, mask=mask, min_area_px=settings.min_area_px, pixel_size_um=pixel_size_um)
 
 
 def _opened(mask: np.ndarray, size_px: int) -> np.ndarray:

@@ -118,13 +118,40 @@ def locate_dies(image: np.ndarray, *, wafer: WaferLayout, pixel_size_um: float,
     return DieLayout(fit, grid, dies, crops, golden, origins)
 
 
+@dataclass(frozen=True)
+class DefectBoxes:
+    """Per die (N,), where its defect lies as KLARF wants it: the centre from the die's lower-left corner, the
+    size and the area, in micrometres (0 for a die that passed)."""
+
+    x_rel_um: np.ndarray
+    y_rel_um: np.ndarray
+    x_size_um: np.ndarray
+    y_size_um: np.ndarray
+    area_um2: np.ndarray
+
+
 def defect_boxes_um(crops: np.ndarray, golden: np.ndarray, defective: np.ndarray, *,
-                     pixel_size_um: float) -> dict[str, np.ndarray]:
-    """Where the defect lies in each failed die: the largest region that differs from the wafer's median die,
-    as KLARF wants it: position from the die's lower-left corner and size, in micrometres. A failed die with
-    no such region reports its whole area."""
+                    pixel_size_um: float) -> DefectBoxes:
+    """Where the defect lies in each failed die: the largest region that differs from the wafer's median die.
+    A failed die with no such region reports its whole area.
+
+    Parameters
+    ----------
+    crops : (N, h, w) uint8 ndarray
+        The dies.
+    golden : (h, w) uint8 ndarray
+        The wafer's median die.
+    defective : (N,) bool ndarray
+        The dies to localise (the others report 0).
+    pixel_size_um : float
+        Micrometres per pixel.
+
+    Returns
+    -------
+    DefectBoxes
+    """
     n, height, width = crops.shape
-    columns = {name: np.zeros(n) for name in ("x_rel_um", "y_rel_um", "x_size_um", "y_size_um", "area_um2")}
+    boxes = DefectBoxes(*(np.zeros(n) for _ in range(5)))
     reference = golden.astype(np.float32)
     for i in np.flatnonzero(defective):
         difference = cv2.GaussianBlur(np.abs(crops[i].astype(np.float32) - reference), (3, 3), 0)
@@ -135,8 +162,8 @@ def defect_boxes_um(crops: np.ndarray, golden: np.ndarray, defective: np.ndarray
             x, y, w, h, area = (int(v) for v in stats[largest])
         else:
             x, y, w, h, area = 0, 0, width, height, width * height
-        columns["x_rel_um"][i] = (x + w / 2) * pixel_size_um
-        columns["y_rel_um"][i] = (height - (y + h / 2)) * pixel_size_um
-        columns["x_size_um"][i], columns["y_size_um"][i] = w * pixel_size_um, h * pixel_size_um
-        columns["area_um2"][i] = area * pixel_size_um**2
-    return columns
+        boxes.x_rel_um[i] = (x + w / 2) * pixel_size_um
+        boxes.y_rel_um[i] = (height - (y + h / 2)) * pixel_size_um
+        boxes.x_size_um[i], boxes.y_size_um[i] = w * pixel_size_um, h * pixel_size_um
+        boxes.area_um2[i] = area * pixel_size_um**2
+    return boxes

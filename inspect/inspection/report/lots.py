@@ -25,7 +25,7 @@ from inspection.report.store import (
     table_names,
     write_failure,
 )
-from inspection.types import GradedWafer
+from inspection.types import GradedWafer, WaferReport
 
 LOT_SCHEMA_VERSION = 3
 LOT_DATABASE = "grade.sqlite"
@@ -129,6 +129,16 @@ DIE_COLUMNS = ("row", "col", "x_mm", "y_mm", "class", "defect_score", "defective
                "x_size_um", "y_size_um", "area_um2", "truth_class")
 
 
+def _report_columns(report: WaferReport | None) -> tuple[Any, ...]:
+    """The wafers table's columns from pattern to geometry (NULL for a wafer that failed)."""
+    if report is None:
+        return (None,) * 8 + (0, 0, "{}")
+    pattern = report.pattern
+    return (pattern.pattern, pattern.confidence, pattern.root_cause, report.yield_fraction,
+            report.defect_density_per_cm2, len(report.dies), int(report.dies.defective.sum()), _npy(report.die_map),
+            *report.map_origin_row_col, json.dumps(report.geometry.to_dict()))
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -185,43 +195,39 @@ class LotStore:
 
     def add_wafer(self, run_id: int, wafer: GradedWafer) -> int:
         """Commit one wafer with its dies and thumbnails in one transaction; returns its row id."""
-        item, dies = wafer.item, wafer.dies
-        n_dies = len(dies["row"]) if dies else None
+        item, report = wafer.item, wafer.report
         row = (
             run_id, item.lot_id, item.wafer_id, item.slot, item.image_path, wafer.status, wafer.reason,
-            str(wafer.verdict), wafer.pattern, wafer.pattern_confidence, wafer.root_cause, wafer.yield_fraction,
-            wafer.defect_density_per_cm2, n_dies, int(dies["defective"].sum()) if dies else None,
-            _npy(wafer.die_map) if wafer.die_map is not None else None, wafer.map_origin_row_col[0],
-            wafer.map_origin_row_col[1], json.dumps(wafer.geometry),
-            json.dumps({k: round(v, 2) for k, v in wafer.timings_ms.items()}), json.dumps(list(wafer.class_names)),
-            item.truth_pattern, _now(),
+            str(wafer.verdict), *_report_columns(report),
+            json.dumps({k: round(v, 2) for k, v in wafer.timings_ms.items()}),
+            json.dumps([] if report is None else list(report.class_names)), item.truth_pattern, _now(),
         )
-        names = list(wafer.class_names)
         try:
-            return self._insert_wafer(row, names, dies, n_dies, wafer)
+            return self._insert_wafer(row, report)
         except sqlite3.Error as exc:  # rolled back: the file holds every earlier wafer and nothing half-written
             raise write_failure(self.path, exc) from None
 
-    def _insert_wafer(self, row: tuple[Any, ...], names: list[str], dies: dict[str, Any] | None, n_dies: int | None,
-                      wafer: GradedWafer) -> int:
+    def _insert_wafer(self, row: tuple[Any, ...], report: WaferReport | None) -> int:
         with self._connection:
             cursor = self._connection.execute(
                 f"INSERT INTO wafers ({', '.join(WAFER_COLUMNS[1:])}) VALUES ({', '.join('?' * len(row))})", row)
             wafer_pk = int(cursor.lastrowid or 0)
-            if dies:
-                truth = [names[t] if t >= 0 else None for t in dies["truth_class"]]
-                self._connection.executemany(
-                    f"INSERT INTO dies (wafer, {', '.join(DIE_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
-                    zip([wafer_pk] * n_dies, dies["row"].tolist(), dies["col"].tolist(), dies["x_mm"].tolist(),
-                        dies["y_mm"].tolist(), [names[c] for c in dies["class_index"]],
-                        dies["defect_score"].tolist(), dies["defective"].astype(int).tolist(),
-                        dies["x_rel_um"].tolist(), dies["y_rel_um"].tolist(), dies["x_size_um"].tolist(),
-                        dies["y_size_um"].tolist(), dies["area_um2"].tolist(), truth, strict=True))
-            for table, pictures in (("thumbnails (wafer, row, col, class, defect_score, png)", wafer.thumbnails),
+            if report is None:
+                return wafer_pk
+            dies, names = report.dies, report.class_names
+            truth = [names[t] if t >= 0 else None for t in dies.truth_class]
+            self._connection.executemany(
+                f"INSERT INTO dies (wafer, {', '.join(DIE_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
+                zip([wafer_pk] * len(dies), dies.row.tolist(), dies.col.tolist(), dies.x_mm.tolist(),
+                    dies.y_mm.tolist(), [names[c] for c in dies.class_index], dies.defect_score.tolist(),
+                    dies.defective.astype(int).tolist(), dies.x_rel_um.tolist(), dies.y_rel_um.tolist(),
+                    dies.x_size_um.tolist(), dies.y_size_um.tolist(), dies.area_um2.tolist(), truth, strict=True))
+            for table, pictures in (("thumbnails (wafer, row, col, class, defect_score, png)", report.thumbnails),
                                     ("review_dies (wafer, row, col, class, defect_score, input_png)",
-                                     wafer.review_dies)):
-                self._connection.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
-                                             [(wafer_pk, r, c, k, s, png) for r, c, k, s, png in pictures])
+                                     report.review_dies)):
+                self._connection.executemany(
+                    f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
+                    [(wafer_pk, p.row, p.col, p.class_name, p.defect_score, p.png) for p in pictures])
         return wafer_pk
 
     def close(self) -> None:

@@ -10,14 +10,14 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from inspection.classify import CardError, Classifier
 from inspection.classify.prepare import prepare_batch
 from inspection.classify.runtime import Device, SessionSettings
-from inspection.types import Layout
+from inspection.types import Layout, PatternScore, WaferPattern
 from inspection.wafermap.classical import ClassicalWaferMapModel
 from inspection.wafermap.maps import PATTERNS, ROOT_CAUSES, failure_density, resize_map, yield_fraction
 from inspection.workers import die_with_parent
@@ -133,15 +133,14 @@ class WaferMapModelPool:
         self.close()
 
 
-def classify_maps(model: WaferMapModel, maps: list[np.ndarray]) -> list[dict[str, Any]]:
-    """Per map: pattern, confidence, top-3, yield and the root-cause hint of the pattern."""
+def classify_maps(model: WaferMapModel, maps: list[np.ndarray]) -> list[WaferPattern]:
+    """Per map: its pattern with the model's confidence, the top three, its yield and the pattern's likely cause."""
     results = []
     for die_map, row in zip(maps, model.probabilities(maps), strict=True):
         order = np.argsort(row)[::-1]
         pattern = model.class_names[order[0]]
-        results.append({
-            "pattern": pattern, "confidence": round(float(row[order[0]]), 5),
-            "top3": [{"pattern": model.class_names[i], "probability": round(float(row[i]), 5)} for i in order[:3]],
-            "yield": round(yield_fraction(die_map), 5), "root_cause": ROOT_CAUSES[pattern],
-        })
+        results.append(WaferPattern(
+            pattern, round(float(row[order[0]]), 5),
+            tuple(PatternScore(model.class_names[i], round(float(row[i]), 5)) for i in order[:3]),
+            round(yield_fraction(die_map), 5), ROOT_CAUSES[pattern]))
     return results
