@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from numpydoc.docscrape import FunctionDoc
 STAGE_PACKAGES = ("acquire", "preprocess", "calibrate", "align", "measure", "classify", "wafermap", "grade",
                   "report")
 TOOLKIT_MODULES = ("measure.metrology", "measure.grid", "align.wafer", "align.match")
+RUNNER_PACKAGES = ("chain", "serve", "cli")
+"""Every module of these: its public functions (the runners, the web application, the command line)."""
 
 
 def _public_functions() -> list[tuple[str, object]]:
@@ -23,7 +26,10 @@ def _public_functions() -> list[tuple[str, object]]:
         assert hasattr(package, "__all__"), f"inspection.{name} names its public API in __all__"
         found += [(f"{name}.{member}", getattr(package, member)) for member in package.__all__
                   if inspect.isfunction(getattr(package, member, None))]  # submodules are listed too
-    for name in TOOLKIT_MODULES:
+    runner_modules = [info.name.removeprefix("inspection.") for name in RUNNER_PACKAGES
+                      for info in pkgutil.iter_modules(importlib.import_module(f"inspection.{name}").__path__,
+                                                       f"inspection.{name}.")]
+    for name in (*TOOLKIT_MODULES, *RUNNER_PACKAGES, *runner_modules):
         module = importlib.import_module(f"inspection.{name}")
         found += [(f"{name}.{member}", value) for member, value in vars(module).items()
                   if inspect.isfunction(value) and value.__module__ == module.__name__ and not member.startswith("_")]
@@ -34,7 +40,7 @@ def _public_functions() -> list[tuple[str, object]]:
                          else "")
 def test_public_function_documents_its_parameters_and_result(name: str, function: object) -> None:
     doc = FunctionDoc(function)
-    documented = {part.strip() for parameter in doc["Parameters"] for part in parameter.name.split(",")}
+    documented = {part.strip().lstrip("*") for parameter in doc["Parameters"] for part in parameter.name.split(",")}
     wanted = [p for p in inspect.signature(function).parameters if p not in ("self", "args", "kwargs")]
     assert not [p for p in wanted if p not in documented], f"{name}: parameters without a Parameters entry"
     returns_something = inspect.signature(function).return_annotation not in ("None", None)

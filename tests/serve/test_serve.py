@@ -130,7 +130,7 @@ def test_bad_stored_data_is_a_page_that_says_what_is_wrong(line_db: Path, tmp_pa
     client = local_client(create_app(changed))
     assert client.get("/results/2").status_code == 200
     page = client.get("/results/3")
-    assert page.status_code == 503 and "result 3: latency_ms is &#x27;fast&#x27;, expected int or float" in page.text
+    assert page.status_code == 503 and "result 3: latency_ms is &#39;fast&#39;, expected int or float" in page.text
 
     lots = tmp_path / "lots"
     for name, figures in (("good", {"wafers": 2, "mean_yield": 0.5, "verdicts": {"pass": 2}}),
@@ -140,5 +140,5 @@ def test_bad_stored_data_is_a_page_that_says_what_is_wrong(line_db: Path, tmp_pa
         (lots / name / "lot.json").write_text(json.dumps({"figures": figures}))
     page = local_client(create_app(line_db, lots=lots)).get("/lots")
     assert page.status_code == 200 and "50.00%" in page.text
-    assert "figures.mean_yield is &#x27;abc&#x27;, not what inspect grade writes" in page.text
+    assert "figures.mean_yield is &#39;abc&#39;, not what inspect grade writes" in page.text
     assert "<b>2</b>" not in page.text

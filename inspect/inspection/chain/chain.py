@@ -634,7 +634,16 @@ class WaferChain(Chain):
 
 
 def classical_detector(recipe: Recipe) -> DetectorSettings:
-    """Candidate settings of a station without a classifier: the recipe's ``inspect`` band, no morphology."""
+    """Candidate settings of a station without a classifier: the recipe's ``inspect`` band, no morphology.
+
+    Parameters
+    ----------
+    recipe : Recipe
+
+    Returns
+    -------
+    DetectorSettings
+    """
     inspect = recipe.inspect or InspectSettings()
     return DetectorSettings(band_px=inspect.band_px, tolerance_grey=inspect.tolerance_grey, open_px=0, close_px=0,
                             min_area_px=inspect.min_area_px, edge_margin_px=CLASSICAL_MARGIN_PX, crop_context=1.0,
@@ -643,7 +652,25 @@ def classical_detector(recipe: Recipe) -> DetectorSettings:
 
 
 def load_golden(recipe: Recipe, preprocess: Preprocess) -> np.ndarray | None:
-    """The recipe's golden, preprocessed exactly as the frames will be (None: no golden, or one per frame)."""
+    """The recipe's golden, preprocessed exactly as the frames will be.
+
+    Parameters
+    ----------
+    recipe : Recipe
+        Its ``reference.golden``: an image file or ``sim:KIND[:SIZE]``.
+    preprocess : Preprocess
+        The chain's preprocessing stage.
+
+    Returns
+    -------
+    (H, W) uint8 ndarray or None
+        None: the recipe has no golden, or every frame brings its own.
+
+    Raises
+    ------
+    RecipeError
+        When the recipe's region of interest reaches outside the golden.
+    """
     golden = None if recipe.reference is None else recipe.reference.golden
     if golden is None:
         return None
@@ -751,9 +778,22 @@ def _polarity(recipe: Recipe) -> NameByPolarity:
 
 
 def candidate_chain(recipe: Recipe, candidates: DetectorSettings) -> PartChain:
-    """``recipe``'s chain up to its candidates, made with ``candidates`` instead of its model card's: what a
-    new model for the station is trained on (``inspect labels cut``). Its parts carry the aligned frame and the
-    candidate ``regions``."""
+    """``recipe``'s chain up to its candidates, made with ``candidates`` instead of its model card's.
+
+    What a new model for the station is trained on (``inspect labels cut``): its parts carry the aligned frame and
+    the candidate ``regions``; the candidates are named by polarity only.
+
+    Parameters
+    ----------
+    recipe : Recipe
+        A ``wafer-die`` or ``pcb`` recipe with a golden.
+    candidates : DetectorSettings
+        How the candidates are found and cropped.
+
+    Returns
+    -------
+    PartChain
+    """
     without_model = recipe.model_copy(update={"classify": None,
                                               "grade": GradeSettings(review_area_um2=0, fail_area_um2=0)})
     return build_chain(without_model, candidates=candidates)
@@ -761,14 +801,29 @@ def candidate_chain(recipe: Recipe, candidates: DetectorSettings) -> PartChain:
 
 def build_chain(recipe: Recipe, *, rank_hypotheses: bool = False, threads: int = 0,
                 candidates: DetectorSettings | None = None) -> PartChain:
-    """The part chain of a ``wafer-die`` or ``pcb`` recipe with its models loaded and checked (a command line's
-    ``--device`` and the like come in through :meth:`Recipe.with_classify`).
+    """The part chain of a ``wafer-die`` or ``pcb`` recipe with its models loaded and checked.
 
-    ``rank_hypotheses`` keeps every candidate's score for every class (for average precision); ``threads``
-    bounds ONNX Runtime's threads per operator (0: one per core); ``candidates`` replaces a classifier-free
-    recipe's candidate settings (the candidates a model is about to be trained on). Raises RecipeError (naming
-    the recipe's file and field) for a missing model, rules naming classes the model does not have, or a model
-    that does not fit the chain.
+    A command line's ``--device`` and the like come in through :meth:`Recipe.with_classify`.
+
+    Parameters
+    ----------
+    recipe : Recipe
+    rank_hypotheses : bool, optional
+        Keep every candidate's score for every class (for average precision).
+    threads : int, optional
+        ONNX Runtime's threads per operator (0: one per core).
+    candidates : DetectorSettings, optional
+        Replaces a classifier-free recipe's candidate settings (the candidates a model is about to be trained on).
+
+    Returns
+    -------
+    PartChain
+
+    Raises
+    ------
+    RecipeError
+        Naming the recipe's file and field: a wafer-lot recipe, a missing model, rules naming classes the model
+        does not have, or a model that does not fit the chain.
     """
     where = recipe.source_path or recipe.name
     if recipe.kind == "wafer-lot":
@@ -804,8 +859,21 @@ def build_chain(recipe: Recipe, *, rank_hypotheses: bool = False, threads: int =
 def build_wafer_chain(recipe: Recipe, *, threads: int = 0) -> WaferChain:
     """The chain of a ``wafer-lot`` recipe with its die classifier and wafer-map model loaded and checked.
 
-    ``threads`` bounds ONNX Runtime's threads per operator (0: one per core). Raises RecipeError (naming the
-    recipe's file and field) for another kind of recipe, a missing model or one without an operating point.
+    Parameters
+    ----------
+    recipe : Recipe
+    threads : int, optional
+        ONNX Runtime's threads per operator (0: one per core).
+
+    Returns
+    -------
+    WaferChain
+
+    Raises
+    ------
+    RecipeError
+        Naming the recipe's file and field: another kind of recipe, a missing model, or a die model without an
+        operating point.
     """
     where = recipe.source_path or recipe.name
     classify, wafer, wafermap, rules = recipe.classify, recipe.wafer, recipe.wafermap, recipe.rules

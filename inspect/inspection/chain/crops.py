@@ -57,8 +57,18 @@ class CutSummary:
 
 
 def station_detector(recipe: Recipe) -> tuple[DetectorSettings, Classifier | None]:
-    """The candidate settings ``recipe``'s line uses, and its classifier when it has one: the model card's
-    ``detector`` section, else the recipe's own ``inspect`` band."""
+    """The candidate settings ``recipe``'s line uses, and its classifier when it has one.
+
+    Parameters
+    ----------
+    recipe : Recipe
+
+    Returns
+    -------
+    detector : DetectorSettings
+        The model card's ``detector`` section, else the recipe's own ``inspect`` band.
+    classifier : Classifier or None
+    """
     if recipe.classify is not None:
         with build_chain(recipe) as chain:  # checks the model against the recipe as the line does
             name = chain.stages.name

@@ -57,7 +57,19 @@ class HookError(InspectionError, ValueError):
 def load_hook(spec: str) -> Hook:
     """``module:attribute`` as a hook: a function, or a class (instantiated without arguments).
 
-    Raises HookError naming the spec and what is wrong with it.
+    Parameters
+    ----------
+    spec : str
+        ``module:attribute``.
+
+    Returns
+    -------
+    Hook
+
+    Raises
+    ------
+    HookError
+        Naming the spec and what is wrong with it.
     """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
@@ -73,7 +85,12 @@ def load_hook(spec: str) -> Hook:
 
 
 def installed_hooks() -> list[Hook]:
-    """The hooks installed packages declare in the ``wafer_inspect.result_hooks`` entry-point group."""
+    """The hooks installed packages declare in the ``wafer_inspect.result_hooks`` entry-point group.
+
+    Returns
+    -------
+    list of Hook
+    """
     return [load_hook(f"{entry.module}:{entry.attr}") for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)]
 
 

@@ -34,6 +34,20 @@ def teach_reference(camera: Camera, *, frames: int, timeout_s: float) -> Frame:
     """A golden reference taught from an opened camera: the per-pixel median of ``frames`` good parts.
 
     The median removes sensor noise and anything that is not in most of the frames (a passing particle).
+
+    Parameters
+    ----------
+    camera : Camera
+        Opened; the caller closes it.
+    frames : int
+        Good parts to take the median of.
+    timeout_s : float
+        The longest wait for a frame, in seconds.
+
+    Returns
+    -------
+    Frame
+        The golden, in the camera's dtype and layout.
     """
     taught = list(stream_frames(camera, timeout_s=timeout_s, stop=threading.Event(), max_frames=frames,
                                 give_up_after_s=timeout_s))
@@ -66,8 +80,18 @@ class StationCheck:
 
 
 def check_station(chain: PartChain, frames: list[Frame]) -> StationCheck:
-    """``frames`` through ``chain`` (nothing stored): the frame size, each registration's score, candidates per
-    frame, verdicts, and the errors by reason."""
+    """``frames`` through ``chain``, nothing stored: what ``inspect teach --recipe`` reports.
+
+    Parameters
+    ----------
+    chain : PartChain
+    frames : list of Frame
+
+    Returns
+    -------
+    StationCheck
+        The frame size, each registration's score, candidates per frame, verdicts, and the errors by reason.
+    """
     check = StationCheck()
     for frame in frames:
         if check.size_px is None:
@@ -166,11 +190,37 @@ def run_line(camera: Camera, chain: PartChain, store: ResultStore, *, run_id: in
              hooks: HookDispatcher | None = None) -> LineStats:
     """Acquire, inspect and commit until ``max_frames``, the source's end, or ``stop``; then drain and return.
 
-    ``hooks`` are told of every committed result, skipped input and camera reconnect (they never make the line
-    wait). ``camera`` comes opened (so a wrong camera fails before anything is stored) and is closed here. Raises a
-    RecipeError if its first frame does not fit the recipe's region of interest or golden (nothing is committed
-    then), and a StoreError when the database stops taking results (the line stops acquiring and drains first;
-    what was committed stays).
+    Parameters
+    ----------
+    camera : Camera
+        Opened (so a wrong camera fails before anything is stored); closed here.
+    chain : PartChain
+    store : ResultStore
+    run_id : int
+        The run the results are stored under.
+    stop : threading.Event
+        Set to stop acquiring; the frames in flight are still inspected and committed.
+    max_frames : int, optional
+    save_ng_dir : Path, optional
+        Where parts that did not pass get their picture and their detections' crops.
+    on_status : callable, optional
+        Called with the line's figures every ``status_interval_s``.
+    status_interval_s : float, optional
+    hooks : HookDispatcher, optional
+        Told of every committed result, skipped input and camera reconnect (they never make the line wait).
+
+    Returns
+    -------
+    LineStats
+        What was committed.
+
+    Raises
+    ------
+    RecipeError
+        When the first frame does not fit the recipe's region of interest or golden (nothing is committed then).
+    StoreError
+        When the database stops taking results (the line stops acquiring and drains first; what was committed
+        stays).
     """
     settings = chain.recipe.pipeline
     save_ng_dir = None if save_ng_dir is None else save_ng_dir.resolve()  # stored paths hold from any folder

@@ -50,7 +50,19 @@ Engine = Literal["local", "ray"]
 
 
 def grade_wafer(chain: WaferChain, item: LotItem) -> GradedWafer:
-    """One wafer through the chain; a wafer that cannot be read or graded is ``failed`` with the reason."""
+    """One wafer through the chain.
+
+    Parameters
+    ----------
+    chain : WaferChain
+    item : LotItem
+        The wafer's image, ids and truth.
+
+    Returns
+    -------
+    GradedWafer
+        With its report; a wafer that cannot be read or graded has none, and the reason.
+    """
     started = time.perf_counter()
     try:
         pixels, layout, bit_depth = read_image(item.image_path)
@@ -129,7 +141,8 @@ def _init_worker(recipe: Recipe, threads: int, parent_pid: int) -> None:
 
 
 def _grade_in_worker(item: LotItem) -> GradedWafer:
-    assert _WORKER is not None, "worker not initialised"
+    if _WORKER is None:
+        raise RuntimeError("lot worker not initialised")
     return _safe_grade(_WORKER, item)
 
 
@@ -153,8 +166,23 @@ def grade_items(items: Sequence[LotItem], recipe: Recipe, *, workers: int = 1, e
                 ray_address: str | None = None, stop: threading.Event | None = None) -> Iterator[GradedWafer]:
     """Grade ``items``, yielding each wafer as soon as it is done (in completion order).
 
-    Once ``stop`` is set, the wafers in hand are dropped at once (pool workers ended, Ray tasks cancelled; a
-    re-run grades them), the wafers already graded are still yielded, and the generator ends.
+    Parameters
+    ----------
+    items : sequence of LotItem
+    recipe : Recipe
+        A ``wafer-lot`` recipe; each worker builds its chain once.
+    workers : int, optional
+        Processes (or Ray tasks in flight).
+    engine : {"local", "ray"}, optional
+    ray_address : str, optional
+        A Ray cluster to join (None: a local one).
+    stop : threading.Event, optional
+        Once set, the wafers in hand are dropped at once (pool workers ended, Ray tasks cancelled; a re-run
+        grades them), the wafers already graded are still yielded, and the generator ends.
+
+    Yields
+    ------
+    GradedWafer
     """
     if not items:
         return
@@ -252,9 +280,30 @@ class LotRun:
 def run_lot(items: Sequence[LotItem], recipe: Recipe, *, db_path: str | Path, workers: int = 1,
             engine: Engine = "local", ray_address: str | None = None, software_version: str = "",
             on_wafer: Callable[[GradedWafer], None] | None = None, stop: threading.Event | None = None) -> LotRun:
-    """Grade the wafers of ``items`` not yet in the database, committing each as it finishes (so an interrupted
-    run resumes where it stopped), with a progress bar. Setting ``stop`` ends the run soon: wafers graded by then
-    are committed, the run is marked ``interrupted``."""
+    """Grade the wafers of ``items`` not yet in the database, committing each as it finishes, with a progress bar.
+
+    An interrupted run resumes where it stopped.
+
+    Parameters
+    ----------
+    items : sequence of LotItem
+    recipe : Recipe
+    db_path : str or Path
+        The lot grading database.
+    workers, engine, ray_address
+        As for :func:`grade_items`.
+    software_version : str, optional
+        Stored with the run.
+    on_wafer : callable, optional
+        Called with each wafer after it is committed.
+    stop : threading.Event, optional
+        Ends the run soon: wafers graded by then are committed, the run is marked ``interrupted``.
+
+    Returns
+    -------
+    LotRun
+        The run's id, the wafers graded now and skipped, the time taken and whether it was stopped.
+    """
     stop = stop or threading.Event()
     store = LotStore(db_path)
     try:

@@ -36,7 +36,7 @@ from inspection.acquire import Camera, FrameTimeout
 from inspection.chain.hooks import LineEvent
 from inspection.chain.opc40100 import VisionSystemModel, build_vision_system
 from inspection.recipe import CameraSettings
-from inspection.types import Frame, InspectionError
+from inspection.types import Frame, FrameResult, InspectionError
 
 log = logging.getLogger("inspection.opcua")
 NAMESPACE = "urn:wafer-inspect:vision"
@@ -237,7 +237,7 @@ class OpcUaServer:
 
     def __call__(self, event: LineEvent) -> None:
         if event.kind == "result" and event.result is not None:
-            self._call(self._publish(event))
+            self._call(self._publish(event, event.result))
 
     def close(self) -> None:
         """Stop serving, once the PLC has read the last result (cleared its trigger), or after
@@ -253,7 +253,8 @@ class OpcUaServer:
             self._thread.join(timeout=10)
 
     def _call(self, coroutine: Any) -> None:
-        assert self._loop is not None
+        if self._loop is None:
+            raise OpcUaError(f"--opcua {self.endpoint}: not serving")
         asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
 
     # --- the server's own thread -----------------------------------------------------------------------------
@@ -267,7 +268,8 @@ class OpcUaServer:
             log.error("OPC UA server on %s stopped: %s", self.endpoint, exc)
 
     async def _serve(self) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        stop = asyncio.Event()
+        self._loop, self._stop = asyncio.get_running_loop(), stop
         trusted = {}
         for name, path in self.trusted_users.items():
             trusted[uacrypto.der_from_x509(await uacrypto.load_certificate(path))] = name
@@ -322,7 +324,7 @@ class OpcUaServer:
         async with server:
             self._ready.set()
             log.info("OPC UA: %s serving %s", self.endpoint, NAMESPACE)
-            await self._watch_trigger()
+            await self._watch_trigger(stop)
 
     def _method(self, name: str, state: str) -> Any:
         async def call(parent: ua.NodeId) -> list[ua.Variant]:
@@ -374,12 +376,11 @@ class OpcUaServer:
         self.counts["Jobs"] += 1
         return f"job-{self.counts['Jobs']}"
 
-    async def _watch_trigger(self) -> None:
-        """Poll the PLC's trigger every millisecond (a local read): a rising edge starts a part, a falling edge
-        ends the handshake."""
-        assert self._stop is not None
+    async def _watch_trigger(self, stop: asyncio.Event) -> None:
+        """Poll the PLC's trigger every millisecond (a local read) until ``stop``: a rising edge starts a part, a
+        falling edge ends the handshake."""
         previous = False
-        while not self._stop.is_set():
+        while not stop.is_set():
             trigger = bool(await self._nodes["Trigger"].read_value())
             if trigger and not previous:
                 state, busy = await self._nodes["State"].read_value(), await self._nodes["Busy"].read_value()
@@ -397,9 +398,7 @@ class OpcUaServer:
             previous = trigger
             await asyncio.sleep(0.001)
 
-    async def _publish(self, event: LineEvent) -> None:
-        result = event.result
-        assert result is not None
+    async def _publish(self, event: LineEvent, result: FrameResult) -> None:
         kinds = Counter(detection.kind for detection in result.detections)
         self.counts["Parts"] += 1
         self.counts[str(result.verdict).capitalize()] += 1

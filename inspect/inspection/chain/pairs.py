@@ -43,8 +43,23 @@ CANDIDATE_SETTINGS = DetectorSettings(
 
 
 def find_candidates(chain: PartChain, test: np.ndarray, template: np.ndarray) -> InspectedPart:
-    """A grey test board and its template through a :func:`~inspection.chain.chain.candidate_chain`: the part
-    with the template registered to it (``aligned``) and the candidate ``regions``."""
+    """A grey test board and its template through a candidate chain (:func:`~inspection.chain.chain.candidate_chain`).
+
+    Parameters
+    ----------
+    chain : PartChain
+    test, template : (H, W) uint8 ndarray
+
+    Returns
+    -------
+    InspectedPart
+        With the template registered to the board (``aligned``) and the candidate ``regions``.
+
+    Raises
+    ------
+    InspectionError
+        When the board cannot be registered to its template.
+    """
     part = chain(Frame(test, "mono", 8, "test", 0, 0.0), reference=Frame(template, "mono", 8, "template", 0, 0.0))
     if isinstance(part, Failed):
         raise part.error or InspectionError(part.reason)
@@ -52,14 +67,40 @@ def find_candidates(chain: PartChain, test: np.ndarray, template: np.ndarray) ->
 
 
 def read_grey_frame(path: Path, counter: int) -> Frame:
-    """A board image as a grey frame (DeepPCB stores some as RGB with equal channels), dtype kept."""
+    """A board image as a grey frame (DeepPCB stores some as RGB with equal channels), dtype kept.
+
+    Parameters
+    ----------
+    path : Path
+    counter : int
+        The frame's counter.
+
+    Returns
+    -------
+    Frame
+    """
     image, layout, bit_depth = read_image(path)
     return Frame(to_gray(image, layout=layout), "mono", bit_depth, str(path), counter, time.time(), path=str(path))
 
 
 def inspect_pair(chain: PartChain, test: Path, template: Path) -> InspectedPart:
-    """One board against its template. Raises InspectionError naming the files when the pair cannot be
-    inspected."""
+    """One board against its template.
+
+    Parameters
+    ----------
+    chain : PartChain
+    test, template : Path
+        The image files.
+
+    Returns
+    -------
+    InspectedPart
+
+    Raises
+    ------
+    InspectionError
+        Naming the files, when the pair cannot be inspected.
+    """
     part = chain(read_grey_frame(test, 0), reference=read_grey_frame(template, 0))
     if isinstance(part, Failed):
         raise InspectionError(f"{test} against {template}: {part.reason}")
@@ -68,13 +109,30 @@ def inspect_pair(chain: PartChain, test: Path, template: Path) -> InspectedPart:
 
 def evaluate_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int = 2, max_shift_px: float = 0.0,
                    max_angle_deg: float = 0.0, seed: int = 0, baseline: PartChain | None = None) -> dict[str, Any]:
-    """The DeepPCB metric over ``pairs`` (optionally with each test image moved by a seeded random rigid
-    transform), its 95% bootstrap intervals over the pairs (``ci95``) and the end-to-end speed: image reading,
-    registration, candidates, classification, NMS. Precision, recall and F-score count the reported
-    detections; AP ranks every hypothesis.
+    """The DeepPCB metric over ``pairs``, its 95% bootstrap intervals over the pairs and the end-to-end speed.
 
-    With ``baseline``, a second model inspects the same (equally moved) pairs; ``baseline`` in the result
-    holds its figures, the difference (this model minus the baseline) and that difference's paired interval.
+    The speed includes image reading, registration, candidates, classification and NMS. Precision, recall and
+    F-score count the reported detections; AP ranks every hypothesis.
+
+    Parameters
+    ----------
+    chain : PartChain
+        Built with ``rank_hypotheses=True``.
+    pairs : list of PcbPair
+    workers : int, optional
+        Pairs inspected at once.
+    max_shift_px, max_angle_deg : float, optional
+        Each test image is moved by a seeded random rigid transform within these (0: not moved).
+    seed : int, optional
+    baseline : PartChain, optional
+        A second model that inspects the same (equally moved) pairs.
+
+    Returns
+    -------
+    dict
+        The report of :func:`~inspection.evaluate.pairs.pairs_report` (with ``ci95``), ``images_per_s``, the
+        settings and the pairs that failed; with ``baseline``, its figures, the difference (this model minus the
+        baseline) and that difference's paired interval under ``baseline``.
     """
     outcomes, truth, failed, elapsed_s = _inspect_pairs(chain, pairs, workers=workers, max_shift_px=max_shift_px,
                                                         max_angle_deg=max_angle_deg, seed=seed)
@@ -140,13 +198,32 @@ def evaluate_anomaly_pairs(model: AnomalyModel, pairs: list[PcbPair], *, workers
                            threshold: float | None = None, target_false_alarms_per_image: float = 1.0,
                            resamples: int = 1000, pictures: Path | None = None, picture_count: int = 6
                            ) -> dict[str, Any]:
-    """An anomaly model on DeepPCB pairs without their templates: each board's test image is scored alone,
-    each template (a good board) is scored as a good image; the report of
-    :func:`~inspection.evaluate.anomaly.anomaly_report` plus the speed (reading, preparing and scoring, through
-    the micro-batcher) and the groups evaluated.
+    """An anomaly model on DeepPCB pairs without their templates.
 
-    ``threshold`` replaces the card's operating threshold (None: the card's); ``pictures`` names a folder for
-    the first ``picture_count`` boards drawn with their score maps, annotated boxes and regions.
+    Each board's test image is scored alone, each template (a good board) as a good image.
+
+    Parameters
+    ----------
+    model : AnomalyModel
+    pairs : list of PcbPair
+    workers : int, optional
+        Images scored at once (through one micro-batcher).
+    max_batch : int, optional
+    threshold : float, optional
+        Replaces the card's operating threshold (None: the card's).
+    target_false_alarms_per_image : float, optional
+        The false-alarm rate at which recall is also reported.
+    resamples : int, optional
+        Bootstrap resamples of the intervals.
+    pictures : Path, optional
+        A folder for the first ``picture_count`` boards drawn with their score maps, annotated boxes and regions.
+    picture_count : int, optional
+
+    Returns
+    -------
+    dict
+        The report of :func:`~inspection.evaluate.anomaly.anomaly_report` plus the speed (reading, preparing and
+        scoring) and the groups evaluated.
     """
     settings = model.settings
     batcher = MicroBatcher(model.score_maps, max_batch=max_batch, max_wait_ms=2.0)

@@ -13,6 +13,12 @@ from inspection.types import InspectionError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``inspect`` command's parser, with every command group's sub-commands.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     parser = CommandParser(
         prog="inspect", description="wafer-inspect: wafer and PCB defect inspection.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -26,6 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``inspect`` command; errors the user can act on are printed in one line, without a traceback.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: the process's).
+
+    Returns
+    -------
+    int
+        The exit status: 0 done, 2 a usage or input error, 130 interrupted (or the command's own).
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

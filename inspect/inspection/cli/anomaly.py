@@ -11,7 +11,7 @@ from inspection.cli.common import MAX_SEED, UsageError, integer, interval_text, 
 from inspection.cli.models import load_train_package
 
 
-def cmd_train_anomaly(args: argparse.Namespace) -> int:
+def _cmd_train_anomaly(args: argparse.Namespace) -> int:
     load_train_package()  # a usage error naming the [train] extra where torch is missing
     from inspection.train.anomaly import train_anomaly
 
@@ -31,7 +31,7 @@ def cmd_train_anomaly(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval_anomaly(args: argparse.Namespace) -> int:
+def _cmd_eval_anomaly(args: argparse.Namespace) -> int:
     from inspection.acquire.deeppcb import read_pair_list
     from inspection.chain.pairs import evaluate_anomaly_pairs
     from inspection.classify.anomaly import AnomalyModel
@@ -68,6 +68,13 @@ def cmd_eval_anomaly(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     train = commands.add_parser("train-anomaly", help="train an anomaly model from a folder of good images only")
     train.add_argument("good_folder", type=Path, help="images of good parts, one size, grey")
     train.add_argument("--out", type=Path, required=True, help="model folder to write (model.onnx, model.json)")
@@ -82,7 +89,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="seeds the split, the crops and the synthetic defects (default 0)")
     train.add_argument("--threads", type=integer(0, 1024), default=0, help="torch CPU threads (0: one per core)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
-    train.set_defaults(handler=cmd_train_anomaly)
+    train.set_defaults(handler=_cmd_train_anomaly)
 
     evaluate = commands.add_parser("eval-anomaly", help="an anomaly model on DeepPCB pairs, without the templates")
     evaluate.add_argument("model", type=model_folder, help="anomaly model folder (inspect train-anomaly)")
@@ -98,4 +105,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--pictures", type=Path, metavar="DIR",
                           help="draw the first 6 boards with their score maps, annotated boxes and regions")
     evaluate.add_argument("--json", action="store_true", help="one JSON object instead of lines")
-    evaluate.set_defaults(handler=cmd_eval_anomaly)
+    evaluate.set_defaults(handler=_cmd_eval_anomaly)

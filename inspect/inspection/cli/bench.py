@@ -29,7 +29,7 @@ def _torch_side(model_dir: Path, *, compile: bool) -> TorchSide | None:
     return TorchSide(measure_torch, matmul_peak_gflops, compile=compile)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def _cmd_bench(args: argparse.Namespace) -> int:
     from inspection.classify.bench import format_table, run_bench
 
     try:
@@ -59,6 +59,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     bench = commands.add_parser(
         "bench", help="throughput and latency of the inference core vs plain PyTorch, on CPU or GPU",
         description="For each batch size and precision: images/s, p50/p99 latency and peak memory of the ONNX "
@@ -93,4 +100,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        "after S seconds, start-up and compiling included, and record it as timed out (default 120)")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="where the record is written")
-    bench.set_defaults(handler=cmd_bench)
+    bench.set_defaults(handler=_cmd_bench)

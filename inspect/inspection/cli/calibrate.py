@@ -31,7 +31,7 @@ def _board(text: str) -> tuple[int, int]:
     return columns, rows
 
 
-def cmd_calibrate_camera(args: argparse.Namespace) -> int:
+def _cmd_calibrate_camera(args: argparse.Namespace) -> int:
     from inspection.calibrate import calibrate_camera, write_calibration
 
     calibration = calibrate_camera(_glob(args.images, option="--images"), inner_corners=args.board,
@@ -47,7 +47,7 @@ def cmd_calibrate_camera(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_calibrate_flatfield(args: argparse.Namespace) -> int:
+def _cmd_calibrate_flatfield(args: argparse.Namespace) -> int:
     from inspection.calibrate import make_flatfield
 
     path = make_flatfield(_glob(args.dark, option="--dark"), _glob(args.flat, option="--flat"), station=args.station,
@@ -57,6 +57,13 @@ def cmd_calibrate_flatfield(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     calibrate = commands.add_parser("calibrate", help="station calibration: camera intrinsics, dark/flat frames")
     calibrate_commands = calibrate.add_subparsers(dest="calibrate_command", required=True, metavar="COMMAND")
     camera = calibrate_commands.add_parser("camera", help="intrinsics and distortion from checkerboard views")
@@ -68,11 +75,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="refuse with fewer boards found (default 5)")
     camera.add_argument("--max-rms", type=number(0.001, 100), default=0.5,
                         help="refuse above this RMS in px (default 0.5)")
-    camera.set_defaults(handler=cmd_calibrate_camera)
+    camera.set_defaults(handler=_cmd_calibrate_camera)
     flatfield = calibrate_commands.add_parser("flatfield", help="mean dark and flat frames for flat-field correction")
     flatfield.add_argument("--dark", required=True, metavar="GLOB", help="frames with the light off or lens capped")
     flatfield.add_argument("--flat", required=True, metavar="GLOB", help="frames of a uniform bright target")
-    flatfield.set_defaults(handler=cmd_calibrate_flatfield)
+    flatfield.set_defaults(handler=_cmd_calibrate_flatfield)
     for sub in (camera, flatfield):
         sub.add_argument("--station", required=True, help="station name: results go to ROOT/STATION/")
         sub.add_argument("--root", type=Path, default=Path("calibration"), help="calibration folder (default "

@@ -17,6 +17,12 @@ class UsageError(InspectionError, ValueError):
 
 
 def software_version() -> str:
+    """This installation's version (the package metadata's; ``unknown`` when the package is not installed).
+
+    Returns
+    -------
+    str
+    """
     try:
         return metadata.version("wafer-inspect")
     except metadata.PackageNotFoundError:
@@ -24,15 +30,32 @@ def software_version() -> str:
 
 
 def add_device_option(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
-    """``--device``: a command with a recipe defaults to its ``classify.device`` (``default`` None), one without
-    to ``default``."""
+    """Add ``--device`` to ``parser``.
+
+    A command with a recipe defaults to the recipe's ``classify.device`` (``default`` None), one without to
+    ``default``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    default : str, optional
+        The device when the option is not given and no recipe names one.
+    """
     parser.add_argument("--device", choices=("cpu", "cuda", "trt", "auto"), default=default,
                         help="where the model runs: cuda and trt need the GPU build (README, GPU stations)"
                              + ("; default: the recipe's classify.device" if default is None else ""))
 
 
 def print_baseline(baseline: dict[str, Any], *, unit: str) -> None:
-    """The --compare lines of the classifiers' evals: the baseline's figures and the paired differences."""
+    """Print the ``--compare`` lines of the classifiers' evals: the baseline's figures and the paired differences.
+
+    Parameters
+    ----------
+    baseline : dict
+        The ``baseline`` section of an evaluation report (its figures, ``difference`` and ``difference_ci95``).
+    unit : str
+        What the figures count (e.g. ``images``).
+    """
     difference, paired = baseline["difference"], baseline["difference_ci95"]
     print(f"against {baseline['model']}: accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}; "
           f"difference {difference['accuracy']:+.4f} {interval_text(paired['accuracy'], signed=True)} and "
@@ -44,8 +67,20 @@ def print_baseline(baseline: dict[str, Any], *, unit: str) -> None:
 
 
 def interval_text(bounds: list[float] | None, *, signed: bool = False) -> str:
-    """A 95% interval as printed beside its figure, [low, high] (signed for differences), or [-] where it is
-    undefined."""
+    """A 95% interval as printed beside its figure.
+
+    Parameters
+    ----------
+    bounds : list of float, optional
+        Low and high; None where the interval is undefined.
+    signed : bool, optional
+        Print a sign (for differences).
+
+    Returns
+    -------
+    str
+        ``[low, high]``, or ``[-]``.
+    """
     if bounds is None:
         return "[-]"
     return f"[{bounds[0]:+.4f}, {bounds[1]:+.4f}]" if signed else f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
@@ -72,7 +107,22 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def model_folder(reference: str) -> Path:
-    """argparse type of a model argument: the folder the model search path finds (``NAME`` works anywhere)."""
+    """The argparse type of a model argument: the folder the model search path finds (``NAME`` works anywhere).
+
+    Parameters
+    ----------
+    reference : str
+        A folder, or a shipped model's name.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Naming where it was looked for.
+    """
     try:
         return find_model(reference)
     except ModelNotFoundError as exc:
@@ -83,8 +133,21 @@ MAX_SEED = 2**32 - 1
 
 
 def integer(low: int, high: int) -> Callable[[str], int]:
-    """argparse type of a whole-number option within ``low..high``: anything else is refused with the range (an
-    unchecked number ended in a traceback far from the option, or in hours of work)."""
+    """The argparse type of a whole-number option within ``low..high``.
+
+    Anything else is refused with the range (an unchecked number ended in a traceback far from the option, or in
+    hours of work).
+
+    Parameters
+    ----------
+    low, high : int
+        The range, both included.
+
+    Returns
+    -------
+    callable
+        str -> int, raising ``argparse.ArgumentTypeError``.
+    """
 
     def parse(text: str) -> int:
         try:
@@ -99,7 +162,18 @@ def integer(low: int, high: int) -> Callable[[str], int]:
 
 
 def number(low: float, high: float) -> Callable[[str], float]:
-    """argparse type of a number option within ``low..high`` (nan and infinity refused)."""
+    """The argparse type of a number option within ``low..high`` (nan and infinity refused).
+
+    Parameters
+    ----------
+    low, high : float
+        The range, both included.
+
+    Returns
+    -------
+    callable
+        str -> float, raising ``argparse.ArgumentTypeError``.
+    """
 
     def parse(text: str) -> float:
         try:

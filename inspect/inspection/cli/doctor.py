@@ -11,7 +11,7 @@ from inspection.cli.common import model_folder
 from inspection.model_paths import installed_models
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
+def _cmd_doctor(args: argparse.Namespace) -> int:
     report = diagnose(devices=tuple(args.device or ()), model_dir=args.model,
                       variant_models=[] if args.no_variants else [
                           path for _, path in installed_models() if (path / "model.onnx").is_file()])
@@ -54,6 +54,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     doctor = commands.add_parser(
         "doctor", help="the ONNX Runtime build, providers, GPU and versions in use; a model run on each --device",
         description="Prints the ONNX Runtime actually imported (version, folder, which of its builds are "
@@ -69,4 +76,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     doctor.add_argument("--no-variants", action="store_true", help="skip loading every installed model's "
                         "variants on each device against its check inputs")
     doctor.add_argument("--json", action="store_true", help="one JSON object")
-    doctor.set_defaults(handler=cmd_doctor)
+    doctor.set_defaults(handler=_cmd_doctor)

@@ -26,7 +26,7 @@ from inspection.types import GradedWafer
 from inspection.wafermap.klarf import KLARF_VERSIONS
 
 
-def cmd_grade(args: argparse.Namespace) -> int:
+def _cmd_grade(args: argparse.Namespace) -> int:
     from inspection.acquire.lot import read_lot
     from inspection.chain.lot import run_lot
     from inspection.report.lot_report import write_lot_outputs
@@ -108,6 +108,13 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     grade = commands.add_parser(
         "grade", help="grade a lot of wafer images offline: die maps, patterns, verdicts, KLARF, HTML report",
         description="Per wafer: preprocess, wafer edge and notch, die grid (checked against the recipe), die "
@@ -134,4 +141,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "that take only the older layout")
     grade.add_argument("--quiet", action="store_true", help="no per-wafer lines")
     grade.add_argument("--json", action="store_true", help="print every figure of the lot as one JSON object")
-    grade.set_defaults(handler=cmd_grade)
+    grade.set_defaults(handler=_cmd_grade)

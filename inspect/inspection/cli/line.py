@@ -105,8 +105,21 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 
 
 def line_camera(recipe: Recipe, uri: str | None) -> str:
-    """The camera URI to open: ``--camera`` or the recipe's; a folder whose frames bring their golden beside them
-    lists only the frames (``glob=*TEST*``) unless the URI names its own ``glob``."""
+    """The camera URI to open: ``--camera`` or the recipe's.
+
+    A folder whose frames bring their golden beside them lists only the frames (``glob=*TEST*``) unless the URI
+    names its own ``glob``.
+
+    Parameters
+    ----------
+    recipe : Recipe
+    uri : str, optional
+        The command line's ``--camera``.
+
+    Returns
+    -------
+    str
+    """
     uri = uri or (recipe.camera.uri if recipe.camera is not None else None)
     if not uri:
         raise CameraError(f"recipe {recipe.name!r} names no camera; give --camera URI "
@@ -198,7 +211,7 @@ def _hooks(args: argparse.Namespace) -> list[Hook]:
     return hooks + installed_hooks()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     if recipe.kind == "wafer-lot":
         raise UsageError(f"recipe {recipe.name!r} is a wafer-lot recipe: grade its wafers with `inspect grade "
@@ -310,7 +323,7 @@ def _run(args: argparse.Namespace, recipe: Recipe, uri: str, hooks: list[Hook], 
     return 0
 
 
-def cmd_teach(args: argparse.Namespace) -> int:
+def _cmd_teach(args: argparse.Namespace) -> int:
     if args.recipe is not None:
         return _teach_station(args)
     with open_camera(args.camera) as camera:
@@ -410,7 +423,7 @@ def _print_station_check(check: StationCheck, *, recipe: Path, golden: Frame) ->
         print(f"inspect: run it: inspect run --recipe {recipe}", file=sys.stderr)
 
 
-def cmd_results(args: argparse.Namespace) -> int:
+def _cmd_results(args: argparse.Namespace) -> int:
     rows = read_results(args.db, verdict=args.verdict, since=args.since, run_id=args.run)
     first = next(rows, None)  # a database that cannot be read fails here, before anything is printed
     rows = itertools.chain([first] if first is not None else [], rows)
@@ -427,6 +440,13 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     run = commands.add_parser(
         "run", help="inspect a camera stream on the line, committing each verdict to SQLite",
         description="Acquire -> preprocess -> align -> candidates -> CNN (batched across frames) -> grade, one "
@@ -464,7 +484,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                      help="call this after every commit with the line's event (repeatable; a class is instantiated "
                           "once); it runs on its own thread and can neither stall nor stop the line")
     run.add_argument("-q", "--quiet", action="store_true", help="no live status line")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=_cmd_run)
 
     teach = commands.add_parser(
         "teach", help="teach a golden reference from a camera, and with --recipe the station's own recipe",
@@ -485,7 +505,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="frames to take the median of (default 9)")
     teach.add_argument("--timeout", type=number(0.01, 3600), default=5.0, metavar="S",
                        help="fetch timeout per frame (default 5 s)")
-    teach.set_defaults(handler=cmd_teach)
+    teach.set_defaults(handler=_cmd_teach)
 
     results = commands.add_parser(
         "results", help="print stored results as CSV or JSON lines",
@@ -498,4 +518,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     results.add_argument("--verdict", choices=[str(v) for v in Verdict], help="only results with this verdict")
     results.add_argument("--since", metavar="ISO", help="only results acquired at or after this time (UTC if naive)")
     results.add_argument("--run", type=integer(1, 2**62), metavar="ID", help="only results of this run")
-    results.set_defaults(handler=cmd_results)
+    results.set_defaults(handler=_cmd_results)

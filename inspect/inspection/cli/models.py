@@ -31,6 +31,13 @@ from inspection.train.choices import ARCHITECTURES, CLASS_WEIGHTINGS
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Add the loss and validation options the training commands share (class weights, EMA, label smoothing,
+    validation share) to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    """
     parser.add_argument("--class-weights", choices=CLASS_WEIGHTINGS, default="inverse",
                         help="loss weight per class: inverse (1/count, default), sqrt (1/sqrt(count): rare classes "
                              "over-predicted less) or none")
@@ -45,13 +52,33 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def training_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options ``add_training_options`` adds, under the names training takes them by."""
+    """The options :func:`add_training_options` adds, under the names training takes them by.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+
+    Returns
+    -------
+    dict
+    """
     return {"class_weighting": args.class_weights, "ema_decay": args.ema, "label_smoothing": args.label_smoothing,
             "val_fraction": args.val_fraction}
 
 
 def load_train_package() -> ModuleType:
-    """The training package, with torch loaded: or a usage error saying which extra to install."""
+    """The training package, with torch loaded.
+
+    Returns
+    -------
+    ModuleType
+        ``inspection.train``.
+
+    Raises
+    ------
+    UsageError
+        Saying which extra to install when torch is missing.
+    """
     try:
         import inspection.train.export
         import inspection.train.loop
@@ -62,6 +89,14 @@ def load_train_package() -> ModuleType:
 
 
 def print_card_summary(card: ModelCard, model_dir: Path) -> None:
+    """Print what a new model's card says: architecture, classes, validation figures, operating point, parity.
+
+    Parameters
+    ----------
+    card : ModelCard
+    model_dir : Path
+        The model's folder.
+    """
     val = card.metrics["val"]
     print(f"inspect: {model_dir}/model.onnx + model.json: {card.arch}, classes {', '.join(card.class_names)}",
           file=sys.stderr)
@@ -97,7 +132,7 @@ def _input_for(args: argparse.Namespace) -> tuple[int, str, DetectorSettings | N
     return size, "rgb", detector
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(args: argparse.Namespace) -> int:
     img_size, colour, detector = _input_for(args)
     train_package = load_train_package()
     config = train_package.TrainConfig(
@@ -115,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def _cmd_export(args: argparse.Namespace) -> int:
     if sum(map(bool, (args.int8, args.fp16, args.checks, args.metadata))) > 1:
         raise UsageError("--int8, --fp16, --checks and --metadata do one thing each: run inspect export once for "
                          "each")
@@ -173,7 +208,7 @@ def _detector_settings(path: Path | None) -> DetectorSettings | None:
         raise UsageError(f"--detector {path}: invalid detector settings: {problems}") from None
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_eval(args: argparse.Namespace) -> int:
     classifier = Classifier(args.model, precision=args.precision, device=args.device)
     # The baseline is always FP32, so `--int8 --compare` the same folder measures what quantisation costs.
     baseline = None if args.compare is None else Classifier(args.compare, device=args.device)
@@ -209,7 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def _cmd_models(args: argparse.Namespace) -> int:
     found = installed_models()
     rows = []
     for name, folder in found:
@@ -238,13 +273,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     models = commands.add_parser(
         "models", help="list the models a recipe or --model can name from any folder",
         description="The models on the search path's shared folders (WAFER_INSPECT_MODELS, the user's models "
                     "folder, the models installed with the package), each with its task, precisions and classes. "
                     "Beside these, a recipe's own folder and the working directory are searched first.")
     models.add_argument("--json", action="store_true", help="one JSON object per model")
-    models.set_defaults(handler=cmd_models)
+    models.set_defaults(handler=_cmd_models)
 
     train = commands.add_parser(
         "train", help="train a defect classifier from a labelled folder and export it to ONNX with its card",
@@ -283,7 +325,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--no-flips", action="store_true", help="no flip augmentation (orientation matters)")
     train.add_argument("--no-rot90", action="store_true", help="no 90-degree rotation augmentation")
     add_training_options(train)
-    train.set_defaults(handler=cmd_train)
+    train.set_defaults(handler=_cmd_train)
 
     export = commands.add_parser("export", help="re-export a trained model to ONNX, or add an INT8 or FP16 variant")
     export.add_argument("model", type=Path, help="model folder written by inspect train")
@@ -300,7 +342,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         "(a model exported by an older version), leaving its computation as it is")
     export.add_argument("--detector", type=Path, metavar="JSON", help="golden-template detector settings to put "
                         "in the card (PCB models; written by datasets/deeppcb_crops.py)")
-    export.set_defaults(handler=cmd_export)
+    export.set_defaults(handler=_cmd_export)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on a labelled folder with the line's ONNX code")
     evaluate.add_argument("model", type=model_folder, help="model folder (model.onnx + model.json)")
@@ -316,4 +358,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                           help="also evaluate this model's FP32 graph (same classes) on the same images: the "
                                "difference and its paired 95%% interval (with --int8 and the same folder: what "
                                "quantisation costs)")
-    evaluate.set_defaults(handler=cmd_eval)
+    evaluate.set_defaults(handler=_cmd_eval)

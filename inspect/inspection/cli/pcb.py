@@ -38,7 +38,7 @@ def _pcb_recipe(args: argparse.Namespace, *, model: Path | None = None, precisio
                                 min_score=args.min_score)
 
 
-def cmd_pcb_inspect(args: argparse.Namespace) -> int:
+def _cmd_pcb_inspect(args: argparse.Namespace) -> int:
     from inspection.chain.pairs import inspect_pair
 
     with build_chain(_pcb_recipe(args, model=args.model, precision=args.precision, anomaly=args.anomaly)) as chain:
@@ -67,7 +67,7 @@ def cmd_pcb_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pcb_eval(args: argparse.Namespace) -> int:
+def _cmd_pcb_eval(args: argparse.Namespace) -> int:
     from inspection.acquire.deeppcb import read_pair_list
     from inspection.chain.pairs import evaluate_pairs
 
@@ -116,6 +116,13 @@ def cmd_pcb_eval(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     pcb = commands.add_parser("pcb", help="PCB inspection against a golden template (DeepPCB types)")
     pcb_commands = pcb.add_subparsers(dest="pcb_command", required=True, metavar="COMMAND")
     pcb_inspect = pcb_commands.add_parser("inspect", help="defect boxes with type and score for one board")
@@ -155,4 +162,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                "CROPS), for GPUs")
         precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
                                help="classify with the model's FP32 graph")
-        sub.set_defaults(handler=cmd_pcb_inspect if sub is pcb_inspect else cmd_pcb_eval)
+        sub.set_defaults(handler=_cmd_pcb_inspect if sub is pcb_inspect else _cmd_pcb_eval)

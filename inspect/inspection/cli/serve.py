@@ -19,7 +19,7 @@ from inspection.report.reviews import REVIEW_COLUMNS, export_labels, read_review
 TOKEN_VARIABLE = "INSPECT_REVIEW_TOKEN"
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_labels_export(args: argparse.Namespace) -> int:
+def _cmd_labels_export(args: argparse.Namespace) -> int:
     summary = export_labels(args.db, args.out, run_id=args.run)
     counts = ", ".join(f"{label} {count}" for label, count in summary["counts"].items())
     print(f"inspect: {sum(summary['counts'].values())} reviewed crops -> {args.out} ({counts}); "
@@ -52,7 +52,7 @@ def cmd_labels_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_labels_cut(args: argparse.Namespace) -> int:
+def _cmd_labels_cut(args: argparse.Namespace) -> int:
     from inspection.acquire.labelled import UNSORTED
     from inspection.chain.crops import cut_candidates
 
@@ -81,7 +81,7 @@ def cmd_labels_cut(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_labels_list(args: argparse.Namespace) -> int:
+def _cmd_labels_list(args: argparse.Namespace) -> int:
     reviews = read_reviews(args.db, run_id=args.run).values()
     columns = ("run_id", *REVIEW_COLUMNS, "crop_path")
     if args.format == "json":
@@ -95,6 +95,13 @@ def cmd_labels_list(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     serve = commands.add_parser("serve", help="the live station, the run history and defect review in a browser",
                                 description=f"Serve the station page, the run history, each result with its "
                                 f"detections, and the lot reports. Review (confirm or re-label a detection) needs "
@@ -107,7 +114,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="a name browsers reach the station by (its DNS name); requests whose Host is not "
                             "--host, a loopback address or one of these get HTTP 421 (repeatable)")
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=_cmd_serve)
 
     labels = commands.add_parser("labels", help="reviewed detections: list them, or export them for inspect train")
     actions = labels.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -125,9 +132,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--db", type=Path, default=Path("results/inspect.db"), help="the results database")
         parser.add_argument("--run", type=integer(1, 2**62), metavar="ID", help="only this run's reviews")
     export.add_argument("--out", type=Path, required=True, help="a new (or empty) folder")
-    export.set_defaults(handler=cmd_labels_export)
+    export.set_defaults(handler=_cmd_labels_export)
     listing.add_argument("--format", choices=("csv", "json"), default="csv", help="CSV (default) or JSON lines")
-    listing.set_defaults(handler=cmd_labels_list)
+    listing.set_defaults(handler=_cmd_labels_list)
 
     cut = actions.add_parser(
         "cut", help="cut a station's candidates from its frames into a folder to label, as its line cuts them",
@@ -148,4 +155,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cut.add_argument("--timeout", type=number(0.01, 3600), default=5.0, metavar="S",
                      help="stop when the camera delivers no frame for this long (default 5 s)")
     cut.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    cut.set_defaults(handler=cmd_labels_cut)
+    cut.set_defaults(handler=_cmd_labels_cut)

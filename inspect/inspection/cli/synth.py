@@ -17,7 +17,7 @@ from inspection.report import save_png
 from inspection.sim.frames import DIE_CLASSES, render_die
 
 
-def cmd_synth_lot(args: argparse.Namespace) -> int:
+def _cmd_synth_lot(args: argparse.Namespace) -> int:
     from inspection.sim.lot import make_lot
 
     manifest = make_lot(args.out, wafers=args.wafers, seed=args.seed)
@@ -26,7 +26,7 @@ def cmd_synth_lot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_synth_dies(args: argparse.Namespace) -> int:
+def _cmd_synth_dies(args: argparse.Namespace) -> int:
     classes = args.classes.split(",") if args.classes else list(DIE_CLASSES)
     unknown = sorted(set(classes) - set(DIE_CLASSES))
     if unknown:
@@ -41,6 +41,13 @@ def cmd_synth_dies(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     synth = commands.add_parser("synth", help="render synthetic die images or a whole wafer lot with its truth")
     kinds = synth.add_subparsers(dest="synth_command", required=True, metavar="{dies,lot}")
     dies = kinds.add_parser("dies", help="a labelled folder of die images (OUT/<class>/*.png)")
@@ -48,7 +55,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     dies.add_argument("--per-class", type=integer(1, 100_000), default=500, metavar="N", help="images per class")
     dies.add_argument("--size", type=integer(16, 1024), default=64, metavar="PX", help="die image size in pixels")
     dies.add_argument("--classes", metavar="A,B", help=f"a subset of {','.join(DIE_CLASSES)} (default: all)")
-    dies.set_defaults(handler=cmd_synth_dies)
+    dies.set_defaults(handler=_cmd_synth_dies)
     lot = kinds.add_parser("lot", help="2048x2048 wafer frames with about 1,000 dies, a spatial pattern per wafer, "
                            "truth files and the lot.csv manifest")
     lot.add_argument("out", type=Path, help="output folder")
@@ -56,4 +63,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     for sub in (dies, lot):
         sub.add_argument("--seed", type=integer(0, MAX_SEED), default=0,
                          help="the stream; another seed gives other images (default 0)")
-    lot.set_defaults(handler=cmd_synth_lot)
+    lot.set_defaults(handler=_cmd_synth_lot)

@@ -39,7 +39,7 @@ DEFAULT_WAFERMAP_MODEL = "wafermap-patchnet-v5"
 """Found on the model search path (inspection.model_paths), so the default works from any folder."""
 
 
-def cmd_wafermap_show(args: argparse.Namespace) -> int:
+def _cmd_wafermap_show(args: argparse.Namespace) -> int:
     die_map, label = read_map_file(args.path, index=args.index)
     dies = int(np.count_nonzero(die_map))
     title = f"{args.path.name}" + (f" #{args.index}" if args.index is not None else "")
@@ -68,7 +68,7 @@ def _wafermap_model(args: argparse.Namespace) -> WaferMapModel:
     return load_wafermap_model(args.model, device=args.device)
 
 
-def cmd_wafermap_classify(args: argparse.Namespace) -> int:
+def _cmd_wafermap_classify(args: argparse.Namespace) -> int:
     maps, names = [], []
     for path in args.paths:
         die_map, _ = read_map_file(path, index=args.index)
@@ -87,7 +87,7 @@ def cmd_wafermap_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_wafermap_eval(args: argparse.Namespace) -> int:
+def _cmd_wafermap_eval(args: argparse.Namespace) -> int:
     from inspection.evaluate.maps import evaluate_maps
     from inspection.wafermap.classify import WaferMapModelPool, load_wafermap_model
 
@@ -138,7 +138,7 @@ def _draw_misclassified(map_set: MapSet, misclassified: list[dict], out: Path, *
           file=sys.stderr)
 
 
-def cmd_wafermap_train(args: argparse.Namespace) -> int:
+def _cmd_wafermap_train(args: argparse.Namespace) -> int:
     load_train_package()
     from inspection.train.wafermaps import fit_classical, train_wafermap
 
@@ -159,7 +159,7 @@ def cmd_wafermap_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_wafermap_convert(args: argparse.Namespace) -> int:
+def _cmd_wafermap_convert(args: argparse.Namespace) -> int:
     from inspection.wafermap.wm811k import convert_lswmd
 
     written = convert_lswmd(args.source, args.out, progress=not args.quiet)
@@ -170,6 +170,13 @@ def cmd_wafermap_convert(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``inspect`` parser.
+
+    Parameters
+    ----------
+    commands : argparse._SubParsersAction
+        The ``inspect`` parser's sub-commands.
+    """
     wafermap = commands.add_parser("wafermap", help="die-level wafer maps")
     wafermap_commands = wafermap.add_subparsers(dest="wafermap_command", required=True, metavar="COMMAND")
     show = wafermap_commands.add_parser("show", help="draw a wafer map (npz, SINF or SEMI E142 XML) as a PNG")
@@ -178,7 +185,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     show.add_argument("--out", type=Path, required=True, metavar="PNG", help="the picture to write")
     show.add_argument("--model", default=DEFAULT_WAFERMAP_MODEL,
                       help=f"classify with this model when the folder exists (default {DEFAULT_WAFERMAP_MODEL})")
-    show.set_defaults(handler=cmd_wafermap_show)
+    show.set_defaults(handler=_cmd_wafermap_show)
 
     classify = wafermap_commands.add_parser("classify", help="pattern, confidence, top-3, yield and root cause")
     classify.add_argument("paths", type=Path, nargs="+", help=".npz, SINF or E142 XML files")
@@ -187,7 +194,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                           help=f"wafer-map model folder (default {DEFAULT_WAFERMAP_MODEL})")
     classify.add_argument("--json", action="store_true", help="one JSON object per map")
     add_device_option(classify, default="cpu")
-    classify.set_defaults(handler=cmd_wafermap_classify)
+    classify.set_defaults(handler=_cmd_wafermap_classify)
 
     wm_eval = wafermap_commands.add_parser("eval", help="accuracy, macro-F1 and per-class metrics on labelled maps")
     wm_eval.add_argument("data", type=Path, help="labelled maps in the WM-811K npz layout")
@@ -201,7 +208,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                          help="draw the 48 most confident misclassified maps (truth -> prediction) into PNG")
     wm_eval.add_argument("--compare", type=model_folder, metavar="MODEL",
                          help="also evaluate this model on the same maps: the difference and its paired 95%% interval")
-    wm_eval.set_defaults(handler=cmd_wafermap_eval)
+    wm_eval.set_defaults(handler=_cmd_wafermap_eval)
 
     convert = wafermap_commands.add_parser(
         "convert", help="WM-811K's LSWMD.pkl (the published pandas pickle) to npz files by its own split",
@@ -212,7 +219,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("source", type=Path, metavar="LSWMD.pkl", help="the pickle as published")
     convert.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder for the npz files")
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    convert.set_defaults(handler=cmd_wafermap_convert)
+    convert.set_defaults(handler=_cmd_wafermap_convert)
 
     wm_train = wafermap_commands.add_parser("train", help="train a wafer-map CNN (real and/or synthetic maps)")
     wm_train.add_argument("data", type=Path, nargs="?", help="labelled maps in the WM-811K npz layout")
@@ -234,4 +241,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     wm_train.add_argument("--classical", action="store_true",
                           help="the fast classical model (density, Radon and geometry features + a small MLP)")
     add_training_options(wm_train)
-    wm_train.set_defaults(handler=cmd_wafermap_train)
+    wm_train.set_defaults(handler=_cmd_wafermap_train)

@@ -1,6 +1,8 @@
 """Reporting: the only stage that writes results (SQLite store, pictures, exports)."""
 
 from inspection.report.pictures import (
+    crop_strip_png,
+    decode_stored_png,
     draw_anomaly_map,
     draw_boxes,
     draw_confusion,
@@ -14,6 +16,8 @@ from inspection.report.store import ResultStore, StoreError, read_events, read_r
 __all__ = [
     "ResultStore",
     "StoreError",
+    "crop_strip_png",
+    "decode_stored_png",
     "draw_anomaly_map",
     "draw_boxes",
     "draw_confusion",

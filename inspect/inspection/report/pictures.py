@@ -284,3 +284,43 @@ def tile_pictures(pictures: list[np.ndarray], *, columns: int) -> np.ndarray:
         top, left = (index // columns) * cell_h, (index % columns) * cell_w
         sheet[top : top + picture.shape[0], left : left + picture.shape[1]] = picture
     return sheet
+
+
+def crop_strip_png(crop: np.ndarray, *, min_height_px: int = 96) -> bytes:
+    """A classifier's input as a person compares it: its channels (image, golden or median die, |difference|) as
+    grey tiles side by side, enlarged without smoothing to at least ``min_height_px``.
+
+    Parameters
+    ----------
+    crop : (h, w) or (h, w, C) uint8 ndarray
+        As stored (a crop file, or a die kept for review).
+    min_height_px : int, optional
+        The strip is enlarged by a whole factor until at least this tall.
+
+    Returns
+    -------
+    bytes
+        The strip as a PNG file.
+    """
+    tiles = [crop] if crop.ndim == 2 else [crop[..., channel] for channel in range(crop.shape[2])]
+    gap = np.full((crop.shape[0], 2), 255, np.uint8)
+    strip = np.hstack([part for tile in tiles for part in (tile, gap)][:-1])
+    scale = max(1, -(-min_height_px // strip.shape[0]))
+    strip = cv2.resize(strip, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    return cv2.imencode(".png", strip)[1].tobytes()
+
+
+def decode_stored_png(data: bytes) -> np.ndarray | None:
+    """A picture the store keeps as PNG bytes (a die's classifier input), channels as written.
+
+    Parameters
+    ----------
+    data : bytes
+        The stored PNG.
+
+    Returns
+    -------
+    ndarray or None
+        (h, w) or (h, w, C) uint8; None when the bytes are not a PNG.
+    """
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
