@@ -17,7 +17,6 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -223,69 +222,103 @@ def run_line(camera: Camera, chain: PartChain, store: ResultStore, *, run_id: in
         stays).
     """
     settings = chain.recipe.pipeline
-    save_ng_dir = None if save_ng_dir is None else save_ng_dir.resolve()  # stored paths hold from any folder
-    stats = LineStats(latency_budget_ms=settings.latency_budget_ms)
-    frames_q: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_depth)
-    results_q: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_depth)
-    failure: list[BaseException] = []
     publish = hooks.publish if hooks is not None else (lambda event: None)
-
-    def acquire() -> None:
-        try:
-            frames = stream_frames(camera, timeout_s=settings.fetch_timeout_s, stop=stop, max_frames=max_frames,
-                                   on_skipped=results_q.put, on_reconnect=lambda: publish(LineEvent("reconnect",
-                                                                                                   run_id)))
-            for index, frame in enumerate(frames):
-                if index == 0:
-                    chain.check_frame_size(frame, camera=camera.uri)
-                frames_q.put(frame)  # blocks while the workers are behind: backpressure
-                stats.max_queue_depth = max(stats.max_queue_depth, frames_q.qsize())
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            camera.close()
-            for _ in range(settings.workers):
-                frames_q.put(_DONE)
-
-    def work() -> None:
-        while (frame := frames_q.get()) is not _DONE:
-            results_q.put(chain(frame))
-        results_q.put(_DONE)
-
-    threads = [threading.Thread(target=acquire, name="acquire", daemon=True)]
-    threads += [threading.Thread(target=work, name=f"inspect-{i}", daemon=True) for i in range(settings.workers)]
-    for thread in threads:
-        thread.start()
-
-    workers_done, next_status = 0, time.monotonic() + status_interval_s
-    store_failure: StoreError | None = None
-    not_stored = 0
-    while workers_done < settings.workers:
-        try:
-            item = results_q.get(timeout=status_interval_s)
-        except queue.Empty:
-            item = None
-        if item is _DONE:
-            workers_done += 1
-        elif item is not None and store_failure is not None:  # draining after the database failed
-            not_stored += not isinstance(item, SkippedInput)
-        elif item is not None:
-            try:
-                event = _commit(item, store, stats, run_id=run_id, save_ng_dir=save_ng_dir, chain=chain)
-                publish(replace(event, frames_waiting=frames_q.qsize()))
-            except StoreError as exc:
-                # The database takes no more (a full disk, a read-only file): stop acquiring, let the frames in
-                # flight finish, and end the run with the reason; every earlier commit stays in the file.
-                store_failure, not_stored = exc, 1
-                stop.set()
-        if on_status is not None and time.monotonic() >= next_status:
-            on_status(stats)
-            next_status = time.monotonic() + status_interval_s
+    pipeline = _Pipeline(camera, chain, stop, max_frames=max_frames, run_id=run_id, publish=publish,
+                         stats=LineStats(latency_budget_ms=settings.latency_budget_ms))
+    threads = pipeline.start()
+    committer = _Committer(pipeline, store, save_ng_dir=None if save_ng_dir is None else save_ng_dir.resolve())
+    committer.commit_until_drained(on_status=on_status, status_interval_s=status_interval_s)
     for thread in threads:
         thread.join()
-    if store_failure is not None:
-        raise StoreError(f"{store_failure}; the line stopped after {stats.committed} committed result(s), "
-                         f"{not_stored} part(s) in flight not stored")
-    if failure:
-        raise failure[0]
-    return stats
+    if committer.store_failure is not None:
+        raise StoreError(f"{committer.store_failure}; the line stopped after {pipeline.stats.committed} committed "
+                         f"result(s), {committer.not_stored} part(s) in flight not stored")
+    if pipeline.failure:
+        raise pipeline.failure[0]
+    return pipeline.stats
+
+
+class _Pipeline:
+    """The line's threads: one acquires frames into a bounded queue (blocking while the workers are behind:
+    backpressure), ``workers`` run the chain on them into a bounded results queue."""
+
+    def __init__(self, camera: Camera, chain: PartChain, stop: threading.Event, *, max_frames: int | None,
+                 run_id: int, publish: Callable[[LineEvent], None], stats: LineStats) -> None:
+        self.camera, self.chain, self.stop, self.max_frames = camera, chain, stop, max_frames
+        self.run_id, self.publish, self.stats = run_id, publish, stats
+        self.settings = chain.recipe.pipeline
+        self.frames: queue.Queue[Frame | object] = queue.Queue(maxsize=self.settings.queue_depth)
+        self.results: queue.Queue[InspectedPart | Failed | SkippedInput | object] = queue.Queue(
+            maxsize=self.settings.queue_depth)
+        self.failure: list[BaseException] = []
+
+    def start(self) -> list[threading.Thread]:
+        threads = [threading.Thread(target=self._acquire, name="acquire", daemon=True)]
+        threads += [threading.Thread(target=self._work, name=f"inspect-{i}", daemon=True)
+                    for i in range(self.settings.workers)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def _acquire(self) -> None:
+        try:
+            frames = stream_frames(self.camera, timeout_s=self.settings.fetch_timeout_s, stop=self.stop,
+                                   max_frames=self.max_frames, on_skipped=self.results.put,
+                                   on_reconnect=lambda: self.publish(LineEvent("reconnect", self.run_id)))
+            for index, frame in enumerate(frames):
+                if index == 0:
+                    self.chain.check_frame_size(frame, camera=self.camera.uri)
+                self.frames.put(frame)  # blocks while the workers are behind: backpressure
+                self.stats.max_queue_depth = max(self.stats.max_queue_depth, self.frames.qsize())
+        except BaseException as exc:
+            self.failure.append(exc)
+        finally:
+            self.camera.close()
+            for _ in range(self.settings.workers):
+                self.frames.put(_DONE)
+
+    def _work(self) -> None:
+        while isinstance(frame := self.frames.get(), Frame):
+            self.results.put(self.chain(frame))
+        self.results.put(_DONE)
+
+
+class _Committer:
+    """Commits each result as it arrives, one transaction per part, until every worker is done."""
+
+    def __init__(self, pipeline: _Pipeline, store: ResultStore, *, save_ng_dir: Path | None) -> None:
+        self.pipeline, self.store, self.save_ng_dir = pipeline, store, save_ng_dir
+        self.store_failure: StoreError | None = None
+        self.not_stored = 0
+
+    def commit_until_drained(self, *, on_status: Callable[[LineStats], None] | None,
+                             status_interval_s: float) -> None:
+        pipeline = self.pipeline
+        workers_done, next_status = 0, time.monotonic() + status_interval_s
+        while workers_done < pipeline.settings.workers:
+            try:
+                item = pipeline.results.get(timeout=status_interval_s)
+            except queue.Empty:
+                item = None
+            if item is _DONE:
+                workers_done += 1
+            elif isinstance(item, InspectedPart | Failed | SkippedInput):
+                self._take(item)
+            if on_status is not None and time.monotonic() >= next_status:
+                on_status(pipeline.stats)
+                next_status = time.monotonic() + status_interval_s
+
+    def _take(self, item: InspectedPart | Failed | SkippedInput) -> None:
+        pipeline = self.pipeline
+        if self.store_failure is not None:  # draining after the database failed
+            self.not_stored += not isinstance(item, SkippedInput)
+            return
+        try:
+            event = _commit(item, self.store, pipeline.stats, run_id=pipeline.run_id, save_ng_dir=self.save_ng_dir,
+                            chain=pipeline.chain)
+            pipeline.publish(replace(event, frames_waiting=pipeline.frames.qsize()))
+        except StoreError as exc:
+            # The database takes no more (a full disk, a read-only file): stop acquiring, let the frames in
+            # flight finish, and end the run with the reason; every earlier commit stays in the file.
+            self.store_failure, self.not_stored = exc, 1
+            pipeline.stop.set()
