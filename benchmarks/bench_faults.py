@@ -59,8 +59,8 @@ from inspection.classify.timing import machine
 from inspection.recipe import load_recipe
 from inspection.report import read_runs
 from inspection.report.records import save_record
+from inspection.samples.lot import make_lot
 from inspection.sim.frames import render_frame
-from inspection.sim.lot import make_lot
 from inspection.types import InspectionError
 from inspection.wafermap.formats import read_e142, read_npz, read_sinf, write_e142, write_sinf
 from inspection.wafermap.klarf import Klarf, klarf_die_map, read_klarf, write_klarf

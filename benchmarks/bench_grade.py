@@ -23,7 +23,7 @@ from inspection.classify.timing import machine
 from inspection.recipe import load_recipe
 from inspection.report.lot_report import lot_figures
 from inspection.report.records import save_record
-from inspection.sim.lot import make_lot
+from inspection.samples.lot import make_lot
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -22,13 +22,13 @@ from tqdm import tqdm
 
 from inspection.classify.timing import machine
 from inspection.report.records import save_record
-from inspection.sim.wafermaps import render_wafer_map
+from inspection.samples.wafermaps import render_wafer_map
 from inspection.wafermap import PATTERNS, read_npz
 from inspection.wafermap.classify import WaferMapModelPool
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = Path(__file__).parents[1] / "models"
-DEFAULT_MODELS = [MODELS / "wafermap-classical-v2", MODELS / "wafermap-patchnet-v5"]
+DEFAULT_MODELS = [MODELS / "wafermap-patchnet-v5"]
 
 
 def main() -> None:

@@ -37,10 +37,10 @@ from inspection.chain.chain import PartChain, candidate_chain
 from inspection.chain.pairs import CANDIDATE_SETTINGS, find_candidates, read_grey_frame
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import iou_matrix
+from inspection.evaluate.pairs import perturb
 from inspection.measure import candidate_crops
 from inspection.recipe import load_recipe
 from inspection.report import save_png
-from inspection.sim.frames import perturb
 
 
 def label_candidates(boxes: np.ndarray, truth_boxes: np.ndarray, truth_kinds: tuple[str, ...]) -> list[int | None]:

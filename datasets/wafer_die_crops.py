@@ -2,7 +2,7 @@
 
     python datasets/wafer_die_crops.py OUT [--wafers 18] [--seed 1000] [--defect-rate 0.3] [--good-per-wafer 350]
 
-Each wafer is rendered by ``inspection.sim.lot`` with dies failing independently at ``--defect-rate`` (so
+Each wafer is rendered by ``inspection.samples.lot`` with dies failing independently at ``--defect-rate`` (so
 every defect class is plentiful), then located, turned notch-down and cut into dies by
 ``inspection.measure.dies.locate_dies`` with the bundled ``wafer-lot`` recipe, and made into the classifier's 3-channel
 input by ``inspection.measure.dies.die_inputs`` (die, the wafer's median die, their difference): what the line will
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from inspection.measure.dies import die_inputs, locate_dies
 from inspection.recipe import load_recipe
 from inspection.report import save_png
-from inspection.sim.lot import LotSpec, render_lot_wafer
+from inspection.samples.lot import LotSpec, render_lot_wafer
 from inspection.wafermap.maps import PATTERNS
 
 

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
+import yaml
 
 from tests.conftest import REPO_ROOT, run_cli
 
@@ -74,6 +76,32 @@ def test_inference_path_does_not_import_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_station_without_simulated_parts_never_loads_the_generators(tmp_path: Path) -> None:
+    from inspection.sim.frames import golden_image, render_frame
+
+    golden = tmp_path / "golden.png"
+    cv2.imwrite(str(golden), golden_image("wafer"))
+    (tmp_path / "frames").mkdir()
+    cv2.imwrite(str(tmp_path / "frames" / "0001.png"), render_frame("wafer", 0, seed=1, defect_rate=1.0)[0])
+    recipe = yaml.safe_load((REPO_ROOT / "inspect" / "inspection" / "recipes" / "wafer-die.yaml").read_text())
+    recipe["reference"]["golden"] = str(golden)
+    recipe["classify"]["model"] = str(REPO_ROOT / "models" / "wafer-line-patchnet-v1")
+    (tmp_path / "station.yaml").write_text(yaml.safe_dump(recipe))
+    code = (
+        "import sys\n"
+        "from inspection.acquire import open_camera\n"
+        "from inspection.chain.chain import build_chain, build_wafer_chain\n"
+        "from inspection.recipe import load_recipe\n"
+        f"with open_camera('folder:{tmp_path / 'frames'}') as camera, "
+        f"build_chain(load_recipe('{tmp_path / 'station.yaml'}')) as chain:\n"
+        "    part = chain(camera.grab(timeout_s=5))\n"
+        "build_wafer_chain(load_recipe('wafer-lot')).close()\n"
+        "print(part.verdict, sorted(m for m in sys.modules if m.startswith(('inspection.sim', 'inspection.samples'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    verdict, loaded = out.stdout.strip().split(" ", 1)
+    assert verdict in ("pass", "fail", "review") and loaded == "[]", out.stdout
 
 
 def test_every_option_with_a_default_shows_it_in_help() -> None:

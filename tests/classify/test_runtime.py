@@ -49,8 +49,8 @@ def _graph_flops(onnx_path: Path) -> int:
     return total
 
 
-@pytest.mark.parametrize("name", ["die-patchnet-v1", "pcb-patchnet-l-v5", "pcb-patchnet-l-v7", "wafer-die-patchnet-v1",
-                                  "wafer-line-patchnet-v1"])
+@pytest.mark.parametrize("name", ["die-patchnet-v1", "pcb-patchnet-l-v7", "wafer-die-patchnet-v1",
+                                  "wafer-line-patchnet-v1", "../tests/models/pcb-patchnet-l-v5"])
 def test_shipped_models_state_the_compute_their_graph_does(name: str) -> None:
     classifier = Classifier(REPO_ROOT / "models" / name)
     assert classifier.card.flops_per_image == _graph_flops(classifier.onnx_path)

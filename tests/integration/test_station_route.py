@@ -12,7 +12,7 @@ import yaml
 
 from inspection.classify.card import DetectorSettings
 from inspection.report.store import read_runs
-from inspection.sim.lot import make_lot
+from inspection.samples.lot import make_lot
 from tests.conftest import results_json, run_cli
 
 CAMERA = "sim:wafer?seed=3&defect_rate=0.9"

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inspection.sim.lot import LotSpec, make_lot, render_lot_wafer
+from inspection.samples.lot import LotSpec, make_lot, render_lot_wafer
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
+from inspection.acquire.lot import read_truth
 from inspection.report.lots import read_dies, read_thumbnails, read_wafers
-from inspection.sim.lot import read_truth, truth_map
+from inspection.samples.lot import truth_map
 from inspection.wafermap.formats import read_e142, read_sinf
 from inspection.wafermap.klarf import klarf_die_map, read_klarf
 from tests.conftest import REPO_ROOT, pool_workers, run_cli, survivors

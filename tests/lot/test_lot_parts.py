@@ -19,7 +19,7 @@ from inspection.grade import wafer_verdict
 from inspection.measure.dies import locate_dies
 from inspection.recipe import LotRules, RecipeError, load_recipe
 from inspection.report.lots import LotStore
-from inspection.sim.lot import LotSpec, render_lot_wafer, truth_map
+from inspection.samples.lot import LotSpec, render_lot_wafer, truth_map
 from inspection.types import MAX_STEM_CHARS, Verdict, file_stem, ids_of_stem, unique_on_any_file_system
 from inspection.wafermap.klarf import Klarf, KlarfError, klarf_die_map, read_klarf, write_klarf
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspection.sim.wafermaps import render_wafer_map
+from inspection.samples.wafermaps import render_wafer_map
 from inspection.wafermap import PATTERNS, MapSet, write_npz, write_sinf
 from inspection.wafermap.classify import map_image
 from tests.conftest import REPO_ROOT, pool_workers, run_cli, survivors
@@ -113,8 +113,8 @@ def test_classical_model_trains_and_serves_the_same_commands(tmp_path: Path) -> 
     # Two worker processes classify exactly as one process does.
     pooled = json.loads(run_cli("wafermap", "eval", str(data), "--model", str(out), "--json", "--workers", "2").stdout)
     assert pooled["confusion"] == report["confusion"]
-    # Against the shipped classical model on the same maps: the difference and its paired interval.
-    shipped = REPO_ROOT / "models" / "wafermap-classical-v2"
+    # Against the shipped CNN on the same maps: the difference and its paired interval.
+    shipped = REPO_ROOT / "models" / "wafermap-patchnet-v5"
     compared = json.loads(run_cli("wafermap", "eval", str(data), "--model", str(out), "--compare", str(shipped),
                                   "--json").stdout)
     baseline = compared["baseline"]
@@ -137,9 +137,8 @@ def test_classical_model_trains_and_serves_the_same_commands(tmp_path: Path) -> 
     assert process.returncode == 2 and "features version 1" in process.stderr and "refit" in process.stderr
 
 
-@pytest.mark.parametrize("name", ["wafermap-patchnet-v5", "wafermap-classical-v2"])
-def test_shipped_models_name_clear_patterns(name: str, tmp_path: Path) -> None:
-    model = REPO_ROOT / "models" / name
+def test_the_shipped_model_names_clear_patterns(tmp_path: Path) -> None:
+    model = REPO_ROOT / "models" / "wafermap-patchnet-v5"
     patterns = ("Center", "Donut", "Edge-Ring", "Near-full")
     files = [str(write_sinf(tmp_path / f"{pattern}.sinf", render_wafer_map(pattern, 0, dies=60), wafer_id=pattern))
              for pattern in patterns]

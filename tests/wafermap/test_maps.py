@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inspection.sim.wafermaps import render_wafer_map
+from inspection.samples.wafermaps import render_wafer_map
 from inspection.wafermap import (
     FAILED,
     GOOD,

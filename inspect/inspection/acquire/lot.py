@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from inspection.acquire.folder import IMAGE_SUFFIXES
 from inspection.types import WAFERMAP_PATTERNS, InspectionError, LotItem, check_id
@@ -89,3 +92,42 @@ def read_lot(source: str | Path) -> list[LotItem]:
     if not items:
         raise LotInputError(f"{source}: the manifest lists no wafers")
     return items
+
+
+@dataclass(frozen=True)
+class WaferTruth:
+    """The truth of a wafer's dies: its pattern and, per die (N,), grid row, column and class."""
+
+    pattern: str
+    rows: np.ndarray
+    cols: np.ndarray
+    classes: np.ndarray
+    """Index into ``class_names`` per die."""
+    class_names: tuple[str, ...]
+
+    def class_by_cell(self) -> dict[tuple[int, int], str]:
+        """Die class name by (row, column) die index."""
+        return {(int(r), int(c)): self.class_names[int(k)]
+                for r, c, k in zip(self.rows, self.cols, self.classes, strict=True)}
+
+    def save(self, path: Path) -> Path:
+        np.savez_compressed(path, pattern=self.pattern, rows=self.rows, cols=self.cols, classes=self.classes,
+                            class_names=np.array(self.class_names))
+        return path
+
+
+def read_truth(path: str | Path) -> WaferTruth:
+    """A truth file written by :meth:`WaferTruth.save` (``inspect grade`` reads the manifest's ``truth_dies``).
+
+    Raises ValueError naming the file when it is not one, or a class index has no name.
+    """
+    try:
+        with np.load(path) as data:
+            names = tuple(str(n) for n in data["class_names"])
+            truth = WaferTruth(str(data["pattern"]), data["rows"], data["cols"], data["classes"], names)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not a die truth file (pattern, rows, cols, classes, class_names): {exc}") from None
+    if len(truth.classes) and not (int(truth.classes.min()) >= 0 and int(truth.classes.max()) < len(names)):
+        raise ValueError(f"{path}: class indices {int(truth.classes.min())}..{int(truth.classes.max())}; expected "
+                         f"0..{len(names) - 1} ({len(names)} class names)")
+    return truth

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from inspection.acquire.base import Camera, FrameTimeout
-from inspection.sim.frames import SimKind, render_frame
+from inspection.sim.frames import SimKind, golden_image, render_frame
 from inspection.types import Frame
 
 
@@ -49,3 +51,22 @@ class SimCamera(Camera):
 
     def close(self) -> None:
         """Nothing to release: the generator holds no device."""
+
+
+def golden_frame(kind: SimKind, *, size_px: int, source: str) -> Frame:
+    """The defect-free frame a simulated station's parts are drawn on: the golden of a ``sim:`` recipe.
+
+    Parameters
+    ----------
+    kind : {"wafer", "pcb"}
+    size_px : int
+        Its side.
+    source : str
+        The frame's source id (the recipe's ``reference.golden``).
+
+    Returns
+    -------
+    Frame
+        8-bit grey.
+    """
+    return Frame(np.array(golden_image(kind, size_px=size_px)), "mono", 8, source, 0, 0.0)

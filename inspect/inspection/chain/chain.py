@@ -675,10 +675,10 @@ def load_golden(recipe: Recipe, preprocess: Preprocess) -> np.ndarray | None:
     if golden is None:
         return None
     if golden.startswith("sim:"):
-        from inspection.sim.frames import golden_image  # the generators load only for a simulated station
+        from inspection.acquire.sim import golden_frame  # the generators load only for a simulated station
 
         kind, size_px = synthetic_reference(golden)
-        frame = Frame(np.array(golden_image(kind, size_px=size_px)), "mono", 8, golden, 0, 0.0)
+        frame = golden_frame(kind, size_px=size_px, source=golden)
     else:
         image, layout, bit_depth = read_image(golden)
         frame = Frame(image, layout, bit_depth, golden, 0, 0.0)

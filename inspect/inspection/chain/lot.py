@@ -24,12 +24,12 @@ from tqdm import tqdm
 
 from inspection.acquire import ImageReadError, read_image
 from inspection.acquire.base import STOP_POLL_S
+from inspection.acquire.lot import read_truth
 from inspection.chain.chain import Failed, InspectedWafer, WaferChain, build_wafer_chain
 from inspection.measure.dies import die_inputs
 from inspection.recipe import Recipe
 from inspection.report.lots import LotStore
 from inspection.report.store import StoreError
-from inspection.sim.lot import read_truth
 from inspection.types import (
     DiePicture,
     DieTable,

@@ -26,10 +26,9 @@ from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import as_hypotheses
 from inspection.evaluate.anomaly import anomaly_report
 from inspection.evaluate.detection import Outcomes
-from inspection.evaluate.pairs import matched, pairs_report
+from inspection.evaluate.pairs import matched, pairs_report, perturb
 from inspection.preprocess import to_gray
 from inspection.report import draw_anomaly_map, save_png
-from inspection.sim.frames import perturb
 from inspection.types import Frame, InspectionError
 
 CANDIDATE_SETTINGS = DetectorSettings(

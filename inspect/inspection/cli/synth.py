@@ -18,7 +18,7 @@ from inspection.sim.frames import DIE_CLASSES, render_die
 
 
 def _cmd_synth_lot(args: argparse.Namespace) -> int:
-    from inspection.sim.lot import make_lot
+    from inspection.samples.lot import make_lot
 
     manifest = make_lot(args.out, wafers=args.wafers, seed=args.seed)
     print(f"inspect: {args.wafers} wafers (seed {args.seed}) with their truth in {args.out}; manifest {manifest}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 from inspection.classify.detect import Hypotheses
@@ -40,3 +41,22 @@ def pairs_report(outcomes: Outcomes, truth: list[tuple[str, ...]], *, class_name
                                                    baseline=baseline) if truth else {},
         }
     return result
+
+
+def perturb(image: np.ndarray, boxes: np.ndarray, *, rng: np.random.Generator, max_shift_px: float,
+            max_angle_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The test image moved by a random rigid transform, its boxes moved along (the axis-aligned hull of the
+    turned corners) and a mask of the boxes still at least half in view. Uncovered pixels are white."""
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), float(rng.uniform(-max_angle_deg, max_angle_deg)), 1.0)
+    matrix[:, 2] += rng.uniform(-max_shift_px, max_shift_px, size=2)
+    moved = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=255)
+    corners = np.stack([boxes[:, [0, 1]], boxes[:, [2, 1]], boxes[:, [0, 3]], boxes[:, [2, 3]]], axis=1)
+    turned = corners @ matrix[:, :2].T + matrix[:, 2]
+    hull = np.concatenate([turned.min(axis=1), turned.max(axis=1)], axis=1)
+    clipped = hull.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
+    area = (hull[:, 2] - hull[:, 0]) * (hull[:, 3] - hull[:, 1])
+    inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]) >= 0.5 * area
+    return moved, clipped, inside

@@ -18,7 +18,7 @@ from inspection.acquire.labelled import stratified_split
 from inspection.classify.card import ModelCard
 from inspection.evaluate.metrics import classification_report, confusion_matrix
 from inspection.report import save_png
-from inspection.sim.wafermaps import render_wafer_map
+from inspection.samples.wafermaps import render_wafer_map
 from inspection.train.loop import TrainConfig, TrainingError, train
 from inspection.wafermap import PATTERNS, MapSet
 from inspection.wafermap.classical import FEATURE_VERSION, ClassicalWaferMapModel, feature_matrix, forward

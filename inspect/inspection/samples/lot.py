@@ -18,10 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspection.acquire.lot import MANIFEST_COLUMNS, MANIFEST_NAME
+from inspection.acquire.lot import MANIFEST_COLUMNS, MANIFEST_NAME, WaferTruth
 from inspection.measure.grid import DieGrid, cell_origins_xy_px, die_crops
+from inspection.samples.wafermaps import render_wafer_map
 from inspection.sim.frames import DIE_CLASSES, die_design, draw_die_defect, wafer_coverage
-from inspection.sim.wafermaps import render_wafer_map
 from inspection.wafermap.maps import FAILED, PATTERNS, die_map_of
 
 DEFECT_CLASSES = DIE_CLASSES[1:]
@@ -50,38 +50,6 @@ class LotSpec:
     @property
     def pitch_px(self) -> tuple[float, float]:
         return (self.die_pitch_um[0] / self.pixel_size_um, self.die_pitch_um[1] / self.pixel_size_um)
-
-
-@dataclass(frozen=True)
-class WaferTruth:
-    pattern: str
-    rows: np.ndarray
-    cols: np.ndarray
-    classes: np.ndarray
-    """Index into DIE_CLASSES per die (0 good)."""
-
-    def class_by_cell(self) -> dict[tuple[int, int], str]:
-        """Die class name by (row, column) die index."""
-        return {(int(r), int(c)): DIE_CLASSES[int(k)] for r, c, k in zip(self.rows, self.cols, self.classes,
-                                                                           strict=True)}
-
-    def save(self, path: Path) -> Path:
-        np.savez_compressed(path, pattern=self.pattern, rows=self.rows, cols=self.cols, classes=self.classes,
-                            class_names=np.array(DIE_CLASSES))
-        return path
-
-
-def read_truth(path: str | Path) -> WaferTruth:
-    """A truth file written by :meth:`WaferTruth.save` (``inspect grade`` reads the manifest's ``truth_dies``)."""
-    try:
-        with np.load(path) as data:
-            names = [str(n) for n in data["class_names"]]
-            truth = WaferTruth(str(data["pattern"]), data["rows"], data["cols"], data["classes"])
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path}: not a die truth file (pattern, rows, cols, classes, class_names): {exc}") from None
-    if names != list(DIE_CLASSES):
-        raise ValueError(f"{path}: die classes {names}; expected {list(DIE_CLASSES)}")
-    return truth
 
 
 def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
@@ -142,7 +110,7 @@ def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
     image = cv2.warpAffine(image, turn, (size, size), flags=cv2.INTER_LINEAR, borderValue=_BACKGROUND)
     image += rng.normal(0.0, 2.5, image.shape).astype(np.float32)
     truth = WaferTruth(pattern, np.array([d.row for d in dies], np.int16), np.array([d.column for d in dies], np.int16),
-                       classes)
+                       classes, DIE_CLASSES)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), truth
 
 
