@@ -58,12 +58,14 @@ from inspection.classify.card import read_card
 from inspection.classify.timing import machine
 from inspection.recipe import load_recipe
 from inspection.report import read_runs
+from inspection.report.klarf import write_klarf
+from inspection.report.maps import write_e142, write_npz, write_sinf
 from inspection.report.records import save_record
 from inspection.samples.lot import make_lot
 from inspection.sim.frames import render_frame
 from inspection.types import InspectionError
-from inspection.wafermap.formats import read_e142, read_npz, read_sinf, write_e142, write_sinf
-from inspection.wafermap.klarf import Klarf, klarf_die_map, read_klarf, write_klarf
+from inspection.wafermap.formats import read_e142, read_npz, read_sinf
+from inspection.wafermap.klarf import Klarf, klarf_die_map, read_klarf
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -271,7 +273,7 @@ def grade_interrupt_trials(trials: int, rng: random.Random, work: Path) -> dict[
 
 def wafermap_pool_kill_trials(work: Path) -> dict[str, Any]:
     """``inspect wafermap eval --workers 2`` killed mid-evaluation: its workers must not outlive it."""
-    from inspection.wafermap import PATTERNS, MapSet, write_npz
+    from inspection.wafermap import PATTERNS, MapSet
 
     rng = np.random.default_rng(0)
     disc = np.hypot(*np.mgrid[-20:20, -20:20]) < 19

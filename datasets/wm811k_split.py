@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from inspection.acquire.labelled import stratified_split
-from inspection.wafermap import MapSet, read_npz, write_npz
+from inspection.report.maps import write_npz
+from inspection.wafermap import MapSet, read_npz
 
 
 def main() -> None:

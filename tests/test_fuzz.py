@@ -23,9 +23,11 @@ from inspection.acquire.headers import image_size_px
 from inspection.acquire.lot import read_lot
 from inspection.classify.card import read_card
 from inspection.recipe import load_recipe
+from inspection.report.klarf import write_klarf
+from inspection.report.maps import write_e142, write_sinf
 from inspection.types import InspectionError
-from inspection.wafermap.formats import read_e142, read_npz, read_sinf, write_e142, write_sinf
-from inspection.wafermap.klarf import Klarf, read_klarf, write_klarf
+from inspection.wafermap.formats import read_e142, read_npz, read_sinf
+from inspection.wafermap.klarf import Klarf, read_klarf
 from tests.conftest import REPO_ROOT
 
 EXAMPLES = settings(max_examples=80, deadline=3000, suppress_health_check=[HealthCheck.too_slow])

@@ -104,6 +104,29 @@ def test_a_station_without_simulated_parts_never_loads_the_generators(tmp_path: 
     assert verdict in ("pass", "fail", "review") and loaded == "[]", out.stdout
 
 
+WRITES = {"write_text", "write_bytes", "imwrite", "savez", "savez_compressed", "mkdir", "tofile", "writerows"}
+WRITERS = ("report", "calibrate", "classify")
+"""What writes files: report (results, pictures, KLARF, SINF, E142, npz), calibrate (a station's calibration) and
+classify (a model's card and its engine caches); training and the command line above them."""
+
+
+def test_only_the_writers_write_files() -> None:
+    import ast
+
+    found = []
+    for package in ("acquire", "preprocess", "align", "measure", "wafermap", "grade", "evaluate", "sim"):
+        for path in sorted((REPO_ROOT / "inspect" / "inspection" / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Call):
+                    continue
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                mode = next((arg.value for arg in node.args[:2] if isinstance(arg, ast.Constant)
+                             and isinstance(arg.value, str) and arg.value[:1] in "wax"), None)
+                if name in WRITES or (name == "open" and mode is not None):
+                    found.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {name}")
+    assert not found, f"only {', '.join(WRITERS)} write files: {found}"
+
+
 def test_every_option_with_a_default_shows_it_in_help() -> None:
     import argparse
 

@@ -18,10 +18,11 @@ from inspection.acquire.lot import LotInputError, read_lot
 from inspection.grade import wafer_verdict
 from inspection.measure.dies import locate_dies
 from inspection.recipe import LotRules, RecipeError, load_recipe
+from inspection.report.klarf import write_klarf
 from inspection.report.lots import LotStore
 from inspection.samples.lot import LotSpec, render_lot_wafer, truth_map
 from inspection.types import MAX_STEM_CHARS, Verdict, file_stem, ids_of_stem, unique_on_any_file_system
-from inspection.wafermap.klarf import Klarf, KlarfError, klarf_die_map, read_klarf, write_klarf
+from inspection.wafermap.klarf import Klarf, KlarfError, klarf_die_map, read_klarf
 
 
 def test_a_folder_of_images_is_a_lot(tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspection.report.maps import write_npz, write_sinf
 from inspection.samples.wafermaps import render_wafer_map
-from inspection.wafermap import PATTERNS, MapSet, write_npz, write_sinf
+from inspection.wafermap import PATTERNS, MapSet
 from inspection.wafermap.classify import map_image
 from tests.conftest import REPO_ROOT, pool_workers, run_cli, survivors
 from tests.wafermap.test_maps import WM811K

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspection.wafermap.formats import read_e142, read_npz, write_e142
-from inspection.wafermap.klarf import Klarf, KlarfError, read_klarf, write_klarf
+from inspection.report.klarf import write_klarf
+from inspection.report.maps import write_e142
+from inspection.wafermap.formats import read_e142, read_npz
+from inspection.wafermap.klarf import Klarf, KlarfError, read_klarf
 from inspection.wafermap.maps import WaferMapError
 
 GOOD_NPZ = {"flat": np.ones(6, np.uint8), "offsets": np.array([0, 6]), "shapes": np.array([[2, 3]])}

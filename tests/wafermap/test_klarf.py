@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from inspection.wafermap.klarf import Klarf, KlarfError, klarf_die_map, read_klarf, write_klarf
+from inspection.report.klarf import write_klarf
+from inspection.wafermap.klarf import Klarf, KlarfError, klarf_die_map, read_klarf
 
 SAMPLES = Path(__file__).parent / "data" / "klarf-jklarfreader"
 WAFER = Klarf("LOT-1", "W01", 3, (8000.0, 8000.0), (4000.0, 4000.0), {0: "Unclassified", 1: "particle", 2: "scratch"},

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from inspection.report.maps import write_e142, write_npz, write_sinf
 from inspection.samples.wafermaps import render_wafer_map
 from inspection.wafermap import (
     FAILED,
@@ -20,9 +21,6 @@ from inspection.wafermap import (
     read_npz,
     read_sinf,
     resize_map,
-    write_e142,
-    write_npz,
-    write_sinf,
     yield_fraction,
 )
 from inspection.wafermap.classical import feature_matrix, radon_profiles

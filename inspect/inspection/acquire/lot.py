@@ -110,14 +110,9 @@ class WaferTruth:
         return {(int(r), int(c)): self.class_names[int(k)]
                 for r, c, k in zip(self.rows, self.cols, self.classes, strict=True)}
 
-    def save(self, path: Path) -> Path:
-        np.savez_compressed(path, pattern=self.pattern, rows=self.rows, cols=self.cols, classes=self.classes,
-                            class_names=np.array(self.class_names))
-        return path
-
 
 def read_truth(path: str | Path) -> WaferTruth:
-    """A truth file written by :meth:`WaferTruth.save` (``inspect grade`` reads the manifest's ``truth_dies``).
+    """A truth file as ``samples.lot`` writes it (``inspect grade`` reads the manifest's ``truth_dies``).
 
     Raises ValueError naming the file when it is not one, or a class index has no name.
     """

@@ -22,8 +22,8 @@ from inspection.cli.common import (
     software_version,
 )
 from inspection.recipe import load_recipe
+from inspection.report.klarf import KLARF_VERSIONS
 from inspection.types import GradedWafer
-from inspection.wafermap.klarf import KLARF_VERSIONS
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:

@@ -160,9 +160,13 @@ def _cmd_wafermap_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_wafermap_convert(args: argparse.Namespace) -> int:
-    from inspection.wafermap.wm811k import convert_lswmd
+    from inspection.report.maps import write_npz
+    from inspection.wafermap.wm811k import read_lswmd, split_lswmd
 
-    written = convert_lswmd(args.source, args.out, progress=not args.quiet)
+    written = {}
+    for name, (map_set, beside) in split_lswmd(read_lswmd(args.source, progress=not args.quiet)).items():
+        write_npz(args.out / f"{name}.npz", map_set, extra=beside)
+        written[f"{name}.npz"] = len(map_set.maps)
     files = ", ".join(f"{name} {count:,}" for name, count in written.items())
     print(f"inspect: {sum(written.values()):,} maps of {args.source} -> {args.out} ({files}); evaluate with: inspect "
           f"wafermap eval {args.out / 'test.npz'}", file=sys.stderr)

@@ -17,12 +17,12 @@ import cv2
 import numpy as np
 
 from inspection.evaluate.metrics import confusion_matrix
+from inspection.report.klarf import KlarfVersion, klarf_for_wafer, write_klarf
 from inspection.report.lots import read_die_truth, read_dies, read_thumbnails, read_wafers
+from inspection.report.maps import write_e142, write_sinf
 from inspection.report.pictures import draw_confusion, draw_wafer_map, save_png
 from inspection.report.tables import spreadsheet_safe
 from inspection.types import file_stem, unique_on_any_file_system
-from inspection.wafermap.formats import write_e142, write_sinf
-from inspection.wafermap.klarf import KlarfVersion, klarf_for_wafer, write_klarf
 from inspection.wafermap.maps import PATTERNS
 
 OPERATING_POINTS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.8, 0.9)

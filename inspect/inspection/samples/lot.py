@@ -114,6 +114,13 @@ def render_lot_wafer(spec: LotSpec, pattern: str, index: int, *, seed: int = 0,
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), truth
 
 
+def save_truth(truth: WaferTruth, path: Path) -> Path:
+    """Write ``truth`` as the file :func:`inspection.acquire.lot.read_truth` reads."""
+    np.savez_compressed(path, pattern=truth.pattern, rows=truth.rows, cols=truth.cols, classes=truth.classes,
+                        class_names=np.array(truth.class_names))
+    return path
+
+
 def truth_map(truth: WaferTruth) -> np.ndarray:
     """The truth as a WM-811K die map indexed from the lowest row and column."""
     return die_map_of(truth.rows, truth.cols, truth.classes > 0)
@@ -137,7 +144,7 @@ def make_lot(folder: str | Path, *, wafers: int = 25, seed: int = 0, spec: LotSp
         name = f"wafer-{index + 1:02d}"
         if not cv2.imwrite(str(folder / f"{name}.png"), image):
             raise OSError(f"{folder / name}.png: could not be written")
-        truth.save(folder / "truth" / f"{name}.npz")
+        save_truth(truth, folder / "truth" / f"{name}.npz")
         rows.append((f"{name}.png", name, lot_id, index + 1, pattern, f"truth/{name}.npz"))
     manifest = folder / MANIFEST_NAME
     with manifest.open("w", newline="", encoding="utf-8") as handle:

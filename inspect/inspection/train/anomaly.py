@@ -154,8 +154,7 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     threads : int
         torch's CPU threads (0: one per core).
     device : {"cpu", "cuda"}
-        Where the network trains (on a GPU in bfloat16 mixed precision); the export and its parity check run on
-        the CPU either way.
+        Where the network trains (a GPU in bfloat16); the export and its parity check run on the CPU.
 
     Returns
     -------
@@ -170,6 +169,62 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
         When ONNX Runtime does not reproduce the trained network within the parity tolerance.
     """
     good = read_good_folder(good_folder)
+    _check_good(good, device=device)
+    height, width = good.size_hw
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir, rng = Path(out_dir), np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    order = rng.permutation(len(good.paths))
+    held_out, fitted = np.split(order, [max(1, round(held_out_fraction * len(order)))])
+    held_out, fitted, binaries = np.sort(held_out), np.sort(fitted), _binary(good)
+    crop_px = min(CROP_PX, height, width) // MAP_STRIDE_PX * MAP_STRIDE_PX
+    started = time.perf_counter()
+    network, history = _fit([binaries[i] for i in fitted], crop_px=crop_px, steps=steps, batch=batch, rng=rng,
+                            device=device)
+    training_s = time.perf_counter() - started
+    torch.save(network.state_dict(), out_dir / WEIGHTS_FILE)
+    exported = _Exported(network).eval()
+    onnx_path = _export_graph(exported, out_dir, height=height, width=width)
+    unit_scale = np.float32(1.0 / ((1 << good.bit_depth) - 1))
+    held_out_units = [(good.images[i].astype(np.float32) * unit_scale)[None, None] for i in held_out]
+    onnx_maps, parity = _parity(exported, onnx_path, held_out_units)
+    false_alarms, chosen = _threshold(onnx_maps, image_shape=(height, width), target=false_alarms_per_image)
+    training = {"method": "synthetic-defect segmentation (self-supervised on good images)",
+                "good_folder": str(good.folder), "data_hash": good.content_hash(), "good_images": len(good.paths),
+                "fitted_images": len(fitted), "held_out_images": [good.paths[i].name for i in held_out],
+                "steps": steps, "batch": batch, "crop_px": crop_px, "seed": seed, "seconds": round(training_s, 1),
+                "torch": torch.__version__, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                "history": history}
+    settings = AnomalySettings(
+        map_stride_px=MAP_STRIDE_PX, binarise_at=BINARISE_AT, threshold=float(THRESHOLD_GRID[chosen]),
+        target_false_alarms_per_image=false_alarms_per_image,
+        val_false_alarms_per_image=round(float(false_alarms[chosen]), 4), val_images=len(held_out),
+        val_folder=str(good.folder))
+    card = _write_card(exported, onnx_path, good, training=training, settings=settings, parity=parity,
+                       false_alarms=false_alarms)
+    checked = np.concatenate(held_out_units[:ANOMALY_CHECK_IMAGES])
+    write_checks(out_dir, checked, source=f"held-out good images of {good.folder}", count=len(checked))
+    AnomalyModel(out_dir)  # the line's loader accepts it: sha256, input name and shape, metadata
+    save_anomaly_curves(history, THRESHOLD_GRID, false_alarms, out_dir / "training.png", title=f"{ARCH} training",
+                        chosen_threshold=settings.threshold, target_false_alarms=false_alarms_per_image)
+    return card
+
+
+def _threshold(score_maps: list[np.ndarray], *, image_shape: tuple[int, int], target: float
+               ) -> tuple[np.ndarray, int]:
+    """False alarms per held-out good image at each threshold of ``THRESHOLD_GRID``, and the index of the lowest
+    threshold within ``target`` (the highest when none is)."""
+    false_alarms = np.array([anomaly_metrics.false_alarms_per_image(score_maps, threshold=float(t),
+                                                                    stride_px=MAP_STRIDE_PX, image_shape=image_shape)
+                             for t in THRESHOLD_GRID])
+    within = np.nonzero(false_alarms <= target)[0]
+    return false_alarms, int(within[0]) if len(within) else len(THRESHOLD_GRID) - 1
+
+
+def _check_good(good: GoodImages, *, device: str) -> None:
+    """Refuse a folder (or device) an anomaly model cannot be trained from, naming it."""
     height, width = good.size_hw
     if min(height, width) < MIN_SIDE_PX:
         raise TrainingDataError(f"{good.folder}: images of {width}x{height} px; an anomaly model needs at least "
@@ -179,18 +234,12 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
                                 "to choose the threshold)")
     if device == "cuda" and not torch.cuda.is_available():
         raise TrainingDataError("--device cuda: torch sees no CUDA device here; use --device cpu")
-    if threads:
-        torch.set_num_threads(threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    order = rng.permutation(len(good.paths))
-    n_held_out = max(1, round(held_out_fraction * len(order)))
-    held_out, fitted = np.sort(order[:n_held_out]), np.sort(order[n_held_out:])
-    binaries = _binary(good)
-    crop_px = min(CROP_PX, height, width) // MAP_STRIDE_PX * MAP_STRIDE_PX
 
+
+def _fit(binaries: list[np.ndarray], *, crop_px: int, steps: int, batch: int, rng: np.random.Generator,
+         device: str) -> tuple[AnomalyNet, list[dict[str, float]]]:
+    """The network trained to segment synthetic defects in crops of good images (on the CPU after), and its
+    loss every 50 steps."""
     network = AnomalyNet().to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     pos_weight = torch.tensor(5.0, device=device)
@@ -199,10 +248,9 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
         optimiser, lambda step: 0.5 * (1.0 + np.cos(np.pi * min(step / steps, 1.0))))
     history: list[dict[str, float]] = []
     losses: list[float] = []
-    started = time.perf_counter()
     network.train()
     for step in tqdm(range(1, steps + 1), desc="training anomaly model", unit="step", disable=None):
-        images, targets = _training_batch([binaries[i] for i in fitted], crop_px=crop_px, batch=batch, rng=rng)
+        images, targets = _training_batch(binaries, crop_px=crop_px, batch=batch, rng=rng)
         with autocast:
             logits = network(images.to(device, non_blocking=True))
         loss = F.binary_cross_entropy_with_logits(logits.float(), targets.to(device), pos_weight=pos_weight)
@@ -214,11 +262,11 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
         if step % 50 == 0 or step == steps:
             history.append({"step": step, "loss": float(np.mean(losses))})
             losses = []
-    training_s = time.perf_counter() - started
-    network = network.cpu().eval()
-    torch.save(network.state_dict(), out_dir / WEIGHTS_FILE)
+    return network.cpu().eval(), history
 
-    exported = _Exported(network).eval()
+
+def _export_graph(exported: nn.Module, out_dir: Path, *, height: int, width: int) -> Path:
+    """The one ONNX graph (dynamic batch), written whole or not at all."""
     onnx_path, partial = out_dir / "model.onnx", out_dir / ".model.onnx.partial"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; parity checks its output
@@ -227,12 +275,14 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
                                                                      "anomaly_map": {0: "batch"}},
                           opset_version=OPSET, dynamo=False)
     os.replace(partial, onnx_path)
+    return onnx_path
 
-    unit_scale = np.float32(1.0 / ((1 << good.bit_depth) - 1))
+
+def _parity(exported: nn.Module, onnx_path: Path, units: list[np.ndarray]) -> tuple[list[np.ndarray], Parity]:
+    """ONNX Runtime's score maps of the held-out images, checked against torch's."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_maps, max_abs_diff, agreement = [], 0.0, []
-    for index in tqdm(held_out, desc="parity and threshold", unit="image", disable=None):
-        unit = (good.images[index].astype(np.float32) * unit_scale)[None, None]
+    for unit in tqdm(units, desc="parity and threshold", unit="image", disable=None):
         onnx_map = session.run(["anomaly_map"], {"images": unit})[0]
         with torch.no_grad():
             torch_map = exported(torch.from_numpy(unit)).numpy()
@@ -240,45 +290,24 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
         agreement.append(float(((onnx_map >= 0.5) == (torch_map >= 0.5)).mean()))
         onnx_maps.append(onnx_map[0, 0])
     if max_abs_diff > PARITY_TOLERANCE:
-        raise ExportError(f"{onnx_path}: ONNX Runtime differs from torch on {len(held_out)} held-out images: max "
+        raise ExportError(f"{onnx_path}: ONNX Runtime differs from torch on {len(units)} held-out images: max "
                           f"|d score| {max_abs_diff:.2e} (tolerance {PARITY_TOLERANCE:.0e})")
-    thresholds = THRESHOLD_GRID
-    false_alarms = np.array([anomaly_metrics.false_alarms_per_image(onnx_maps, threshold=float(t),
-                                                                    stride_px=MAP_STRIDE_PX,
-                                                                    image_shape=(height, width))
-                             for t in thresholds])
-    within = np.nonzero(false_alarms <= false_alarms_per_image)[0]
-    chosen = int(within[0]) if len(within) else len(thresholds) - 1
+    return onnx_maps, Parity(samples=len(units), max_abs_diff=max_abs_diff,
+                             argmax_agreement=float(np.mean(agreement)), tolerance=PARITY_TOLERANCE)
 
+
+def _write_card(exported: nn.Module, onnx_path: Path, good: GoodImages, *, training: dict[str, Any],
+                settings: AnomalySettings, parity: Parity, false_alarms: np.ndarray) -> ModelCard:
+    """The card beside the graph, with the false alarms per held-out image at each threshold tried."""
+    height, width = good.size_hw
     spec = InputSpec(name="images", channels=1, height=height, width=width)
-    training: dict[str, Any] = {
-        "method": "synthetic-defect segmentation (self-supervised on good images)",
-        "good_folder": str(good.folder), "data_hash": good.content_hash(), "good_images": len(good.paths),
-        "fitted_images": len(fitted), "held_out_images": [good.paths[i].name for i in held_out],
-        "steps": steps, "batch": batch, "crop_px": crop_px, "seed": seed, "seconds": round(training_s, 1),
-        "torch": torch.__version__, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "history": history,
-    }
-    settings = AnomalySettings(
-        map_stride_px=MAP_STRIDE_PX, binarise_at=BINARISE_AT, threshold=float(thresholds[chosen]),
-        target_false_alarms_per_image=false_alarms_per_image,
-        val_false_alarms_per_image=round(float(false_alarms[chosen]), 4), val_images=len(held_out),
-        val_folder=str(good.folder))
     card = ModelCard(
         task="anomaly", arch=ARCH, class_names=["good", "anomaly"], input=spec,
         normalisation=Normalisation(mean=[0.0], std=[1.0]), output_name="anomaly_map",
         thresholds=Thresholds(good_class="good"), opset=OPSET, onnx_sha256=sha256_of(onnx_path), training=training,
         metrics={"val": {"false_alarms_per_image": {f"{t:.3f}": round(float(f), 4)
-                                                    for t, f in zip(thresholds, false_alarms, strict=True)}}},
-        parity=Parity(samples=len(held_out), max_abs_diff=max_abs_diff, argmax_agreement=float(np.mean(agreement)),
-                      tolerance=PARITY_TOLERANCE),
-        flops_per_image=count_flops(exported, spec), torch_weights=WEIGHTS_FILE, anomaly=settings)
+                                                    for t, f in zip(THRESHOLD_GRID, false_alarms, strict=True)}}},
+        parity=parity, flops_per_image=count_flops(exported, spec), torch_weights=WEIGHTS_FILE, anomaly=settings)
     card.onnx_sha256 = stamp_metadata(onnx_path, card)
-    card.write(out_dir)
-    checked = held_out[:ANOMALY_CHECK_IMAGES]
-    write_checks(out_dir, np.stack([(good.images[i].astype(np.float32) * unit_scale)[None] for i in checked]),
-                 source=f"held-out good images of {good.folder}", count=len(checked))
-    AnomalyModel(out_dir)  # the line's loader accepts it: sha256, input name and shape, metadata
-    save_anomaly_curves(history, thresholds, false_alarms, out_dir / "training.png", title=f"{ARCH} training",
-                        chosen_threshold=settings.threshold, target_false_alarms=false_alarms_per_image)
+    card.write(onnx_path.parent)
     return card

@@ -11,7 +11,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -138,8 +138,7 @@ def _reseed_augmentation(_worker: int) -> None:
     """Each loader process draws its own augmentations: seeded from the loader's generator and its number, so a
     seed still gives the same run."""
     info = torch.utils.data.get_worker_info()
-    assert info is not None
-    if info.dataset.augment is not None:  # type: ignore[attr-defined]
+    if info is not None and info.dataset.augment is not None:  # type: ignore[attr-defined]
         info.dataset.augment.set_random_seed(info.seed % 2**32)  # type: ignore[attr-defined]
 
 
@@ -164,9 +163,96 @@ def _evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, loss_fn: nn
     return sum(losses) / len(y_true), report
 
 
-def train(config: TrainConfig, *, detector: DetectorSettings | None = None) -> ModelCard:
-    """Train, keep the best epoch by validation macro-F1, export ``model.onnx`` + ``model.json`` into ``out``
-    (``detector``: the candidate settings the crops were cut with, into the card)."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """What ``last.pt`` holds after every epoch, so a run resumes exactly where it stopped; ``best.pt`` is the
+    same with the best epoch's weights as ``model`` (what :func:`~inspection.train.export.export_model` reads)."""
+
+    model: dict[str, torch.Tensor]
+    """The weights after this epoch."""
+    best_model: dict[str, torch.Tensor]
+    """The weights validated best so far (the moving average's, with EMA)."""
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    generator: torch.Tensor
+    """The shuffling generator's state."""
+    torch_rng: torch.Tensor
+    epoch: int
+    best_f1: float
+    training: dict[str, Any]
+    """The card's ``training`` record: data, counts, history, configuration, versions."""
+    card: dict[str, Any]
+    """The card's fields known before export: task, architecture, classes, input, normalisation."""
+    data: dict[str, Any]
+    """The validation images (root, paths, labels) the export evaluates on."""
+    average: dict[str, torch.Tensor] | None = None
+    """The weights' moving average (``--ema``)."""
+
+    def save(self, path: Path) -> None:
+        state = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if self.average is None:
+            del state["average"]
+        torch.save(state, path)
+
+    def save_best(self, path: Path) -> None:
+        state = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ("best_model",
+                                                                                                  "average")}
+        torch.save({**state, "model": self.best_model}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Checkpoint:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(**{name: state.get(name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The labelled folder split, read and normalised as training takes it."""
+
+    data: LabelledImages
+    data_hash: str
+    """Of the folder's files: a resume refuses other data."""
+    train_set: LabelledImages
+    val_set: LabelledImages
+    train_units: Any
+    val_units: Any
+    class_names: tuple[str, ...]
+    good_class: str | None
+    spec: InputSpec
+    normalisation: Normalisation
+
+
+@dataclass
+class _Run:
+    """The model, its optimiser and where training stands: what a checkpoint saves and a resume restores."""
+
+    model: nn.Module
+    averaged: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    first_epoch: int = 1
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def resume(self, checkpoint: Checkpoint) -> None:
+        self.model.load_state_dict(checkpoint.model)
+        if self.averaged is not None:
+            self.averaged.load_state_dict(checkpoint.average or checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.scheduler)
+        self.generator.set_state(checkpoint.generator)
+        torch.set_rng_state(checkpoint.torch_rng)
+        self.history = checkpoint.training["history"]
+        self.best_f1, self.best_epoch = checkpoint.best_f1, checkpoint.training["best_epoch"]
+        self.best_weights = checkpoint.best_model
+        self.first_epoch = checkpoint.epoch + 1
+
+
+def _check(config: TrainConfig) -> None:
+    """Refuse settings training cannot run with, naming the option."""
     if config.device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("--device cuda: torch sees no CUDA device here; use --device cpu")
     if config.epochs < 1:
@@ -179,9 +265,10 @@ def train(config: TrainConfig, *, detector: DetectorSettings | None = None) -> M
         raise TrainingError(f"--val-fraction {config.val_fraction}: expected a share between 0 and 1 (e.g. 0.2)")
     if config.weights is not None and not config.weights.is_file():
         raise TrainingError(f"--weights {config.weights}: no such file")
-    _seed_everything(config.seed)
-    device = torch.device(config.device)
-    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input shapes: pick each layer's fastest kernel
+
+
+def _read_data(config: TrainConfig) -> _Data:
+    """The folder split into train and validation, read at the model's input size, with its normalisation."""
     data = list_labelled_folder(config.folder)
     train_set, val_set = _split(data, config)
     if len(val_set.paths) == 0:
@@ -204,122 +291,133 @@ def train(config: TrainConfig, *, detector: DetectorSettings | None = None) -> M
     axes = tuple(range(train_units.units.ndim - 1)) if spec.channels == 3 else None
     mean = np.atleast_1d(train_units.units.mean(axis=axes)).astype(float).tolist()
     std = np.atleast_1d(train_units.units.std(axis=axes)).clip(min=1e-3).astype(float).tolist()
-    normalisation = Normalisation(mean=mean, std=std)
     missing = [class_names[i] for i in range(len(class_names)) if not (train_units.labels == i).any()]
     if missing:
         raise TrainingError(f"{config.folder}: no readable training image of class(es) {', '.join(missing)}")
+    return _Data(data, data.content_hash(), train_set, val_set, train_units, val_units, tuple(class_names),
+                 good_class, spec, Normalisation(mean=mean, std=std))
 
-    generator = torch.Generator().manual_seed(config.seed)
+
+def _loaders(data: _Data, config: TrainConfig, generator: torch.Generator
+             ) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+    """The augmented, shuffled training batches and the plain validation batches."""
     workers = loader_workers(config.device)
     # On a GPU: the images stay decoded in memory (read once above), loader processes augment the next batches
     # while the GPU trains on this one, and batches cross from pinned memory without blocking.
     on_gpu = {"num_workers": workers, "pin_memory": workers > 0, "persistent_workers": workers > 0,
               **({"prefetch_factor": 4, "worker_init_fn": _reseed_augmentation} if workers else {})}
     train_loader = torch.utils.data.DataLoader(
-        AugmentedImages(train_units, normalisation=normalisation,
+        AugmentedImages(data.train_units, normalisation=data.normalisation,
                         augment=augmentation(flips=config.flips, rot90=config.rot90, seed=config.seed,
                                              profile=config.augment)),
         batch_size=config.batch_size, shuffle=True, generator=generator, **on_gpu)
-    val_loader = torch.utils.data.DataLoader(AugmentedImages(val_units, normalisation=normalisation, augment=None),
-                                             batch_size=256, shuffle=False, **on_gpu)
-    counts = np.bincount(train_units.labels, minlength=len(class_names)).astype(np.float32)
+    val_loader = torch.utils.data.DataLoader(AugmentedImages(data.val_units, normalisation=data.normalisation,
+                                                             augment=None), batch_size=256, shuffle=False, **on_gpu)
+    return train_loader, val_loader
+
+
+def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, loss_fn: nn.Module, device: torch.device, *,
+                 config: TrainConfig, epoch: int) -> tuple[float, int, float]:
+    """One pass over the training batches: the mean loss, the images seen and the seconds it took."""
+    run.model.train()
+    running, seen = torch.zeros((), device=device), 0  # summed on the device: no wait for the GPU per step
+    started = time.perf_counter()
+    for images, targets in tqdm(loader, total=len(loader), desc=f"epoch {epoch}/{config.epochs}", leave=False,
+                                disable=None):
+        run.optimizer.zero_grad(set_to_none=True)
+        with mixed_precision(device):
+            logits = run.model(images.to(device, non_blocking=True))
+        loss = loss_fn(logits.float(), targets.to(device, non_blocking=True))
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        if run.averaged is not None and config.ema_decay is not None:
+            _update_average(run.averaged, run.model, config.ema_decay)
+        running += loss.detach() * len(targets)
+        seen += len(targets)
+    return float(running) / seen, seen, time.perf_counter() - started  # float() waits for the last step
+
+
+def _checkpoint(run: _Run, data: _Data, config: TrainConfig, *, epoch: int) -> Checkpoint:
+    """Where the run stands after ``epoch``, with the card's training record."""
+    training = {
+        "data_root": str(data.data.root), "data_hash": data.data_hash,
+        "class_counts_train": data.train_set.class_counts(), "class_counts_val": data.val_set.class_counts(),
+        "ignored_files": len(data.data.ignored_files),
+        "skipped_unreadable": list(data.train_units.skipped + data.val_units.skipped), "epochs_run": epoch,
+        "best_epoch": run.best_epoch, "history": run.history, "seed": config.seed, "device": config.device,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "command": config.command, "torch": str(torch.__version__), "torchvision": metadata.version("torchvision"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+    }
+    card = {"task": config.task, "arch": config.arch, "class_names": list(data.class_names),
+            "input": data.spec.model_dump(), "normalisation": data.normalisation.model_dump(),
+            "good_class": data.good_class, "target_recall": config.target_recall}
+    validation = {"root": str(data.data.root), "val_paths": [str(p) for p in data.val_units.paths],
+                  "val_labels": data.val_units.labels.tolist()}
+    return Checkpoint(
+        {k: v.cpu() for k, v in run.model.state_dict().items()}, run.best_weights, run.optimizer.state_dict(),
+        run.scheduler.state_dict(), run.generator.get_state(), torch.get_rng_state(), epoch, run.best_f1, training,
+        card, validation,
+        None if run.averaged is None else {k: v.cpu() for k, v in run.averaged.state_dict().items()})
+
+
+def train(config: TrainConfig, *, detector: DetectorSettings | None = None) -> ModelCard:
+    """Train, keep the best epoch by validation macro-F1, export ``model.onnx`` + ``model.json`` into ``out``.
+
+    ``detector``: the candidate settings the crops were cut with, into the card.
+    """
+    _check(config)
+    _seed_everything(config.seed)
+    device = torch.device(config.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input shapes: pick each layer's fastest kernel
+    data = _read_data(config)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader, val_loader = _loaders(data, config, generator)
+    counts = np.bincount(data.train_units.labels, minlength=len(data.class_names)).astype(np.float32)
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weights(counts, config.class_weighting)).to(device),
                                   label_smoothing=config.label_smoothing)
     try:
-        model = build_model(config.arch, n_classes=len(class_names), in_channels=spec.channels,
+        model = build_model(config.arch, n_classes=len(data.class_names), in_channels=data.spec.channels,
                             weights=config.weights).to(device)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.epochs * len(train_loader)))
-    data_hash = data.content_hash()
+    run = _Run(model, copy.deepcopy(model) if config.ema_decay else None, optimizer,
+               torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config.epochs * len(train_loader))),
+               generator)
     config.out.mkdir(parents=True, exist_ok=True)
-    history: list[dict[str, float]] = []
-    best_f1, best_epoch, first_epoch = -1.0, 0, 1
-    best_weights: dict[str, torch.Tensor] = {}
     last_path = config.out / "last.pt"
-    averaged = copy.deepcopy(model) if config.ema_decay else None
     if config.resume:
         if not last_path.is_file():
             raise TrainingError(f"--resume: no checkpoint {last_path} to resume from")
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        if state["training"]["data_hash"] != data_hash:
+        resumed = Checkpoint.load(last_path)
+        if resumed.training["data_hash"] != data.data_hash:
             raise TrainingError(f"--resume: {config.folder} is not the data {last_path} was trained on (hash differs)")
-        model.load_state_dict(state["model"])
-        if averaged is not None:
-            averaged.load_state_dict(state.get("average", state["model"]))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history = state["training"]["history"]
-        best_f1, best_epoch = state["best_f1"], state["training"]["best_epoch"]
-        best_weights = state["best_model"]
-        first_epoch = state["epoch"] + 1
-        log.warning("resuming %s at epoch %d (best so far: epoch %d, macro-F1 %.4f)", last_path, first_epoch,
-                    best_epoch, best_f1)
-
-    card_base = {
-        "task": config.task, "arch": config.arch, "class_names": list(class_names),
-        "input": spec.model_dump(), "normalisation": normalisation.model_dump(), "good_class": good_class,
-        "target_recall": config.target_recall,
-    }
-    data_record = {
-        "root": str(data.root), "val_paths": [str(p) for p in val_units.paths],
-        "val_labels": val_units.labels.tolist(),
-    }
-    for epoch in range(first_epoch, config.epochs + 1):
-        if epoch - best_epoch > config.patience and best_epoch > 0:
+        run.resume(resumed)
+        log.warning("resuming %s at epoch %d (best so far: epoch %d, macro-F1 %.4f)", last_path, run.first_epoch,
+                    run.best_epoch, run.best_f1)
+    checkpoint = None
+    for epoch in range(run.first_epoch, config.epochs + 1):
+        if epoch - run.best_epoch > config.patience and run.best_epoch > 0:
             tqdm.write(f"early stop: no better validation macro-F1 for {config.patience} epochs", file=sys.stderr)
             break
-        model.train()
-        running, seen = torch.zeros((), device=device), 0  # summed on the device: no wait for the GPU per step
-        started = time.perf_counter()
-        for images, targets in tqdm(train_loader, total=len(train_loader), desc=f"epoch {epoch}/{config.epochs}",
-                                    leave=False, disable=None):
-            optimizer.zero_grad(set_to_none=True)
-            with mixed_precision(device):
-                logits = model(images.to(device, non_blocking=True))
-            loss = loss_fn(logits.float(), targets.to(device, non_blocking=True))
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if averaged is not None:
-                _update_average(averaged, model, config.ema_decay)
-            running += loss.detach() * len(targets)
-            seen += len(targets)
-        train_loss = float(running) / seen  # waits for the epoch's last step
-        train_s = time.perf_counter() - started
-        validated = model if averaged is None else averaged  # the average is what is validated and exported
-        val_loss, report = _evaluate(validated, val_loader, loss_fn, device, class_names)
-        history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
-                        "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
-                        "train_s": round(train_s, 2)})
+        train_loss, seen, train_s = _train_epoch(run, train_loader, loss_fn, device, config=config, epoch=epoch)
+        validated = run.model if run.averaged is None else run.averaged  # the average is validated and exported
+        val_loss, report = _evaluate(validated, val_loader, loss_fn, device, data.class_names)
+        run.history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
+                            "val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
+                            "train_s": round(train_s, 2)})
         tqdm.write(f"epoch {epoch}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
                    f"val accuracy {report['accuracy']:.4f}  val macro-F1 {report['macro_f1']:.4f}  "
                    f"({seen / train_s:.0f} images/s)", file=sys.stderr)
-        if report["macro_f1"] > best_f1:
-            best_f1, best_epoch = report["macro_f1"], epoch
-            best_weights = {k: v.cpu().clone() for k, v in validated.state_dict().items()}
-        training = {
-            "data_root": str(data.root), "data_hash": data_hash, "class_counts_train": train_set.class_counts(),
-            "class_counts_val": val_set.class_counts(), "ignored_files": len(data.ignored_files),
-            "skipped_unreadable": list(train_units.skipped + val_units.skipped), "epochs_run": epoch,
-            "best_epoch": best_epoch, "history": history, "seed": config.seed, "device": config.device,
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
-            "command": config.command, "torch": str(torch.__version__), "torchvision": metadata.version("torchvision"),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }
-        # last.pt carries the best weights too, so a resumed run can still export its best epoch.
-        state = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "best_model": best_weights,
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
-                 "best_f1": best_f1, "training": training,
-                 "card": card_base, "data": data_record}
-        if averaged is not None:
-            state["average"] = {k: v.cpu() for k, v in averaged.state_dict().items()}
-        torch.save(state, last_path)
-    best = {key: value for key, value in state.items() if key not in ("best_model", "average")}
-    torch.save({**best, "model": best_weights}, config.out / "best.pt")  # what export_model reads
+        if report["macro_f1"] > run.best_f1:
+            run.best_f1, run.best_epoch = report["macro_f1"], epoch
+            run.best_weights = {k: v.cpu().clone() for k, v in validated.state_dict().items()}
+        checkpoint = _checkpoint(run, data, config, epoch=epoch)
+        checkpoint.save(last_path)  # it carries the best weights too, so a resumed run can export its best epoch
+    if checkpoint is None:  # resumed after its last epoch: export what it holds
+        checkpoint = Checkpoint.load(last_path)
+    checkpoint.save_best(config.out / "best.pt")  # what export_model reads
     return export_model(config.out, detector=detector)

@@ -1,10 +1,11 @@
-"""Die-level wafer maps: encoding checks, state-preserving resize, file formats, root causes."""
+"""Die-level wafer maps: encoding checks, state-preserving resize, reading their files, root causes (the
+writers of SINF, E142, npz and KLARF are in ``report``)."""
 
 from pathlib import Path
 
 import numpy as np
 
-from inspection.wafermap.formats import MapSet, read_e142, read_npz, read_sinf, write_e142, write_npz, write_sinf
+from inspection.wafermap.formats import MapSet, read_e142, read_npz, read_sinf
 from inspection.wafermap.maps import (
     FAILED,
     GOOD,
@@ -20,9 +21,7 @@ from inspection.wafermap.maps import (
 
 __all__ = [
     "FAILED", "GOOD", "NO_DIE", "PATTERNS", "ROOT_CAUSES", "MapSet", "WaferMapError", "check_map",
-    "failure_density", "read_e142",
-    "read_map_file", "read_npz", "read_sinf", "resize_map", "write_e142", "write_npz",
-    "write_sinf", "yield_fraction",
+    "failure_density", "read_e142", "read_map_file", "read_npz", "read_sinf", "resize_map", "yield_fraction",
 ]
 
 

@@ -1,4 +1,4 @@
-"""KLARF (KLA Results File) defect lists: written per graded wafer, read back, and turned into die maps.
+"""KLARF (KLA Results File) defect lists: read back and turned into die maps (written by ``report.klarf``).
 
 Two layouts. KLARF 1.8 (the default) nests ``Record``s (file, lot, wafer, test, summary) holding ``Field``s
 and ``List``s with typed ``Columns`` and ``Data`` rows, lengths in nanometres. KLARF 1.2 is a flat sequence of
@@ -13,9 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 
@@ -53,147 +51,10 @@ MIN_DIE_PITCH_UM = 1.0
 """The smallest die pitch read (a die pitch of 1e-300 um made every defect its own die)."""
 
 
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%m-%d-%y %H:%M:%S")
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace('"', "'") + '"'
-
-
-KlarfVersion = Literal["1.8", "1.2"]
-KLARF_VERSIONS: tuple[KlarfVersion, ...] = ("1.8", "1.2")
-_INTEGER_FIELDS = ("DEFECTID", "XINDEX", "YINDEX", "CLASSNUMBER", "TEST", "ROUGHBINNUMBER", "IMAGECOUNT", "TESTNO",
+INTEGER_FIELDS = ("DEFECTID", "XINDEX", "YINDEX", "CLASSNUMBER", "TEST", "ROUGHBINNUMBER", "IMAGECOUNT", "TESTNO",
                    "NDEFECT", "NDIE", "NDEFDIE")
-_LENGTH_FIELDS = ("XREL", "YREL", "XSIZE", "YSIZE", "DSIZE")
+LENGTH_FIELDS = ("XREL", "YREL", "XSIZE", "YSIZE", "DSIZE")
 """Lengths: micrometres in KLARF 1.2 and in :class:`Klarf`, nanometres in KLARF 1.8 (areas: um^2 and nm^2)."""
-
-
-def write_klarf(path: str | Path, klarf: Klarf, *, station: str, recipe: str, moment: datetime,
-                version: KlarfVersion = "1.8") -> Path:
-    """Write one wafer's defects as KLARF.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file to write.
-    klarf : Klarf
-        The wafer: lot and wafer ids, die pitch and centre in micrometres, class table, tested dies, defects.
-    station : str
-        The inspection station's name (``InspectionStationID``).
-    recipe : str
-        The recipe's name (``DeviceID``, and the setup or recipe id).
-    moment : datetime
-        When the wafer was inspected (``ResultTimestamp``).
-    version : {"1.8", "1.2"}, optional
-        KLARF 1.8 (nested records, nanometres) or 1.2 (flat records, micrometres).
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    path = Path(path)
-    text = _nested18(klarf, station=station, recipe=recipe, moment=moment) if version == "1.8" else \
-        _flat12(klarf, station=station, recipe=recipe, moment=moment)
-    # UTF-8: ASCII ids are written as before, and no other id is lost to a "?" (quoted strings carry any text
-    # but a double quote, which becomes an apostrophe).
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _flat12(klarf: Klarf, *, station: str, recipe: str, moment: datetime) -> str:
-    lines = [
-        "FileVersion 1 2;", f"FileTimestamp {_stamp(moment)};",
-        f'InspectionStationID "WAFER-INSPECT" "wafer-inspect" {_quote(station)};', "SampleType WAFER;",
-        f"ResultTimestamp {_stamp(moment)};", f"LotID {_quote(klarf.lot_id)};", "SampleSize 1 300;",
-        f"DeviceID {_quote(recipe)};", f"SetupID {_quote(recipe)} {_stamp(moment)};", 'StepID "AOI";',
-        "SampleOrientationMarkType NOTCH;", "OrientationMarkLocation DOWN;",
-        f"DiePitch {klarf.die_pitch_um[0]:.6e} {klarf.die_pitch_um[1]:.6e};", "DieOrigin 0.000000e+00 0.000000e+00;",
-        f"WaferID {_quote(klarf.wafer_id)};", f"Slot {klarf.slot};",
-        f"SampleCenterLocation {klarf.sample_centre_um[0]:.6e} {klarf.sample_centre_um[1]:.6e};",
-        f"ClassLookup {len(klarf.class_names)}",
-        *[f" {number} {_quote(name)}" for number, name in sorted(klarf.class_names.items())],
-        ";", "InspectionTest 1;", f"SampleTestPlan {len(klarf.tested_dies)}",
-        *[f" {x} {y}" for x, y in klarf.tested_dies], ";",
-        f"AreaPerTest {len(klarf.tested_dies) * klarf.die_pitch_um[0] * klarf.die_pitch_um[1]:.6e};",
-        f"DefectRecordSpec {len(DEFECT_FIELDS)} {' '.join(DEFECT_FIELDS)};", "DefectList",
-    ]
-    for defect in klarf.defects:
-        lines.append(" " + " ".join(str(int(defect[name])) if name in _INTEGER_FIELDS else f"{defect[name]:.3f}"
-                                    for name in DEFECT_FIELDS))
-    lines += [";", f"SummarySpec {len(SUMMARY_FIELDS)} {' '.join(SUMMARY_FIELDS)};", "SummaryList",
-              " " + " ".join(f"{klarf.summary.get(name, 0):g}" for name in SUMMARY_FIELDS) + ";", "EndOfFile;"]
-    return "\n".join(lines) + "\n"
-
-
-def _nm(value_um: float) -> int:
-    return round(value_um * 1000)
-
-
-def _nested18(klarf: Klarf, *, station: str, recipe: str, moment: datetime) -> str:
-    day, time = f"{moment:%m-%d-%Y}", f"{moment:%H:%M:%S}"
-
-    def field(name: str, *values: object) -> str:
-        return f"Field {name} {len(values)} {{{', '.join(_value18(v) for v in values)}}}"
-
-    def listing(name: str, columns: list[tuple[str, str]], rows: list[list[object]], indent: str) -> list[str]:
-        header = ", ".join(f"{kind} {column}" for kind, column in columns)
-        return [f"{indent}List {name}", f"{indent}{{", f"{indent}  Columns {len(columns)} {{ {header} }}",
-                f"{indent}  Data {len(rows)}", f"{indent}  {{",
-                *[f"{indent}    {' '.join(_value18(v) for v in row)};" for row in rows], f"{indent}  }}", f"{indent}}}"]
-
-    defect_columns = [("int32" if name in _INTEGER_FIELDS or name in _LENGTH_FIELDS else "float", name)
-                      for name in DEFECT_FIELDS]
-    defect_rows = [[int(d[name]) if name in _INTEGER_FIELDS else _nm(d[name]) if name in _LENGTH_FIELDS
-                    else float(d[name]) * 1e6 if name == "DEFECTAREA" else float(d[name]) for name in DEFECT_FIELDS]
-                   for d in klarf.defects]
-    summary_columns = [("float" if name == "DEFDENSITY" else "int32", name) for name in SUMMARY_FIELDS]
-    summary_rows = [[float(klarf.summary.get(name, 0)) if name == "DEFDENSITY" else int(klarf.summary.get(name, 0))
-                     for name in SUMMARY_FIELDS]]
-    area_nm2 = len(klarf.tested_dies) * klarf.die_pitch_um[0] * klarf.die_pitch_um[1] * 1e6
-    lines = [
-        'Record FileRecord "1.8"', "{",
-        f"  Record LotRecord {_quote(klarf.lot_id)}", "  {",
-        f"    {field('DeviceID', recipe)}",
-        f"    {field('DiePitch', _nm(klarf.die_pitch_um[0]), _nm(klarf.die_pitch_um[1]))}",
-        f"    {field('InspectionStationID', 'WAFER-INSPECT', 'wafer-inspect', station)}",
-        f"    {field('OrientationMarkLocation', 'DOWN')}",
-        f"    {field('RecipeID', recipe, day, time)}",
-        f"    {field('ResultTimestamp', day, time)}",
-        f"    {field('SampleOrientationMarkType', 'NOTCH')}",
-        f"    {field('SampleSize', 1, 300)}",
-        f"    {field('SampleType', 'WAFER')}",
-        f"    {field('StepID', 'AOI')}",
-        *listing("ClassLookupList", [("int32", "CLASSNUMBER"), ("string", "CLASSNAME"), ("string", "CLASSCODE")],
-                 [[number, name, ""] for number, name in sorted(klarf.class_names.items())], "    "),
-        f"    Record WaferRecord {_quote(klarf.wafer_id)}", "    {",
-        f"      {field('DieOrigin', 0, 0)}",
-        f"      {field('SampleCenterLocation', _nm(klarf.sample_centre_um[0]), _nm(klarf.sample_centre_um[1]))}",
-        f"      {field('SlotNumber', klarf.slot)}",
-        *listing("DefectList", defect_columns, defect_rows, "      "),
-        '      Record TestRecord "1"', "      {",
-        f"        {field('AreaPerTest', area_nm2)}",
-        *listing("SampleTestPlanList", [("int32", "XINDEX"), ("int32", "YINDEX")],
-                 [[x, y] for x, y in klarf.tested_dies], "        "),
-        "      }",
-        "      Record SummaryRecord", "      {",
-        *listing("TestSummaryList", summary_columns, summary_rows, "        "),
-        "      }",
-        "    }",
-        "  }",
-        f"  {field('FileTimestamp', day, time)}",
-        "}", "EndOfFile;",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _value18(value: object) -> str:
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, float):
-        return f"{value:.6e}"
-    return str(value)
 
 
 _RECORD_END = re.compile(r'"[^"]*"|(;)')
@@ -251,7 +112,7 @@ def read_klarf(path: str | Path) -> Klarf:
     Parameters
     ----------
     path : str or Path
-        The file, as :func:`write_klarf` or another tool wrote it.
+        The file, as ``report.klarf.write_klarf`` or another tool wrote it.
 
     Returns
     -------
@@ -477,7 +338,7 @@ def _defect18(row: dict[str, str | None]) -> dict[str, float]:
         if name not in DEFECT_FIELDS or value is None or not _NUMBER.fullmatch(value):
             continue
         number = _finite(value, limit=1e18)
-        defect[name] = number / 1000 if name in _LENGTH_FIELDS else number / 1e6 if name == "DEFECTAREA" else number
+        defect[name] = number / 1000 if name in LENGTH_FIELDS else number / 1e6 if name == "DEFECTAREA" else number
     if "XINDEX" not in defect or "YINDEX" not in defect:
         raise ValueError("a defect row without XINDEX and YINDEX")
     return defect
@@ -506,37 +367,3 @@ def klarf_die_map(klarf: Klarf) -> tuple[np.ndarray, tuple[int, int]]:
     return die_map, (x_min, y_max)
 
 
-UNCLASSIFIED = "Unclassified"
-
-
-def klarf_for_wafer(wafer: dict[str, Any], dies: list[dict[str, Any]], *, good_class: str = "good") -> Klarf:
-    """A graded wafer (``report.lots`` rows) as KLARF: failed dies are the defects, each at its located defect.
-
-    The class table is KLARF's: 0 "Unclassified" (a die that failed on its defect score although its most likely
-    class was ``good_class``), then the model's defect classes from 1.
-    """
-    names = [UNCLASSIFIED, *(name for name in wafer["class_names"] if name != good_class)]
-    pitch = tuple(float(v) for v in wafer["geometry"]["die_pitch_um"])
-    centre_die = next((d for d in dies if d["row"] == 0 and d["col"] == 0), None)
-    centre = ((pitch[0] / 2 - centre_die["x_mm"] * 1000, pitch[1] / 2 - centre_die["y_mm"] * 1000)
-              if centre_die else (pitch[0] / 2, pitch[1] / 2))
-    def number_of(name: str) -> int:
-        return names.index(name) if name in names else 0
-
-    defects = []
-    for die in dies:
-        if not die["defective"]:
-            continue
-        defects.append({
-            "DEFECTID": len(defects) + 1, "XREL": die["x_rel_um"], "YREL": die["y_rel_um"], "XINDEX": die["col"],
-            "YINDEX": -die["row"], "XSIZE": die["x_size_um"], "YSIZE": die["y_size_um"],
-            "DEFECTAREA": die["area_um2"], "DSIZE": float(np.sqrt(die["area_um2"])),
-            "CLASSNUMBER": number_of(die["class"]), "TEST": 1, "ROUGHBINNUMBER": number_of(die["class"]),
-            "IMAGECOUNT": 0,
-        })
-    n_dies = len(dies)
-    area_cm2 = n_dies * pitch[0] * pitch[1] * 1e-8
-    summary = {"TESTNO": 1, "NDEFECT": len(defects), "DEFDENSITY": round(len(defects) / area_cm2, 6) if n_dies else 0,
-               "NDIE": n_dies, "NDEFDIE": len(defects)}
-    return Klarf(wafer["lot_id"], wafer["wafer_id"], int(wafer["slot"]), (pitch[0], pitch[1]), centre,
-                 dict(enumerate(names)), [(d["col"], -d["row"]) for d in dies], defects, summary)

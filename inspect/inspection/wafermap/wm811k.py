@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from inspection.wafermap.formats import MapSet, write_npz
+from inspection.wafermap.formats import MapSet
 from inspection.wafermap.maps import PATTERNS, WaferMapError, check_map
 
 SPLITS = ("Training", "Test")
@@ -164,37 +164,30 @@ def _cell(value: Any, *, path: Path, row: int, column: str) -> str | None:
     return value.decode("latin1") if isinstance(value, bytes) else str(value)
 
 
-def convert_lswmd(source: str | Path, out: str | Path, *, progress: bool = True) -> dict[str, int]:
-    """``LSWMD.pkl`` as npz files of the layout every ``inspect wafermap`` command reads, by the data set's own
-    split: ``train.npz`` and ``test.npz`` (labelled maps of each split), ``labelled-no-split.npz`` (labelled
-    maps without a split, if any) and ``unlabelled.npz``; each also holds ``lot_name`` and ``wafer_index``.
+def split_lswmd(data: Wm811k) -> dict[str, tuple[MapSet, dict[str, np.ndarray]]]:
+    """WM-811K's maps by the data set's own split: ``train`` and ``test`` (labelled maps of each split),
+    ``labelled-no-split`` (labelled maps without a split, if any) and ``unlabelled``.
 
     Parameters
     ----------
-    source : str or Path
-        The pickle (:func:`read_lswmd`).
-    out : str or Path
-        The folder to write into.
-    progress : bool, optional
-        Show a progress bar.
+    data : Wm811k
+        As :func:`read_lswmd` read it.
 
     Returns
     -------
-    dict of str to int
-        Maps written per file name.
+    dict of str to (MapSet, dict)
+        Per part, its maps and, per map, its ``lot_name`` and ``wafer_index`` (to store beside them).
     """
-    data = read_lswmd(source, progress=progress)
     groups: dict[str, list[int]] = {}
     for row, (label, split) in enumerate(zip(data.labels, data.splits, strict=True)):
         name = ("unlabelled" if label is None else "train" if split == "Training" else "test" if split == "Test"
                 else "labelled-no-split")
         groups.setdefault(name, []).append(row)
-    written = {}
+    parts = {}
     for name, rows in groups.items():
-        labelled = name != "unlabelled"
-        labels = np.array([PATTERNS.index(str(data.labels[row])) for row in rows], np.int8) if labelled else None
-        map_set = MapSet([data.maps[row] for row in rows], labels, PATTERNS)
-        write_npz(Path(out) / f"{name}.npz", map_set, extra={
-            "lot_name": np.array([data.lot_names[row] for row in rows]), "wafer_index": data.wafer_index[rows]})
-        written[f"{name}.npz"] = len(rows)
-    return written
+        labels = (np.array([PATTERNS.index(str(data.labels[row])) for row in rows], np.int8)
+                  if name != "unlabelled" else None)
+        parts[name] = (MapSet([data.maps[row] for row in rows], labels, PATTERNS),
+                       {"lot_name": np.array([data.lot_names[row] for row in rows]),
+                        "wafer_index": data.wafer_index[rows]})
+    return parts
