@@ -94,7 +94,7 @@ def test_file_pipeline_matches_direct_inference_and_skips_bad_files(tmp_path: Pa
         paths.append(path)
     paths[3].write_bytes(b"broken")
     classifier = Classifier(DIE_MODEL)
-    chunks = list(predict_files(classifier.predict, paths, card=classifier.card, batch_size=4))
+    chunks = list(predict_files(classifier, paths, batch_size=4))
     kept = [p for chunk, _ in chunks for p in chunk.paths]
     assert kept == [p for p in paths if p != paths[3]]
     assert [len(c.skipped) for c, _ in chunks] == [1, 0, 0]

@@ -34,7 +34,6 @@ from inspection.classify import Classifier, MicroBatcher, SessionSettings, Varia
 from inspection.classify.anomaly import AnomalyModel, anomaly_regions
 from inspection.classify.card import CardError, DetectorSettings
 from inspection.classify.detect import Hypotheses, NamedCandidates, join_anomalies, name_candidates, overlaps_any
-from inspection.classify.prepare import prepare_batch
 from inspection.grade import class_verdict, polarity_detections, size_verdict, wafer_verdict
 from inspection.measure import DifferenceSettings, candidate_crops, difference_regions
 from inspection.measure.dies import DefectBoxes, DieLayout, defect_boxes_um, die_inputs, locate_dies
@@ -312,7 +311,7 @@ def _batched(batcher: MicroBatcher, classifier: Classifier, crops: Sequence[np.n
     card = classifier.card
     if not len(crops):
         return Inference(card.onnx_sha256, np.zeros((0, len(card.class_names)), np.float32), (), 0.0)
-    batched = batcher.run(prepare_batch([(crop, "bgr", 8) for crop in crops], card=card))
+    batched = batcher.run(classifier.prepare([(crop, "bgr", 8) for crop in crops]))
     return Inference(card.onnx_sha256, np.stack([b.output for b in batched]),
                      tuple(sorted({b.batch_size for b in batched}, reverse=True)), max(b.queued_ms for b in batched))
 

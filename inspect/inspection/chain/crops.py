@@ -30,7 +30,6 @@ from inspection.chain.chain import (
 )
 from inspection.classify import Classifier
 from inspection.classify.card import DetectorSettings
-from inspection.classify.prepare import prepare_batch
 from inspection.measure import background_boxes, candidate_crops
 from inspection.recipe import Recipe
 from inspection.report import save_png
@@ -170,8 +169,7 @@ def _cut_part(part: InspectedPart, out: Path, summary: CutSummary, *, detector: 
                             min_side_px=detector.crop_min_side_px)  # cut once, named below
     folders = [UNSORTED] * len(candidates)
     if sorter is not None and len(candidates):
-        probabilities = sorter.predict(prepare_batch([(crop, "bgr", 8) for crop in crops[:len(candidates)]],
-                                                     card=sorter.card))
+        probabilities = sorter.classify([(crop, "bgr", 8) for crop in crops[:len(candidates)]])
         folders = [sorter.class_names[int(k)] for k in probabilities.argmax(1)]
     folders += [GOOD] * len(agreeing)
     rows = []

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from inspection.acquire import ImageReadError, read_image
-from inspection.classify.card import ModelCard
-from inspection.classify.prepare import prepare_batch
+from inspection.types import Layout
 
 _STOP = object()
 
@@ -132,8 +132,16 @@ class PreparedChunk:
     skipped: tuple[str, ...]
 
 
-def prepare_files(paths: Sequence[Path], *, card: ModelCard) -> PreparedChunk:
-    """Decode and prepare files as the card says; unreadable ones are skipped with their reason."""
+class Model(Protocol):
+    """A classifier that owns its preprocessing (:class:`~inspection.classify.Classifier`)."""
+
+    def prepare(self, images: Sequence[tuple[np.ndarray, Layout, int]]) -> np.ndarray: ...
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def prepare_files(paths: Sequence[Path], *, model: Model) -> PreparedChunk:
+    """Decode and prepare files as the model takes them; unreadable ones are skipped with their reason."""
     images, kept, skipped = [], [], []
     for path in paths:
         try:
@@ -142,11 +150,10 @@ def prepare_files(paths: Sequence[Path], *, card: ModelCard) -> PreparedChunk:
             skipped.append(str(exc))
             continue
         kept.append(path)
-    return PreparedChunk(tuple(kept), prepare_batch(images, card=card) if images else None, tuple(skipped))
+    return PreparedChunk(tuple(kept), model.prepare(images) if images else None, tuple(skipped))
 
 
-def predict_files(predict: Callable[[np.ndarray], np.ndarray], paths: Sequence[Path], *, card: ModelCard,
-                  batch_size: int = 64, decode_workers: int = 2,
+def predict_files(model: Model, paths: Sequence[Path], *, batch_size: int = 64, decode_workers: int = 2,
                   prefetch_batches: int = 2) -> Iterator[tuple[PreparedChunk, np.ndarray | None]]:
     """Classify image files in batches, decoding the next batches while the current one runs.
 
@@ -154,12 +161,10 @@ def predict_files(predict: Callable[[np.ndarray], np.ndarray], paths: Sequence[P
 
     Parameters
     ----------
-    predict : callable
-        Takes a prepared (N, C, H, W) float32 batch, returns (N, classes) probabilities (``Classifier.predict``).
+    model : Model
+        Prepares the images (colour, size, resize, normalisation) and returns (N, classes) probabilities.
     paths : sequence of Path
         Image files, any size, 8 or 16 bit.
-    card : ModelCard
-        Says how to prepare an image (colour, size, resize, normalisation).
     batch_size : int, optional
         Images per batch.
     decode_workers : int, optional
@@ -178,10 +183,10 @@ def predict_files(predict: Callable[[np.ndarray], np.ndarray], paths: Sequence[P
     with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool:
         pending: deque[Future[PreparedChunk]] = deque()
         for chunk in chunks:
-            pending.append(pool.submit(prepare_files, chunk, card=card))
+            pending.append(pool.submit(prepare_files, chunk, model=model))
             if len(pending) > prefetch_batches:
                 prepared = pending.popleft().result()
-                yield prepared, None if prepared.batch is None else predict(prepared.batch)
+                yield prepared, None if prepared.batch is None else model.predict(prepared.batch)
         while pending:
             prepared = pending.popleft().result()
-            yield prepared, None if prepared.batch is None else predict(prepared.batch)
+            yield prepared, None if prepared.batch is None else model.predict(prepared.batch)

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +29,9 @@ from inspection.classify.card import (
     read_checks,
     read_model,
 )
-from inspection.classify.prepare import normalisation_constants, normalise
+from inspection.classify.prepare import normalisation_constants, normalise, prepare_batch
 from inspection.classify.timing import cpu_description, nvidia_gpus
-from inspection.types import InspectionError
+from inspection.types import InspectionError, Layout
 
 try:
     import onnxruntime as ort
@@ -678,6 +678,25 @@ class Classifier:
     def pinned_host_memory(self) -> bool:
         """Whether batches cross to the GPU from page-locked memory (False on a CPU, or with no CUDA runtime)."""
         return self._bound is not None and self._bound.pinned
+
+    def prepare(self, images: Sequence[tuple[np.ndarray, Layout, int]]) -> np.ndarray:
+        """Images as this model takes them: resized, in its channels and normalised as its card says (the same
+        function at training and on the line).
+
+        Parameters
+        ----------
+        images : sequence of (ndarray, layout, bit depth)
+            (H, W) or (H, W, 3) images as read, with their channel layout and significant bits.
+
+        Returns
+        -------
+        (N, C, H, W) float32 ndarray
+        """
+        return prepare_batch(images, card=self.card)
+
+    def classify(self, images: Sequence[tuple[np.ndarray, Layout, int]]) -> np.ndarray:
+        """Class probabilities (N x classes) of images as read: :meth:`prepare`, then :meth:`predict`."""
+        return self.predict(self.prepare(images))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) of a prepared NCHW float32 batch."""

@@ -71,7 +71,7 @@ def _folder_probabilities(classifier: Classifier, paths: Sequence[Path], *,
     """Class probabilities of the readable images among ``paths``, those images' paths, and why the others
     were skipped."""
     probabilities, read, skipped = [], [], []
-    chunks = predict_files(classifier.predict, paths, card=classifier.card, batch_size=batch_size)
+    chunks = predict_files(classifier, paths, batch_size=batch_size)
     for chunk, outputs in tqdm(chunks, total=-(-len(paths) // batch_size), desc="evaluating", disable=None):
         for reason in chunk.skipped:
             log.warning("skipped %s", reason)

@@ -15,7 +15,6 @@ from typing import Protocol
 import numpy as np
 
 from inspection.classify import CardError, Classifier
-from inspection.classify.prepare import prepare_batch
 from inspection.classify.runtime import Device, SessionSettings
 from inspection.types import Layout, PatternScore, WaferPattern
 from inspection.wafermap.classical import ClassicalWaferMapModel
@@ -64,7 +63,7 @@ class WaferMapClassifier:
         for start in range(0, len(maps), batch_size):
             images = [(map_image(m, size=self.size, channels=self.channels), map_layout(self.channels), 8)
                       for m in maps[start : start + batch_size]]
-            outputs.append(self.classifier.predict(prepare_batch(images, card=self.classifier.card)))  # type: ignore[arg-type]
+            outputs.append(self.classifier.classify(images))
         return np.concatenate(outputs)
 
 
