@@ -19,14 +19,12 @@ from tqdm import tqdm
 
 from inspection.acquire import read_image
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
-from inspection.chain.chain import Failed, InspectedPart, PartChain
-from inspection.classify import MicroBatcher
+from inspection.chain.chain import AnomalyStages, Failed, InspectedPart, PartChain
 from inspection.classify.anomaly import AnomalyModel, anomaly_regions
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import as_hypotheses
 from inspection.evaluate.anomaly import anomaly_report
-from inspection.evaluate.detection import Outcomes
-from inspection.evaluate.pairs import matched, pairs_report, perturb
+from inspection.evaluate.pairs import PairResult, perturb, score_pairs
 from inspection.preprocess import to_gray
 from inspection.report import draw_anomaly_map, save_png
 from inspection.types import Frame, InspectionError
@@ -133,32 +131,49 @@ def evaluate_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int = 2, 
         settings and the pairs that failed; with ``baseline``, its figures, the difference (this model minus the
         baseline) and that difference's paired interval under ``baseline``.
     """
-    outcomes, truth, failed, elapsed_s = _inspect_pairs(chain, pairs, workers=workers, max_shift_px=max_shift_px,
-                                                        max_angle_deg=max_angle_deg, seed=seed)
-    baseline_run = None if baseline is None else _inspect_pairs(
+    results, elapsed_s = inspect_pairs(chain, pairs, workers=workers, max_shift_px=max_shift_px,
+                                       max_angle_deg=max_angle_deg, seed=seed)
+    baseline_run = None if baseline is None else inspect_pairs(
         baseline, pairs, workers=workers, max_shift_px=max_shift_px, max_angle_deg=max_angle_deg, seed=seed)
-    result = pairs_report(outcomes, truth, class_names=list(DEEPPCB_TYPES),
-                          baseline=None if baseline_run is None else baseline_run[0])
+    result = score_pairs(results, class_names=list(DEEPPCB_TYPES),
+                         baseline=None if baseline_run is None else baseline_run[0])
     result.update({"images_per_s": round(len(pairs) / elapsed_s, 2), "pairs": len(pairs), "workers": workers,
-                   "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed, "failed": failed})
+                   "max_shift_px": max_shift_px, "max_angle_deg": max_angle_deg, "seed": seed})
     if baseline_run is not None:
-        result["baseline"].update({"images_per_s": round(len(pairs) / baseline_run[3], 2),
-                                   "failed": baseline_run[2]})
+        result["baseline"]["images_per_s"] = round(len(pairs) / baseline_run[1], 2)
     return result
 
 
-def _inspect_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int, max_shift_px: float,
-                   max_angle_deg: float, seed: int) -> tuple[Outcomes, list[tuple[str, ...]], list[str], float]:
-    """Per pair, what the model made of it (kept per pair so that intervals resample whole pairs), its
-    ground-truth classes, the pairs that failed with their reasons, and the seconds it all took."""
+def inspect_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int = 2, max_shift_px: float = 0.0,
+                  max_angle_deg: float = 0.0, seed: int = 0) -> tuple[list[PairResult], float]:
+    """Every board through ``chain`` against its template, optionally moved first.
+
+    Parameters
+    ----------
+    chain : PartChain
+        Built with ``rank_hypotheses=True``.
+    pairs : list of PcbPair
+    workers : int, optional
+        Boards inspected at once.
+    max_shift_px, max_angle_deg : float, optional
+        Each test image (and its truth) is moved by a seeded random rigid transform within these (0: not moved).
+    seed : int, optional
+
+    Returns
+    -------
+    results : list of PairResult
+        One per pair, in order.
+    seconds : float
+        The time it all took, reading included.
+    """
     perturbations = np.random.default_rng(seed).spawn(len(pairs))
 
-    def one(index: int) -> tuple[PcbPair, InspectedPart | str, np.ndarray, tuple[str, ...]]:
+    def one(index: int) -> PairResult:
         pair = pairs[index]
         try:
             test, template = read_grey_frame(pair.test_path, index), read_grey_frame(pair.template_path, index)
         except InspectionError as exc:
-            return pair, str(exc), pair.boxes, pair.kinds
+            return PairResult(pair.name, pair.boxes, pair.kinds, failure=str(exc))
         truth_boxes, truth_kinds = pair.boxes, pair.kinds
         if max_shift_px or max_angle_deg:
             moved, truth_boxes, inside = perturb(test.image, truth_boxes, rng=perturbations[index],
@@ -168,46 +183,33 @@ def _inspect_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int, max_
             truth_kinds = tuple(kind for kind, keep in zip(truth_kinds, inside, strict=True) if keep)
         part = chain(test, reference=template)
         if isinstance(part, Failed):
-            return pair, f"{pair.test_path}: {part.reason}", truth_boxes, truth_kinds
-        return pair, part, truth_boxes, truth_kinds
+            return PairResult(pair.name, truth_boxes, truth_kinds, failure=f"{pair.test_path}: {part.reason}")
+        if part.named.hypotheses is None:
+            raise ValueError("inspect_pairs needs a chain built with rank_hypotheses=True")
+        return PairResult(pair.name, truth_boxes, truth_kinds, as_hypotheses(part.detections), part.named.hypotheses)
 
-    detections: list[list[tuple[str, float, bool]]] = []
-    ranked: list[list[tuple[str, float, bool]]] = []
-    truth: list[tuple[str, ...]] = []
-    failed: list[str] = []
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for pair, result, truth_boxes, truth_kinds in tqdm(pool.map(one, range(len(pairs))), total=len(pairs),
-                                                               desc="inspecting pairs", disable=None):
-            truth.append(truth_kinds)
-            if isinstance(result, str):
-                failed.append(f"{pair.name}: {result}")
-                detections.append([])
-                ranked.append([])
-                continue
-            hypotheses = result.named.hypotheses
-            if hypotheses is None:
-                raise ValueError("evaluate_pairs needs a chain built with rank_hypotheses=True")
-            detections.append(matched(as_hypotheses(result.detections), truth_boxes, truth_kinds))
-            ranked.append(matched(hypotheses, truth_boxes, truth_kinds))
-    return (detections, ranked), truth, failed, time.perf_counter() - started
+        results = list(tqdm(pool.map(one, range(len(pairs))), total=len(pairs), desc="inspecting pairs",
+                            disable=None))
+    return results, time.perf_counter() - started
 
 
-def evaluate_anomaly_pairs(model: AnomalyModel, pairs: list[PcbPair], *, workers: int = 2, max_batch: int = 8,
+def evaluate_anomaly_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int = 2,
                            threshold: float | None = None, target_false_alarms_per_image: float = 1.0,
                            resamples: int = 1000, pictures: Path | None = None, picture_count: int = 6
                            ) -> dict[str, Any]:
-    """An anomaly model on DeepPCB pairs without their templates.
+    """An anomaly model on DeepPCB pairs without their templates, through the chain a station without a golden runs.
 
     Each board's test image is scored alone, each template (a good board) as a good image.
 
     Parameters
     ----------
-    model : AnomalyModel
+    chain : PartChain
+        A chain of the anomaly model alone (a ``pcb`` recipe with ``anomaly`` and no ``reference``).
     pairs : list of PcbPair
     workers : int, optional
-        Images scored at once (through one micro-batcher).
-    max_batch : int, optional
+        Images scored at once (through the chain's anomaly micro-batcher).
     threshold : float, optional
         Replaces the card's operating threshold (None: the card's).
     target_false_alarms_per_image : float, optional
@@ -223,26 +225,32 @@ def evaluate_anomaly_pairs(model: AnomalyModel, pairs: list[PcbPair], *, workers
     dict
         The report of :func:`~inspection.evaluate.anomaly.anomaly_report` plus the speed (reading, preparing and
         scoring) and the groups evaluated.
+
+    Raises
+    ------
+    InspectionError
+        For a chain with a golden, or a board the model cannot take (another size, colour).
     """
-    settings = model.settings
-    batcher = MicroBatcher(model.score_maps, max_batch=max_batch, max_wait_ms=2.0)
+    stages = chain.stages
+    if not isinstance(stages, AnomalyStages):
+        raise InspectionError(f"{chain.recipe.name}: evaluating the anomaly model alone needs a recipe without a "
+                              "golden (reference), as pcb-anomaly")
+    model = stages.anomalies.model
 
     def score(path: Path) -> np.ndarray:
-        frame = read_grey_frame(path, 0)
-        prepared = model.prepare(frame.image, layout="mono", bit_depth=frame.bit_depth, source=str(path))
-        return batcher.run(prepared[None])[0].output[0]
+        part = chain(read_grey_frame(path, 0))
+        if isinstance(part, Failed) or part.anomaly_map is None:
+            raise InspectionError(f"{path}: {part.reason}")
+        return part.anomaly_map
 
     started = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            defect_maps = list(tqdm(pool.map(score, [p.test_path for p in pairs]), total=len(pairs),
-                                    desc="scoring test boards", unit="image", disable=None))
-            elapsed_s = time.perf_counter() - started
-            good_maps = list(tqdm(pool.map(score, [p.template_path for p in pairs]), total=len(pairs),
-                                  desc="scoring good boards", unit="image", disable=None))
-    finally:
-        batcher.close()
-    spec = model.card.input
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        defect_maps = list(tqdm(pool.map(score, [p.test_path for p in pairs]), total=len(pairs),
+                                desc="scoring test boards", unit="image", disable=None))
+        elapsed_s = time.perf_counter() - started
+        good_maps = list(tqdm(pool.map(score, [p.template_path for p in pairs]), total=len(pairs),
+                              desc="scoring good boards", unit="image", disable=None))
+    spec, settings = model.card.input, model.settings
     at = threshold or settings.threshold
     if pictures is not None:
         _draw_score_maps(pictures, pairs[:picture_count], defect_maps, model=model, threshold=at)

@@ -33,8 +33,9 @@ def _cmd_train_anomaly(args: argparse.Namespace) -> int:
 
 def _cmd_eval_anomaly(args: argparse.Namespace) -> int:
     from inspection.acquire.deeppcb import read_pair_list
+    from inspection.chain.chain import build_chain
     from inspection.chain.pairs import evaluate_anomaly_pairs
-    from inspection.classify.anomaly import AnomalyModel
+    from inspection.recipe import AnomalyStageSettings, load_recipe
 
     pairs = read_pair_list(args.root, args.list)
     if args.groups:
@@ -44,9 +45,13 @@ def _cmd_eval_anomaly(args: argparse.Namespace) -> int:
             raise UsageError(f"--groups {', '.join(sorted(unknown))}: not in {args.list} (its groups: "
                              f"{', '.join(sorted({pair.group for pair in pairs}))})")
         pairs = [pair for pair in pairs if pair.group in wanted]
-    model = AnomalyModel(args.model, device=args.device)
-    report = evaluate_anomaly_pairs(model, pairs, workers=args.workers, threshold=args.threshold,
-                                    target_false_alarms_per_image=args.target_false_alarms, pictures=args.pictures)
+    # The chain a station without a golden runs (the bundled pcb-anomaly recipe), with this model.
+    recipe = load_recipe("pcb-anomaly").model_copy(update={"anomaly": AnomalyStageSettings(
+        model=str(args.model), device=args.device or "cpu", max_batch=8)})
+    with build_chain(recipe) as chain:
+        report = evaluate_anomaly_pairs(chain, pairs, workers=args.workers, threshold=args.threshold,
+                                        target_false_alarms_per_image=args.target_false_alarms,
+                                        pictures=args.pictures)
     report = {"model": str(args.model), "list": str(args.list), **report}
     if args.json:
         print(json.dumps(report))

@@ -4,6 +4,8 @@ difference. Running the detector is the pair runner's (:mod:`inspection.chain.pa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -13,6 +15,58 @@ from inspection.classify.detect import Hypotheses
 from inspection.evaluate.detection import Outcomes, detection_intervals, match_detections, outcomes_report
 
 HEADLINE = ("precision", "recall", "f_score", "map")
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """What a detector made of one board, beside its truth (a board that could not be inspected has no
+    hypotheses, and the reason)."""
+
+    name: str
+    truth_boxes: np.ndarray
+    """(M, 4) xyxy px, moved with the board when it was moved."""
+    truth_kinds: tuple[str, ...]
+    reported: Hypotheses | None = None
+    """The reported detections (their grown boxes), ranked."""
+    ranked: Hypotheses | None = None
+    """Every candidate's score for every class (average precision)."""
+    failure: str | None = None
+
+
+def score_pairs(results: Sequence[PairResult], *, class_names: list[str],
+                baseline: Sequence[PairResult] | None = None) -> dict[str, Any]:
+    """The DeepPCB metric of a detector's results on boards (and, with ``baseline``, another's on the same).
+
+    Parameters
+    ----------
+    results : sequence of PairResult
+        One per board, in the same order as ``baseline``'s.
+    class_names : list of str
+        The defect classes.
+    baseline : sequence of PairResult, optional
+        Another detector's results on the same boards.
+
+    Returns
+    -------
+    dict
+        :func:`pairs_report`'s figures and ``failed`` (the boards that could not be inspected, with the reason);
+        with ``baseline``, its ``failed`` too.
+    """
+    report = pairs_report(_outcomes(results), [r.truth_kinds for r in results], class_names=class_names,
+                          baseline=None if baseline is None else _outcomes(baseline))
+    report["failed"] = [f"{r.name}: {r.failure}" for r in results if r.failure is not None]
+    if baseline is not None:
+        report["baseline"]["failed"] = [f"{r.name}: {r.failure}" for r in baseline if r.failure is not None]
+    return report
+
+
+def _outcomes(results: Sequence[PairResult]) -> Outcomes:
+    """Per board (so that intervals resample whole boards), each reported detection and each hypothesis matched
+    against the truth."""
+    empty = Hypotheses(np.zeros((0, 4)), (), np.zeros(0))
+    reported = [matched(r.reported or empty, r.truth_boxes, r.truth_kinds) for r in results]
+    ranked = [matched(r.ranked or empty, r.truth_boxes, r.truth_kinds) for r in results]
+    return reported, ranked
 
 
 def matched(hypotheses: Hypotheses, truth_boxes: np.ndarray,
