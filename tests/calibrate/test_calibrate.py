@@ -18,8 +18,9 @@ CAMERA_MATRIX = np.array([[1100.0, 0.0, 402.0], [0.0, 1100.0, 297.0], [0.0, 0.0,
 DISTORTION = np.array([-0.12, 0.05, 0.0005, -0.0003, 0.0])
 
 
-def _boards(folder: Path, count: int, *, seed: int = 0) -> list[float]:
-    """Rendered 9x6 boards (10 mm squares) from varied poses; returns the distances of their centres in mm."""
+def _boards(folder: Path, count: int, *, seed: int = 0, twelve_bit: bool = False) -> list[float]:
+    """Rendered 9x6 boards (10 mm squares) from varied poses; returns the distances of their centres in mm. With
+    ``twelve_bit``, saved as a Mono12 camera's PNGs are: 12-bit values in 16-bit files."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     distances = []
@@ -28,7 +29,7 @@ def _boards(folder: Path, count: int, *, seed: int = 0) -> list[float]:
         tvec = np.array([-40 + rng.uniform(-10, 10), -25 + rng.uniform(-10, 10), rng.uniform(330, 420)])
         image = render_checkerboard(inner_corners=(9, 6), square_mm=10.0, camera_matrix=CAMERA_MATRIX,
                                     dist_coeffs=DISTORTION, rvec=rvec, tvec=tvec, size_px=(800, 600), seed=index)
-        cv2.imwrite(str(folder / f"board{index:02d}.png"), image)
+        cv2.imwrite(str(folder / f"board{index:02d}.png"), image.astype(np.uint16) * 16 if twelve_bit else image)
         centre = np.array([40.0, 25.0, 0.0])  # middle of the 9x6 inner corners at 10 mm
         distances.append(float((cv2.Rodrigues(rvec)[0] @ centre + tvec)[2]))
     return distances
@@ -50,6 +51,18 @@ def test_calibration_recovers_the_intrinsics(tmp_path: Path) -> None:
     assert float(np.sqrt(np.mean(per_view**2))) == pytest.approx(card["rms_reprojection_px"], rel=0.01)
     assert per_view.max() < 0.2
     assert card["um_per_px"] == pytest.approx(np.median(distances) / 1100 * 1000, rel=0.02)
+
+
+@pytest.mark.parametrize("stated", [[], ["--bit-depth", "12"]])
+def test_twelve_bit_views_in_sixteen_bit_files_are_found(tmp_path: Path, stated: list[str]) -> None:
+    _boards(tmp_path / "boards", 6, twelve_bit=True)
+    assert cv2.imread(str(tmp_path / "boards" / "board00.png"), cv2.IMREAD_UNCHANGED).max() < 4096
+    out = run_cli("calibrate", "camera", "--images", str(tmp_path / "boards" / "*.png"), "--board", "9x6",
+                  "--square-mm", "10", "--station", "mono12", "--root", str(tmp_path / "calibration"), *stated,
+                  timeout=300)
+    assert "6 boards (0 rejected)" in out.stdout
+    card = yaml.safe_load((tmp_path / "calibration" / "mono12" / "camera.yaml").read_text())
+    assert abs(card["focal_length_px"][0] - 1100) / 1100 <= 0.01
 
 
 def test_too_few_boards_are_refused_with_the_images_named(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ class CameraCalibration:
 
 
 def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], square_mm: float, station: str,
-                     min_boards: int = 5, max_rms_px: float = 0.5) -> CameraCalibration:
+                     min_boards: int = 5, max_rms_px: float = 0.5, bit_depth: int | None = None) -> CameraCalibration:
     """Intrinsics and distortion from views of a flat checkerboard.
 
     Parameters
@@ -78,6 +78,9 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
         Fewest views in which the board must be found.
     max_rms_px : float, optional
         Largest acceptable RMS reprojection error, in pixels.
+    bit_depth : int, optional
+        The significant bits of 16-bit views (12 for a Mono12 camera's PNGs); None: as many as each view's
+        brightest pixel needs, so 12-bit data saved in 16-bit files is found as well as full-range data.
 
     Returns
     -------
@@ -101,13 +104,11 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
     size: tuple[int, int] | None = None
     for path in paths:
         try:
-            image, layout, bit_depth = read_image(path)
+            image, layout, _ = read_image(path, bit_depth=bit_depth)
         except ImageReadError as exc:
             rejected[str(path)] = str(exc)
             continue
-        grey = to_gray(image, layout=layout)
-        if grey.dtype != np.uint8:
-            grey = (grey >> (bit_depth - 8)).astype(np.uint8)
+        grey = _eight_bit(to_gray(image, layout=layout), bit_depth=bit_depth)
         if size is not None and grey.shape[::-1] != size:
             rejected[str(path)] = f"{grey.shape[1]}x{grey.shape[0]} px, but the first view is {size[0]}x{size[1]} px"
             continue
@@ -140,6 +141,15 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
     um_per_px = distance_mm / float(np.sqrt(matrix[0, 0] * matrix[1, 1])) * 1000
     return CameraCalibration(station, size, matrix, dist, float(rms), per_image, um_per_px, inner_corners, square_mm,
                              rejected)
+
+
+def _eight_bit(grey: np.ndarray, *, bit_depth: int | None) -> np.ndarray:
+    """A view in 8 bits for the corner search: its top 8 significant bits, the stated ones or, unstated, as many as
+    its brightest pixel needs (the search needs contrast, not levels)."""
+    if grey.dtype == np.uint8:
+        return grey
+    bits = bit_depth or max(8, int(grey.max()).bit_length())
+    return np.minimum(grey >> (bits - 8), 255).astype(np.uint8)
 
 
 def write_calibration(calibration: CameraCalibration, root: Path) -> Path:

@@ -36,7 +36,7 @@ def _cmd_calibrate_camera(args: argparse.Namespace) -> int:
 
     calibration = calibrate_camera(_glob(args.images, option="--images"), inner_corners=args.board,
                                    square_mm=args.square_mm, station=args.station, min_boards=args.min_boards,
-                                   max_rms_px=args.max_rms)
+                                   max_rms_px=args.max_rms, bit_depth=args.bit_depth)
     path = write_calibration(calibration, args.root)
     matrix = calibration.camera_matrix
     print(f"{path}: {len(calibration.per_image_rms_px)} boards ({len(calibration.rejected)} rejected), RMS "
@@ -75,6 +75,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="refuse with fewer boards found (default 5)")
     camera.add_argument("--max-rms", type=number(0.001, 100), default=0.5,
                         help="refuse above this RMS in px (default 0.5)")
+    camera.add_argument("--bit-depth", type=integer(8, 16), metavar="BITS",
+                        help="significant bits of 16-bit views, e.g. 12 for a Mono12 camera's PNGs (default: from "
+                             "each view's brightest pixel)")
     camera.set_defaults(handler=_cmd_calibrate_camera)
     flatfield = calibrate_commands.add_parser("flatfield", help="mean dark and flat frames for flat-field correction")
     flatfield.add_argument("--dark", required=True, metavar="GLOB", help="frames with the light off or lens capped")
