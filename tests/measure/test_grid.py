@@ -69,6 +69,24 @@ def test_residual_grid_turn_to_a_hundredth_of_a_degree(turn_deg: float) -> None:
     assert found == pytest.approx(-turn_deg, abs=0.01)
 
 
+@pytest.mark.parametrize("turn_deg", [1.0, 2.0, 2.5, -2.2, 3.0])
+def test_a_grid_turned_by_degrees_is_measured_right_or_refused_never_wrong(turn_deg: float) -> None:
+    # A 30.5 px pitch: beyond 1.34 deg the far bands' street shift passes half a pitch, which used to read a turn
+    # of 2.0 deg as 0.69 (no error). The close bands now say which pitch; where the two directions disagree, the
+    # turn is refused by name.
+    geometry = WaferGeometry((1024.0, 1024.0), 930.0, 270.0, (30.5, 30.5), (7.0, 11.0), 5.0)
+    image, _ = render_wafer_geometry(geometry, size_px=2048, noise_grey=3.0, seed=4)
+    turned = cv2.warpAffine(image, cv2.getRotationMatrix2D((1024.0, 1024.0), turn_deg, 1.0), (2048, 2048),
+                            flags=cv2.INTER_LINEAR)
+    try:
+        grid = find_die_grid(turned, centre_xy_px=(1024.0, 1024.0), radius_px=930.0)
+        found = grid_angle_deg(turned, centre_xy_px=(1024.0, 1024.0), radius_px=930.0, grid=grid)
+    except GridError as exc:
+        assert "street" in str(exc) or "turn is not measured" in str(exc)
+        return
+    assert found == pytest.approx(-turn_deg, abs=0.05)
+
+
 def _grid_frame(pitch_px: float, seed: int, *, size: int = 1024) -> tuple[np.ndarray, float]:
     """A renderer of its own (not the project's): 3 px streets at a sub-pixel pitch (supersampled), dies with a
     dark pad and a block at the same place in every die, a 15% illumination gradient, blur 0.8 px, noise 3."""

@@ -228,11 +228,18 @@ def _band_origin(band: np.ndarray, *, pitch_px: float, min_pitch_px: float) -> f
     return origin % pitch_px
 
 
+GRID_AXES_AGREE_DEG = 0.05
+"""The turns the vertical and the horizontal streets give must agree this well, or the grid's turn is refused."""
+
+
 def grid_angle_deg(image: np.ndarray, *, centre_xy_px: tuple[float, float], radius_px: float, grid: DieGrid,
                    min_pitch_px: float = 8.0) -> float:
     """Residual turn of an almost axis-aligned die grid, from how far the streets move between two bands.
 
     A notch places the wafer to a fraction of a degree; the streets, a wafer wide, place it ten times better.
+    Two bands far apart (0.7 of the radius) give the precision; the shift between them is known only up to a
+    whole pitch, so two bands close together (0.2 of the radius), whose shift stays within half a pitch up to
+    several degrees, say which pitch. The vertical and the horizontal streets must then agree.
 
     Parameters
     ----------
@@ -251,17 +258,36 @@ def grid_angle_deg(image: np.ndarray, *, centre_xy_px: tuple[float, float], radi
     -------
     float
         Degrees in image coordinates (y down: a positive angle turns +x towards +y).
+
+    Raises
+    ------
+    GridError
+        When the two directions of streets disagree by more than ``GRID_AXES_AGREE_DEG``: a turn that is not
+        measured rather than one measured wrong.
     """
     cx, cy = round(centre_xy_px[0]), round(centre_xy_px[1])
-    reach, offset, half_band = int(0.6 * radius_px), int(0.35 * radius_px), int(0.12 * radius_px)
+    reach = int(0.6 * radius_px)
+    far, near = (int(0.35 * radius_px), int(0.12 * radius_px)), (int(0.1 * radius_px), int(0.05 * radius_px))
     angles = []
     for axis, pitch in ((0, grid.pitch_xy_px[0]), (1, grid.pitch_xy_px[1])):
         pixels = image if axis == 0 else image.T
         across, along = (cx, cy) if axis == 0 else (cy, cx)
-        bands = [pixels[along + sign * offset - half_band : along + sign * offset + half_band,
-                        across - reach : across + reach].astype(np.float64) for sign in (-1, 1)]
-        first, second = (_band_origin(b, pitch_px=pitch, min_pitch_px=min_pitch_px) for b in bands)
-        shift = (second - first + pitch / 2) % pitch - pitch / 2
-        slope = np.degrees(np.arctan2(shift, 2 * offset))
+
+        def shift(offset: int, half_band: int, pitch: float = pitch, pixels: np.ndarray = pixels,
+                  across: int = across, along: int = along) -> float:
+            """How far the streets move between the bands ``offset`` above and below the centre (mod a pitch)."""
+            bands = [pixels[along + sign * offset - half_band : along + sign * offset + half_band,
+                            across - reach : across + reach].astype(np.float64) for sign in (-1, 1)]
+            first, second = (_band_origin(b, pitch_px=pitch, min_pitch_px=min_pitch_px) for b in bands)
+            return (second - first + pitch / 2) % pitch - pitch / 2
+
+        expected = shift(*near) * far[0] / near[0]
+        wrapped = shift(*far)
+        unwrapped = wrapped + pitch * round((expected - wrapped) / pitch)
+        slope = np.degrees(np.arctan2(unwrapped, 2 * far[0]))
         angles.append(-slope if axis == 0 else slope)  # vertical streets lean against the turn, horizontal with it
+    if abs(angles[0] - angles[1]) > GRID_AXES_AGREE_DEG:
+        raise GridError(f"the die grid's turn is not measured: its vertical streets give {angles[0]:.3f} deg and its "
+                        f"horizontal ones {angles[1]:.3f} deg (they must agree within {GRID_AXES_AGREE_DEG} deg); is "
+                        "the grid turned against the notch by more than a few tenths of a degree?")
     return float(np.mean(angles))
