@@ -112,7 +112,7 @@ def bench_grids(rng: np.random.Generator) -> dict[str, Any]:
         for _ in range(3):
             frame, street_centre = grid_frame(pitch, rng)
             try:
-                grid = find_die_grid(frame, centre_xy_px=(512, 512), radius_px=700)
+                grid = find_die_grid(frame, centre_xy_px=(512, 512), radius_px=700, straight=True)
             except InspectionError as exc:
                 failures.append(f"pitch {pitch}: {exc}")
                 continue

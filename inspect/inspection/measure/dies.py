@@ -72,19 +72,19 @@ def locate_dies(image: np.ndarray, *, wafer: WaferLayout, pixel_size_um: float,
     centre = (size[0] / 2, size[1] / 2)
     min_pitch_px = 0.5 * min(layout.die_pitch_um) / pixel_um
 
-    def turned(fit: WaferFit) -> tuple[np.ndarray, DieGrid]:
+    def turned(fit: WaferFit, *, straight: bool) -> tuple[np.ndarray, DieGrid]:
         canonical = cv2.warpAffine(image, fit.to_canonical(size_px=size), size, flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REPLICATE)
         return canonical, find_die_grid(canonical, centre_xy_px=centre, radius_px=fit.radius_px,
-                                        min_pitch_px=min_pitch_px)
+                                        min_pitch_px=min_pitch_px, straight=straight)
 
-    canonical, grid = turned(fit)
+    canonical, grid = turned(fit, straight=False)
     # The notch sets the turn to a few hundredths of a degree, a pixel at the wafer's rim; the streets set it
     # ten times better, so the dies at the rim line up with the median die too.
     residual_deg = grid_angle_deg(canonical, centre_xy_px=centre, radius_px=fit.radius_px, grid=grid,
                                   min_pitch_px=min_pitch_px)
     fit = replace(fit, notch_angle_deg=(fit.notch_angle_deg - residual_deg) % 360.0)
-    canonical, grid = turned(fit)
+    canonical, grid = turned(fit, straight=True)
     timings_ms["canonical"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
     found_um = (grid.pitch_xy_px[0] * pixel_um, grid.pitch_xy_px[1] * pixel_um)
