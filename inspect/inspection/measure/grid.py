@@ -253,6 +253,17 @@ def _band_origin(band: np.ndarray, *, pitch_px: float, min_pitch_px: float) -> f
     return origin % pitch_px
 
 
+def _band_shift(pixels: np.ndarray, centre: tuple[int, int], *, offset: int, half_band: int, reach: int,
+                pitch_px: float, min_pitch_px: float) -> float:
+    """How far the streets across ``pixels`` (columns) move between the bands ``offset`` rows above and below
+    ``centre`` (column, row), modulo a pitch: in (-pitch/2, pitch/2]."""
+    across, along = centre
+    bands = [pixels[along + sign * offset - half_band : along + sign * offset + half_band,
+                    across - reach : across + reach].astype(np.float64) for sign in (-1, 1)]
+    first, second = (_band_origin(band, pitch_px=pitch_px, min_pitch_px=min_pitch_px) for band in bands)
+    return (second - first + pitch_px / 2) % pitch_px - pitch_px / 2
+
+
 GRID_AXES_AGREE_DEG = 0.05
 """The turns the vertical and the horizontal streets give must agree this well, or the grid's turn is refused."""
 
@@ -296,18 +307,11 @@ def grid_angle_deg(image: np.ndarray, *, centre_xy_px: tuple[float, float], radi
     angles = []
     for axis, pitch in ((0, grid.pitch_xy_px[0]), (1, grid.pitch_xy_px[1])):
         pixels = image if axis == 0 else image.T
-        across, along = (cx, cy) if axis == 0 else (cy, cx)
-
-        def shift(offset: int, half_band: int, pitch: float = pitch, pixels: np.ndarray = pixels,
-                  across: int = across, along: int = along) -> float:
-            """How far the streets move between the bands ``offset`` above and below the centre (mod a pitch)."""
-            bands = [pixels[along + sign * offset - half_band : along + sign * offset + half_band,
-                            across - reach : across + reach].astype(np.float64) for sign in (-1, 1)]
-            first, second = (_band_origin(b, pitch_px=pitch, min_pitch_px=min_pitch_px) for b in bands)
-            return (second - first + pitch / 2) % pitch - pitch / 2
-
-        expected = shift(*near) * far[0] / near[0]
-        wrapped = shift(*far)
+        centre = (cx, cy) if axis == 0 else (cy, cx)
+        near_shift, wrapped = (_band_shift(pixels, centre, offset=offset, half_band=half_band, reach=reach,
+                                           pitch_px=pitch, min_pitch_px=min_pitch_px)
+                               for offset, half_band in (near, far))
+        expected = near_shift * far[0] / near[0]
         unwrapped = wrapped + pitch * round((expected - wrapped) / pitch)
         slope = np.degrees(np.arctan2(unwrapped, 2 * far[0]))
         angles.append(-slope if axis == 0 else slope)  # vertical streets lean against the turn, horizontal with it

@@ -90,14 +90,14 @@ def lot_reports(lots: Path) -> list[dict[str, Any]]:
     found = []
     for name in lot_names(lots):
         try:
-            figures, problem = lot_figures(lots / name / "lot.json"), None
+            figures, problem = _lot_json_figures(lots / name / "lot.json"), None
         except (OSError, ValueError) as exc:  # a lot without its figures is still listed, with the reason
             figures, problem = {}, str(exc)
         found.append({"name": name, "figures": figures, "problem": problem})
     return found
 
 
-def lot_figures(path: Path) -> dict[str, Any]:
+def _lot_json_figures(path: Path) -> dict[str, Any]:
     """The figures of a lot's ``lot.json`` as ``inspect grade`` writes them (wafers, verdicts, mean yield).
 
     Raises
