@@ -8,10 +8,12 @@ supersampled edges, illumination gradients, blur and sensor noise, with each fig
   the frame border. Found share, centre, radius and notch-angle errors.
 - Die grid: 1024 x 1024 crops, pitches 16.5-60 px (x.5 pitches included), 3 px streets, dies with a pad and a
   block, a 15% gradient, blur 0.8, noise 3. Pitch and origin errors.
-- Template matching: a fiducial (cross, ring, block) turned up to +-7.3 deg and moved by sub-pixel amounts,
-  noise sigma 3 in both, templates of 64, 96 and 128 px. Position and angle errors.
-- Blob area: ellipses of 21 to 2,000 px, blur sigma 0.8, noise sigma 8 (contrast 170). Area error by size, and
-  the Cramer-Rao bound: the least spread any unbiased estimator can have at this noise.
+- Template matching: three fiducials (a ring with a cross and a block, a thin cross, an L-shaped corner) turned
+  up to +-7.3 deg and moved by sub-pixel amounts, noise sigma 3 in both, templates of 64, 96 and 128 px.
+  Position and angle errors, and the Cramer-Rao bound of the angle at this noise.
+- Blob area: ellipses of 21 to 2,000 px, blur sigma 0.8 and 1.2, noise sigma 8 (contrast 170), measured with the
+  blur that calibration measures on a checkerboard at that blur. Area error by size, and the Cramer-Rao bound:
+  the least spread any unbiased estimator can have at this noise.
 
 The record, with the machine and date, goes to ``benchmarks/results/metrology-<date>-<host>.json``.
 """
@@ -31,6 +33,7 @@ from tqdm import tqdm
 
 from inspection.align.match import find_template
 from inspection.align.wafer import find_wafer
+from inspection.calibrate import edge_blur_sigma_px
 from inspection.classify.timing import machine
 from inspection.measure.grid import find_die_grid
 from inspection.measure.metrology import blobs
@@ -123,43 +126,79 @@ def bench_grids(rng: np.random.Generator) -> dict[str, Any]:
             "origin_error_px": _figures(origin_errors)}
 
 
-def template_scene(rng: np.random.Generator, template_px: int) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-    big, size = 8, 256
+FIDUCIALS = ("ring_cross", "cross", "corner")
+
+
+def _fiducial(kind: str, big: int, size: int) -> np.ndarray:
+    """A fiducial on an 8x grid: a ring with a cross and a block, a thin cross, or an L-shaped corner mark."""
     canvas = np.full((size * big, size * big), 40, np.uint8)
     c = size * big // 2
-    cv2.circle(canvas, (c, c), 22 * big, 200, 5 * big)
-    cv2.line(canvas, (c - 28 * big, c), (c + 28 * big, c), 220, 4 * big)
-    cv2.line(canvas, (c, c - 28 * big), (c, c + 12 * big), 220, 4 * big)
-    cv2.rectangle(canvas, (c + 8 * big, c + 10 * big), (c + 20 * big, c + 18 * big), 160, -1)
+    if kind == "ring_cross":
+        cv2.circle(canvas, (c, c), 22 * big, 200, 5 * big)
+        cv2.line(canvas, (c - 28 * big, c), (c + 28 * big, c), 220, 4 * big)
+        cv2.line(canvas, (c, c - 28 * big), (c, c + 12 * big), 220, 4 * big)
+        cv2.rectangle(canvas, (c + 8 * big, c + 10 * big), (c + 20 * big, c + 18 * big), 160, -1)
+    elif kind == "cross":
+        cv2.line(canvas, (c - 25 * big, c), (c + 25 * big, c), 220, 3 * big)
+        cv2.line(canvas, (c, c - 25 * big), (c, c + 25 * big), 220, 3 * big)
+    else:
+        cv2.rectangle(canvas, (c - 20 * big, c - 20 * big), (c - 12 * big, c + 20 * big), 200, -1)
+        cv2.rectangle(canvas, (c - 20 * big, c + 12 * big), (c + 20 * big, c + 20 * big), 200, -1)
+    return canvas
+
+
+def _moved(canvas: np.ndarray, angle_deg: float, shift_px: np.ndarray, big: int) -> tuple[np.ndarray, np.ndarray]:
+    """The canvas turned about its centre and moved, averaged down to pixels; with the motion on the 8x grid."""
+    c = canvas.shape[0] // 2
+    motion = cv2.getRotationMatrix2D((c, c), angle_deg, 1.0)
+    motion[:, 2] += shift_px * big
+    moved = cv2.warpAffine(canvas, motion, canvas.shape[::-1], flags=cv2.INTER_LINEAR, borderValue=40)
+    size = canvas.shape[0] // big
+    return cv2.resize(moved, (size, size), interpolation=cv2.INTER_AREA).astype(np.float64), motion
+
+
+def template_scene(rng: np.random.Generator, template_px: int, fiducial: str
+                   ) -> tuple[np.ndarray, np.ndarray, float, float, float, float]:
+    """Image, template, the template centre's true x and y, the true turn, and the Cramer-Rao bound on the turn's
+    standard deviation (deg) from this scene at this noise (template and image both noisy)."""
+    big, size, noise = 8, 256, 3.0
+    canvas = _fiducial(fiducial, big, size)
     angle = rng.uniform(-7.3, 7.3)
     shift = rng.uniform(-20, 20, 2)
-    motion = cv2.getRotationMatrix2D((c, c), angle, 1.0)
-    motion[:, 2] += shift * big
-    moved = cv2.warpAffine(canvas, motion, canvas.shape[::-1], flags=cv2.INTER_LINEAR, borderValue=40)
-    image = cv2.resize(moved, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
-    whole = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    image, motion = _moved(canvas, angle, shift, big)
+    whole = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA).astype(np.float64)
     half, middle = template_px // 2, size // 2
-    template = whole[middle - half : middle + half, middle - half : middle + half]
-    image += rng.normal(0, 3, image.shape)
-    template += rng.normal(0, 3, template.shape)
+    window = (slice(middle - half, middle + half), slice(middle - half, middle + half))
+    template = whole[window].copy()
+    # Fisher information of (turn, x, y) over the template's window, noise in both template and image
+    turned = (_moved(canvas, 0.05, np.zeros(2), big)[0] - _moved(canvas, -0.05, np.zeros(2), big)[0]) / 0.1
+    gradient_y, gradient_x = np.gradient(whole)
+    jacobian = np.stack([turned[window].ravel(), gradient_x[window].ravel(), gradient_y[window].ravel()], axis=1)
+    bound_deg = float(np.sqrt(np.linalg.inv(jacobian.T @ jacobian / (2 * noise**2))[0, 0]))
+    image += rng.normal(0, noise, image.shape)
+    template += rng.normal(0, noise, template.shape)
     centre_big = np.array([middle * big - 0.5, middle * big - 0.5, 1.0])  # the template's centre, 8x grid
     x_big, y_big = motion @ centre_big
     true_x, true_y = (x_big + 0.5) / big - 0.5, (y_big + 0.5) / big - 0.5
     return (np.clip(image, 0, 255).astype(np.uint8), np.clip(template, 0, 255).astype(np.uint8), true_x, true_y,
-            angle)
+            angle, bound_deg)
 
 
 def bench_matching(rng: np.random.Generator) -> dict[str, Any]:
-    by_size = {}
-    for template_px in (64, 96, 128):
-        positions, angles = [], []
-        for _ in tqdm(range(60), desc=f"matching {template_px} px"):
-            image, template, x, y, angle = template_scene(rng, template_px)
-            match = find_template(image, template, angle_range_deg=(-10, 10))
-            positions.append(float(np.hypot(match.column - x, match.row - y)))
-            angles.append(abs(match.angle_deg - angle))
-        by_size[f"{template_px}px"] = {"position_error_px": _figures(positions), "angle_error_deg": _figures(angles)}
-    return by_size
+    results: dict[str, Any] = {}
+    for fiducial in FIDUCIALS:
+        for template_px in (64, 96, 128):
+            positions, angles, bounds = [], [], []
+            for _ in tqdm(range(60), desc=f"matching {fiducial} {template_px} px"):
+                image, template, x, y, angle, bound = template_scene(rng, template_px, fiducial)
+                match = find_template(image, template, angle_range_deg=(-10, 10))
+                positions.append(float(np.hypot(match.column - x, match.row - y)))
+                angles.append(abs(match.angle_deg - angle))
+                bounds.append(bound)
+            results[f"{fiducial} {template_px}px"] = {
+                "position_error_px": _figures(positions), "angle_error_deg": _figures(angles),
+                "angle_cramer_rao_p99_deg": round(2.576 * float(np.median(bounds)), 4)}
+    return results
 
 
 def _ellipse(shape: tuple[int, int], centre: tuple[float, float], axes: tuple[float, float],
@@ -187,25 +226,50 @@ def _area_bound(radius: float, *, blur_px: float = 0.8, noise: float = 8.0, cont
     return float(noise / np.sqrt((slope**2).sum()) / area)
 
 
+def _board_blur(rng: np.random.Generator, blur_px: float) -> float:
+    """The station blur as calibration measures it: a 9x6 board, 40 px squares, turned 3-6 deg, 8x supersampled,
+    blurred by ``blur_px`` and noisy; the median sigma over its square sides."""
+    big, size = 8, 480
+    yy, xx = np.mgrid[0 : size * big, 0 : size * big]
+    angle = np.radians(rng.uniform(3, 6))
+    x, y = (xx + 0.5) / big - size / 2 - rng.uniform(0, 1), (yy + 0.5) / big - size / 2 - rng.uniform(0, 1)
+    u, v = x * np.cos(angle) + y * np.sin(angle), -x * np.sin(angle) + y * np.cos(angle)
+    cells = np.floor((u + 200) / 40) + np.floor((v + 140) / 40)
+    inside = (np.abs(u) < 200) & (np.abs(v) < 140)
+    board = np.where(inside & (cells % 2 == 0), 30.0, 200.0).reshape(size, big, size, big).mean(axis=(1, 3))
+    image = cv2.GaussianBlur(board, (0, 0), blur_px) + rng.normal(0, 3, board.shape)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    found, corners = cv2.findChessboardCornersSB(image, (9, 6), flags=cv2.CALIB_CB_ACCURACY)
+    if not found:
+        raise InspectionError(f"the bench's board at blur {blur_px} px was not found")
+    return float(np.median(edge_blur_sigma_px(image, corners.reshape(-1, 2), inner_corners=(9, 6))))
+
+
 def bench_blobs(count: int, rng: np.random.Generator) -> dict[str, Any]:
-    bands = {}
-    for radius in tqdm((2.6, 4.0, 5.5, 9.3, 15.0, 25.0), desc="blobs"):
-        errors = []
-        for _ in range(count):
-            axes = (radius * rng.uniform(0.8, 1.2), radius)
-            coverage = _ellipse((90, 90), (45 + rng.uniform(-0.5, 0.5), 45 + rng.uniform(-0.5, 0.5)), axes,
-                                rng.uniform(0, 180))
-            image = cv2.GaussianBlur(30 + 170 * coverage, (0, 0), 0.8) + rng.normal(0, 8, (90, 90))
-            found = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=1.0, min_area_px=3)
-            true_area = np.pi * axes[0] * axes[1]
-            errors.append((max(b.area_subpx or 0.0 for b in found) - true_area) / true_area)
-        bound = _area_bound(radius)
-        bands[f"{np.pi * radius**2:.0f}px"] = {
-            "relative_error": _figures(errors), "mean_signed": round(float(np.mean(errors)), 4),
-            "std": round(float(np.std(errors)), 4), "cramer_rao_std": round(bound, 4),
-            "cramer_rao_p99": round(2.576 * bound, 4),  # |error| under which 99% of an ideal estimator's fall
-        }
-    return bands
+    """Blob areas at two blurs, each measured with the blur that calibration measures on a board at that blur."""
+    by_blur: dict[str, Any] = {}
+    for blur_px in (0.8, 1.2):
+        measured_blur = _board_blur(rng, blur_px)
+        bands: dict[str, Any] = {"measured_blur_sigma_px": round(measured_blur, 4)}
+        for radius in tqdm((2.6, 4.0, 5.5, 9.3, 15.0, 25.0), desc=f"blobs at blur {blur_px}"):
+            errors = []
+            for _ in range(count):
+                axes = (radius * rng.uniform(0.8, 1.2), radius)
+                coverage = _ellipse((90, 90), (45 + rng.uniform(-0.5, 0.5), 45 + rng.uniform(-0.5, 0.5)), axes,
+                                    rng.uniform(0, 180))
+                image = cv2.GaussianBlur(30 + 170 * coverage, (0, 0), blur_px) + rng.normal(0, 8, (90, 90))
+                found = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=1.0,
+                              blur_sigma_px=measured_blur, min_area_px=3)
+                true_area = np.pi * axes[0] * axes[1]
+                errors.append((max(b.area_subpx or 0.0 for b in found) - true_area) / true_area)
+            bound = _area_bound(radius, blur_px=blur_px)
+            bands[f"{np.pi * radius**2:.0f}px"] = {
+                "relative_error": _figures(errors), "mean_signed": round(float(np.mean(errors)), 4),
+                "std": round(float(np.std(errors)), 4), "cramer_rao_std": round(bound, 4),
+                "cramer_rao_p99": round(2.576 * bound, 4),  # |error| under which 99% of an ideal estimator's fall
+            }
+        by_blur[f"blur {blur_px}px"] = bands
+    return by_blur
 
 
 PARTS = ("wafer_notch", "die_grid", "template_matching", "blob_area")

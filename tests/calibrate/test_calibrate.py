@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from inspection.calibrate import CalibrationError, load_flatfield
+from inspection.calibrate import CalibrationError, load_flatfield, read_calibration
+from inspection.measure.metrology import blobs
 from inspection.preprocess import flat_field_correct
 from inspection.sim.frames import render_checkerboard
 from tests.conftest import run_cli
@@ -18,7 +19,8 @@ CAMERA_MATRIX = np.array([[1100.0, 0.0, 402.0], [0.0, 1100.0, 297.0], [0.0, 0.0,
 DISTORTION = np.array([-0.12, 0.05, 0.0005, -0.0003, 0.0])
 
 
-def _boards(folder: Path, count: int, *, seed: int = 0, twelve_bit: bool = False) -> list[float]:
+def _boards(folder: Path, count: int, *, seed: int = 0, twelve_bit: bool = False, blur_sigma_px: float = 0.0
+            ) -> list[float]:
     """Rendered 9x6 boards (10 mm squares) from varied poses; returns the distances of their centres in mm. With
     ``twelve_bit``, saved as a Mono12 camera's PNGs are: 12-bit values in 16-bit files."""
     rng = np.random.default_rng(seed)
@@ -28,7 +30,8 @@ def _boards(folder: Path, count: int, *, seed: int = 0, twelve_bit: bool = False
         rvec = np.array([rng.uniform(-0.35, 0.35), rng.uniform(-0.35, 0.35), rng.uniform(-0.2, 0.2)])
         tvec = np.array([-40 + rng.uniform(-10, 10), -25 + rng.uniform(-10, 10), rng.uniform(330, 420)])
         image = render_checkerboard(inner_corners=(9, 6), square_mm=10.0, camera_matrix=CAMERA_MATRIX,
-                                    dist_coeffs=DISTORTION, rvec=rvec, tvec=tvec, size_px=(800, 600), seed=index)
+                                    dist_coeffs=DISTORTION, rvec=rvec, tvec=tvec, size_px=(800, 600), seed=index,
+                                    blur_sigma_px=blur_sigma_px)
         cv2.imwrite(str(folder / f"board{index:02d}.png"), image.astype(np.uint16) * 16 if twelve_bit else image)
         centre = np.array([40.0, 25.0, 0.0])  # middle of the 9x6 inner corners at 10 mm
         distances.append(float((cv2.Rodrigues(rvec)[0] @ centre + tvec)[2]))
@@ -101,3 +104,47 @@ def test_flat_field_evens_out_vignetting(tmp_path: Path) -> None:
     out = run_cli("calibrate", "flatfield", "--dark", str(tmp_path / "flat*.png"), "--flat",
                   str(tmp_path / "dark*.png"), "--station", "bad", "--root", str(tmp_path), check=False)
     assert out.returncode == 2 and "not brighter than the dark frame" in out.stderr
+
+
+def _blob_area_errors(blur_sigma_px: float, measured_blur_sigma_px: float, *, radius_px: float) -> np.ndarray:
+    """Relative area errors of 40 blurred, noisy discs measured with the blur given."""
+    errors = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        centre = np.array([40 + rng.uniform(-0.5, 0.5), 40 + rng.uniform(-0.5, 0.5)])
+        yy, xx = np.mgrid[0:640, 0:640]  # 8x supersampled coverage
+        inside = np.hypot((xx + 0.5) / 8 - 0.5 - centre[0], (yy + 0.5) / 8 - 0.5 - centre[1]) <= radius_px
+        coverage = inside.reshape(80, 8, 80, 8).mean(axis=(1, 3))
+        image = cv2.GaussianBlur(30 + 170 * coverage, (0, 0), blur_sigma_px) + rng.normal(0, 3, (80, 80))
+        [blob, *_] = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=1.0,
+                           blur_sigma_px=measured_blur_sigma_px, min_area_px=3)
+        errors.append((blob.area_subpx - np.pi * radius_px**2) / (np.pi * radius_px**2))
+    return np.array(errors)
+
+
+def test_the_station_blur_is_measured_on_the_board_and_keeps_blob_areas_unbiased(tmp_path: Path) -> None:
+    _boards(tmp_path / "boards", 5, blur_sigma_px=1.2)
+    run_cli("calibrate", "camera", "--images", str(tmp_path / "boards" / "*.png"), "--board", "9x6",
+            "--square-mm", "10", "--station", "blurred", "--root", str(tmp_path / "calibration"), timeout=300)
+    calibration = read_calibration(tmp_path / "calibration" / "blurred")
+    # the optics' 1.2 px and the pixels' own footprint (1/12 px^2) together
+    assert calibration.blur_sigma_px == pytest.approx(np.hypot(1.2, np.sqrt(1 / 12)), rel=0.03)
+    assert calibration.camera_matrix[0, 0] == pytest.approx(1100, rel=0.005)
+    # Blobs measured with the station's blur have no bias left; the constant of a sharper station's
+    # (sigma 0.85) read them low.
+    with_measured = _blob_area_errors(1.2, calibration.blur_sigma_px, radius_px=3.0)
+    with_sharper = _blob_area_errors(1.2, 0.85, radius_px=3.0)
+    assert abs(with_measured.mean()) <= 0.01 and with_sharper.mean() <= -0.02
+
+
+def test_a_calibration_file_with_a_field_missing_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "camera.yaml").write_text("station: old\nimage_size_px: [800, 600]\n")
+    with pytest.raises(CalibrationError, match=r"old/camera.yaml: field 'camera_matrix' is missing"):
+        read_calibration(folder)
+    (folder / "camera.yaml").write_text("- not\n- a card\n")
+    with pytest.raises(CalibrationError, match="not a camera calibration"):
+        read_calibration(folder / "camera.yaml")
+    with pytest.raises(CalibrationError, match="cannot be read"):
+        read_calibration(tmp_path / "missing.yaml")

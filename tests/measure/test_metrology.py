@@ -27,7 +27,8 @@ def test_blob_area_within_two_percent(radius_px: float, seed: int) -> None:
     centre = (40 + rng.uniform(-0.5, 0.5), 40 + rng.uniform(-0.5, 0.5))
     image = _ellipse((80, 80), centre=centre, axes=(radius_px, radius_px), angle_deg=0, background=30,
                      foreground=200) + rng.normal(0, 1.0, (80, 80))
-    [blob] = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=5.0, min_area_px=3)
+    [blob] = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=5.0, blur_sigma_px=0.3,
+                   min_area_px=3)
     true_area = np.pi * radius_px**2
     assert true_area >= 20 and abs(blob.area_subpx - true_area) / true_area <= 0.02
     assert blob.area_um2 == pytest.approx(blob.area_subpx * 25)
@@ -47,7 +48,8 @@ def test_blob_area_is_unbiased_under_blur_and_noise(radius_px: float, mean_withi
         image = _ellipse((80, 80), centre=centre, axes=axes, angle_deg=rng.uniform(0, 180), background=30,
                          foreground=200)
         image = cv2.GaussianBlur(image, (0, 0), 0.8) + rng.normal(0, 8, (80, 80))  # optics blur, sensor noise
-        found = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=1.0, min_area_px=3)
+        found = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=1.0, blur_sigma_px=0.85,
+                      min_area_px=3)
         true_area = np.pi * axes[0] * axes[1]
         errors.append((max(b.area_subpx or 0.0 for b in found) - true_area) / true_area)
     errors = np.array(errors)
@@ -58,19 +60,19 @@ def test_blob_area_is_unbiased_under_blur_and_noise(radius_px: float, mean_withi
 def test_neighbouring_blobs_do_not_share_their_edge_pixels() -> None:
     image = (_ellipse((60, 80), centre=(30, 30), axes=(6, 6), angle_deg=0, background=30, foreground=200)
              + _ellipse((60, 80), centre=(47, 30), axes=(6, 6), angle_deg=0, background=0, foreground=170))
-    found = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=1.0)
+    found = blobs(image, threshold=115, background=30, foreground=200, pixel_size_um=1.0, blur_sigma_px=0.3)
     assert len(found) == 2 and all(b.area_subpx == pytest.approx(np.pi * 36, rel=0.02) for b in found)
 
 
 def test_blob_orientation_eccentricity_and_grey() -> None:
     image = _ellipse((100, 100), centre=(50, 50), axes=(30, 10), angle_deg=30, background=20, foreground=220)
-    [blob] = blobs(image, threshold=120, background=20, foreground=220, pixel_size_um=1.0)
+    [blob] = blobs(image, threshold=120, background=20, foreground=220, pixel_size_um=1.0, blur_sigma_px=0.3)
     assert blob.orientation_deg == pytest.approx(30, abs=1.0)
     assert blob.eccentricity == pytest.approx(np.sqrt(1 - (10 / 30) ** 2), abs=0.02)
     # grey levels relative to the background (20)
     assert blob.max_abs_diff == pytest.approx(200, abs=1) and 130 < blob.mean_diff <= 200
     with pytest.raises(MeasureError, match="no contrast"):
-        blobs(image, threshold=120, background=20, foreground=20, pixel_size_um=1.0)
+        blobs(image, threshold=120, background=20, foreground=20, pixel_size_um=1.0, blur_sigma_px=0.3)
 
 
 def test_edge_to_edge_distance_is_subpixel() -> None:

@@ -1,8 +1,8 @@
 """Station calibration: camera intrinsics from checkerboard views, and dark/flat frames for radiometric correction.
 
 Results go to ``calibration/<station>/``: ``camera.yaml`` (intrinsics, distortion, RMS reprojection error,
-per-image errors, micrometres per pixel at the working plane) and ``flatfield.npz`` (mean dark and flat
-frames), which the recipe names as ``preprocess.flatfield``.
+per-image errors, micrometres per pixel at the working plane, the edge blur measured on the board's squares) and
+``flatfield.npz`` (mean dark and flat frames), which the recipe names as ``preprocess.flatfield``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+from scipy.optimize import curve_fit
+from scipy.special import erf
 
 from inspection.acquire import ImageReadError, read_image
 from inspection.preprocess import FlatField, to_gray
 from inspection.types import InspectionError
 
-__all__ = ["CalibrationError", "CameraCalibration", "calibrate_camera", "load_flatfield", "make_flatfield",
-           "write_calibration"]
+__all__ = ["CalibrationError", "CameraCalibration", "calibrate_camera", "edge_blur_sigma_px", "load_flatfield",
+           "make_flatfield", "read_calibration", "write_calibration"]
 
 
 class CalibrationError(InspectionError, ValueError):
@@ -42,6 +44,9 @@ class CameraCalibration:
     square_mm: float
     rejected: dict[str, str]
     """Images not used, with the reason."""
+    blur_sigma_px: float
+    """Sigma of the edge spread on the board's square sides (optics and pixel footprint), median over every side of
+    every view: what blob areas need (``measure.metrology.blobs``)."""
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({
@@ -55,6 +60,7 @@ class CameraCalibration:
             "rms_reprojection_px": round(self.rms_px, 5),
             "per_image_rms_px": {name: round(value, 5) for name, value in self.per_image_rms_px.items()},
             "um_per_px": round(self.um_per_px, 5),
+            "blur_sigma_px": round(self.blur_sigma_px, 4),
             "board": {"inner_corners": list(self.inner_corners), "square_mm": self.square_mm},
             "rejected": self.rejected,
         }, sort_keys=False)
@@ -101,6 +107,7 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
     board[:, :2] = np.mgrid[0:columns, 0:rows].T.reshape(-1, 2) * square_mm
     found: dict[str, np.ndarray] = {}
     rejected: dict[str, str] = {}
+    side_blurs: list[np.ndarray] = []
     size: tuple[int, int] | None = None
     for path in paths:
         try:
@@ -108,7 +115,8 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
         except ImageReadError as exc:
             rejected[str(path)] = str(exc)
             continue
-        grey = _eight_bit(to_gray(image, layout=layout), bit_depth=bit_depth)
+        full_depth = to_gray(image, layout=layout)
+        grey = _eight_bit(full_depth, bit_depth=bit_depth)
         if size is not None and grey.shape[::-1] != size:
             rejected[str(path)] = f"{grey.shape[1]}x{grey.shape[0]} px, but the first view is {size[0]}x{size[1]} px"
             continue
@@ -118,6 +126,7 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
             continue
         size = grey.shape[::-1]
         found[str(path)] = corners.reshape(-1, 2).astype(np.float32)  # (N, 2) whatever the OpenCV version returns
+        side_blurs.append(edge_blur_sigma_px(full_depth, found[str(path)], inner_corners=inner_corners))
     if len(found) < min_boards or size is None:
         reasons = "; ".join(f"{Path(p).name}: {why}" for p, why in list(rejected.items())[:5])
         raise CalibrationError(f"only {len(found)} of {len(paths)} images show a {columns}x{rows} board; at least "
@@ -139,8 +148,74 @@ def calibrate_camera(paths: list[Path], *, inner_corners: tuple[int, int], squar
     distance_mm = float(np.median([float((cv2.Rodrigues(r)[0] @ centre + np.ravel(t))[2])
                                    for r, t in zip(rvecs, tvecs, strict=True)]))
     um_per_px = distance_mm / float(np.sqrt(matrix[0, 0] * matrix[1, 1])) * 1000
+    blurs = np.concatenate(side_blurs)
+    if len(blurs) == 0:
+        raise CalibrationError("no square side of any board had a measurable edge (saturated or blank views?)")
     return CameraCalibration(station, size, matrix, dist, float(rms), per_image, um_per_px, inner_corners, square_mm,
-                             rejected)
+                             rejected, float(np.median(blurs)))
+
+
+def _erf_edge(distance_px: np.ndarray, low: float, step: float, centre_px: float, sigma_px: float) -> np.ndarray:
+    return low + step * 0.5 * (1.0 + erf((distance_px - centre_px) / (np.sqrt(2.0) * sigma_px)))
+
+
+def edge_blur_sigma_px(grey: np.ndarray, corners_xy_px: np.ndarray, *, inner_corners: tuple[int, int]) -> np.ndarray:
+    """The edge spread of each inner square side of a found checkerboard, as a Gaussian's sigma.
+
+    Each side between two neighbouring inner corners separates a dark square from a light one. The pixels along
+    its middle half, out to 0.35 of a side on either hand, are placed by their distance from the side's line
+    (slanted sides sample it at every sub-pixel phase, as the slanted-edge method does) and an error function is
+    fitted to grey level against distance.
+
+    Parameters
+    ----------
+    grey : (H, W) ndarray
+        The view, any real dtype, at its full bit depth.
+    corners_xy_px : (N, 2) ndarray
+        The inner corners as OpenCV's checkerboard search returns them, row by row; N = columns * rows.
+    inner_corners : tuple of int
+        Columns x rows of inner corners.
+
+    Returns
+    -------
+    (M,) float ndarray
+        Sigma in pixels of each side whose fit converged, the optics' blur and the pixels' footprint together
+        (about sqrt(sigma_optics**2 + 1/12) for square pixels); sides shorter than 8 px are left out.
+    """
+    columns, rows = inner_corners
+    grid = np.asarray(corners_xy_px, np.float64).reshape(rows, columns, 2)
+    pairs = [(grid[r, c], grid[r, c + 1]) for r in range(rows) for c in range(columns - 1)]
+    pairs += [(grid[r, c], grid[r + 1, c]) for r in range(rows - 1) for c in range(columns)]
+    pixels = grey.astype(np.float64)
+    sigmas = []
+    for start, end in pairs:
+        side_px = float(np.hypot(*(end - start)))
+        if side_px < 8:
+            continue
+        along = (end - start) / side_px
+        across = np.array([-along[1], along[0]])
+        reach = 0.35 * side_px
+        corners = np.array([start + across * reach, start - across * reach, end + across * reach,
+                            end - across * reach])
+        (x0, y0), (x1, y1) = np.floor(corners.min(axis=0)).astype(int), np.ceil(corners.max(axis=0)).astype(int)
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, grey.shape[1] - 1), min(y1, grey.shape[0] - 1)
+        ys, xs = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
+        offset_x, offset_y = xs - start[0], ys - start[1]
+        position = (offset_x * along[0] + offset_y * along[1]) / side_px
+        distance = offset_x * across[0] + offset_y * across[1]
+        keep = (position >= 0.25) & (position <= 0.75) & (np.abs(distance) <= reach)
+        distance, values = distance[keep], pixels[y0 : y1 + 1, x0 : x1 + 1][keep]
+        if len(values) < 20:
+            continue
+        low, high = float(values[distance < 0].mean()), float(values[distance > 0].mean())
+        try:
+            (_, _, _, sigma), _ = curve_fit(_erf_edge, distance, values, p0=(low, high - low, 0.0, 1.0),
+                                            bounds=([-np.inf, -np.inf, -reach / 2, 0.05], [np.inf, np.inf, reach / 2,
+                                                                                           reach / 3]))
+        except (RuntimeError, ValueError):  # no convergence: a side without an edge (glare, a missing square)
+            continue
+        sigmas.append(float(sigma))
+    return np.array(sigmas)
 
 
 def _eight_bit(grey: np.ndarray, *, bit_depth: int | None) -> np.ndarray:
@@ -173,6 +248,48 @@ def write_calibration(calibration: CameraCalibration, root: Path) -> Path:
     partial.write_text(calibration.to_yaml())
     partial.replace(path)
     return path
+
+
+def read_calibration(path: str | Path) -> CameraCalibration:
+    """The camera calibration written by ``inspect calibrate camera``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A station folder or its ``camera.yaml``.
+
+    Returns
+    -------
+    CameraCalibration
+        ``um_per_px`` is the metrology's ``pixel_size_um``, ``blur_sigma_px`` its ``blur_sigma_px``.
+
+    Raises
+    ------
+    CalibrationError
+        Naming the file and the field missing or malformed.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "camera.yaml"
+    try:
+        card = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CalibrationError(f"{path}: cannot be read as a camera calibration ({exc})") from None
+    if not isinstance(card, dict):
+        raise CalibrationError(f"{path}: not a camera calibration written by `inspect calibrate camera`")
+    try:  # fields in the file's order, so the first one missing is named
+        return CameraCalibration(
+            str(card["station"]), (int(card["image_size_px"][0]), int(card["image_size_px"][1])),
+            np.array(card["camera_matrix"], np.float64).reshape(3, 3), np.array(card["dist_coeffs"], np.float64),
+            float(card["rms_reprojection_px"]), {str(k): float(v) for k, v in card["per_image_rms_px"].items()},
+            float(card["um_per_px"]),
+            (int(card["board"]["inner_corners"][0]), int(card["board"]["inner_corners"][1])),
+            float(card["board"]["square_mm"]), dict(card.get("rejected") or {}), float(card["blur_sigma_px"]))
+    except KeyError as exc:
+        raise CalibrationError(f"{path}: field {exc.args[0]!r} is missing; re-run `inspect calibrate camera` "
+                               "(calibrations before 2026-12 have no blur_sigma_px)") from None
+    except (TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise CalibrationError(f"{path}: a field is malformed ({exc})") from None
 
 
 def _mean_frame(paths: list[Path], *, what: str) -> tuple[np.ndarray, int]:

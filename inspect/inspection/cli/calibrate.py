@@ -41,7 +41,8 @@ def _cmd_calibrate_camera(args: argparse.Namespace) -> int:
     matrix = calibration.camera_matrix
     print(f"{path}: {len(calibration.per_image_rms_px)} boards ({len(calibration.rejected)} rejected), RMS "
           f"{calibration.rms_px:.4f} px, focal length {matrix[0, 0]:.2f} x {matrix[1, 1]:.2f} px, principal point "
-          f"({matrix[0, 2]:.2f}, {matrix[1, 2]:.2f}), {calibration.um_per_px:.3f} um/px at the working plane")
+          f"({matrix[0, 2]:.2f}, {matrix[1, 2]:.2f}), {calibration.um_per_px:.3f} um/px at the working plane, edge "
+          f"blur sigma {calibration.blur_sigma_px:.3f} px")
     for name, reason in calibration.rejected.items():
         print(f"  rejected {name}: {reason}", file=sys.stderr)
     return 0

@@ -20,7 +20,7 @@ class MeasureError(InspectionError, ValueError):
 
 
 def blobs(image: np.ndarray, *, threshold: float, background: float, foreground: float, pixel_size_um: float,
-          min_area_px: int = 1, edge_spread_px: float = 2.5) -> list[Region]:
+          blur_sigma_px: float, min_area_px: int = 1) -> list[Region]:
     """Connected regions brighter than ``threshold`` (darker when foreground < background), largest first.
 
     Parameters
@@ -34,12 +34,13 @@ def blobs(image: np.ndarray, *, threshold: float, background: float, foreground:
         the way from one to the other.
     pixel_size_um : float
         Side of one pixel on the object, in micrometres.
+    blur_sigma_px : float
+        The station's edge spread as a Gaussian's sigma: ``blur_sigma_px`` of its ``camera.yaml``, which
+        ``inspect calibrate camera`` measures on the board's edges. A blob's signal is summed out to 3 sigma
+        beyond its thresholded region (narrower loses signal, wider adds noise); each pixel counts for its
+        nearest blob only.
     min_area_px : int, optional
         Smaller regions are left out.
-    edge_spread_px : float, optional
-        How far beyond the thresholded region a blob's signal is summed: about 3 sigma of the optics' blur
-        (2.5 px holds a Gaussian blur of sigma 0.8 px); wider adds noise, narrower loses signal. Each pixel counts
-        for its nearest blob only.
 
     Returns
     -------
@@ -47,9 +48,10 @@ def blobs(image: np.ndarray, *, threshold: float, background: float, foreground:
         With ``area_subpx``, the sum of each pixel's coverage ``(grey - background) / (foreground - background)``
         over the region and its edge spread, unclipped: unbiased under blur (which moves the signal, not its sum)
         and noise (which averages out). Measured (``benchmarks/bench_metrology.py``, 300 blobs a size) at blur
-        sigma 0.8 px and noise sigma 8 grey levels with a contrast of 170: mean error within 0.31% from 21 px;
-        the spread is the noise's (95th percentile of |error| 3.6% at 21 px, 2.1% at 50 px, 0.7% at 272 px), 0.9
-        to 1.6 times (21 to 272 px) the Cramer-Rao bound of an estimator that knew the blob's shape.
+        sigma 0.8 and 1.2 px, each given as calibration measured it, and noise sigma 8 grey levels with a contrast
+        of 170: mean error within 0.23% from 21 px; the spread is the noise's (95th percentile of |error| at blur
+        0.8: 3.4% at 21 px, 2.1% at 50 px, 0.7% at 272 px), 1.0 to 1.6 times the Cramer-Rao bound of an
+        estimator that knew the blob's shape.
         ``area_um2`` from it, a coverage-weighted centroid, ``orientation_deg`` and ``eccentricity``;
         ``mean_diff``/``max_abs_diff`` are grey levels relative to ``background``.
     """
@@ -57,6 +59,10 @@ def blobs(image: np.ndarray, *, threshold: float, background: float, foreground:
         raise MeasureError(f"expected a grey image, got shape {image.shape}")
     if foreground == background:
         raise MeasureError("foreground and background grey levels are equal: no contrast to measure")
+    if not blur_sigma_px > 0:
+        raise MeasureError(f"blur_sigma_px must be positive (the station's measured edge blur), got {blur_sigma_px}")
+    # 3 sigma holds a blurred edge; sqrt(2) px at least holds the diagonal neighbours a pixel's footprint reaches.
+    edge_spread_px = max(3.0 * blur_sigma_px, np.sqrt(2.0))
     pixels = image.astype(np.float64)
     mask = pixels > threshold if foreground > background else pixels < threshold
     # Unclipped coverage: blur moves a blob's signal outward without changing its sum, and noise averages out

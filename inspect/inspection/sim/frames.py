@@ -414,9 +414,10 @@ def render_pcb_panel(homography: np.ndarray, *, size_px: tuple[int, int] = (900,
 
 def render_checkerboard(*, inner_corners: tuple[int, int], square_mm: float, camera_matrix: np.ndarray,
                         dist_coeffs: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, size_px: tuple[int, int],
-                        noise_grey: float = 2.0, seed: int = 0) -> np.ndarray:
+                        noise_grey: float = 2.0, blur_sigma_px: float = 0.0, seed: int = 0) -> np.ndarray:
     """An 8-bit view of a flat checkerboard (``inner_corners`` = columns x rows of inner corners, the OpenCV
-    convention) through a pinhole camera with radial/tangential distortion, anti-aliased by 2x2 supersampling.
+    convention) through a pinhole camera with radial/tangential distortion, anti-aliased by 2x2 supersampling,
+    with the optics' Gaussian blur of ``blur_sigma_px`` (after the pixels' own integration).
 
     The board's corner (i, j) sits at (i * square_mm, j * square_mm, 0) in board coordinates; one white square
     of margin surrounds the pattern.
@@ -441,5 +442,7 @@ def render_checkerboard(*, inner_corners: tuple[int, int], square_mm: float, cam
     dark = inside & ((cell_x + cell_y) % 2 == 0)
     value = np.where(dark, 30.0, np.where(margin, 220.0, 110.0)).reshape(height * factor, width * factor)
     image = cv2.resize(value, (width, height), interpolation=cv2.INTER_AREA)
+    if blur_sigma_px > 0:
+        image = cv2.GaussianBlur(image, (0, 0), blur_sigma_px)
     image += np.random.default_rng(seed).normal(0.0, noise_grey, image.shape)
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
