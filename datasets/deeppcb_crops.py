@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--edge-keep-max-side-px", type=int, default=CANDIDATE_SETTINGS.edge_keep_max_side_px,
                         help="longest side of a piece spared the edge zone's opening "
                              f"(default {CANDIDATE_SETTINGS.edge_keep_max_side_px}; 0: none is spared)")
+    parser.add_argument("--min-side-px", type=int, default=CANDIDATE_SETTINGS.min_side_px,
+                        help="candidates narrower than this either way are dropped "
+                             f"(default {CANDIDATE_SETTINGS.min_side_px}; 1: none is)")
     args = parser.parse_args()
     if args.moved_copies < 0:
         sys.exit(f"--moved-copies must be >= 0, got {args.moved_copies}")
@@ -144,7 +147,8 @@ def main() -> None:
                                                     "edge_zone_px": args.edge_zone_px,
                                                     "edge_open_px": args.edge_open_px,
                                                     "edge_keep_min_area_px": args.edge_keep_min_area_px,
-                                                    "edge_keep_max_side_px": args.edge_keep_max_side_px})
+                                                    "edge_keep_max_side_px": args.edge_keep_max_side_px,
+                                                    "min_side_px": args.min_side_px})
     except ValidationError as exc:
         problems = "; ".join(f"--{str(error['loc'][0]).replace('_', '-')} {error['input']}: {error['msg']}"
                              if error["loc"] else error["msg"] for error in exc.errors())

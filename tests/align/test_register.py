@@ -30,7 +30,7 @@ def test_recovers_shift_and_rotation_to_subpixel(dx: float, dy: float, angle_deg
     points = np.array([[128, 128, 1], [384, 128, 1], [128, 384, 1], [384, 384, 1]], float)
     expected = (np.linalg.inv(forward) @ points.T).T[:, :2]
     error_px = np.abs(points @ fit.matrix.T.astype(float) - expected).max()
-    assert error_px < 0.3
+    assert error_px < 0.05
     assert fit.angle_deg == pytest.approx(angle_deg, abs=0.05)
     assert fit.score > 0.9
     warped, covered = warp_reference(reference, fit)

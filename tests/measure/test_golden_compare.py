@@ -99,3 +99,14 @@ def test_every_injected_defect_is_found_and_clean_frames_are_clean() -> None:
     assert defects > 20
     assert not missed, missed
     assert not false_alarms, false_alarms
+
+
+def test_regions_narrower_than_min_side_are_dropped() -> None:
+    deviation_map = np.zeros((60, 60), np.int16)
+    deviation_map[10:12, 5:45] = 80  # a 2 px strip, as a conductor's edge leaves it
+    deviation_map[30:36, 20:26] = -90  # a 6 x 6 px defect
+    deviation_map[50:51, 50:53] = 60  # 3 x 1 px
+    everything = regions(deviation_map, min_area_px=1, pixel_size_um=1.0)
+    assert sorted(r.box_xyxy_px for r in everything) == [(5, 10, 45, 12), (20, 30, 26, 36), (50, 50, 53, 51)]
+    [kept] = regions(deviation_map, min_area_px=1, pixel_size_um=1.0, min_side_px=3)
+    assert kept.box_xyxy_px == (20, 30, 26, 36) and kept.mean_diff == -90

@@ -175,7 +175,8 @@ def _coarse_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: flo
 
 # (pyramid scale, ECC iterations, ECC Gaussian smoothing): coarse levels catch tens of pixels and a degree,
 # the half-resolution level reaches subpixel accuracy; full resolution would triple the cost for little gain.
-_ECC_LEVELS = ((0.125, 50, 5), (0.25, 30, 5), (0.5, 4, 5))
+# Two steps at half resolution: four moved DeepPCB fits by at most 0.005 px and cost 2.3 ms more a board.
+_ECC_LEVELS = ((0.125, 50, 5), (0.25, 30, 5), (0.5, 2, 5))
 
 
 def register_rigid(image: np.ndarray, reference: np.ndarray, *, max_shift_px: float = 24.0,

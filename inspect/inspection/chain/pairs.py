@@ -30,7 +30,7 @@ from inspection.report import draw_anomaly_map, save_png
 from inspection.types import Frame, InspectionError
 
 CANDIDATE_SETTINGS = DetectorSettings(
-    band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, edge_margin_px=10,
+    band_px=1, tolerance_grey=30, open_px=2, close_px=7, min_area_px=4, min_side_px=3, edge_margin_px=10,
     edge_zone_px=2, edge_open_px=3, edge_keep_min_area_px=6, edge_keep_max_side_px=12, crop_context=1.5,
     crop_min_side_px=32,
     box_growth={kind: (1.0, 22.0) for kind in DEEPPCB_TYPES}, nms_iou=0.15, min_score=0.5,

@@ -34,6 +34,8 @@ class DifferenceSettings:
     """Side of the closing that joins the pieces of one defect (0: none)."""
     min_area_px: int = 1
     """Smaller regions are dropped."""
+    min_side_px: int = 1
+    """Regions whose box is narrower than this either way are dropped."""
     edge_zone_px: int = 0
     """Within this distance of the golden's edges the opening is ``edge_open_px`` instead (0: no edge zone)."""
     edge_open_px: int = 0
@@ -99,7 +101,7 @@ def deviation(image: np.ndarray, band: ToleranceBand) -> np.ndarray:
 
 
 def regions(deviation_map: np.ndarray, *, mask: np.ndarray | None = None, min_area_px: int,
-            pixel_size_um: float) -> tuple[Region, ...]:
+            pixel_size_um: float, min_side_px: int = 1) -> tuple[Region, ...]:
     """Connected regions (8-connectivity), largest first, with calibrated features.
 
     Parameters
@@ -113,6 +115,8 @@ def regions(deviation_map: np.ndarray, *, mask: np.ndarray | None = None, min_ar
         Smaller regions are dropped.
     pixel_size_um : float
         Side of one pixel on the part, in micrometres, for ``area_um2``.
+    min_side_px : int, optional
+        Regions whose box is narrower than this either way are dropped.
 
     Returns
     -------
@@ -130,10 +134,10 @@ def regions(deviation_map: np.ndarray, *, mask: np.ndarray | None = None, min_ar
     found = []
     for label in range(1, count):
         area = int(stats[label, cv2.CC_STAT_AREA])
-        if area < min_area_px:
+        width, height = int(stats[label, cv2.CC_STAT_WIDTH]), int(stats[label, cv2.CC_STAT_HEIGHT])
+        if area < min_area_px or min(width, height) < min_side_px:
             continue
         x, y = int(stats[label, cv2.CC_STAT_LEFT]), int(stats[label, cv2.CC_STAT_TOP])
-        width, height = int(stats[label, cv2.CC_STAT_WIDTH]), int(stats[label, cv2.CC_STAT_HEIGHT])
         values = deviation_map[top + y : top + y + height, left + x : left + x + width][
             labels[y : y + height, x : x + width] == label]
         x, y = x + left, y + top
@@ -199,7 +203,8 @@ def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.nd
     if settings.close_px > 1:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((settings.close_px,) * 2, np.uint8))
     # Pixels the closing added between pieces belong to the region (with no deviation of their own).
-    return regions(deviation_map, mask=mask, min_area_px=settings.min_area_px, pixel_size_um=pixel_size_um)
+    return regions(deviation_map, mask=mask, min_area_px=settings.min_area_px, pixel_size_um=pixel_size_um,
+                   min_side_px=settings.min_side_px)
 
 
 def _opened(mask: np.ndarray, size_px: int) -> np.ndarray:
