@@ -182,13 +182,15 @@ def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.nd
     open_px, edge_zone_px, max_side_px = settings.open_px, settings.edge_zone_px, settings.edge_keep_max_side_px
     deviation_map = deviation(image, tolerance_band(reference, band_px=settings.band_px,
                                                     tolerance_grey=settings.tolerance_grey))
-    deviating = ((deviation_map != 0) & valid).astype(np.uint8)
+    # Masks are uint8 and combined with OpenCV's bitwise operations: numpy's boolean algebra and fancy
+    # indexing over the whole frame cost more than the morphology itself.
+    deviating = cv2.bitwise_and(cv2.compare(deviation_map, 0, cv2.CMP_NE), valid.view(np.uint8))  # 0 or 1
     mask = _opened(deviating, open_px)
     if edge_zone_px > 0:
         window = np.ones((2 * edge_zone_px + 1, 2 * edge_zone_px + 1), np.uint8)
         # An edge is where the reference varies by more than the grey tolerance within the window.
-        spread = cv2.dilate(reference, window).astype(np.float32) - cv2.erode(reference, window)
-        near_edge = spread > settings.tolerance_grey
+        spread = cv2.subtract(cv2.dilate(reference, window), cv2.erode(reference, window))
+        near_edge = cv2.compare(spread, float(settings.tolerance_grey), cv2.CMP_GT)  # 0 or 255
         if max_side_px > 0:
             # Pieces that survive a 2 px opening lie at least 3 px apart, one per 3x3 cell: on frames of
             # up to about 766 x 766 px, 16-bit labels suffice and halve the labelling's cost.
@@ -198,8 +200,12 @@ def difference_regions(image: np.ndarray, reference: np.ndarray, *, valid: np.nd
             longest_side_px = stats[:, [cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT]].max(axis=1)
             compact = (stats[:, cv2.CC_STAT_AREA] >= settings.edge_keep_min_area_px) & (longest_side_px <= max_side_px)
             compact[0] = False  # the background
-            near_edge &= ~compact[labels]
-        mask = np.where(near_edge, _opened(deviating, settings.edge_open_px), mask).astype(np.uint8)
+            for label in np.flatnonzero(compact):  # few and small: marked box by box, not by a whole-frame lookup
+                x, y = stats[label, cv2.CC_STAT_LEFT], stats[label, cv2.CC_STAT_TOP]
+                box = (slice(y, y + stats[label, cv2.CC_STAT_HEIGHT]), slice(x, x + stats[label, cv2.CC_STAT_WIDTH]))
+                near_edge[box][labels[box] == label] = 0
+        mask = cv2.bitwise_or(cv2.bitwise_and(_opened(deviating, settings.edge_open_px), near_edge),
+                              cv2.bitwise_and(mask, cv2.bitwise_not(near_edge)))
     if settings.close_px > 1:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((settings.close_px,) * 2, np.uint8))
     # Pixels the closing added between pieces belong to the region (with no deviation of their own).
