@@ -4,6 +4,7 @@ DeepPCB boards of groups it never saw (skipped where ../shared/data is absent)."
 
 from __future__ import annotations
 
+import json
 from itertools import product
 from pathlib import Path
 
@@ -253,3 +254,108 @@ def test_pro_is_one_for_a_perfect_map_and_weighs_regions_equally() -> None:
     # the small region scores above every outside cell, the large one below all: half the overlap up to 0.3
     assert pro_auc([np.full(4, 2.0), np.full(100, -1.0)], outside) == pytest.approx(0.5, abs=0.01)
     assert np.isnan(pro_auc([], outside))
+
+
+def _generated_groups(root: Path, counts: dict[str, int], *, size_px: int = 96) -> Path:
+    """DeepPCB's layout with generated boards: per group, pairs of a good crop of one design at a new position
+    and the same crop with drawn defects, annotated with the defects' boxes. Returns the pair list."""
+    board = golden_image("pcb", size_px=256)
+    lines = []
+    for group, count in counts.items():
+        (root / f"group{group}" / group).mkdir(parents=True)
+        (root / f"group{group}" / f"{group}_not").mkdir()
+        for index in range(count):
+            top, left = 11 * index % 150, 17 * index % 150
+            template = board[top : top + size_px, left : left + size_px]
+            drawn, changed = draw_defects((template > 127).astype(np.uint8), 2, rng=np.random.default_rng(index))
+            name = f"{group}{index:03d}"
+            cv2.imwrite(str(root / f"group{group}" / group / f"{name}_temp.jpg"), template)
+            cv2.imwrite(str(root / f"group{group}" / group / f"{name}_test.jpg"), drawn.astype(np.uint8) * 255)
+            count_regions, _, stats, _ = cv2.connectedComponentsWithStats(changed.astype(np.uint8))
+            boxes = [f"{x} {y} {x + w} {y + h} 1" for x, y, w, h, _ in stats[1:count_regions]]
+            (root / f"group{group}" / f"{group}_not" / f"{name}.txt").write_text("\n".join(boxes) + "\n")
+            lines.append(f"group{group}/{group}/{name}.jpg group{group}/{group}_not/{name}.txt")
+    (root / "list.txt").write_text("\n".join(lines) + "\n")
+    return root / "list.txt"
+
+
+def test_per_product_split_halves_each_group_by_seed(tmp_path: Path) -> None:
+    from inspection.acquire.deeppcb import PairListError, per_product_split, read_pair_list
+
+    pairs = read_pair_list(tmp_path, _generated_groups(tmp_path, {"101": 9, "202": 6}))
+    split = per_product_split(pairs, seed=3, max_good_images=3)
+    assert list(split) == ["101", "202"]
+    for group, (good, test) in split.items():
+        mine = [p.name for p in pairs if p.group == group]
+        assert len(good) == 3 and len(test) == len(mine) - len(mine) // 2
+        assert not {p.name for p in good} & {p.name for p in test}  # test boards show positions never trained on
+        assert [p.name for p in test] == [n for n in mine if n in {p.name for p in test}]  # in list order
+    assert per_product_split(pairs, seed=3, max_good_images=3) == split
+    assert per_product_split(pairs, seed=4, max_good_images=3)["101"][0] != split["101"][0]
+    with pytest.raises(PairListError, match=r"group 202: 3 pairs; the per-product split needs at least 4"):
+        per_product_split([p for p in pairs if p.group == "202"][:3])
+
+
+def test_pooled_report_counts_every_board_at_its_own_models_threshold() -> None:
+    from inspection.evaluate.anomaly import ScoredBoards, pooled_anomaly_report
+
+    def product(score: float, threshold: float) -> ScoredBoards:
+        found = np.zeros((16, 16))
+        found[2, 2] = score  # inside the box
+        good = np.zeros((16, 16))
+        good[9, 9] = 0.6
+        return ScoredBoards([found], [np.array([[4.0, 4.0, 16.0, 16.0]])], [("open",)], [good], stride_px=4,
+                            image_shape=(64, 64), threshold=threshold)
+
+    # the same defect score 0.7: found by the model whose card says 0.5, missed by the one whose card says 0.8
+    report = pooled_anomaly_report([product(0.7, 0.5), product(0.7, 0.8)], names=["a", "b"], resamples=20)
+    assert report["per_product"]["a"]["at_card_threshold"]["recall"] == 1.0
+    assert report["per_product"]["b"]["at_card_threshold"]["recall"] == 0.0
+    assert report["per_product"]["b"]["at_card_threshold"]["threshold"] == 0.8
+    pooled = report["pooled"]
+    assert pooled["at_card_threshold"]["recall"] == 0.5 and pooled["defective_images"] == 2
+    assert pooled["at_card_threshold"]["false_alarms_per_good_image"] == 0.5  # 0.6 is an alarm at 0.5 only
+    assert pooled["image_auroc"] == 1.0 and report["per_product"]["a"]["image_auroc"] == 1.0
+    assert pooled["ci95"]["at_card_threshold"]["recall"][0] <= 0.5 <= pooled["ci95"]["at_card_threshold"]["recall"][1]
+
+
+def test_a_product_model_fine_tuned_from_another(small_model: Path, tmp_path: Path) -> None:
+    from inspection.train.anomaly import TrainingDataError, train_anomaly
+
+    card = train_anomaly(_good_folder(tmp_path / "good"), tmp_path / "product", steps=4, batch=4,
+                         held_out_fraction=0.34, init=small_model)
+    assert card.training["init"]["onnx_sha256"] == AnomalyModel(small_model).card.onnx_sha256
+    assert card.training["learning_rate"] == 5e-4 and card.training["steps"] == 4
+    classifier = REPO_ROOT / "models" / "pcb-patchnet-l-v7"
+    with pytest.raises(TrainingDataError, match=r"pcb-patchnet-l-v7: a classification model .*--init takes an anomaly"):
+        train_anomaly(tmp_path / "good", tmp_path / "other", steps=2, init=classifier)
+    assert not (tmp_path / "other" / "model.onnx").exists()
+
+
+def test_eval_per_product_trains_a_model_per_group_and_resumes(small_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    listing = _generated_groups(tmp_path / "data", {"101": 8, "202": 6})
+    out = tmp_path / "per-product"
+    arguments = ("eval-anomaly", str(small_model), str(tmp_path / "data"), "--list", str(listing), "--per-product",
+                 str(out), "--good-images", "3", "--steps", "3", "--json")
+    report = json.loads(run_cli(*arguments).stdout)
+    assert set(report["per_product"]) == {"101", "202"} and report["protocol"]["steps"] == 3
+    for group, test_boards in (("101", 4), ("202", 3)):
+        figures = report["per_product"][group]
+        assert figures["defective_images"] == figures["good_images"] == test_boards
+        assert figures["training"]["fitted_images"] + figures["training"]["held_out_images"] == 3
+        assert 0.0 <= figures["image_auroc"] <= 1.0 and "recall" in figures["at_target"]
+        assert len(list((out / group / "good").iterdir())) == 3 and (out / group / "model" / "training.png").is_file()
+    assert report["pooled"]["defective_images"] == 7
+    assert (out / "per-product.png").is_file() and json.loads((out / "report.json").read_text()) == report
+    from inspection.acquire.deeppcb import read_pair_list
+    from inspection.train.per_product import evaluate_per_product
+
+    trained = {g: (out / g / "model" / "model.json").stat().st_mtime_ns for g in ("101", "202")}
+    pairs = read_pair_list(tmp_path / "data", listing)
+    again = evaluate_per_product(pairs, out, init=small_model, max_good_images=3, steps=3, resamples=10)
+    assert {g: (out / g / "model" / "model.json").stat().st_mtime_ns for g in trained} == trained  # reused
+    assert again["per_product"]["101"]["model_sha256"] == report["per_product"]["101"]["model_sha256"]
+    evaluate_per_product([p for p in pairs if p.group == "202"], out, init=small_model, max_good_images=3, steps=4,
+                         resamples=10)  # other settings: trained again
+    assert (out / "202" / "model" / "model.json").stat().st_mtime_ns != trained["202"]

@@ -84,3 +84,43 @@ def read_pair_list(root: str | Path, list_file: str | Path) -> list[PcbPair]:
     if not pairs:
         raise PairListError(f"{list_file}: the pair list is empty")
     return pairs
+
+
+def per_product_split(pairs: list[PcbPair], *, seed: int = 0, max_good_images: int = 50
+                      ) -> dict[str, tuple[list[PcbPair], list[PcbPair]]]:
+    """The per-product protocol's split of each group (a product): good boards to train on, and boards to test.
+
+    The group's pairs are shuffled by ``seed`` and halved. The templates of the first half (at most
+    ``max_good_images`` of them, in shuffled order) are the product's good images; the second half's defective
+    boards (and their templates, as unseen good boards) are the test, so the test shows positions of the board
+    the model never saw.
+
+    Parameters
+    ----------
+    pairs : list of PcbPair
+        Pairs of one or more groups.
+    seed : int
+        Seeds the shuffle.
+    max_good_images : int
+        The most good images a product's model is trained from.
+
+    Returns
+    -------
+    dict
+        Group -> (pairs whose templates are the good images, pairs to test in list order), groups sorted.
+
+    Raises
+    ------
+    PairListError
+        A group with fewer than 4 pairs (no half can both train and test).
+    """
+    split: dict[str, tuple[list[PcbPair], list[PcbPair]]] = {}
+    for group in sorted({pair.group for pair in pairs}):
+        mine = [pair for pair in pairs if pair.group == group]
+        if len(mine) < 4:
+            raise PairListError(f"group {group}: {len(mine)} pairs; the per-product split needs at least 4 (half "
+                                "to train on, half to test)")
+        order = np.random.default_rng(seed).permutation(len(mine))
+        half = len(mine) // 2
+        split[group] = ([mine[i] for i in order[:half][:max_good_images]], [mine[i] for i in np.sort(order[half:])])
+    return split

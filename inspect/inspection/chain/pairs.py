@@ -23,7 +23,7 @@ from inspection.chain.chain import AnomalyStages, Failed, InspectedPart, PartCha
 from inspection.classify.anomaly import AnomalyModel, anomaly_regions
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import as_hypotheses
-from inspection.evaluate.anomaly import anomaly_report
+from inspection.evaluate.anomaly import ScoredBoards, anomaly_report
 from inspection.evaluate.pairs import PairResult, perturb, score_pairs
 from inspection.preprocess import to_gray
 from inspection.report import draw_anomaly_map, save_png
@@ -195,13 +195,63 @@ def inspect_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int = 2, m
     return results, time.perf_counter() - started
 
 
+def score_anomaly_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int = 2
+                        ) -> tuple[ScoredBoards, float]:
+    """Score maps of DeepPCB pairs through the chain a station without a golden runs: each test board scored alone
+    (a defective board) and each template (a good board).
+
+    Parameters
+    ----------
+    chain : PartChain
+        A chain of the anomaly model alone (a ``pcb`` recipe with ``anomaly`` and no ``reference``).
+    pairs : list of PcbPair
+    workers : int, optional
+        Images scored at once (through the chain's anomaly micro-batcher).
+
+    Returns
+    -------
+    ScoredBoards
+        The maps with the annotated boxes, at the card's threshold.
+    float
+        Milliseconds a test board took (reading, preparing and scoring).
+
+    Raises
+    ------
+    InspectionError
+        For a chain with a golden, or a board the model cannot take (another size, colour).
+    """
+    stages = chain.stages
+    if not isinstance(stages, AnomalyStages):
+        raise InspectionError(f"{chain.recipe.name}: evaluating the anomaly model alone needs a recipe without a "
+                              "golden (reference), as pcb-anomaly")
+    model = stages.anomalies.model
+
+    def score(path: Path) -> np.ndarray:
+        part = chain(read_grey_frame(path, 0))
+        if isinstance(part, Failed) or part.anomaly_map is None:
+            raise InspectionError(f"{path}: {part.reason}")
+        return part.anomaly_map
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        defect_maps = list(tqdm(pool.map(score, [p.test_path for p in pairs]), total=len(pairs),
+                                desc="scoring test boards", unit="image", disable=None))
+        elapsed_s = time.perf_counter() - started
+        good_maps = list(tqdm(pool.map(score, [p.template_path for p in pairs]), total=len(pairs),
+                              desc="scoring good boards", unit="image", disable=None))
+    spec, settings = model.card.input, model.settings
+    boards = ScoredBoards(defect_maps, [p.boxes for p in pairs], [p.kinds for p in pairs], good_maps,
+                          stride_px=settings.map_stride_px, image_shape=(spec.height, spec.width),
+                          threshold=settings.threshold)
+    return boards, 1000.0 * elapsed_s / len(pairs)
+
+
 def evaluate_anomaly_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: int = 2,
                            threshold: float | None = None, target_false_alarms_per_image: float = 1.0,
                            resamples: int = 1000, pictures: Path | None = None, picture_count: int = 6
                            ) -> dict[str, Any]:
-    """An anomaly model on DeepPCB pairs without their templates, through the chain a station without a golden runs.
-
-    Each board's test image is scored alone, each template (a good board) as a good image.
+    """An anomaly model on DeepPCB pairs without their templates, through the chain a station without a golden runs
+    (:func:`score_anomaly_pairs`).
 
     Parameters
     ----------
@@ -231,40 +281,23 @@ def evaluate_anomaly_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: i
     InspectionError
         For a chain with a golden, or a board the model cannot take (another size, colour).
     """
+    boards, ms_per_image = score_anomaly_pairs(chain, pairs, workers=workers)
+    boards = replace(boards, threshold=threshold or boards.threshold)
     stages = chain.stages
-    if not isinstance(stages, AnomalyStages):
-        raise InspectionError(f"{chain.recipe.name}: evaluating the anomaly model alone needs a recipe without a "
-                              "golden (reference), as pcb-anomaly")
+    assert isinstance(stages, AnomalyStages)  # score_anomaly_pairs refuses any other chain
     model = stages.anomalies.model
-
-    def score(path: Path) -> np.ndarray:
-        part = chain(read_grey_frame(path, 0))
-        if isinstance(part, Failed) or part.anomaly_map is None:
-            raise InspectionError(f"{path}: {part.reason}")
-        return part.anomaly_map
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        defect_maps = list(tqdm(pool.map(score, [p.test_path for p in pairs]), total=len(pairs),
-                                desc="scoring test boards", unit="image", disable=None))
-        elapsed_s = time.perf_counter() - started
-        good_maps = list(tqdm(pool.map(score, [p.template_path for p in pairs]), total=len(pairs),
-                              desc="scoring good boards", unit="image", disable=None))
-    spec, settings = model.card.input, model.settings
-    at = threshold or settings.threshold
     if pictures is not None:
-        _draw_score_maps(pictures, pairs[:picture_count], defect_maps, model=model, threshold=at)
-    report = anomaly_report(defect_maps, [p.boxes for p in pairs], [p.kinds for p in pairs], good_maps,
-                            stride_px=settings.map_stride_px, image_shape=(spec.height, spec.width),
-                            threshold=at,
+        draw_score_maps(pictures, pairs[:picture_count], boards.defect_maps, model=model, threshold=boards.threshold)
+    report = anomaly_report(boards.defect_maps, boards.truth_boxes, boards.truth_kinds, boards.good_maps,
+                            stride_px=boards.stride_px, image_shape=boards.image_shape, threshold=boards.threshold,
                             target_false_alarms_per_image=target_false_alarms_per_image, resamples=resamples)
-    report.update({"groups": sorted({p.group for p in pairs}), "images_per_s": round(len(pairs) / elapsed_s, 2),
-                   "ms_per_image": round(1000.0 * elapsed_s / len(pairs), 2), "workers": workers,
+    report.update({"groups": sorted({p.group for p in pairs}), "images_per_s": round(1000.0 / ms_per_image, 2),
+                   "ms_per_image": round(ms_per_image, 2), "workers": workers,
                    "model_sha256": model.card.onnx_sha256})
     return report
 
 
-def _draw_score_maps(folder: Path, pairs: list[PcbPair], score_maps: list[np.ndarray], *, model: AnomalyModel,
+def draw_score_maps(folder: Path, pairs: list[PcbPair], score_maps: list[np.ndarray], *, model: AnomalyModel,
                      threshold: float) -> None:
     """Each board with its score map, annotated boxes (green) and the regions found (red), into ``folder``."""
     spec, settings = model.card.input, model.settings

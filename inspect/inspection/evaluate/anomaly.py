@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from inspection.classify.anomaly import THRESHOLD_GRID, anomaly_regions
 from inspection.classify.detect import iou_matrix
 from inspection.evaluate.metrics import bootstrap_intervals
 
-__all__ = ["anomaly_report", "auroc", "false_alarms_per_image", "pro_auc"]
+__all__ = ["ScoredBoards", "anomaly_report", "auroc", "false_alarms_per_image", "pooled_anomaly_report", "pro_auc"]
 
 MAX_REGION_TO_BOX_AREA = 4.0
 
@@ -74,10 +75,24 @@ def pro_auc(box_scores: Sequence[np.ndarray], outside_scores: np.ndarray, *, max
     """
     if not len(box_scores) or not len(outside_scores):
         return float("nan")
-    levels = np.unique(np.quantile(np.concatenate([*box_scores, outside_scores]), np.linspace(0, 1, 401)))
-    outside = np.sort(outside_scores)
-    fpr = 1.0 - np.searchsorted(outside, levels, side="left") / len(outside)
-    overlap = np.mean([1.0 - np.searchsorted(np.sort(b), levels, side="left") / len(b) for b in box_scores], axis=0)
+    levels = _pro_levels([*box_scores, outside_scores])
+    overlaps = np.array([_at_or_above(b, levels) / len(b) for b in box_scores])
+    return _pro_area(overlaps, _at_or_above(outside_scores, levels) / len(outside_scores), max_fpr=max_fpr)
+
+
+def _pro_levels(scores: Sequence[np.ndarray]) -> np.ndarray:
+    """The thresholds a PRO curve is drawn at: 401 quantiles of every score (fewer where they tie)."""
+    return np.unique(np.quantile(np.concatenate(scores), np.linspace(0, 1, 401)))
+
+
+def _at_or_above(scores: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """How many of ``scores`` are at or above each of the ascending ``levels``."""
+    return len(scores) - np.searchsorted(np.sort(scores), levels, side="left")
+
+
+def _pro_area(overlaps: np.ndarray, fpr: np.ndarray, *, max_fpr: float) -> float:
+    """The normalised area under the mean of ``overlaps`` (regions x levels) against ``fpr`` (levels)."""
+    overlap = overlaps.mean(axis=0)
     order = np.argsort(fpr)
     fpr, overlap = np.r_[0.0, fpr[order]], np.r_[0.0, overlap[order]]
     keep = fpr <= max_fpr
@@ -126,27 +141,11 @@ def false_alarms_per_image(good_maps: Sequence[np.ndarray], *, threshold: float,
                                               pixel_size_um=1.0)) for m in good_maps]))
 
 
-def _figures(found: list[np.ndarray], false_alarms: np.ndarray, kinds: list[tuple[str, ...]], images: np.ndarray,
-             *, kind_names: Sequence[str]) -> dict[str, float]:
-    hits, totals = Counter(), Counter()
-    for index in images:
-        for kind, hit in zip(kinds[index], found[index], strict=True):
-            totals[kind] += 1
-            hits[kind] += int(hit)
-    figures = {f"recall_{kind}": hits[kind] / totals[kind] if totals[kind] else float("nan") for kind in kind_names}
-    figures["recall"] = sum(hits.values()) / max(1, sum(totals.values()))
-    figures["false_alarms_per_image"] = float(false_alarms[images].mean())
-    return figures
+@dataclass(frozen=True)
+class ScoredBoards:
+    """One anomaly model's score maps of annotated defective boards and of good boards (one product).
 
-
-def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.ndarray],
-                   truth_kinds: Sequence[tuple[str, ...]], good_maps: Sequence[np.ndarray], *, stride_px: int,
-                   image_shape: tuple[int, int], threshold: float, target_false_alarms_per_image: float = 1.0,
-                   resamples: int = 1000) -> dict[str, Any]:
-    """Everything ``inspect eval-anomaly`` reports about score maps of annotated defective images and of good
-    images.
-
-    Parameters
+    Attributes
     ----------
     defect_maps : sequence of (h, w) float arrays
         Score maps of images with annotated defects.
@@ -161,71 +160,238 @@ def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.n
     image_shape : (H, W)
         The images' size in pixels.
     threshold : float
-        The operating threshold (the card's).
+        The operating threshold (the model card's).
+    """
+
+    defect_maps: Sequence[np.ndarray]
+    truth_boxes: Sequence[np.ndarray]
+    truth_kinds: Sequence[tuple[str, ...]]
+    good_maps: Sequence[np.ndarray]
+    stride_px: int
+    image_shape: tuple[int, int]
+    threshold: float
+
+
+POINTS = ("at_card_threshold", "at_target")
+
+
+@dataclass
+class _Units:
+    """Per image (defective first, then good, product after product), what every figure is computed from, so
+    that a bootstrap resample recomputes them all from the images it drew."""
+
+    product: list[int] = field(default_factory=list)
+    defective: list[bool] = field(default_factory=list)
+    image_score: list[float] = field(default_factory=list)
+    kinds: list[tuple[str, ...]] = field(default_factory=list)
+    found: dict[str, list[np.ndarray]] = field(default_factory=lambda: {point: [] for point in POINTS})
+    alarms: dict[str, list[int]] = field(default_factory=lambda: {point: [] for point in POINTS})
+    box_overlaps: list[np.ndarray] = field(default_factory=list)
+    """Per image, (boxes x levels): the share of each box's cells at or above each PRO level of its product."""
+    outside_above: list[np.ndarray] = field(default_factory=list)
+    """Per image, (levels,): its cells outside every box at or above each level (zeros for a good image)."""
+    outside_cells: list[int] = field(default_factory=list)
+
+    def add(self, product: int, boards: ScoredBoards, thresholds: dict[str, float]) -> None:
+        """Append one product's images, scored at its ``thresholds`` (one per point)."""
+        boxes = [np.asarray(b, float).reshape(-1, 4) for b in boards.truth_boxes]
+        inside = [_inside(m, b, stride_px=boards.stride_px) for m, b in zip(boards.defect_maps, boxes, strict=True)]
+        box_cells = [m[cells].ravel() for m, cell_boxes in zip(boards.defect_maps, inside, strict=True)
+                     for cells in cell_boxes[1]]
+        outside = [m[~mask] for m, (mask, _) in zip(boards.defect_maps, inside, strict=True)]
+        levels = _pro_levels([*box_cells, *outside]) if box_cells else np.zeros(1)
+        shape, stride = boards.image_shape, boards.stride_px
+        for index, (score_map, truth) in enumerate(zip([*boards.defect_maps, *boards.good_maps],
+                                                       [*boxes, *[np.zeros((0, 4))] * len(boards.good_maps)],
+                                                       strict=True)):
+            is_defective = index < len(boards.defect_maps)
+            self.product.append(product)
+            self.defective.append(is_defective)
+            self.image_score.append(float(score_map.max()))
+            self.kinds.append(tuple(boards.truth_kinds[index]) if is_defective else ())
+            for point in POINTS:
+                found, alarms = _outcomes(score_map, truth, threshold=thresholds[point], stride_px=stride,
+                                          image_shape=shape)
+                self.found[point].append(found)
+                self.alarms[point].append(alarms)
+            mask, cell_boxes = inside[index] if is_defective else (np.zeros(score_map.shape, bool), [])
+            self.box_overlaps.append(np.array([_at_or_above(score_map[cells].ravel(), levels)
+                                               / score_map[cells].size for cells in cell_boxes]
+                                              ).reshape(-1, len(levels)))
+            self.outside_above.append(_at_or_above(score_map[~mask], levels) if is_defective
+                                      else np.zeros(len(levels), int))
+            self.outside_cells.append(int((~mask).sum()) if is_defective else 0)
+
+    def figures(self, units: np.ndarray, *, kind_names: Sequence[str], max_fpr: float = 0.3) -> dict[str, float]:
+        """Every figure of the images ``units`` (indices, repeats allowed), flat: ``<point>.<figure>``, and
+        ``image_auroc`` and ``pro_auc_boxes`` as the mean over the products present."""
+        defective = np.array(self.defective)[units]
+        figures: dict[str, float] = {}
+        for point in POINTS:
+            hits, totals = Counter(), Counter()
+            for index in units[defective]:
+                for kind, hit in zip(self.kinds[index], self.found[point][index], strict=True):
+                    totals[kind] += 1
+                    hits[kind] += int(hit)
+            for kind in kind_names:
+                figures[f"{point}.recall_{kind}"] = hits[kind] / totals[kind] if totals[kind] else float("nan")
+            figures[f"{point}.recall"] = sum(hits.values()) / sum(totals.values()) if totals else float("nan")
+            alarms = np.array(self.alarms[point], float)[units]
+            figures[f"{point}.false_alarms_per_image"] = float(alarms[defective].mean()) if defective.any() \
+                else float("nan")
+            figures[f"{point}.false_alarms_per_good_image"] = float(alarms[~defective].mean()) \
+                if (~defective).any() else float("nan")
+        products = np.array(self.product)[units]
+        aurocs, pros = [], []
+        for product in np.unique(products):
+            mine = units[products == product]
+            aurocs.append(auroc(np.array(self.image_score)[mine], np.array(self.defective)[mine]))
+            overlaps = [self.box_overlaps[i] for i in mine if len(self.box_overlaps[i])]
+            cells = sum(self.outside_cells[i] for i in mine)
+            pros.append(_pro_area(np.concatenate(overlaps), np.sum([self.outside_above[i] for i in mine], axis=0)
+                                  / cells, max_fpr=max_fpr) if overlaps and cells else float("nan"))
+        figures["image_auroc"] = float(np.mean(aurocs)) if aurocs else float("nan")
+        figures["pro_auc_boxes"] = float(np.mean(pros)) if pros else float("nan")
+        return figures
+
+
+def _inside(score_map: np.ndarray, boxes: np.ndarray, *, stride_px: int
+            ) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
+    """The map cells inside any annotated box, and each box's cells."""
+    inside = np.zeros(score_map.shape, bool)
+    cell_boxes = []
+    for x1, y1, x2, y2 in boxes:
+        cells = (slice(int(y1) // stride_px, int(np.ceil(y2 / stride_px))),
+                 slice(int(x1) // stride_px, int(np.ceil(x2 / stride_px))))
+        inside[cells] = True
+        cell_boxes.append(cells)
+    return inside, cell_boxes
+
+
+def _target_threshold(boards: ScoredBoards, *, target_false_alarms_per_image: float) -> float:
+    """The threshold of the highest recall among those with at most the target false alarms per defective image
+    (chosen on these very images: what a line tuning on its own boards would reach). Regions merge and split as
+    the threshold moves, so neither count is monotonic in it: every threshold of the grid is tried."""
+    boxes = [np.asarray(b, float).reshape(-1, 4) for b in boards.truth_boxes]
+    best = (-1.0, 1.0)
+    for candidate in THRESHOLD_GRID:
+        outcomes = [_outcomes(m, b, threshold=float(candidate), stride_px=boards.stride_px,
+                              image_shape=boards.image_shape) for m, b in zip(boards.defect_maps, boxes, strict=True)]
+        if np.mean([alarms for _, alarms in outcomes]) <= target_false_alarms_per_image:
+            best = max(best, (float(np.concatenate([found for found, _ in outcomes]).mean()), float(candidate)))
+    return best[1]
+
+
+def _nested(figures: dict[str, Any]) -> dict[str, Any]:
+    """``{"at_target.recall": x}`` -> ``{"at_target": {"recall": x}}`` (figures without a point stay flat)."""
+    nested: dict[str, Any] = {}
+    for name, value in figures.items():
+        point, _, figure = name.rpartition(".")
+        (nested.setdefault(point, {}) if point else nested)[figure] = value
+    return nested
+
+
+def _report(units: _Units, indices: np.ndarray, *, kind_names: Sequence[str], resamples: int) -> dict[str, Any]:
+    """The figures of the images ``indices``, with bootstrap intervals over them."""
+    figures = units.figures(indices, kind_names=kind_names)
+    report = _nested({name: round(value, 5) for name, value in figures.items()})
+    kinds = [kind for i in indices for kind in units.kinds[i]]
+    report = {"defective_images": int(np.array(units.defective)[indices].sum()),
+              "good_images": int((~np.array(units.defective)[indices]).sum()),
+              "defects": dict(sorted(Counter(kinds).items())), **report}
+    if resamples:
+        report["ci95"] = _nested(bootstrap_intervals(
+            lambda drawn: units.figures(indices[drawn], kind_names=kind_names), len(indices), resamples=resamples))
+    return report
+
+
+def anomaly_report(defect_maps: Sequence[np.ndarray], truth_boxes: Sequence[np.ndarray],
+                   truth_kinds: Sequence[tuple[str, ...]], good_maps: Sequence[np.ndarray], *, stride_px: int,
+                   image_shape: tuple[int, int], threshold: float, target_false_alarms_per_image: float = 1.0,
+                   resamples: int = 1000) -> dict[str, Any]:
+    """Everything ``inspect eval-anomaly`` reports about one model's score maps of annotated defective images and
+    of good images.
+
+    Parameters
+    ----------
+    defect_maps, truth_boxes, truth_kinds, good_maps, stride_px, image_shape, threshold
+        As the fields of :class:`ScoredBoards`.
     target_false_alarms_per_image : float
         The second operating point: the threshold of the highest recall whose false alarms per defective image
         are at most this (chosen on these very images: what a line tuning on its own boards would reach).
     resamples : int
-        Bootstrap resamples over the defective images (0: no intervals).
+        Bootstrap resamples over the images, defective and good (0: no intervals).
 
     Returns
     -------
     dict
         ``image_auroc``, ``pixel_auroc_boxes``, ``pro_auc_boxes`` (to a false-positive rate of 0.3),
-        ``at_card_threshold`` and ``at_target`` (per-defect recall,
-        overall recall, false alarms per defective and per good image, the threshold), and ``ci95`` for the
-        figures at both points.
+        ``at_card_threshold`` and ``at_target`` (per-defect recall, overall recall, false alarms per defective and
+        per good image, the threshold), and ``ci95`` for all but the pixel AUROC.
     """
-    kind_names = sorted({kind for kinds in truth_kinds for kind in kinds})
-    kinds = [tuple(k) for k in truth_kinds]
-    truth_boxes = [np.asarray(b, float).reshape(-1, 4) for b in truth_boxes]
-    image_scores = np.r_[[m.max() for m in defect_maps], [m.max() for m in good_maps]]
-    is_defective = np.r_[np.ones(len(defect_maps), bool), np.zeros(len(good_maps), bool)]
-    cell_scores, cell_inside, box_scores = [], [], []
-    for score_map, boxes in zip(defect_maps, truth_boxes, strict=True):
-        inside = np.zeros(score_map.shape, bool)
-        for x1, y1, x2, y2 in boxes:
-            cells = (slice(int(y1) // stride_px, int(np.ceil(y2 / stride_px))),
-                     slice(int(x1) // stride_px, int(np.ceil(x2 / stride_px))))
-            inside[cells] = True
-            box_scores.append(score_map[cells].ravel())
-        cell_scores.append(score_map.ravel())
-        cell_inside.append(inside.ravel())
+    boards = ScoredBoards(defect_maps, truth_boxes, truth_kinds, good_maps, stride_px, image_shape, threshold)
+    return pooled_anomaly_report([boards], target_false_alarms_per_image=target_false_alarms_per_image,
+                                 resamples=resamples)["pooled"]
 
-    def defective(at: float) -> tuple[list[np.ndarray], np.ndarray]:
-        """Per defective image: which boxes a region finds, and its false alarms."""
-        outcomes = [_outcomes(m, b, threshold=at, stride_px=stride_px, image_shape=image_shape)
-                    for m, b in zip(defect_maps, truth_boxes, strict=True)]
-        return [found for found, _ in outcomes], np.array([alarms for _, alarms in outcomes], float)
 
-    every = np.arange(len(defect_maps))
-    report: dict[str, Any] = {
-        "defective_images": len(defect_maps), "good_images": len(good_maps),
-        "defects": dict(sorted(Counter(k for ks in kinds for k in ks).items())),
-        "image_auroc": round(auroc(image_scores, is_defective), 5),
-        "pixel_auroc_boxes": round(auroc(np.concatenate(cell_scores), np.concatenate(cell_inside)), 5),
-        "pro_auc_boxes": round(pro_auc(box_scores, np.concatenate(cell_scores)[~np.concatenate(cell_inside)]), 5),
-    }
-    # The threshold of the highest recall among those meeting the target (regions merge and split as the
-    # threshold moves, so neither count is monotonic in it: every candidate is tried).
-    best = (-1.0, 1.0)
-    for candidate in THRESHOLD_GRID:
-        found, alarms = defective(float(candidate))
-        if alarms.mean() <= target_false_alarms_per_image:
-            best = max(best, (float(np.concatenate(found).mean()), float(candidate)))
-    target_threshold = best[1]
-    ci95: dict[str, Any] = {}
-    for name, at in (("at_card_threshold", threshold), ("at_target", target_threshold)):
-        found, alarms = defective(at)
-        good_alarms = false_alarms_per_image(good_maps, threshold=at, stride_px=stride_px, image_shape=image_shape)
-        figures = _figures(found, alarms, kinds, every, kind_names=kind_names)
-        report[name] = {"threshold": round(at, 4), **{k: round(v, 4) for k, v in figures.items()},
-                        "false_alarms_per_good_image": round(good_alarms, 4)}
-        if resamples:
-            ci95[name] = bootstrap_intervals(lambda images, f=found, a=alarms: _figures(f, a, kinds, images,
-                                                                                        kind_names=kind_names),
-                                             len(defect_maps), resamples=resamples)
-    report["at_target"]["target_false_alarms_per_image"] = target_false_alarms_per_image
-    if resamples:
-        report["ci95"] = ci95
-    return report
+def pooled_anomaly_report(products: Sequence[ScoredBoards], *, names: Sequence[str] | None = None,
+                          target_false_alarms_per_image: float = 1.0, resamples: int = 1000) -> dict[str, Any]:
+    """The figures of several anomaly models, one per product, each on its own product's boards: per product and
+    pooled.
+
+    Each model runs at its own operating points (its card's threshold, and the threshold that meets
+    ``target_false_alarms_per_image`` on its product's defective boards). Pooled, the recall and false alarms
+    count every board at its own model's point, and the image AUROC and PRO are the mean of the products'
+    (scores of different models are not on one scale); the pooled intervals resample the boards of every product.
+
+    Parameters
+    ----------
+    products : sequence of ScoredBoards
+        One model's maps of one product's boards each.
+    names : sequence of str, optional
+        The products' names, keys of ``per_product`` (default: "0", "1", ...).
+    target_false_alarms_per_image : float
+        False alarms per defective board at the second operating point.
+    resamples : int
+        Bootstrap resamples (0: no intervals).
+
+    Returns
+    -------
+    dict
+        ``pooled`` and ``per_product`` (name -> report), each as :func:`anomaly_report`'s, plus the pixel AUROC
+        over the boxes per product.
+    """
+    names = list(names) if names is not None else [str(i) for i in range(len(products))]
+    units, thresholds = _Units(), []
+    for index, boards in enumerate(products):
+        at = {"at_card_threshold": boards.threshold,
+              "at_target": _target_threshold(boards, target_false_alarms_per_image=target_false_alarms_per_image)}
+        units.add(index, boards, at)
+        thresholds.append(at)
+    kind_names = sorted({kind for kinds in units.kinds for kind in kinds})
+    every = np.arange(len(units.product))
+    per_product: dict[str, Any] = {}
+    for index, (name, boards) in enumerate(zip(names, products, strict=True)):
+        report = _report(units, every[np.array(units.product) == index], kind_names=kind_names, resamples=resamples)
+        report["pixel_auroc_boxes"] = round(_pixel_auroc(boards), 5)
+        for point in POINTS:
+            report[point]["threshold"] = round(thresholds[index][point], 4)
+        report["at_target"]["target_false_alarms_per_image"] = target_false_alarms_per_image
+        per_product[name] = report
+    pooled = _report(units, every, kind_names=kind_names, resamples=resamples)
+    pooled["pixel_auroc_boxes"] = round(float(np.mean([r["pixel_auroc_boxes"] for r in per_product.values()])), 5)
+    for point in POINTS:
+        if len(products) == 1:
+            pooled[point]["threshold"] = round(thresholds[0][point], 4)
+    pooled["at_target"]["target_false_alarms_per_image"] = target_false_alarms_per_image
+    return {"pooled": pooled, "per_product": per_product}
+
+
+def _pixel_auroc(boards: ScoredBoards) -> float:
+    """AUROC of the defective maps' cells, those inside an annotated box as positives."""
+    scores, positive = [], []
+    for score_map, boxes in zip(boards.defect_maps, boards.truth_boxes, strict=True):
+        mask, _ = _inside(score_map, np.asarray(boxes, float).reshape(-1, 4), stride_px=boards.stride_px)
+        scores.append(score_map.ravel())
+        positive.append(mask.ravel())
+    return auroc(np.concatenate(scores), np.concatenate(positive)) if scores else float("nan")

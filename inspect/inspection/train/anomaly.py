@@ -34,6 +34,7 @@ from inspection.classify.card import (
     Normalisation,
     Parity,
     Thresholds,
+    read_card,
     sha256_of,
 )
 from inspection.evaluate import anomaly as anomaly_metrics
@@ -132,7 +133,8 @@ def _training_batch(binaries: list[np.ndarray], *, crop_px: int, batch: int, rng
 
 def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 4000, batch: int = 24,
                   held_out_fraction: float = 0.15, false_alarms_per_image: float = 1.0, seed: int = 0,
-                  threads: int = 0, device: str = "cpu") -> ModelCard:
+                  threads: int = 0, device: str = "cpu", init: str | Path | None = None,
+                  learning_rate: float | None = None) -> ModelCard:
     """Train an anomaly model from a folder of good images and export it with its card.
 
     Parameters
@@ -155,6 +157,11 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
         torch's CPU threads (0: one per core).
     device : {"cpu", "cuda"}
         Where the network trains (a GPU in bfloat16); the export and its parity check run on the CPU.
+    init : str or Path, optional
+        An anomaly model folder whose weights the training starts from (a product's model fine-tuned from the
+        generic one); None trains from scratch.
+    learning_rate : float, optional
+        The peak learning rate of the cosine schedule (None: 2e-3 from scratch, 5e-4 from ``init``).
 
     Returns
     -------
@@ -164,12 +171,14 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     Raises
     ------
     GoodFolderError, TrainingDataError
-        For a folder that cannot train a model (empty, mixed sizes, colour, too few or too small images).
+        For a folder that cannot train a model (empty, mixed sizes, colour, too few or too small images), or an
+        ``init`` folder that is not an anomaly model with its torch weights.
     ExportError
         When ONNX Runtime does not reproduce the trained network within the parity tolerance.
     """
     good = read_good_folder(good_folder)
     _check_good(good, device=device)
+    start, init_sha256 = _initial_weights(Path(init)) if init is not None else (None, None)
     height, width = good.size_hw
     if threads:
         torch.set_num_threads(threads)
@@ -180,9 +189,10 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     held_out, fitted = np.split(order, [max(1, round(held_out_fraction * len(order)))])
     held_out, fitted, binaries = np.sort(held_out), np.sort(fitted), _binary(good)
     crop_px = min(CROP_PX, height, width) // MAP_STRIDE_PX * MAP_STRIDE_PX
+    learning_rate = learning_rate or (5e-4 if start else 2e-3)
     started = time.perf_counter()
     network, history = _fit([binaries[i] for i in fitted], crop_px=crop_px, steps=steps, batch=batch, rng=rng,
-                            device=device)
+                            device=device, start=start, learning_rate=learning_rate)
     training_s = time.perf_counter() - started
     torch.save(network.state_dict(), out_dir / WEIGHTS_FILE)
     exported = _Exported(network).eval()
@@ -194,7 +204,9 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     training = {"method": "synthetic-defect segmentation (self-supervised on good images)",
                 "good_folder": str(good.folder), "data_hash": good.content_hash(), "good_images": len(good.paths),
                 "fitted_images": len(fitted), "held_out_images": [good.paths[i].name for i in held_out],
-                "steps": steps, "batch": batch, "crop_px": crop_px, "seed": seed, "seconds": round(training_s, 1),
+                "init": None if init is None else {"model": str(init), "onnx_sha256": init_sha256},
+                "steps": steps, "batch": batch, "learning_rate": learning_rate, "crop_px": crop_px, "seed": seed,
+                "seconds": round(training_s, 1),
                 "torch": torch.__version__, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                 "history": history}
     settings = AnomalySettings(
@@ -236,14 +248,31 @@ def _check_good(good: GoodImages, *, device: str) -> None:
         raise TrainingDataError("--device cuda: torch sees no CUDA device here; use --device cpu")
 
 
+def _initial_weights(model_dir: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The torch weights of an anomaly model folder to start from, checked against this architecture, and its
+    graph's sha256."""
+    card, _ = read_card(model_dir)
+    if card.task != "anomaly" or card.arch != ARCH:
+        raise TrainingDataError(f"{model_dir}: a {card.task} model ({card.arch}); --init takes an anomaly model of "
+                                f"{ARCH}")
+    if card.torch_weights is None or not (model_dir / card.torch_weights).is_file():
+        raise TrainingDataError(f"{model_dir}: no torch weights beside the ONNX file ({WEIGHTS_FILE}); --init needs "
+                                "them")
+    return torch.load(model_dir / card.torch_weights, map_location="cpu", weights_only=True), card.onnx_sha256
+
+
 def _fit(binaries: list[np.ndarray], *, crop_px: int, steps: int, batch: int, rng: np.random.Generator,
-         device: str) -> tuple[AnomalyNet, list[dict[str, float]]]:
-    """The network trained to segment synthetic defects in crops of good images (on the CPU after), and its
-    loss every 50 steps."""
-    network = AnomalyNet().to(device)
+         device: str, start: dict[str, torch.Tensor] | None, learning_rate: float
+         ) -> tuple[AnomalyNet, list[dict[str, float]]]:
+    """The network trained to segment synthetic defects in crops of good images (on the CPU after), from
+    ``start``'s weights where given, and its loss every 50 steps."""
+    network = AnomalyNet()
+    if start is not None:
+        network.load_state_dict(start)
+    network = network.to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     pos_weight = torch.tensor(5.0, device=device)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=2e-3, weight_decay=1e-4)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # cosine decay to zero over the run
         optimiser, lambda step: 0.5 * (1.0 + np.cos(np.pi * min(step / steps, 1.0))))
     history: list[dict[str, float]] = []

@@ -101,3 +101,56 @@ def save_anomaly_curves(history: Sequence[dict[str, Any]], thresholds: np.ndarra
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
+
+
+def save_per_product_figure(report: dict[str, Any], path: str | Path) -> Path:
+    """Draw the per-product protocol's figures: per product, the recall of each defect type at at most the target
+    false alarms per board (with its 95% interval), and the image AUROC.
+
+    Parameters
+    ----------
+    report : dict
+        What :func:`inspection.train.per_product.evaluate_per_product` returns (``per_product`` with
+        ``at_target``, ``image_auroc`` and their ``ci95``).
+    path : str or Path
+        The PNG to write.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    products = report["per_product"]
+    names = list(products)
+    kinds = sorted({kind for figures in products.values() for kind in figures["defects"]})
+    plt = _pyplot()
+    figure, (recalls, aurocs) = plt.subplots(1, 2, figsize=(11.0, 3.8), width_ratios=(3, 1), layout="constrained")
+    width = 0.8 / max(1, len(kinds))
+    for k, kind in enumerate(kinds):
+        values = np.array([products[n]["at_target"].get(f"recall_{kind}", np.nan) for n in names], float)
+        intervals = [products[n].get("ci95", {}).get("at_target", {}).get(f"recall_{kind}") for n in names]
+        recalls.bar(np.arange(len(names)) + (k - (len(kinds) - 1) / 2) * width, values, width,
+                    yerr=_error_bars(values, intervals), capsize=1.5, label=kind)
+    target = report["pooled"]["at_target"]["target_false_alarms_per_image"]
+    recalls.set(xticks=range(len(names)), xticklabels=names, xlabel="product (DeepPCB group)", ylabel="recall",
+                ylim=(0.5, 1.02), title=f"recall per defect type at <= {target:g} false alarms per board")
+    recalls.axhline(0.95, color="grey", linestyle=":", linewidth=1)
+    recalls.legend(fontsize="x-small", ncols=len(kinds), loc="lower center")
+    values = np.array([products[n]["image_auroc"] for n in names], float)
+    intervals = [products[n].get("ci95", {}).get("image_auroc") for n in names]
+    aurocs.bar(range(len(names)), values, yerr=_error_bars(values, intervals), capsize=2, color="tab:grey")
+    aurocs.set(xticks=range(len(names)), xticklabels=names, xlabel="product", ylabel="image AUROC",
+               ylim=(0.8, 1.005), title="defective vs good boards")
+    aurocs.axhline(0.98, color="grey", linestyle=":", linewidth=1)
+    for axes in (recalls, aurocs):
+        axes.grid(alpha=0.3, axis="y")
+        axes.tick_params(axis="x", labelrotation=45)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def _error_bars(values: np.ndarray, intervals: Sequence[Sequence[float] | None]) -> np.ndarray:
+    """matplotlib's (2, N) error bars below and above ``values`` from [low, high] intervals (none: 0)."""
+    bars = [(v - i[0], i[1] - v) if i else (0.0, 0.0) for v, i in zip(values, intervals, strict=True)]
+    return np.nan_to_num(np.array(bars, float).reshape(-1, 2).T)
