@@ -220,7 +220,6 @@ def test_anomalies_join_without_touching_the_difference_detections() -> None:
 
 @needs_deeppcb
 def test_line_loop_runs_the_anomaly_recipe_on_a_folder_camera(tmp_path: Path) -> None:
-    import json
     import shutil
 
     boards = tmp_path / "boards"
@@ -359,3 +358,15 @@ def test_eval_per_product_trains_a_model_per_group_and_resumes(small_model: Path
     evaluate_per_product([p for p in pairs if p.group == "202"], out, init=small_model, max_good_images=3, steps=4,
                          resamples=10)  # other settings: trained again
     assert (out / "202" / "model" / "model.json").stat().st_mtime_ns != trained["202"]
+
+
+def test_line_runs_a_products_model_in_the_anomaly_recipe(small_model: Path, tmp_path: Path) -> None:
+    boards = _good_folder(tmp_path / "boards", count=2)  # 96 x 96: the bundled model (640 x 640) would refuse them
+    db = tmp_path / "line.db"
+    run_cli("run", "--recipe", "pcb-anomaly", "--anomaly", str(small_model), "--camera", f"folder:{boards}",
+            "--frames", "2", "--db", str(db))
+    rows = list(map(json.loads, run_cli("results", "--db", str(db), "--format", "json").stdout.splitlines()))
+    assert len(rows) == 2 and all(r["verdict"] != "error" for r in rows)
+    refused = run_cli("run", "--recipe", "wafer-die", "--anomaly", str(small_model), "--frames", "1", "--db",
+                      str(db), check=False)
+    assert refused.returncode == 2 and "has no anomaly section; give one with it" in refused.stderr

@@ -222,6 +222,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                              "are by size); give a recipe with one")
         given = Path(args.model)  # a folder here is meant from here, not from the recipe's folder
         recipe = recipe.with_classify(model=str(given.resolve()) if given.is_dir() else args.model)
+    if args.anomaly is not None:
+        if recipe.anomaly is None:
+            raise UsageError(f"--anomaly {args.anomaly}: recipe {recipe.name!r} has no anomaly section; give one with "
+                             "it (bundled: pcb-anomaly)")
+        given = Path(args.anomaly)
+        recipe = recipe.model_copy(update={"anomaly": recipe.anomaly.model_copy(update={
+            "model": str(given.resolve()) if given.is_dir() else args.anomaly})})
     uri = line_camera(recipe, args.camera)
     hooks = _hooks(args)  # a hook that cannot load, or a port in use, fails before the camera or database
     opcua = _opcua(args, recipe)
@@ -460,6 +467,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                      help=f"recipe YAML file or a bundled one ({', '.join(BUNDLED_RECIPES)}); default: wafer-die")
     run.add_argument("--model", metavar="MODEL", help="run this classifier instead of the recipe's classify.model "
                      "(a folder or an installed model's name; the run records it)")
+    run.add_argument("--anomaly", metavar="MODEL", help="run this anomaly model instead of the recipe's anomaly.model "
+                     "(a product's model from inspect train-anomaly --init)")
     add_device_option(run)
     run.add_argument("--frames", type=integer(1, 10**12), metavar="N",
                      help="stop after N frames (default: until the source ends)")
