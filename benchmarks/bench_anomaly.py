@@ -9,6 +9,10 @@
 4. With ``--maps NPZ`` (written by ``bench_anomalib.py`` in anomalib's own environment): anomalib's PatchCore
    maps of the same boards, scored by the same function as ours.
 
+With ``--per-product DIR`` instead: the per-product protocol (``inspect eval-anomaly --per-product``) on every
+group, a model fine-tuned from ``--model`` per group, its models and pictures in DIR; the record goes to
+``anomaly-per-product-<date>-<host>.json``.
+
 The record, with the machine and date, goes to ``benchmarks/results/anomaly-<date>-<host>.json``.
 """
 
@@ -55,6 +59,23 @@ def _patchcore(maps_file: Path, pairs_by_test: dict[str, Any]) -> dict[str, Any]
     return {**settings, **report}
 
 
+def _per_product(args: argparse.Namespace) -> int:
+    """The per-product protocol on every group of the data, recorded with the machine."""
+    report = _inspect("eval-anomaly", str(args.model), str(args.data), "--list", "trainval.txt", "--per-product",
+                      str(args.per_product), "--steps", str(args.steps))
+    record = {"benchmark": "anomaly-per-product", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "machine": machine(), "init": str(args.model), **report}
+    path = save_record(record, args.out, name="anomaly-per-product")
+    for name, figures in [("pooled", report["pooled"]), *report["per_product"].items()]:
+        target = figures["at_target"]
+        trained = f", trained in {figures['training']['seconds']:.0f} s" if "training" in figures else ""
+        print(f"{name}: image AUROC {figures['image_auroc']:.4f}; at <= {target['target_false_alarms_per_image']:g} "
+              f"false alarms per board recall {target['recall']:.4f}, lowest type "
+              f"{min(v for k, v in target.items() if k.startswith('recall_')):.3f}{trained}")
+    print(f"record: {path}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "deeppcb",
@@ -65,8 +86,13 @@ def main() -> int:
     parser.add_argument("--pcb-model", default="pcb-patchnet-l-v7", help="today's PCB classifier (the baseline)")
     parser.add_argument("--maps", type=Path, help="anomalib PatchCore maps of the test boards (bench_anomalib.py)")
     parser.add_argument("--skip-golden", action="store_true", help="leave out the chain with the golden (step 3)")
+    parser.add_argument("--per-product", type=Path, metavar="DIR",
+                        help="the per-product protocol on every group instead, models and pictures in DIR")
+    parser.add_argument("--steps", type=int, default=1000, help="with --per-product: fine-tuning steps per product")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    if args.per_product:
+        return _per_product(args)
     pairs = read_pair_list(args.data, "trainval.txt")
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model

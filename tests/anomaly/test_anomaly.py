@@ -38,6 +38,34 @@ def test_synthetic_defects_change_exactly_their_mask() -> None:
     assert np.array_equal(unchanged, binary) and not none.any()
 
 
+def test_ragged_edges_flip_only_edge_pixels_and_spare_the_defects() -> None:
+    from inspection.sim.defects import roughen_edges
+
+    binary = (golden_image("pcb", size_px=128) > 127).astype(np.uint8)
+    drawn, changed = draw_defects(binary, 3, rng=np.random.default_rng(2))
+    rough = roughen_edges(drawn, flip_fraction=0.3, rng=np.random.default_rng(0), keep=changed)
+    flipped = rough != drawn
+    band = cv2.morphologyEx(drawn, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    assert flipped.any() and not (flipped & ~band).any() and not (flipped & changed).any()
+    assert 0.2 < flipped.sum() / (band & ~changed).sum() < 0.4
+    assert np.array_equal(roughen_edges(drawn, flip_fraction=0.0, rng=np.random.default_rng(0)), drawn)
+
+
+def test_a_missing_stretch_of_track_follows_the_track() -> None:
+    from inspection.sim.defects import _segment
+
+    binary = np.zeros((64, 64), np.uint8)
+    binary[:, 30:35] = 1  # a vertical track 5 px wide
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        cut = _segment(binary, rng)
+        if (cut != binary).any() and binary[cut != binary].all():  # drawn on the track: a stretch of it is gone
+            rows = np.nonzero((cut == 0)[:, 30:35].all(axis=1) & (binary[:, 30:35] == 1).all(axis=1))[0]
+            assert len(rows) >= 8 and np.ptp(rows) + 1 == len(rows)  # the whole width, a run of rows
+            return
+    pytest.fail("no stretch of the track was drawn in 200 tries")
+
+
 def test_regions_are_cells_scaled_to_image_pixels() -> None:
     score_map = np.zeros((10, 12), np.float32)
     score_map[2:4, 3:6] = [[0.6, 0.9, 0.6], [0.6, 0.7, 0.2]]

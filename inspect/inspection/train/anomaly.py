@@ -38,7 +38,7 @@ from inspection.classify.card import (
     sha256_of,
 )
 from inspection.evaluate import anomaly as anomaly_metrics
-from inspection.sim.defects import draw_defects
+from inspection.sim.defects import draw_defects, roughen_edges
 from inspection.train.curves import save_anomaly_curves
 from inspection.train.export import (
     ANOMALY_CHECK_IMAGES,
@@ -60,6 +60,8 @@ BINARISE_AT = 0.5
 CROP_PX = 160
 """Training crops: large enough for the widest receptive field (about 120 px), small enough for many a step."""
 MIN_SIDE_PX = 32
+MAX_EDGE_FLIP = 0.25
+"""Training crops get ragged edges, each with a flip chance drawn from 0 to this (see ``roughen_edges``)."""
 
 
 class TrainingDataError(InspectionError, ValueError):
@@ -112,7 +114,8 @@ def _binary(good: GoodImages) -> list[np.ndarray]:
 
 def _training_batch(binaries: list[np.ndarray], *, crop_px: int, batch: int, rng: np.random.Generator
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random crops (flipped and turned), each with 0 to 3 synthetic defects; targets on the map's grid."""
+    """Random crops (flipped and turned), each with 0 to 3 synthetic defects and ragged edges around them (not
+    defects: the targets leave them out); targets on the map's grid."""
     crops, masks = [], []
     for _ in range(batch):
         image = binaries[rng.integers(len(binaries))]
@@ -123,7 +126,7 @@ def _training_batch(binaries: list[np.ndarray], *, crop_px: int, batch: int, rng
         crop = crop[:, ::-1] if rng.random() < 0.5 else crop
         crop = np.ascontiguousarray(crop.T if rng.random() < 0.5 else crop)
         drawn, changed = draw_defects(crop, int(rng.integers(0, 4)), rng=rng)
-        crops.append(drawn)
+        crops.append(roughen_edges(drawn, flip_fraction=rng.uniform(0.0, MAX_EDGE_FLIP), rng=rng, keep=changed))
         masks.append(changed)
     images = torch.from_numpy(np.stack(crops)[:, None].astype(np.float32))
     targets = F.max_pool2d(torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)), MAP_STRIDE_PX,
