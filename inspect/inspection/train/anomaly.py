@@ -222,7 +222,8 @@ def train_anomaly(good_folder: str | Path, out_dir: str | Path, *, steps: int = 
     checked = np.concatenate(held_out_units[:ANOMALY_CHECK_IMAGES])
     write_checks(out_dir, checked, source=f"held-out good images of {good.folder}", count=len(checked))
     AnomalyModel(out_dir)  # the line's loader accepts it: sha256, input name and shape, metadata
-    save_anomaly_curves(history, THRESHOLD_GRID, false_alarms, out_dir / "training.png", title=f"{ARCH} training",
+    title = f"{ARCH}, {len(fitted)} good images" + (f", fine-tuned from {Path(init).name}" if init else "")
+    save_anomaly_curves(history, THRESHOLD_GRID, false_alarms, out_dir / "training.png", title=title,
                         chosen_threshold=settings.threshold, target_false_alarms=false_alarms_per_image)
     return card
 
