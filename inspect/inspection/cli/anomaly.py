@@ -123,7 +123,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("good_folder", type=Path, help="images of good parts, one size, grey")
     train.add_argument("--out", type=Path, required=True, help="model folder to write (model.onnx, model.json)")
     train.add_argument("--steps", type=integer(1, 10_000_000), default=4000,
-                       help="optimiser steps (default 4000; 1,000 from --init took 6 min on a 2-core Xeon)")
+                       help="optimiser steps (default 4000; 1,000 from --init took 6 min on a 2-core AMD EPYC)")
     train.add_argument("--batch", type=integer(1, 4096), default=24, help="crops per step")
     train.add_argument("--held-out", type=number(0.01, 0.9), default=0.15,
                        help="share of the good images kept out to choose the threshold and check parity")
