@@ -132,10 +132,12 @@ def save_per_product_figure(report: dict[str, Any], path: str | Path) -> Path:
         recalls.bar(np.arange(len(names)) + (k - (len(kinds) - 1) / 2) * width, values, width,
                     yerr=_error_bars(values, intervals), capsize=1.5, label=kind)
     target = report["pooled"]["at_target"]["target_false_alarms_per_image"]
+    lowest = min((products[n]["at_target"].get(f"recall_{kind}", 1.0) for n in names for kind in kinds), default=1.0)
     recalls.set(xticks=range(len(names)), xticklabels=names, xlabel="product (DeepPCB group)", ylabel="recall",
-                ylim=(0.5, 1.02), title=f"recall per defect type at <= {target:g} false alarms per board")
+                ylim=(min(0.5, np.floor(np.nan_to_num(lowest, nan=1.0) * 10) / 10 - 0.1), 1.02),
+                title=f"recall per defect type at <= {target:g} false alarms per board")
     recalls.axhline(0.95, color="grey", linestyle=":", linewidth=1)
-    recalls.legend(fontsize="x-small", ncols=len(kinds), loc="lower center")
+    recalls.legend(fontsize="x-small", ncols=len(kinds), loc="upper center", bbox_to_anchor=(0.5, -0.3))
     values = np.array([products[n]["image_auroc"] for n in names], float)
     intervals = [products[n].get("ci95", {}).get("image_auroc") for n in names]
     aurocs.bar(range(len(names)), values, yerr=_error_bars(values, intervals), capsize=2, color="tab:grey")
