@@ -255,11 +255,8 @@ def evaluate_anomaly_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: i
 
     Parameters
     ----------
-    chain : PartChain
-        A chain of the anomaly model alone (a ``pcb`` recipe with ``anomaly`` and no ``reference``).
-    pairs : list of PcbPair
-    workers : int, optional
-        Images scored at once (through the chain's anomaly micro-batcher).
+    chain, pairs, workers
+        As :func:`score_anomaly_pairs`'s.
     threshold : float, optional
         Replaces the card's operating threshold (None: the card's).
     target_false_alarms_per_image : float, optional
