@@ -296,7 +296,21 @@ def evaluate_anomaly_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: i
 
 def draw_score_maps(folder: Path, pairs: list[PcbPair], score_maps: list[np.ndarray], *, model: AnomalyModel,
                      threshold: float) -> None:
-    """Each board with its score map, annotated boxes (green) and the regions found (red), into ``folder``."""
+    """Draw each board with its score map, annotated boxes (green) and the regions found (red).
+
+    Parameters
+    ----------
+    folder : Path
+        Where the pictures go, one PNG per board named after its test image.
+    pairs : list of PcbPair
+        The boards to draw.
+    score_maps : list of (h, w) float arrays
+        The model's map of each test board (more than ``pairs`` are ignored).
+    model : AnomalyModel
+        The model that made them (its map stride and input size).
+    threshold : float
+        The map threshold the regions are cut at.
+    """
     spec, settings = model.card.input, model.settings
     for pair, score_map in zip(pairs, score_maps, strict=False):
         found = anomaly_regions(score_map, threshold=threshold, stride_px=settings.map_stride_px,
