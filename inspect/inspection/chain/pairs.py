@@ -20,7 +20,7 @@ from tqdm import tqdm
 from inspection.acquire import read_image
 from inspection.acquire.deeppcb import DEEPPCB_TYPES, PcbPair
 from inspection.chain.chain import AnomalyStages, Failed, InspectedPart, PartChain
-from inspection.classify.anomaly import AnomalyModel, anomaly_regions
+from inspection.classify.anomaly import anomaly_regions
 from inspection.classify.card import DetectorSettings
 from inspection.classify.detect import as_hypotheses
 from inspection.evaluate.anomaly import ScoredBoards, anomaly_report
@@ -284,7 +284,7 @@ def evaluate_anomaly_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: i
     assert isinstance(stages, AnomalyStages)  # score_anomaly_pairs refuses any other chain
     model = stages.anomalies.model
     if pictures is not None:
-        draw_score_maps(pictures, pairs[:picture_count], boards.defect_maps, model=model, threshold=boards.threshold)
+        draw_score_maps(pictures, pairs[:picture_count], boards)
     report = anomaly_report(boards.defect_maps, boards.truth_boxes, boards.truth_kinds, boards.good_maps,
                             stride_px=boards.stride_px, image_shape=boards.image_shape, threshold=boards.threshold,
                             target_false_alarms_per_image=target_false_alarms_per_image, resamples=resamples)
@@ -294,8 +294,7 @@ def evaluate_anomaly_pairs(chain: PartChain, pairs: list[PcbPair], *, workers: i
     return report
 
 
-def draw_score_maps(folder: Path, pairs: list[PcbPair], score_maps: list[np.ndarray], *, model: AnomalyModel,
-                     threshold: float) -> None:
+def draw_score_maps(folder: Path, pairs: list[PcbPair], boards: ScoredBoards) -> None:
     """Draw each board with its score map, annotated boxes (green) and the regions found (red).
 
     Parameters
@@ -304,19 +303,15 @@ def draw_score_maps(folder: Path, pairs: list[PcbPair], score_maps: list[np.ndar
         Where the pictures go, one PNG per board named after its test image.
     pairs : list of PcbPair
         The boards to draw.
-    score_maps : list of (h, w) float arrays
-        The model's map of each test board (more than ``pairs`` are ignored).
-    model : AnomalyModel
-        The model that made them (its map stride and input size).
-    threshold : float
-        The map threshold the regions are cut at.
+    boards : ScoredBoards
+        The model's maps of these boards' test images (more maps than ``pairs`` are ignored); the regions are cut
+        at its threshold.
     """
-    spec, settings = model.card.input, model.settings
-    for pair, score_map in zip(pairs, score_maps, strict=False):
-        found = anomaly_regions(score_map, threshold=threshold, stride_px=settings.map_stride_px,
-                                image_shape=(spec.height, spec.width), pixel_size_um=1.0)
+    for pair, score_map in zip(pairs, boards.defect_maps, strict=False):
+        found = anomaly_regions(score_map, threshold=boards.threshold, stride_px=boards.stride_px,
+                                image_shape=boards.image_shape, pixel_size_um=1.0)
         image = read_grey_frame(pair.test_path, 0).image
         save_png(folder / f"{pair.test_path.stem}.png", draw_anomaly_map(
-            image, score_map, threshold=threshold, truth_boxes=pair.boxes,
+            image, score_map, threshold=boards.threshold, truth_boxes=pair.boxes,
             found_boxes=np.array([r.box_xyxy_px for r in found], float).reshape(-1, 4),
             title=f"{pair.test_path.name}: {len(pair.kinds)} annotated (green), {len(found)} found (red)"))

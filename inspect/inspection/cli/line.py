@@ -211,6 +211,13 @@ def _hooks(args: argparse.Namespace) -> list[Hook]:
     return hooks + installed_hooks()
 
 
+def _model_given_here(model: str) -> str:
+    """A model named on the command line: a folder here is meant from here, not from the recipe's folder; anything
+    else is an installed model's name, found as a recipe's would be."""
+    given = Path(model)
+    return str(given.resolve()) if given.is_dir() else model
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     if recipe.kind == "wafer-lot":
@@ -220,15 +227,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if recipe.classify is None:
             raise UsageError(f"--model {args.model}: recipe {recipe.name!r} has no classify section (its verdicts "
                              "are by size); give a recipe with one")
-        given = Path(args.model)  # a folder here is meant from here, not from the recipe's folder
-        recipe = recipe.with_classify(model=str(given.resolve()) if given.is_dir() else args.model)
+        recipe = recipe.with_classify(model=_model_given_here(args.model))
     if args.anomaly is not None:
         if recipe.anomaly is None:
             raise UsageError(f"--anomaly {args.anomaly}: recipe {recipe.name!r} has no anomaly section; give one with "
                              "it (bundled: pcb-anomaly)")
-        given = Path(args.anomaly)
         recipe = recipe.model_copy(update={"anomaly": recipe.anomaly.model_copy(update={
-            "model": str(given.resolve()) if given.is_dir() else args.anomaly})})
+            "model": _model_given_here(args.anomaly)})})
     uri = line_camera(recipe, args.camera)
     hooks = _hooks(args)  # a hook that cannot load, or a port in use, fails before the camera or database
     opcua = _opcua(args, recipe)

@@ -225,7 +225,8 @@ class _Units:
     def figures(self, units: np.ndarray, *, kind_names: Sequence[str], max_fpr: float = 0.3) -> dict[str, float]:
         """Every figure of the images ``units`` (indices, repeats allowed), flat: ``<point>.<figure>``, and
         ``image_auroc`` and ``pro_auc_boxes`` as the mean over the products present."""
-        defective = np.array(self.defective)[units]
+        every_defective, image_score = np.array(self.defective), np.array(self.image_score)
+        defective = every_defective[units]
         figures: dict[str, float] = {}
         for point in POINTS:
             hits, totals = Counter(), Counter()
@@ -245,7 +246,7 @@ class _Units:
         aurocs, pros = [], []
         for product in np.unique(products):
             mine = units[products == product]
-            aurocs.append(auroc(np.array(self.image_score)[mine], np.array(self.defective)[mine]))
+            aurocs.append(auroc(image_score[mine], every_defective[mine]))
             overlaps = [self.box_overlaps[i] for i in mine if len(self.box_overlaps[i])]
             cells = sum(self.outside_cells[i] for i in mine)
             pros.append(_pro_area(np.concatenate(overlaps), np.sum([self.outside_above[i] for i in mine], axis=0)
@@ -380,8 +381,8 @@ def pooled_anomaly_report(products: Sequence[ScoredBoards], *, names: Sequence[s
         per_product[name] = report
     pooled = _report(units, every, kind_names=kind_names, resamples=resamples)
     pooled["pixel_auroc_boxes"] = round(float(np.mean([r["pixel_auroc_boxes"] for r in per_product.values()])), 5)
-    for point in POINTS:
-        if len(products) == 1:
+    if len(products) == 1:  # one model: its thresholds are the report's
+        for point in POINTS:
             pooled[point]["threshold"] = round(thresholds[0][point], 4)
     pooled["at_target"]["target_false_alarms_per_image"] = target_false_alarms_per_image
     return {"pooled": pooled, "per_product": per_product}

@@ -19,7 +19,6 @@ from inspection.acquire.deeppcb import PcbPair, per_product_split
 from inspection.acquire.good import read_good_folder
 from inspection.chain.chain import build_chain
 from inspection.chain.pairs import draw_score_maps, score_anomaly_pairs
-from inspection.classify.anomaly import AnomalyModel
 from inspection.classify.card import CardError, read_card
 from inspection.evaluate.anomaly import pooled_anomaly_report
 from inspection.recipe import AnomalyStageSettings, load_recipe
@@ -88,18 +87,17 @@ def evaluate_per_product(pairs: list[PcbPair], out_dir: str | Path, *, init: str
             model=str(model_dir), device="cpu", max_batch=8)})
         with build_chain(recipe) as chain:
             boards, ms_per_image = score_anomaly_pairs(chain, test_pairs, workers=workers)
-        model = AnomalyModel(model_dir)
-        draw_score_maps(out_dir / group / "maps", test_pairs[:PICTURES_PER_PRODUCT], boards.defect_maps,
-                        model=model, threshold=boards.threshold)
+        draw_score_maps(out_dir / group / "maps", test_pairs[:PICTURES_PER_PRODUCT], boards)
         products.append(boards)
-        card, settings = model.card, model.settings
+        card, _ = read_card(model_dir)
+        assert card.anomaly is not None  # the chain loaded it as an anomaly model
         training[group] = {"ms_per_image": round(ms_per_image, 2), "model": str(model_dir),
                            "model_sha256": card.onnx_sha256, "training": {
                                "good_images": card.training["good_images"],
                                "fitted_images": card.training["fitted_images"],
                                "held_out_images": len(card.training["held_out_images"]),
                                "seconds": card.training["seconds"],
-                               "val_false_alarms_per_image": settings.val_false_alarms_per_image}}
+                               "val_false_alarms_per_image": card.anomaly.val_false_alarms_per_image}}
     report = pooled_anomaly_report(products, names=list(split), resamples=resamples,
                                    target_false_alarms_per_image=target_false_alarms_per_image)
     for group, figures in report["per_product"].items():
